@@ -1,0 +1,41 @@
+# databus — the two commands a new machine needs are `make run` and `make test`.
+# Services (MariaDB, Redis, a Kafka-protocol broker) are installed and started
+# by scripts/services.sh when absent. Point at existing ones with
+# DATABUS_BROKERS, DATABUS_MYSQL_URL, DATABUS_REDIS_ADDR (see README).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+SERVICES := scripts/services.sh
+# Exports the resolved service addresses into a recipe line.
+WITH_ENV = eval "$$($(SERVICES) env)"
+
+.PHONY: run test services build lint unit clean
+
+## Set up the services, build, and run databus in the foreground on :6205.
+run: services build
+	@$(WITH_ENV); scripts/run-config.sh > .run/databus.toml; \
+	  echo "databus: config .run/databus.toml (from databus.toml)"; \
+	  exec target/release/databus --conf .run/databus.toml
+
+## Set up the services and run every check and test.
+test: services lint
+	@$(WITH_ENV); cargo test --all-targets
+
+services:
+	@mkdir -p .run
+	@$(SERVICES) up
+
+build:
+	cargo build --release
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+## Unit tests only; needs no services.
+unit:
+	cargo test --lib
+
+clean:
+	cargo clean
+	rm -rf .run

@@ -1,0 +1,323 @@
+//! Who may do what. A store ([`AuthStore`]: MySQL today) is read in full into
+//! an in-process [`AuthCache`]; AUTH is answered from the cache only, and a
+//! refresher thread reloads it periodically, keeping the last good copy when a
+//! reload fails.
+
+pub mod mysql;
+pub mod request;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread;
+use std::time::Duration;
+
+pub use request::{parse_auth_string, AuthRequest, AuthStringError, Role, StartOffset};
+
+/// One row of `auth_tb` joined with its `app_tb` row.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub group: String,
+    pub topic: String,
+    pub operation: u8,
+    pub app_id: i64,
+    pub app_key: String,
+    pub app_secret: String,
+    pub cluster: String,
+}
+
+impl fmt::Debug for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Grant")
+            .field("group", &self.group)
+            .field("topic", &self.topic)
+            .field("operation", &self.operation)
+            .field("app_id", &self.app_id)
+            .field("app_key", &self.app_key)
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Grant {
+    pub fn allows(&self, role: Role) -> bool {
+        self.operation & role.operation_bit() != 0
+    }
+}
+
+/// Why a store could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{store}: {cause}")]
+pub struct StoreError {
+    pub store: String,
+    pub cause: String,
+}
+
+/// A source of grants. `load` returns every live grant; the cache does the rest.
+pub trait AuthStore: Send {
+    /// Names the store in logs and errors, without any password.
+    fn describe(&self) -> String;
+    fn load(&mut self) -> Result<Vec<Grant>, StoreError>;
+}
+
+/// Why an AUTH was refused. The text never contains the secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("unknown group '{0}'")]
+    UnknownGroup(String),
+    #[error("topic '{topic}' is not granted to group '{group}'")]
+    TopicNotGranted { group: String, topic: String },
+    #[error("wrong app key for group '{group}'")]
+    WrongKey { group: String },
+    #[error("wrong secret for app key '{key}'")]
+    WrongSecret { key: String },
+    #[error("role '{role}' is not allowed for group '{group}'")]
+    RoleNotAllowed { role: Role, group: String },
+    #[error("cluster '{cluster}' of app '{key}' is not configured")]
+    ClusterNotConfigured { cluster: String, key: String },
+}
+
+/// The grants of one load, indexed by group.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    by_group: HashMap<String, Vec<Grant>>,
+}
+
+impl Snapshot {
+    pub fn new(grants: Vec<Grant>) -> Snapshot {
+        let mut by_group: HashMap<String, Vec<Grant>> = HashMap::new();
+        for g in grants {
+            by_group.entry(g.group.clone()).or_default().push(g);
+        }
+        Snapshot { by_group }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_group.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_group.is_empty()
+    }
+
+    /// Checks a request in a fixed order so each failure has one clear cause:
+    /// group, topic, key, secret, role, cluster.
+    pub fn check(&self, req: &AuthRequest, cluster_known: impl Fn(&str) -> bool) -> Result<Grant, AuthError> {
+        let grants = self
+            .by_group
+            .get(&req.group)
+            .ok_or_else(|| AuthError::UnknownGroup(req.group.clone()))?;
+        let mut for_topic = grants.iter().filter(|g| g.topic == req.topic).peekable();
+        if for_topic.peek().is_none() {
+            return Err(AuthError::TopicNotGranted {
+                group: req.group.clone(),
+                topic: req.topic.clone(),
+            });
+        }
+        let grant = for_topic
+            .find(|g| g.app_key == req.key)
+            .ok_or_else(|| AuthError::WrongKey {
+                group: req.group.clone(),
+            })?;
+        if !constant_time_eq(grant.app_secret.as_bytes(), req.secret.as_bytes()) {
+            return Err(AuthError::WrongSecret { key: req.key.clone() });
+        }
+        if !grant.allows(req.role) {
+            return Err(AuthError::RoleNotAllowed {
+                role: req.role,
+                group: req.group.clone(),
+            });
+        }
+        if !cluster_known(&grant.cluster) {
+            return Err(AuthError::ClusterNotConfigured {
+                cluster: grant.cluster.clone(),
+                key: req.key.clone(),
+            });
+        }
+        Ok(grant.clone())
+    }
+}
+
+/// Compares without an early exit, so the time taken says nothing about how
+/// much of a guessed secret was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len().max(b.len());
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..n {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+/// The current snapshot, shared by every connection.
+#[derive(Default)]
+pub struct AuthCache {
+    current: RwLock<Arc<Snapshot>>,
+}
+
+impl AuthCache {
+    pub fn new(snapshot: Snapshot) -> AuthCache {
+        AuthCache {
+            current: RwLock::new(Arc::new(snapshot)),
+        }
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn replace(&self, snapshot: Snapshot) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+    }
+}
+
+/// Loads the store once; used at startup, where a failure stops the server.
+pub fn initial_load(store: &mut dyn AuthStore) -> Result<AuthCache, StoreError> {
+    let grants = store.load()?;
+    log::info!("auth: loaded {} grants from {}", grants.len(), store.describe());
+    Ok(AuthCache::new(Snapshot::new(grants)))
+}
+
+/// Reloads the store every `interval` until `stop` is set. A failure is logged
+/// once per outage and the last good snapshot keeps serving.
+pub fn spawn_refresher(
+    mut store: Box<dyn AuthStore>,
+    cache: Arc<AuthCache>,
+    interval: Duration,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<()> {
+    thread::Builder::new()
+        .name("auth-refresh".into())
+        .spawn(move || {
+            let mut failing = false;
+            while sleep_unless_stopped(interval, &stop) {
+                match store.load() {
+                    Ok(grants) => {
+                        if failing {
+                            log::info!("auth: {} reachable again", store.describe());
+                            failing = false;
+                        }
+                        log::debug!("auth: refreshed {} grants", grants.len());
+                        cache.replace(Snapshot::new(grants));
+                    }
+                    Err(e) if !failing => {
+                        log::warn!("auth: refresh failed, serving the last good grants: {e}");
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
+            }
+        })
+        .expect("spawn auth refresher")
+}
+
+/// Sleeps in short steps so shutdown is prompt; false once `stop` is set.
+pub(crate) fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) -> bool {
+    let step = Duration::from_millis(50);
+    let mut left = total;
+    while !left.is_zero() {
+        if stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        let d = left.min(step);
+        thread::sleep(d);
+        left -= d;
+    }
+    !stop.load(Ordering::SeqCst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(group: &str, topic: &str, op: u8, key: &str, cluster: &str) -> Grant {
+        Grant {
+            group: group.into(),
+            topic: topic.into(),
+            operation: op,
+            app_id: 1,
+            app_key: key.into(),
+            app_secret: format!("{key}-secret"),
+            cluster: cluster.into(),
+        }
+    }
+
+    fn req(s: &str) -> AuthRequest {
+        parse_auth_string(s).unwrap()
+    }
+
+    #[test]
+    fn every_check_has_its_own_error() {
+        let snap = Snapshot::new(vec![
+            grant("g", "t", 2, "k", "c1"),
+            grant("g", "t2", 3, "k2", "gone"),
+        ]);
+        let known = |c: &str| c == "c1";
+        assert_eq!(
+            snap.check(&req("k:k-secret@g/topic=t&role=pub"), known)
+                .unwrap()
+                .topic,
+            "t"
+        );
+        let cases = [
+            (
+                "k:k-secret@h/topic=t&role=pub",
+                AuthError::UnknownGroup("h".into()),
+            ),
+            (
+                "k:k-secret@g/topic=x&role=pub",
+                AuthError::TopicNotGranted {
+                    group: "g".into(),
+                    topic: "x".into(),
+                },
+            ),
+            (
+                "z:k-secret@g/topic=t&role=pub",
+                AuthError::WrongKey { group: "g".into() },
+            ),
+            (
+                "k:nope@g/topic=t&role=pub",
+                AuthError::WrongSecret { key: "k".into() },
+            ),
+            (
+                "k:k-secret@g/topic=t&role=sub",
+                AuthError::RoleNotAllowed {
+                    role: Role::Sub,
+                    group: "g".into(),
+                },
+            ),
+            (
+                "k2:k2-secret@g/topic=t2&role=sub",
+                AuthError::ClusterNotConfigured {
+                    cluster: "gone".into(),
+                    key: "k2".into(),
+                },
+            ),
+        ];
+        for (s, want) in cases {
+            let got = snap.check(&req(s), known).unwrap_err();
+            assert!(!got.to_string().contains("secret") || matches!(got, AuthError::WrongSecret { .. }));
+            assert_eq!(got, want, "{s}");
+        }
+    }
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+        assert!(!constant_time_eq(b"", b"\0"));
+    }
+
+    #[test]
+    fn operation_bits() {
+        assert!(grant("g", "t", 3, "k", "c").allows(Role::Pub));
+        assert!(grant("g", "t", 3, "k", "c").allows(Role::Sub));
+        assert!(!grant("g", "t", 1, "k", "c").allows(Role::Pub));
+        assert!(!grant("g", "t", 2, "k", "c").allows(Role::Sub));
+        assert!(!grant("g", "t", 0, "k", "c").allows(Role::Sub));
+    }
+}

@@ -1,0 +1,251 @@
+//! Publishing. One idempotent librdkafka producer per cluster, shared by all
+//! publisher connections of that cluster. `publish` only enqueues; the caller
+//! holds a [`PendingDelivery`] and waits on it before replying, so a pipelined
+//! burst is produced concurrently and still answered in order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Message};
+
+use crate::config::{Cluster, ProducerSettings};
+
+/// Why a record was not acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("cluster '{0}' is not configured")]
+    UnknownCluster(String),
+    #[error("cannot create producer for cluster '{cluster}': {cause}")]
+    Create { cluster: String, cause: String },
+    #[error("kafka refused the record: {0}")]
+    Rejected(String),
+    #[error("kafka did not acknowledge the record within {0} ms")]
+    Timeout(u128),
+    #[error("producer closed before the record was acknowledged")]
+    Closed,
+}
+
+/// One record to produce.
+pub struct OutRecord<'a> {
+    pub topic: &'a str,
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    pub headers: &'a [(&'a str, &'a [u8])],
+}
+
+/// Where an acknowledged record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+type DeliverySender = SyncSender<Result<Delivered, KafkaError>>;
+
+/// A record handed to the producer, not yet acknowledged.
+pub struct PendingDelivery {
+    rx: Receiver<Result<Delivered, KafkaError>>,
+    deadline: Instant,
+    timeout: Duration,
+    /// Keeps a replaced producer alive until its records are settled.
+    _producer: Option<Arc<ClusterProducer>>,
+}
+
+impl PendingDelivery {
+    /// An already acknowledged record, for doubles of [`Publish`].
+    pub fn acknowledged(partition: i32, offset: i64) -> PendingDelivery {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let _ = tx.send(Ok(Delivered { partition, offset }));
+        PendingDelivery {
+            rx,
+            deadline: Instant::now(),
+            timeout: Duration::ZERO,
+            _producer: None,
+        }
+    }
+
+    /// Waits for the broker's verdict. librdkafka itself fails the record at
+    /// `message.timeout.ms`; the extra second only guards against a lost report.
+    pub fn wait(self) -> Result<Delivered, PublishError> {
+        let left = self.deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
+        match self.rx.recv_timeout(left) {
+            Ok(Ok(d)) => Ok(d),
+            Ok(Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut))) => {
+                Err(PublishError::Timeout(self.timeout.as_millis()))
+            }
+            Ok(Err(e)) => Err(PublishError::Rejected(e.to_string())),
+            Err(RecvTimeoutError::Timeout) => Err(PublishError::Timeout(self.timeout.as_millis())),
+            Err(RecvTimeoutError::Disconnected) => Err(PublishError::Closed),
+        }
+    }
+}
+
+/// Where publishers send records; a trait so command logic can be tested
+/// without a broker.
+pub trait Publish: Send + Sync {
+    fn publish(&self, cluster: &str, record: &OutRecord<'_>) -> Result<PendingDelivery, PublishError>;
+}
+
+#[derive(Default)]
+struct DeliveryReports {
+    /// A record timed out and none was delivered since. See [`Producers`].
+    stuck: AtomicBool,
+}
+
+impl ClientContext for DeliveryReports {}
+
+impl ProducerContext for DeliveryReports {
+    type DeliveryOpaque = Box<DeliverySender>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, reply: Box<DeliverySender>) {
+        let outcome = match result {
+            Ok(m) => {
+                self.stuck.store(false, Ordering::Relaxed);
+                Ok(Delivered {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                })
+            }
+            Err((e, _)) => {
+                if *e == KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut) {
+                    self.stuck.store(true, Ordering::Relaxed);
+                }
+                Err(e.clone())
+            }
+        };
+        // The waiter may have given up already; nothing to do then.
+        let _ = reply.send(outcome);
+    }
+}
+
+struct ClusterProducer {
+    kafka: ThreadedProducer<DeliveryReports>,
+    created: Instant,
+}
+
+/// The producers of every configured cluster, created on first use.
+///
+/// A producer is replaced when librdkafka reports a fatal error, or when its
+/// records time out with no delivery since and it is older than the produce
+/// timeout: an idempotent producer whose broker lost its state (a restarted
+/// in-memory broker, say) can stay stuck re-bumping its epoch, while a new
+/// producer gets a new id and works. Replacing is safe: the records it still
+/// holds were never acknowledged to a client and fail with an error reply.
+pub struct Producers {
+    clusters: BTreeMap<String, Cluster>,
+    settings: ProducerSettings,
+    live: Mutex<HashMap<String, Arc<ClusterProducer>>>,
+}
+
+impl Producers {
+    pub fn new(clusters: BTreeMap<String, Cluster>, settings: ProducerSettings) -> Producers {
+        Producers {
+            clusters,
+            settings,
+            live: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn producer(&self, cluster: &str) -> Result<Arc<ClusterProducer>, PublishError> {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = live.get(cluster) {
+            if let Some((code, reason)) = p.kafka.client().fatal_error() {
+                log::warn!(
+                    "producer for cluster '{cluster}' hit a fatal error ({code:?}: {reason}); re-creating it"
+                );
+            } else if p.kafka.context().stuck.load(Ordering::Relaxed)
+                && p.created.elapsed() > self.settings.timeout
+            {
+                log::warn!("producer for cluster '{cluster}' delivers nothing since a record timed out; re-creating it");
+            } else {
+                return Ok(p.clone());
+            }
+        }
+        let config = self
+            .clusters
+            .get(cluster)
+            .ok_or_else(|| PublishError::UnknownCluster(cluster.to_owned()))?;
+        let kafka = super::client_config(config)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("partitioner", &self.settings.partitioner)
+            .set(
+                "message.timeout.ms",
+                self.settings.timeout.as_millis().to_string(),
+            )
+            .set("linger.ms", self.settings.linger.as_millis().to_string())
+            .create_with_context(DeliveryReports::default())
+            .map_err(|e| PublishError::Create {
+                cluster: cluster.to_owned(),
+                cause: e.to_string(),
+            })?;
+        let producer = Arc::new(ClusterProducer {
+            kafka,
+            created: Instant::now(),
+        });
+        live.insert(cluster.to_owned(), producer.clone());
+        log::info!("producer for cluster '{cluster}' created");
+        Ok(producer)
+    }
+
+    /// Waits up to `timeout` for every queued record of every cluster.
+    pub fn flush(&self, timeout: Duration) {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, p) in live.iter() {
+            if let Err(e) = p.kafka.flush(timeout) {
+                log::warn!("flushing producer of cluster '{name}': {e}");
+            }
+        }
+    }
+}
+
+impl Publish for Producers {
+    fn publish(&self, cluster: &str, record: &OutRecord<'_>) -> Result<PendingDelivery, PublishError> {
+        let producer = self.producer(cluster)?;
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (key, value) in record.headers {
+            headers = headers.insert(Header {
+                key,
+                value: Some(*value),
+            });
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        let timeout = self.settings.timeout;
+        let deadline = Instant::now() + timeout;
+        let mut base = BaseRecord::with_opaque_to(record.topic, Box::new(tx))
+            .key(record.key)
+            .payload(record.value)
+            .headers(headers);
+        loop {
+            match producer.kafka.send(base) {
+                Ok(()) => {
+                    return Ok(PendingDelivery {
+                        rx,
+                        deadline,
+                        timeout,
+                        _producer: Some(producer),
+                    })
+                }
+                // The local queue is full: wait for deliveries to drain it,
+                // but never past this record's own deadline.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if Instant::now() < deadline =>
+                {
+                    base = back;
+                    thread::sleep(Duration::from_millis(1));
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    return Err(PublishError::Timeout(timeout.as_millis()))
+                }
+                Err((e, _)) => return Err(PublishError::Rejected(e.to_string())),
+            }
+        }
+    }
+}

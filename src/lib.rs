@@ -1,0 +1,24 @@
+//! databus: Kafka behind the Redis protocol.
+//!
+//! A client connects with any Redis client, `AUTH`s with
+//! `key:secret@group/topic=T&role=pub|sub`, then publishes with `SET`/`HSET`
+//! or consumes with `MGET` and commits with `SET partition offset`.
+//!
+//! - [`resp`]: the RESP2 wire format, pure parsing and encoding.
+//! - [`session`]: one connection — its state, the per-role dispatch table,
+//!   the publisher and subscriber commands, buffered IO.
+//! - [`auth`]: the AUTH string, the grant cache and the stores it is read from.
+//! - [`kafka`]: librdkafka producers (and consumers) per cluster.
+//! - [`config`]: command line and `databus.toml`, validated into settings.
+//! - [`server`]: the listener, the worker pool, graceful shutdown.
+//! - [`proto`]: the protobuf messages of `proto/databus.proto`.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod kafka;
+pub mod proto;
+pub mod resp;
+pub mod server;
+pub mod session;

@@ -1,0 +1,43 @@
+//! The `databus` binary: parse the command line, load the config, start the
+//! server, and stop it gracefully on SIGINT or SIGTERM.
+
+use std::process::ExitCode;
+
+use databus::config::{parse_args, Command, Settings};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("databus: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let conf = match parse_args(args)? {
+        Command::Help(usage) => {
+            print!("{usage}");
+            return Ok(());
+        }
+        Command::Version => {
+            println!("databus {}", env!("CARGO_PKG_VERSION"));
+            return Ok(());
+        }
+        Command::Run { conf } => conf,
+    };
+    let settings = Settings::load(&conf)?;
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&settings.log_level)).init();
+    // Register before starting so a signal during startup is not lost.
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let running = databus::server::start(settings)?;
+    if let Some(signal) = signals.forever().next() {
+        log::info!("signal {signal} received, shutting down");
+    }
+    running.shutdown();
+    Ok(())
+}

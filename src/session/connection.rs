@@ -1,0 +1,102 @@
+//! Buffered IO of one client socket: reads append to a buffer the parser
+//! looks at, replies are queued and written in one go.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::resp::Frame;
+
+/// Read size per call; large enough for a pipelined burst, small enough to
+/// keep on the worker's stack.
+const READ_CHUNK: usize = 16 * 1024;
+/// Buffers above this size are released once empty, so one large value does
+/// not pin memory for the rest of a long-lived connection.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+pub enum ReadOutcome {
+    Data,
+    Closed,
+    TimedOut,
+    Failed(io::Error),
+}
+
+pub struct Connection {
+    stream: TcpStream,
+    input: Vec<u8>,
+    /// Bytes of `input` already parsed.
+    start: usize,
+    output: Vec<u8>,
+}
+
+impl Connection {
+    pub fn new(stream: TcpStream, write_timeout: Duration) -> io::Result<Connection> {
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(write_timeout))?;
+        Ok(Connection {
+            stream,
+            input: Vec::new(),
+            start: 0,
+            output: Vec::new(),
+        })
+    }
+
+    /// Unparsed input.
+    pub fn buffered(&self) -> &[u8] {
+        &self.input[self.start..]
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.start += n;
+    }
+
+    /// Waits up to `timeout` for more input.
+    pub fn read_more(&mut self, timeout: Duration) -> ReadOutcome {
+        self.compact();
+        if let Err(e) = self.stream.set_read_timeout(Some(timeout)) {
+            return ReadOutcome::Failed(e);
+        }
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            return match self.stream.read(&mut chunk) {
+                Ok(0) => ReadOutcome::Closed,
+                Ok(n) => {
+                    self.input.extend_from_slice(&chunk[..n]);
+                    ReadOutcome::Data
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    ReadOutcome::TimedOut
+                }
+                Err(e) => ReadOutcome::Failed(e),
+            };
+        }
+    }
+
+    fn compact(&mut self) {
+        if self.start == 0 {
+            return;
+        }
+        self.input.drain(..self.start);
+        self.start = 0;
+        if self.input.is_empty() && self.input.capacity() > KEEP_CAPACITY {
+            self.input = Vec::new();
+        }
+    }
+
+    pub fn queue(&mut self, frame: &Frame) {
+        frame.encode(&mut self.output);
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        let result = self.stream.write_all(&self.output);
+        self.output.clear();
+        if self.output.capacity() > KEEP_CAPACITY {
+            self.output = Vec::new();
+        }
+        result
+    }
+}

@@ -1,0 +1,425 @@
+//! One client connection: its state (not yet authenticated, publisher or
+//! subscriber), the dispatch table that says which commands each state
+//! accepts, and the loop that reads requests and writes replies in order.
+
+pub mod connection;
+pub mod error;
+pub mod publisher;
+
+use std::collections::VecDeque;
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::auth::{parse_auth_string, AuthCache, AuthStringError, Role};
+use crate::config::Settings;
+use crate::kafka::{PendingDelivery, Publish};
+use crate::resp::{parse_request, Frame, Parsed};
+
+use connection::{Connection, ReadOutcome};
+use error::shown_name;
+pub use error::CommandError;
+use publisher::Publisher;
+
+/// What every connection shares.
+pub struct Context {
+    pub settings: Arc<Settings>,
+    pub auth: Arc<AuthCache>,
+    pub kafka: Arc<dyn Publish>,
+}
+
+/// A reply in the making: either known now, or waiting for the broker.
+pub enum Reply {
+    Now(Frame),
+    Delivery(PendingDelivery),
+}
+
+impl Reply {
+    /// Blocks until the reply is known.
+    pub fn resolve(self) -> Frame {
+        match self {
+            Reply::Now(frame) => frame,
+            Reply::Delivery(pending) => match pending.wait() {
+                Ok(_) => Frame::ok(),
+                Err(e) => CommandError::Publish(e).to_frame(),
+            },
+        }
+    }
+}
+
+impl From<Result<Frame, CommandError>> for Reply {
+    fn from(r: Result<Frame, CommandError>) -> Reply {
+        Reply::Now(r.unwrap_or_else(|e| e.to_frame()))
+    }
+}
+
+enum State {
+    Unauthenticated,
+    Publisher(Publisher),
+}
+
+/// The command-level state of one connection, free of IO so it can be tested
+/// with in-memory doubles.
+pub struct Session {
+    ctx: Arc<Context>,
+    state: State,
+    peer: String,
+    /// Set when the connection must close after the replies so far are sent.
+    closing: bool,
+}
+
+impl Session {
+    pub fn new(ctx: Arc<Context>, peer: String) -> Session {
+        Session {
+            ctx,
+            state: State::Unauthenticated,
+            peer,
+            closing: false,
+        }
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// How long the connection may stay silent before it is closed.
+    pub fn read_timeout(&self) -> Duration {
+        match self.state {
+            State::Unauthenticated => self.ctx.settings.auth_timeout,
+            State::Publisher(_) => self.ctx.settings.idle_timeout,
+        }
+    }
+
+    pub fn is_authenticated(&self) -> bool {
+        !matches!(self.state, State::Unauthenticated)
+    }
+
+    /// Handles one request. `args` is never empty.
+    pub fn handle(&mut self, args: &[Vec<u8>]) -> Reply {
+        let name = args[0].to_ascii_lowercase();
+        match (&self.state, name.as_slice()) {
+            (_, b"ping") => Reply::Now(ping(args)),
+            (_, b"quit") => {
+                self.closing = true;
+                Reply::Now(Frame::ok())
+            }
+            (State::Unauthenticated, b"auth") => self.auth(args).into(),
+            (State::Unauthenticated, _) => Reply::Now(CommandError::NoAuth.to_frame()),
+            (_, b"auth") => Reply::Now(CommandError::AlreadyAuthenticated.to_frame()),
+            (State::Publisher(p), b"set") => delivery(p.set(args, self.ctx.kafka.as_ref())),
+            (State::Publisher(p), b"hset") => delivery(p.hset(args, self.ctx.kafka.as_ref())),
+            (State::Publisher(_), b"mget") => Reply::Now(
+                CommandError::NotAllowed {
+                    command: shown_name(&args[0]),
+                    role: Role::Pub,
+                }
+                .to_frame(),
+            ),
+            _ => Reply::Now(CommandError::UnknownCommand(shown_name(&args[0])).to_frame()),
+        }
+    }
+
+    /// `AUTH <string>`, or `AUTH <username> <string>` as clients that always
+    /// send a username do; the username is ignored. Any failure closes the
+    /// connection.
+    fn auth(&mut self, args: &[Vec<u8>]) -> Result<Frame, CommandError> {
+        let result = self.try_auth(args);
+        if result.is_err() {
+            self.closing = true;
+        }
+        result
+    }
+
+    fn try_auth(&mut self, args: &[Vec<u8>]) -> Result<Frame, CommandError> {
+        let raw = match args {
+            [_, s] | [_, _, s] => s,
+            _ => return Err(CommandError::WrongArgs("auth")),
+        };
+        let text = std::str::from_utf8(raw).map_err(|_| AuthStringError::NotUtf8)?;
+        let req = parse_auth_string(text)?;
+        let settings = &self.ctx.settings;
+        let checked = self
+            .ctx
+            .auth
+            .snapshot()
+            .check(&req, |cluster| settings.clusters.contains_key(cluster));
+        let grant = match checked {
+            Ok(g) => g,
+            Err(e) => {
+                log::info!("auth refused for {}: {e}", self.peer);
+                return Err(e.into());
+            }
+        };
+        log::info!(
+            "auth ok for {}: key={} group={} topic={} role={} color={:?} cluster={}",
+            self.peer,
+            req.key,
+            req.group,
+            req.topic,
+            req.role,
+            req.color,
+            grant.cluster
+        );
+        self.state = match req.role {
+            Role::Pub => State::Publisher(Publisher {
+                cluster: grant.cluster,
+                topic: grant.topic,
+                color: req.color,
+                max_value_size: settings.max_value_size,
+            }),
+            Role::Sub => {
+                return Err(CommandError::NotAllowed {
+                    command: "auth".into(),
+                    role: Role::Sub,
+                });
+            }
+        };
+        Ok(Frame::ok())
+    }
+}
+
+fn delivery(r: Result<PendingDelivery, CommandError>) -> Reply {
+    match r {
+        Ok(pending) => Reply::Delivery(pending),
+        Err(e) => Reply::Now(e.to_frame()),
+    }
+}
+
+fn ping(args: &[Vec<u8>]) -> Frame {
+    match args {
+        [_, msg] => Frame::Bulk(msg.clone()),
+        _ => Frame::Simple("PONG".into()),
+    }
+}
+
+/// Serves one connection until the client leaves, a timeout fires, or the
+/// session asks to close.
+pub fn serve(stream: TcpStream, ctx: Arc<Context>) {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
+    let limits = ctx.settings.limits;
+    let write_timeout = ctx.settings.idle_timeout;
+    let mut conn = match Connection::new(stream, write_timeout) {
+        Ok(c) => c,
+        Err(e) => {
+            log::debug!("{peer}: {e}");
+            return;
+        }
+    };
+    let mut session = Session::new(ctx, peer.clone());
+    let connected = Instant::now();
+    let mut replies = VecDeque::new();
+    loop {
+        // Take every complete request already buffered, so a pipelined burst
+        // is produced concurrently; then answer in order.
+        while !session.is_closing() {
+            match parse_request(conn.buffered(), &limits) {
+                Ok(Parsed::Complete(args, used)) => {
+                    conn.consume(used);
+                    if !args.is_empty() {
+                        replies.push_back(session.handle(&args));
+                    }
+                }
+                Ok(Parsed::Incomplete) => break,
+                Err(e) => {
+                    log::info!("{peer}: protocol error, closing: {e}");
+                    replies.push_back(Reply::Now(CommandError::Protocol(e).to_frame()));
+                    session.closing = true;
+                }
+            }
+        }
+        for reply in replies.drain(..) {
+            conn.queue(&reply.resolve());
+        }
+        if let Err(e) = conn.flush() {
+            log::debug!("{peer}: write failed: {e}");
+            return;
+        }
+        if session.is_closing() {
+            return;
+        }
+        // Before AUTH the timeout counts from connect, not from the last byte.
+        let timeout = if session.is_authenticated() {
+            session.read_timeout()
+        } else {
+            match session.read_timeout().checked_sub(connected.elapsed()) {
+                Some(left) if !left.is_zero() => left,
+                _ => Duration::ZERO,
+            }
+        };
+        let outcome = if timeout.is_zero() {
+            ReadOutcome::TimedOut
+        } else {
+            conn.read_more(timeout)
+        };
+        match outcome {
+            ReadOutcome::Data => {}
+            ReadOutcome::Closed => return,
+            ReadOutcome::TimedOut if !session.is_authenticated() => {
+                log::info!("{peer}: no AUTH within {:?}, closing", session.read_timeout());
+                conn.queue(&CommandError::AuthTimeout.to_frame());
+                let _ = conn.flush();
+                return;
+            }
+            ReadOutcome::TimedOut => {
+                log::info!("{peer}: idle for {:?}, closing", session.read_timeout());
+                return;
+            }
+            ReadOutcome::Failed(e) => {
+                log::debug!("{peer}: read failed: {e}");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Grant, Snapshot};
+    use crate::config::Settings;
+    use crate::kafka::{OutRecord, PublishError};
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    /// (cluster, topic, key, value, headers) of a record that would have been produced.
+    type Sent = (String, String, Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>);
+
+    /// Records what would have been produced.
+    #[derive(Default)]
+    struct FakeKafka {
+        sent: Mutex<Vec<Sent>>,
+    }
+
+    impl Publish for FakeKafka {
+        fn publish(&self, cluster: &str, r: &OutRecord<'_>) -> Result<PendingDelivery, PublishError> {
+            let headers = r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_vec()))
+                .collect();
+            self.sent.lock().unwrap().push((
+                cluster.into(),
+                r.topic.into(),
+                r.key.to_vec(),
+                r.value.to_vec(),
+                headers,
+            ));
+            Ok(PendingDelivery::acknowledged(0, 0))
+        }
+    }
+
+    fn session() -> (Session, Arc<FakeKafka>) {
+        let settings = Settings::from_toml(
+            Path::new("t.toml"),
+            "addr = \"127.0.0.1:0\"\nauth = \"mysql\"\nmax_value_size = 10\n\
+             [clusters.c1]\nbrokers = [\"127.0.0.1:1\"]\n[mysql]\nurl = \"mysql://x@h/db\"\n",
+        )
+        .unwrap();
+        let grant = Grant {
+            group: "g".into(),
+            topic: "t".into(),
+            operation: 2,
+            app_id: 1,
+            app_key: "k".into(),
+            app_secret: "s".into(),
+            cluster: "c1".into(),
+        };
+        let kafka = Arc::new(FakeKafka::default());
+        let ctx = Context {
+            settings: Arc::new(settings),
+            auth: Arc::new(AuthCache::new(Snapshot::new(vec![grant]))),
+            kafka: kafka.clone(),
+        };
+        (Session::new(Arc::new(ctx), "test".into()), kafka)
+    }
+
+    fn cmd(s: &mut Session, parts: &[&[u8]]) -> Frame {
+        let args: Vec<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
+        s.handle(&args).resolve()
+    }
+
+    fn err(text: &str) -> Frame {
+        Frame::Error(text.into())
+    }
+
+    #[test]
+    fn before_auth_only_auth_ping_quit() {
+        let (mut s, kafka) = session();
+        assert_eq!(cmd(&mut s, &[b"PING"]), Frame::Simple("PONG".into()));
+        assert_eq!(cmd(&mut s, &[b"ping", b"hi"]), Frame::Bulk(b"hi".to_vec()));
+        assert_eq!(
+            cmd(&mut s, &[b"set", b"k", b"v"]),
+            err("NOAUTH Authentication required.")
+        );
+        assert_eq!(cmd(&mut s, &[b"nosuch"]), err("NOAUTH Authentication required."));
+        assert!(!s.is_closing());
+        assert!(kafka.sent.lock().unwrap().is_empty());
+        assert_eq!(cmd(&mut s, &[b"QUIT"]), Frame::ok());
+        assert!(s.is_closing());
+    }
+
+    #[test]
+    fn failed_auth_closes() {
+        let (mut s, _) = session();
+        let reply = cmd(&mut s, &[b"auth", b"k:wrong@g/topic=t&role=pub"]);
+        assert_eq!(reply, err("ERR auth failed: wrong secret for app key 'k'"));
+        assert!(s.is_closing());
+        let (mut s, _) = session();
+        let reply = cmd(&mut s, &[b"auth", b"garbage"]);
+        let Frame::Error(text) = reply else { panic!() };
+        assert!(text.starts_with("ERR invalid auth string: missing '@'"), "{text}");
+        assert!(s.is_closing());
+    }
+
+    #[test]
+    fn publisher_commands() {
+        let (mut s, kafka) = session();
+        assert_eq!(
+            cmd(&mut s, &[b"AUTH", b"k:s@g/topic=t&role=pub&color=red"]),
+            Frame::ok()
+        );
+        assert_eq!(
+            cmd(&mut s, &[b"auth", b"k:s@g/topic=t&role=pub"]),
+            err("ERR already authenticated")
+        );
+        assert_eq!(cmd(&mut s, &[b"Set", b"key", b"val"]), Frame::ok());
+        assert_eq!(
+            cmd(&mut s, &[b"hset", b"key", br#"{"a":"b"}"#, b"v2"]),
+            Frame::ok()
+        );
+        assert_eq!(
+            cmd(&mut s, &[b"hset", b"key", b"not metadata", b"v2"]),
+            err("ERR metadata must be a JSON object of string values or a protobuf infra.databus.Header")
+        );
+        assert_eq!(
+            cmd(&mut s, &[b"set", b"key", b"01234567890"]),
+            err("ERR value is 11 bytes, over the limit of 10")
+        );
+        assert_eq!(
+            cmd(&mut s, &[b"set", b"key"]),
+            err("ERR wrong number of arguments for 'set' command")
+        );
+        assert_eq!(
+            cmd(&mut s, &[b"mget"]),
+            err("ERR command 'mget' not allowed for role pub")
+        );
+        assert_eq!(cmd(&mut s, &[b"flushall"]), err("ERR unknown command 'flushall'"));
+        assert!(!s.is_closing());
+        let sent = kafka.sent.lock().unwrap();
+        assert_eq!(sent.len(), 2);
+        let (cluster, topic, key, value, headers) = &sent[0];
+        assert_eq!((cluster.as_str(), topic.as_str()), ("c1", "t"));
+        assert_eq!((key.as_slice(), value.as_slice()), (&b"key"[..], &b"val"[..]));
+        assert_eq!(headers, &vec![("color".to_string(), b"red".to_vec())]);
+        assert_eq!(
+            sent[1].4,
+            vec![
+                ("color".to_string(), b"red".to_vec()),
+                ("metadata".to_string(), br#"{"a":"b"}"#.to_vec())
+            ]
+        );
+    }
+}

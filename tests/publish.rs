@@ -1,0 +1,296 @@
+//! The publish path end to end: SET/HSET through databus, read back with an
+//! independent consumer.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+
+use databus::proto::Header;
+use databus::resp::Frame;
+use prost::Message;
+use support::*;
+
+struct Fixture {
+    _db: TestDb,
+    server: TestServer,
+    topic: String,
+    group: String,
+}
+
+fn fixture(name: &str, partitions: i32, extra: &str) -> Fixture {
+    let db = TestDb::new(name);
+    let topic = unique(&format!("t_{name}"));
+    let group = unique(&format!("g_{name}"));
+    db.add_app(1, "key1", "secret1", "cluster1");
+    db.add_grant(1, &group, 3, &topic);
+    create_topic(&topic, partitions);
+    let server = TestServer::start(&test_config(&db, extra, ""));
+    Fixture {
+        _db: db,
+        server,
+        topic,
+        group,
+    }
+}
+
+impl Fixture {
+    fn publisher(&self, color: &str) -> Client {
+        let mut c = self.server.connect();
+        let mut auth = format!("key1:secret1@{}/topic={}&role=pub", self.group, self.topic);
+        if !color.is_empty() {
+            auth += &format!("&color={color}");
+        }
+        assert_eq!(c.call(&["AUTH", &auth]), ok());
+        c
+    }
+}
+
+fn header<'a>(r: &'a Record, name: &str) -> Option<&'a [u8]> {
+    r.headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_slice())
+}
+
+#[test]
+fn set_and_hset_reach_kafka_exactly() {
+    let f = fixture("setget", 3, "");
+    let mut plain = f.publisher("");
+    let mut red = f.publisher("red");
+    let binary: Vec<u8> = (0..=255u8).collect();
+    plain.send(&[b"SET", b"k-plain", &binary]);
+    assert_eq!(plain.read(), Some(ok()));
+    assert_eq!(red.call(&["set", "k-red", "\"xx\""]), ok());
+    assert_eq!(
+        red.call(&["HSET", "k-json", r#"{"trace":"t1","tenant":"a"}"#, "v-json"]),
+        ok()
+    );
+    let pb = Header {
+        metadata: HashMap::from([("trace".into(), "t2".into())]),
+    }
+    .encode_to_vec();
+    red.send(&[b"hset", b"k-pb", &pb, b"v-pb"]);
+    assert_eq!(red.read(), Some(ok()));
+
+    let records = read_topic(&f.topic, 4);
+    assert_eq!(records.len(), 4, "{records:?}");
+    let by_key: HashMap<&[u8], &Record> = records.iter().map(|r| (r.key.as_slice(), r)).collect();
+
+    let r = by_key[&b"k-plain"[..]];
+    assert_eq!(r.value, binary);
+    assert_eq!(r.headers, vec![("color".to_string(), Vec::new())]);
+
+    let r = by_key[&b"k-red"[..]];
+    assert_eq!(r.value, b"\"xx\"");
+    assert_eq!(r.headers, vec![("color".to_string(), b"red".to_vec())]);
+
+    let r = by_key[&b"k-json"[..]];
+    assert_eq!(r.value, b"v-json");
+    assert_eq!(header(r, "color"), Some(&b"red"[..]));
+    assert_eq!(
+        header(r, "metadata"),
+        Some(&br#"{"trace":"t1","tenant":"a"}"#[..])
+    );
+
+    let r = by_key[&b"k-pb"[..]];
+    assert_eq!(r.value, b"v-pb");
+    assert_eq!(header(r, "metadata"), Some(pb.as_slice()));
+}
+
+#[test]
+fn same_key_same_partition_in_order() {
+    let f = fixture("order", 4, "");
+    let mut c = f.publisher("");
+    for i in 0..200 {
+        let key = format!("key-{}", i % 20);
+        assert_eq!(c.call(&["SET", &key, &format!("{i}")]), ok());
+    }
+    let records = read_topic(&f.topic, 200);
+    assert_eq!(records.len(), 200);
+    let mut partition_of: HashMap<Vec<u8>, i32> = HashMap::new();
+    let mut seen: HashMap<Vec<u8>, Vec<u32>> = HashMap::new();
+    // Records come sorted by (partition, offset): per key, that is production order.
+    for r in &records {
+        let p = *partition_of.entry(r.key.clone()).or_insert(r.partition);
+        assert_eq!(
+            p,
+            r.partition,
+            "key {:?} in two partitions",
+            String::from_utf8_lossy(&r.key)
+        );
+        seen.entry(r.key.clone())
+            .or_default()
+            .push(String::from_utf8(r.value.clone()).unwrap().parse().unwrap());
+    }
+    assert_eq!(seen.len(), 20);
+    for (key, values) in seen {
+        let k: u32 = String::from_utf8(key)
+            .unwrap()
+            .trim_start_matches("key-")
+            .parse()
+            .unwrap();
+        let want: Vec<u32> = (0..10).map(|n| k + 20 * n).collect();
+        assert_eq!(values, want);
+    }
+    // 20 keys over 4 partitions with murmur2: more than one partition used.
+    assert!(partition_of.values().collect::<HashSet<_>>().len() > 1);
+}
+
+#[test]
+fn pipelined_sets_answered_in_order_without_duplicates() {
+    let f = fixture("pipeline", 3, "");
+    let mut c = f.publisher("");
+    let mut burst = Vec::new();
+    for i in 0..1000 {
+        burst.extend(cmd_bytes(&[
+            b"SET",
+            format!("k{}", i % 7).as_bytes(),
+            format!("v{i}").as_bytes(),
+        ]));
+    }
+    burst.extend(cmd_bytes(&[b"PING", b"end"]));
+    c.send_raw(&burst);
+    for i in 0..1000 {
+        assert_eq!(c.read(), Some(ok()), "reply {i}");
+    }
+    assert_eq!(c.read(), Some(Frame::Bulk(b"end".to_vec())));
+    let records = read_topic(&f.topic, 1000);
+    assert_eq!(records.len(), 1000);
+    let values: HashSet<Vec<u8>> = records.iter().map(|r| r.value.clone()).collect();
+    assert_eq!(values.len(), 1000, "duplicate records");
+    for i in 0..1000 {
+        assert!(values.contains(format!("v{i}").as_bytes()));
+    }
+}
+
+#[test]
+fn oversized_value_is_refused_and_connection_survives() {
+    let f = fixture("bigvalue", 1, "max_value_size = 1000");
+    let mut c = f.publisher("");
+    let big = vec![b'x'; 1001];
+    c.send(&[b"SET", b"k", &big]);
+    assert_eq!(
+        c.read(),
+        Some(err("ERR value is 1001 bytes, over the limit of 1000"))
+    );
+    let exact = vec![b'y'; 1000];
+    c.send(&[b"SET", b"k", &exact]);
+    assert_eq!(c.read(), Some(ok()));
+    let records = read_topic(&f.topic, 1);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].value, exact);
+}
+
+#[test]
+fn unknown_and_misused_commands_keep_the_connection() {
+    let f = fixture("unknown", 1, "");
+    let mut c = f.publisher("");
+    assert_eq!(c.call(&["FLUSHALL"]), err("ERR unknown command 'FLUSHALL'"));
+    assert_eq!(
+        c.call(&["MGET"]),
+        err("ERR command 'MGET' not allowed for role pub")
+    );
+    assert_eq!(
+        c.call(&["SET", "only-key"]),
+        err("ERR wrong number of arguments for 'set' command")
+    );
+    assert_eq!(
+        c.call(&["HSET", "k", "not-metadata", "v"]),
+        err("ERR metadata must be a JSON object of string values or a protobuf infra.databus.Header")
+    );
+    assert_eq!(c.call(&["SET", "k", "v"]), ok());
+    assert_eq!(read_topic(&f.topic, 1).len(), 1);
+}
+
+#[test]
+fn malformed_resp_closes_only_that_connection() {
+    let f = fixture("malformed", 1, "");
+    let mut other = f.publisher("");
+    let mut bad = f.publisher("");
+    bad.send_raw(b"*2\r\n$3\r\nSET\r\n:12\r\n");
+    assert_eq!(bad.read(), Some(err("ERR Protocol error: expected '$', got ':'")));
+    assert!(bad.is_closed());
+    let mut huge = f.server.connect();
+    huge.send_raw(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$99999999999\r\n");
+    let Some(Frame::Error(text)) = huge.read() else {
+        panic!("no error reply")
+    };
+    assert!(text.starts_with("ERR Protocol error: "), "{text}");
+    assert!(huge.is_closed());
+    assert_eq!(other.call(&["SET", "k", "v"]), ok());
+    assert_eq!(f.server.connect().call(&["PING"]), Frame::Simple("PONG".into()));
+}
+
+#[test]
+fn inline_commands_work() {
+    let f = fixture("inline", 1, "");
+    let mut c = f.server.connect();
+    c.send_raw(format!("AUTH key1:secret1@{}/topic={}&role=pub\r\n", f.group, f.topic).as_bytes());
+    assert_eq!(c.read(), Some(ok()));
+    c.send_raw(b"set x \"xx yy\"\r\nPING\r\n");
+    assert_eq!(c.read(), Some(ok()));
+    assert_eq!(c.read(), Some(Frame::Simple("PONG".into())));
+    let records = read_topic(&f.topic, 1);
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (records[0].key.as_slice(), records[0].value.as_slice()),
+        (&b"x"[..], &b"xx yy"[..])
+    );
+}
+
+#[test]
+fn max_clients_refuses_the_extra_connection() {
+    let f = fixture("maxclients", 1, "max_clients = 2");
+    let mut first = f.publisher("");
+    let _second = f.server.connect();
+    let mut third = f.server.connect();
+    assert_eq!(third.read(), Some(err("ERR max number of clients reached")));
+    assert!(third.is_closed());
+    assert_eq!(first.call(&["SET", "k", "v"]), ok());
+    assert_eq!(read_topic(&f.topic, 1).len(), 1);
+}
+
+#[test]
+fn broker_down_gives_errors_and_recovery_follows() {
+    let mut broker = OwnBroker::start();
+    let db = TestDb::new("brokerdown");
+    let topic = unique("t_down");
+    let group = unique("g_down");
+    db.add_app(1, "key1", "secret1", "own");
+    db.add_grant(1, &group, 2, &topic);
+    create_topic_on(&broker.addr(), &topic, 1);
+    let sections = format!("[clusters.own]\nbrokers = [\"{}\"]\n", broker.addr());
+    let config = test_config(&db, "", &sections).replace("timeout_ms = 5000", "timeout_ms = 3000");
+    let server = TestServer::start(&config);
+    let auth = format!("key1:secret1@{group}/topic={topic}&role=pub");
+    let mut c = server.connect();
+    assert_eq!(c.call(&["AUTH", &auth]), ok());
+    assert_eq!(c.call(&["SET", "k", "before"]), ok());
+
+    broker.stop();
+    let reply = c.call(&["SET", "k", "during"]);
+    let Frame::Error(text) = reply else {
+        panic!("SET acknowledged with the broker down: {reply:?}")
+    };
+    assert!(text.starts_with("ERR publish failed: "), "{text}");
+    // The server itself is fine.
+    assert_eq!(server.connect().call(&["PING"]), Frame::Simple("PONG".into()));
+
+    broker.restart();
+    create_topic_on(&broker.addr(), &topic, 1);
+    // Reconnecting takes the client a moment; each try is a new connection.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let mut c = server.connect();
+        assert_eq!(c.call(&["AUTH", &auth]), ok());
+        match c.call(&["SET", "k", "after"]) {
+            reply if reply == ok() => break,
+            reply => assert!(std::time::Instant::now() < deadline, "no recovery: {reply:?}"),
+        }
+    }
+    let values: Vec<Vec<u8>> = read_topic_on(&broker.addr(), &topic, 1)
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    assert!(values.contains(&b"after".to_vec()), "{values:?}");
+}

@@ -1,0 +1,413 @@
+//! Shared fixtures of the integration tests: the real services' addresses,
+//! a database, a topic and a server of each test's own, a raw RESP client,
+//! and an independent Kafka reader to check what reached the broker.
+//!
+//! Addresses come from the environment (`DATABUS_BROKERS`,
+//! `DATABUS_MYSQL_URL`, `DATABUS_REDIS_ADDR`, `DATABUS_TANSU`) as set by
+//! `make test`; the defaults match what `scripts/services.sh up` starts. A
+//! missing service fails the test with how to start it — never a skip.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use databus::config::Settings;
+use databus::resp::{parse_reply, Frame, Limits};
+use databus::server::{self, Running};
+use mysql::prelude::Queryable;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+const HOW_TO_START: &str = "start the services with `scripts/services.sh up` (or run `make test`)";
+
+pub fn brokers() -> String {
+    std::env::var("DATABUS_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// Server URL of MySQL, without a database.
+pub fn mysql_url() -> String {
+    std::env::var("DATABUS_MYSQL_URL").unwrap_or_else(|_| "mysql://databus:databus@127.0.0.1:3306".into())
+}
+
+pub fn redis_addr() -> String {
+    std::env::var("DATABUS_REDIS_ADDR").unwrap_or_else(|_| "127.0.0.1:6379".into())
+}
+
+/// A name no other test or run uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
+    format!(
+        "{prefix}_{}_{}_{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A database of the seed's schema, dropped when the test ends.
+pub struct TestDb {
+    pub name: String,
+    pool: mysql::Pool,
+}
+
+impl TestDb {
+    pub fn new(test: &str) -> TestDb {
+        let name = unique(&format!("databus_test_{test}"));
+        let server = mysql::Opts::from_url(&mysql_url()).expect("DATABUS_MYSQL_URL");
+        let mut conn = mysql::Conn::new(server.clone())
+            .unwrap_or_else(|e| panic!("MySQL at {} unreachable ({e}); {HOW_TO_START}", mysql_url()));
+        conn.query_drop(format!("CREATE DATABASE `{name}`")).unwrap();
+        let pool =
+            mysql::Pool::new(mysql::OptsBuilder::from_opts(server).db_name(Some(name.clone()))).unwrap();
+        let db = TestDb { name, pool };
+        db.exec(
+            "CREATE TABLE app_tb (id INT AUTO_INCREMENT PRIMARY KEY, app_key VARCHAR(45) NOT NULL,
+               app_secret VARCHAR(64) NOT NULL, cluster VARCHAR(45) NOT NULL,
+               created_at BIGINT NULL, deleted_at BIGINT NULL, updated_at BIGINT NULL)",
+        );
+        db.exec(
+            "CREATE TABLE auth_tb (id INT AUTO_INCREMENT PRIMARY KEY, app_id INT NOT NULL,
+               group_name VARCHAR(45) NULL, operation TINYINT DEFAULT 0, topic VARCHAR(45) NOT NULL,
+               created_at BIGINT NULL, deleted_at BIGINT NULL, updated_at BIGINT NULL)",
+        );
+        db
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}/{}", mysql_url().trim_end_matches('/'), self.name)
+    }
+
+    pub fn exec(&self, sql: &str) {
+        self.pool
+            .get_conn()
+            .unwrap()
+            .query_drop(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    pub fn add_app(&self, id: i64, key: &str, secret: &str, cluster: &str) {
+        self.exec(&format!(
+            "INSERT INTO app_tb (id, app_key, app_secret, cluster) VALUES ({id}, '{key}', '{secret}', '{cluster}')"
+        ));
+    }
+
+    pub fn add_grant(&self, app_id: i64, group: &str, operation: u8, topic: &str) {
+        self.exec(&format!(
+            "INSERT INTO auth_tb (app_id, group_name, operation, topic) VALUES ({app_id}, '{group}', {operation}, '{topic}')"
+        ));
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.pool.get_conn() {
+            let _ = c.query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.name));
+        }
+    }
+}
+
+fn admin(brokers: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap()
+}
+
+/// Creates a topic and waits until its metadata shows every partition.
+pub fn create_topic_on(brokers: &str, topic: &str, partitions: i32) {
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = futures_executor::block_on(admin(brokers).create_topics([&new], &opts))
+        .unwrap_or_else(|e| panic!("Kafka at {brokers} unreachable ({e}); {HOW_TO_START}"));
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
+    }
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5));
+        if let Ok(md) = md {
+            if md
+                .topics()
+                .iter()
+                .any(|t| t.error().is_none() && t.partitions().len() == partitions as usize)
+            {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "topic {topic} did not appear on {brokers}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn create_topic(topic: &str, partitions: i32) {
+    create_topic_on(&brokers(), topic, partitions)
+}
+
+/// A record as an independent consumer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Reads `topic` from the beginning without joining a consumer group until
+/// `expected` records arrived, then keeps reading for a quiet second so any
+/// extra (duplicate) record shows up too. Sorted by (partition, offset).
+/// Watermarks are not used: tansu's ListOffsets reports wrong high marks.
+pub fn read_topic_on(brokers: &str, topic: &str, expected: usize) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut quiet_since = Instant::now();
+    while out.len() < expected || quiet_since.elapsed() < Duration::from_secs(1) {
+        assert!(
+            Instant::now() < deadline,
+            "reading {topic}: {} of {expected} records after 60 s",
+            out.len()
+        );
+        let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = msg.unwrap();
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(Record {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().unwrap_or_default().to_vec(),
+            value: m.payload().unwrap_or_default().to_vec(),
+            headers,
+        });
+        quiet_since = Instant::now();
+    }
+    out.sort_by_key(|r| (r.partition, r.offset));
+    out
+}
+
+pub fn read_topic(topic: &str, expected: usize) -> Vec<Record> {
+    read_topic_on(&brokers(), topic, expected)
+}
+
+/// A databus server of the test's own, on a free port.
+pub struct TestServer {
+    running: Option<Running>,
+    pub addr: SocketAddr,
+}
+
+/// The config of a test server: its own database, `cluster1` on the test
+/// broker, short timeouts; `extra` top-level keys are prepended, and
+/// `extra_sections` appended.
+pub fn test_config(db: &TestDb, extra: &str, extra_sections: &str) -> String {
+    format!(
+        "{extra}\naddr = \"127.0.0.1:0\"\nauth = \"mysql\"\nrefresh_interval_ms = 500\n\
+         [producer]\ntimeout_ms = 5000\n\
+         [subscriber]\nsession_timeout_ms = 6000\nwait_timeout_ms = 3000\n\
+         [clusters.cluster1]\nbrokers = [\"{}\"]\n[mysql]\nurl = \"{}\"\n{extra_sections}",
+        brokers(),
+        db.url()
+    )
+}
+
+impl TestServer {
+    pub fn start(config: &str) -> TestServer {
+        let _ = env_logger::builder().is_test(true).try_init();
+        let settings = Settings::from_toml(Path::new("test.toml"), config).unwrap();
+        let running = server::start(settings).unwrap();
+        let addr = running.local_addr();
+        TestServer {
+            running: Some(running),
+            addr,
+        }
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown();
+        }
+    }
+}
+
+/// A raw RESP client, for exact replies, pipelining and malformed input.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+pub fn cmd_bytes(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    pub fn send(&mut self, args: &[&[u8]]) {
+        self.send_raw(&cmd_bytes(args));
+    }
+
+    /// The next reply, or `None` when the server closed the connection.
+    pub fn read(&mut self) -> Option<Frame> {
+        let limits = Limits {
+            max_bulk_len: 64 << 20,
+            max_array_len: 1 << 20,
+            max_inline_len: 1 << 20,
+        };
+        loop {
+            if let Some((frame, used)) = parse_reply(&self.buf, &limits).unwrap() {
+                self.buf.drain(..used);
+                return Some(frame);
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("reading reply: {e}"),
+            }
+        }
+    }
+
+    pub fn call(&mut self, args: &[&str]) -> Frame {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.send(&args);
+        self.read().expect("server closed the connection")
+    }
+
+    /// Whether the server has closed the connection (after any pending replies).
+    pub fn is_closed(&mut self) -> bool {
+        self.read().is_none()
+    }
+}
+
+pub fn ok() -> Frame {
+    Frame::Simple("OK".into())
+}
+
+pub fn err(text: &str) -> Frame {
+    Frame::Error(text.into())
+}
+
+/// A tansu broker of the test's own, for tests that stop and start it.
+pub struct OwnBroker {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl OwnBroker {
+    pub fn start() -> OwnBroker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut b = OwnBroker { port, child: None };
+        b.restart();
+        b
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn restart(&mut self) {
+        let tansu = std::env::var("DATABUS_TANSU")
+            .unwrap_or_else(|_| panic!("DATABUS_TANSU must name the tansu binary; {HOW_TO_START}"));
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new(&tansu)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {tansu}: {e}"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(self.addr()).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {}",
+                self.addr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
