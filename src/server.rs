@@ -15,7 +15,7 @@ use threadpool::ThreadPool;
 
 use crate::auth::{self, mysql::MysqlStore, AuthStore};
 use crate::config::{AuthSource, Settings};
-use crate::kafka::Producers;
+use crate::kafka::{Memberships, Producers};
 use crate::session::{self, Context};
 
 /// Why the server could not start.
@@ -124,6 +124,8 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
         settings: settings.clone(),
         auth: cache,
         kafka: producers.clone(),
+        members: Arc::new(Memberships::default()),
+        stop: stop.clone(),
     });
     let acceptor = {
         let stop = stop.clone();

@@ -1,11 +1,13 @@
 //! The Kafka side: librdkafka clients built from a cluster's configuration.
 
+pub mod consumer;
 pub mod producer;
 
 use rdkafka::config::ClientConfig;
 
 use crate::config::Cluster;
 
+pub use consumer::{ConsumeError, GroupConsumer, InMessage, Memberships};
 pub use producer::{Delivered, OutRecord, PendingDelivery, Producers, Publish, PublishError};
 
 /// Base client settings of a cluster: its brokers, then the operator's extra

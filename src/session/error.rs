@@ -2,7 +2,7 @@
 //! a RESP error reply.
 
 use crate::auth::{AuthError, AuthStringError, Role};
-use crate::kafka::PublishError;
+use crate::kafka::{ConsumeError, PublishError};
 use crate::resp::{Frame, ProtocolError};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,18 @@ pub enum CommandError {
     BadMetadata,
     #[error("publish failed: {0}")]
     Publish(#[from] PublishError),
+    #[error("auth failed: {0}")]
+    Join(ConsumeError),
+    #[error("{0}")]
+    Consume(#[from] ConsumeError),
+    #[error("MGET takes pb or json")]
+    BadFormat,
+    #[error("partition must be a non-negative integer")]
+    BadPartition,
+    #[error("offset must be a non-negative integer")]
+    BadOffset,
+    #[error("partition {0} is not assigned to this connection")]
+    NotOwned(i32),
 }
 
 impl CommandError {

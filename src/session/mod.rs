@@ -5,27 +5,34 @@
 pub mod connection;
 pub mod error;
 pub mod publisher;
+pub mod subscriber;
 
 use std::collections::VecDeque;
 use std::net::TcpStream;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::{parse_auth_string, AuthCache, AuthStringError, Role};
 use crate::config::Settings;
-use crate::kafka::{PendingDelivery, Publish};
+use crate::kafka::{GroupConsumer, Memberships, PendingDelivery, Publish};
 use crate::resp::{parse_request, Frame, Parsed};
 
 use connection::{Connection, ReadOutcome};
 use error::shown_name;
 pub use error::CommandError;
 use publisher::Publisher;
+use subscriber::Subscriber;
 
 /// What every connection shares.
 pub struct Context {
     pub settings: Arc<Settings>,
     pub auth: Arc<AuthCache>,
     pub kafka: Arc<dyn Publish>,
+    /// Subscribers per group on this databus.
+    pub members: Arc<Memberships>,
+    /// Set at shutdown: long polls return early.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// A reply in the making: either known now, or waiting for the broker.
@@ -56,6 +63,7 @@ impl From<Result<Frame, CommandError>> for Reply {
 enum State {
     Unauthenticated,
     Publisher(Publisher),
+    Subscriber(Box<Subscriber>),
 }
 
 /// The command-level state of one connection, free of IO so it can be tested
@@ -87,6 +95,7 @@ impl Session {
         match self.state {
             State::Unauthenticated => self.ctx.settings.auth_timeout,
             State::Publisher(_) => self.ctx.settings.idle_timeout,
+            State::Subscriber(ref s) => s.idle_timeout(),
         }
     }
 
@@ -97,7 +106,8 @@ impl Session {
     /// Handles one request. `args` is never empty.
     pub fn handle(&mut self, args: &[Vec<u8>]) -> Reply {
         let name = args[0].to_ascii_lowercase();
-        match (&self.state, name.as_slice()) {
+        let kafka = self.ctx.kafka.as_ref();
+        match (&mut self.state, name.as_slice()) {
             (_, b"ping") => Reply::Now(ping(args)),
             (_, b"quit") => {
                 self.closing = true;
@@ -106,15 +116,12 @@ impl Session {
             (State::Unauthenticated, b"auth") => self.auth(args).into(),
             (State::Unauthenticated, _) => Reply::Now(CommandError::NoAuth.to_frame()),
             (_, b"auth") => Reply::Now(CommandError::AlreadyAuthenticated.to_frame()),
-            (State::Publisher(p), b"set") => delivery(p.set(args, self.ctx.kafka.as_ref())),
-            (State::Publisher(p), b"hset") => delivery(p.hset(args, self.ctx.kafka.as_ref())),
-            (State::Publisher(_), b"mget") => Reply::Now(
-                CommandError::NotAllowed {
-                    command: shown_name(&args[0]),
-                    role: Role::Pub,
-                }
-                .to_frame(),
-            ),
+            (State::Publisher(p), b"set") => delivery(p.set(args, kafka)),
+            (State::Publisher(p), b"hset") => delivery(p.hset(args, kafka)),
+            (State::Subscriber(s), b"mget") => s.mget(args, &self.ctx.stop).into(),
+            (State::Subscriber(s), b"set") => s.commit(args).into(),
+            (State::Publisher(_), b"mget") => not_allowed(&args[0], Role::Pub),
+            (State::Subscriber(_), b"hset") => not_allowed(&args[0], Role::Sub),
             _ => Reply::Now(CommandError::UnknownCommand(shown_name(&args[0])).to_frame()),
         }
     }
@@ -168,10 +175,30 @@ impl Session {
                 max_value_size: settings.max_value_size,
             }),
             Role::Sub => {
-                return Err(CommandError::NotAllowed {
-                    command: "auth".into(),
-                    role: Role::Sub,
-                });
+                // A colored subscriber is a group of its own, so it never takes
+                // partitions (and their uncolored messages) from the plain one.
+                let group = match req.color.as_str() {
+                    "" => req.group.clone(),
+                    color => format!("{}-{color}", req.group),
+                };
+                let consumer = GroupConsumer::join(
+                    &settings.clusters[&grant.cluster],
+                    &grant.cluster,
+                    &group,
+                    &grant.topic,
+                    req.offset,
+                    &settings.subscriber,
+                    &self.ctx.members,
+                )
+                .map_err(|e| {
+                    log::info!("subscriber {} refused: {e}", self.peer);
+                    CommandError::Join(e)
+                })?;
+                State::Subscriber(Box::new(Subscriber::new(
+                    consumer,
+                    &req.color,
+                    settings.subscriber.clone(),
+                )))
             }
         };
         Ok(Frame::ok())
@@ -183,6 +210,16 @@ fn delivery(r: Result<PendingDelivery, CommandError>) -> Reply {
         Ok(pending) => Reply::Delivery(pending),
         Err(e) => Reply::Now(e.to_frame()),
     }
+}
+
+fn not_allowed(name: &[u8], role: Role) -> Reply {
+    Reply::Now(
+        CommandError::NotAllowed {
+            command: shown_name(name),
+            role,
+        }
+        .to_frame(),
+    )
 }
 
 fn ping(args: &[Vec<u8>]) -> Frame {
@@ -332,6 +369,8 @@ mod tests {
             settings: Arc::new(settings),
             auth: Arc::new(AuthCache::new(Snapshot::new(vec![grant]))),
             kafka: kafka.clone(),
+            members: Arc::default(),
+            stop: Arc::default(),
         };
         (Session::new(Arc::new(ctx), "test".into()), kafka)
     }

@@ -1,0 +1,213 @@
+//! Consuming. Each subscriber connection owns one librdkafka `BaseConsumer`,
+//! a member of the Kafka consumer group named by its auth group, with
+//! auto-commit off: offsets are committed only by the client's `SET p o`.
+//! Dropping it leaves the group at once, so its partitions move on without
+//! waiting for a session timeout.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::auth::StartOffset;
+use crate::config::{Cluster, SubscriberSettings};
+
+/// Why a subscriber could not join or commit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConsumeError {
+    #[error("cannot create consumer: {0}")]
+    Create(String),
+    #[error("cannot read metadata of topic '{topic}': {cause}")]
+    Metadata { topic: String, cause: String },
+    #[error("topic '{0}' does not exist")]
+    NoTopic(String),
+    #[error("group '{group}' already has {members} members for the {partitions} partitions of topic '{topic}'; another would get no partition")]
+    GroupFull {
+        group: String,
+        topic: String,
+        members: usize,
+        partitions: usize,
+    },
+    #[error("commit failed: {0}")]
+    Commit(String),
+}
+
+/// One consumed record, copied out of librdkafka's buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InMessage {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    /// Milliseconds since the epoch; 0 when the record has none.
+    pub timestamp_ms: i64,
+    pub color: Vec<u8>,
+    pub metadata: Option<Vec<u8>>,
+}
+
+/// Subscriber connections per (cluster, group, topic) on this databus: the
+/// member count librdkafka's DescribeGroups may not report (tansu does not).
+#[derive(Default)]
+pub struct Memberships {
+    count: Mutex<HashMap<(String, String, String), usize>>,
+}
+
+/// A counted member; uncounted when dropped.
+pub struct Membership {
+    registry: Arc<Memberships>,
+    key: (String, String, String),
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        let mut count = self.registry.count.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = count.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                count.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// A subscriber's consumer and its place in the group.
+pub struct GroupConsumer {
+    consumer: BaseConsumer,
+    topic: String,
+    // Declared after `consumer`, so the member count drops only once the
+    // consumer has left the group.
+    _membership: Membership,
+}
+
+impl GroupConsumer {
+    /// Joins `group` on `topic`, unless the group already has a member for
+    /// every partition (counting this databus's members and those the
+    /// cluster reports, whichever is more).
+    pub fn join(
+        cluster: &Cluster,
+        cluster_name: &str,
+        group: &str,
+        topic: &str,
+        start: StartOffset,
+        settings: &SubscriberSettings,
+        registry: &Arc<Memberships>,
+    ) -> Result<GroupConsumer, ConsumeError> {
+        let reset = match start {
+            StartOffset::Latest => "latest",
+            StartOffset::Earliest => "earliest",
+        };
+        let consumer: BaseConsumer = super::client_config(cluster)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", reset)
+            .set(
+                "session.timeout.ms",
+                settings.session_timeout.as_millis().to_string(),
+            )
+            .create()
+            .map_err(|e| ConsumeError::Create(e.to_string()))?;
+
+        let timeout = Duration::from_secs(5);
+        let metadata = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| ConsumeError::Metadata {
+                topic: topic.into(),
+                cause: e.to_string(),
+            })?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map_or(0, |t| t.partitions().len());
+        if partitions == 0 {
+            return Err(ConsumeError::NoTopic(topic.into()));
+        }
+        let remote = consumer
+            .fetch_group_list(Some(group), timeout)
+            .map(|list| list.groups().iter().map(|g| g.members().len()).sum::<usize>())
+            .unwrap_or(0);
+
+        let key = (cluster_name.to_owned(), group.to_owned(), topic.to_owned());
+        {
+            let mut count = registry.count.lock().unwrap_or_else(|e| e.into_inner());
+            let local = count.get(&key).copied().unwrap_or(0);
+            let members = local.max(remote);
+            if members >= partitions {
+                return Err(ConsumeError::GroupFull {
+                    group: group.into(),
+                    topic: topic.into(),
+                    members,
+                    partitions,
+                });
+            }
+            *count.entry(key.clone()).or_default() += 1;
+        }
+        let membership = Membership {
+            registry: registry.clone(),
+            key,
+        };
+        consumer
+            .subscribe(&[topic])
+            .map_err(|e| ConsumeError::Create(e.to_string()))?;
+        Ok(GroupConsumer {
+            consumer,
+            topic: topic.to_owned(),
+            _membership: membership,
+        })
+    }
+
+    /// The next record within `timeout`. Errors librdkafka reports while
+    /// polling are transient (it retries on its own) and only logged.
+    pub fn poll(&self, timeout: Duration) -> Option<InMessage> {
+        match self.consumer.poll(timeout)? {
+            Ok(m) => {
+                let header = |name: &str| {
+                    m.headers().and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == name)
+                            .map(|h| h.value.unwrap_or_default().to_vec())
+                    })
+                };
+                Some(InMessage {
+                    topic: m.topic().to_owned(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().unwrap_or_default().to_vec(),
+                    value: m.payload().unwrap_or_default().to_vec(),
+                    timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
+                    color: header("color").unwrap_or_default(),
+                    metadata: header("metadata"),
+                })
+            }
+            Err(e) => {
+                log::debug!("consumer of '{}': {e}", self.topic);
+                None
+            }
+        }
+    }
+
+    /// Whether `partition` is assigned to this member right now.
+    pub fn owns(&self, partition: i32) -> bool {
+        self.consumer
+            .assignment()
+            .map(|a| a.find_partition(&self.topic, partition).is_some())
+            .unwrap_or(false)
+    }
+
+    /// Commits `next_offset` (one past the last processed record) for
+    /// `partition` and waits for the broker to acknowledge it.
+    pub fn commit(&self, partition: i32, next_offset: i64) -> Result<(), ConsumeError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, partition, Offset::Offset(next_offset))
+            .map_err(|e: KafkaError| ConsumeError::Commit(e.to_string()))?;
+        self.consumer
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(|e| ConsumeError::Commit(e.to_string()))
+    }
+}

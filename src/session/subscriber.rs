@@ -1,0 +1,299 @@
+//! The subscriber role: `MGET [pb|json]` long-polls the group's consumer for
+//! a batch, `SET <partition> <offset>` commits. The encodings of a message
+//! (JSON and protobuf `MessagePB`) live here too, as pure functions.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use prost::Message;
+
+use crate::config::SubscriberSettings;
+use crate::kafka::consumer::{GroupConsumer, InMessage};
+use crate::proto::{decode_metadata, MessagePb};
+use crate::resp::Frame;
+
+use super::error::CommandError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Protobuf,
+}
+
+/// A connection authenticated with `role=sub`.
+pub struct Subscriber {
+    pub consumer: GroupConsumer,
+    /// Only messages with exactly this `color` header are handed out.
+    pub color: Vec<u8>,
+    pub settings: SubscriberSettings,
+    /// Highest offset handed out per partition: after a rebalance gives a
+    /// partition back, its uncommitted records come again from Kafka, but
+    /// this connection already has them.
+    handed_out: HashMap<i32, i64>,
+}
+
+impl Subscriber {
+    pub fn new(consumer: GroupConsumer, color: &str, settings: SubscriberSettings) -> Subscriber {
+        Subscriber {
+            consumer,
+            color: color.as_bytes().to_vec(),
+            settings,
+            handed_out: HashMap::new(),
+        }
+    }
+
+    /// `MGET [pb|json]`: blocks until `batch_size` messages, or at least one
+    /// and a tick boundary, or `wait_timeout` with none (an empty array).
+    /// Returns early with what it has when `stop` is set.
+    pub fn mget(&mut self, args: &[Vec<u8>], stop: &AtomicBool) -> Result<Frame, CommandError> {
+        let format = match args {
+            [_] => Format::Json,
+            [_, f] => match f.to_ascii_lowercase().as_slice() {
+                b"" | b"json" => Format::Json,
+                b"pb" => Format::Protobuf,
+                _ => return Err(CommandError::BadFormat),
+            },
+            _ => return Err(CommandError::WrongArgs("mget")),
+        };
+        let started = Instant::now();
+        let deadline = started + self.settings.wait_timeout;
+        let tick = self.settings.tick;
+        let mut batch = Vec::new();
+        // Set once the first message is in: the end of the tick it fell in.
+        let mut flush_at: Option<Instant> = None;
+        while batch.len() < self.settings.batch_size && !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let until = flush_at.unwrap_or(deadline);
+            if now >= until {
+                break;
+            }
+            // Short polls, so a stop request is seen promptly.
+            let Some(msg) = self.consumer.poll((until - now).min(tick)) else {
+                continue;
+            };
+            if msg.color != self.color {
+                continue;
+            }
+            let handed = self.handed_out.entry(msg.partition).or_insert(-1);
+            if msg.offset <= *handed {
+                continue;
+            }
+            *handed = msg.offset;
+            batch.push(Frame::Bulk(encode(&msg, format)));
+            if flush_at.is_none() {
+                let ticks = (started.elapsed().as_nanos() / tick.as_nanos().max(1)) as u32 + 1;
+                flush_at = Some(started + tick * ticks);
+            }
+        }
+        Ok(Frame::Array(batch))
+    }
+
+    /// `SET <partition> <offset>`: the record at `offset` and all before it
+    /// are processed; the group's committed position becomes `offset + 1`.
+    pub fn commit(&self, args: &[Vec<u8>]) -> Result<Frame, CommandError> {
+        let [_, partition, offset] = args else {
+            return Err(CommandError::WrongArgs("set"));
+        };
+        let partition: i32 = parse_non_negative(partition).ok_or(CommandError::BadPartition)?;
+        let offset: i64 = parse_non_negative(offset).ok_or(CommandError::BadOffset)?;
+        if offset == i64::MAX {
+            return Err(CommandError::BadOffset);
+        }
+        if !self.consumer.owns(partition) {
+            return Err(CommandError::NotOwned(partition));
+        }
+        self.consumer.commit(partition, offset + 1)?;
+        Ok(Frame::ok())
+    }
+
+    /// How long the connection may stay silent.
+    pub fn idle_timeout(&self) -> Duration {
+        self.settings.idle_timeout
+    }
+}
+
+fn parse_non_negative<T: std::str::FromStr + Default + PartialOrd>(raw: &[u8]) -> Option<T> {
+    let n: T = std::str::from_utf8(raw).ok()?.parse().ok()?;
+    (n >= T::default()).then_some(n)
+}
+
+/// One message as an `MGET` element.
+pub fn encode(msg: &InMessage, format: Format) -> Vec<u8> {
+    let metadata = msg
+        .metadata
+        .as_deref()
+        .and_then(decode_metadata)
+        .unwrap_or_default();
+    match format {
+        Format::Json => encode_json(msg, &metadata),
+        Format::Protobuf => MessagePb {
+            key: String::from_utf8_lossy(&msg.key).into_owned(),
+            value: msg.value.clone(),
+            topic: msg.topic.clone(),
+            partition: msg.partition,
+            offset: msg.offset,
+            timestamp: msg.timestamp_ms.div_euclid(1000),
+            metadata,
+        }
+        .encode_to_vec(),
+    }
+}
+
+/// `{"key":..,"value":..,"topic":..,"partition":..,"offset":..,"timestamp":..,"metadata":{..}}`.
+/// A value that is valid JSON is embedded as is; other UTF-8 becomes a JSON
+/// string; other bytes become base64 with `"value_encoding":"base64"` (and
+/// likewise for a key that is not UTF-8), so no record is ever skipped.
+pub fn encode_json(msg: &InMessage, metadata: &HashMap<String, String>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(msg.value.len() + msg.key.len() + msg.topic.len() + 96);
+    out.extend_from_slice(b"{\"key\":");
+    let key_base64 = write_text_or_base64(&mut out, &msg.key);
+    if key_base64 {
+        out.extend_from_slice(b",\"key_encoding\":\"base64\"");
+    }
+    out.extend_from_slice(b",\"value\":");
+    // Checked as UTF-8 first: serde_json does not validate ignored strings.
+    let is_json = std::str::from_utf8(&msg.value)
+        .is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok());
+    if is_json {
+        out.extend_from_slice(msg.value.trim_ascii());
+    } else if write_text_or_base64(&mut out, &msg.value) {
+        out.extend_from_slice(b",\"value_encoding\":\"base64\"");
+    }
+    out.extend_from_slice(b",\"topic\":");
+    write_json_string(&mut out, &msg.topic);
+    let numbers = format!(
+        ",\"partition\":{},\"offset\":{},\"timestamp\":{},\"metadata\":",
+        msg.partition,
+        msg.offset,
+        msg.timestamp_ms.div_euclid(1000)
+    );
+    out.extend_from_slice(numbers.as_bytes());
+    serde_json::to_writer(&mut out, metadata).expect("a map of strings always serializes");
+    out.push(b'}');
+    out
+}
+
+/// Writes `bytes` as a JSON string; base64-encoded (returning true) when
+/// they are not UTF-8.
+fn write_text_or_base64(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => {
+            write_json_string(out, text);
+            false
+        }
+        Err(_) => {
+            write_json_string(out, &base64::engine::general_purpose::STANDARD.encode(bytes));
+            true
+        }
+    }
+}
+
+fn write_json_string(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(out, s).expect("a string always serializes");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(key: &[u8], value: &[u8], metadata: Option<&[u8]>) -> InMessage {
+        InMessage {
+            topic: "t".into(),
+            partition: 2,
+            offset: 5,
+            key: key.to_vec(),
+            value: value.to_vec(),
+            timestamp_ms: 1_700_000_000_999,
+            color: Vec::new(),
+            metadata: metadata.map(<[u8]>::to_vec),
+        }
+    }
+
+    fn json(m: &InMessage) -> serde_json::Value {
+        let bytes = encode(m, Format::Json);
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&bytes)))
+    }
+
+    #[test]
+    fn json_layout_is_exact() {
+        let bytes = encode(&msg(b"k", b"xx", None), Format::Json);
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            r#"{"key":"k","value":"xx","topic":"t","partition":2,"offset":5,"timestamp":1700000000,"metadata":{}}"#
+        );
+    }
+
+    #[test]
+    fn json_values_embed_raw() {
+        assert_eq!(
+            json(&msg(b"k", br#"{"a":1}"#, None))["value"],
+            serde_json::json!({"a": 1})
+        );
+        assert_eq!(
+            json(&msg(b"k", br#""xx""#, None))["value"],
+            serde_json::json!("xx")
+        );
+        assert_eq!(json(&msg(b"k", b"42", None))["value"], serde_json::json!(42));
+        assert_eq!(
+            json(&msg(b"k", b" [1, 2] \n", None))["value"],
+            serde_json::json!([1, 2])
+        );
+    }
+
+    #[test]
+    fn other_text_is_a_string_and_other_bytes_base64() {
+        let v = json(&msg(b"k", b"not json {", None));
+        assert_eq!(v["value"], "not json {");
+        assert!(v.get("value_encoding").is_none());
+        let v = json(&msg(b"k", b"", None));
+        assert_eq!(v["value"], "");
+        let v = json(&msg(b"k", b"\"\xff\"", None));
+        assert_eq!(v["value"], "Iv8i");
+        let v = json(&msg(b"\xff\x00", b"\x00\xff\xfe", None));
+        assert_eq!(v["value"], "AP/+");
+        assert_eq!(v["value_encoding"], "base64");
+        assert_eq!(v["key"], "/wA=");
+        assert_eq!(v["key_encoding"], "base64");
+    }
+
+    #[test]
+    fn metadata_json_or_protobuf_becomes_a_map() {
+        let v = json(&msg(b"k", b"v", Some(br#"{"trace":"abc"}"#)));
+        assert_eq!(v["metadata"], serde_json::json!({"trace": "abc"}));
+        let header = crate::proto::Header {
+            metadata: HashMap::from([("x".to_string(), "y".to_string())]),
+        };
+        let v = json(&msg(b"k", b"v", Some(&header.encode_to_vec())));
+        assert_eq!(v["metadata"], serde_json::json!({"x": "y"}));
+    }
+
+    #[test]
+    fn protobuf_round_trip() {
+        let m = msg(b"k", b"\x00\x01", Some(br#"{"a":"b"}"#));
+        let pb = MessagePb::decode(encode(&m, Format::Protobuf).as_slice()).unwrap();
+        assert_eq!(
+            pb,
+            MessagePb {
+                key: "k".into(),
+                value: vec![0, 1],
+                topic: "t".into(),
+                partition: 2,
+                offset: 5,
+                timestamp: 1_700_000_000,
+                metadata: HashMap::from([("a".to_string(), "b".to_string())]),
+            }
+        );
+    }
+
+    #[test]
+    fn commit_arguments() {
+        assert_eq!(parse_non_negative::<i64>(b"0"), Some(0));
+        assert_eq!(parse_non_negative::<i64>(b"17"), Some(17));
+        assert_eq!(parse_non_negative::<i64>(b"-5"), None);
+        assert_eq!(parse_non_negative::<i64>(b"a"), None);
+        assert_eq!(parse_non_negative::<i64>(b""), None);
+        assert_eq!(parse_non_negative::<i32>(b"99999999999"), None);
+    }
+}

@@ -1,0 +1,432 @@
+//! The subscribe path end to end: MGET (JSON and protobuf), commits, group
+//! membership across connections, color. Test servers use a 6 s session
+//! timeout and a 3 s MGET wait (see `test_config`); tansu completes a group
+//! join after about half the session timeout, so the first MGETs of a new
+//! member may come back empty and the helpers below poll until a count.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::{Duration, Instant};
+
+use databus::proto::MessagePb;
+use databus::resp::Frame;
+use prost::Message as _;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+use support::*;
+
+struct Fixture {
+    _db: TestDb,
+    server: TestServer,
+    topic: String,
+    group: String,
+}
+
+fn fixture(name: &str, partitions: i32) -> Fixture {
+    let db = TestDb::new(name);
+    let topic = unique(&format!("t_{name}"));
+    let group = unique(&format!("g_{name}"));
+    db.add_app(1, "key1", "secret1", "cluster1");
+    db.add_grant(1, &group, 3, &topic);
+    create_topic(&topic, partitions);
+    let server = TestServer::start(&test_config(&db, "", ""));
+    Fixture {
+        _db: db,
+        server,
+        topic,
+        group,
+    }
+}
+
+impl Fixture {
+    fn auth(&self, role: &str, extra: &str) -> Client {
+        let mut c = self.server.connect();
+        let auth = format!(
+            "key1:secret1@{}/topic={}&role={role}{extra}",
+            self.group, self.topic
+        );
+        assert_eq!(c.call(&["AUTH", &auth]), ok());
+        c
+    }
+
+    fn publish(&self, color: &str, messages: &[(String, String)]) {
+        let extra = if color.is_empty() {
+            String::new()
+        } else {
+            format!("&color={color}")
+        };
+        let mut c = self.auth("pub", &extra);
+        for (k, v) in messages {
+            assert_eq!(c.call(&["SET", k, v]), ok());
+        }
+    }
+
+    fn subscriber(&self, extra: &str) -> Client {
+        self.auth("sub", &format!("&offset=old{extra}"))
+    }
+}
+
+fn numbered(prefix: &str, n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| (format!("k{}", i % 5), format!("{prefix}{i}")))
+        .collect()
+}
+
+fn mget(c: &mut Client, format: &str) -> Vec<Vec<u8>> {
+    let reply = if format.is_empty() {
+        c.call(&["MGET"])
+    } else {
+        c.call(&["MGET", format])
+    };
+    match reply {
+        Frame::Array(items) => items
+            .into_iter()
+            .map(|f| match f {
+                Frame::Bulk(b) => b,
+                other => panic!("MGET element {other:?}"),
+            })
+            .collect(),
+        other => panic!("MGET reply {other:?}"),
+    }
+}
+
+/// MGET (JSON) until `n` messages arrived; panics after 60 s.
+fn drain_json(c: &mut Client, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} messages after 60 s: {out:?}",
+            out.len()
+        );
+        for raw in mget(c, "") {
+            out.push(serde_json::from_slice(&raw).unwrap());
+        }
+    }
+    out
+}
+
+fn values(messages: &[Value]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| m["value"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, Offset> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    got.elements()
+        .iter()
+        .map(|e| (e.partition(), e.offset()))
+        .collect()
+}
+
+#[test]
+fn consume_json_and_protobuf_exactly() {
+    let f = fixture("consume", 3);
+    let sent = numbered("v", 30);
+    f.publish("", &sent);
+    let mut hset = f.auth("pub", "");
+    assert_eq!(
+        hset.call(&["HSET", "km", r#"{"trace":"abc"}"#, r#"{"n":1}"#]),
+        ok()
+    );
+    let truth = read_topic(&f.topic, 31);
+
+    let mut c = f.subscriber("");
+    let got = drain_json(&mut c, 31);
+    assert_eq!(got.len(), 31);
+    // Per partition, offsets come in order; every field matches the record.
+    let mut last: BTreeMap<i64, i64> = BTreeMap::new();
+    for m in &got {
+        let (p, o) = (m["partition"].as_i64().unwrap(), m["offset"].as_i64().unwrap());
+        assert!(
+            last.insert(p, o).is_none_or(|prev| prev < o),
+            "partition {p} out of order"
+        );
+        let r = truth
+            .iter()
+            .find(|r| r.partition as i64 == p && r.offset == o)
+            .unwrap();
+        assert_eq!(m["key"], String::from_utf8(r.key.clone()).unwrap());
+        assert_eq!(m["topic"], f.topic.as_str());
+        let ts = m["timestamp"].as_i64().unwrap();
+        assert!(
+            (1_600_000_000..4_000_000_000).contains(&ts),
+            "timestamp {ts} not in seconds"
+        );
+        if r.key == b"km" {
+            assert_eq!(m["value"], serde_json::json!({"n": 1}));
+            assert_eq!(m["metadata"], serde_json::json!({"trace": "abc"}));
+        } else {
+            assert_eq!(m["value"], String::from_utf8(r.value.clone()).unwrap());
+            assert_eq!(m["metadata"], serde_json::json!({}));
+        }
+    }
+    let got_values: BTreeSet<String> = got.iter().map(|m| m["value"].to_string()).collect();
+    assert_eq!(got_values.len(), 31, "duplicates");
+
+    // The same records through `MGET pb`, in a second group.
+    let db2 = &f._db;
+    let group2 = unique("g_consume_pb");
+    db2.add_grant(1, &group2, 1, &f.topic);
+    // The grant was added after startup: it works from the next refresh (500 ms).
+    let auth = format!("key1:secret1@{group2}/topic={}&role=sub&offset=old", f.topic);
+    let refresh_deadline = Instant::now() + Duration::from_secs(10);
+    let mut pb = loop {
+        let mut c = f.server.connect();
+        match c.call(&["AUTH", &auth]) {
+            reply if reply == ok() => break c,
+            reply => assert!(Instant::now() < refresh_deadline, "{reply:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut decoded = Vec::new();
+    while decoded.len() < 31 {
+        assert!(Instant::now() < deadline);
+        for raw in mget(&mut pb, "pb") {
+            decoded.push(MessagePb::decode(raw.as_slice()).unwrap());
+        }
+    }
+    assert_eq!(decoded.len(), 31);
+    for m in &decoded {
+        let r = truth
+            .iter()
+            .find(|r| r.partition == m.partition && r.offset == m.offset)
+            .unwrap();
+        assert_eq!(m.key.as_bytes(), r.key.as_slice());
+        assert_eq!(m.value, r.value);
+        assert_eq!(m.topic, f.topic);
+        if r.key == b"km" {
+            assert_eq!(m.metadata.get("trace").map(String::as_str), Some("abc"));
+        }
+    }
+}
+
+#[test]
+fn foreign_records_of_any_bytes_are_delivered() {
+    let f = fixture("foreign", 1);
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let values: [&[u8]; 4] = [b"plain text", b"\x00\x01\xff binary", b"[1,2]", b""];
+    for v in values {
+        producer
+            .send(BaseRecord::<[u8], [u8]>::to(&f.topic).key(&b"k"[..]).payload(v))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let mut c = f.subscriber("");
+    let got = drain_json(&mut c, 4);
+    assert_eq!(got[0]["value"], "plain text");
+    assert_eq!(got[1]["value"], "AAH/IGJpbmFyeQ==");
+    assert_eq!(got[1]["value_encoding"], "base64");
+    assert_eq!(got[2]["value"], serde_json::json!([1, 2]));
+    assert_eq!(got[3]["value"], "");
+    assert!(got[0].get("value_encoding").is_none());
+}
+
+#[test]
+fn commit_then_reconnect_resumes_after_the_commit() {
+    let f = fixture("resume", 1);
+    f.publish("", &numbered("m", 10));
+    let mut c = f.subscriber("");
+    let first = drain_json(&mut c, 10);
+    assert_eq!(
+        values(&first),
+        (0..10).map(|i| format!("m{i}")).collect::<Vec<_>>()
+    );
+    assert_eq!(c.call(&["SET", "0", "4"]), ok());
+    assert_eq!(committed(&f.group, &f.topic, 1)[&0], Offset::Offset(5));
+    assert_eq!(c.call(&["QUIT"]), ok());
+    assert!(c.is_closed());
+
+    // 5..9 were handed out but not committed: they come again, and only they.
+    let mut c = f.subscriber("");
+    let again = drain_json(&mut c, 5);
+    assert_eq!(
+        values(&again),
+        (5..10).map(|i| format!("m{i}")).collect::<Vec<_>>()
+    );
+    assert_eq!(mget(&mut c, ""), Vec::<Vec<u8>>::new());
+    assert_eq!(c.call(&["SET", "0", "9"]), ok());
+    assert_eq!(committed(&f.group, &f.topic, 1)[&0], Offset::Offset(10));
+}
+
+#[test]
+fn group_members_share_partitions_and_take_over() {
+    let f = fixture("share", 4);
+    let mut a = f.subscriber("");
+    let mut b = f.subscriber("");
+    // Let both join before anything is published, so no message is handed
+    // to a member that then loses the partition.
+    for _ in 0..3 {
+        assert!(mget(&mut a, "").is_empty());
+        assert!(mget(&mut b, "").is_empty());
+    }
+    let first: Vec<(String, String)> = (0..40).map(|i| (format!("key{i}"), format!("x{i}"))).collect();
+    f.publish("", &first);
+
+    let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got_a.len() + got_b.len() < 40 {
+        assert!(
+            Instant::now() < deadline,
+            "{} + {} of 40",
+            got_a.len(),
+            got_b.len()
+        );
+        got_a.extend(
+            mget(&mut a, "")
+                .iter()
+                .map(|r| serde_json::from_slice::<Value>(r).unwrap()),
+        );
+        got_b.extend(
+            mget(&mut b, "")
+                .iter()
+                .map(|r| serde_json::from_slice::<Value>(r).unwrap()),
+        );
+    }
+    let parts = |v: &[Value]| {
+        v.iter()
+            .map(|m| m["partition"].as_i64().unwrap())
+            .collect::<BTreeSet<_>>()
+    };
+    let (pa, pb) = (parts(&got_a), parts(&got_b));
+    assert!(
+        pa.is_disjoint(&pb),
+        "both members read partitions {:?}",
+        pa.intersection(&pb)
+    );
+    assert!(
+        !pa.is_empty() && !pb.is_empty(),
+        "one member got everything: {pa:?} {pb:?}"
+    );
+    let all: Vec<String> = values(&got_a).into_iter().chain(values(&got_b)).collect();
+    let unique_values: HashSet<&String> = all.iter().collect();
+    assert_eq!((all.len(), unique_values.len()), (40, 40));
+
+    // B commits what it processed and leaves; A takes over B's partitions.
+    let mut last_of: BTreeMap<i64, i64> = BTreeMap::new();
+    for m in &got_b {
+        last_of.insert(m["partition"].as_i64().unwrap(), m["offset"].as_i64().unwrap());
+    }
+    for (p, o) in &last_of {
+        assert_eq!(b.call(&["SET", &p.to_string(), &o.to_string()]), ok());
+    }
+    drop(b);
+    let rest: Vec<(String, String)> = (0..20).map(|i| (format!("key{i}"), format!("y{i}"))).collect();
+    f.publish("", &rest);
+    let later = drain_json(&mut a, 20);
+    let mut later_values = values(&later);
+    later_values.sort();
+    let mut want: Vec<String> = (0..20).map(|i| format!("y{i}")).collect();
+    want.sort();
+    assert_eq!(
+        later_values, want,
+        "A must get exactly the rest: B's work was committed"
+    );
+    assert!(
+        parts(&later).iter().any(|p| pb.contains(p)),
+        "A never read B's partitions"
+    );
+}
+
+#[test]
+fn a_member_beyond_the_partition_count_is_refused() {
+    let f = fixture("full", 2);
+    let _a = f.subscriber("");
+    let _b = f.subscriber("");
+    let mut c = f.server.connect();
+    let auth = format!("key1:secret1@{}/topic={}&role=sub", f.group, f.topic);
+    let want = format!(
+        "ERR auth failed: group '{}' already has 2 members for the 2 partitions of topic '{}'; another would get no partition",
+        f.group, f.topic
+    );
+    assert_eq!(c.call(&["AUTH", &auth]), err(&want));
+    assert!(c.is_closed());
+    // A colored subscriber is a group of its own and still fits.
+    let _red = f.subscriber("&color=red");
+}
+
+#[test]
+fn each_color_sees_only_its_messages() {
+    let f = fixture("color", 2);
+    let mut plain = f.subscriber("");
+    let mut red = f.subscriber("&color=red");
+    f.publish("red", &numbered("red", 5));
+    f.publish("", &numbered("plain", 5));
+    f.publish("blue", &numbered("blue", 5));
+    let mut got_red = values(&drain_json(&mut red, 5));
+    let mut got_plain = values(&drain_json(&mut plain, 5));
+    got_red.sort();
+    got_plain.sort();
+    assert_eq!(got_red, (0..5).map(|i| format!("red{i}")).collect::<Vec<_>>());
+    assert_eq!(got_plain, (0..5).map(|i| format!("plain{i}")).collect::<Vec<_>>());
+    // Nothing else arrives later either.
+    assert!(mget(&mut red, "").is_empty());
+    assert!(mget(&mut plain, "").is_empty());
+}
+
+#[test]
+fn empty_topic_returns_an_empty_array_after_the_wait() {
+    let f = fixture("empty", 1);
+    let mut c = f.subscriber("");
+    c.send(&[b"MGET"]);
+    assert_eq!(c.read(), Some(Frame::Array(vec![])));
+    c.send(&[b"MGET", b"pb"]);
+    assert_eq!(c.read(), Some(Frame::Array(vec![])));
+}
+
+#[test]
+fn bad_commits_are_refused_and_nothing_is_committed() {
+    let f = fixture("badcommit", 1);
+    f.publish("", &numbered("m", 3));
+    let mut c = f.subscriber("");
+    drain_json(&mut c, 3);
+    assert_eq!(
+        c.call(&["SET", "a", "b"]),
+        err("ERR partition must be a non-negative integer")
+    );
+    assert_eq!(
+        c.call(&["SET", "0", "x"]),
+        err("ERR offset must be a non-negative integer")
+    );
+    assert_eq!(
+        c.call(&["SET", "1", "-5"]),
+        err("ERR offset must be a non-negative integer")
+    );
+    assert_eq!(
+        c.call(&["SET", "-1", "0"]),
+        err("ERR partition must be a non-negative integer")
+    );
+    assert_eq!(
+        c.call(&["SET", "7", "0"]),
+        err("ERR partition 7 is not assigned to this connection")
+    );
+    assert_eq!(c.call(&["MGET", "xml"]), err("ERR MGET takes pb or json"));
+    assert_eq!(
+        c.call(&["HSET", "a", "b", "c"]),
+        err("ERR command 'HSET' not allowed for role sub")
+    );
+    assert_eq!(c.call(&["PING"]), Frame::Simple("PONG".into()));
+    assert_eq!(committed(&f.group, &f.topic, 1)[&0], Offset::Invalid);
+    assert_eq!(c.call(&["SET", "0", "2"]), ok());
+    assert_eq!(committed(&f.group, &f.topic, 1)[&0], Offset::Offset(3));
+}
