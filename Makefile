@@ -9,7 +9,7 @@ SERVICES := scripts/services.sh
 # Exports the resolved service addresses into a recipe line.
 WITH_ENV = eval "$$($(SERVICES) env)"
 
-.PHONY: run test services build lint unit clean
+.PHONY: run test services build lint unit clean run-example bench
 
 ## Set up the services, build, and run databus in the foreground on :6205.
 run: services build
@@ -20,6 +20,14 @@ run: services build
 ## Set up the services and run every check and test.
 test: services lint
 	@$(WITH_ENV); cargo test --all-targets
+
+## Run the example client (example_cli/) against the databus of `make run`.
+run-example:
+	@scripts/run-example.sh
+
+## Measure databus against direct Kafka clients; writes bench/results.{md,json}.
+bench: services
+	@$(WITH_ENV); scripts/bench.sh
 
 services:
 	@mkdir -p .run
