@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use databus::config::{parse_args, Command, Settings};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 fn main() -> ExitCode {
@@ -33,10 +33,16 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings::load(&conf)?;
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&settings.log_level)).init();
     // Register before starting so a signal during startup is not lost.
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     let running = databus::server::start(settings)?;
-    if let Some(signal) = signals.forever().next() {
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            log::info!("SIGHUP: re-reading the auth store");
+            running.reload();
+            continue;
+        }
         log::info!("signal {signal} received, shutting down");
+        break;
     }
     running.shutdown();
     Ok(())

@@ -1,13 +1,12 @@
 //! The server loop: a `std::net` listener and one pooled worker thread per
 //! connection. Shutdown sets a flag, wakes `accept` with a self-connect,
-//! closes the read side of every open connection (so in-flight commands still
-//! get their replies), waits for the workers and flushes the producers.
+//! interrupts every open connection (in-flight commands still get their
+//! replies), waits for the workers and flushes the producers.
 
-use std::collections::HashMap;
 use std::io::Write;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use threadpool::ThreadPool;
 use crate::auth::{self, mysql::MysqlStore, AuthStore};
 use crate::config::{AuthSource, Settings};
 use crate::kafka::{Memberships, Producers};
+use crate::session::registry::Connections;
 use crate::session::{self, Context};
 
 /// Why the server could not start.
@@ -29,51 +29,24 @@ pub enum StartError {
     Unsupported(&'static str),
 }
 
-/// Open connections, so shutdown can reach them.
-#[derive(Default)]
-struct Registry {
-    next_id: AtomicUsize,
-    open: Mutex<HashMap<usize, TcpStream>>,
-}
-
-impl Registry {
-    fn add(&self, stream: &TcpStream) -> usize {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        if let Ok(clone) = stream.try_clone() {
-            self.open
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id, clone);
-        }
-        id
-    }
-
-    fn remove(&self, id: usize) {
-        self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-    }
-
-    fn len(&self) -> usize {
-        self.open.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    fn close_reads(&self) {
-        for stream in self.open.lock().unwrap_or_else(|e| e.into_inner()).values() {
-            let _ = stream.shutdown(Shutdown::Read);
-        }
-    }
-}
-
 /// A started server; dropping it does not stop it, [`Running::shutdown`] does.
 pub struct Running {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     acceptor: Option<thread::JoinHandle<()>>,
-    refresher: Option<thread::JoinHandle<()>>,
+    refresher: Option<auth::Refresher>,
 }
 
 impl Running {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Re-reads the auth store now, as SIGHUP asks.
+    pub fn reload(&self) {
+        if let Some(r) = &self.refresher {
+            r.trigger();
+        }
     }
 
     /// Stops accepting, lets in-flight commands finish, flushes, and returns
@@ -85,8 +58,8 @@ impl Running {
         if let Some(h) = self.acceptor.take() {
             let _ = h.join();
         }
-        if let Some(h) = self.refresher.take() {
-            let _ = h.join();
+        if let Some(r) = self.refresher.take() {
+            r.stop();
         }
     }
 }
@@ -103,8 +76,6 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
     let settings = Arc::new(settings);
     let mut store = open_store(&settings.auth)?;
     let cache = Arc::new(auth::initial_load(store.as_mut())?);
-    let stop = Arc::new(AtomicBool::new(false));
-    let refresher = auth::spawn_refresher(store, cache.clone(), settings.refresh_interval, stop.clone());
 
     let listener = TcpListener::bind(&settings.addr).map_err(|cause| StartError::Bind {
         addr: settings.addr.clone(),
@@ -116,37 +87,42 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
     })?;
     log::info!("databus listening on {addr}");
 
-    let producers = Arc::new(Producers::new(
-        settings.clusters.clone(),
-        settings.producer.clone(),
-    ));
+    let producers = Arc::new(Producers::new(settings.clusters.clone(), settings.producer.clone()));
+    let connections = Arc::new(Connections::default());
+    let refresher = {
+        let (connections, producers) = (connections.clone(), producers.clone());
+        auth::spawn_refresher(store, cache.clone(), settings.refresh_interval, move |changes| {
+            if !changes.groups.is_empty() {
+                let closed = connections.interrupt_groups(&changes.groups);
+                let mut groups: Vec<&String> = changes.groups.iter().collect();
+                groups.sort();
+                log::info!("auth: grants of {groups:?} changed; closing {closed} connections");
+            }
+            producers.retain(&changes.clusters_in_use);
+        })
+    };
     let ctx = Arc::new(Context {
         settings: settings.clone(),
         auth: cache,
         kafka: producers.clone(),
         members: Arc::new(Memberships::default()),
-        stop: stop.clone(),
     });
+    let stop = Arc::new(AtomicBool::new(false));
     let acceptor = {
         let stop = stop.clone();
         thread::Builder::new()
             .name("accept".into())
             .spawn(move || {
-                accept_loop(listener, ctx, &stop);
+                accept_loop(listener, ctx, &connections, &stop);
                 producers.flush(settings.producer.timeout);
                 log::info!("databus stopped");
             })
             .expect("spawn acceptor")
     };
-    Ok(Running {
-        addr,
-        stop,
-        acceptor: Some(acceptor),
-        refresher: Some(refresher),
-    })
+    Ok(Running { addr, stop, acceptor: Some(acceptor), refresher: Some(refresher) })
 }
 
-fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: &AtomicBool) {
+fn accept_loop(listener: TcpListener, ctx: Arc<Context>, connections: &Arc<Connections>, stop: &AtomicBool) {
     let settings = ctx.settings.clone();
     // Grown on demand: threadpool starts every thread up front, and most
     // deployments never come near max_clients.
@@ -155,7 +131,6 @@ fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: &AtomicBool) {
         .thread_name("conn".into())
         .thread_stack_size(settings.thread_stack_size)
         .build();
-    let registry = Arc::new(Registry::default());
     for stream in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -169,19 +144,15 @@ fn accept_loop(listener: TcpListener, ctx: Arc<Context>, stop: &AtomicBool) {
                 continue;
             }
         };
-        if registry.len() >= settings.max_clients {
+        let Some(registration) = connections.add(&stream, settings.max_clients) else {
             let _ = stream.write_all(b"-ERR max number of clients reached\r\n");
             continue;
-        }
-        let id = registry.add(&stream);
-        grow(&mut pool, registry.len(), settings.max_clients);
-        let (ctx, registry) = (ctx.clone(), registry.clone());
-        pool.execute(move || {
-            session::serve(stream, ctx);
-            registry.remove(id);
-        });
+        };
+        grow(&mut pool, connections.len(), settings.max_clients);
+        let ctx = ctx.clone();
+        pool.execute(move || session::serve(stream, ctx, registration));
     }
-    registry.close_reads();
+    connections.interrupt_all();
     pool.join();
 }
 

@@ -6,17 +6,16 @@
 pub mod mysql;
 pub mod request;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{mpsc, Arc, RwLock};
 use std::thread;
 use std::time::Duration;
 
 pub use request::{parse_auth_string, AuthRequest, AuthStringError, Role, StartOffset};
 
 /// One row of `auth_tb` joined with its `app_tb` row.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Grant {
     pub group: String,
     pub topic: String,
@@ -179,27 +178,87 @@ pub fn initial_load(store: &mut dyn AuthStore) -> Result<AuthCache, StoreError> 
     Ok(AuthCache::new(Snapshot::new(grants)))
 }
 
-/// Reloads the store every `interval` until `stop` is set. A failure is logged
+/// What a refresh changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Auth groups whose grants differ in any way (removed, new secret or
+    /// key, other topic, operation or cluster): their open connections must
+    /// authenticate again.
+    pub groups: HashSet<String>,
+    /// Clusters some grant still uses.
+    pub clusters_in_use: HashSet<String>,
+}
+
+impl Snapshot {
+    /// Compares with the next snapshot.
+    pub fn changes_to(&self, next: &Snapshot) -> Changes {
+        fn sorted(v: Option<&Vec<Grant>>) -> Vec<&Grant> {
+            let mut v: Vec<&Grant> = v.map(|v| v.iter().collect()).unwrap_or_default();
+            v.sort();
+            v
+        }
+        let groups = self
+            .by_group
+            .keys()
+            .filter(|g| sorted(self.by_group.get(*g)) != sorted(next.by_group.get(*g)))
+            .cloned()
+            .collect();
+        let clusters_in_use = next.by_group.values().flatten().map(|g| g.cluster.clone()).collect();
+        Changes { groups, clusters_in_use }
+    }
+}
+
+/// The thread that keeps the cache fresh.
+pub struct Refresher {
+    trigger: Option<mpsc::Sender<()>>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl Refresher {
+    /// Reloads the store now (SIGHUP).
+    pub fn trigger(&self) {
+        if let Some(t) = &self.trigger {
+            let _ = t.send(());
+        }
+    }
+
+    /// Stops the thread and waits for it.
+    pub fn stop(mut self) {
+        self.trigger.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Reloads the store every `interval` and on [`Refresher::trigger`]; after
+/// each successful load, `on_change` learns what changed. A failure is logged
 /// once per outage and the last good snapshot keeps serving.
 pub fn spawn_refresher(
     mut store: Box<dyn AuthStore>,
     cache: Arc<AuthCache>,
     interval: Duration,
-    stop: Arc<AtomicBool>,
-) -> thread::JoinHandle<()> {
-    thread::Builder::new()
+    on_change: impl Fn(&Changes) + Send + 'static,
+) -> Refresher {
+    let (trigger, wake) = mpsc::channel::<()>();
+    let handle = thread::Builder::new()
         .name("auth-refresh".into())
         .spawn(move || {
             let mut failing = false;
-            while sleep_unless_stopped(interval, &stop) {
+            while let Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) = wake.recv_timeout(interval) {
                 match store.load() {
                     Ok(grants) => {
                         if failing {
                             log::info!("auth: {} reachable again", store.describe());
                             failing = false;
                         }
-                        log::debug!("auth: refreshed {} grants", grants.len());
-                        cache.replace(Snapshot::new(grants));
+                        let next = Snapshot::new(grants);
+                        let changes = cache.snapshot().changes_to(&next);
+                        log::debug!("auth: refreshed {} grants", next.len());
+                        // Replaced before connections are told, so their
+                        // reconnects already see the new rules.
+                        cache.replace(next);
+                        on_change(&changes);
                     }
                     Err(e) if !failing => {
                         log::warn!("auth: refresh failed, serving the last good grants: {e}");
@@ -209,22 +268,8 @@ pub fn spawn_refresher(
                 }
             }
         })
-        .expect("spawn auth refresher")
-}
-
-/// Sleeps in short steps so shutdown is prompt; false once `stop` is set.
-pub(crate) fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) -> bool {
-    let step = Duration::from_millis(50);
-    let mut left = total;
-    while !left.is_zero() {
-        if stop.load(Ordering::SeqCst) {
-            return false;
-        }
-        let d = left.min(step);
-        thread::sleep(d);
-        left -= d;
-    }
-    !stop.load(Ordering::SeqCst)
+        .expect("spawn auth refresher");
+    Refresher { trigger: Some(trigger), handle: Some(handle) }
 }
 
 #[cfg(test)]
@@ -300,6 +345,38 @@ mod tests {
             assert!(!got.to_string().contains("secret") || matches!(got, AuthError::WrongSecret { .. }));
             assert_eq!(got, want, "{s}");
         }
+    }
+
+    #[test]
+    fn changes_name_every_altered_group() {
+        let base = vec![
+            grant("same", "t", 3, "k", "c1"),
+            grant("secret", "t", 3, "k", "c1"),
+            grant("gone", "t", 3, "k", "c1"),
+            grant("op", "t", 3, "k", "c1"),
+            grant("moved", "t", 3, "k", "c1"),
+            grant("two", "t1", 3, "k", "c1"),
+            grant("two", "t2", 3, "k", "c1"),
+        ];
+        let old = Snapshot::new(base.clone());
+        let mut next = base;
+        next.retain(|g| g.group != "gone");
+        for g in next.iter_mut() {
+            match g.group.as_str() {
+                "secret" => g.app_secret = "new".into(),
+                "op" => g.operation = 1,
+                "moved" => g.cluster = "c2".into(),
+                _ => {}
+            }
+        }
+        // Same grants in another order are no change.
+        next.reverse();
+        next.push(grant("added", "t", 3, "k", "c1"));
+        let changes = old.changes_to(&Snapshot::new(next));
+        let want: HashSet<String> = ["secret", "gone", "op", "moved"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(changes.groups, want);
+        let clusters: HashSet<String> = ["c1", "c2"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(changes.clusters_in_use, clusters);
     }
 
     #[test]

@@ -195,6 +195,19 @@ impl Producers {
         Ok(producer)
     }
 
+    /// Closes the producers of clusters no grant uses any more. Records they
+    /// still hold keep them alive until settled.
+    pub fn retain(&self, clusters_in_use: &std::collections::HashSet<String>) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.retain(|name, _| {
+            let keep = clusters_in_use.contains(name);
+            if !keep {
+                log::info!("producer for cluster '{name}' closed: no grant uses the cluster");
+            }
+            keep
+        });
+    }
+
     /// Waits up to `timeout` for every queued record of every cluster.
     pub fn flush(&self, timeout: Duration) {
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());

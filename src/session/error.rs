@@ -17,6 +17,8 @@ pub enum CommandError {
     AuthString(#[from] AuthStringError),
     #[error("auth failed: {0}")]
     Auth(#[from] AuthError),
+    #[error("grant changed: authenticate again")]
+    GrantChanged,
     #[error("already authenticated")]
     AlreadyAuthenticated,
     #[error("unknown command '{0}'")]

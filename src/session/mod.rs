@@ -5,11 +5,11 @@
 pub mod connection;
 pub mod error;
 pub mod publisher;
+pub mod registry;
 pub mod subscriber;
 
 use std::collections::VecDeque;
 use std::net::TcpStream;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use connection::{Connection, ReadOutcome};
 use error::shown_name;
 pub use error::CommandError;
 use publisher::Publisher;
+use registry::{Interrupt, InterruptFlag, Registration};
 use subscriber::Subscriber;
 
 /// What every connection shares.
@@ -31,8 +32,6 @@ pub struct Context {
     pub kafka: Arc<dyn Publish>,
     /// Subscribers per group on this databus.
     pub members: Arc<Memberships>,
-    /// Set at shutdown: long polls return early.
-    pub stop: Arc<AtomicBool>,
 }
 
 /// A reply in the making: either known now, or waiting for the broker.
@@ -72,18 +71,22 @@ pub struct Session {
     ctx: Arc<Context>,
     state: State,
     peer: String,
+    /// The connection's entry in the server's registry (absent in unit tests).
+    registration: Option<Registration>,
+    interrupt: Arc<InterruptFlag>,
     /// Set when the connection must close after the replies so far are sent.
     closing: bool,
 }
 
 impl Session {
-    pub fn new(ctx: Arc<Context>, peer: String) -> Session {
-        Session {
-            ctx,
-            state: State::Unauthenticated,
-            peer,
-            closing: false,
-        }
+    pub fn new(ctx: Arc<Context>, peer: String, registration: Option<Registration>) -> Session {
+        let interrupt = registration.as_ref().map(|r| r.flag.clone()).unwrap_or_default();
+        Session { ctx, state: State::Unauthenticated, peer, registration, interrupt, closing: false }
+    }
+
+    /// Why the server wants this connection to end, if it does.
+    pub fn interrupted(&self) -> Interrupt {
+        self.interrupt.get()
     }
 
     pub fn is_closing(&self) -> bool {
@@ -118,7 +121,7 @@ impl Session {
             (_, b"auth") => Reply::Now(CommandError::AlreadyAuthenticated.to_frame()),
             (State::Publisher(p), b"set") => delivery(p.set(args, kafka)),
             (State::Publisher(p), b"hset") => delivery(p.hset(args, kafka)),
-            (State::Subscriber(s), b"mget") => s.mget(args, &self.ctx.stop).into(),
+            (State::Subscriber(s), b"mget") => s.mget(args, &self.interrupt).into(),
             (State::Subscriber(s), b"set") => s.commit(args).into(),
             (State::Publisher(_), b"mget") => not_allowed(&args[0], Role::Pub),
             (State::Subscriber(_), b"hset") => not_allowed(&args[0], Role::Sub),
@@ -144,6 +147,11 @@ impl Session {
         };
         let text = std::str::from_utf8(raw).map_err(|_| AuthStringError::NotUtf8)?;
         let req = parse_auth_string(text)?;
+        // Registered before the check: a refresh that changes this group
+        // after the check then finds this connection and closes it.
+        if let Some(r) = &self.registration {
+            r.set_group(&req.group);
+        }
         let settings = &self.ctx.settings;
         let checked = self
             .ctx
@@ -231,7 +239,7 @@ fn ping(args: &[Vec<u8>]) -> Frame {
 
 /// Serves one connection until the client leaves, a timeout fires, or the
 /// session asks to close.
-pub fn serve(stream: TcpStream, ctx: Arc<Context>) {
+pub fn serve(stream: TcpStream, ctx: Arc<Context>, registration: Registration) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -245,7 +253,7 @@ pub fn serve(stream: TcpStream, ctx: Arc<Context>) {
             return;
         }
     };
-    let mut session = Session::new(ctx, peer.clone());
+    let mut session = Session::new(ctx, peer.clone(), Some(registration));
     let connected = Instant::now();
     let mut replies = VecDeque::new();
     loop {
@@ -277,6 +285,16 @@ pub fn serve(stream: TcpStream, ctx: Arc<Context>) {
         if session.is_closing() {
             return;
         }
+        match session.interrupted() {
+            Interrupt::None => {}
+            Interrupt::Shutdown => return,
+            Interrupt::GrantChanged => {
+                log::info!("{peer}: grant changed, closing");
+                conn.queue(&CommandError::GrantChanged.to_frame());
+                let _ = conn.flush();
+                return;
+            }
+        }
         // Before AUTH the timeout counts from connect, not from the last byte.
         let timeout = if session.is_authenticated() {
             session.read_timeout()
@@ -293,6 +311,8 @@ pub fn serve(stream: TcpStream, ctx: Arc<Context>) {
         };
         match outcome {
             ReadOutcome::Data => {}
+            // An interrupt closes the read side: go round once more to say why.
+            ReadOutcome::Closed if session.interrupted() != Interrupt::None => {}
             ReadOutcome::Closed => return,
             ReadOutcome::TimedOut if !session.is_authenticated() => {
                 log::info!("{peer}: no AUTH within {:?}, closing", session.read_timeout());
@@ -370,9 +390,8 @@ mod tests {
             auth: Arc::new(AuthCache::new(Snapshot::new(vec![grant]))),
             kafka: kafka.clone(),
             members: Arc::default(),
-            stop: Arc::default(),
         };
-        (Session::new(Arc::new(ctx), "test".into()), kafka)
+        (Session::new(Arc::new(ctx), "test".into(), None), kafka)
     }
 
     fn cmd(s: &mut Session, parts: &[&[u8]]) -> Frame {

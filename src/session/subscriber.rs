@@ -3,7 +3,6 @@
 //! (JSON and protobuf `MessagePB`) live here too, as pure functions.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -15,6 +14,7 @@ use crate::proto::{decode_metadata, MessagePb};
 use crate::resp::Frame;
 
 use super::error::CommandError;
+use super::registry::InterruptFlag;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -46,8 +46,8 @@ impl Subscriber {
 
     /// `MGET [pb|json]`: blocks until `batch_size` messages, or at least one
     /// and a tick boundary, or `wait_timeout` with none (an empty array).
-    /// Returns early with what it has when `stop` is set.
-    pub fn mget(&mut self, args: &[Vec<u8>], stop: &AtomicBool) -> Result<Frame, CommandError> {
+    /// Returns early with what it has when the connection is interrupted.
+    pub fn mget(&mut self, args: &[Vec<u8>], interrupt: &InterruptFlag) -> Result<Frame, CommandError> {
         let format = match args {
             [_] => Format::Json,
             [_, f] => match f.to_ascii_lowercase().as_slice() {
@@ -63,13 +63,13 @@ impl Subscriber {
         let mut batch = Vec::new();
         // Set once the first message is in: the end of the tick it fell in.
         let mut flush_at: Option<Instant> = None;
-        while batch.len() < self.settings.batch_size && !stop.load(Ordering::Relaxed) {
+        while batch.len() < self.settings.batch_size && !interrupt.is_set() {
             let now = Instant::now();
             let until = flush_at.unwrap_or(deadline);
             if now >= until {
                 break;
             }
-            // Short polls, so a stop request is seen promptly.
+            // Short polls, so an interrupt is seen promptly.
             let Some(msg) = self.consumer.poll((until - now).min(tick)) else {
                 continue;
             };
