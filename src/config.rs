@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::Grant;
 use crate::resp::Limits;
 
 /// A configuration problem, always tied to the file it came from.
@@ -26,13 +27,7 @@ impl fmt::Display for ConfigError {
         if self.key.is_empty() {
             write!(f, "config {}: {}", self.path.display(), self.problem)
         } else {
-            write!(
-                f,
-                "config {}: key `{}`: {}",
-                self.path.display(),
-                self.key,
-                self.problem
-            )
+            write!(f, "config {}: key `{}`: {}", self.path.display(), self.key, self.problem)
         }
     }
 }
@@ -64,6 +59,32 @@ pub struct RawConfig {
     pub clusters: BTreeMap<String, RawCluster>,
     pub mysql: Option<RawMysql>,
     pub redis: Option<RawRedis>,
+    /// Apps of the file store (`auth = "file"`).
+    #[serde(default)]
+    pub apps: Vec<RawApp>,
+    /// Grants of the file store.
+    #[serde(default)]
+    pub grants: Vec<RawGrant>,
+}
+
+/// An `app_tb` row written in the config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApp {
+    pub id: i64,
+    pub key: String,
+    pub secret: String,
+    pub cluster: String,
+}
+
+/// An `auth_tb` row written in the config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrant {
+    pub app_id: i64,
+    pub group: String,
+    pub operation: u8,
+    pub topic: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,6 +141,10 @@ pub enum AuthSource {
         password: Option<String>,
         timeout: Duration,
     },
+    /// The `[[apps]]` and `[[grants]]` of the config file at this path.
+    File {
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -164,15 +189,8 @@ pub struct Settings {
     pub clusters: BTreeMap<String, Cluster>,
 }
 
-const PARTITIONERS: &[&str] = &[
-    "murmur2_random",
-    "murmur2",
-    "consistent_random",
-    "consistent",
-    "fnv1a_random",
-    "fnv1a",
-    "random",
-];
+const PARTITIONERS: &[&str] =
+    &["murmur2_random", "murmur2", "consistent_random", "consistent", "fnv1a_random", "fnv1a", "random"];
 
 impl Settings {
     /// Reads and validates the file at `path`.
@@ -185,24 +203,72 @@ impl Settings {
         Settings::from_toml(path, &text)
     }
 
-    /// Parses and validates `text`; `path` only names the source in errors.
+    /// Parses and validates `text`; `path` names the source in errors and is
+    /// where the file store reads its grants.
     pub fn from_toml(path: &Path, text: &str) -> Result<Settings, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
-            path: path.to_owned(),
-            key: String::new(),
-            problem: e.to_string().trim_end().replace('\n', " "),
-        })?;
-        raw.validate(path)
+        RawConfig::parse(path, text)?.validate(path)
     }
 }
 
 impl RawConfig {
-    pub fn validate(self, path: &Path) -> Result<Settings, ConfigError> {
-        let err = |key: &str, problem: String| ConfigError {
+    pub fn parse(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError {
             path: path.to_owned(),
-            key: key.to_owned(),
-            problem,
-        };
+            key: String::new(),
+            problem: e.to_string().trim_end().replace('\n', " "),
+        })
+    }
+
+    pub fn read(path: &Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_owned(),
+            key: String::new(),
+            problem: format!("cannot read: {e}"),
+        })?;
+        RawConfig::parse(path, &text)
+    }
+
+    /// The grants of the file store: every `[[grants]]` joined with its
+    /// `[[apps]]` entry.
+    pub fn file_grants(&self, path: &Path) -> Result<Vec<Grant>, ConfigError> {
+        let err = |key: String, problem: String| ConfigError { path: path.to_owned(), key, problem };
+        let mut apps = std::collections::HashMap::new();
+        for (i, app) in self.apps.iter().enumerate() {
+            for (field, value) in [("key", &app.key), ("secret", &app.secret), ("cluster", &app.cluster)] {
+                if value.is_empty() {
+                    return Err(err(format!("apps[{i}].{field}"), "must not be empty".into()));
+                }
+            }
+            if apps.insert(app.id, app).is_some() {
+                return Err(err(format!("apps[{i}].id"), format!("app id {} listed twice", app.id)));
+            }
+        }
+        let mut grants = Vec::with_capacity(self.grants.len());
+        for (i, g) in self.grants.iter().enumerate() {
+            let app = apps.get(&g.app_id).ok_or_else(|| {
+                err(format!("grants[{i}].app_id"), format!("no [[apps]] entry has id {}", g.app_id))
+            })?;
+            for (field, value) in [("group", &g.group), ("topic", &g.topic)] {
+                if value.is_empty() {
+                    return Err(err(format!("grants[{i}].{field}"), "must not be empty".into()));
+                }
+            }
+            grants.push(Grant {
+                group: g.group.clone(),
+                topic: g.topic.clone(),
+                operation: g.operation,
+                app_id: app.id,
+                app_key: app.key.clone(),
+                app_secret: app.secret.clone(),
+                cluster: app.cluster.clone(),
+            });
+        }
+        Ok(grants)
+    }
+
+    pub fn validate(self, path: &Path) -> Result<Settings, ConfigError> {
+        let err =
+            |key: &str, problem: String| ConfigError { path: path.to_owned(), key: key.to_owned(), problem };
         let ms = |v: Option<u64>, default: u64| Duration::from_millis(v.unwrap_or(default));
         let positive = |key: &str, v: u64| {
             if v == 0 {
@@ -212,9 +278,11 @@ impl RawConfig {
             }
         };
 
-        let addr = self
-            .addr
-            .ok_or_else(|| err("addr", "missing (e.g. \"0.0.0.0:6205\")".into()))?;
+        if self.auth.as_deref() == Some("file") {
+            // Checked now so a bad list stops startup, not the first refresh.
+            self.file_grants(path)?;
+        }
+        let addr = self.addr.ok_or_else(|| err("addr", "missing (e.g. \"0.0.0.0:6205\")".into()))?;
         if addr.parse::<SocketAddr>().is_err() && !addr.contains(':') {
             return Err(err("addr", format!("`{addr}` is not host:port")));
         }
@@ -233,39 +301,24 @@ impl RawConfig {
             }
             Some("redis") => {
                 let r = self.redis.ok_or_else(|| {
-                    err(
-                        "redis",
-                        "missing: auth = \"redis\" needs a [redis] section".into(),
-                    )
+                    err("redis", "missing: auth = \"redis\" needs a [redis] section".into())
                 })?;
-                let addr = r
-                    .addr
-                    .ok_or_else(|| err("redis.addr", "missing (e.g. \"127.0.0.1:6379\")".into()))?;
+                let addr =
+                    r.addr.ok_or_else(|| err("redis.addr", "missing (e.g. \"127.0.0.1:6379\")".into()))?;
                 let db = r.db.unwrap_or(0);
                 if db < 0 {
                     return Err(err("redis.db", "must not be negative".into()));
                 }
-                AuthSource::Redis {
-                    addr,
-                    db,
-                    password: r.password,
-                    timeout: ms(r.timeout_ms, 3000),
-                }
+                AuthSource::Redis { addr, db, password: r.password, timeout: ms(r.timeout_ms, 3000) }
             }
-            Some("file") => return Err(err("auth", "\"file\" is not supported yet; use \"mysql\"".into())),
+            Some("file") => AuthSource::File { path: path.to_owned() },
             Some(other) => {
-                return Err(err(
-                    "auth",
-                    format!("`{other}` is not one of \"mysql\", \"redis\", \"file\""),
-                ))
+                return Err(err("auth", format!("`{other}` is not one of \"mysql\", \"redis\", \"file\"")))
             }
         };
 
         if self.clusters.is_empty() {
-            return Err(err(
-                "clusters",
-                "at least one [clusters.<name>] section is needed".into(),
-            ));
+            return Err(err("clusters", "at least one [clusters.<name>] section is needed".into()));
         }
         let mut clusters = BTreeMap::new();
         for (name, c) in self.clusters {
@@ -277,13 +330,7 @@ impl RawConfig {
             if let Some(b) = brokers.iter().find(|b| !b.contains(':')) {
                 return Err(err(&key, format!("`{b}` is not host:port")));
             }
-            clusters.insert(
-                name,
-                Cluster {
-                    brokers,
-                    properties: c.properties,
-                },
-            );
+            clusters.insert(name, Cluster { brokers, properties: c.properties });
         }
 
         let log_level = self.log_level.unwrap_or_else(|| "info".into());
@@ -309,10 +356,7 @@ impl RawConfig {
         if limits.max_bulk_len < max_value_size {
             return Err(err(
                 "max_bulk_len",
-                format!(
-                    "{} is below max_value_size ({max_value_size})",
-                    limits.max_bulk_len
-                ),
+                format!("{} is below max_value_size ({max_value_size})", limits.max_bulk_len),
             ));
         }
         positive("max_args", limits.max_array_len as u64)?;
@@ -320,28 +364,18 @@ impl RawConfig {
 
         let producer = ProducerSettings {
             timeout: ms(self.producer.timeout_ms, 10_000),
-            partitioner: self
-                .producer
-                .partitioner
-                .unwrap_or_else(|| "murmur2_random".into()),
+            partitioner: self.producer.partitioner.unwrap_or_else(|| "murmur2_random".into()),
             linger: ms(self.producer.linger_ms, 1),
         };
         positive("producer.timeout_ms", producer.timeout.as_millis() as u64)?;
         if !PARTITIONERS.contains(&producer.partitioner.as_str()) {
             return Err(err(
                 "producer.partitioner",
-                format!(
-                    "`{}` is not one of {}",
-                    producer.partitioner,
-                    PARTITIONERS.join(", ")
-                ),
+                format!("`{}` is not one of {}", producer.partitioner, PARTITIONERS.join(", ")),
             ));
         }
         if producer.linger >= producer.timeout {
-            return Err(err(
-                "producer.linger_ms",
-                "must be below producer.timeout_ms".into(),
-            ));
+            return Err(err("producer.linger_ms", "must be below producer.timeout_ms".into()));
         }
 
         let s = self.subscriber;
@@ -372,10 +406,7 @@ impl RawConfig {
         };
         positive("auth_timeout_ms", settings.auth_timeout.as_millis() as u64)?;
         positive("idle_timeout_ms", settings.idle_timeout.as_millis() as u64)?;
-        positive(
-            "refresh_interval_ms",
-            settings.refresh_interval.as_millis() as u64,
-        )?;
+        positive("refresh_interval_ms", settings.refresh_interval.as_millis() as u64)?;
         if settings.thread_stack_size < 64 * 1024 {
             return Err(err("thread_stack_kib", "must be at least 64".into()));
         }
@@ -416,9 +447,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         return Err(format!("unexpected argument `{extra}`"));
     }
     let conf = m.opt_str("c").unwrap_or_else(|| "databus.toml".into());
-    Ok(Command::Run {
-        conf: PathBuf::from(conf),
-    })
+    Ok(Command::Run { conf: PathBuf::from(conf) })
 }
 
 #[cfg(test)]
@@ -451,12 +480,7 @@ url = "mysql://root@127.0.0.1:3306/databus_db"
         assert_eq!(s.auth_timeout, Duration::from_secs(5));
         assert_eq!(s.producer.partitioner, "murmur2_random");
         assert_eq!(s.clusters["cluster1"].brokers, vec!["127.0.0.1:9092"]);
-        assert_eq!(
-            s.auth,
-            AuthSource::Mysql {
-                url: "mysql://root@127.0.0.1:3306/databus_db".into()
-            }
-        );
+        assert_eq!(s.auth, AuthSource::Mysql { url: "mysql://root@127.0.0.1:3306/databus_db".into() });
     }
 
     #[test]
@@ -486,6 +510,25 @@ url = "mysql://root@127.0.0.1:3306/databus_db"
     }
 
     #[test]
+    fn file_store_lists_apps_and_grants() {
+        let text = MINIMAL.replace("auth = \"mysql\"", "auth = \"file\"")
+            + "[[apps]]\nid = 1\nkey = \"k\"\nsecret = \"s\"\ncluster = \"cluster1\"\n\
+               [[grants]]\napp_id = 1\ngroup = \"g\"\noperation = 3\ntopic = \"t\"\n";
+        let s = load(&text).unwrap();
+        assert_eq!(s.auth, AuthSource::File { path: PathBuf::from("t.toml") });
+        let grants =
+            RawConfig::parse(Path::new("t.toml"), &text).unwrap().file_grants(Path::new("t.toml")).unwrap();
+        assert_eq!(
+            (grants[0].app_key.as_str(), grants[0].group.as_str(), grants[0].operation),
+            ("k", "g", 3)
+        );
+        let e = load(&text.replace("app_id = 1", "app_id = 2")).unwrap_err();
+        assert_eq!(e.key, "grants[0].app_id");
+        let e = load(&text.replace("secret = \"s\"", "secret = \"\"")).unwrap_err();
+        assert_eq!(e.key, "apps[0].secret");
+    }
+
+    #[test]
     fn bulk_limit_must_cover_value_limit() {
         let e = load(&format!("max_bulk_len = 10\n{MINIMAL}")).unwrap_err();
         assert_eq!(e.key, "max_bulk_len");
@@ -493,11 +536,7 @@ url = "mysql://root@127.0.0.1:3306/databus_db"
 
     #[test]
     fn command_line_forms() {
-        let run = |p: &str| {
-            Ok(Command::Run {
-                conf: PathBuf::from(p),
-            })
-        };
+        let run = |p: &str| Ok(Command::Run { conf: PathBuf::from(p) });
         assert_eq!(parse_args(&args(&[])), run("databus.toml"));
         assert_eq!(parse_args(&args(&["-c", "a.toml"])), run("a.toml"));
         assert_eq!(parse_args(&args(&["--conf", "b.toml"])), run("b.toml"));

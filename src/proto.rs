@@ -51,9 +51,7 @@ mod tests {
         assert_eq!(json.get("trace").map(String::as_str), Some("abc"));
         assert_eq!(json.len(), 2);
 
-        let header = Header {
-            metadata: HashMap::from([("a".to_string(), "b".to_string())]),
-        };
+        let header = Header { metadata: HashMap::from([("a".to_string(), "b".to_string())]) };
         let pb = decode_metadata(&header.encode_to_vec()).unwrap();
         assert_eq!(pb, header.metadata);
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use threadpool::ThreadPool;
 
-use crate::auth::{self, mysql::MysqlStore, AuthStore};
+use crate::auth::{self, file::FileStore, mysql::MysqlStore, redis::RedisStore, AuthStore};
 use crate::config::{AuthSource, Settings};
 use crate::kafka::{Memberships, Producers};
 use crate::session::registry::Connections;
@@ -25,8 +25,6 @@ pub enum StartError {
     Store(#[from] auth::StoreError),
     #[error("cannot listen on {addr}: {cause}")]
     Bind { addr: String, cause: std::io::Error },
-    #[error("auth store '{0}' is not supported yet")]
-    Unsupported(&'static str),
 }
 
 /// A started server; dropping it does not stop it, [`Running::shutdown`] does.
@@ -67,7 +65,10 @@ impl Running {
 fn open_store(source: &AuthSource) -> Result<Box<dyn AuthStore>, StartError> {
     match source {
         AuthSource::Mysql { url } => Ok(Box::new(MysqlStore::new(url, Duration::from_secs(5))?)),
-        AuthSource::Redis { .. } => Err(StartError::Unsupported("redis")),
+        AuthSource::Redis { addr, db, password, timeout } => {
+            Ok(Box::new(RedisStore::new(addr, *db, password.as_deref(), *timeout)?))
+        }
+        AuthSource::File { path } => Ok(Box::new(FileStore::new(path))),
     }
 }
 
@@ -77,14 +78,10 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
     let mut store = open_store(&settings.auth)?;
     let cache = Arc::new(auth::initial_load(store.as_mut())?);
 
-    let listener = TcpListener::bind(&settings.addr).map_err(|cause| StartError::Bind {
-        addr: settings.addr.clone(),
-        cause,
-    })?;
-    let addr = listener.local_addr().map_err(|cause| StartError::Bind {
-        addr: settings.addr.clone(),
-        cause,
-    })?;
+    let listener = TcpListener::bind(&settings.addr)
+        .map_err(|cause| StartError::Bind { addr: settings.addr.clone(), cause })?;
+    let addr =
+        listener.local_addr().map_err(|cause| StartError::Bind { addr: settings.addr.clone(), cause })?;
     log::info!("databus listening on {addr}");
 
     let producers = Arc::new(Producers::new(settings.clusters.clone(), settings.producer.clone()));

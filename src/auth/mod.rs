@@ -1,9 +1,12 @@
-//! Who may do what. A store ([`AuthStore`]: MySQL today) is read in full into
+//! Who may do what. A store ([`AuthStore`]: MySQL, Redis or the config file)
+//! is read in full into
 //! an in-process [`AuthCache`]; AUTH is answered from the cache only, and a
 //! refresher thread reloads it periodically, keeping the last good copy when a
 //! reload fails.
 
+pub mod file;
 pub mod mysql;
+pub mod redis;
 pub mod request;
 
 use std::collections::{HashMap, HashSet};
@@ -103,30 +106,20 @@ impl Snapshot {
     /// Checks a request in a fixed order so each failure has one clear cause:
     /// group, topic, key, secret, role, cluster.
     pub fn check(&self, req: &AuthRequest, cluster_known: impl Fn(&str) -> bool) -> Result<Grant, AuthError> {
-        let grants = self
-            .by_group
-            .get(&req.group)
-            .ok_or_else(|| AuthError::UnknownGroup(req.group.clone()))?;
+        let grants =
+            self.by_group.get(&req.group).ok_or_else(|| AuthError::UnknownGroup(req.group.clone()))?;
         let mut for_topic = grants.iter().filter(|g| g.topic == req.topic).peekable();
         if for_topic.peek().is_none() {
-            return Err(AuthError::TopicNotGranted {
-                group: req.group.clone(),
-                topic: req.topic.clone(),
-            });
+            return Err(AuthError::TopicNotGranted { group: req.group.clone(), topic: req.topic.clone() });
         }
         let grant = for_topic
             .find(|g| g.app_key == req.key)
-            .ok_or_else(|| AuthError::WrongKey {
-                group: req.group.clone(),
-            })?;
+            .ok_or_else(|| AuthError::WrongKey { group: req.group.clone() })?;
         if !constant_time_eq(grant.app_secret.as_bytes(), req.secret.as_bytes()) {
             return Err(AuthError::WrongSecret { key: req.key.clone() });
         }
         if !grant.allows(req.role) {
-            return Err(AuthError::RoleNotAllowed {
-                role: req.role,
-                group: req.group.clone(),
-            });
+            return Err(AuthError::RoleNotAllowed { role: req.role, group: req.group.clone() });
         }
         if !cluster_known(&grant.cluster) {
             return Err(AuthError::ClusterNotConfigured {
@@ -157,9 +150,7 @@ pub struct AuthCache {
 
 impl AuthCache {
     pub fn new(snapshot: Snapshot) -> AuthCache {
-        AuthCache {
-            current: RwLock::new(Arc::new(snapshot)),
-        }
+        AuthCache { current: RwLock::new(Arc::new(snapshot)) }
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -294,50 +285,24 @@ mod tests {
 
     #[test]
     fn every_check_has_its_own_error() {
-        let snap = Snapshot::new(vec![
-            grant("g", "t", 2, "k", "c1"),
-            grant("g", "t2", 3, "k2", "gone"),
-        ]);
+        let snap = Snapshot::new(vec![grant("g", "t", 2, "k", "c1"), grant("g", "t2", 3, "k2", "gone")]);
         let known = |c: &str| c == "c1";
-        assert_eq!(
-            snap.check(&req("k:k-secret@g/topic=t&role=pub"), known)
-                .unwrap()
-                .topic,
-            "t"
-        );
+        assert_eq!(snap.check(&req("k:k-secret@g/topic=t&role=pub"), known).unwrap().topic, "t");
         let cases = [
-            (
-                "k:k-secret@h/topic=t&role=pub",
-                AuthError::UnknownGroup("h".into()),
-            ),
+            ("k:k-secret@h/topic=t&role=pub", AuthError::UnknownGroup("h".into())),
             (
                 "k:k-secret@g/topic=x&role=pub",
-                AuthError::TopicNotGranted {
-                    group: "g".into(),
-                    topic: "x".into(),
-                },
+                AuthError::TopicNotGranted { group: "g".into(), topic: "x".into() },
             ),
-            (
-                "z:k-secret@g/topic=t&role=pub",
-                AuthError::WrongKey { group: "g".into() },
-            ),
-            (
-                "k:nope@g/topic=t&role=pub",
-                AuthError::WrongSecret { key: "k".into() },
-            ),
+            ("z:k-secret@g/topic=t&role=pub", AuthError::WrongKey { group: "g".into() }),
+            ("k:nope@g/topic=t&role=pub", AuthError::WrongSecret { key: "k".into() }),
             (
                 "k:k-secret@g/topic=t&role=sub",
-                AuthError::RoleNotAllowed {
-                    role: Role::Sub,
-                    group: "g".into(),
-                },
+                AuthError::RoleNotAllowed { role: Role::Sub, group: "g".into() },
             ),
             (
                 "k2:k2-secret@g/topic=t2&role=sub",
-                AuthError::ClusterNotConfigured {
-                    cluster: "gone".into(),
-                    key: "k2".into(),
-                },
+                AuthError::ClusterNotConfigured { cluster: "gone".into(), key: "k2".into() },
             ),
         ];
         for (s, want) in cases {

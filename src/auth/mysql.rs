@@ -25,19 +25,13 @@ pub struct MysqlStore {
 impl MysqlStore {
     pub fn new(url: &str, timeout: Duration) -> Result<MysqlStore, StoreError> {
         let shown = mask_password(url);
-        let opts = Opts::from_url(url).map_err(|e| StoreError {
-            store: format!("mysql {shown}"),
-            cause: e.to_string(),
-        })?;
+        let opts = Opts::from_url(url)
+            .map_err(|e| StoreError { store: format!("mysql {shown}"), cause: e.to_string() })?;
         let opts = OptsBuilder::from_opts(opts)
             .tcp_connect_timeout(Some(timeout))
             .read_timeout(Some(timeout))
             .write_timeout(Some(timeout));
-        Ok(MysqlStore {
-            opts: opts.into(),
-            shown,
-            conn: None,
-        })
+        Ok(MysqlStore { opts: opts.into(), shown, conn: None })
     }
 
     fn query(&mut self) -> Result<Vec<Grant>, mysql::Error> {
@@ -46,18 +40,15 @@ impl MysqlStore {
             None => self.conn.insert(Conn::new(self.opts.clone())?),
         };
         type Row = (String, String, Option<i64>, i64, String, String, String);
-        conn.query_map(
-            QUERY,
-            |(group, topic, operation, app_id, app_key, app_secret, cluster): Row| Grant {
-                group,
-                topic,
-                operation: operation.unwrap_or(0).clamp(0, 255) as u8,
-                app_id,
-                app_key,
-                app_secret,
-                cluster,
-            },
-        )
+        conn.query_map(QUERY, |(group, topic, operation, app_id, app_key, app_secret, cluster): Row| Grant {
+            group,
+            topic,
+            operation: operation.unwrap_or(0).clamp(0, 255) as u8,
+            app_id,
+            app_key,
+            app_secret,
+            cluster,
+        })
     }
 }
 
@@ -70,10 +61,7 @@ impl AuthStore for MysqlStore {
         self.query().map_err(|e| {
             // A broken connection is dropped so the next load reconnects.
             self.conn = None;
-            StoreError {
-                store: self.describe(),
-                cause: e.to_string(),
-            }
+            StoreError { store: self.describe(), cause: e.to_string() }
         })
     }
 }

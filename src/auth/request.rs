@@ -102,9 +102,7 @@ pub fn parse_auth_string(s: &str) -> Result<AuthRequest, AuthStringError> {
 
     let (mut topic, mut role, mut color, mut offset) = (None, None, String::new(), StartOffset::Latest);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair
-            .split_once('=')
-            .ok_or_else(|| AuthStringError::NoValue(pair.to_owned()))?;
+        let (name, value) = pair.split_once('=').ok_or_else(|| AuthStringError::NoValue(pair.to_owned()))?;
         match name {
             "topic" => topic = Some(value),
             "role" => {
@@ -115,9 +113,7 @@ pub fn parse_auth_string(s: &str) -> Result<AuthRequest, AuthStringError> {
                 })
             }
             "color" => {
-                let ok = value
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                let ok = value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
                 if !ok {
                     return Err(AuthStringError::BadColor(value.to_owned()));
                 }
@@ -168,20 +164,14 @@ mod tests {
     #[test]
     fn optional_and_unknown_parameters() {
         let r = parse_auth_string("k:s@g/role=sub&topic=t&color=blue-1&offset=old&x=y&").unwrap();
-        assert_eq!(
-            (r.role, r.topic.as_str(), r.color.as_str()),
-            (Role::Sub, "t", "blue-1")
-        );
+        assert_eq!((r.role, r.topic.as_str(), r.color.as_str()), (Role::Sub, "t", "blue-1"));
         assert_eq!(r.offset, StartOffset::Earliest);
     }
 
     #[test]
     fn secret_may_hold_separators() {
         let r = parse_auth_string("k:p@ss:w@rd@g/topic=t&role=pub").unwrap();
-        assert_eq!(
-            (r.key.as_str(), r.secret.as_str(), r.group.as_str()),
-            ("k", "p@ss:w@rd", "g")
-        );
+        assert_eq!((r.key.as_str(), r.secret.as_str(), r.group.as_str()), ("k", "p@ss:w@rd", "g"));
     }
 
     #[test]

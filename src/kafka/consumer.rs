@@ -26,12 +26,7 @@ pub enum ConsumeError {
     #[error("topic '{0}' does not exist")]
     NoTopic(String),
     #[error("group '{group}' already has {members} members for the {partitions} partitions of topic '{topic}'; another would get no partition")]
-    GroupFull {
-        group: String,
-        topic: String,
-        members: usize,
-        partitions: usize,
-    },
+    GroupFull { group: String, topic: String, members: usize, partitions: usize },
     #[error("commit failed: {0}")]
     Commit(String),
 }
@@ -106,20 +101,14 @@ impl GroupConsumer {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", reset)
-            .set(
-                "session.timeout.ms",
-                settings.session_timeout.as_millis().to_string(),
-            )
+            .set("session.timeout.ms", settings.session_timeout.as_millis().to_string())
             .create()
             .map_err(|e| ConsumeError::Create(e.to_string()))?;
 
         let timeout = Duration::from_secs(5);
         let metadata = consumer
             .fetch_metadata(Some(topic), timeout)
-            .map_err(|e| ConsumeError::Metadata {
-                topic: topic.into(),
-                cause: e.to_string(),
-            })?;
+            .map_err(|e| ConsumeError::Metadata { topic: topic.into(), cause: e.to_string() })?;
         let partitions = metadata
             .topics()
             .iter()
@@ -148,18 +137,9 @@ impl GroupConsumer {
             }
             *count.entry(key.clone()).or_default() += 1;
         }
-        let membership = Membership {
-            registry: registry.clone(),
-            key,
-        };
-        consumer
-            .subscribe(&[topic])
-            .map_err(|e| ConsumeError::Create(e.to_string()))?;
-        Ok(GroupConsumer {
-            consumer,
-            topic: topic.to_owned(),
-            _membership: membership,
-        })
+        let membership = Membership { registry: registry.clone(), key };
+        consumer.subscribe(&[topic]).map_err(|e| ConsumeError::Create(e.to_string()))?;
+        Ok(GroupConsumer { consumer, topic: topic.to_owned(), _membership: membership })
     }
 
     /// The next record within `timeout`. Errors librdkafka reports while
@@ -169,9 +149,7 @@ impl GroupConsumer {
             Ok(m) => {
                 let header = |name: &str| {
                     m.headers().and_then(|h| {
-                        h.iter()
-                            .find(|h| h.key == name)
-                            .map(|h| h.value.unwrap_or_default().to_vec())
+                        h.iter().find(|h| h.key == name).map(|h| h.value.unwrap_or_default().to_vec())
                     })
                 };
                 Some(InMessage {
@@ -206,8 +184,6 @@ impl GroupConsumer {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, partition, Offset::Offset(next_offset))
             .map_err(|e: KafkaError| ConsumeError::Commit(e.to_string()))?;
-        self.consumer
-            .commit(&tpl, CommitMode::Sync)
-            .map_err(|e| ConsumeError::Commit(e.to_string()))
+        self.consumer.commit(&tpl, CommitMode::Sync).map_err(|e| ConsumeError::Commit(e.to_string()))
     }
 }

@@ -63,12 +63,7 @@ impl PendingDelivery {
     pub fn acknowledged(partition: i32, offset: i64) -> PendingDelivery {
         let (tx, rx) = mpsc::sync_channel(1);
         let _ = tx.send(Ok(Delivered { partition, offset }));
-        PendingDelivery {
-            rx,
-            deadline: Instant::now(),
-            timeout: Duration::ZERO,
-            _producer: None,
-        }
+        PendingDelivery { rx, deadline: Instant::now(), timeout: Duration::ZERO, _producer: None }
     }
 
     /// Waits for the broker's verdict. librdkafka itself fails the record at
@@ -108,10 +103,7 @@ impl ProducerContext for DeliveryReports {
         let outcome = match result {
             Ok(m) => {
                 self.stuck.store(false, Ordering::Relaxed);
-                Ok(Delivered {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                })
+                Ok(Delivered { partition: m.partition(), offset: m.offset() })
             }
             Err((e, _)) => {
                 if *e == KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut) {
@@ -146,11 +138,7 @@ pub struct Producers {
 
 impl Producers {
     pub fn new(clusters: BTreeMap<String, Cluster>, settings: ProducerSettings) -> Producers {
-        Producers {
-            clusters,
-            settings,
-            live: Mutex::new(HashMap::new()),
-        }
+        Producers { clusters, settings, live: Mutex::new(HashMap::new()) }
     }
 
     fn producer(&self, cluster: &str) -> Result<Arc<ClusterProducer>, PublishError> {
@@ -168,28 +156,17 @@ impl Producers {
                 return Ok(p.clone());
             }
         }
-        let config = self
-            .clusters
-            .get(cluster)
-            .ok_or_else(|| PublishError::UnknownCluster(cluster.to_owned()))?;
+        let config =
+            self.clusters.get(cluster).ok_or_else(|| PublishError::UnknownCluster(cluster.to_owned()))?;
         let kafka = super::client_config(config)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("partitioner", &self.settings.partitioner)
-            .set(
-                "message.timeout.ms",
-                self.settings.timeout.as_millis().to_string(),
-            )
+            .set("message.timeout.ms", self.settings.timeout.as_millis().to_string())
             .set("linger.ms", self.settings.linger.as_millis().to_string())
             .create_with_context(DeliveryReports::default())
-            .map_err(|e| PublishError::Create {
-                cluster: cluster.to_owned(),
-                cause: e.to_string(),
-            })?;
-        let producer = Arc::new(ClusterProducer {
-            kafka,
-            created: Instant::now(),
-        });
+            .map_err(|e| PublishError::Create { cluster: cluster.to_owned(), cause: e.to_string() })?;
+        let producer = Arc::new(ClusterProducer { kafka, created: Instant::now() });
         live.insert(cluster.to_owned(), producer.clone());
         log::info!("producer for cluster '{cluster}' created");
         Ok(producer)
@@ -224,10 +201,7 @@ impl Publish for Producers {
         let producer = self.producer(cluster)?;
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (key, value) in record.headers {
-            headers = headers.insert(Header {
-                key,
-                value: Some(*value),
-            });
+            headers = headers.insert(Header { key, value: Some(*value) });
         }
         let (tx, rx) = mpsc::sync_channel(1);
         let timeout = self.settings.timeout;
@@ -238,14 +212,7 @@ impl Publish for Producers {
             .headers(headers);
         loop {
             match producer.kafka.send(base) {
-                Ok(()) => {
-                    return Ok(PendingDelivery {
-                        rx,
-                        deadline,
-                        timeout,
-                        _producer: Some(producer),
-                    })
-                }
+                Ok(()) => return Ok(PendingDelivery { rx, deadline, timeout, _producer: Some(producer) }),
                 // The local queue is full: wait for deliveries to drain it,
                 // but never past this record's own deadline.
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))

@@ -84,10 +84,7 @@ mod tests {
         assert_eq!(encoded(&Frame::Simple("PONG".into())), b"+PONG\r\n");
         assert_eq!(encoded(&Frame::ok()), b"+OK\r\n");
         assert_eq!(encoded(&Frame::Simple(String::new())), b"+\r\n");
-        assert_eq!(
-            encoded(&Frame::error("ERR unknown command 'foo'")),
-            b"-ERR unknown command 'foo'\r\n"
-        );
+        assert_eq!(encoded(&Frame::error("ERR unknown command 'foo'")), b"-ERR unknown command 'foo'\r\n");
         assert_eq!(Frame::error("ERR x"), Frame::Error("ERR x".to_owned()));
     }
 
@@ -118,10 +115,7 @@ mod tests {
             Frame::Array(vec![Frame::Array(vec![Frame::Bulk(b"x".to_vec())])]),
             Frame::error("E"),
         ]);
-        assert_eq!(
-            encoded(&nested),
-            b"*3\r\n*2\r\n+OK\r\n*0\r\n*1\r\n*1\r\n$1\r\nx\r\n-E\r\n"
-        );
+        assert_eq!(encoded(&nested), b"*3\r\n*2\r\n+OK\r\n*0\r\n*1\r\n*1\r\n$1\r\nx\r\n-E\r\n");
     }
 
     #[test]

@@ -44,9 +44,6 @@ mod tests {
     fn sanitised_status_reads_back_as_one_line() {
         let mut out = Vec::new();
         Frame::error("ERR a\r\n+OK").encode(&mut out);
-        assert_eq!(
-            parse_reply(&out, &Limits::default()),
-            Ok(Some((Frame::error("ERR a  +OK"), out.len())))
-        );
+        assert_eq!(parse_reply(&out, &Limits::default()), Ok(Some((Frame::error("ERR a  +OK"), out.len()))));
     }
 }

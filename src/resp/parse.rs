@@ -24,11 +24,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_bulk_len: 4 * 1024 * 1024,
-            max_array_len: 1024,
-            max_inline_len: 64 * 1024,
-        }
+        Limits { max_bulk_len: 4 * 1024 * 1024, max_array_len: 1024, max_inline_len: 64 * 1024 }
     }
 }
 
@@ -122,10 +118,7 @@ fn parse_multibulk(buf: &[u8], limits: &Limits) -> Result<Parsed, ProtocolError>
         args.push(data);
         pos = end;
     }
-    Ok(Parsed::Complete(
-        args.into_iter().map(<[u8]>::to_vec).collect(),
-        pos,
-    ))
+    Ok(Parsed::Complete(args.into_iter().map(<[u8]>::to_vec).collect(), pos))
 }
 
 /// The limit counts every byte before the `\n`, including a `\r`, so the search for the
@@ -308,12 +301,7 @@ fn take_bulk(buf: &[u8], start: usize, len: usize) -> Result<Option<(&[u8], usiz
 }
 
 fn read_length_line(buf: &[u8], start: usize) -> Result<Option<(&[u8], usize)>, ProtocolError> {
-    read_line(
-        buf,
-        start,
-        MAX_LENGTH_LINE,
-        E::LengthLineTooLong { max: MAX_LENGTH_LINE },
-    )
+    read_line(buf, start, MAX_LENGTH_LINE, E::LengthLineTooLong { max: MAX_LENGTH_LINE })
 }
 
 /// Finds the CRLF-terminated line at `start` (returning it and the offset after the CRLF),
@@ -371,11 +359,7 @@ mod tests {
     }
 
     fn small() -> Limits {
-        Limits {
-            max_bulk_len: 4,
-            max_array_len: 3,
-            max_inline_len: 16,
-        }
+        Limits { max_bulk_len: 4, max_array_len: 3, max_inline_len: 16 }
     }
 
     fn req(buf: &[u8]) -> Result<Parsed, ProtocolError> {
@@ -452,11 +436,8 @@ mod tests {
     fn every_prefix_is_incomplete_until_the_first_request_ends() {
         let (first, first_len) = pipeline_expected().remove(0);
         for cut in 0..=PIPELINE.len() {
-            let expected = if cut < first_len {
-                Parsed::Incomplete
-            } else {
-                Parsed::Complete(first.clone(), first_len)
-            };
+            let expected =
+                if cut < first_len { Parsed::Incomplete } else { Parsed::Complete(first.clone(), first_len) };
             assert_eq!(req(&PIPELINE[..cut]), Ok(expected), "cut at {cut}");
         }
     }
@@ -485,23 +466,11 @@ mod tests {
     #[test]
     fn bulk_length_bound() {
         let l = small();
-        assert_eq!(
-            parse_request(b"*1\r\n$4\r\nabcd\r\n", &l),
-            Ok(Parsed::Complete(args(&[b"abcd"]), 14))
-        );
+        assert_eq!(parse_request(b"*1\r\n$4\r\nabcd\r\n", &l), Ok(Parsed::Complete(args(&[b"abcd"]), 14)));
         // Rejected from the header alone, without waiting for the data.
-        assert_eq!(
-            parse_request(b"*1\r\n$5\r\n", &l),
-            Err(E::BulkTooLong { len: 5, max: 4 })
-        );
+        assert_eq!(parse_request(b"*1\r\n$5\r\n", &l), Err(E::BulkTooLong { len: 5, max: 4 }));
         let err = req(b"*1\r\n$999999999999\r\n").unwrap_err();
-        assert_eq!(
-            err,
-            E::BulkTooLong {
-                len: 999_999_999_999,
-                max: 4_194_304
-            }
-        );
+        assert_eq!(err, E::BulkTooLong { len: 999_999_999_999, max: 4_194_304 });
         let err = req(b"*1\r\n$5000000\r\n").unwrap_err();
         assert_eq!(err.to_string(), "bulk length 5000000 over the limit of 4194304");
     }
@@ -513,10 +482,7 @@ mod tests {
             parse_request(b"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n", &l),
             Ok(Parsed::Complete(args(&[b"a", b"b", b"c"]), 25))
         );
-        assert_eq!(
-            parse_request(b"*4\r\n", &l),
-            Err(E::TooManyArgs { count: 4, max: 3 })
-        );
+        assert_eq!(parse_request(b"*4\r\n", &l), Err(E::TooManyArgs { count: 4, max: 3 }));
         let many: Vec<Vec<u8>> = (0..1024u32).map(|i| i.to_string().into_bytes()).collect();
         let encoded = encode_request(&many);
         assert_eq!(req(&encoded), Ok(Parsed::Complete(many.clone(), encoded.len())));
@@ -524,10 +490,7 @@ mod tests {
         assert_eq!(err.to_string(), "too many arguments: 2000 over the limit of 1024");
         assert_eq!(
             req(b"*9223372036854775807\r\n"),
-            Err(E::TooManyArgs {
-                count: i64::MAX as u64,
-                max: 1024
-            })
+            Err(E::TooManyArgs { count: i64::MAX as u64, max: 1024 })
         );
     }
 
@@ -539,17 +502,11 @@ mod tests {
         assert_eq!(parse_request(&[b'a'; 17], &l), Err(E::InlineTooLong { max: 16 }));
         let mut line = a16.to_vec();
         line.push(b'\n');
-        assert_eq!(
-            parse_request(&line, &l),
-            Ok(Parsed::Complete(vec![a16.to_vec()], 17))
-        );
+        assert_eq!(parse_request(&line, &l), Ok(Parsed::Complete(vec![a16.to_vec()], 17)));
         // The limit counts the `\r` too.
         let mut line = [b'a'; 15].to_vec();
         line.extend_from_slice(b"\r\n");
-        assert_eq!(
-            parse_request(&line, &l),
-            Ok(Parsed::Complete(vec![vec![b'a'; 15]], 17))
-        );
+        assert_eq!(parse_request(&line, &l), Ok(Parsed::Complete(vec![vec![b'a'; 15]], 17)));
         line.insert(0, b'a');
         assert_eq!(parse_request(&line, &l), Err(E::InlineTooLong { max: 16 }));
         let err = req(&vec![b'a'; 65_537]).unwrap_err();
@@ -649,10 +606,7 @@ mod tests {
             Ok(Parsed::Complete(args(&[b"SET", b"a b", b"c d", b"", b""]), 22))
         );
         // A quote inside a bare word opens a quoted section, as in Redis.
-        assert_eq!(
-            req(b"foo\"bar baz\" x\n"),
-            Ok(Parsed::Complete(args(&[b"foobar baz", b"x"]), 15))
-        );
+        assert_eq!(req(b"foo\"bar baz\" x\n"), Ok(Parsed::Complete(args(&[b"foobar baz", b"x"]), 15)));
         // A `\r` not directly before the `\n` separates arguments.
         assert_eq!(req(b"a\rb\n"), Ok(Parsed::Complete(args(&[b"a", b"b"]), 4)));
     }
@@ -668,10 +622,7 @@ mod tests {
             ))
         );
         // Single quotes only unescape `\'`; other backslashes are literal.
-        assert_eq!(
-            req(b"'it\\'s' 'a\\nb'\n"),
-            Ok(Parsed::Complete(args(&[b"it's", b"a\\nb"]), 15))
-        );
+        assert_eq!(req(b"'it\\'s' 'a\\nb'\n"), Ok(Parsed::Complete(args(&[b"it's", b"a\\nb"]), 15)));
         // Binary data, including NUL, survives.
         assert_eq!(
             req(b"SET k \"\\x00\\x01\\xff\"\r\n"),
@@ -707,9 +658,8 @@ mod tests {
         let mut commands = Vec::new();
         for _ in 0..200 {
             let argc = 1 + (next() % 8) as usize;
-            let command: Vec<Vec<u8>> = (0..argc)
-                .map(|_| (0..next() % 70).map(|_| next() as u8).collect())
-                .collect();
+            let command: Vec<Vec<u8>> =
+                (0..argc).map(|_| (0..next() % 70).map(|_| next() as u8).collect()).collect();
             commands.push(command);
         }
         let mut buf = Vec::new();
@@ -719,16 +669,10 @@ mod tests {
             let mut via_frame = Vec::new();
             Frame::Array(command.iter().cloned().map(Frame::Bulk).collect()).encode(&mut via_frame);
             assert_eq!(encoded, via_frame);
-            assert_eq!(
-                req(&encoded),
-                Ok(Parsed::Complete(command.clone(), encoded.len()))
-            );
+            assert_eq!(req(&encoded), Ok(Parsed::Complete(command.clone(), encoded.len())));
             buf.extend_from_slice(&encoded);
         }
-        let got: Vec<_> = drain(&mut buf, &Limits::default())
-            .into_iter()
-            .map(|(args, _)| args)
-            .collect();
+        let got: Vec<_> = drain(&mut buf, &Limits::default()).into_iter().map(|(args, _)| args).collect();
         assert_eq!(got, commands);
         assert!(buf.is_empty());
     }
@@ -742,24 +686,15 @@ mod tests {
         assert_eq!(reply(b"+OK\r\n"), Ok(Some((Frame::ok(), 5))));
         assert_eq!(reply(b"-ERR no\r\n"), Ok(Some((Frame::error("ERR no"), 9))));
         assert_eq!(reply(b":-42\r\n"), Ok(Some((Frame::Integer(-42), 6))));
-        assert_eq!(
-            reply(b":-9223372036854775808\r\n"),
-            Ok(Some((Frame::Integer(i64::MIN), 23)))
-        );
-        assert_eq!(
-            reply(b"$5\r\na\r\nb\0\r\n+x"),
-            Ok(Some((Frame::Bulk(b"a\r\nb\0".to_vec()), 11)))
-        );
+        assert_eq!(reply(b":-9223372036854775808\r\n"), Ok(Some((Frame::Integer(i64::MIN), 23))));
+        assert_eq!(reply(b"$5\r\na\r\nb\0\r\n+x"), Ok(Some((Frame::Bulk(b"a\r\nb\0".to_vec()), 11))));
         assert_eq!(reply(b"$0\r\n\r\n"), Ok(Some((Frame::Bulk(vec![]), 6))));
         assert_eq!(reply(b"$-1\r\n"), Ok(Some((Frame::Null, 5))));
         assert_eq!(reply(b"*-1\r\n"), Ok(Some((Frame::Null, 5))));
         assert_eq!(reply(b"*0\r\n"), Ok(Some((Frame::Array(vec![]), 4))));
         assert_eq!(
             reply(b"*2\r\n*1\r\n:1\r\n$-1\r\n"),
-            Ok(Some((
-                Frame::Array(vec![Frame::Array(vec![Frame::Integer(1)]), Frame::Null]),
-                17
-            )))
+            Ok(Some((Frame::Array(vec![Frame::Array(vec![Frame::Integer(1)]), Frame::Null]), 17)))
         );
     }
 
@@ -806,10 +741,7 @@ mod tests {
         assert_eq!(reply(b"$3\r\nabcd"), Err(E::MissingCrlf));
         assert_eq!(reply(b"+\xff\r\n"), Err(E::InvalidUtf8));
         assert_eq!(parse_reply(b"$5\r\n", &l), Err(E::BulkTooLong { len: 5, max: 4 }));
-        assert_eq!(
-            parse_reply(b"*4\r\n", &l),
-            Err(E::ArrayTooLong { len: 4, max: 3 })
-        );
+        assert_eq!(parse_reply(b"*4\r\n", &l), Err(E::ArrayTooLong { len: 4, max: 3 }));
         let mut line = vec![b'+'];
         line.extend_from_slice(&[b'a'; 17]);
         assert_eq!(parse_reply(&line, &l), Ok(None));

@@ -33,12 +33,7 @@ impl Connection {
     pub fn new(stream: TcpStream, write_timeout: Duration) -> io::Result<Connection> {
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(write_timeout))?;
-        Ok(Connection {
-            stream,
-            input: Vec::new(),
-            start: 0,
-            output: Vec::new(),
-        })
+        Ok(Connection { stream, input: Vec::new(), start: 0, output: Vec::new() })
     }
 
     /// Unparsed input.

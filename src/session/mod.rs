@@ -153,11 +153,7 @@ impl Session {
             r.set_group(&req.group);
         }
         let settings = &self.ctx.settings;
-        let checked = self
-            .ctx
-            .auth
-            .snapshot()
-            .check(&req, |cluster| settings.clusters.contains_key(cluster));
+        let checked = self.ctx.auth.snapshot().check(&req, |cluster| settings.clusters.contains_key(cluster));
         let grant = match checked {
             Ok(g) => g,
             Err(e) => {
@@ -221,13 +217,7 @@ fn delivery(r: Result<PendingDelivery, CommandError>) -> Reply {
 }
 
 fn not_allowed(name: &[u8], role: Role) -> Reply {
-    Reply::Now(
-        CommandError::NotAllowed {
-            command: shown_name(name),
-            role,
-        }
-        .to_frame(),
-    )
+    Reply::Now(CommandError::NotAllowed { command: shown_name(name), role }.to_frame())
 }
 
 fn ping(args: &[Vec<u8>]) -> Frame {
@@ -240,10 +230,7 @@ fn ping(args: &[Vec<u8>]) -> Frame {
 /// Serves one connection until the client leaves, a timeout fires, or the
 /// session asks to close.
 pub fn serve(stream: TcpStream, ctx: Arc<Context>, registration: Registration) {
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into());
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     let limits = ctx.settings.limits;
     let write_timeout = ctx.settings.idle_timeout;
     let mut conn = match Connection::new(stream, write_timeout) {
@@ -304,11 +291,7 @@ pub fn serve(stream: TcpStream, ctx: Arc<Context>, registration: Registration) {
                 _ => Duration::ZERO,
             }
         };
-        let outcome = if timeout.is_zero() {
-            ReadOutcome::TimedOut
-        } else {
-            conn.read_more(timeout)
-        };
+        let outcome = if timeout.is_zero() { ReadOutcome::TimedOut } else { conn.read_more(timeout) };
         match outcome {
             ReadOutcome::Data => {}
             // An interrupt closes the read side: go round once more to say why.
@@ -352,11 +335,7 @@ mod tests {
 
     impl Publish for FakeKafka {
         fn publish(&self, cluster: &str, r: &OutRecord<'_>) -> Result<PendingDelivery, PublishError> {
-            let headers = r
-                .headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_vec()))
-                .collect();
+            let headers = r.headers.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect();
             self.sent.lock().unwrap().push((
                 cluster.into(),
                 r.topic.into(),
@@ -408,10 +387,7 @@ mod tests {
         let (mut s, kafka) = session();
         assert_eq!(cmd(&mut s, &[b"PING"]), Frame::Simple("PONG".into()));
         assert_eq!(cmd(&mut s, &[b"ping", b"hi"]), Frame::Bulk(b"hi".to_vec()));
-        assert_eq!(
-            cmd(&mut s, &[b"set", b"k", b"v"]),
-            err("NOAUTH Authentication required.")
-        );
+        assert_eq!(cmd(&mut s, &[b"set", b"k", b"v"]), err("NOAUTH Authentication required."));
         assert_eq!(cmd(&mut s, &[b"nosuch"]), err("NOAUTH Authentication required."));
         assert!(!s.is_closing());
         assert!(kafka.sent.lock().unwrap().is_empty());
@@ -435,19 +411,10 @@ mod tests {
     #[test]
     fn publisher_commands() {
         let (mut s, kafka) = session();
-        assert_eq!(
-            cmd(&mut s, &[b"AUTH", b"k:s@g/topic=t&role=pub&color=red"]),
-            Frame::ok()
-        );
-        assert_eq!(
-            cmd(&mut s, &[b"auth", b"k:s@g/topic=t&role=pub"]),
-            err("ERR already authenticated")
-        );
+        assert_eq!(cmd(&mut s, &[b"AUTH", b"k:s@g/topic=t&role=pub&color=red"]), Frame::ok());
+        assert_eq!(cmd(&mut s, &[b"auth", b"k:s@g/topic=t&role=pub"]), err("ERR already authenticated"));
         assert_eq!(cmd(&mut s, &[b"Set", b"key", b"val"]), Frame::ok());
-        assert_eq!(
-            cmd(&mut s, &[b"hset", b"key", br#"{"a":"b"}"#, b"v2"]),
-            Frame::ok()
-        );
+        assert_eq!(cmd(&mut s, &[b"hset", b"key", br#"{"a":"b"}"#, b"v2"]), Frame::ok());
         assert_eq!(
             cmd(&mut s, &[b"hset", b"key", b"not metadata", b"v2"]),
             err("ERR metadata must be a JSON object of string values or a protobuf infra.databus.Header")
@@ -456,14 +423,8 @@ mod tests {
             cmd(&mut s, &[b"set", b"key", b"01234567890"]),
             err("ERR value is 11 bytes, over the limit of 10")
         );
-        assert_eq!(
-            cmd(&mut s, &[b"set", b"key"]),
-            err("ERR wrong number of arguments for 'set' command")
-        );
-        assert_eq!(
-            cmd(&mut s, &[b"mget"]),
-            err("ERR command 'mget' not allowed for role pub")
-        );
+        assert_eq!(cmd(&mut s, &[b"set", b"key"]), err("ERR wrong number of arguments for 'set' command"));
+        assert_eq!(cmd(&mut s, &[b"mget"]), err("ERR command 'mget' not allowed for role pub"));
         assert_eq!(cmd(&mut s, &[b"flushall"]), err("ERR unknown command 'flushall'"));
         assert!(!s.is_closing());
         let sent = kafka.sent.lock().unwrap();
@@ -474,10 +435,7 @@ mod tests {
         assert_eq!(headers, &vec![("color".to_string(), b"red".to_vec())]);
         assert_eq!(
             sent[1].4,
-            vec![
-                ("color".to_string(), b"red".to_vec()),
-                ("metadata".to_string(), br#"{"a":"b"}"#.to_vec())
-            ]
+            vec![("color".to_string(), b"red".to_vec()), ("metadata".to_string(), br#"{"a":"b"}"#.to_vec())]
         );
     }
 }

@@ -43,10 +43,7 @@ impl Publisher {
         kafka: &dyn Publish,
     ) -> Result<PendingDelivery, CommandError> {
         if value.len() > self.max_value_size {
-            return Err(CommandError::ValueTooLarge {
-                len: value.len(),
-                max: self.max_value_size,
-            });
+            return Err(CommandError::ValueTooLarge { len: value.len(), max: self.max_value_size });
         }
         let color = ("color", self.color.as_bytes());
         let with_metadata;
@@ -57,12 +54,7 @@ impl Publisher {
             }
             None => std::slice::from_ref(&color),
         };
-        let record = OutRecord {
-            topic: &self.topic,
-            key,
-            value,
-            headers,
-        };
+        let record = OutRecord { topic: &self.topic, key, value, headers };
         Ok(kafka.publish(&self.cluster, &record)?)
     }
 }

@@ -106,10 +106,8 @@ impl Connections {
     /// Interrupts every connection serving one of `groups`; returns how many.
     pub fn interrupt_groups(&self, groups: &HashSet<String>) -> usize {
         let open = self.lock();
-        let hit: Vec<&Entry> = open
-            .values()
-            .filter(|e| e.group.as_ref().is_some_and(|g| groups.contains(g)))
-            .collect();
+        let hit: Vec<&Entry> =
+            open.values().filter(|e| e.group.as_ref().is_some_and(|g| groups.contains(g))).collect();
         for e in &hit {
             interrupt(e, Interrupt::GrantChanged);
         }

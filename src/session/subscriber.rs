@@ -36,12 +36,7 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub fn new(consumer: GroupConsumer, color: &str, settings: SubscriberSettings) -> Subscriber {
-        Subscriber {
-            consumer,
-            color: color.as_bytes().to_vec(),
-            settings,
-            handed_out: HashMap::new(),
-        }
+        Subscriber { consumer, color: color.as_bytes().to_vec(), settings, handed_out: HashMap::new() }
     }
 
     /// `MGET [pb|json]`: blocks until `batch_size` messages, or at least one
@@ -121,11 +116,7 @@ fn parse_non_negative<T: std::str::FromStr + Default + PartialOrd>(raw: &[u8]) -
 
 /// One message as an `MGET` element.
 pub fn encode(msg: &InMessage, format: Format) -> Vec<u8> {
-    let metadata = msg
-        .metadata
-        .as_deref()
-        .and_then(decode_metadata)
-        .unwrap_or_default();
+    let metadata = msg.metadata.as_deref().and_then(decode_metadata).unwrap_or_default();
     match format {
         Format::Json => encode_json(msg, &metadata),
         Format::Protobuf => MessagePb {
@@ -227,19 +218,10 @@ mod tests {
 
     #[test]
     fn json_values_embed_raw() {
-        assert_eq!(
-            json(&msg(b"k", br#"{"a":1}"#, None))["value"],
-            serde_json::json!({"a": 1})
-        );
-        assert_eq!(
-            json(&msg(b"k", br#""xx""#, None))["value"],
-            serde_json::json!("xx")
-        );
+        assert_eq!(json(&msg(b"k", br#"{"a":1}"#, None))["value"], serde_json::json!({"a": 1}));
+        assert_eq!(json(&msg(b"k", br#""xx""#, None))["value"], serde_json::json!("xx"));
         assert_eq!(json(&msg(b"k", b"42", None))["value"], serde_json::json!(42));
-        assert_eq!(
-            json(&msg(b"k", b" [1, 2] \n", None))["value"],
-            serde_json::json!([1, 2])
-        );
+        assert_eq!(json(&msg(b"k", b" [1, 2] \n", None))["value"], serde_json::json!([1, 2]));
     }
 
     #[test]
@@ -262,9 +244,7 @@ mod tests {
     fn metadata_json_or_protobuf_becomes_a_map() {
         let v = json(&msg(b"k", b"v", Some(br#"{"trace":"abc"}"#)));
         assert_eq!(v["metadata"], serde_json::json!({"trace": "abc"}));
-        let header = crate::proto::Header {
-            metadata: HashMap::from([("x".to_string(), "y".to_string())]),
-        };
+        let header = crate::proto::Header { metadata: HashMap::from([("x".to_string(), "y".to_string())]) };
         let v = json(&msg(b"k", b"v", Some(&header.encode_to_vec())));
         assert_eq!(v["metadata"], serde_json::json!({"x": "y"}));
     }

@@ -9,6 +9,8 @@
 
 #![allow(dead_code)]
 
+pub mod stores;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -46,11 +48,7 @@ pub fn redis_addr() -> String {
 pub fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
-    format!(
-        "{prefix}_{}_{}_{nanos}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{prefix}_{}_{}_{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A database of the seed's schema, dropped when the test ends.
@@ -87,11 +85,7 @@ impl TestDb {
     }
 
     pub fn exec(&self, sql: &str) {
-        self.pool
-            .get_conn()
-            .unwrap()
-            .query_drop(sql)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        self.pool.get_conn().unwrap().query_drop(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
     pub fn add_app(&self, id: i64, key: &str, secret: &str, cluster: &str) {
@@ -116,10 +110,7 @@ impl Drop for TestDb {
 }
 
 fn admin(brokers: &str) -> AdminClient<DefaultClientContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap()
+    ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap()
 }
 
 /// Creates a topic and waits until its metadata shows every partition.
@@ -131,26 +122,17 @@ pub fn create_topic_on(brokers: &str, topic: &str, partitions: i32) {
     for r in results {
         r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
     }
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5));
         if let Ok(md) = md {
-            if md
-                .topics()
-                .iter()
-                .any(|t| t.error().is_none() && t.partitions().len() == partitions as usize)
+            if md.topics().iter().any(|t| t.error().is_none() && t.partitions().len() == partitions as usize)
             {
                 return;
             }
         }
-        assert!(
-            Instant::now() < deadline,
-            "topic {topic} did not appear on {brokers}"
-        );
+        assert!(Instant::now() < deadline, "topic {topic} did not appear on {brokers}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -180,35 +162,24 @@ pub fn read_topic_on(brokers: &str, topic: &str, expected: usize) -> Vec<Record>
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in md.topics()[0].partitions() {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-            .unwrap();
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
     }
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut quiet_since = Instant::now();
     while out.len() < expected || quiet_since.elapsed() < Duration::from_secs(1) {
-        assert!(
-            Instant::now() < deadline,
-            "reading {topic}: {} of {expected} records after 60 s",
-            out.len()
-        );
+        assert!(Instant::now() < deadline, "reading {topic}: {} of {expected} records after 60 s", out.len());
         let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
         let m = msg.unwrap();
         let headers = m
             .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                    .collect()
-            })
+            .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
             .unwrap_or_default();
         out.push(Record {
             partition: m.partition(),
@@ -253,10 +224,15 @@ impl TestServer {
         let settings = Settings::from_toml(Path::new("test.toml"), config).unwrap();
         let running = server::start(settings).unwrap();
         let addr = running.local_addr();
-        TestServer {
-            running: Some(running),
-            addr,
-        }
+        TestServer { running: Some(running), addr }
+    }
+
+    /// Starts from a config file, as the file store needs a real path.
+    pub fn start_file(path: &Path) -> TestServer {
+        let _ = env_logger::builder().is_test(true).try_init();
+        let running = server::start(Settings::load(path).unwrap()).unwrap();
+        let addr = running.local_addr();
+        TestServer { running: Some(running), addr }
     }
 
     pub fn connect(&self) -> Client {
@@ -292,10 +268,7 @@ impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        Client {
-            stream,
-            buf: Vec::new(),
-        }
+        Client { stream, buf: Vec::new() }
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
@@ -308,11 +281,7 @@ impl Client {
 
     /// The next reply, or `None` when the server closed the connection.
     pub fn read(&mut self) -> Option<Frame> {
-        let limits = Limits {
-            max_bulk_len: 64 << 20,
-            max_array_len: 1 << 20,
-            max_inline_len: 1 << 20,
-        };
+        let limits = Limits { max_bulk_len: 64 << 20, max_array_len: 1 << 20, max_inline_len: 1 << 20 };
         loop {
             if let Some((frame, used)) = parse_reply(&self.buf, &limits).unwrap() {
                 self.buf.drain(..used);
@@ -356,11 +325,7 @@ pub struct OwnBroker {
 
 impl OwnBroker {
     pub fn start() -> OwnBroker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut b = OwnBroker { port, child: None };
         b.restart();
         b
@@ -375,13 +340,7 @@ impl OwnBroker {
             .unwrap_or_else(|_| panic!("DATABUS_TANSU must name the tansu binary; {HOW_TO_START}"));
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let child = Command::new(&tansu)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -389,11 +348,7 @@ impl OwnBroker {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(self.addr()).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not listen on {}",
-                self.addr()
-            );
+            assert!(Instant::now() < deadline, "tansu did not listen on {}", self.addr());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
