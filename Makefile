@@ -12,10 +12,9 @@ WITH_ENV = eval "$$($(SERVICES) env)"
 .PHONY: run test services build lint unit clean run-example bench
 
 ## Set up the services, build, and run databus in the foreground on :6205.
+## DATABUS_AUTH=redis or DATABUS_AUTH=file picks another auth store.
 run: services build
-	@$(WITH_ENV); scripts/run-config.sh > .run/databus.toml; \
-	  echo "databus: config .run/databus.toml (from databus.toml)"; \
-	  exec target/release/databus --conf .run/databus.toml
+	@$(WITH_ENV); exec scripts/run.sh
 
 ## Set up the services and run every check and test.
 test: services lint
