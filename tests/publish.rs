@@ -25,12 +25,7 @@ fn fixture(name: &str, partitions: i32, extra: &str) -> Fixture {
     db.add_grant(1, &group, 3, &topic);
     create_topic(&topic, partitions);
     let server = TestServer::start(&test_config(&db, extra, ""));
-    Fixture {
-        _db: db,
-        server,
-        topic,
-        group,
-    }
+    Fixture { _db: db, server, topic, group }
 }
 
 impl Fixture {
@@ -46,10 +41,7 @@ impl Fixture {
 }
 
 fn header<'a>(r: &'a Record, name: &str) -> Option<&'a [u8]> {
-    r.headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_slice())
+    r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice())
 }
 
 #[test]
@@ -61,14 +53,8 @@ fn set_and_hset_reach_kafka_exactly() {
     plain.send(&[b"SET", b"k-plain", &binary]);
     assert_eq!(plain.read(), Some(ok()));
     assert_eq!(red.call(&["set", "k-red", "\"xx\""]), ok());
-    assert_eq!(
-        red.call(&["HSET", "k-json", r#"{"trace":"t1","tenant":"a"}"#, "v-json"]),
-        ok()
-    );
-    let pb = Header {
-        metadata: HashMap::from([("trace".into(), "t2".into())]),
-    }
-    .encode_to_vec();
+    assert_eq!(red.call(&["HSET", "k-json", r#"{"trace":"t1","tenant":"a"}"#, "v-json"]), ok());
+    let pb = Header { metadata: HashMap::from([("trace".into(), "t2".into())]) }.encode_to_vec();
     red.send(&[b"hset", b"k-pb", &pb, b"v-pb"]);
     assert_eq!(red.read(), Some(ok()));
 
@@ -87,10 +73,7 @@ fn set_and_hset_reach_kafka_exactly() {
     let r = by_key[&b"k-json"[..]];
     assert_eq!(r.value, b"v-json");
     assert_eq!(header(r, "color"), Some(&b"red"[..]));
-    assert_eq!(
-        header(r, "metadata"),
-        Some(&br#"{"trace":"t1","tenant":"a"}"#[..])
-    );
+    assert_eq!(header(r, "metadata"), Some(&br#"{"trace":"t1","tenant":"a"}"#[..]));
 
     let r = by_key[&b"k-pb"[..]];
     assert_eq!(r.value, b"v-pb");
@@ -112,23 +95,14 @@ fn same_key_same_partition_in_order() {
     // Records come sorted by (partition, offset): per key, that is production order.
     for r in &records {
         let p = *partition_of.entry(r.key.clone()).or_insert(r.partition);
-        assert_eq!(
-            p,
-            r.partition,
-            "key {:?} in two partitions",
-            String::from_utf8_lossy(&r.key)
-        );
+        assert_eq!(p, r.partition, "key {:?} in two partitions", String::from_utf8_lossy(&r.key));
         seen.entry(r.key.clone())
             .or_default()
             .push(String::from_utf8(r.value.clone()).unwrap().parse().unwrap());
     }
     assert_eq!(seen.len(), 20);
     for (key, values) in seen {
-        let k: u32 = String::from_utf8(key)
-            .unwrap()
-            .trim_start_matches("key-")
-            .parse()
-            .unwrap();
+        let k: u32 = String::from_utf8(key).unwrap().trim_start_matches("key-").parse().unwrap();
         let want: Vec<u32> = (0..10).map(|n| k + 20 * n).collect();
         assert_eq!(values, want);
     }
@@ -142,11 +116,7 @@ fn pipelined_sets_answered_in_order_without_duplicates() {
     let mut c = f.publisher("");
     let mut burst = Vec::new();
     for i in 0..1000 {
-        burst.extend(cmd_bytes(&[
-            b"SET",
-            format!("k{}", i % 7).as_bytes(),
-            format!("v{i}").as_bytes(),
-        ]));
+        burst.extend(cmd_bytes(&[b"SET", format!("k{}", i % 7).as_bytes(), format!("v{i}").as_bytes()]));
     }
     burst.extend(cmd_bytes(&[b"PING", b"end"]));
     c.send_raw(&burst);
@@ -169,10 +139,7 @@ fn oversized_value_is_refused_and_connection_survives() {
     let mut c = f.publisher("");
     let big = vec![b'x'; 1001];
     c.send(&[b"SET", b"k", &big]);
-    assert_eq!(
-        c.read(),
-        Some(err("ERR value is 1001 bytes, over the limit of 1000"))
-    );
+    assert_eq!(c.read(), Some(err("ERR value is 1001 bytes, over the limit of 1000")));
     let exact = vec![b'y'; 1000];
     c.send(&[b"SET", b"k", &exact]);
     assert_eq!(c.read(), Some(ok()));
@@ -186,14 +153,8 @@ fn unknown_and_misused_commands_keep_the_connection() {
     let f = fixture("unknown", 1, "");
     let mut c = f.publisher("");
     assert_eq!(c.call(&["FLUSHALL"]), err("ERR unknown command 'FLUSHALL'"));
-    assert_eq!(
-        c.call(&["MGET"]),
-        err("ERR command 'MGET' not allowed for role pub")
-    );
-    assert_eq!(
-        c.call(&["SET", "only-key"]),
-        err("ERR wrong number of arguments for 'set' command")
-    );
+    assert_eq!(c.call(&["MGET"]), err("ERR command 'MGET' not allowed for role pub"));
+    assert_eq!(c.call(&["SET", "only-key"]), err("ERR wrong number of arguments for 'set' command"));
     assert_eq!(
         c.call(&["HSET", "k", "not-metadata", "v"]),
         err("ERR metadata must be a JSON object of string values or a protobuf infra.databus.Header")
@@ -212,9 +173,7 @@ fn malformed_resp_closes_only_that_connection() {
     assert!(bad.is_closed());
     let mut huge = f.server.connect();
     huge.send_raw(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$99999999999\r\n");
-    let Some(Frame::Error(text)) = huge.read() else {
-        panic!("no error reply")
-    };
+    let Some(Frame::Error(text)) = huge.read() else { panic!("no error reply") };
     assert!(text.starts_with("ERR Protocol error: "), "{text}");
     assert!(huge.is_closed());
     assert_eq!(other.call(&["SET", "k", "v"]), ok());
@@ -232,10 +191,7 @@ fn inline_commands_work() {
     assert_eq!(c.read(), Some(Frame::Simple("PONG".into())));
     let records = read_topic(&f.topic, 1);
     assert_eq!(records.len(), 1);
-    assert_eq!(
-        (records[0].key.as_slice(), records[0].value.as_slice()),
-        (&b"x"[..], &b"xx yy"[..])
-    );
+    assert_eq!((records[0].key.as_slice(), records[0].value.as_slice()), (&b"x"[..], &b"xx yy"[..]));
 }
 
 #[test]
@@ -269,9 +225,7 @@ fn broker_down_gives_errors_and_recovery_follows() {
 
     broker.stop();
     let reply = c.call(&["SET", "k", "during"]);
-    let Frame::Error(text) = reply else {
-        panic!("SET acknowledged with the broker down: {reply:?}")
-    };
+    let Frame::Error(text) = reply else { panic!("SET acknowledged with the broker down: {reply:?}") };
     assert!(text.starts_with("ERR publish failed: "), "{text}");
     // The server itself is fine.
     assert_eq!(server.connect().call(&["PING"]), Frame::Simple("PONG".into()));
@@ -288,9 +242,7 @@ fn broker_down_gives_errors_and_recovery_follows() {
             reply => assert!(std::time::Instant::now() < deadline, "no recovery: {reply:?}"),
         }
     }
-    let values: Vec<Vec<u8>> = read_topic_on(&broker.addr(), &topic, 1)
-        .into_iter()
-        .map(|r| r.value)
-        .collect();
+    let values: Vec<Vec<u8>> =
+        read_topic_on(&broker.addr(), &topic, 1).into_iter().map(|r| r.value).collect();
     assert!(values.contains(&b"after".to_vec()), "{values:?}");
 }

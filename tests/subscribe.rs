@@ -34,31 +34,19 @@ fn fixture(name: &str, partitions: i32) -> Fixture {
     db.add_grant(1, &group, 3, &topic);
     create_topic(&topic, partitions);
     let server = TestServer::start(&test_config(&db, "", ""));
-    Fixture {
-        _db: db,
-        server,
-        topic,
-        group,
-    }
+    Fixture { _db: db, server, topic, group }
 }
 
 impl Fixture {
     fn auth(&self, role: &str, extra: &str) -> Client {
         let mut c = self.server.connect();
-        let auth = format!(
-            "key1:secret1@{}/topic={}&role={role}{extra}",
-            self.group, self.topic
-        );
+        let auth = format!("key1:secret1@{}/topic={}&role={role}{extra}", self.group, self.topic);
         assert_eq!(c.call(&["AUTH", &auth]), ok());
         c
     }
 
     fn publish(&self, color: &str, messages: &[(String, String)]) {
-        let extra = if color.is_empty() {
-            String::new()
-        } else {
-            format!("&color={color}")
-        };
+        let extra = if color.is_empty() { String::new() } else { format!("&color={color}") };
         let mut c = self.auth("pub", &extra);
         for (k, v) in messages {
             assert_eq!(c.call(&["SET", k, v]), ok());
@@ -71,17 +59,11 @@ impl Fixture {
 }
 
 fn numbered(prefix: &str, n: usize) -> Vec<(String, String)> {
-    (0..n)
-        .map(|i| (format!("k{}", i % 5), format!("{prefix}{i}")))
-        .collect()
+    (0..n).map(|i| (format!("k{}", i % 5), format!("{prefix}{i}"))).collect()
 }
 
 fn mget(c: &mut Client, format: &str) -> Vec<Vec<u8>> {
-    let reply = if format.is_empty() {
-        c.call(&["MGET"])
-    } else {
-        c.call(&["MGET", format])
-    };
+    let reply = if format.is_empty() { c.call(&["MGET"]) } else { c.call(&["MGET", format]) };
     match reply {
         Frame::Array(items) => items
             .into_iter()
@@ -99,11 +81,7 @@ fn drain_json(c: &mut Client, n: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut out = Vec::new();
     while out.len() < n {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {n} messages after 60 s: {out:?}",
-            out.len()
-        );
+        assert!(Instant::now() < deadline, "only {} of {n} messages after 60 s: {out:?}", out.len());
         for raw in mget(c, "") {
             out.push(serde_json::from_slice(&raw).unwrap());
         }
@@ -112,27 +90,18 @@ fn drain_json(c: &mut Client, n: usize) -> Vec<Value> {
 }
 
 fn values(messages: &[Value]) -> Vec<String> {
-    messages
-        .iter()
-        .map(|m| m["value"].as_str().unwrap().to_string())
-        .collect()
+    messages.iter().map(|m| m["value"].as_str().unwrap().to_string()).collect()
 }
 
 fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, Offset> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", group)
-        .create()
-        .unwrap();
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers()).set("group.id", group).create().unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
     let got = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    got.elements()
-        .iter()
-        .map(|e| (e.partition(), e.offset()))
-        .collect()
+    got.elements().iter().map(|e| (e.partition(), e.offset())).collect()
 }
 
 #[test]
@@ -141,10 +110,7 @@ fn consume_json_and_protobuf_exactly() {
     let sent = numbered("v", 30);
     f.publish("", &sent);
     let mut hset = f.auth("pub", "");
-    assert_eq!(
-        hset.call(&["HSET", "km", r#"{"trace":"abc"}"#, r#"{"n":1}"#]),
-        ok()
-    );
+    assert_eq!(hset.call(&["HSET", "km", r#"{"trace":"abc"}"#, r#"{"n":1}"#]), ok());
     let truth = read_topic(&f.topic, 31);
 
     let mut c = f.subscriber("");
@@ -154,21 +120,12 @@ fn consume_json_and_protobuf_exactly() {
     let mut last: BTreeMap<i64, i64> = BTreeMap::new();
     for m in &got {
         let (p, o) = (m["partition"].as_i64().unwrap(), m["offset"].as_i64().unwrap());
-        assert!(
-            last.insert(p, o).is_none_or(|prev| prev < o),
-            "partition {p} out of order"
-        );
-        let r = truth
-            .iter()
-            .find(|r| r.partition as i64 == p && r.offset == o)
-            .unwrap();
+        assert!(last.insert(p, o).is_none_or(|prev| prev < o), "partition {p} out of order");
+        let r = truth.iter().find(|r| r.partition as i64 == p && r.offset == o).unwrap();
         assert_eq!(m["key"], String::from_utf8(r.key.clone()).unwrap());
         assert_eq!(m["topic"], f.topic.as_str());
         let ts = m["timestamp"].as_i64().unwrap();
-        assert!(
-            (1_600_000_000..4_000_000_000).contains(&ts),
-            "timestamp {ts} not in seconds"
-        );
+        assert!((1_600_000_000..4_000_000_000).contains(&ts), "timestamp {ts} not in seconds");
         if r.key == b"km" {
             assert_eq!(m["value"], serde_json::json!({"n": 1}));
             assert_eq!(m["metadata"], serde_json::json!({"trace": "abc"}));
@@ -205,10 +162,7 @@ fn consume_json_and_protobuf_exactly() {
     }
     assert_eq!(decoded.len(), 31);
     for m in &decoded {
-        let r = truth
-            .iter()
-            .find(|r| r.partition == m.partition && r.offset == m.offset)
-            .unwrap();
+        let r = truth.iter().find(|r| r.partition == m.partition && r.offset == m.offset).unwrap();
         assert_eq!(m.key.as_bytes(), r.key.as_slice());
         assert_eq!(m.value, r.value);
         assert_eq!(m.topic, f.topic);
@@ -221,15 +175,11 @@ fn consume_json_and_protobuf_exactly() {
 #[test]
 fn foreign_records_of_any_bytes_are_delivered() {
     let f = fixture("foreign", 1);
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .unwrap();
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
     let values: [&[u8]; 4] = [b"plain text", b"\x00\x01\xff binary", b"[1,2]", b""];
     for v in values {
-        producer
-            .send(BaseRecord::<[u8], [u8]>::to(&f.topic).key(&b"k"[..]).payload(v))
-            .unwrap();
+        producer.send(BaseRecord::<[u8], [u8]>::to(&f.topic).key(&b"k"[..]).payload(v)).unwrap();
     }
     producer.flush(Duration::from_secs(10)).unwrap();
     let mut c = f.subscriber("");
@@ -248,10 +198,7 @@ fn commit_then_reconnect_resumes_after_the_commit() {
     f.publish("", &numbered("m", 10));
     let mut c = f.subscriber("");
     let first = drain_json(&mut c, 10);
-    assert_eq!(
-        values(&first),
-        (0..10).map(|i| format!("m{i}")).collect::<Vec<_>>()
-    );
+    assert_eq!(values(&first), (0..10).map(|i| format!("m{i}")).collect::<Vec<_>>());
     assert_eq!(c.call(&["SET", "0", "4"]), ok());
     assert_eq!(committed(&f.group, &f.topic, 1)[&0], Offset::Offset(5));
     assert_eq!(c.call(&["QUIT"]), ok());
@@ -260,10 +207,7 @@ fn commit_then_reconnect_resumes_after_the_commit() {
     // 5..9 were handed out but not committed: they come again, and only they.
     let mut c = f.subscriber("");
     let again = drain_json(&mut c, 5);
-    assert_eq!(
-        values(&again),
-        (5..10).map(|i| format!("m{i}")).collect::<Vec<_>>()
-    );
+    assert_eq!(values(&again), (5..10).map(|i| format!("m{i}")).collect::<Vec<_>>());
     assert_eq!(mget(&mut c, ""), Vec::<Vec<u8>>::new());
     assert_eq!(c.call(&["SET", "0", "9"]), ok());
     assert_eq!(committed(&f.group, &f.topic, 1)[&0], Offset::Offset(10));
@@ -286,38 +230,14 @@ fn group_members_share_partitions_and_take_over() {
     let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
     let deadline = Instant::now() + Duration::from_secs(60);
     while got_a.len() + got_b.len() < 40 {
-        assert!(
-            Instant::now() < deadline,
-            "{} + {} of 40",
-            got_a.len(),
-            got_b.len()
-        );
-        got_a.extend(
-            mget(&mut a, "")
-                .iter()
-                .map(|r| serde_json::from_slice::<Value>(r).unwrap()),
-        );
-        got_b.extend(
-            mget(&mut b, "")
-                .iter()
-                .map(|r| serde_json::from_slice::<Value>(r).unwrap()),
-        );
+        assert!(Instant::now() < deadline, "{} + {} of 40", got_a.len(), got_b.len());
+        got_a.extend(mget(&mut a, "").iter().map(|r| serde_json::from_slice::<Value>(r).unwrap()));
+        got_b.extend(mget(&mut b, "").iter().map(|r| serde_json::from_slice::<Value>(r).unwrap()));
     }
-    let parts = |v: &[Value]| {
-        v.iter()
-            .map(|m| m["partition"].as_i64().unwrap())
-            .collect::<BTreeSet<_>>()
-    };
+    let parts = |v: &[Value]| v.iter().map(|m| m["partition"].as_i64().unwrap()).collect::<BTreeSet<_>>();
     let (pa, pb) = (parts(&got_a), parts(&got_b));
-    assert!(
-        pa.is_disjoint(&pb),
-        "both members read partitions {:?}",
-        pa.intersection(&pb)
-    );
-    assert!(
-        !pa.is_empty() && !pb.is_empty(),
-        "one member got everything: {pa:?} {pb:?}"
-    );
+    assert!(pa.is_disjoint(&pb), "both members read partitions {:?}", pa.intersection(&pb));
+    assert!(!pa.is_empty() && !pb.is_empty(), "one member got everything: {pa:?} {pb:?}");
     let all: Vec<String> = values(&got_a).into_iter().chain(values(&got_b)).collect();
     let unique_values: HashSet<&String> = all.iter().collect();
     assert_eq!((all.len(), unique_values.len()), (40, 40));
@@ -338,14 +258,8 @@ fn group_members_share_partitions_and_take_over() {
     later_values.sort();
     let mut want: Vec<String> = (0..20).map(|i| format!("y{i}")).collect();
     want.sort();
-    assert_eq!(
-        later_values, want,
-        "A must get exactly the rest: B's work was committed"
-    );
-    assert!(
-        parts(&later).iter().any(|p| pb.contains(p)),
-        "A never read B's partitions"
-    );
+    assert_eq!(later_values, want, "A must get exactly the rest: B's work was committed");
+    assert!(parts(&later).iter().any(|p| pb.contains(p)), "A never read B's partitions");
 }
 
 #[test]
@@ -400,31 +314,13 @@ fn bad_commits_are_refused_and_nothing_is_committed() {
     f.publish("", &numbered("m", 3));
     let mut c = f.subscriber("");
     drain_json(&mut c, 3);
-    assert_eq!(
-        c.call(&["SET", "a", "b"]),
-        err("ERR partition must be a non-negative integer")
-    );
-    assert_eq!(
-        c.call(&["SET", "0", "x"]),
-        err("ERR offset must be a non-negative integer")
-    );
-    assert_eq!(
-        c.call(&["SET", "1", "-5"]),
-        err("ERR offset must be a non-negative integer")
-    );
-    assert_eq!(
-        c.call(&["SET", "-1", "0"]),
-        err("ERR partition must be a non-negative integer")
-    );
-    assert_eq!(
-        c.call(&["SET", "7", "0"]),
-        err("ERR partition 7 is not assigned to this connection")
-    );
+    assert_eq!(c.call(&["SET", "a", "b"]), err("ERR partition must be a non-negative integer"));
+    assert_eq!(c.call(&["SET", "0", "x"]), err("ERR offset must be a non-negative integer"));
+    assert_eq!(c.call(&["SET", "1", "-5"]), err("ERR offset must be a non-negative integer"));
+    assert_eq!(c.call(&["SET", "-1", "0"]), err("ERR partition must be a non-negative integer"));
+    assert_eq!(c.call(&["SET", "7", "0"]), err("ERR partition 7 is not assigned to this connection"));
     assert_eq!(c.call(&["MGET", "xml"]), err("ERR MGET takes pb or json"));
-    assert_eq!(
-        c.call(&["HSET", "a", "b", "c"]),
-        err("ERR command 'HSET' not allowed for role sub")
-    );
+    assert_eq!(c.call(&["HSET", "a", "b", "c"]), err("ERR command 'HSET' not allowed for role sub"));
     assert_eq!(c.call(&["PING"]), Frame::Simple("PONG".into()));
     assert_eq!(committed(&f.group, &f.topic, 1)[&0], Offset::Invalid);
     assert_eq!(c.call(&["SET", "0", "2"]), ok());
