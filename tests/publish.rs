@@ -246,3 +246,17 @@ fn broker_down_gives_errors_and_recovery_follows() {
         read_topic_on(&broker.addr(), &topic, 1).into_iter().map(|r| r.value).collect();
     assert!(values.contains(&b"after".to_vec()), "{values:?}");
 }
+
+#[test]
+fn idle_publisher_is_closed() {
+    let f = fixture("pubidle", 1, "idle_timeout_ms = 400");
+    let mut idle = f.publisher("");
+    let mut busy = f.publisher("");
+    for _ in 0..4 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert_eq!(busy.call(&["PING"]), Frame::Simple("PONG".into()));
+    }
+    // 800 ms silent: closed without a reply; the busy one lives on.
+    assert!(idle.is_closed());
+    assert_eq!(busy.call(&["SET", "k", "v"]), ok());
+}

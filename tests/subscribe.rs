@@ -326,3 +326,22 @@ fn bad_commits_are_refused_and_nothing_is_committed() {
     assert_eq!(c.call(&["SET", "0", "2"]), ok());
     assert_eq!(committed(&f.group, &f.topic, 1)[&0], Offset::Offset(3));
 }
+
+#[test]
+fn idle_subscriber_is_closed_and_leaves_the_group() {
+    let db = TestDb::new("subidle");
+    let topic = unique("t_subidle");
+    let group = unique("g_subidle");
+    db.add_app(1, "key1", "secret1", "cluster1");
+    db.add_grant(1, &group, 3, &topic);
+    create_topic(&topic, 1);
+    let config = test_config(&db, "", "").replace("[subscriber]\n", "[subscriber]\nidle_timeout_ms = 500\n");
+    let server = TestServer::start(&config);
+    let auth = format!("key1:secret1@{group}/topic={topic}&role=sub");
+    let mut c = server.connect();
+    assert_eq!(c.call(&["AUTH", &auth]), ok());
+    assert!(c.is_closed(), "a silent subscriber must be closed");
+    // Its membership is gone: the one-partition group takes a new member.
+    let mut again = server.connect();
+    assert_eq!(again.call(&["AUTH", &auth]), ok());
+}
