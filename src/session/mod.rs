@@ -161,21 +161,12 @@ impl Session {
                 return Err(e.into());
             }
         };
-        log::info!(
-            "auth ok for {}: key={} group={} topic={} role={} color={:?} cluster={}",
-            self.peer,
-            req.key,
-            req.group,
-            req.topic,
-            req.role,
-            req.color,
-            grant.cluster
-        );
+        let cluster = grant.cluster.clone();
         self.state = match req.role {
             Role::Pub => State::Publisher(Publisher {
                 cluster: grant.cluster,
                 topic: grant.topic,
-                color: req.color,
+                color: req.color.clone(),
                 max_value_size: settings.max_value_size,
             }),
             Role::Sub => {
@@ -205,6 +196,15 @@ impl Session {
                 )))
             }
         };
+        log::info!(
+            "auth ok for {}: key={} group={} topic={} role={} color={:?} cluster={cluster}",
+            self.peer,
+            req.key,
+            req.group,
+            req.topic,
+            req.role,
+            req.color
+        );
         Ok(Frame::ok())
     }
 }
