@@ -1,0 +1,444 @@
+//! The compiled `databus` binary as an operator runs it: command-line forms,
+//! startup failures on a bad config or an unreachable store, and a graceful
+//! SIGTERM that answers the SETs in flight, flushes and exits 0.
+
+mod support;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use databus::resp::Frame;
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_databus");
+/// Longest the binary may take to start listening, or to exit after a signal
+/// or on a bad config.
+const BOUND: Duration = Duration::from_secs(30);
+
+/// A directory of the test's own under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(test: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(unique(&format!("databus_bin_{test}")));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A complete config for the binary: the test's database, `cluster1` on the
+/// test broker; `extra` top-level keys are prepended.
+fn config(port: u16, mysql_url: &str, brokers: &str, extra: &str) -> String {
+    format!(
+        "{extra}\naddr = \"127.0.0.1:{port}\"\nauth = \"mysql\"\n\
+         [producer]\ntimeout_ms = 5000\n\
+         [clusters.cluster1]\nbrokers = [{brokers}]\n\
+         [mysql]\nurl = \"{mysql_url}\"\n"
+    )
+}
+
+/// `support::brokers()` (comma-separated) as a TOML list.
+fn broker_list() -> String {
+    brokers().split(',').map(|b| format!("\"{}\"", b.trim())).collect::<Vec<_>>().join(", ")
+}
+
+/// A running `databus` child. Its stderr (the log) is collected by a thread
+/// so the pipe never fills; the child is killed on drop, so no test leaks one.
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    reader: Option<thread::JoinHandle<()>>,
+}
+
+impl Daemon {
+    /// Starts the binary with `args` and waits until `port` accepts
+    /// connections. Panics with the child's stderr if it exits first.
+    fn start(args: &[&str], port: u16) -> Daemon {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {BIN}: {e}"));
+        let mut pipe = child.stderr.take().unwrap();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let reader = {
+            let stderr = stderr.clone();
+            thread::spawn(move || {
+                let mut chunk = [0u8; 8192];
+                loop {
+                    match pipe.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => stderr.lock().unwrap().extend_from_slice(&chunk[..n]),
+                    }
+                }
+            })
+        };
+        let mut d =
+            Daemon { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), stderr, reader: Some(reader) };
+        let deadline = Instant::now() + BOUND;
+        loop {
+            if TcpStream::connect_timeout(&d.addr, Duration::from_secs(1)).is_ok() {
+                return d;
+            }
+            if let Some(status) = d.child.try_wait().unwrap() {
+                panic!(
+                    "databus {args:?} exited with {status} before listening on {}; stderr:\n{}",
+                    d.addr,
+                    d.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "databus {args:?} not listening on {} after {BOUND:?}; stderr:\n{}",
+                d.addr,
+                d.log()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{name} {}: {status}", self.pid());
+    }
+
+    /// Waits (bounded) for the child to exit, then for its stderr to close.
+    fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "databus (pid {}) still running {BOUND:?} after the signal; stderr:\n{}",
+                self.pid(),
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the child wrote on stderr so far.
+    fn log(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+/// Runs the binary to completion, killing it if it takes longer than `BOUND`.
+fn run_to_exit(args: &[&str]) -> (ExitStatus, String, String) {
+    let child = Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {BIN}: {e}"));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out: Output = match rx.recv_timeout(BOUND) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            // Still running: kill this child (by its own pid) and fail.
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            panic!("databus {args:?} still running after {BOUND:?}");
+        }
+    };
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn pong() -> Frame {
+    Frame::Simple("PONG".into())
+}
+
+#[test]
+fn help_and_version() {
+    let (status, stdout, stderr) = run_to_exit(&["--help"]);
+    assert!(status.success(), "--help: {status}; stderr: {stderr}");
+    assert!(stdout.contains("Usage: databus"), "--help printed: {stdout}");
+    assert!(stdout.contains("--conf"), "--help printed: {stdout}");
+
+    let (status, stdout, stderr) = run_to_exit(&["-h"]);
+    assert!(status.success(), "-h: {status}; stderr: {stderr}");
+    assert!(stdout.contains("--conf"), "-h printed: {stdout}");
+
+    let (status, stdout, stderr) = run_to_exit(&["-V"]);
+    assert!(status.success(), "-V: {status}; stderr: {stderr}");
+    assert_eq!(stdout.trim_end(), "databus 0.1.0");
+
+    let (status, _, stderr) = run_to_exit(&["--bogus"]);
+    assert!(!status.success(), "--bogus exited 0");
+    assert!(stderr.contains("bogus"), "--bogus: {stderr}");
+}
+
+#[test]
+fn every_conf_form_starts_the_server_and_sigterm_exits_zero() {
+    let db = TestDb::new("binforms");
+    let dir = TempDir::new("forms");
+    // The seed's single-dash forms, the short option and the long option.
+    let forms: [(&str, bool); 5] =
+        [("-conf=", true), ("-conf", false), ("-c", false), ("--conf", false), ("--conf=", true)];
+    for (i, (flag, joined)) in forms.into_iter().enumerate() {
+        let port = free_port();
+        let path = dir.write(&format!("databus{i}.toml"), &config(port, &db.url(), &broker_list(), ""));
+        let p = path.to_str().unwrap();
+        let joined_arg = format!("{flag}{p}");
+        let args: Vec<&str> = if joined { vec![&joined_arg] } else { vec![flag, p] };
+        let mut d = Daemon::start(&args, port);
+        // A connection left open (and idle) must not hold up the shutdown.
+        let mut idle = Client::connect(d.addr);
+        assert_eq!(idle.call(&["PING"]), pong(), "{args:?}");
+        d.signal("TERM");
+        let status = d.wait_exit();
+        assert!(idle.is_closed(), "{args:?}: idle connection left open");
+        assert_eq!(status.code(), Some(0), "{args:?}: {status}; stderr:\n{}", d.log());
+        let log = d.log();
+        assert!(log.contains("databus listening on"), "{args:?}: log:\n{log}");
+        assert!(log.contains("databus stopped"), "{args:?}: log:\n{log}");
+    }
+}
+
+/// The single non-empty stderr line of a failed start.
+fn single_line(stderr: &str) -> &str {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{stderr}");
+    lines[0]
+}
+
+#[test]
+fn empty_broker_list_stops_startup_naming_file_and_key() {
+    let db = TestDb::new("binbrokers");
+    let dir = TempDir::new("brokers");
+    let port = free_port();
+    let path = dir.write("databus.toml", &config(port, &db.url(), "", ""));
+    let p = path.to_str().unwrap();
+    let (status, _, stderr) = run_to_exit(&["--conf", p]);
+    assert!(!status.success(), "exited 0 with brokers = []");
+    let line = single_line(&stderr);
+    assert!(line.contains(p), "{line}");
+    assert!(line.contains("clusters.cluster1.brokers"), "{line}");
+    assert!(line.contains("must list at least one broker"), "{line}");
+    assert_eq!(
+        line,
+        format!("databus: config {p}: key `clusters.cluster1.brokers`: must list at least one broker")
+    );
+    // Nothing was started.
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[test]
+fn missing_config_file_is_named() {
+    let dir = TempDir::new("missing");
+    let path = dir.0.join("no-such-databus.toml");
+    let p = path.to_str().unwrap();
+    let (status, _, stderr) = run_to_exit(&["-c", p]);
+    assert!(!status.success(), "exited 0 with a missing config");
+    let line = single_line(&stderr);
+    assert!(line.contains(p), "{line}");
+}
+
+#[test]
+fn unreachable_mysql_stops_startup() {
+    let dir = TempDir::new("nomysql");
+    let port = free_port();
+    // A distinctive password: the message names the store but never shows it.
+    let url = "mysql://someone:pw-zz9-secret@127.0.0.1:1/databus_db";
+    let path = dir.write("databus.toml", &config(port, url, &broker_list(), ""));
+    let started = Instant::now();
+    let (status, _, stderr) = run_to_exit(&["-conf", path.to_str().unwrap()]);
+    assert!(!status.success(), "exited 0 with MySQL unreachable");
+    assert!(stderr.contains("auth store unreachable"), "{stderr}");
+    assert!(!stderr.contains("pw-zz9-secret"), "password shown: {stderr}");
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?} to give up", started.elapsed());
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[test]
+fn sigterm_answers_sets_in_flight_flushes_and_exits_zero() {
+    const SECRET: &str = "s3cret-xyz-123";
+    const WRONG_SECRET: &str = "wr0ng-s3cret-456";
+    const N: usize = 200;
+    let db = TestDb::new("binterm");
+    let topic = unique("t_binterm");
+    let group = unique("g_binterm");
+    db.add_app(1, "key1", SECRET, "cluster1");
+    db.add_grant(1, &group, 2, &topic);
+    create_topic(&topic, 3);
+    let dir = TempDir::new("term");
+    let port = free_port();
+    // debug logging, so more of the code gets a chance to leak the secret.
+    let path = dir.write("databus.toml", &config(port, &db.url(), &broker_list(), "log_level = \"debug\""));
+    let mut d = Daemon::start(&["--conf", path.to_str().unwrap()], port);
+
+    // A refused AUTH must not log the wrong secret either.
+    let mut bad = Client::connect(d.addr);
+    let Frame::Error(text) =
+        bad.call(&["AUTH", &format!("key1:{WRONG_SECRET}@{group}/topic={topic}&role=pub")])
+    else {
+        panic!("wrong secret accepted")
+    };
+    assert!(text.starts_with("ERR auth failed"), "{text}");
+    assert!(bad.is_closed());
+
+    let mut c = Client::connect(d.addr);
+    let auth = format!("key1:{SECRET}@{group}/topic={topic}&role=pub");
+    assert_eq!(c.call(&["AUTH", &auth]), ok());
+    let mut burst = Vec::new();
+    for i in 0..N {
+        burst.extend(cmd_bytes(&[b"SET", format!("k{}", i % 11).as_bytes(), format!("v{i}").as_bytes()]));
+    }
+    c.send_raw(&burst);
+    d.signal("TERM");
+
+    // Replies come in request order, so reply i answers SET i. Every reply
+    // must be +OK or an error; Client::read panics on anything unparsable.
+    let mut acked = Vec::new();
+    let mut errors = Vec::new();
+    let mut i = 0;
+    while let Some(reply) = c.read() {
+        assert!(i < N, "reply {i} for only {N} requests: {reply:?}");
+        match reply {
+            Frame::Simple(s) if s == "OK" => acked.push(format!("v{i}")),
+            Frame::Error(e) => errors.push((i, e)),
+            other => panic!("reply {i} to SET is neither +OK nor an error: {other:?}"),
+        }
+        i += 1;
+    }
+    let status = d.wait_exit();
+    let log = d.log();
+    assert_eq!(status.code(), Some(0), "exit status {status}; stderr:\n{log}");
+    eprintln!(
+        "{} of {N} SETs acknowledged, {} errors {:?}, before the connection closed",
+        acked.len(),
+        errors.len(),
+        errors.iter().take(3).collect::<Vec<_>>()
+    );
+
+    // Shut down: nobody listens any more.
+    assert!(
+        TcpStream::connect_timeout(&d.addr, Duration::from_secs(2)).is_err(),
+        "{} still accepts connections after exit",
+        d.addr
+    );
+
+    // Every acknowledged value reached Kafka.
+    let records = read_topic(&topic, acked.len());
+    let in_kafka: HashSet<Vec<u8>> = records.iter().map(|r| r.value.clone()).collect();
+    let lost: Vec<&String> = acked.iter().filter(|v| !in_kafka.contains(v.as_bytes())).collect();
+    assert!(lost.is_empty(), "acknowledged but not in Kafka: {lost:?}");
+    assert_eq!(in_kafka.len(), records.len(), "duplicate records in {topic}");
+
+    // The log was captured (so the next check means something) and never
+    // shows a secret.
+    assert!(log.contains("databus listening on"), "log:\n{log}");
+    assert!(log.contains("auth ok"), "log:\n{log}");
+    for line in log.lines() {
+        assert!(!line.contains(SECRET), "secret in log line: {line}");
+        assert!(!line.contains(WRONG_SECRET), "refused secret in log line: {line}");
+    }
+}
+
+#[test]
+fn sigint_with_a_publisher_still_sending_exits_promptly() {
+    let db = TestDb::new("binbusy");
+    let topic = unique("t_binbusy");
+    let group = unique("g_binbusy");
+    db.add_app(1, "key1", "secret1", "cluster1");
+    db.add_grant(1, &group, 2, &topic);
+    create_topic(&topic, 3);
+    let dir = TempDir::new("busy");
+    let port = free_port();
+    let path = dir.write("databus.toml", &config(port, &db.url(), &broker_list(), ""));
+    let mut d = Daemon::start(&["--conf", path.to_str().unwrap()], port);
+    let (addr, auth) = (d.addr, format!("key1:secret1@{group}/topic={topic}&role=pub"));
+    // One SET at a time until the server closes the connection; returns the
+    // acknowledged values.
+    let publisher = thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        assert_eq!(c.call(&["AUTH", &auth]), ok());
+        let deadline = Instant::now() + BOUND;
+        let mut acked = Vec::new();
+        for i in 0.. {
+            assert!(Instant::now() < deadline, "connection still served {BOUND:?} later");
+            let value = format!("v{i}");
+            if c.stream.write_all(&cmd_bytes(&[b"SET", b"k", value.as_bytes()])).is_err() {
+                break;
+            }
+            match c.read() {
+                Some(Frame::Simple(s)) if s == "OK" => acked.push(value),
+                Some(Frame::Error(_)) => {}
+                Some(other) => panic!("reply to SET is neither +OK nor an error: {other:?}"),
+                None => break,
+            }
+        }
+        acked
+    });
+    // Let it publish for a while, then Ctrl-C.
+    thread::sleep(Duration::from_millis(500));
+    d.signal("INT");
+    let status = d.wait_exit();
+    assert_eq!(status.code(), Some(0), "exit status {status}; stderr:\n{}", d.log());
+    let acked = publisher.join().unwrap();
+    assert!(!acked.is_empty(), "nothing acknowledged before the signal");
+    let records = read_topic(&topic, acked.len());
+    let in_kafka: HashSet<Vec<u8>> = records.iter().map(|r| r.value.clone()).collect();
+    let lost: Vec<&String> = acked.iter().filter(|v| !in_kafka.contains(v.as_bytes())).collect();
+    assert!(lost.is_empty(), "acknowledged but not in Kafka: {lost:?}");
+}
