@@ -18,7 +18,7 @@ run: services build
 
 ## Set up the services and run every check and test.
 test: services lint
-	@$(WITH_ENV); cargo test --all-targets
+	@$(WITH_ENV); cargo test --workspace --all-targets
 
 ## Run the example client (example_cli/) against the databus of `make run`.
 run-example:
@@ -37,7 +37,7 @@ build:
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 
 ## Unit tests only; needs no services.
 unit:
