@@ -695,8 +695,9 @@ fn venv_python() -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
-/// Publishes, consumes and commits with redis-py. `protocol=2`: redis-py 8
-/// otherwise opens with `HELLO 3` and has no fallback to RESP2.
+/// Publishes, consumes and commits with redis-py: the publisher with its
+/// defaults (RESP3, so it opens with `HELLO 3 AUTH default <password>`), the
+/// subscriber with `protocol=2` (plain `AUTH`).
 const REDIS_PY_SESSION: &str = r#"
 import json, os, sys, time
 import redis
@@ -704,15 +705,14 @@ import redis
 port = int(os.environ["DATABUS_PORT"])
 n = int(os.environ["MESSAGES"])
 
-pub = redis.Redis(host="127.0.0.1", port=port, password=os.environ["PUB_AUTH"],
-                  protocol=2, socket_timeout=15)
+pub = redis.Redis(host="127.0.0.1", port=port, password=os.environ["PUB_AUTH"], socket_timeout=15)
 assert pub.ping() is True
 for i in range(n):
     assert pub.set(f"k{i % 4}", json.dumps({"n": i})) is True
 pub.close()
 
 # A wrong secret: databus's reason reaches the caller.
-bad = redis.Redis(host="127.0.0.1", port=port, password=os.environ["BAD_AUTH"], protocol=2)
+bad = redis.Redis(host="127.0.0.1", port=port, password=os.environ["BAD_AUTH"])
 try:
     bad.ping()
     sys.exit("AUTH with a wrong secret succeeded")

@@ -99,6 +99,34 @@ struct Opts {
     config_top: String,
     broker_pid: Option<u32>,
     clk_tck: f64,
+    phases: Phases,
+}
+
+/// Which parts run (`BENCH_PHASES=publish,latency,consume,memory`, default all).
+struct Phases {
+    publish: bool,
+    latency: bool,
+    consume: bool,
+    memory: bool,
+}
+
+impl Phases {
+    fn from_env() -> Res<Phases> {
+        let Some(list) = env_str("BENCH_PHASES") else {
+            return Ok(Phases { publish: true, latency: true, consume: true, memory: true });
+        };
+        let mut p = Phases { publish: false, latency: false, consume: false, memory: false };
+        for name in list.split(',').map(str::trim) {
+            match name {
+                "publish" => p.publish = true,
+                "latency" => p.latency = true,
+                "consume" => p.consume = true,
+                "memory" => p.memory = true,
+                _ => return Err(format!("BENCH_PHASES: unknown phase '{name}'").into()),
+            }
+        }
+        Ok(p)
+    }
 }
 
 fn env_str(name: &str) -> Option<String> {
@@ -171,6 +199,7 @@ impl Opts {
             config_top: env_str("BENCH_CONFIG_TOP").unwrap_or_default(),
             broker_pid: env_str("BENCH_BROKER_PID").and_then(|v| v.trim().parse().ok()),
             clk_tck,
+            phases: Phases::from_env()?,
         })
     }
 
@@ -895,6 +924,8 @@ struct ConsumeRun {
     timed: usize,
     seconds: f64,
     cpu: CpuPerMsg,
+    /// databus's RSS once the drain is done, its subscriber still connected.
+    databus_rss_kib: Option<u64>,
 }
 
 impl ConsumeRun {
@@ -954,7 +985,13 @@ fn consume_direct(opts: &Opts, topic: &str, messages: usize, cpu: &Cpu) -> Res<C
     let seconds = t0.elapsed().as_secs_f64();
     let timed = received - 1;
     std::hint::black_box(bytes);
-    Ok(ConsumeRun { received, timed, seconds, cpu: Cpu::per_msg(c0, cpu.snap(), timed) })
+    Ok(ConsumeRun {
+        received,
+        timed,
+        seconds,
+        cpu: Cpu::per_msg(c0, cpu.snap(), timed),
+        databus_rss_kib: None,
+    })
 }
 
 /// MGETs until `messages` arrived; timed from the first non-empty reply.
@@ -988,7 +1025,10 @@ fn consume_databus(addr: SocketAddr, auth: &str, pb: bool, messages: usize, cpu:
     let (t0, c0, first_batch) = started.ok_or("no message")?;
     let seconds = t0.elapsed().as_secs_f64();
     let timed = received - first_batch;
-    Ok(ConsumeRun { received, timed, seconds, cpu: Cpu::per_msg(c0, cpu.snap(), timed) })
+    let cpu_used = Cpu::per_msg(c0, cpu.snap(), timed);
+    let databus_rss_kib = cpu.databus_pid.map(rss_kib);
+    drop(conn);
+    Ok(ConsumeRun { received, timed, seconds, cpu: cpu_used, databus_rss_kib })
 }
 
 // ---------------------------------------------------------------------------
@@ -1209,19 +1249,20 @@ fn run() -> Res<()> {
 
     // Topics and grants, all made before databus starts.
     let mut cases = Vec::new();
-    for &c in &opts.conns {
-        for &d in &opts.depths {
-            cases.push((c, d));
+    if opts.phases.publish {
+        for &c in &opts.conns {
+            for &d in &opts.depths {
+                cases.push((c, d));
+            }
         }
     }
     let case_topic = |via: &str, c: usize, d: usize| t(&format!("{via}_c{c}_d{d}"));
-    let mut pub_topics = Vec::new();
+    let mut topics = Vec::new();
     for &(c, d) in &cases {
-        pub_topics.push(case_topic("db", c, d));
-        pub_topics.push(case_topic("direct", c, d));
+        topics.push(case_topic("db", c, d));
+        topics.push(case_topic("direct", c, d));
     }
     let (warm_topic, lat_topic, cons_topic, idle_topic) = (t("warm"), t("latency"), t("consume"), t("idle"));
-    let mut topics = pub_topics.clone();
     topics.extend([warm_topic.clone(), lat_topic.clone(), cons_topic.clone(), idle_topic.clone()]);
     let (json_group, pb_group) = (format!("bench_{run_id}_json"), format!("bench_{run_id}_pb"));
     let idle_groups: Vec<String> =
@@ -1249,27 +1290,15 @@ fn run() -> Res<()> {
     let mut pub_cases = Vec::new();
     for &(conns, depth) in &cases {
         let messages = if depth == 1 { opts.messages_depth1 } else { opts.messages };
-        let via = publish_databus(
-            databus.addr,
-            &pub_auth(&case_topic("db", conns, depth)),
-            messages,
-            conns,
-            depth,
-            opts.value_size,
-            &cpu,
-        )?;
-        let direct = publish_direct(
-            &producer,
-            &case_topic("direct", conns, depth),
-            messages,
-            conns,
-            depth,
-            opts.value_size,
-            &cpu,
-        )?;
+        let topic = case_topic("db", conns, depth);
+        let via =
+            publish_databus(databus.addr, &pub_auth(&topic), messages, conns, depth, opts.value_size, &cpu)?;
+        let topic = case_topic("direct", conns, depth);
+        let direct = publish_direct(&producer, &topic, messages, conns, depth, opts.value_size, &cpu)?;
         let case = PubCase { conns, depth, messages, databus: via, direct };
         eprintln!(
-            "databus-bench: publish conns={conns} depth={depth}: databus {:.0}/s, direct {:.0}/s, ratio {:.2}, databus CPU {:.1} µs/msg",
+            "databus-bench: publish conns={conns} depth={depth}: databus {:.0}/s, direct {:.0}/s, \
+             ratio {:.2}, databus CPU {:.1} µs/msg",
             case.databus.rate(messages),
             case.direct.rate(messages),
             case.ratio(),
@@ -1279,40 +1308,57 @@ fn run() -> Res<()> {
     }
 
     // 2. Latency of one non-pipelined SET against one produce-and-wait.
-    eprintln!("databus-bench: latency, {} samples each", opts.latency_samples);
-    let (mut lat_db, mut lat_direct) = latency(
-        databus.addr,
-        &pub_auth(&lat_topic),
-        &producer,
-        &lat_topic,
-        opts.latency_samples,
-        opts.value_size,
-    )?;
-    let (lat_db, lat_direct) = (percentiles(&mut lat_db), percentiles(&mut lat_direct));
+    let mut lat = None;
+    if opts.phases.latency {
+        eprintln!("databus-bench: latency, {} samples each", opts.latency_samples);
+        let (mut via, mut direct) = latency(
+            databus.addr,
+            &pub_auth(&lat_topic),
+            &producer,
+            &lat_topic,
+            opts.latency_samples,
+            opts.value_size,
+        )?;
+        lat = Some((percentiles(&mut via), percentiles(&mut direct)));
+    }
 
     // 3. Consume throughput over one pre-filled topic.
-    eprintln!("databus-bench: pre-filling {cons_topic} with {} records", opts.consume_messages);
-    prefill(&opts, &producer, &cons_topic, opts.consume_messages)?;
-    let idle_fill = 3 * 100 * opts.partitions.max(1) as usize;
-    prefill(&opts, &producer, &idle_topic, idle_fill)?;
-    eprintln!("databus-bench: consume, direct");
-    let cons_direct = consume_direct(&opts, &cons_topic, opts.consume_messages, &cpu)?;
-    eprintln!("databus-bench: consume, MGET json");
-    let sub = |group: &str| auth_string(group, &cons_topic, "sub", "&offset=old");
-    let cons_json = consume_databus(databus.addr, &sub(&json_group), false, opts.consume_messages, &cpu)?;
-    eprintln!("databus-bench: consume, MGET pb");
-    let cons_pb = consume_databus(databus.addr, &sub(&pb_group), true, opts.consume_messages, &cpu)?;
-    let databus_log = fs::read_to_string(opts.run_dir.join("databus.log")).unwrap_or_default();
+    let mut consume = None;
+    if opts.phases.consume {
+        eprintln!("databus-bench: pre-filling {cons_topic} with {} records", opts.consume_messages);
+        prefill(&opts, &producer, &cons_topic, opts.consume_messages)?;
+        eprintln!("databus-bench: consume, direct");
+        let direct = consume_direct(&opts, &cons_topic, opts.consume_messages, &cpu)?;
+        let sub = |group: &str| auth_string(group, &cons_topic, "sub", "&offset=old");
+        eprintln!("databus-bench: consume, MGET json");
+        let json = consume_databus(databus.addr, &sub(&json_group), false, opts.consume_messages, &cpu)?;
+        eprintln!("databus-bench: consume, MGET pb");
+        let pb = consume_databus(databus.addr, &sub(&pb_group), true, opts.consume_messages, &cpu)?;
+        consume = Some([("direct BaseConsumer", direct), ("MGET json", json), ("MGET pb", pb)]);
+    }
+    if opts.phases.memory {
+        // A few batches per partition for the subscribers of the memory phase.
+        let fill = 3 * 100 * opts.partitions.max(1) as usize;
+        prefill(&opts, &producer, &idle_topic, fill)?;
+    }
+    let log_lines = fs::read_to_string(opts.run_dir.join("databus.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count();
     drop(producer);
     drop(databus);
 
     // 4/5. Memory, each on a fresh databus.
-    eprintln!("databus-bench: RSS with {} idle publishers", opts.idle_publishers);
-    let rss_pub = rss_publishers(&opts, &lat_topic, opts.idle_publishers)?;
-    eprintln!("databus-bench: RSS with {} subscribers", idle_groups.len());
-    let rss_sub = rss_subscribers(&opts, &idle_groups, &idle_topic)?;
+    let mut memory = None;
+    if opts.phases.memory {
+        eprintln!("databus-bench: RSS with {} idle publishers", opts.idle_publishers);
+        let publishers = rss_publishers(&opts, &lat_topic, opts.idle_publishers)?;
+        eprintln!("databus-bench: RSS with {} subscribers", idle_groups.len());
+        let subscribers = rss_subscribers(&opts, &idle_groups, &idle_topic)?;
+        memory = Some((publishers, subscribers));
+    }
 
-    // Report.
     let elapsed = started.elapsed().as_secs_f64();
     let report = Report {
         opts: &opts,
@@ -1320,11 +1366,10 @@ fn run() -> Res<()> {
         run_id: &run_id,
         elapsed,
         pub_cases: &pub_cases,
-        lat: (lat_db, lat_direct, opts.latency_samples),
-        consume: [("direct BaseConsumer", &cons_direct), ("MGET json", &cons_json), ("MGET pb", &cons_pb)],
-        rss_pub: &rss_pub,
-        rss_sub: &rss_sub,
-        warnings: databus_log.lines().filter(|l| !l.trim().is_empty()).count(),
+        lat,
+        consume: consume.as_ref(),
+        memory: memory.as_ref(),
+        log_lines,
     };
     let md = report.markdown();
     let js = report.json();
@@ -1339,17 +1384,21 @@ fn run() -> Res<()> {
     Ok(())
 }
 
+type ConsumeRuns = [(&'static str, ConsumeRun); 3];
+
 struct Report<'a> {
     opts: &'a Opts,
     machine: &'a Machine,
     run_id: &'a str,
     elapsed: f64,
     pub_cases: &'a [PubCase],
-    lat: (Percentiles, Percentiles, usize),
-    consume: [(&'static str, &'a ConsumeRun); 3],
-    rss_pub: &'a RssRun,
-    rss_sub: &'a RssRun,
-    warnings: usize,
+    /// (databus SET, direct produce)
+    lat: Option<(Percentiles, Percentiles)>,
+    /// direct, json, pb
+    consume: Option<&'a ConsumeRuns>,
+    /// (idle publishers, subscribers)
+    memory: Option<&'a (RssRun, RssRun)>,
+    log_lines: usize,
 }
 
 struct Target {
@@ -1361,55 +1410,53 @@ struct Target {
 
 impl Report<'_> {
     fn targets(&self) -> Vec<Target> {
-        let deep: Vec<&PubCase> = self.pub_cases.iter().filter(|c| c.depth >= 16).collect();
-        let worst_ratio = deep.iter().map(|c| c.ratio()).fold(f64::INFINITY, f64::min);
-        let d16: Vec<&PubCase> = self.pub_cases.iter().filter(|c| c.depth == 16).collect();
-        let worst_cpu = d16.iter().map(|c| c.databus.cpu.databus).fold(0.0, f64::max);
-        let added = self.lat.0.p50 - self.lat.1.p50;
-        let direct_rate = self.consume[0].1.rate();
-        let ratio = |r: &ConsumeRun| r.rate() / direct_rate;
-        let per_pub = self.rss_pub.per_conn_kib(self.rss_pub.after_kib);
         let mut t = Vec::new();
+        let deep: Vec<&PubCase> = self.pub_cases.iter().filter(|c| c.depth >= 16).collect();
         if !deep.is_empty() {
+            let worst = deep.iter().map(|c| c.ratio()).fold(f64::INFINITY, f64::min);
             t.push(Target {
                 name: "publish throughput databus/direct, depth ≥ 16 (worst case)",
                 goal: "≥ 0.90",
-                value: format!("{worst_ratio:.2}"),
-                met: worst_ratio >= 0.9,
+                value: format!("{worst:.2}"),
+                met: worst >= 0.9,
             });
         }
-        t.push(Target {
-            name: "added single-SET latency, p50",
-            goal: "≤ 0.30 ms",
-            value: format!("{added:.3} ms"),
-            met: added <= 0.3,
-        });
-        t.push(Target {
-            name: "consume throughput MGET json / direct",
-            goal: "≥ 0.90",
-            value: format!("{:.2}", ratio(self.consume[1].1)),
-            met: ratio(self.consume[1].1) >= 0.9,
-        });
-        t.push(Target {
-            name: "consume throughput MGET pb / direct",
-            goal: "≥ 0.90",
-            value: format!("{:.2}", ratio(self.consume[2].1)),
-            met: ratio(self.consume[2].1) >= 0.9,
-        });
+        if let Some((db, direct)) = &self.lat {
+            let added = db.p50 - direct.p50;
+            t.push(Target {
+                name: "added single-SET latency, p50",
+                goal: "≤ 0.30 ms",
+                value: format!("{added:.3} ms"),
+                met: added <= 0.3,
+            });
+        }
+        if let Some([(_, direct), (_, json), (_, pb)]) = self.consume {
+            for (name, r) in
+                [("consume throughput MGET json / direct", json), ("consume throughput MGET pb / direct", pb)]
+            {
+                let ratio = r.rate() / direct.rate();
+                t.push(Target { name, goal: "≥ 0.90", value: format!("{ratio:.2}"), met: ratio >= 0.9 });
+            }
+        }
+        let d16: Vec<&PubCase> = self.pub_cases.iter().filter(|c| c.depth == 16).collect();
         if !d16.is_empty() {
+            let worst = d16.iter().map(|c| c.databus.cpu.databus).fold(0.0, f64::max);
             t.push(Target {
                 name: "databus CPU per published message, depth 16 (worst case)",
                 goal: "≤ 10 µs",
-                value: format!("{worst_cpu:.1} µs"),
-                met: worst_cpu <= 10.0,
+                value: format!("{worst:.1} µs"),
+                met: worst <= 10.0,
             });
         }
-        t.push(Target {
-            name: "RSS per idle publisher connection",
-            goal: "≤ 100 KiB",
-            value: format!("{per_pub:.1} KiB"),
-            met: per_pub <= 100.0,
-        });
+        if let Some((publishers, _)) = self.memory {
+            let per = publishers.per_conn_kib(publishers.after_kib);
+            t.push(Target {
+                name: "RSS per idle publisher connection",
+                goal: "≤ 100 KiB",
+                value: format!("{per:.1} KiB"),
+                met: per <= 100.0,
+            });
+        }
         t
     }
 
@@ -1425,11 +1472,12 @@ impl Report<'_> {
         );
         let _ = writeln!(
             s,
-            "Run `{}` at {} on {} × {}, {} RAM, Linux {}; broker {}; {} partitions per topic; \
+            "Run `{}` at {} (commit {}) on {} × {}, {} RAM, Linux {}; broker {}; {} partitions per topic; \
              {}-byte JSON values; `linger.ms` {}, `acks=all`, idempotent, `{PARTITIONER}` on both sides; \
-             subscriber batch size {}; took {:.0} s. Load generator, databus and broker share the machine.\n",
+             subscriber batch size {}{}; took {:.0} s. Load generator, databus and broker share the machine.\n",
             self.run_id,
             env_str("BENCH_DATE").unwrap_or_else(|| "unknown time".into()),
+            env_str("BENCH_GIT_COMMIT").unwrap_or_else(|| "unknown".into()),
             m.cpus,
             m.cpu_model,
             m.mem_total,
@@ -1439,12 +1487,120 @@ impl Report<'_> {
             o.value_size,
             o.linger_ms,
             o.sub_batch.map_or("100 (default)".into(), |b| b.to_string()),
+            if o.config_top.is_empty() { String::new() } else { format!("; extra config `{}`", o.config_top) },
             self.elapsed
         );
+        if !self.pub_cases.is_empty() {
+            self.publish_table(&mut s);
+        }
+        if let Some((db, direct)) = &self.lat {
+            let _ = writeln!(
+                s,
+                "### Publish latency, one record at a time ({} samples each, ms)\n",
+                o.latency_samples
+            );
+            let _ = writeln!(s, "| | p50 | p99 | p99.9 | mean |\n|---|---:|---:|---:|---:|");
+            for (name, p) in [("databus `SET`", db), ("direct produce-and-wait", direct)] {
+                let _ =
+                    writeln!(s, "| {name} | {:.3} | {:.3} | {:.3} | {:.3} |", p.p50, p.p99, p.p999, p.mean);
+            }
+            let _ = writeln!(
+                s,
+                "| difference | {:+.3} | {:+.3} | {:+.3} | {:+.3} |\n",
+                db.p50 - direct.p50,
+                db.p99 - direct.p99,
+                db.p999 - direct.p999,
+                db.mean - direct.mean
+            );
+        }
+        if let Some(runs) = self.consume {
+            let direct_rate = runs[0].1.rate();
+            let _ = writeln!(s, "### Consume throughput, draining one pre-filled topic\n");
+            let _ = writeln!(
+                s,
+                "| reader | messages | messages/s | ratio | databus CPU µs/msg | client CPU µs/msg | \
+                 broker CPU µs/msg | databus RSS at end |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+            );
+            for (name, r) in runs {
+                let _ = writeln!(
+                    s,
+                    "| {name} | {} | {} | {:.2} | {:.1} | {:.1} | {} | {} |",
+                    r.received,
+                    fmt_rate(r.rate()),
+                    r.rate() / direct_rate,
+                    r.cpu.databus,
+                    r.cpu.bench,
+                    fmt_opt(r.cpu.broker, 1),
+                    r.databus_rss_kib.map_or("–".into(), |k| format!("{k} KiB"))
+                );
+            }
+            s.push('\n');
+        }
+        if let Some((p, q)) = self.memory {
+            let _ = writeln!(s, "### databus memory (a fresh process for each row group)\n");
+            let _ = writeln!(
+                s,
+                "| connections | RSS before | RSS after | per connection | threads before → after |\n\
+                 |---|---:|---:|---:|---:|"
+            );
+            let _ = writeln!(
+                s,
+                "| {} idle publishers (after AUTH) | {} KiB | {} KiB | {:.1} KiB | {} → {} |",
+                p.connections,
+                p.before_kib,
+                p.after_kib,
+                p.per_conn_kib(p.after_kib),
+                p.threads_before,
+                p.threads_after
+            );
+            if let Some(a) = p.after_set_kib {
+                let _ = writeln!(
+                    s,
+                    "| the same, after one `SET` each | {} KiB | {} KiB | {:.1} KiB | |",
+                    p.before_kib,
+                    a,
+                    p.per_conn_kib(a)
+                );
+            }
+            let _ = writeln!(
+                s,
+                "| {} subscribers (joined, first `MGET` served) | {} KiB | {} KiB | {:.1} KiB | {} → {} |\n",
+                q.connections,
+                q.before_kib,
+                q.after_kib,
+                q.per_conn_kib(q.after_kib),
+                q.threads_before,
+                q.threads_after
+            );
+        }
+        let _ = writeln!(s, "### Targets\n\n| target | goal | measured | met |\n|---|---|---:|---|");
+        for t in self.targets() {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                t.name,
+                t.goal,
+                t.value,
+                if t.met { "yes" } else { "**no**" }
+            );
+        }
+        if self.log_lines > 0 {
+            let _ = writeln!(
+                s,
+                "\ndatabus logged {} lines at `warn` or above during the run (see {}/databus.log).",
+                self.log_lines,
+                o.run_dir.display()
+            );
+        }
+        s
+    }
+
+    fn publish_table(&self, s: &mut String) {
         let _ = writeln!(s, "### Publish throughput (messages/s)\n");
         let _ = writeln!(
             s,
-            "| conns | depth | messages | databus | direct | ratio | databus CPU µs/msg | client CPU µs/msg (databus run / direct run) | broker CPU µs/msg (databus run / direct run) |"
+            "| conns | depth | messages | databus | direct | ratio | databus CPU µs/msg | \
+             client CPU µs/msg (databus run / direct run) | broker CPU µs/msg (databus run / direct run) |"
         );
         let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for c in self.pub_cases {
@@ -1472,100 +1628,12 @@ impl Report<'_> {
                 .find_map(|c| c.databus.first_error.clone().or(c.direct.first_error.clone()));
             let _ = writeln!(s, "\n**{errors} publish errors**, first: {first:?}");
         }
-        let (db, direct, samples) = &self.lat;
-        let _ = writeln!(s, "\n### Publish latency, one record at a time ({samples} samples each, ms)\n");
-        let _ = writeln!(s, "| | p50 | p99 | p99.9 | mean |\n|---|---:|---:|---:|---:|");
-        for (name, p) in [("databus `SET`", db), ("direct produce-and-wait", direct)] {
-            let _ = writeln!(s, "| {name} | {:.3} | {:.3} | {:.3} | {:.3} |", p.p50, p.p99, p.p999, p.mean);
-        }
-        let _ = writeln!(
-            s,
-            "| difference | {:+.3} | {:+.3} | {:+.3} | {:+.3} |",
-            db.p50 - direct.p50,
-            db.p99 - direct.p99,
-            db.p999 - direct.p999,
-            db.mean - direct.mean
-        );
-        let direct_rate = self.consume[0].1.rate();
-        let _ = writeln!(s, "\n### Consume throughput, draining one pre-filled topic\n");
-        let _ = writeln!(
-            s,
-            "| reader | messages | messages/s | ratio | databus CPU µs/msg | client CPU µs/msg | broker CPU µs/msg |\n|---|---:|---:|---:|---:|---:|---:|"
-        );
-        for (name, r) in &self.consume {
-            let _ = writeln!(
-                s,
-                "| {name} | {} | {} | {:.2} | {:.1} | {:.1} | {} |",
-                r.received,
-                fmt_rate(r.rate()),
-                r.rate() / direct_rate,
-                r.cpu.databus,
-                r.cpu.bench,
-                fmt_opt(r.cpu.broker, 1)
-            );
-        }
-        let _ = writeln!(s, "\n### databus memory (fresh process each)\n");
-        let _ = writeln!(
-            s,
-            "| connections | RSS before | RSS after | per connection | threads before → after |\n|---|---:|---:|---:|---:|"
-        );
-        let p = self.rss_pub;
-        let _ = writeln!(
-            s,
-            "| {} idle publishers (after AUTH) | {} KiB | {} KiB | {:.1} KiB | {} → {} |",
-            p.connections,
-            p.before_kib,
-            p.after_kib,
-            p.per_conn_kib(p.after_kib),
-            p.threads_before,
-            p.threads_after
-        );
-        if let Some(a) = p.after_set_kib {
-            let _ = writeln!(
-                s,
-                "| the same, after one `SET` each | {} KiB | {} KiB | {:.1} KiB | |",
-                p.before_kib,
-                a,
-                p.per_conn_kib(a)
-            );
-        }
-        let q = self.rss_sub;
-        let _ = writeln!(
-            s,
-            "| {} subscribers (joined, first `MGET` served) | {} KiB | {} KiB | {:.1} KiB | {} → {} |",
-            q.connections,
-            q.before_kib,
-            q.after_kib,
-            q.per_conn_kib(q.after_kib),
-            q.threads_before,
-            q.threads_after
-        );
-        let _ = writeln!(s, "\n### Targets\n\n| target | goal | measured | met |\n|---|---|---:|---|");
-        for t in self.targets() {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} |",
-                t.name,
-                t.goal,
-                t.value,
-                if t.met { "yes" } else { "**no**" }
-            );
-        }
-        if self.warnings > 0 {
-            let _ = writeln!(
-                s,
-                "\ndatabus logged {} warning lines during the run (see {}/databus.log).",
-                self.warnings,
-                o.run_dir.display()
-            );
-        }
-        s
+        s.push('\n');
     }
 
     fn json(&self) -> Value {
         let o = self.opts;
         let m = self.machine;
-        let direct_rate = self.consume[0].1.rate();
         let publish: Vec<Value> = self
             .pub_cases
             .iter()
@@ -1586,24 +1654,35 @@ impl Report<'_> {
                 })
             })
             .collect();
-        let consume: BTreeMap<&str, Value> = self
-            .consume
-            .iter()
-            .map(|(name, r)| {
-                (
-                    *name,
-                    json!({
+        let consume = self.consume.map(|runs| {
+            let direct_rate = runs[0].1.rate();
+            runs.iter()
+                .map(|(name, r)| {
+                    let v = json!({
                         "received": r.received,
                         "timed_messages": r.timed,
                         "seconds": round(r.seconds, 3),
                         "msgs_per_s": round(r.rate(), 1),
                         "ratio": round(r.rate() / direct_rate, 3),
                         "cpu": cpu_json(&r.cpu),
-                    }),
-                )
+                        "databus_rss_kib": r.databus_rss_kib,
+                    });
+                    (name.to_string(), v)
+                })
+                .collect::<BTreeMap<String, Value>>()
+        });
+        let latency = self.lat.map(|(db, direct)| {
+            json!({
+                "samples": o.latency_samples,
+                "databus_set": pct_json(&db),
+                "direct_produce": pct_json(&direct),
+                "added_p50_ms": round(db.p50 - direct.p50, 3),
+                "added_p99_ms": round(db.p99 - direct.p99, 3),
+                "added_p999_ms": round(db.p999 - direct.p999, 3),
             })
-            .collect();
-        let (db, direct, samples) = &self.lat;
+        });
+        let memory =
+            self.memory.map(|(p, q)| json!({"idle_publishers": p.to_json(), "subscribers": q.to_json()}));
         let targets: Vec<Value> = self
             .targets()
             .iter()
@@ -1616,9 +1695,7 @@ impl Report<'_> {
             "label": o.label,
             "quick": o.quick,
             "elapsed_s": round(self.elapsed, 1),
-            "machine": {
-                "cpus": m.cpus, "cpu_model": m.cpu_model, "memory": m.mem_total, "kernel": m.kernel,
-            },
+            "machine": {"cpus": m.cpus, "cpu_model": m.cpu_model, "memory": m.mem_total, "kernel": m.kernel},
             "settings": {
                 "brokers": o.brokers,
                 "partitions": o.partitions,
@@ -1632,24 +1709,14 @@ impl Report<'_> {
                 "session_timeout_ms": SESSION_TIMEOUT_MS,
                 "config_top": o.config_top,
                 "kafka_properties": o.kafka_properties.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
-                "broker_pid_known": o.broker_pid.is_some(),
+                "broker_cpu_measured": o.broker_pid.is_some(),
             },
             "publish": publish,
-            "latency": {
-                "samples": samples,
-                "databus_set": pct_json(db),
-                "direct_produce": pct_json(direct),
-                "added_p50_ms": round(db.p50 - direct.p50, 3),
-                "added_p99_ms": round(db.p99 - direct.p99, 3),
-                "added_p999_ms": round(db.p999 - direct.p999, 3),
-            },
+            "latency": latency,
             "consume": consume,
-            "memory": {
-                "idle_publishers": self.rss_pub.to_json(),
-                "subscribers": self.rss_sub.to_json(),
-            },
+            "memory": memory,
             "targets": targets,
-            "databus_log_lines": self.warnings,
+            "databus_log_lines": self.log_lines,
         })
     }
 }

@@ -18,6 +18,8 @@ pub enum Frame {
     Null,
     /// `*n` followed by n frames, which may themselves be arrays.
     Array(Vec<Frame>),
+    /// RESP3's `%n` followed by n key/value pairs; only HELLO 3 replies with one.
+    Map(Vec<(Frame, Frame)>),
 }
 
 impl Frame {
@@ -50,6 +52,13 @@ impl Frame {
                     item.encode(out);
                 }
             }
+            Frame::Map(pairs) => {
+                push_header(out, b'%', pairs.len());
+                for (key, value) in pairs {
+                    key.encode(out);
+                    value.encode(out);
+                }
+            }
         }
     }
 }
@@ -77,6 +86,12 @@ mod tests {
         let mut out = Vec::new();
         frame.encode(&mut out);
         out
+    }
+
+    #[test]
+    fn resp3_map() {
+        let map = Frame::Map(vec![(Frame::Bulk(b"proto".to_vec()), Frame::Integer(3))]);
+        assert_eq!(encoded(&map), b"%1\r\n$5\r\nproto\r\n:3\r\n");
     }
 
     #[test]

@@ -26,6 +26,10 @@ mod tests {
                 Frame::Bulk(b"v".to_vec()),
                 Frame::Array(vec![Frame::Array(vec![Frame::Simple("deep".into())])]),
             ]),
+            Frame::Map(vec![
+                (Frame::Bulk(b"proto".to_vec()), Frame::Integer(3)),
+                (Frame::Bulk(b"modules".to_vec()), Frame::Array(Vec::new())),
+            ]),
         ];
         let mut stream = Vec::new();
         for frame in &frames {

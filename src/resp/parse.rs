@@ -226,7 +226,7 @@ fn reply_at(
             let max = limits.max_inline_len;
             read_line(buf, pos + 1, max, E::ReplyLineTooLong { max })?
         }
-        b':' | b'$' | b'*' => read_length_line(buf, pos + 1)?,
+        b':' | b'$' | b'*' | b'%' => read_length_line(buf, pos + 1)?,
         other => return Err(E::UnknownReplyType(other)),
     };
     let Some((line, next)) = line else {
@@ -252,16 +252,27 @@ fn reply_at(
             if depth >= MAX_REPLY_DEPTH {
                 return Err(E::TooDeep { max: MAX_REPLY_DEPTH });
             }
+            // A RESP3 map holds two frames per entry.
+            let count = if kind == b'%' { len * 2 } else { len };
             let mut items = Vec::new();
             let mut pos = next;
-            for _ in 0..len {
+            for _ in 0..count {
                 let Some((item, end)) = reply_at(buf, pos, limits, depth + 1)? else {
                     return Ok(None);
                 };
                 items.push(item);
                 pos = end;
             }
-            Some((Frame::Array(items), pos))
+            if kind == b'%' {
+                let mut items = items.into_iter();
+                let mut pairs = Vec::new();
+                while let (Some(k), Some(v)) = (items.next(), items.next()) {
+                    pairs.push((k, v));
+                }
+                Some((Frame::Map(pairs), pos))
+            } else {
+                Some((Frame::Array(items), pos))
+            }
         }
     })
 }

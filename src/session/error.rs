@@ -19,6 +19,12 @@ pub enum CommandError {
     Auth(#[from] AuthError),
     #[error("grant changed: authenticate again")]
     GrantChanged,
+    #[error("HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used")]
+    HelloNoAuth,
+    #[error("unsupported protocol version")]
+    NoProto,
+    #[error("syntax error in HELLO option '{0}'")]
+    HelloSyntax(String),
     #[error("already authenticated")]
     AlreadyAuthenticated,
     #[error("unknown command '{0}'")]
@@ -50,7 +56,8 @@ pub enum CommandError {
 impl CommandError {
     pub fn to_frame(&self) -> Frame {
         let prefix = match self {
-            CommandError::NoAuth => "NOAUTH",
+            CommandError::NoAuth | CommandError::HelloNoAuth => "NOAUTH",
+            CommandError::NoProto => "NOPROTO",
             _ => "ERR",
         };
         Frame::error(format!("{prefix} {self}"))

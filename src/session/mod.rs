@@ -116,6 +116,7 @@ impl Session {
                 self.closing = true;
                 Reply::Now(Frame::ok())
             }
+            (_, b"hello") => self.hello(args).into(),
             (State::Unauthenticated, b"auth") => self.auth(args).into(),
             (State::Unauthenticated, _) => Reply::Now(CommandError::NoAuth.to_frame()),
             (_, b"auth") => Reply::Now(CommandError::AlreadyAuthenticated.to_frame()),
@@ -127,6 +128,55 @@ impl Session {
             (State::Subscriber(_), b"hset") => not_allowed(&args[0], Role::Sub),
             _ => Reply::Now(CommandError::UnknownCommand(shown_name(&args[0])).to_frame()),
         }
+    }
+
+    /// `HELLO [2|3 [AUTH <username> <string>] [SETNAME <name>]]`, which
+    /// redis-py 8 and go-redis v9 open with: an AUTH (the username is
+    /// ignored) plus the server's description. Every reply databus sends is
+    /// valid RESP3 too, so protocol 3 changes only this reply's shape.
+    fn hello(&mut self, args: &[Vec<u8>]) -> Result<Frame, CommandError> {
+        let proto = match args.get(1) {
+            None => 2,
+            Some(v) => match v.as_slice() {
+                b"2" => 2,
+                b"3" => 3,
+                _ => return Err(CommandError::NoProto),
+            },
+        };
+        let mut auth = None;
+        let mut rest = args.get(2..).unwrap_or_default();
+        while let Some(option) = rest.first() {
+            match (option.to_ascii_lowercase().as_slice(), rest) {
+                (b"auth", [_, user, pass, tail @ ..]) => {
+                    auth = Some([b"auth".to_vec(), user.clone(), pass.clone()]);
+                    rest = tail;
+                }
+                (b"setname", [_, _, tail @ ..]) => rest = tail,
+                _ => return Err(CommandError::HelloSyntax(shown_name(option))),
+            }
+        }
+        match (&self.state, auth) {
+            (State::Unauthenticated, None) => return Err(CommandError::HelloNoAuth),
+            (State::Unauthenticated, Some(auth)) => {
+                self.auth(&auth)?;
+            }
+            (_, Some(_)) => return Err(CommandError::AlreadyAuthenticated),
+            (_, None) => {}
+        }
+        let bulk = |s: &str| Frame::Bulk(s.as_bytes().to_vec());
+        let pairs = vec![
+            (bulk("server"), bulk("databus")),
+            (bulk("version"), bulk(env!("CARGO_PKG_VERSION"))),
+            (bulk("proto"), Frame::Integer(proto)),
+            (bulk("mode"), bulk("standalone")),
+            (bulk("role"), bulk("master")),
+            (bulk("modules"), Frame::Array(Vec::new())),
+        ];
+        Ok(if proto == 3 {
+            Frame::Map(pairs)
+        } else {
+            Frame::Array(pairs.into_iter().flat_map(|(k, v)| [k, v]).collect())
+        })
     }
 
     /// `AUTH <string>`, or `AUTH <username> <string>` as clients that always
@@ -392,6 +442,36 @@ mod tests {
         assert!(!s.is_closing());
         assert!(kafka.sent.lock().unwrap().is_empty());
         assert_eq!(cmd(&mut s, &[b"QUIT"]), Frame::ok());
+        assert!(s.is_closing());
+    }
+
+    #[test]
+    fn hello_authenticates_and_describes_the_server() {
+        let (mut s, _) = session();
+        assert_eq!(
+            cmd(&mut s, &[b"HELLO", b"3"]),
+            err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used")
+        );
+        assert_eq!(cmd(&mut s, &[b"HELLO", b"4"]), err("NOPROTO unsupported protocol version"));
+        assert_eq!(
+            cmd(&mut s, &[b"HELLO", b"3", b"AUTH", b"x"]),
+            err("ERR syntax error in HELLO option 'AUTH'")
+        );
+        assert!(!s.is_closing());
+        let Frame::Map(pairs) =
+            cmd(&mut s, &[b"hello", b"3", b"auth", b"default", b"k:s@g/topic=t&role=pub"])
+        else {
+            panic!("HELLO 3 must answer a map")
+        };
+        assert!(pairs.contains(&(Frame::Bulk(b"proto".to_vec()), Frame::Integer(3))));
+        assert_eq!(cmd(&mut s, &[b"set", b"k", b"v"]), Frame::ok());
+        let Frame::Array(flat) = cmd(&mut s, &[b"HELLO", b"2"]) else {
+            panic!("HELLO 2 must answer an array")
+        };
+        assert_eq!(flat[0], Frame::Bulk(b"server".to_vec()));
+        let (mut s, _) = session();
+        let reply = cmd(&mut s, &[b"HELLO", b"3", b"AUTH", b"default", b"k:bad@g/topic=t&role=pub"]);
+        assert_eq!(reply, err("ERR auth failed: wrong secret for app key 'k'"));
         assert!(s.is_closing());
     }
 
