@@ -29,30 +29,16 @@ const BOUND: Duration = Duration::from_secs(60);
 
 /// A database, topic and group of the test's own; the app is the README's
 /// `app_key1`/`app_secret1`, allowed to publish and subscribe.
-struct Fixture {
-    db: TestDb,
-    server: TestServer,
-    topic: String,
-    group: String,
-    partitions: i32,
+/// What these tests add to the shared fixture.
+trait ClientFixture {
+    /// The AUTH string of the README with this fixture's group and topic.
+    fn auth(&self, role: &str) -> String;
+    fn port(&self) -> u16;
 }
 
-impl Fixture {
-    fn new(name: &str, partitions: i32) -> Fixture {
-        let db = TestDb::new(name);
-        let topic = unique(&format!("t_{name}"));
-        let group = unique(&format!("g_{name}"));
-        db.add_app(1, "app_key1", "app_secret1", "cluster1");
-        db.add_grant(1, &group, 3, &topic);
-        create_topic(&topic, partitions);
-        let server = TestServer::start(&test_config(&db, "", ""));
-        Fixture { db, server, topic, group, partitions }
-    }
-
-    /// The AUTH string of the README with this fixture's group and topic.
+impl ClientFixture for Fixture {
     fn auth(&self, role: &str) -> String {
-        let extra = if role == "sub" { "&offset=old" } else { "" };
-        format!("app_key1:app_secret1@{}/topic={}&role={role}{extra}", self.group, self.topic)
+        self.auth_string(role, if role == "sub" { "&offset=old" } else { "" })
     }
 
     fn port(&self) -> u16 {
@@ -237,7 +223,7 @@ fn unquote_cli(quoted: &str) -> Vec<u8> {
 /// one-shot `redis-cli -a <AUTH string> set …`.
 #[test]
 fn readme_walkthrough_with_redis_cli() {
-    let f = Fixture::new("cli", 3);
+    let f = Fixture::new("cli", 3, "");
 
     let mut publisher = RedisCli::start(f.server.addr);
     assert_eq!(publisher.line(&format!("auth {}", f.auth("pub"))), "OK");
@@ -495,7 +481,7 @@ fn wait_committed(f: &Fixture, partition: i32, next: i64) {
 /// and goes on where it committed, and it stops after --max-messages.
 #[test]
 fn example_client_publishes_consumes_commits_and_reconnects() {
-    let f = Fixture::new("example", 3);
+    let f = Fixture::new("example", 3, "");
     // A fixed port, so a restarted databus is where the example looks.
     let port = f.port();
     let config_on_port =
@@ -553,7 +539,7 @@ fn example_client_publishes_consumes_commits_and_reconnects() {
 /// `-conf=<path>` (the original client's form) finds the config.
 #[test]
 fn example_client_exits_cleanly_on_ctrl_c() {
-    let f = Fixture::new("example_int", 1);
+    let f = Fixture::new("example_int", 1, "");
     let dir = TempDir::new("example_int");
     let conf = dir.0.join("elsewhere.toml");
     std::fs::write(&conf, example_config(&f, f.port())).unwrap();
@@ -643,7 +629,7 @@ fn go_consume(c: &mut Client, processed: &mut BTreeMap<i64, i64>, values: &BTree
 /// resumes after them.
 #[test]
 fn go_client_session() {
-    let f = Fixture::new("go", 3);
+    let f = Fixture::new("go", 3, "");
     let mut publisher = go_redis_connect(&f, &f.auth("pub"));
     let publish = |publisher: &mut Client, from: usize, to: usize| -> BTreeSet<String> {
         (from..to)
@@ -741,7 +727,7 @@ print(json.dumps(got))
 #[test]
 fn redis_py_publish_consume_commit() {
     let python = venv_python();
-    let f = Fixture::new("py", 3);
+    let f = Fixture::new("py", 3, "");
     let n = 40;
     let bad = f.auth("sub").replace("app_secret1", "wrong");
     let out = Command::new(&python)

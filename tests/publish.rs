@@ -10,34 +10,13 @@ use databus::resp::Frame;
 use prost::Message;
 use support::*;
 
-struct Fixture {
-    _db: TestDb,
-    server: TestServer,
-    topic: String,
-    group: String,
-}
-
 fn fixture(name: &str, partitions: i32, extra: &str) -> Fixture {
-    let db = TestDb::new(name);
-    let topic = unique(&format!("t_{name}"));
-    let group = unique(&format!("g_{name}"));
-    db.add_app(1, "key1", "secret1", "cluster1");
-    db.add_grant(1, &group, 3, &topic);
-    create_topic(&topic, partitions);
-    let server = TestServer::start(&test_config(&db, extra, ""));
-    Fixture { _db: db, server, topic, group }
+    Fixture::new(name, partitions, extra)
 }
 
-impl Fixture {
-    fn publisher(&self, color: &str) -> Client {
-        let mut c = self.server.connect();
-        let mut auth = format!("key1:secret1@{}/topic={}&role=pub", self.group, self.topic);
-        if !color.is_empty() {
-            auth += &format!("&color={color}");
-        }
-        assert_eq!(c.call(&["AUTH", &auth]), ok());
-        c
-    }
+fn publisher(f: &Fixture, color: &str) -> Client {
+    let extra = if color.is_empty() { String::new() } else { format!("&color={color}") };
+    f.login("pub", &extra)
 }
 
 fn header<'a>(r: &'a Record, name: &str) -> Option<&'a [u8]> {
@@ -47,8 +26,8 @@ fn header<'a>(r: &'a Record, name: &str) -> Option<&'a [u8]> {
 #[test]
 fn set_and_hset_reach_kafka_exactly() {
     let f = fixture("setget", 3, "");
-    let mut plain = f.publisher("");
-    let mut red = f.publisher("red");
+    let mut plain = publisher(&f, "");
+    let mut red = publisher(&f, "red");
     let binary: Vec<u8> = (0..=255u8).collect();
     plain.send(&[b"SET", b"k-plain", &binary]);
     assert_eq!(plain.read(), Some(ok()));
@@ -83,7 +62,7 @@ fn set_and_hset_reach_kafka_exactly() {
 #[test]
 fn same_key_same_partition_in_order() {
     let f = fixture("order", 4, "");
-    let mut c = f.publisher("");
+    let mut c = publisher(&f, "");
     for i in 0..200 {
         let key = format!("key-{}", i % 20);
         assert_eq!(c.call(&["SET", &key, &format!("{i}")]), ok());
@@ -113,7 +92,7 @@ fn same_key_same_partition_in_order() {
 #[test]
 fn pipelined_sets_answered_in_order_without_duplicates() {
     let f = fixture("pipeline", 3, "");
-    let mut c = f.publisher("");
+    let mut c = publisher(&f, "");
     let mut burst = Vec::new();
     for i in 0..1000 {
         burst.extend(cmd_bytes(&[b"SET", format!("k{}", i % 7).as_bytes(), format!("v{i}").as_bytes()]));
@@ -136,7 +115,7 @@ fn pipelined_sets_answered_in_order_without_duplicates() {
 #[test]
 fn oversized_value_is_refused_and_connection_survives() {
     let f = fixture("bigvalue", 1, "max_value_size = 1000");
-    let mut c = f.publisher("");
+    let mut c = publisher(&f, "");
     let big = vec![b'x'; 1001];
     c.send(&[b"SET", b"k", &big]);
     assert_eq!(c.read(), Some(err("ERR value is 1001 bytes, over the limit of 1000")));
@@ -151,7 +130,7 @@ fn oversized_value_is_refused_and_connection_survives() {
 #[test]
 fn unknown_and_misused_commands_keep_the_connection() {
     let f = fixture("unknown", 1, "");
-    let mut c = f.publisher("");
+    let mut c = publisher(&f, "");
     assert_eq!(c.call(&["FLUSHALL"]), err("ERR unknown command 'FLUSHALL'"));
     assert_eq!(c.call(&["MGET"]), err("ERR command 'MGET' not allowed for role pub"));
     assert_eq!(c.call(&["SET", "only-key"]), err("ERR wrong number of arguments for 'set' command"));
@@ -166,8 +145,8 @@ fn unknown_and_misused_commands_keep_the_connection() {
 #[test]
 fn malformed_resp_closes_only_that_connection() {
     let f = fixture("malformed", 1, "");
-    let mut other = f.publisher("");
-    let mut bad = f.publisher("");
+    let mut other = publisher(&f, "");
+    let mut bad = publisher(&f, "");
     bad.send_raw(b"*2\r\n$3\r\nSET\r\n:12\r\n");
     assert_eq!(bad.read(), Some(err("ERR Protocol error: expected '$', got ':'")));
     assert!(bad.is_closed());
@@ -184,7 +163,7 @@ fn malformed_resp_closes_only_that_connection() {
 fn inline_commands_work() {
     let f = fixture("inline", 1, "");
     let mut c = f.server.connect();
-    c.send_raw(format!("AUTH key1:secret1@{}/topic={}&role=pub\r\n", f.group, f.topic).as_bytes());
+    c.send_raw(format!("AUTH {}\r\n", f.auth_string("pub", "")).as_bytes());
     assert_eq!(c.read(), Some(ok()));
     c.send_raw(b"set x \"xx yy\"\r\nPING\r\n");
     assert_eq!(c.read(), Some(ok()));
@@ -197,7 +176,7 @@ fn inline_commands_work() {
 #[test]
 fn max_clients_refuses_the_extra_connection() {
     let f = fixture("maxclients", 1, "max_clients = 2");
-    let mut first = f.publisher("");
+    let mut first = publisher(&f, "");
     let _second = f.server.connect();
     let mut third = f.server.connect();
     assert_eq!(third.read(), Some(err("ERR max number of clients reached")));
@@ -250,8 +229,8 @@ fn broker_down_gives_errors_and_recovery_follows() {
 #[test]
 fn idle_publisher_is_closed() {
     let f = fixture("pubidle", 1, "idle_timeout_ms = 400");
-    let mut idle = f.publisher("");
-    let mut busy = f.publisher("");
+    let mut idle = publisher(&f, "");
+    let mut busy = publisher(&f, "");
     for _ in 0..4 {
         std::thread::sleep(std::time::Duration::from_millis(200));
         assert_eq!(busy.call(&["PING"]), Frame::Simple("PONG".into()));

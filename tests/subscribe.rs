@@ -19,42 +19,26 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use support::*;
 
-struct Fixture {
-    _db: TestDb,
-    server: TestServer,
-    topic: String,
-    group: String,
-}
-
 fn fixture(name: &str, partitions: i32) -> Fixture {
-    let db = TestDb::new(name);
-    let topic = unique(&format!("t_{name}"));
-    let group = unique(&format!("g_{name}"));
-    db.add_app(1, "key1", "secret1", "cluster1");
-    db.add_grant(1, &group, 3, &topic);
-    create_topic(&topic, partitions);
-    let server = TestServer::start(&test_config(&db, "", ""));
-    Fixture { _db: db, server, topic, group }
+    Fixture::new(name, partitions, "")
 }
 
-impl Fixture {
-    fn auth(&self, role: &str, extra: &str) -> Client {
-        let mut c = self.server.connect();
-        let auth = format!("key1:secret1@{}/topic={}&role={role}{extra}", self.group, self.topic);
-        assert_eq!(c.call(&["AUTH", &auth]), ok());
-        c
-    }
+trait SubscribeFixture {
+    fn publish(&self, color: &str, messages: &[(String, String)]);
+    fn subscriber(&self, extra: &str) -> Client;
+}
 
+impl SubscribeFixture for Fixture {
     fn publish(&self, color: &str, messages: &[(String, String)]) {
         let extra = if color.is_empty() { String::new() } else { format!("&color={color}") };
-        let mut c = self.auth("pub", &extra);
+        let mut c = self.login("pub", &extra);
         for (k, v) in messages {
             assert_eq!(c.call(&["SET", k, v]), ok());
         }
     }
 
     fn subscriber(&self, extra: &str) -> Client {
-        self.auth("sub", &format!("&offset=old{extra}"))
+        self.login("sub", &format!("&offset=old{extra}"))
     }
 }
 
@@ -109,7 +93,7 @@ fn consume_json_and_protobuf_exactly() {
     let f = fixture("consume", 3);
     let sent = numbered("v", 30);
     f.publish("", &sent);
-    let mut hset = f.auth("pub", "");
+    let mut hset = f.login("pub", "");
     assert_eq!(hset.call(&["HSET", "km", r#"{"trace":"abc"}"#, r#"{"n":1}"#]), ok());
     let truth = read_topic(&f.topic, 31);
 
@@ -138,11 +122,11 @@ fn consume_json_and_protobuf_exactly() {
     assert_eq!(got_values.len(), 31, "duplicates");
 
     // The same records through `MGET pb`, in a second group.
-    let db2 = &f._db;
+    let db2 = &f.db;
     let group2 = unique("g_consume_pb");
     db2.add_grant(1, &group2, 1, &f.topic);
     // The grant was added after startup: it works from the next refresh (500 ms).
-    let auth = format!("key1:secret1@{group2}/topic={}&role=sub&offset=old", f.topic);
+    let auth = format!("app_key1:app_secret1@{group2}/topic={}&role=sub&offset=old", f.topic);
     let refresh_deadline = Instant::now() + Duration::from_secs(10);
     let mut pb = loop {
         let mut c = f.server.connect();
@@ -268,7 +252,7 @@ fn a_member_beyond_the_partition_count_is_refused() {
     let _a = f.subscriber("");
     let _b = f.subscriber("");
     let mut c = f.server.connect();
-    let auth = format!("key1:secret1@{}/topic={}&role=sub", f.group, f.topic);
+    let auth = f.auth_string("sub", "");
     let want = format!(
         "ERR auth failed: group '{}' already has 2 members for the 2 partitions of topic '{}'; another would get no partition",
         f.group, f.topic

@@ -248,6 +248,42 @@ impl Drop for TestServer {
     }
 }
 
+/// The common test setup: a database with app `app_key1`/`app_secret1` on
+/// `cluster1` and one group granted pub and sub on a fresh topic, and a
+/// server on it (`extra` = top-level config keys).
+pub struct Fixture {
+    pub db: TestDb,
+    pub server: TestServer,
+    pub topic: String,
+    pub group: String,
+    pub partitions: i32,
+}
+
+impl Fixture {
+    pub fn new(name: &str, partitions: i32, extra: &str) -> Fixture {
+        let db = TestDb::new(name);
+        let topic = unique(&format!("t_{name}"));
+        let group = unique(&format!("g_{name}"));
+        db.add_app(1, "app_key1", "app_secret1", "cluster1");
+        db.add_grant(1, &group, 3, &topic);
+        create_topic(&topic, partitions);
+        let server = TestServer::start(&test_config(&db, extra, ""));
+        Fixture { db, server, topic, group, partitions }
+    }
+
+    /// The AUTH string for `role`, with `extra` parameters (`&color=red`…).
+    pub fn auth_string(&self, role: &str, extra: &str) -> String {
+        format!("app_key1:app_secret1@{}/topic={}&role={role}{extra}", self.group, self.topic)
+    }
+
+    /// A connection authenticated as `role`.
+    pub fn login(&self, role: &str, extra: &str) -> Client {
+        let mut c = self.server.connect();
+        assert_eq!(c.call(&["AUTH", &self.auth_string(role, extra)]), ok());
+        c
+    }
+}
+
 /// A raw RESP client, for exact replies, pipelining and malformed input.
 pub struct Client {
     pub stream: TcpStream,
