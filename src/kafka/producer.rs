@@ -56,6 +56,8 @@ pub struct PendingDelivery {
     timeout: Duration,
     /// Keeps a replaced producer alive until its records are settled.
     _producer: Option<Arc<ClusterProducer>>,
+    /// The verdict, once [`PendingDelivery::is_settled`] has seen it.
+    settled: Option<Result<Delivered, KafkaError>>,
 }
 
 impl PendingDelivery {
@@ -63,14 +65,32 @@ impl PendingDelivery {
     pub fn acknowledged(partition: i32, offset: i64) -> PendingDelivery {
         let (tx, rx) = mpsc::sync_channel(1);
         let _ = tx.send(Ok(Delivered { partition, offset }));
-        PendingDelivery { rx, deadline: Instant::now(), timeout: Duration::ZERO, _producer: None }
+        PendingDelivery {
+            rx,
+            deadline: Instant::now(),
+            timeout: Duration::ZERO,
+            _producer: None,
+            settled: None,
+        }
+    }
+
+    /// Whether the broker's verdict is in, without waiting for it.
+    pub fn is_settled(&mut self) -> bool {
+        if self.settled.is_none() {
+            self.settled = self.rx.try_recv().ok();
+        }
+        self.settled.is_some()
     }
 
     /// Waits for the broker's verdict. librdkafka itself fails the record at
     /// `message.timeout.ms`; the extra second only guards against a lost report.
     pub fn wait(self) -> Result<Delivered, PublishError> {
         let left = self.deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
-        match self.rx.recv_timeout(left) {
+        let verdict = match self.settled {
+            Some(v) => Ok(v),
+            None => self.rx.recv_timeout(left),
+        };
+        match verdict {
             Ok(Ok(d)) => Ok(d),
             Ok(Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut))) => {
                 Err(PublishError::Timeout(self.timeout.as_millis()))
@@ -212,7 +232,15 @@ impl Publish for Producers {
             .headers(headers);
         loop {
             match producer.kafka.send(base) {
-                Ok(()) => return Ok(PendingDelivery { rx, deadline, timeout, _producer: Some(producer) }),
+                Ok(()) => {
+                    return Ok(PendingDelivery {
+                        rx,
+                        deadline,
+                        timeout,
+                        _producer: Some(producer),
+                        settled: None,
+                    })
+                }
                 // The local queue is full: wait for deliveries to drain it,
                 // but never past this record's own deadline.
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))

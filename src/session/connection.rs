@@ -68,6 +68,19 @@ impl Connection {
         }
     }
 
+    /// Takes whatever input has already arrived, without waiting:
+    /// `TimedOut` when there is none.
+    pub fn read_available(&mut self) -> ReadOutcome {
+        if let Err(e) = self.stream.set_nonblocking(true) {
+            return ReadOutcome::Failed(e);
+        }
+        let outcome = self.read_more(Duration::from_secs(1));
+        if let Err(e) = self.stream.set_nonblocking(false) {
+            return ReadOutcome::Failed(e);
+        }
+        outcome
+    }
+
     fn compact(&mut self) {
         if self.start == 0 {
             return;

@@ -41,6 +41,14 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// Whether `resolve` would return at once.
+    pub fn is_ready(&mut self) -> bool {
+        match self {
+            Reply::Now(_) => true,
+            Reply::Delivery(pending) => pending.is_settled(),
+        }
+    }
+
     /// Blocks until the reply is known.
     pub fn resolve(self) -> Frame {
         match self {
@@ -277,6 +285,10 @@ fn ping(args: &[Vec<u8>]) -> Frame {
     }
 }
 
+/// Replies a connection may have waiting for the broker before it stops
+/// reading more requests; bounds the memory one pipelining client can hold.
+const MAX_PENDING_REPLIES: usize = 4096;
+
 /// Serves one connection until the client leaves, a timeout fires, or the
 /// session asks to close.
 pub fn serve(stream: TcpStream, ctx: Arc<Context>, registration: Registration) {
@@ -311,6 +323,32 @@ pub fn serve(stream: TcpStream, ctx: Arc<Context>, registration: Registration) {
                     session.closing = true;
                 }
             }
+        }
+        // Answer in order what is answered. While the next reply still waits
+        // for the broker, take more input if it has arrived, so that a long
+        // pipeline is produced as one stream rather than chunk by chunk.
+        while replies.front_mut().is_some_and(Reply::is_ready) {
+            conn.queue(&replies.pop_front().expect("checked").resolve());
+        }
+        if !replies.is_empty() && !session.is_closing() {
+            if let Err(e) = conn.flush() {
+                log::debug!("{peer}: write failed: {e}");
+                return;
+            }
+            if replies.len() < MAX_PENDING_REPLIES {
+                match conn.read_available() {
+                    ReadOutcome::Data => continue,
+                    ReadOutcome::TimedOut | ReadOutcome::Closed => {}
+                    ReadOutcome::Failed(e) => {
+                        log::debug!("{peer}: read failed: {e}");
+                        return;
+                    }
+                }
+            }
+            if let Some(reply) = replies.pop_front() {
+                conn.queue(&reply.resolve());
+            }
+            continue;
         }
         for reply in replies.drain(..) {
             conn.queue(&reply.resolve());
