@@ -2,7 +2,8 @@
 //! librdkafka clients on the same broker, with the same producer settings, in
 //! one run: publish throughput and latency, consume throughput, databus CPU
 //! per message and RSS per connection. `make bench` (scripts/bench.sh) runs
-//! it; it prints a markdown table and writes `bench/results.{md,json}`.
+//! it; it prints a markdown table and writes `bench/results.{md,json}`
+//! (`bench/results-quick.*` with `BENCH_QUICK=1`).
 //!
 //! The bench sets up its own MySQL database (`databus_bench`, reset each run),
 //! its own fresh topics, a generated config, and starts databus as a child
@@ -100,6 +101,10 @@ struct Opts {
     broker_pid: Option<u32>,
     clk_tck: f64,
     phases: Phases,
+    /// Runs of each publish case; the median is reported.
+    repeat: usize,
+    /// Fewest pipelines each publish case at depth > 1 sends per connection.
+    bursts: usize,
 }
 
 /// Which parts run (`BENCH_PHASES=publish,latency,consume,memory`, default all).
@@ -180,8 +185,8 @@ impl Opts {
                 .into(),
             out_dir: env_str("BENCH_OUT_DIR").unwrap_or_else(|| "bench".into()).into(),
             run_dir: env_str("BENCH_RUN_DIR").unwrap_or_else(|| ".run/bench".into()).into(),
-            messages: env_num("BENCH_MESSAGES", pick(100_000, 10_000))?,
-            messages_depth1: env_num("BENCH_MESSAGES_DEPTH1", pick(10_000, 1_000))?,
+            messages: env_num("BENCH_MESSAGES", pick(50_000, 10_000))?,
+            messages_depth1: env_num("BENCH_MESSAGES_DEPTH1", pick(5_000, 1_000))?,
             depths: env_list("BENCH_DEPTHS", &[1, 16, 128])?,
             conns: env_list("BENCH_CONNS", &[1, 8])?,
             latency_samples: env_num("BENCH_LATENCY_SAMPLES", pick(5_000, 500))?,
@@ -200,6 +205,8 @@ impl Opts {
             broker_pid: env_str("BENCH_BROKER_PID").and_then(|v| v.trim().parse().ok()),
             clk_tck,
             phases: Phases::from_env()?,
+            repeat: env_num("BENCH_REPEAT", pick(3, 1))?.max(1),
+            bursts: env_num("BENCH_BURSTS", pick(400, 40))?,
         })
     }
 
@@ -264,6 +271,8 @@ struct CpuSnap {
     databus: f64,
     bench: f64,
     broker: Option<f64>,
+    /// Busy time of every CPU of the machine.
+    machine: f64,
 }
 
 /// CPU used between two snapshots, in µs per message.
@@ -272,6 +281,9 @@ struct CpuPerMsg {
     databus: f64,
     bench: f64,
     broker: Option<f64>,
+    /// Everything else on the machine (other processes, interrupts): shows
+    /// when something disturbed the measurement.
+    others: f64,
 }
 
 struct Cpu {
@@ -287,16 +299,18 @@ impl Cpu {
             databus: of(self.databus_pid).unwrap_or(0.0),
             bench: cpu_seconds("self", self.clk_tck).unwrap_or(0.0),
             broker: of(self.broker_pid),
+            machine: machine_busy_seconds(self.clk_tck),
         }
     }
 
     fn per_msg(before: CpuSnap, after: CpuSnap, messages: usize) -> CpuPerMsg {
         let us = |s: f64| s * 1e6 / messages.max(1) as f64;
-        CpuPerMsg {
-            databus: us(after.databus - before.databus),
-            bench: us(after.bench - before.bench),
-            broker: after.broker.zip(before.broker).map(|(a, b)| us(a - b)),
-        }
+        let databus = us(after.databus - before.databus);
+        let bench = us(after.bench - before.bench);
+        let broker = after.broker.zip(before.broker).map(|(a, b)| us(a - b));
+        let machine = us(after.machine - before.machine);
+        let others = (machine - databus - bench - broker.unwrap_or(0.0)).max(0.0);
+        CpuPerMsg { databus, bench, broker, others }
     }
 }
 
@@ -305,7 +319,20 @@ fn cpu_json(c: &CpuPerMsg) -> Value {
         "databus_us_per_msg": round(c.databus, 2),
         "bench_us_per_msg": round(c.bench, 2),
         "broker_us_per_msg": c.broker.map(|b| round(b, 2)),
+        "others_us_per_msg": round(c.others, 2),
     })
+}
+
+/// Busy time of all CPUs from the first line of /proc/stat (user, nice,
+/// system, irq, softirq, steal), in seconds.
+fn machine_busy_seconds(clk_tck: f64) -> f64 {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().next() else {
+        return 0.0;
+    };
+    let f: Vec<f64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let busy: f64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum();
+    busy / clk_tck
 }
 
 // ---------------------------------------------------------------------------
@@ -331,8 +358,73 @@ fn block_on<F: Future>(fut: F) -> F::Output {
     }
 }
 
-fn create_topics(opts: &Opts, topics: &[String]) -> Res<()> {
-    let admin: AdminClient<DefaultClientContext> = opts.client_config().create()?;
+/// The topics and consumer groups of this run, deleted when it ends (unless
+/// `BENCH_KEEP_TOPICS=1`): an in-memory broker such as tansu slows down as
+/// records and groups pile up.
+struct Topics {
+    admin: AdminClient<DefaultClientContext>,
+    names: Vec<String>,
+    groups: Vec<String>,
+    keep: bool,
+}
+
+impl Topics {
+    fn create(opts: &Opts, names: Vec<String>, groups: Vec<String>) -> Res<Topics> {
+        let admin: AdminClient<DefaultClientContext> = opts.client_config().create()?;
+        let keep = env_str("BENCH_KEEP_TOPICS").is_some_and(|v| v != "0");
+        let topics = Topics { admin, names, groups, keep };
+        create_topics(opts, &topics.admin, &topics.names)?;
+        Ok(topics)
+    }
+
+    /// Deletes the groups, best effort; a group whose member has not left
+    /// yet stays (the broker expires it).
+    fn delete_groups(&mut self) {
+        let groups = std::mem::take(&mut self.groups);
+        if self.keep || groups.is_empty() {
+            return;
+        }
+        let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let failed = match block_on(self.admin.delete_groups(&refs, &options)) {
+            Ok(results) => results.iter().filter(|r| r.is_err()).count(),
+            Err(_) => groups.len(),
+        };
+        if failed > 0 {
+            eprintln!("databus-bench: {failed} of {} consumer groups were not deleted", groups.len());
+        }
+    }
+
+    /// Deletes some topics now, best effort.
+    fn delete(&mut self, names: &[String]) {
+        self.names.retain(|n| !names.contains(n));
+        if self.keep || names.is_empty() {
+            return;
+        }
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        match block_on(self.admin.delete_topics(&refs, &options)) {
+            Ok(results) => {
+                for r in results {
+                    if let Err((t, e)) = r {
+                        eprintln!("databus-bench: deleting topic {t}: {e}");
+                    }
+                }
+            }
+            Err(e) => eprintln!("databus-bench: deleting topics: {e}"),
+        }
+    }
+}
+
+impl Drop for Topics {
+    fn drop(&mut self) {
+        let rest = std::mem::take(&mut self.names);
+        self.delete(&rest);
+        self.delete_groups();
+    }
+}
+
+fn create_topics(opts: &Opts, admin: &AdminClient<DefaultClientContext>, topics: &[String]) -> Res<()> {
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|t| NewTopic::new(t, opts.partitions, TopicReplication::Fixed(opts.replication)))
@@ -487,7 +579,18 @@ impl Databus {
 }
 
 impl Drop for Databus {
+    /// SIGTERM first, so its consumers leave their groups; SIGKILL if it
+    /// has not exited within 10 s.
     fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let termed = Command::new("kill").args(["-TERM", &pid]).status().is_ok_and(|s| s.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while termed && Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = fs::remove_file(&self.pid_file);
@@ -709,15 +812,37 @@ fn direct_send(p: &Direct, topic: &str, key: &[u8], value: &[u8], waiter: &Arc<W
 // Publish throughput
 
 struct PubRun {
+    /// Of the median repeat.
     seconds: f64,
     errors: usize,
     first_error: Option<String>,
+    /// Mean over the repeats.
     cpu: CpuPerMsg,
+    /// Messages/s of every repeat.
+    rates: Vec<f64>,
 }
 
 impl PubRun {
     fn rate(&self, messages: usize) -> f64 {
         messages as f64 / self.seconds
+    }
+
+    /// The median run by time, with CPU averaged and errors summed.
+    fn combine(mut runs: Vec<PubRun>) -> PubRun {
+        runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+        let n = runs.len().max(1) as f64;
+        let mean = |f: &dyn Fn(&CpuPerMsg) -> f64| runs.iter().map(|r| f(&r.cpu)).sum::<f64>() / n;
+        let cpu = CpuPerMsg {
+            databus: mean(&|c| c.databus),
+            bench: mean(&|c| c.bench),
+            broker: runs.iter().all(|r| r.cpu.broker.is_some()).then(|| mean(&|c| c.broker.unwrap_or(0.0))),
+            others: mean(&|c| c.others),
+        };
+        let rates = runs.iter().flat_map(|r| r.rates.clone()).collect();
+        let errors = runs.iter().map(|r| r.errors).sum();
+        let first_error = runs.iter().find_map(|r| r.first_error.clone());
+        let seconds = runs[runs.len() / 2].seconds;
+        PubRun { seconds, errors, first_error, cpu, rates }
     }
 }
 
@@ -781,7 +906,8 @@ where
         if let Some(e) = failure {
             return Err(e);
         }
-        Ok(PubRun { seconds, errors, first_error, cpu: Cpu::per_msg(before, after, messages) })
+        let cpu = Cpu::per_msg(before, after, messages);
+        Ok(PubRun { seconds, errors, first_error, cpu, rates: vec![messages as f64 / seconds] })
     })
 }
 
@@ -858,6 +984,7 @@ struct Percentiles {
     p99: f64,
     p999: f64,
     mean: f64,
+    max: f64,
 }
 
 /// Nearest-rank percentiles of durations, in milliseconds.
@@ -869,11 +996,12 @@ fn percentiles(samples: &mut [Duration]) -> Percentiles {
         samples.get(rank - 1).map_or(0.0, |d| d.as_secs_f64() * 1e3)
     };
     let mean = samples.iter().map(Duration::as_secs_f64).sum::<f64>() * 1e3 / n as f64;
-    Percentiles { p50: at(0.50), p99: at(0.99), p999: at(0.999), mean }
+    let max = samples.last().map_or(0.0, |d| d.as_secs_f64() * 1e3);
+    Percentiles { p50: at(0.50), p99: at(0.99), p999: at(0.999), mean, max }
 }
 
 fn pct_json(p: &Percentiles) -> Value {
-    json!({"p50_ms": round(p.p50, 3), "p99_ms": round(p.p99, 3), "p999_ms": round(p.p999, 3), "mean_ms": round(p.mean, 3)})
+    json!({"p50_ms": round(p.p50, 3), "p99_ms": round(p.p99, 3), "p999_ms": round(p.p999, 3), "mean_ms": round(p.mean, 3), "max_ms": round(p.max, 3)})
 }
 
 /// Alternates one non-pipelined SET and one direct produce-and-wait, so
@@ -926,6 +1054,15 @@ struct ConsumeRun {
     cpu: CpuPerMsg,
     /// databus's RSS once the drain is done, its subscriber still connected.
     databus_rss_kib: Option<u64>,
+    mgets: Option<MgetStats>,
+}
+
+/// The timed MGETs of a drain: how many, how many returned fewer messages
+/// than the largest batch (a tick or wait ended them), how long they took.
+struct MgetStats {
+    calls: usize,
+    short: usize,
+    time: Percentiles,
 }
 
 impl ConsumeRun {
@@ -991,6 +1128,7 @@ fn consume_direct(opts: &Opts, topic: &str, messages: usize, cpu: &Cpu) -> Res<C
         seconds,
         cpu: Cpu::per_msg(c0, cpu.snap(), timed),
         databus_rss_kib: None,
+        mgets: None,
     })
 }
 
@@ -1001,13 +1139,25 @@ fn consume_databus(addr: SocketAddr, auth: &str, pb: bool, messages: usize, cpu:
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut received = 0;
     let mut started: Option<(Instant, CpuSnap, usize)> = None;
+    // Durations of the timed MGETs, and how many of them came back short.
+    let mut calls = Vec::new();
+    let mut short = 0;
+    let mut full = 0;
     while received < messages {
         if Instant::now() > deadline {
             return Err(format!("MGET: {received} of {messages} in 300 s").into());
         }
+        let t = Instant::now();
         let Frame::Array(items) = conn.call(cmd)? else {
             return Err("MGET did not return an array".into());
         };
+        if started.is_some() {
+            calls.push(t.elapsed());
+            full = full.max(items.len());
+            if items.len() < full {
+                short += 1;
+            }
+        }
         let Some(Frame::Bulk(first)) = items.first() else {
             continue;
         };
@@ -1028,7 +1178,8 @@ fn consume_databus(addr: SocketAddr, auth: &str, pb: bool, messages: usize, cpu:
     let cpu_used = Cpu::per_msg(c0, cpu.snap(), timed);
     let databus_rss_kib = cpu.databus_pid.map(rss_kib);
     drop(conn);
-    Ok(ConsumeRun { received, timed, seconds, cpu: cpu_used, databus_rss_kib })
+    let mgets = Some(MgetStats { calls: calls.len(), short, time: percentiles(&mut calls) });
+    Ok(ConsumeRun { received, timed, seconds, cpu: cpu_used, databus_rss_kib, mgets })
 }
 
 // ---------------------------------------------------------------------------
@@ -1273,7 +1424,9 @@ fn run() -> Res<()> {
     grants.push((pb_group.clone(), 1, cons_topic.clone()));
     grants.extend(idle_groups.iter().map(|g| (g.clone(), 1, idle_topic.clone())));
     eprintln!("databus-bench: creating {} topics and database {}", topics.len(), opts.database);
-    create_topics(&opts, &topics)?;
+    let mut groups = vec![json_group.clone(), pb_group.clone()];
+    groups.extend(idle_groups.iter().cloned());
+    let mut created = Topics::create(&opts, topics, groups)?;
     reset_database(&opts, &grants)?;
 
     let databus = Databus::start(&opts, "databus")?;
@@ -1289,13 +1442,37 @@ fn run() -> Res<()> {
     // 1. Publish throughput, databus then direct for each case.
     let mut pub_cases = Vec::new();
     for &(conns, depth) in &cases {
-        let messages = if depth == 1 { opts.messages_depth1 } else { opts.messages };
-        let topic = case_topic("db", conns, depth);
-        let via =
-            publish_databus(databus.addr, &pub_auth(&topic), messages, conns, depth, opts.value_size, &cpu)?;
-        let topic = case_topic("direct", conns, depth);
-        let direct = publish_direct(&producer, &topic, messages, conns, depth, opts.value_size, &cpu)?;
-        let case = PubCase { conns, depth, messages, databus: via, direct };
+        // Deep, wide cases are fast: give each at least `bursts` full
+        // pipelines so that a run lasts long enough to be stable.
+        let messages =
+            if depth == 1 { opts.messages_depth1 } else { opts.messages.max(conns * depth * opts.bursts) };
+        let (db_topic, direct_topic) = (case_topic("db", conns, depth), case_topic("direct", conns, depth));
+        // Untimed: both producers learn the new topic's partitions and leaders.
+        publish_databus(databus.addr, &pub_auth(&db_topic), 200, 1, 50, opts.value_size, &cpu)?;
+        publish_direct(&producer, &direct_topic, 200, 1, 50, opts.value_size, &cpu)?;
+        let (mut via, mut direct) = (Vec::new(), Vec::new());
+        for _ in 0..opts.repeat {
+            let auth = pub_auth(&db_topic);
+            via.push(publish_databus(databus.addr, &auth, messages, conns, depth, opts.value_size, &cpu)?);
+            direct.push(publish_direct(
+                &producer,
+                &direct_topic,
+                messages,
+                conns,
+                depth,
+                opts.value_size,
+                &cpu,
+            )?);
+        }
+        // The broker keeps every record in memory; start each case afresh.
+        created.delete(&[db_topic, direct_topic]);
+        let case = PubCase {
+            conns,
+            depth,
+            messages,
+            databus: PubRun::combine(via),
+            direct: PubRun::combine(direct),
+        };
         eprintln!(
             "databus-bench: publish conns={conns} depth={depth}: databus {:.0}/s, direct {:.0}/s, \
              ratio {:.2}, databus CPU {:.1} µs/msg",
@@ -1335,6 +1512,7 @@ fn run() -> Res<()> {
         eprintln!("databus-bench: consume, MGET pb");
         let pb = consume_databus(databus.addr, &sub(&pb_group), true, opts.consume_messages, &cpu)?;
         consume = Some([("direct BaseConsumer", direct), ("MGET json", json), ("MGET pb", pb)]);
+        created.delete(std::slice::from_ref(&cons_topic));
     }
     if opts.phases.memory {
         // A few batches per partition for the subscribers of the memory phase.
@@ -1373,12 +1551,14 @@ fn run() -> Res<()> {
     };
     let md = report.markdown();
     let js = report.json();
+    // A smoke run never replaces the recorded full results.
+    let stem = if opts.quick { "results-quick" } else { "results" };
     fs::create_dir_all(&opts.out_dir)?;
-    fs::write(opts.out_dir.join("results.md"), &md)?;
-    fs::write(opts.out_dir.join("results.json"), serde_json::to_string_pretty(&js)? + "\n")?;
+    fs::write(opts.out_dir.join(format!("{stem}.md")), &md)?;
+    fs::write(opts.out_dir.join(format!("{stem}.json")), serde_json::to_string_pretty(&js)? + "\n")?;
     println!("{md}");
     eprintln!(
-        "databus-bench: wrote {0}/results.md and {0}/results.json in {elapsed:.0} s",
+        "databus-bench: wrote {0}/{stem}.md and {0}/{stem}.json in {elapsed:.0} s",
         opts.out_dir.display()
     );
     Ok(())
@@ -1417,7 +1597,7 @@ impl Report<'_> {
             t.push(Target {
                 name: "publish throughput databus/direct, depth ≥ 16 (worst case)",
                 goal: "≥ 0.90",
-                value: format!("{worst:.2}"),
+                value: format!("{worst:.3}"),
                 met: worst >= 0.9,
             });
         }
@@ -1435,7 +1615,7 @@ impl Report<'_> {
                 [("consume throughput MGET json / direct", json), ("consume throughput MGET pb / direct", pb)]
             {
                 let ratio = r.rate() / direct.rate();
-                t.push(Target { name, goal: "≥ 0.90", value: format!("{ratio:.2}"), met: ratio >= 0.9 });
+                t.push(Target { name, goal: "≥ 0.90", value: format!("{ratio:.3}"), met: ratio >= 0.9 });
             }
         }
         let d16: Vec<&PubCase> = self.pub_cases.iter().filter(|c| c.depth == 16).collect();
@@ -1519,19 +1699,25 @@ impl Report<'_> {
             let _ = writeln!(
                 s,
                 "| reader | messages | messages/s | ratio | databus CPU µs/msg | client CPU µs/msg | \
-                 broker CPU µs/msg | databus RSS at end |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+                 broker CPU µs/msg | databus RSS at end | MGETs (short) | MGET p50 / p99 / max ms |\n\
+                 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
             );
             for (name, r) in runs {
                 let _ = writeln!(
                     s,
-                    "| {name} | {} | {} | {:.2} | {:.1} | {:.1} | {} | {} |",
+                    "| {name} | {} | {} | {:.2} | {:.1} | {:.1} | {} | {} | {} | {} |",
                     r.received,
                     fmt_rate(r.rate()),
                     r.rate() / direct_rate,
                     r.cpu.databus,
                     r.cpu.bench,
                     fmt_opt(r.cpu.broker, 1),
-                    r.databus_rss_kib.map_or("–".into(), |k| format!("{k} KiB"))
+                    r.databus_rss_kib.map_or("–".into(), |k| format!("{k} KiB")),
+                    r.mgets.as_ref().map_or("–".into(), |m| format!("{} ({})", m.calls, m.short)),
+                    r.mgets.as_ref().map_or("–".into(), |m| format!(
+                        "{:.2} / {:.2} / {:.0}",
+                        m.time.p50, m.time.p99, m.time.max
+                    )),
                 );
             }
             s.push('\n');
@@ -1596,17 +1782,22 @@ impl Report<'_> {
     }
 
     fn publish_table(&self, s: &mut String) {
-        let _ = writeln!(s, "### Publish throughput (messages/s)\n");
+        let _ = writeln!(
+            s,
+            "### Publish throughput (messages/s, median of {} runs; CPU is the mean)\n",
+            self.opts.repeat
+        );
         let _ = writeln!(
             s,
             "| conns | depth | messages | databus | direct | ratio | databus CPU µs/msg | \
-             client CPU µs/msg (databus run / direct run) | broker CPU µs/msg (databus run / direct run) |"
+             load generator CPU µs/msg (databus run: RESP client / direct run: librdkafka producer) | \
+             broker CPU µs/msg (databus run / direct run) | other processes µs/msg (databus run / direct run) |"
         );
-        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for c in self.pub_cases {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {:.2} | {:.1} | {:.1} / {:.1} | {} / {} |",
+                "| {} | {} | {} | {} | {} | {:.2} | {:.1} | {:.1} / {:.1} | {} / {} | {:.1} / {:.1} |",
                 c.conns,
                 c.depth,
                 c.messages,
@@ -1618,6 +1809,8 @@ impl Report<'_> {
                 c.direct.cpu.bench,
                 fmt_opt(c.databus.cpu.broker, 1),
                 fmt_opt(c.direct.cpu.broker, 1),
+                c.databus.cpu.others,
+                c.direct.cpu.others,
             );
         }
         let errors: usize = self.pub_cases.iter().map(|c| c.databus.errors + c.direct.errors).sum();
@@ -1645,6 +1838,8 @@ impl Report<'_> {
                     "databus_msgs_per_s": round(c.databus.rate(c.messages), 1),
                     "direct_msgs_per_s": round(c.direct.rate(c.messages), 1),
                     "ratio": round(c.ratio(), 3),
+                    "databus_rates_per_repeat": c.databus.rates.iter().map(|r| round(*r, 1)).collect::<Vec<_>>(),
+                    "direct_rates_per_repeat": c.direct.rates.iter().map(|r| round(*r, 1)).collect::<Vec<_>>(),
                     "databus_seconds": round(c.databus.seconds, 3),
                     "direct_seconds": round(c.direct.seconds, 3),
                     "databus_errors": c.databus.errors,
@@ -1666,6 +1861,9 @@ impl Report<'_> {
                         "ratio": round(r.rate() / direct_rate, 3),
                         "cpu": cpu_json(&r.cpu),
                         "databus_rss_kib": r.databus_rss_kib,
+                        "mget_calls": r.mgets.as_ref().map(|m| m.calls),
+                        "mget_short_batches": r.mgets.as_ref().map(|m| m.short),
+                        "mget_time": r.mgets.as_ref().map(|m| pct_json(&m.time)),
                     });
                     (name.to_string(), v)
                 })
@@ -1699,6 +1897,7 @@ impl Report<'_> {
             "settings": {
                 "brokers": o.brokers,
                 "partitions": o.partitions,
+                "publish_repeats": o.repeat,
                 "replication": o.replication,
                 "value_size": o.value_size,
                 "linger_ms": o.linger_ms,
