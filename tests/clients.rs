@@ -18,9 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use databus::resp::Frame;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::Offset;
 use serde_json::Value;
 use support::*;
 
@@ -44,18 +42,6 @@ impl ClientFixture for Fixture {
     fn port(&self) -> u16 {
         self.server.addr.port()
     }
-}
-
-/// The group's committed offsets, read by an independent Kafka consumer.
-fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, Offset> {
-    let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", brokers()).set("group.id", group).create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let got = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    got.elements().iter().map(|e| (e.partition(), e.offset())).collect()
 }
 
 /// What the group must have committed after processing `messages` (JSON

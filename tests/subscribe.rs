@@ -13,9 +13,8 @@ use databus::proto::MessagePb;
 use databus::resp::Frame;
 use prost::Message as _;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::Offset;
 use serde_json::Value;
 use support::*;
 
@@ -75,17 +74,6 @@ fn drain_json(c: &mut Client, n: usize) -> Vec<Value> {
 
 fn values(messages: &[Value]) -> Vec<String> {
     messages.iter().map(|m| m["value"].as_str().unwrap().to_string()).collect()
-}
-
-fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, Offset> {
-    let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", brokers()).set("group.id", group).create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let got = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    got.elements().iter().map(|e| (e.partition(), e.offset())).collect()
 }
 
 #[test]

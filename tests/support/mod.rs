@@ -11,6 +11,7 @@
 
 pub mod stores;
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -196,6 +197,18 @@ pub fn read_topic_on(brokers: &str, topic: &str, expected: usize) -> Vec<Record>
 
 pub fn read_topic(topic: &str, expected: usize) -> Vec<Record> {
     read_topic_on(&brokers(), topic, expected)
+}
+
+/// The group's committed offsets, read by an independent Kafka consumer.
+pub fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, Offset> {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers()).set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    got.elements().iter().map(|e| (e.partition(), e.offset())).collect()
 }
 
 /// A databus server of the test's own, on a free port.
