@@ -27,13 +27,15 @@ pub struct Connection {
     /// Bytes of `input` already parsed.
     start: usize,
     output: Vec<u8>,
+    /// The socket's read timeout as last set, to skip a syscall per read.
+    read_timeout: Option<Duration>,
 }
 
 impl Connection {
     pub fn new(stream: TcpStream, write_timeout: Duration) -> io::Result<Connection> {
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(write_timeout))?;
-        Ok(Connection { stream, input: Vec::new(), start: 0, output: Vec::new() })
+        Ok(Connection { stream, input: Vec::new(), start: 0, output: Vec::new(), read_timeout: None })
     }
 
     /// Unparsed input.
@@ -47,10 +49,17 @@ impl Connection {
 
     /// Waits up to `timeout` for more input.
     pub fn read_more(&mut self, timeout: Duration) -> ReadOutcome {
-        self.compact();
-        if let Err(e) = self.stream.set_read_timeout(Some(timeout)) {
-            return ReadOutcome::Failed(e);
+        if self.read_timeout != Some(timeout) {
+            if let Err(e) = self.stream.set_read_timeout(Some(timeout)) {
+                return ReadOutcome::Failed(e);
+            }
+            self.read_timeout = Some(timeout);
         }
+        self.read()
+    }
+
+    fn read(&mut self) -> ReadOutcome {
+        self.compact();
         let mut chunk = [0u8; READ_CHUNK];
         loop {
             return match self.stream.read(&mut chunk) {
@@ -74,7 +83,7 @@ impl Connection {
         if let Err(e) = self.stream.set_nonblocking(true) {
             return ReadOutcome::Failed(e);
         }
-        let outcome = self.read_more(Duration::from_secs(1));
+        let outcome = self.read();
         if let Err(e) = self.stream.set_nonblocking(false) {
             return ReadOutcome::Failed(e);
         }
