@@ -307,23 +307,6 @@ fn example_cli_binary() -> PathBuf {
     path
 }
 
-/// A directory of the test's own, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(unique(&format!("databus_clients_{test}")));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The example's config.toml for a fixture: its credentials, `port`, and
 /// timeouts that fit the test server's 3 s MGET wait.
 fn example_config(f: &Fixture, port: u16) -> String {

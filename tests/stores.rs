@@ -144,7 +144,7 @@ struct OwnRedis {
 
 impl OwnRedis {
     fn start() -> OwnRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         let mut r = OwnRedis { port, child: None };
         r.restart();
         r
@@ -199,10 +199,10 @@ fn store_outage_keeps_the_last_good_grants() {
     store.add_app(1, "key1", "secret1", "cluster1");
     store.add_grant(1, 1, &g, 2, &t);
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let config = store_test_config("").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
-    let path = std::env::temp_dir().join(format!("{}.toml", unique("databus_outage")));
-    std::fs::write(&path, store.config_with(&config)).unwrap();
+    let dir = TempDir::new("outage");
+    let path = dir.write("databus.toml", &store.config_with(&config));
     let mut databus = Command::new(env!("CARGO_BIN_EXE_databus"))
         .args(["--conf", path.to_str().unwrap()])
         .env("RUST_LOG", "info")
@@ -255,7 +255,6 @@ fn store_outage_keeps_the_last_good_grants() {
     let _ = Command::new("kill").args(["-TERM", &databus.id().to_string()]).status();
     assert!(databus.wait().unwrap().success());
     reader.join().unwrap();
-    let _ = std::fs::remove_file(&path);
     let log = log.lock().unwrap();
     let failures = log.iter().filter(|l| l.contains("auth: refresh failed")).count();
     assert_eq!(failures, 1, "the outage must be logged once: {log:#?}");
