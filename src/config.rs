@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::auth::Grant;
+use crate::kafka::{self, Cluster, ProducerSettings, SubscriberSettings};
 use crate::resp::Limits;
 
 /// A configuration problem, always tied to the file it came from.
@@ -46,9 +46,13 @@ pub struct RawConfig {
     pub auth_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub max_value_size: Option<usize>,
+    pub max_request_len: Option<usize>,
+    /// Replaced by `max_request_len`; kept so the error can say so.
     pub max_bulk_len: Option<usize>,
     pub max_inline_len: Option<usize>,
     pub max_args: Option<usize>,
+    pub unauth_max_args: Option<usize>,
+    pub unauth_max_request_len: Option<usize>,
     pub refresh_interval_ms: Option<u64>,
     pub thread_stack_kib: Option<usize>,
     #[serde(default)]
@@ -59,32 +63,12 @@ pub struct RawConfig {
     pub clusters: BTreeMap<String, RawCluster>,
     pub mysql: Option<RawMysql>,
     pub redis: Option<RawRedis>,
-    /// Apps of the file store (`auth = "file"`).
+    /// Apps and grants of the file store (`auth = "file"`), read row by row
+    /// by `auth::file`, so that one bad row is skipped, not the whole file.
     #[serde(default)]
-    pub apps: Vec<RawApp>,
-    /// Grants of the file store.
+    pub apps: Vec<toml::Value>,
     #[serde(default)]
-    pub grants: Vec<RawGrant>,
-}
-
-/// An `app_tb` row written in the config file.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawApp {
-    pub id: i64,
-    pub key: String,
-    pub secret: String,
-    pub cluster: String,
-}
-
-/// An `auth_tb` row written in the config file.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawGrant {
-    pub app_id: i64,
-    pub group: String,
-    pub operation: u8,
-    pub topic: String,
+    pub grants: Vec<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -147,27 +131,21 @@ pub enum AuthSource {
     },
 }
 
-#[derive(Debug, Clone)]
-pub struct Cluster {
-    pub brokers: Vec<String>,
-    pub properties: BTreeMap<String, String>,
+/// Bounds on one request, by what the connection has proved so far.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// Before AUTH: like Redis 6.2.6's bound on unauthenticated clients, and
+    /// small enough that such a connection holds well under 64 KiB.
+    pub unauthenticated: Limits,
+    /// A publisher's largest SET/HSET: the value, key, metadata and framing.
+    pub publisher: Limits,
+    /// A subscriber only sends MGET, commits and PING: a few hundred bytes.
+    pub subscriber: Limits,
 }
 
-#[derive(Debug, Clone)]
-pub struct ProducerSettings {
-    /// Longest a SET waits for the broker before it gets an error reply.
-    pub timeout: Duration,
-    pub partitioner: String,
-    pub linger: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct SubscriberSettings {
-    pub batch_size: usize,
-    pub tick: Duration,
-    pub wait_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub session_timeout: Duration,
+impl RequestLimits {
+    pub const SUBSCRIBER: Limits =
+        Limits { max_bulk_len: 512, max_array_len: 8, max_inline_len: 512, max_request_len: 512 };
 }
 
 /// Validated, resolved settings: everything the server needs, nothing optional
@@ -181,13 +159,22 @@ pub struct Settings {
     pub auth_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_value_size: usize,
-    pub limits: Limits,
+    pub limits: RequestLimits,
     pub refresh_interval: Duration,
     pub thread_stack_size: usize,
     pub producer: ProducerSettings,
     pub subscriber: SubscriberSettings,
     pub clusters: BTreeMap<String, Cluster>,
 }
+
+/// Longest duration any `*_ms` key may hold: a week.
+const MAX_MS: u64 = 7 * 24 * 3600 * 1000;
+/// Redis's own ceiling for `databases`.
+const MAX_REDIS_DB: u64 = i32::MAX as u64;
+/// Room beside the value that `max_request_len` must leave, and its default.
+const REQUEST_OVERHEAD_MIN: usize = 1024;
+const DEFAULT_REQUEST_OVERHEAD: usize = 64 * 1024;
+const MAX_REQUEST_LEN: usize = 1 << 30;
 
 const PARTITIONERS: &[&str] =
     &["murmur2_random", "murmur2", "consistent_random", "consistent", "fnv1a_random", "fnv1a", "random"];
@@ -228,59 +215,30 @@ impl RawConfig {
         RawConfig::parse(path, &text)
     }
 
-    /// The grants of the file store: every `[[grants]]` joined with its
-    /// `[[apps]]` entry.
-    pub fn file_grants(&self, path: &Path) -> Result<Vec<Grant>, ConfigError> {
-        let err = |key: String, problem: String| ConfigError { path: path.to_owned(), key, problem };
-        let mut apps = std::collections::HashMap::new();
-        for (i, app) in self.apps.iter().enumerate() {
-            for (field, value) in [("key", &app.key), ("secret", &app.secret), ("cluster", &app.cluster)] {
-                if value.is_empty() {
-                    return Err(err(format!("apps[{i}].{field}"), "must not be empty".into()));
-                }
-            }
-            if apps.insert(app.id, app).is_some() {
-                return Err(err(format!("apps[{i}].id"), format!("app id {} listed twice", app.id)));
-            }
-        }
-        let mut grants = Vec::with_capacity(self.grants.len());
-        for (i, g) in self.grants.iter().enumerate() {
-            let app = apps.get(&g.app_id).ok_or_else(|| {
-                err(format!("grants[{i}].app_id"), format!("no [[apps]] entry has id {}", g.app_id))
-            })?;
-            for (field, value) in [("group", &g.group), ("topic", &g.topic)] {
-                if value.is_empty() {
-                    return Err(err(format!("grants[{i}].{field}"), "must not be empty".into()));
-                }
-            }
-            grants.push(Grant {
-                group: g.group.clone(),
-                topic: g.topic.clone(),
-                operation: g.operation,
-                app_id: app.id,
-                app_key: app.key.clone(),
-                app_secret: app.secret.clone(),
-                cluster: app.cluster.clone(),
-            });
-        }
-        Ok(grants)
-    }
-
     pub fn validate(self, path: &Path) -> Result<Settings, ConfigError> {
         let err =
             |key: &str, problem: String| ConfigError { path: path.to_owned(), key: key.to_owned(), problem };
-        let ms = |v: Option<u64>, default: u64| Duration::from_millis(v.unwrap_or(default));
-        let positive = |key: &str, v: u64| {
-            if v == 0 {
-                Err(err(key, "must be greater than 0".into()))
+        // Every number is bounded here, so no later `Instant + Duration` or
+        // size arithmetic can overflow.
+        let within = |key: &str, v: u64, min: u64, max: u64| {
+            if (min..=max).contains(&v) {
+                Ok(v)
             } else {
-                Ok(())
+                Err(err(key, format!("{v} is outside {min}..={max}")))
             }
         };
+        let ms = |key: &str, v: Option<u64>, default: u64| {
+            within(key, v.unwrap_or(default), 1, MAX_MS).map(Duration::from_millis)
+        };
+        let size = |key: &str, v: Option<usize>, default: usize, min: usize, max: usize| {
+            within(key, v.unwrap_or(default) as u64, min as u64, max as u64).map(|v| v as usize)
+        };
 
-        if self.auth.as_deref() == Some("file") {
-            // Checked now so a bad list stops startup, not the first refresh.
-            self.file_grants(path)?;
+        if self.max_bulk_len.is_some() {
+            return Err(err(
+                "max_bulk_len",
+                "replaced by `max_request_len`, which bounds the whole request, not one argument".into(),
+            ));
         }
         let addr = self.addr.ok_or_else(|| err("addr", "missing (e.g. \"0.0.0.0:6205\")".into()))?;
         if addr.parse::<SocketAddr>().is_err() && !addr.contains(':') {
@@ -309,12 +267,83 @@ impl RawConfig {
                 if db < 0 {
                     return Err(err("redis.db", "must not be negative".into()));
                 }
-                AuthSource::Redis { addr, db, password: r.password, timeout: ms(r.timeout_ms, 3000) }
+                within("redis.db", db.unsigned_abs(), 0, MAX_REDIS_DB)?;
+                let timeout = ms("redis.timeout_ms", r.timeout_ms, 3000)?;
+                AuthSource::Redis { addr, db, password: r.password, timeout }
             }
             Some("file") => AuthSource::File { path: path.to_owned() },
             Some(other) => {
                 return Err(err("auth", format!("`{other}` is not one of \"mysql\", \"redis\", \"file\"")))
             }
+        };
+
+        let log_level = self.log_level.unwrap_or_else(|| "info".into());
+        if !["error", "warn", "info", "debug", "trace", "off"].contains(&log_level.as_str()) {
+            return Err(err(
+                "log_level",
+                format!("`{log_level}` is not one of error, warn, info, debug, trace, off"),
+            ));
+        }
+
+        let max_clients = size("max_clients", self.max_clients, 10_000, 1, 1_000_000)?;
+        // librdkafka's own ceiling for `message.max.bytes`.
+        let max_value_size = size("max_value_size", self.max_value_size, 1_000_000, 1, 1_000_000_000)?;
+        // A value just over max_value_size must still reach the command, so it
+        // gets a clear error and the connection survives; only a request far
+        // larger is a protocol error.
+        let request_floor = max_value_size + REQUEST_OVERHEAD_MIN;
+        let max_request_len = size(
+            "max_request_len",
+            self.max_request_len,
+            max_value_size + DEFAULT_REQUEST_OVERHEAD,
+            request_floor,
+            MAX_REQUEST_LEN,
+        )?;
+        let publisher = Limits {
+            max_bulk_len: max_request_len,
+            max_array_len: size("max_args", self.max_args, 1024, 4, 1 << 20)?,
+            max_inline_len: size("max_inline_len", self.max_inline_len, 64 * 1024, 64, MAX_REQUEST_LEN)?,
+            max_request_len,
+        };
+        let unauth_len =
+            size("unauth_max_request_len", self.unauth_max_request_len, 16 * 1024, 256, 64 * 1024)?;
+        let unauthenticated = Limits {
+            max_bulk_len: unauth_len,
+            max_array_len: size("unauth_max_args", self.unauth_max_args, 10, 2, 64)?,
+            max_inline_len: unauth_len,
+            max_request_len: unauth_len,
+        };
+        let limits = RequestLimits { unauthenticated, publisher, subscriber: RequestLimits::SUBSCRIBER };
+
+        let p = self.producer;
+        let producer = ProducerSettings {
+            timeout: ms("producer.timeout_ms", p.timeout_ms, 10_000)?,
+            partitioner: p.partitioner.unwrap_or_else(|| "murmur2_random".into()),
+            // 0 is a valid linger: send at once.
+            linger: Duration::from_millis(within(
+                "producer.linger_ms",
+                p.linger_ms.unwrap_or(1),
+                0,
+                900_000,
+            )?),
+        };
+        if !PARTITIONERS.contains(&producer.partitioner.as_str()) {
+            return Err(err(
+                "producer.partitioner",
+                format!("`{}` is not one of {}", producer.partitioner, PARTITIONERS.join(", ")),
+            ));
+        }
+        if producer.linger >= producer.timeout {
+            return Err(err("producer.linger_ms", "must be below producer.timeout_ms".into()));
+        }
+
+        let s = self.subscriber;
+        let subscriber = SubscriberSettings {
+            batch_size: size("subscriber.batch_size", s.batch_size, 100, 1, 100_000)?,
+            tick: ms("subscriber.tick_ms", s.tick_ms, 100)?,
+            wait_timeout: ms("subscriber.wait_timeout_ms", s.wait_timeout_ms, 30_000)?,
+            idle_timeout: ms("subscriber.idle_timeout_ms", s.idle_timeout_ms, 40_000)?,
+            session_timeout: ms("subscriber.session_timeout_ms", s.session_timeout_ms, 45_000)?,
         };
 
         if self.clusters.is_empty() {
@@ -330,87 +359,32 @@ impl RawConfig {
             if let Some(b) = brokers.iter().find(|b| !b.contains(':')) {
                 return Err(err(&key, format!("`{b}` is not host:port")));
             }
-            clusters.insert(name, Cluster { brokers, properties: c.properties });
+            let cluster = Cluster { brokers, properties: c.properties };
+            kafka::check_cluster(&cluster, &producer, &subscriber).map_err(|e| {
+                let key = match &e.property {
+                    Some(p) => format!("clusters.{name}.properties.\"{p}\""),
+                    None => format!("clusters.{name}.properties"),
+                };
+                err(&key, format!("librdkafka: {}", e.reason))
+            })?;
+            clusters.insert(name, cluster);
         }
 
-        let log_level = self.log_level.unwrap_or_else(|| "info".into());
-        if !["error", "warn", "info", "debug", "trace", "off"].contains(&log_level.as_str()) {
-            return Err(err(
-                "log_level",
-                format!("`{log_level}` is not one of error, warn, info, debug, trace, off"),
-            ));
-        }
-
-        let max_clients = self.max_clients.unwrap_or(10_000);
-        positive("max_clients", max_clients as u64)?;
-        let max_value_size = self.max_value_size.unwrap_or(1_000_000);
-        positive("max_value_size", max_value_size as u64)?;
-        let limits = Limits {
-            max_bulk_len: self.max_bulk_len.unwrap_or(4 * 1024 * 1024),
-            max_array_len: self.max_args.unwrap_or(1024),
-            max_inline_len: self.max_inline_len.unwrap_or(64 * 1024),
-        };
-        // A value just over max_value_size must reach the command so it gets a
-        // clear error and the connection survives; only far larger bulks are
-        // protocol errors.
-        if limits.max_bulk_len < max_value_size {
-            return Err(err(
-                "max_bulk_len",
-                format!("{} is below max_value_size ({max_value_size})", limits.max_bulk_len),
-            ));
-        }
-        positive("max_args", limits.max_array_len as u64)?;
-        positive("max_inline_len", limits.max_inline_len as u64)?;
-
-        let producer = ProducerSettings {
-            timeout: ms(self.producer.timeout_ms, 10_000),
-            partitioner: self.producer.partitioner.unwrap_or_else(|| "murmur2_random".into()),
-            linger: ms(self.producer.linger_ms, 1),
-        };
-        positive("producer.timeout_ms", producer.timeout.as_millis() as u64)?;
-        if !PARTITIONERS.contains(&producer.partitioner.as_str()) {
-            return Err(err(
-                "producer.partitioner",
-                format!("`{}` is not one of {}", producer.partitioner, PARTITIONERS.join(", ")),
-            ));
-        }
-        if producer.linger >= producer.timeout {
-            return Err(err("producer.linger_ms", "must be below producer.timeout_ms".into()));
-        }
-
-        let s = self.subscriber;
-        let subscriber = SubscriberSettings {
-            batch_size: s.batch_size.unwrap_or(100),
-            tick: ms(s.tick_ms, 100),
-            wait_timeout: ms(s.wait_timeout_ms, 30_000),
-            idle_timeout: ms(s.idle_timeout_ms, 40_000),
-            session_timeout: ms(s.session_timeout_ms, 45_000),
-        };
-        positive("subscriber.batch_size", subscriber.batch_size as u64)?;
-        positive("subscriber.tick_ms", subscriber.tick.as_millis() as u64)?;
-
-        let settings = Settings {
+        Ok(Settings {
             addr,
             auth,
             log_level,
             max_clients,
-            auth_timeout: ms(self.auth_timeout_ms, 5_000),
-            idle_timeout: ms(self.idle_timeout_ms, 300_000),
+            auth_timeout: ms("auth_timeout_ms", self.auth_timeout_ms, 5_000)?,
+            idle_timeout: ms("idle_timeout_ms", self.idle_timeout_ms, 300_000)?,
             max_value_size,
             limits,
-            refresh_interval: ms(self.refresh_interval_ms, 60_000),
-            thread_stack_size: self.thread_stack_kib.unwrap_or(256) * 1024,
+            refresh_interval: ms("refresh_interval_ms", self.refresh_interval_ms, 60_000)?,
+            thread_stack_size: size("thread_stack_kib", self.thread_stack_kib, 256, 64, 1 << 20)? * 1024,
             producer,
             subscriber,
             clusters,
-        };
-        positive("auth_timeout_ms", settings.auth_timeout.as_millis() as u64)?;
-        positive("idle_timeout_ms", settings.idle_timeout.as_millis() as u64)?;
-        positive("refresh_interval_ms", settings.refresh_interval.as_millis() as u64)?;
-        if settings.thread_stack_size < 64 * 1024 {
-            return Err(err("thread_stack_kib", "must be at least 64".into()));
-        }
-        Ok(settings)
+        })
     }
 }
 
@@ -510,28 +484,110 @@ url = "mysql://root@127.0.0.1:3306/databus_db"
     }
 
     #[test]
-    fn file_store_lists_apps_and_grants() {
+    fn file_store_reads_its_rows_itself() {
+        // The rows are the file store's business: a bad one is skipped when
+        // the store loads, and never stops startup.
         let text = MINIMAL.replace("auth = \"mysql\"", "auth = \"file\"")
-            + "[[apps]]\nid = 1\nkey = \"k\"\nsecret = \"s\"\ncluster = \"cluster1\"\n\
-               [[grants]]\napp_id = 1\ngroup = \"g\"\noperation = 3\ntopic = \"t\"\n";
+            + "[[apps]]\nid = 1\nkey = \"k\"\nsecret = 7\n[[grants]]\napp_id = 2\n";
         let s = load(&text).unwrap();
         assert_eq!(s.auth, AuthSource::File { path: PathBuf::from("t.toml") });
-        let grants =
-            RawConfig::parse(Path::new("t.toml"), &text).unwrap().file_grants(Path::new("t.toml")).unwrap();
-        assert_eq!(
-            (grants[0].app_key.as_str(), grants[0].group.as_str(), grants[0].operation),
-            ("k", "g", 3)
-        );
-        let e = load(&text.replace("app_id = 1", "app_id = 2")).unwrap_err();
-        assert_eq!(e.key, "grants[0].app_id");
-        let e = load(&text.replace("secret = \"s\"", "secret = \"\"")).unwrap_err();
-        assert_eq!(e.key, "apps[0].secret");
     }
 
     #[test]
-    fn bulk_limit_must_cover_value_limit() {
-        let e = load(&format!("max_bulk_len = 10\n{MINIMAL}")).unwrap_err();
+    fn request_limits_by_state() {
+        let s = load(MINIMAL).unwrap();
+        let l = s.limits;
+        assert_eq!(
+            (
+                l.unauthenticated.max_array_len,
+                l.unauthenticated.max_request_len,
+                l.unauthenticated.max_bulk_len
+            ),
+            (10, 16_384, 16_384)
+        );
+        assert_eq!((l.publisher.max_request_len, l.publisher.max_array_len), (1_065_536, 1024));
+        assert_eq!(l.subscriber.max_request_len, 512);
+        let s = load(&format!(
+            "max_value_size = 100\nmax_request_len = 2000\nunauth_max_args = 4\nunauth_max_request_len = 1000\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!((s.limits.publisher.max_request_len, s.limits.publisher.max_bulk_len), (2000, 2000));
+        assert_eq!(
+            (s.limits.unauthenticated.max_array_len, s.limits.unauthenticated.max_request_len),
+            (4, 1000)
+        );
+        // The request bound must leave room for the key, metadata and framing.
+        let e = load(&format!("max_value_size = 100\nmax_request_len = 1123\n{MINIMAL}")).unwrap_err();
+        assert_eq!(
+            (e.key.as_str(), e.problem.as_str()),
+            ("max_request_len", "1123 is outside 1124..=1073741824")
+        );
+        let e = load(&format!("unauth_max_request_len = 100000\n{MINIMAL}")).unwrap_err();
+        assert_eq!(e.key, "unauth_max_request_len");
+        let e = load(&format!("max_bulk_len = 4194304\n{MINIMAL}")).unwrap_err();
         assert_eq!(e.key, "max_bulk_len");
+    }
+
+    #[test]
+    fn every_number_is_bounded() {
+        for key in [
+            "auth_timeout_ms",
+            "idle_timeout_ms",
+            "refresh_interval_ms",
+            "max_clients",
+            "max_value_size",
+            "max_request_len",
+            "max_args",
+            "max_inline_len",
+            "thread_stack_kib",
+            "unauth_max_args",
+            "unauth_max_request_len",
+        ] {
+            // TOML integers stop at i64::MAX.
+            for v in [0, i64::MAX as u64] {
+                let e = load(&format!("{key} = {v}\n{MINIMAL}")).unwrap_err();
+                assert_eq!(e.key, key, "{key} = {v}: {e}");
+            }
+        }
+        for (section, key) in [
+            ("producer", "timeout_ms"),
+            ("producer", "linger_ms"),
+            ("subscriber", "batch_size"),
+            ("subscriber", "tick_ms"),
+            ("subscriber", "wait_timeout_ms"),
+            ("subscriber", "idle_timeout_ms"),
+            ("subscriber", "session_timeout_ms"),
+        ] {
+            let e = load(&format!("{MINIMAL}\n[{section}]\n{key} = {}\n", i64::MAX)).unwrap_err();
+            assert_eq!(e.key, format!("{section}.{key}"), "{e}");
+        }
+        let redis = MINIMAL.replace("auth = \"mysql\"", "auth = \"redis\"") + "[redis]\naddr = \"h:1\"\n";
+        let e = load(&format!("{redis}timeout_ms = {}\n", i64::MAX)).unwrap_err();
+        assert_eq!(e.key, "redis.timeout_ms");
+        let e = load(&format!("{redis}db = -1\n")).unwrap_err();
+        assert_eq!(e.key, "redis.db");
+        // The largest accepted values leave every deadline computable.
+        let s = load(&format!("idle_timeout_ms = {MAX_MS}\nauth_timeout_ms = {MAX_MS}\n{MINIMAL}")).unwrap();
+        assert!(std::time::Instant::now().checked_add(s.idle_timeout).is_some());
+    }
+
+    #[test]
+    fn librdkafka_properties_are_checked_at_load() {
+        let with = |props: &str| {
+            let brokers = "brokers = [\"127.0.0.1:9092\"]";
+            load(&MINIMAL.replace(brokers, &format!("{brokers}\nproperties = {{ {props} }}")))
+        };
+        assert!(with("\"client.id\" = \"databus-1\", \"socket.keepalive.enable\" = \"true\"").is_ok());
+        let e = with("\"no.such.property\" = \"1\"").unwrap_err();
+        assert_eq!(e.key, "clusters.cluster1.properties.\"no.such.property\"");
+        assert!(e.problem.starts_with("librdkafka: "), "{e}");
+        assert!(e.problem.contains("No such configuration property"), "{e}");
+        let e = with("\"socket.timeout.ms\" = \"soon\"").unwrap_err();
+        assert_eq!(e.key, "clusters.cluster1.properties.\"socket.timeout.ms\"");
+        assert!(e.to_string().starts_with("config t.toml: key `clusters.cluster1.properties"), "{e}");
+        // The password of a property never shows in the problem.
+        let e = with("\"sasl.password\" = \"pa55-w0rd\", \"bogus.key\" = \"x\"").unwrap_err();
+        assert!(!e.to_string().contains("pa55-w0rd"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod request;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::{mpsc, Arc, RwLock};
 use std::thread;
 use std::time::Duration;
@@ -45,6 +46,47 @@ impl fmt::Debug for Grant {
 impl Grant {
     pub fn allows(&self, role: Role) -> bool {
         self.operation & role.operation_bit() != 0
+    }
+}
+
+/// Rows a store could not read in one load, each named by its table and row
+/// id, never by a value. A row is warned about once, when first seen: a bad
+/// row stays bad across refreshes, and a line per row per refresh would bury
+/// the log.
+pub(crate) struct SkippedRows {
+    store: String,
+    warned: HashSet<String>,
+    current: Vec<String>,
+}
+
+impl SkippedRows {
+    pub(crate) fn new(store: String) -> SkippedRows {
+        SkippedRows { store, warned: HashSet::new(), current: Vec::new() }
+    }
+
+    /// Starts a load.
+    pub(crate) fn begin(&mut self) {
+        self.current.clear();
+    }
+
+    pub(crate) fn skip(&mut self, row: &str, problem: &str) {
+        let line = format!("{row}: {problem}");
+        if !self.warned.contains(&line) {
+            log::warn!("auth: {}: skipped {line}", self.store);
+        }
+        self.current.push(line);
+    }
+
+    /// Ends a load that succeeded: a row fixed since is warned about again
+    /// if it breaks again.
+    pub(crate) fn finish(&mut self) {
+        self.warned = self.current.iter().cloned().collect();
+    }
+
+    /// What this load skipped, in order.
+    #[cfg(test)]
+    pub(crate) fn current(&self) -> Vec<String> {
+        self.current.clone()
     }
 }
 
@@ -223,8 +265,11 @@ impl Refresher {
 }
 
 /// Reloads the store every `interval` and on [`Refresher::trigger`]; after
-/// each successful load, `on_change` learns what changed. A failure is logged
-/// once per outage and the last good snapshot keeps serving.
+/// each successful load, `on_change` learns what changed. A failed load keeps
+/// the last good snapshot serving; the first failure of an outage is a
+/// warning, later ones are debug lines until a load succeeds. A panic in the
+/// store or in `on_change` is caught and logged as an error, so the thread
+/// never dies silently: the next tick tries again.
 pub fn spawn_refresher(
     mut store: Box<dyn AuthStore>,
     cache: Arc<AuthCache>,
@@ -237,25 +282,36 @@ pub fn spawn_refresher(
         .spawn(move || {
             let mut failing = false;
             while let Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) = wake.recv_timeout(interval) {
-                match store.load() {
-                    Ok(grants) => {
-                        if failing {
-                            log::info!("auth: {} reachable again", store.describe());
-                            failing = false;
-                        }
-                        let next = Snapshot::new(grants);
-                        let changes = cache.snapshot().changes_to(&next);
-                        log::debug!("auth: refreshed {} grants", next.len());
-                        // Replaced before connections are told, so their
-                        // reconnects already see the new rules.
-                        cache.replace(next);
-                        on_change(&changes);
+                let refreshed = panic::catch_unwind(AssertUnwindSafe(|| {
+                    let grants = store.load()?;
+                    let next = Snapshot::new(grants);
+                    let changes = cache.snapshot().changes_to(&next);
+                    log::debug!("auth: refreshed {} grants", next.len());
+                    // Replaced before connections are told, so their
+                    // reconnects already see the new rules.
+                    cache.replace(next);
+                    on_change(&changes);
+                    Ok::<(), StoreError>(())
+                }));
+                match refreshed {
+                    Ok(Ok(())) if failing => {
+                        log::info!("auth: {} reachable again", store.describe());
+                        failing = false;
                     }
-                    Err(e) if !failing => {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) if !failing => {
                         log::warn!("auth: refresh failed, serving the last good grants: {e}");
                         failing = true;
                     }
-                    Err(_) => {}
+                    Ok(Err(e)) => log::debug!("auth: refresh still failing: {e}"),
+                    Err(_) => {
+                        // The panic's own message went to stderr through the hook.
+                        log::error!(
+                            "auth: refresh of {} panicked; serving the last good grants, retrying next tick",
+                            store.describe()
+                        );
+                        failing = true;
+                    }
                 }
             }
         })
@@ -307,9 +363,45 @@ mod tests {
         ];
         for (s, want) in cases {
             let got = snap.check(&req(s), known).unwrap_err();
-            assert!(!got.to_string().contains("secret") || matches!(got, AuthError::WrongSecret { .. }));
+            let text = got.to_string();
+            // Neither the secret offered nor any stored one may appear.
+            for secret in [req(s).secret.as_str(), "k-secret", "k2-secret"] {
+                assert!(!text.contains(secret), "{text:?} shows {secret:?}");
+            }
             assert_eq!(got, want, "{s}");
         }
+    }
+
+    /// Panics on its first load, fails on its second, then serves one grant.
+    struct FlakyStore(usize);
+
+    impl AuthStore for FlakyStore {
+        fn describe(&self) -> String {
+            "flaky".into()
+        }
+
+        fn load(&mut self) -> Result<Vec<Grant>, StoreError> {
+            self.0 += 1;
+            match self.0 {
+                1 => panic!("a store bug"),
+                2 => Err(StoreError { store: "flaky".into(), cause: "down".into() }),
+                _ => Ok(vec![grant("g", "t", 3, "k", "c1")]),
+            }
+        }
+    }
+
+    #[test]
+    fn refresher_survives_a_panicking_store() {
+        let cache = Arc::new(AuthCache::new(Snapshot::new(vec![grant("old", "t", 3, "k", "c1")])));
+        let refresher =
+            spawn_refresher(Box::new(FlakyStore(0)), cache.clone(), Duration::from_millis(10), |_| {});
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while cache.snapshot().by_group.contains_key("old") {
+            assert!(std::time::Instant::now() < deadline, "the refresher stopped after the panic");
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert!(cache.snapshot().by_group.contains_key("g"));
+        refresher.stop();
     }
 
     #[test]

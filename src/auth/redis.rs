@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use redis::{Commands, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
 
-use super::{AuthStore, Grant, StoreError};
+use super::{AuthStore, Grant, SkippedRows, StoreError};
 
 pub const AUTH_TABLE: &str = "tb:authtb";
 pub const APP_TABLE: &str = "tb:apptb";
@@ -20,6 +20,7 @@ pub struct RedisStore {
     shown: String,
     timeout: Duration,
     conn: Option<redis::Connection>,
+    skipped: SkippedRows,
 }
 
 impl RedisStore {
@@ -41,7 +42,8 @@ impl RedisStore {
             .into_connection_info()
             .map_err(|e| bad(e.to_string()))?
             .set_redis_settings(settings);
-        Ok(RedisStore { info, shown, timeout, conn: None })
+        let skipped = SkippedRows::new(shown.clone());
+        Ok(RedisStore { info, shown, timeout, conn: None, skipped })
     }
 
     fn query(&mut self) -> redis::RedisResult<Vec<Grant>> {
@@ -55,46 +57,85 @@ impl RedisStore {
                 self.conn.insert(c)
             }
         };
-        let index: Vec<(String, f64)> = conn.zrange_withscores(GROUP_INDEX, 0, -1)?;
-        let auth: HashMap<String, String> = conn.hgetall(AUTH_TABLE)?;
-        let apps: HashMap<String, String> = conn.hgetall(APP_TABLE)?;
-        Ok(join(&index, &auth, &apps))
+        // Read as bytes: one value that is not UTF-8 must skip its row, not
+        // fail the whole load.
+        let index: Vec<(Vec<u8>, f64)> = conn.zrange_withscores(GROUP_INDEX, 0, -1)?;
+        let auth: Table = conn.hgetall(AUTH_TABLE)?;
+        let apps: Table = conn.hgetall(APP_TABLE)?;
+        self.skipped.begin();
+        let grants = join(&index, &auth, &apps, &mut self.skipped);
+        self.skipped.finish();
+        Ok(grants)
     }
 }
 
-/// Joins the index with both tables. A row with a missing column is skipped
-/// (logged), as the other stores skip rows that do not join.
-pub fn join(
-    index: &[(String, f64)],
-    auth: &HashMap<String, String>,
-    apps: &HashMap<String, String>,
+/// One redis_orm hash: field `<id>_<Column>` → value.
+pub type Table = HashMap<Vec<u8>, Vec<u8>>;
+
+/// Joins the index with both tables. A row that cannot be read (a missing
+/// or non-UTF-8 column, an id that is not a number) is reported to `skipped`
+/// by hash and row id, never by value, and left out.
+pub(crate) fn join(
+    index: &[(Vec<u8>, f64)],
+    auth: &Table,
+    apps: &Table,
+    skipped: &mut SkippedRows,
 ) -> Vec<Grant> {
     let mut grants = Vec::new();
     for (group, score) in index {
-        let id = *score as i64;
-        let field = |table: &HashMap<String, String>, id: i64, name: &str| {
-            table.get(&format!("{id}_{name}")).cloned()
+        let Some(id) = row_id(*score) else {
+            let row = format!("{GROUP_INDEX} member '{}'", group.escape_ascii());
+            skipped.skip(&row, &format!("score {score} is not a row id"));
+            continue;
         };
-        let row = (|| {
-            let app_id: i64 = field(auth, id, "AppId")?.trim().parse().ok()?;
-            let topic = field(auth, id, "Topic")?;
-            let operation: i64 = field(auth, id, "Operation").unwrap_or_default().trim().parse().unwrap_or(0);
-            Some(Grant {
-                group: group.clone(),
-                topic,
-                operation: operation.clamp(0, 255) as u8,
-                app_id,
-                app_key: field(apps, app_id, "AppKey")?,
-                app_secret: field(apps, app_id, "AppSecret")?,
-                cluster: field(apps, app_id, "Cluster")?,
-            })
-        })();
-        match row {
-            Some(g) if !g.topic.is_empty() => grants.push(g),
-            _ => log::debug!("auth: redis row {id} of group '{group}' is incomplete; skipped"),
+        let row = format!("{AUTH_TABLE} row {id}");
+        match read_row(group, id, auth, apps) {
+            Ok(g) => grants.push(g),
+            Err(problem) => skipped.skip(&row, &problem),
         }
     }
     grants
+}
+
+fn read_row(group: &[u8], id: i64, auth: &Table, apps: &Table) -> Result<Grant, String> {
+    let group =
+        String::from_utf8(group.to_vec()).map_err(|_| format!("its {GROUP_INDEX} member is not UTF-8"))?;
+    let app_id = text(auth, AUTH_TABLE, id, "AppId")?
+        .trim()
+        .parse::<i64>()
+        .map_err(|_| format!("{id}_AppId is not an integer"))?;
+    // A missing Operation is redis_orm's zero value: no rights.
+    let operation = match auth.get(format!("{id}_Operation").as_bytes()) {
+        None => 0,
+        Some(op) => std::str::from_utf8(op)
+            .ok()
+            .and_then(|op| op.trim().parse::<i64>().ok())
+            .ok_or_else(|| format!("{id}_Operation is not an integer"))?,
+    };
+    Ok(Grant {
+        group,
+        topic: text(auth, AUTH_TABLE, id, "Topic")?,
+        operation: operation.clamp(0, 255) as u8,
+        app_id,
+        app_key: text(apps, APP_TABLE, app_id, "AppKey")?,
+        app_secret: text(apps, APP_TABLE, app_id, "AppSecret")?,
+        cluster: text(apps, APP_TABLE, app_id, "Cluster")?,
+    })
+}
+
+/// A whole, non-negative score: redis_orm stores the row id there.
+fn row_id(score: f64) -> Option<i64> {
+    (score.fract() == 0.0 && (0.0..9.0e15).contains(&score)).then_some(score as i64)
+}
+
+/// Field `<id>_<name>` of `table` as non-empty UTF-8 text.
+fn text(table: &Table, hash: &str, id: i64, name: &str) -> Result<String, String> {
+    let field = format!("{id}_{name}");
+    match table.get(field.as_bytes()) {
+        None => Err(format!("{hash} has no field {field}")),
+        Some(v) if v.is_empty() => Err(format!("{hash} field {field} is empty")),
+        Some(v) => String::from_utf8(v.clone()).map_err(|_| format!("{hash} field {field} is not UTF-8")),
+    }
 }
 
 impl AuthStore for RedisStore {
@@ -114,26 +155,50 @@ impl AuthStore for RedisStore {
 mod tests {
     use super::*;
 
-    fn table(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    fn table(pairs: &[(&str, &[u8])]) -> Table {
+        pairs.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.to_vec())).collect()
     }
 
     #[test]
-    fn joins_the_orm_layout() {
-        let index =
-            vec![("group_name1".to_string(), 1.0), ("broken".to_string(), 2.0), ("orphan".to_string(), 3.0)];
+    fn joins_the_orm_layout_and_skips_unreadable_rows() {
+        let index: Vec<(Vec<u8>, f64)> = [
+            (&b"group_name1"[..], 1.0),
+            (b"broken", 2.0),
+            (b"orphan", 3.0),
+            (b"\xffbin", 4.0),
+            (b"half", 5.5),
+            (b"badop", 6.0),
+            (b"nosecret", 7.0),
+        ]
+        .iter()
+        .map(|(g, s)| (g.to_vec(), *s))
+        .collect();
         let auth = table(&[
-            ("1_AppId", "1"),
-            ("1_Group", "group_name1"),
-            ("1_Operation", "3"),
-            ("1_Topic", "test156"),
-            ("2_AppId", "1"),
-            ("3_AppId", "9"),
-            ("3_Topic", "t"),
+            ("1_AppId", b"1"),
+            ("1_Group", b"group_name1"),
+            ("1_Operation", b"3"),
+            ("1_Topic", b"test156"),
+            ("2_AppId", b"1"),
+            ("3_AppId", b"9"),
+            ("3_Topic", b"t"),
+            ("4_AppId", b"1"),
+            ("4_Topic", b"t"),
+            ("6_AppId", b"1"),
+            ("6_Topic", b"t"),
+            ("6_Operation", b"rw"),
+            ("7_AppId", b"2"),
+            ("7_Topic", b"\xfe"),
         ]);
-        let apps =
-            table(&[("1_AppKey", "app_key1"), ("1_AppSecret", "app_secret1"), ("1_Cluster", "cluster1")]);
-        let grants = join(&index, &auth, &apps);
+        let apps = table(&[
+            ("1_AppKey", b"app_key1"),
+            ("1_AppSecret", b"app_secret1"),
+            ("1_Cluster", b"cluster1"),
+            ("2_AppKey", b"app_key2"),
+            ("2_Cluster", b"cluster1"),
+        ]);
+        let mut skipped = SkippedRows::new("redis test".into());
+        skipped.begin();
+        let grants = join(&index, &auth, &apps, &mut skipped);
         assert_eq!(
             grants,
             vec![Grant {
@@ -145,6 +210,17 @@ mod tests {
                 app_secret: "app_secret1".into(),
                 cluster: "cluster1".into(),
             }]
+        );
+        assert_eq!(
+            skipped.current(),
+            [
+                "tb:authtb row 2: tb:authtb has no field 2_Topic",
+                "tb:authtb row 3: tb:apptb has no field 9_AppKey",
+                "tb:authtb row 4: its ix:authtb_group member is not UTF-8",
+                "ix:authtb_group member 'half': score 5.5 is not a row id",
+                "tb:authtb row 6: 6_Operation is not an integer",
+                "tb:authtb row 7: tb:authtb field 7_Topic is not UTF-8",
+            ]
         );
     }
 }

@@ -608,8 +608,12 @@ struct RespConn {
     chunk: Box<[u8]>,
 }
 
-const REPLY_LIMITS: Limits =
-    Limits { max_bulk_len: 64 << 20, max_array_len: 1 << 20, max_inline_len: 1 << 20 };
+const REPLY_LIMITS: Limits = Limits {
+    max_bulk_len: 64 << 20,
+    max_array_len: 1 << 20,
+    max_inline_len: 1 << 20,
+    max_request_len: usize::MAX,
+};
 
 impl RespConn {
     fn connect(addr: SocketAddr) -> Res<RespConn> {

@@ -13,8 +13,48 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
+use rdkafka::config::ClientConfig;
+
+use super::Cluster;
 use crate::auth::StartOffset;
-use crate::config::{Cluster, SubscriberSettings};
+
+#[derive(Debug, Clone)]
+pub struct SubscriberSettings {
+    /// Most messages one MGET returns.
+    pub batch_size: usize,
+    /// How often a waiting MGET with at least one message returns it.
+    pub tick: Duration,
+    /// Longest an MGET waits before it answers an empty array.
+    pub wait_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// The consumer group's `session.timeout.ms`.
+    pub session_timeout: Duration,
+}
+
+/// The librdkafka configuration of one subscriber's group consumer; offsets
+/// are committed only by the client.
+pub(crate) fn consumer_config(
+    cluster: &Cluster,
+    group: &str,
+    reset: &str,
+    settings: &SubscriberSettings,
+) -> ClientConfig {
+    let mut config = super::client_config(cluster);
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", reset)
+        .set("session.timeout.ms", settings.session_timeout.as_millis().to_string())
+        // librdkafka pauses a partition's fetching for a second when its
+        // local queue fills; with a backlog that stalls MGETs for up to
+        // 0.7 s (measured, BENCHMARKS.md). Resume after 10 ms instead.
+        .set("fetch.queue.backoff.ms", "10")
+        // Prefetch at most this many records per partition, so a
+        // subscriber on a backlog holds megabytes, not tens of them.
+        .set("queued.min.messages", "10000");
+    config
+}
 
 /// Why a subscriber could not join or commit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -96,19 +136,7 @@ impl GroupConsumer {
             StartOffset::Latest => "latest",
             StartOffset::Earliest => "earliest",
         };
-        let consumer: BaseConsumer = super::client_config(cluster)
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", reset)
-            .set("session.timeout.ms", settings.session_timeout.as_millis().to_string())
-            // librdkafka pauses a partition's fetching for a second when its
-            // local queue fills; with a backlog that stalls MGETs for up to
-            // 0.7 s (measured, BENCHMARKS.md). Resume after 10 ms instead.
-            .set("fetch.queue.backoff.ms", "10")
-            // Prefetch at most this many records per partition, so a
-            // subscriber on a backlog holds megabytes, not tens of them.
-            .set("queued.min.messages", "10000")
+        let consumer: BaseConsumer = consumer_config(cluster, group, reset, settings)
             .create()
             .map_err(|e| ConsumeError::Create(e.to_string()))?;
 

@@ -3,12 +3,61 @@
 pub mod consumer;
 pub mod producer;
 
+use std::collections::BTreeMap;
+
 use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
 
-use crate::config::Cluster;
+pub use consumer::{ConsumeError, GroupConsumer, InMessage, Memberships, SubscriberSettings};
+pub use producer::{
+    Delivered, OutRecord, PendingDelivery, ProducerSettings, Producers, Publish, PublishError,
+};
 
-pub use consumer::{ConsumeError, GroupConsumer, InMessage, Memberships};
-pub use producer::{Delivered, OutRecord, PendingDelivery, Producers, Publish, PublishError};
+/// One Kafka cluster as `databus.toml` names it.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub brokers: Vec<String>,
+    /// Extra librdkafka properties, applied after databus's own defaults.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Why librdkafka refuses a cluster's settings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct PropertyError {
+    /// The operator's property at fault; `None` when only the combination is.
+    pub property: Option<String>,
+    pub reason: String,
+}
+
+/// Checks, without creating a client or touching the network, that
+/// librdkafka accepts every property of `cluster` and the producer and
+/// consumer configurations built from it, so that a typo or a value this
+/// build does not support stops startup instead of failing the first SET.
+pub fn check_cluster(
+    cluster: &Cluster,
+    producer: &ProducerSettings,
+    subscriber: &SubscriberSettings,
+) -> Result<(), PropertyError> {
+    let reason = |e: KafkaError| match e {
+        KafkaError::ClientConfig(_, description, _, _) => description,
+        other => other.to_string(),
+    };
+    for (key, value) in &cluster.properties {
+        let mut alone = ClientConfig::new();
+        alone.set(key, value);
+        alone
+            .create_native_config()
+            .map_err(|e| PropertyError { property: Some(key.clone()), reason: reason(e) })?;
+    }
+    for config in [
+        producer::producer_config(cluster, producer),
+        consumer::consumer_config(cluster, "databus-config-check", "latest", subscriber),
+    ] {
+        config.create_native_config().map_err(|e| PropertyError { property: None, reason: reason(e) })?;
+    }
+    Ok(())
+}
 
 /// Base client settings of a cluster: its brokers, then the operator's extra
 /// librdkafka properties, which win.

@@ -15,7 +15,30 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message};
 
-use crate::config::{Cluster, ProducerSettings};
+use rdkafka::config::ClientConfig;
+
+use super::Cluster;
+
+#[derive(Debug, Clone)]
+pub struct ProducerSettings {
+    /// Longest a SET waits for the broker before it gets an error reply.
+    pub timeout: Duration,
+    pub partitioner: String,
+    pub linger: Duration,
+}
+
+/// The librdkafka configuration of a cluster's producer: idempotent,
+/// acknowledged by every in-sync replica.
+pub(crate) fn producer_config(cluster: &Cluster, settings: &ProducerSettings) -> ClientConfig {
+    let mut config = super::client_config(cluster);
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", &settings.partitioner)
+        .set("message.timeout.ms", settings.timeout.as_millis().to_string())
+        .set("linger.ms", settings.linger.as_millis().to_string());
+    config
+}
 
 /// Why a record was not acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -178,14 +201,10 @@ impl Producers {
         }
         let config =
             self.clusters.get(cluster).ok_or_else(|| PublishError::UnknownCluster(cluster.to_owned()))?;
-        let kafka = super::client_config(config)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("partitioner", &self.settings.partitioner)
-            .set("message.timeout.ms", self.settings.timeout.as_millis().to_string())
-            .set("linger.ms", self.settings.linger.as_millis().to_string())
-            .create_with_context(DeliveryReports::default())
-            .map_err(|e| PublishError::Create { cluster: cluster.to_owned(), cause: e.to_string() })?;
+        let kafka =
+            producer_config(config, &self.settings)
+                .create_with_context(DeliveryReports::default())
+                .map_err(|e| PublishError::Create { cluster: cluster.to_owned(), cause: e.to_string() })?;
         let producer = Arc::new(ClusterProducer { kafka, created: Instant::now() });
         live.insert(cluster.to_owned(), producer.clone());
         log::info!("producer for cluster '{cluster}' created");

@@ -20,11 +20,19 @@ pub struct Limits {
     pub max_array_len: usize,
     /// Most bytes before the `\n` of an inline request (or a `+`/`-` reply line).
     pub max_inline_len: usize,
+    /// Most bytes of one whole request as sent, framing included, so that many arguments
+    /// each within `max_bulk_len` still cannot add up to more. Requests only.
+    pub max_request_len: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_bulk_len: 4 * 1024 * 1024, max_array_len: 1024, max_inline_len: 64 * 1024 }
+        Limits {
+            max_bulk_len: 4 * 1024 * 1024,
+            max_array_len: 1024,
+            max_inline_len: 64 * 1024,
+            max_request_len: 8 * 1024 * 1024,
+        }
     }
 }
 
@@ -56,6 +64,8 @@ pub enum ProtocolError {
     ArrayTooLong { len: u64, max: usize },
     #[error("inline request longer than {max} bytes")]
     InlineTooLong { max: usize },
+    #[error("request longer than {max} bytes")]
+    RequestTooLong { max: usize },
     #[error("reply line longer than {max} bytes")]
     ReplyLineTooLong { max: usize },
     #[error("length line longer than {max} bytes")]
@@ -112,6 +122,10 @@ fn parse_multibulk(buf: &[u8], limits: &Limits) -> Result<Parsed, ProtocolError>
             return Ok(Parsed::Incomplete);
         };
         let len = bulk_len(line, limits)?.ok_or(E::InvalidBulkLength)?;
+        // Judged from the header too: the data is never awaited, let alone buffered.
+        if start.saturating_add(len).saturating_add(2) > limits.max_request_len {
+            return Err(E::RequestTooLong { max: limits.max_request_len });
+        }
         let Some((data, end)) = take_bulk(buf, start, len)? else {
             return Ok(Parsed::Incomplete);
         };
@@ -124,7 +138,7 @@ fn parse_multibulk(buf: &[u8], limits: &Limits) -> Result<Parsed, ProtocolError>
 /// The limit counts every byte before the `\n`, including a `\r`, so the search for the
 /// newline itself never scans past it.
 fn parse_inline(buf: &[u8], limits: &Limits) -> Result<Parsed, ProtocolError> {
-    let max = limits.max_inline_len;
+    let max = limits.max_inline_len.min(limits.max_request_len);
     let window = &buf[..buf.len().min(max.saturating_add(1))];
     let Some(newline) = window.iter().position(|&b| b == b'\n') else {
         if buf.len() > max {
@@ -370,7 +384,7 @@ mod tests {
     }
 
     fn small() -> Limits {
-        Limits { max_bulk_len: 4, max_array_len: 3, max_inline_len: 16 }
+        Limits { max_bulk_len: 4, max_array_len: 3, max_inline_len: 16, max_request_len: 1024 }
     }
 
     fn req(buf: &[u8]) -> Result<Parsed, ProtocolError> {
@@ -422,6 +436,29 @@ mod tests {
         assert_eq!(l.max_bulk_len, 4_194_304);
         assert_eq!(l.max_array_len, 1024);
         assert_eq!(l.max_inline_len, 65_536);
+        assert_eq!(l.max_request_len, 8_388_608);
+    }
+
+    #[test]
+    fn whole_request_bound() {
+        // `*2\r\n$4\r\nabcd\r\n$4\r\nefgh\r\n` is 24 bytes; every argument is within
+        // max_bulk_len, so only the whole-request bound can refuse it.
+        let two = b"*2\r\n$4\r\nabcd\r\n$4\r\nefgh\r\n";
+        let fits = Limits { max_request_len: 24, ..small() };
+        assert_eq!(parse_request(two, &fits), Ok(Parsed::Complete(args(&[b"abcd", b"efgh"]), 24)));
+        let tight = Limits { max_request_len: 23, ..small() };
+        assert_eq!(parse_request(two, &tight), Err(E::RequestTooLong { max: 23 }));
+        // Refused from the second header alone, before its data arrives.
+        assert_eq!(parse_request(&two[..18], &tight), Err(E::RequestTooLong { max: 23 }));
+        assert_eq!(parse_request(&two[..17], &tight), Ok(Parsed::Incomplete));
+        assert_eq!(E::RequestTooLong { max: 23 }.to_string(), "request longer than 23 bytes");
+        // An inline line is held to the smaller of the two bounds.
+        let line = b"PING abcdefghijk\n";
+        assert_eq!(parse_request(line, &Limits { max_request_len: 16, ..small() }).map(|_| ()), Ok(()));
+        assert_eq!(
+            parse_request(line, &Limits { max_request_len: 15, ..small() }),
+            Err(E::InlineTooLong { max: 15 })
+        );
     }
 
     #[test]

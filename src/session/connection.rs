@@ -1,5 +1,7 @@
 //! Buffered IO of one client socket: reads append to a buffer the parser
-//! looks at, replies are queued and written in one go.
+//! looks at, replies are queued and written in one go. The caller says how
+//! much unparsed input it accepts, so the buffer never outgrows the request
+//! bound of the connection's state.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -47,24 +49,37 @@ impl Connection {
         self.start += n;
     }
 
-    /// Waits up to `timeout` for more input.
-    pub fn read_more(&mut self, timeout: Duration) -> ReadOutcome {
+    /// Bytes of replies queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.output.len()
+    }
+
+    /// Waits up to `timeout` for more input, keeping at most `max_buffered`
+    /// unparsed bytes.
+    pub fn read_more(&mut self, timeout: Duration, max_buffered: usize) -> ReadOutcome {
         if self.read_timeout != Some(timeout) {
             if let Err(e) = self.stream.set_read_timeout(Some(timeout)) {
                 return ReadOutcome::Failed(e);
             }
             self.read_timeout = Some(timeout);
         }
-        self.read()
+        self.read(max_buffered)
     }
 
-    fn read(&mut self) -> ReadOutcome {
+    fn read(&mut self, max_buffered: usize) -> ReadOutcome {
         self.compact();
+        let room = max_buffered.saturating_sub(self.input.len()).min(READ_CHUNK);
+        if room == 0 {
+            // The parser refuses a request over the bound before it fills
+            // the buffer, so this means a caller's bug, not a client's.
+            return ReadOutcome::Failed(io::Error::other("input buffer full"));
+        }
         let mut chunk = [0u8; READ_CHUNK];
         loop {
-            return match self.stream.read(&mut chunk) {
+            return match self.stream.read(&mut chunk[..room]) {
                 Ok(0) => ReadOutcome::Closed,
                 Ok(n) => {
+                    self.grow_input(n, max_buffered);
                     self.input.extend_from_slice(&chunk[..n]);
                     ReadOutcome::Data
                 }
@@ -77,13 +92,23 @@ impl Connection {
         }
     }
 
-    /// Takes whatever input has already arrived, without waiting:
-    /// `TimedOut` when there is none.
-    pub fn read_available(&mut self) -> ReadOutcome {
+    /// Doubles the input's capacity as `Vec` would, but never past
+    /// `max_buffered`, so a connection's buffer stays within its bound.
+    fn grow_input(&mut self, more: usize, max_buffered: usize) {
+        let needed = self.input.len() + more;
+        if needed > self.input.capacity() {
+            let target = (self.input.capacity() * 2).clamp(needed, max_buffered.max(needed));
+            self.input.reserve_exact(target - self.input.len());
+        }
+    }
+
+    /// Takes whatever input has already arrived, without waiting, keeping
+    /// at most `max_buffered` unparsed bytes: `TimedOut` when there is none.
+    pub fn read_available(&mut self, max_buffered: usize) -> ReadOutcome {
         if let Err(e) = self.stream.set_nonblocking(true) {
             return ReadOutcome::Failed(e);
         }
-        let outcome = self.read();
+        let outcome = self.read(max_buffered);
         if let Err(e) = self.stream.set_nonblocking(false) {
             return ReadOutcome::Failed(e);
         }

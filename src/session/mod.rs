@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::auth::{parse_auth_string, AuthCache, AuthStringError, Role};
 use crate::config::Settings;
 use crate::kafka::{GroupConsumer, Memberships, PendingDelivery, Publish};
-use crate::resp::{parse_request, Frame, Parsed};
+use crate::resp::{parse_request, Frame, Limits, Parsed};
 
 use connection::{Connection, ReadOutcome};
 use error::shown_name;
@@ -101,6 +101,28 @@ impl Session {
         self.closing
     }
 
+    /// Ends the connection once the replies so far are sent.
+    pub fn close(&mut self) {
+        self.closing = true;
+    }
+
+    /// The bounds on the next request: tight until AUTH proves who the
+    /// client is, then what its role can legitimately send.
+    pub fn limits(&self) -> &Limits {
+        let limits = &self.ctx.settings.limits;
+        match self.state {
+            State::Unauthenticated => &limits.unauthenticated,
+            State::Publisher(_) => &limits.publisher,
+            State::Subscriber(_) => &limits.subscriber,
+        }
+    }
+
+    /// Most unparsed input the connection may hold: one request within
+    /// [`Session::limits`], plus a length line still arriving.
+    pub fn max_buffered(&self) -> usize {
+        self.limits().max_request_len + LENGTH_LINE_SLACK
+    }
+
     /// How long the connection may stay silent before it is closed.
     pub fn read_timeout(&self) -> Duration {
         match self.state {
@@ -121,7 +143,7 @@ impl Session {
         match (&mut self.state, name.as_slice()) {
             (_, b"ping") => Reply::Now(ping(args)),
             (_, b"quit") => {
-                self.closing = true;
+                self.close();
                 Reply::Now(Frame::ok())
             }
             (_, b"hello") => self.hello(args).into(),
@@ -193,7 +215,7 @@ impl Session {
     fn auth(&mut self, args: &[Vec<u8>]) -> Result<Frame, CommandError> {
         let result = self.try_auth(args);
         if result.is_err() {
-            self.closing = true;
+            self.close();
         }
         result
     }
@@ -288,12 +310,18 @@ fn ping(args: &[Vec<u8>]) -> Frame {
 /// Replies a connection may have waiting for the broker before it stops
 /// reading more requests; bounds the memory one pipelining client can hold.
 const MAX_PENDING_REPLIES: usize = 4096;
+/// Encoded replies held before they are written out, so a pipeline of
+/// requests with large replies (echoes, MGET batches) holds one at a time.
+const OUTPUT_HIGH_WATER: usize = 4 * 1024;
+/// Room past the request bound for a length line still arriving.
+const LENGTH_LINE_SLACK: usize = 64;
 
 /// Serves one connection until the client leaves, a timeout fires, or the
-/// session asks to close.
+/// session asks to close. Each round takes the requests already buffered,
+/// answers in order what is settled, and then either reads ahead (while
+/// replies wait for the broker), waits for the next reply, or waits for input.
 pub fn serve(stream: TcpStream, ctx: Arc<Context>, registration: Registration) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
-    let limits = ctx.settings.limits;
     let write_timeout = ctx.settings.idle_timeout;
     let mut conn = match Connection::new(stream, write_timeout) {
         Ok(c) => c,
@@ -306,37 +334,24 @@ pub fn serve(stream: TcpStream, ctx: Arc<Context>, registration: Registration) {
     let connected = Instant::now();
     let mut replies = VecDeque::new();
     loop {
-        // Take every complete request already buffered, so a pipelined burst
-        // is produced concurrently; then answer in order.
-        while !session.is_closing() {
-            match parse_request(conn.buffered(), &limits) {
-                Ok(Parsed::Complete(args, used)) => {
-                    conn.consume(used);
-                    if !args.is_empty() {
-                        replies.push_back(session.handle(&args));
-                    }
-                }
-                Ok(Parsed::Incomplete) => break,
-                Err(e) => {
-                    log::info!("{peer}: protocol error, closing: {e}");
-                    replies.push_back(Reply::Now(CommandError::Protocol(e).to_frame()));
-                    session.closing = true;
-                }
+        let backlog = take_requests(&mut conn, &mut session, &mut replies);
+        if session.is_closing() {
+            for reply in replies.drain(..) {
+                conn.queue(&reply.resolve());
             }
+            let _ = conn.flush();
+            return;
         }
-        // Answer in order what is answered. While the next reply still waits
-        // for the broker, take more input if it has arrived, so that a long
-        // pipeline is produced as one stream rather than chunk by chunk.
-        while replies.front_mut().is_some_and(Reply::is_ready) {
-            conn.queue(&replies.pop_front().expect("checked").resolve());
+        if let Err(e) = conn.flush() {
+            log::debug!("{peer}: write failed: {e}");
+            return;
         }
-        if !replies.is_empty() && !session.is_closing() {
-            if let Err(e) = conn.flush() {
-                log::debug!("{peer}: write failed: {e}");
-                return;
-            }
-            if replies.len() < MAX_PENDING_REPLIES {
-                match conn.read_available() {
+        if !replies.is_empty() {
+            // The next reply waits for the broker. Take more input meanwhile,
+            // so that a long pipeline is produced as one stream rather than
+            // chunk by chunk; with nothing to take, wait for that reply.
+            if !backlog && replies.len() < MAX_PENDING_REPLIES {
+                match conn.read_available(session.max_buffered()) {
                     ReadOutcome::Data => continue,
                     ReadOutcome::TimedOut | ReadOutcome::Closed => {}
                     ReadOutcome::Failed(e) => {
@@ -345,20 +360,13 @@ pub fn serve(stream: TcpStream, ctx: Arc<Context>, registration: Registration) {
                     }
                 }
             }
-            if let Some(reply) = replies.pop_front() {
-                conn.queue(&reply.resolve());
-            }
+            let reply = replies.pop_front().expect("checked");
+            conn.queue(&reply.resolve());
+            answer_settled(&mut conn, &mut replies);
             continue;
         }
-        for reply in replies.drain(..) {
-            conn.queue(&reply.resolve());
-        }
-        if let Err(e) = conn.flush() {
-            log::debug!("{peer}: write failed: {e}");
-            return;
-        }
-        if session.is_closing() {
-            return;
+        if backlog {
+            continue;
         }
         match session.interrupted() {
             Interrupt::None => {}
@@ -374,12 +382,13 @@ pub fn serve(stream: TcpStream, ctx: Arc<Context>, registration: Registration) {
         let timeout = if session.is_authenticated() {
             session.read_timeout()
         } else {
-            match session.read_timeout().checked_sub(connected.elapsed()) {
-                Some(left) if !left.is_zero() => left,
-                _ => Duration::ZERO,
-            }
+            session.read_timeout().saturating_sub(connected.elapsed())
         };
-        let outcome = if timeout.is_zero() { ReadOutcome::TimedOut } else { conn.read_more(timeout) };
+        let outcome = if timeout.is_zero() {
+            ReadOutcome::TimedOut
+        } else {
+            conn.read_more(timeout, session.max_buffered())
+        };
         match outcome {
             ReadOutcome::Data => {}
             // An interrupt closes the read side: go round once more to say why.
@@ -400,6 +409,43 @@ pub fn serve(stream: TcpStream, ctx: Arc<Context>, registration: Registration) {
                 return;
             }
         }
+    }
+}
+
+/// Parses and handles the requests already buffered, in order, queueing each
+/// reply as soon as it and those before it are settled (so a pipelined burst
+/// is produced concurrently and still answered in order). Stops at an
+/// incomplete request, when the session closes, or when the pending replies
+/// or the queued output reach their bounds; returns whether it stopped for a
+/// bound, i.e. complete requests may still be buffered.
+fn take_requests(conn: &mut Connection, session: &mut Session, replies: &mut VecDeque<Reply>) -> bool {
+    while !session.is_closing() {
+        if replies.len() >= MAX_PENDING_REPLIES || conn.queued() >= OUTPUT_HIGH_WATER {
+            return true;
+        }
+        match parse_request(conn.buffered(), session.limits()) {
+            Ok(Parsed::Complete(args, used)) => {
+                conn.consume(used);
+                if !args.is_empty() {
+                    replies.push_back(session.handle(&args));
+                    answer_settled(conn, replies);
+                }
+            }
+            Ok(Parsed::Incomplete) => return false,
+            Err(e) => {
+                log::info!("{}: protocol error, closing: {e}", session.peer);
+                replies.push_back(Reply::Now(CommandError::Protocol(e).to_frame()));
+                session.close();
+            }
+        }
+    }
+    false
+}
+
+/// Queues, in order, the replies at the front that need no more waiting.
+fn answer_settled(conn: &mut Connection, replies: &mut VecDeque<Reply>) {
+    while replies.front_mut().is_some_and(Reply::is_ready) {
+        conn.queue(&replies.pop_front().expect("checked").resolve());
     }
 }
 
@@ -511,6 +557,16 @@ mod tests {
         let reply = cmd(&mut s, &[b"HELLO", b"3", b"AUTH", b"default", b"k:bad@g/topic=t&role=pub"]);
         assert_eq!(reply, err("ERR auth failed: wrong secret for app key 'k'"));
         assert!(s.is_closing());
+    }
+
+    #[test]
+    fn request_bounds_follow_the_state() {
+        let (mut s, _) = session();
+        assert_eq!((s.limits().max_array_len, s.limits().max_request_len), (10, 16_384));
+        assert_eq!(s.max_buffered(), 16_384 + LENGTH_LINE_SLACK);
+        assert_eq!(cmd(&mut s, &[b"AUTH", b"k:s@g/topic=t&role=pub"]), Frame::ok());
+        // max_value_size = 10 in this config, plus the default 64 KiB for the rest.
+        assert_eq!((s.limits().max_array_len, s.limits().max_request_len), (1024, 10 + 65_536));
     }
 
     #[test]

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use prost::Message;
 
-use crate::config::SubscriberSettings;
-use crate::kafka::consumer::{GroupConsumer, InMessage};
+use crate::kafka::consumer::{GroupConsumer, InMessage, SubscriberSettings};
 use crate::proto::{decode_metadata, MessagePb};
 use crate::resp::Frame;
 

@@ -359,7 +359,12 @@ impl Client {
 
     /// The next reply, or `None` when the server closed the connection.
     pub fn read(&mut self) -> Option<Frame> {
-        let limits = Limits { max_bulk_len: 64 << 20, max_array_len: 1 << 20, max_inline_len: 1 << 20 };
+        let limits = Limits {
+            max_bulk_len: 64 << 20,
+            max_array_len: 1 << 20,
+            max_inline_len: 1 << 20,
+            max_request_len: usize::MAX,
+        };
         loop {
             if let Some((frame, used)) = parse_reply(&self.buf, &limits).unwrap() {
                 self.buf.drain(..used);
