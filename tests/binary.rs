@@ -5,145 +5,14 @@
 mod support;
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::io::Write;
+use std::net::TcpStream;
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use databus::resp::Frame;
 use support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_databus");
-/// Longest the binary may take to start listening, or to exit after a signal
-/// or on a bad config.
-const BOUND: Duration = Duration::from_secs(30);
-
-/// A complete config for the binary: the test's database, `cluster1` on the
-/// test broker; `extra` top-level keys are prepended.
-fn config(port: u16, mysql_url: &str, brokers: &str, extra: &str) -> String {
-    format!(
-        "{extra}\naddr = \"127.0.0.1:{port}\"\nauth = \"mysql\"\n\
-         [producer]\ntimeout_ms = 5000\n\
-         [clusters.cluster1]\nbrokers = [{brokers}]\n\
-         [mysql]\nurl = \"{mysql_url}\"\n"
-    )
-}
-
-/// `support::brokers()` (comma-separated) as a TOML list.
-fn broker_list() -> String {
-    brokers().split(',').map(|b| format!("\"{}\"", b.trim())).collect::<Vec<_>>().join(", ")
-}
-
-/// A running `databus` child. Its stderr (the log) is collected by a thread
-/// so the pipe never fills; the child is killed on drop, so no test leaks one.
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-    stderr: Arc<Mutex<Vec<u8>>>,
-    reader: Option<thread::JoinHandle<()>>,
-}
-
-impl Daemon {
-    /// Starts the binary with `args` and waits until `port` accepts
-    /// connections. Panics with the child's stderr if it exits first.
-    fn start(args: &[&str], port: u16) -> Daemon {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {BIN}: {e}"));
-        let mut pipe = child.stderr.take().unwrap();
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let reader = {
-            let stderr = stderr.clone();
-            thread::spawn(move || {
-                let mut chunk = [0u8; 8192];
-                loop {
-                    match pipe.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => stderr.lock().unwrap().extend_from_slice(&chunk[..n]),
-                    }
-                }
-            })
-        };
-        let mut d =
-            Daemon { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), stderr, reader: Some(reader) };
-        let deadline = Instant::now() + BOUND;
-        loop {
-            if TcpStream::connect_timeout(&d.addr, Duration::from_secs(1)).is_ok() {
-                return d;
-            }
-            if let Some(status) = d.child.try_wait().unwrap() {
-                panic!(
-                    "databus {args:?} exited with {status} before listening on {}; stderr:\n{}",
-                    d.addr,
-                    d.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "databus {args:?} not listening on {} after {BOUND:?}; stderr:\n{}",
-                d.addr,
-                d.log()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.pid().to_string()])
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -{name} {}: {status}", self.pid());
-    }
-
-    /// Waits (bounded) for the child to exit, then for its stderr to close.
-    fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + BOUND;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                if let Some(r) = self.reader.take() {
-                    let _ = r.join();
-                }
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "databus (pid {}) still running {BOUND:?} after the signal; stderr:\n{}",
-                self.pid(),
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Everything the child wrote on stderr so far.
-    fn log(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
-    }
-}
 
 /// Runs the binary to completion, killing it if it takes longer than `BOUND`.
 fn run_to_exit(args: &[&str]) -> (ExitStatus, String, String) {
@@ -208,7 +77,8 @@ fn every_conf_form_starts_the_server_and_sigterm_exits_zero() {
         [("-conf=", true), ("-conf", false), ("-c", false), ("--conf", false), ("--conf=", true)];
     for (i, (flag, joined)) in forms.into_iter().enumerate() {
         let port = free_port();
-        let path = dir.write(&format!("databus{i}.toml"), &config(port, &db.url(), &broker_list(), ""));
+        let path =
+            dir.write(&format!("databus{i}.toml"), &daemon_config(port, &db.url(), &broker_list(), ""));
         let p = path.to_str().unwrap();
         let joined_arg = format!("{flag}{p}");
         let args: Vec<&str> = if joined { vec![&joined_arg] } else { vec![flag, p] };
@@ -238,7 +108,7 @@ fn empty_broker_list_stops_startup_naming_file_and_key() {
     let db = TestDb::new("binbrokers");
     let dir = TempDir::new("brokers");
     let port = free_port();
-    let path = dir.write("databus.toml", &config(port, &db.url(), "", ""));
+    let path = dir.write("databus.toml", &daemon_config(port, &db.url(), "", ""));
     let p = path.to_str().unwrap();
     let (status, _, stderr) = run_to_exit(&["--conf", p]);
     assert!(!status.success(), "exited 0 with brokers = []");
@@ -271,7 +141,7 @@ fn unreachable_mysql_stops_startup() {
     let port = free_port();
     // A distinctive password: the message names the store but never shows it.
     let url = "mysql://someone:pw-zz9-secret@127.0.0.1:1/databus_db";
-    let path = dir.write("databus.toml", &config(port, url, &broker_list(), ""));
+    let path = dir.write("databus.toml", &daemon_config(port, url, &broker_list(), ""));
     let started = Instant::now();
     let (status, _, stderr) = run_to_exit(&["-conf", path.to_str().unwrap()]);
     assert!(!status.success(), "exited 0 with MySQL unreachable");
@@ -295,7 +165,8 @@ fn sigterm_answers_sets_in_flight_flushes_and_exits_zero() {
     let dir = TempDir::new("term");
     let port = free_port();
     // debug logging, so more of the code gets a chance to leak the secret.
-    let path = dir.write("databus.toml", &config(port, &db.url(), &broker_list(), "log_level = \"debug\""));
+    let path =
+        dir.write("databus.toml", &daemon_config(port, &db.url(), &broker_list(), "log_level = \"debug\""));
     let mut d = Daemon::start(&["--conf", path.to_str().unwrap()], port);
 
     // A refused AUTH must not log the wrong secret either.
@@ -316,13 +187,17 @@ fn sigterm_answers_sets_in_flight_flushes_and_exits_zero() {
         burst.extend(cmd_bytes(&[b"SET", format!("k{}", i % 11).as_bytes(), format!("v{i}").as_bytes()]));
     }
     c.send_raw(&burst);
+    // The first reply proves the burst is being served; the rest is in
+    // flight when the signal arrives.
+    let first = c.read();
+    assert_eq!(first, Some(ok()), "first SET of the burst");
     d.signal("TERM");
 
     // Replies come in request order, so reply i answers SET i. Every reply
     // must be +OK or an error; Client::read panics on anything unparsable.
-    let mut acked = Vec::new();
+    let mut acked = vec!["v0".to_string()];
     let mut errors = Vec::new();
-    let mut i = 0;
+    let mut i = 1;
     while let Some(reply) = c.read() {
         assert!(i < N, "reply {i} for only {N} requests: {reply:?}");
         match reply {
@@ -350,6 +225,7 @@ fn sigterm_answers_sets_in_flight_flushes_and_exits_zero() {
     );
 
     // Every acknowledged value reached Kafka.
+    assert!(!acked.is_empty(), "no SET acknowledged");
     let records = read_topic(&topic, acked.len());
     let in_kafka: HashSet<Vec<u8>> = records.iter().map(|r| r.value.clone()).collect();
     let lost: Vec<&String> = acked.iter().filter(|v| !in_kafka.contains(v.as_bytes())).collect();
@@ -376,7 +252,7 @@ fn sigint_with_a_publisher_still_sending_exits_promptly() {
     create_topic(&topic, 3);
     let dir = TempDir::new("busy");
     let port = free_port();
-    let path = dir.write("databus.toml", &config(port, &db.url(), &broker_list(), ""));
+    let path = dir.write("databus.toml", &daemon_config(port, &db.url(), &broker_list(), ""));
     let mut d = Daemon::start(&["--conf", path.to_str().unwrap()], port);
     let (addr, auth) = (d.addr, format!("key1:secret1@{group}/topic={topic}&role=pub"));
     // One SET at a time until the server closes the connection; returns the

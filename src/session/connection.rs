@@ -40,6 +40,11 @@ impl Connection {
         Ok(Connection { stream, input: Vec::new(), start: 0, output: Vec::new(), read_timeout: None })
     }
 
+    /// Longest a write may block on a client that does not read.
+    pub fn set_write_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        self.stream.set_write_timeout(Some(timeout))
+    }
+
     /// Unparsed input.
     pub fn buffered(&self) -> &[u8] {
         &self.input[self.start..]

@@ -322,8 +322,9 @@ const LENGTH_LINE_SLACK: usize = 64;
 /// replies wait for the broker), waits for the next reply, or waits for input.
 pub fn serve(stream: TcpStream, ctx: Arc<Context>, registration: Registration) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
-    let write_timeout = ctx.settings.idle_timeout;
-    let mut conn = match Connection::new(stream, write_timeout) {
+    // A stranger that never reads its replies is dropped as soon as one that
+    // never authenticates; after AUTH, when the role's idle timeout passes.
+    let mut conn = match Connection::new(stream, ctx.settings.auth_timeout) {
         Ok(c) => c,
         Err(e) => {
             log::debug!("{peer}: {e}");
@@ -333,8 +334,16 @@ pub fn serve(stream: TcpStream, ctx: Arc<Context>, registration: Registration) {
     let mut session = Session::new(ctx, peer.clone(), Some(registration));
     let connected = Instant::now();
     let mut replies = VecDeque::new();
+    let mut write_timeout_set = false;
     loop {
         let backlog = take_requests(&mut conn, &mut session, &mut replies);
+        if session.is_authenticated() && !write_timeout_set {
+            if let Err(e) = conn.set_write_timeout(session.read_timeout()) {
+                log::debug!("{peer}: {e}");
+                return;
+            }
+            write_timeout_set = true;
+        }
         if session.is_closing() {
             for reply in replies.drain(..) {
                 conn.queue(&reply.resolve());
@@ -343,7 +352,11 @@ pub fn serve(stream: TcpStream, ctx: Arc<Context>, registration: Registration) {
             return;
         }
         if let Err(e) = conn.flush() {
-            log::debug!("{peer}: write failed: {e}");
+            if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
+                log::info!("{peer}: replies not read within the write timeout, closing");
+            } else {
+                log::debug!("{peer}: write failed: {e}");
+            }
             return;
         }
         if !replies.is_empty() {

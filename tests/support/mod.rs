@@ -9,7 +9,11 @@
 
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod stores;
+
+#[allow(unused_imports)]
+pub use daemon::{broker_list, daemon_config, rss_kib, Daemon, BIN, BOUND};
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

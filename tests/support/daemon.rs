@@ -1,0 +1,149 @@
+//! The compiled `databus` binary as a child process: started from a config
+//! file, awaited on its port, its stderr (the log) collected, killed on drop
+//! so that no test leaks one.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::brokers;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_databus");
+/// Longest the binary may take to start listening, or to exit after a signal
+/// or on a bad config.
+pub const BOUND: Duration = Duration::from_secs(30);
+
+/// A complete config for the binary: the test's database, `cluster1` on the
+/// test broker; `extra` top-level keys are prepended.
+pub fn daemon_config(port: u16, mysql_url: &str, brokers: &str, extra: &str) -> String {
+    format!(
+        "{extra}\naddr = \"127.0.0.1:{port}\"\nauth = \"mysql\"\n\
+         [producer]\ntimeout_ms = 5000\n\
+         [clusters.cluster1]\nbrokers = [{brokers}]\n\
+         [mysql]\nurl = \"{mysql_url}\"\n"
+    )
+}
+
+/// `brokers()` (comma-separated) as a TOML list.
+pub fn broker_list() -> String {
+    brokers().split(',').map(|b| format!("\"{}\"", b.trim())).collect::<Vec<_>>().join(", ")
+}
+
+/// Resident memory of process `pid`, in KiB, from /proc.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS in /proc status");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A running `databus` child. Its stderr (the log) is collected by a thread
+/// so the pipe never fills; the child is killed on drop, so no test leaks one.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: SocketAddr,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    reader: Option<thread::JoinHandle<()>>,
+}
+
+impl Daemon {
+    /// Starts the binary with `args` and waits until `port` accepts
+    /// connections. Panics with the child's stderr if it exits first.
+    pub fn start(args: &[&str], port: u16) -> Daemon {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {BIN}: {e}"));
+        let mut pipe = child.stderr.take().unwrap();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let reader = {
+            let stderr = stderr.clone();
+            thread::spawn(move || {
+                let mut chunk = [0u8; 8192];
+                loop {
+                    match pipe.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => stderr.lock().unwrap().extend_from_slice(&chunk[..n]),
+                    }
+                }
+            })
+        };
+        let mut d =
+            Daemon { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), stderr, reader: Some(reader) };
+        let deadline = Instant::now() + BOUND;
+        loop {
+            if TcpStream::connect_timeout(&d.addr, Duration::from_secs(1)).is_ok() {
+                return d;
+            }
+            if let Some(status) = d.child.try_wait().unwrap() {
+                panic!(
+                    "databus {args:?} exited with {status} before listening on {}; stderr:\n{}",
+                    d.addr,
+                    d.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "databus {args:?} not listening on {} after {BOUND:?}; stderr:\n{}",
+                d.addr,
+                d.log()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{name} {}: {status}", self.pid());
+    }
+
+    /// Waits (bounded) for the child to exit, then for its stderr to close.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "databus (pid {}) still running {BOUND:?} after the signal; stderr:\n{}",
+                self.pid(),
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the child wrote on stderr so far.
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
