@@ -148,7 +148,7 @@ fn parse_inline(buf: &[u8], limits: &Limits) -> Result<Parsed, ProtocolError> {
     };
     let line = &buf[..newline];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    Ok(Parsed::Complete(split_args(line)?, newline + 1))
+    Ok(Parsed::Complete(split_args(line, limits)?, newline + 1))
 }
 
 /// C `isspace`, which `sdssplitargs` uses between arguments; unlike Rust's ASCII whitespace
@@ -159,8 +159,10 @@ fn is_space(b: u8) -> bool {
 
 /// Splits an inline line as Redis's `sdssplitargs` does, so `redis-cli`-style and telnet
 /// input behaves identically here. One deliberate difference: a NUL byte is ordinary data
-/// instead of ending the line, since we hold a slice, not a C string.
-fn split_args(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
+/// instead of ending the line, since we hold a slice, not a C string. The line is held to
+/// the same argument count and size as a multibulk request: a 16 KiB line of one-letter
+/// words would otherwise be thousands of argument vectors.
+fn split_args(line: &[u8], limits: &Limits) -> Result<Vec<Vec<u8>>, ProtocolError> {
     let mut args = Vec::new();
     let mut i = 0;
     loop {
@@ -169,6 +171,10 @@ fn split_args(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
         }
         if i == line.len() {
             return Ok(args);
+        }
+        if args.len() == limits.max_array_len {
+            let count = args.len() as u64 + 1;
+            return Err(E::TooManyArgs { count, max: limits.max_array_len });
         }
         let mut arg = Vec::new();
         let mut quote = None;
@@ -210,6 +216,9 @@ fn split_args(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
                 (Some(_), Some(c)) => arg.push(c),
             }
             i += 1;
+        }
+        if arg.len() > limits.max_bulk_len {
+            return Err(E::BulkTooLong { len: arg.len() as u64, max: limits.max_bulk_len });
         }
         args.push(arg);
     }
@@ -454,9 +463,10 @@ mod tests {
         assert_eq!(E::RequestTooLong { max: 23 }.to_string(), "request longer than 23 bytes");
         // An inline line is held to the smaller of the two bounds.
         let line = b"PING abcdefghijk\n";
-        assert_eq!(parse_request(line, &Limits { max_request_len: 16, ..small() }).map(|_| ()), Ok(()));
+        let l = Limits { max_bulk_len: 16, ..small() };
+        assert_eq!(parse_request(line, &Limits { max_request_len: 16, ..l }).map(|_| ()), Ok(()));
         assert_eq!(
-            parse_request(line, &Limits { max_request_len: 15, ..small() }),
+            parse_request(line, &Limits { max_request_len: 15, ..l }),
             Err(E::InlineTooLong { max: 15 })
         );
     }
@@ -544,7 +554,7 @@ mod tests {
 
     #[test]
     fn inline_length_bound() {
-        let l = small();
+        let l = Limits { max_bulk_len: 16, ..small() };
         let a16 = [b'a'; 16];
         assert_eq!(parse_request(&a16, &l), Ok(Parsed::Incomplete));
         assert_eq!(parse_request(&[b'a'; 17], &l), Err(E::InlineTooLong { max: 16 }));
@@ -657,6 +667,21 @@ mod tests {
         assert_eq!(req(b"foo\"bar baz\" x\n"), Ok(Parsed::Complete(args(&[b"foobar baz", b"x"]), 15)));
         // A `\r` not directly before the `\n` separates arguments.
         assert_eq!(req(b"a\rb\n"), Ok(Parsed::Complete(args(&[b"a", b"b"]), 4)));
+    }
+
+    #[test]
+    fn inline_requests_are_held_to_the_argument_bounds() {
+        let l = small();
+        assert_eq!(parse_request(b"a b c\n", &l), Ok(Parsed::Complete(args(&[b"a", b"b", b"c"]), 6)));
+        assert_eq!(parse_request(b"a b c d\n", &l), Err(E::TooManyArgs { count: 4, max: 3 }));
+        // Trailing blanks are not an argument.
+        assert_eq!(parse_request(b"a b c  \n", &l).map(|_| ()), Ok(()));
+        assert_eq!(parse_request(b"ping hello\n", &l), Err(E::BulkTooLong { len: 5, max: 4 }));
+        assert_eq!(parse_request(b"\"abcd\"\n", &l), Ok(Parsed::Complete(args(&[b"abcd"]), 7)));
+        // The fuzzer's find: the second request of a pipeline.
+        let buf = b"\r*1\r\nPIOPING\r\n";
+        assert_eq!(parse_request(buf, &l), Ok(Parsed::Complete(args(&[b"*1"]), 5)));
+        assert_eq!(parse_request(&buf[5..], &l), Err(E::BulkTooLong { len: 7, max: 4 }));
     }
 
     #[test]
