@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::kafka::{self, Cluster, ProducerSettings, SubscriberSettings};
+use crate::kafka::{self, Cluster, KafkaSasl, KafkaTls, ProducerSettings, SubscriberSettings};
 use crate::resp::Limits;
+use crate::tls::TlsSettings;
 
 /// A configuration problem, always tied to the file it came from.
 #[derive(Debug)]
@@ -40,6 +41,10 @@ impl std::error::Error for ConfigError {}
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub addr: Option<String>,
+    pub tls_addr: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
     pub auth: Option<String>,
     pub log_level: Option<String>,
     pub max_clients: Option<usize>,
@@ -93,9 +98,35 @@ pub struct RawSubscriber {
 #[serde(deny_unknown_fields)]
 pub struct RawCluster {
     pub brokers: Option<Vec<String>>,
-    /// Extra librdkafka properties (security settings of a real cluster, say).
+    pub tls: Option<RawKafkaTls>,
+    pub sasl: Option<RawKafkaSasl>,
+    /// Extra librdkafka properties.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+/// `[clusters.<name>.tls]`: its presence turns TLS on.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKafkaTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[clusters.<name>.sasl]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKafkaSasl {
+    pub mechanism: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for RawKafkaSasl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawKafkaSasl").field("mechanism", &self.mechanism).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +184,8 @@ impl RequestLimits {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub addr: String,
+    /// The TLS listener beside the plain one, when configured.
+    pub tls: Option<TlsSettings>,
     pub auth: AuthSource,
     pub log_level: String,
     pub max_clients: usize,
@@ -244,6 +277,35 @@ impl RawConfig {
         if addr.parse::<SocketAddr>().is_err() && !addr.contains(':') {
             return Err(err("addr", format!("`{addr}` is not host:port")));
         }
+
+        let tls = match (self.tls_addr, self.tls_cert, self.tls_key) {
+            (None, None, None) if self.tls_ca.is_none() => None,
+            (Some(tls_addr), Some(cert), Some(key)) => {
+                for (field, path) in
+                    [("tls_cert", Some(&cert)), ("tls_key", Some(&key)), ("tls_ca", self.tls_ca.as_ref())]
+                {
+                    if let Some(path) = path.filter(|p| !p.is_file()) {
+                        return Err(err(field, format!("`{}` is not a readable file", path.display())));
+                    }
+                }
+                if tls_addr.parse::<SocketAddr>().is_err() && !tls_addr.contains(':') {
+                    return Err(err("tls_addr", format!("`{tls_addr}` is not host:port")));
+                }
+                Some(TlsSettings { addr: tls_addr, cert, key, ca: self.tls_ca })
+            }
+            (None, ..) => {
+                return Err(err(
+                    "tls_addr",
+                    "missing: tls_cert, tls_key and tls_ca need a TLS listener".into(),
+                ))
+            }
+            (Some(_), None, _) => {
+                return Err(err("tls_cert", "missing: tls_addr needs a certificate".into()))
+            }
+            (Some(_), Some(_), None) => {
+                return Err(err("tls_key", "missing: tls_addr needs the certificate's key".into()))
+            }
+        };
 
         let auth = match self.auth.as_deref() {
             None => return Err(err("auth", "missing: \"mysql\", \"redis\" or \"file\"".into())),
@@ -359,7 +421,19 @@ impl RawConfig {
             if let Some(b) = brokers.iter().find(|b| !b.contains(':')) {
                 return Err(err(&key, format!("`{b}` is not host:port")));
             }
-            let cluster = Cluster { brokers, properties: c.properties };
+            let tls = c.tls.map(|t| kafka_tls(&name, t)).transpose().map_err(|(k, p)| err(&k, p))?;
+            let sasl = c.sasl.map(|s| kafka_sasl(&name, s)).transpose().map_err(|(k, p)| err(&k, p))?;
+            if tls.is_some() || sasl.is_some() {
+                if let Some(p) =
+                    c.properties.keys().find(|p| kafka::SECURITY_PROPERTIES.contains(&p.as_str()))
+                {
+                    return Err(err(
+                        &format!("clusters.{name}.properties.\"{p}\""),
+                        format!("set by the [clusters.{name}.tls] and [clusters.{name}.sasl] sections; remove it here"),
+                    ));
+                }
+            }
+            let cluster = Cluster { brokers, tls, sasl, properties: c.properties };
             kafka::check_cluster(&cluster, &producer, &subscriber).map_err(|e| {
                 let key = match &e.property {
                     Some(p) => format!("clusters.{name}.properties.\"{p}\""),
@@ -372,6 +446,7 @@ impl RawConfig {
 
         Ok(Settings {
             addr,
+            tls,
             auth,
             log_level,
             max_clients,
@@ -386,6 +461,41 @@ impl RawConfig {
             clusters,
         })
     }
+}
+
+/// A cluster's TLS section, with every file checked now so that a missing
+/// one stops startup, not the first SET.
+fn kafka_tls(cluster: &str, raw: RawKafkaTls) -> Result<KafkaTls, (String, String)> {
+    for (field, path) in
+        [("ca_file", &raw.ca_file), ("cert_file", &raw.cert_file), ("key_file", &raw.key_file)]
+    {
+        if let Some(path) = path {
+            if !path.is_file() {
+                let key = format!("clusters.{cluster}.tls.{field}");
+                return Err((key, format!("`{}` is not a readable file", path.display())));
+            }
+        }
+    }
+    if raw.cert_file.is_some() != raw.key_file.is_some() {
+        return Err((format!("clusters.{cluster}.tls"), "cert_file and key_file go together".into()));
+    }
+    Ok(KafkaTls { ca_file: raw.ca_file, cert_file: raw.cert_file, key_file: raw.key_file })
+}
+
+fn kafka_sasl(cluster: &str, raw: RawKafkaSasl) -> Result<KafkaSasl, (String, String)> {
+    let key = |field: &str| format!("clusters.{cluster}.sasl.{field}");
+    let mechanism = raw.mechanism.unwrap_or_else(|| "SCRAM-SHA-512".into()).to_ascii_uppercase();
+    if !kafka::SASL_MECHANISMS.contains(&mechanism.as_str()) {
+        return Err((
+            key("mechanism"),
+            format!("`{mechanism}` is not one of {}", kafka::SASL_MECHANISMS.join(", ")),
+        ));
+    }
+    let username =
+        raw.username.filter(|u| !u.is_empty()).ok_or_else(|| (key("username"), "missing".into()))?;
+    let password =
+        raw.password.filter(|p| !p.is_empty()).ok_or_else(|| (key("password"), "missing".into()))?;
+    Ok(KafkaSasl { mechanism, username, password })
 }
 
 /// What the command line asked for.
@@ -569,6 +679,75 @@ url = "mysql://root@127.0.0.1:3306/databus_db"
         // The largest accepted values leave every deadline computable.
         let s = load(&format!("idle_timeout_ms = {MAX_MS}\nauth_timeout_ms = {MAX_MS}\n{MINIMAL}")).unwrap();
         assert!(std::time::Instant::now().checked_add(s.idle_timeout).is_some());
+    }
+
+    #[test]
+    fn kafka_tls_and_sasl_sections() {
+        let dir = std::env::temp_dir().join(format!("databus-config-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, "not read at load").unwrap();
+        let with = |sections: &str| load(&format!("{MINIMAL}[clusters.cluster1.tls]\n{sections}"));
+        let s = with(&format!(
+            "ca_file = \"{}\"\n[clusters.cluster1.sasl]\nmechanism = \"scram-sha-256\"\nusername = \"u\"\npassword = \"pa55-w0rd\"\n",
+            ca.display()
+        ))
+        .unwrap();
+        let c = &s.clusters["cluster1"];
+        assert_eq!(c.tls.as_ref().unwrap().ca_file.as_deref(), Some(ca.as_path()));
+        assert_eq!(c.sasl.as_ref().unwrap().mechanism, "SCRAM-SHA-256");
+        assert!(!format!("{s:?}").contains("pa55-w0rd"), "the password shows in {s:?}");
+        // TLS alone, with the system's CAs.
+        assert!(with("").unwrap().clusters["cluster1"].tls.is_some());
+
+        let e = with("ca_file = \"/no/such/ca.pem\"\n").unwrap_err();
+        assert_eq!(e.key, "clusters.cluster1.tls.ca_file");
+        let e = with(&format!("cert_file = \"{}\"\n", ca.display())).unwrap_err();
+        assert_eq!(e.key, "clusters.cluster1.tls");
+        let e = with("[clusters.cluster1.sasl]\nusername = \"u\"\n").unwrap_err();
+        assert_eq!(e.key, "clusters.cluster1.sasl.password");
+        let e =
+            with("[clusters.cluster1.sasl]\nmechanism = \"GSSAPI\"\nusername = \"u\"\npassword = \"p\"\n")
+                .unwrap_err();
+        assert_eq!(e.key, "clusters.cluster1.sasl.mechanism");
+        // A section and a raw property may not both say how to connect.
+        let brokers = "brokers = [\"127.0.0.1:9092\"]";
+        let text =
+            MINIMAL.replace(brokers, &format!("{brokers}\nproperties = {{ \"sasl.username\" = \"x\" }}"));
+        let e = load(&format!("{text}[clusters.cluster1.tls]\n")).unwrap_err();
+        assert_eq!(e.key, "clusters.cluster1.properties.\"sasl.username\"");
+        // The raw properties still work alone, SSL and SASL included.
+        let text = MINIMAL.replace(
+            brokers,
+            &format!("{brokers}\nproperties = {{ \"security.protocol\" = \"sasl_ssl\", \"sasl.mechanisms\" = \"PLAIN\" }}"),
+        );
+        assert!(load(&text).is_ok(), "{:?}", load(&text).unwrap_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn client_tls_listener_keys() {
+        let dir = std::env::temp_dir().join(format!("databus-config-ltls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
+        std::fs::write(&cert, "").unwrap();
+        std::fs::write(&key, "").unwrap();
+        let keys = format!(
+            "tls_addr = \"127.0.0.1:6380\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        );
+        let s = load(&format!("{keys}{MINIMAL}")).unwrap();
+        let tls = s.tls.unwrap();
+        assert_eq!((tls.addr.as_str(), tls.ca), ("127.0.0.1:6380", None));
+        assert!(load(MINIMAL).unwrap().tls.is_none());
+        let e = load(&format!("tls_addr = \"127.0.0.1:6380\"\n{MINIMAL}")).unwrap_err();
+        assert_eq!(e.key, "tls_cert");
+        let e = load(&format!("tls_ca = \"{}\"\n{MINIMAL}", cert.display())).unwrap_err();
+        assert_eq!(e.key, "tls_addr");
+        let e = load(&format!("{keys}tls_ca = \"/no/such/ca.pem\"\n{MINIMAL}")).unwrap_err();
+        assert_eq!(e.key, "tls_ca");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

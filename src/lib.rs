@@ -11,6 +11,7 @@
 //! - [`kafka`]: librdkafka producers (and consumers) per cluster.
 //! - [`config`]: command line and `databus.toml`, validated into settings.
 //! - [`server`]: the listener, the worker pool, graceful shutdown.
+//! - [`tls`]: the optional TLS listener for clients (rustls), reloadable.
 //! - [`proto`]: the protobuf messages of `proto/databus.proto`.
 
 #![forbid(unsafe_code)]
@@ -22,3 +23,4 @@ pub mod proto;
 pub mod resp;
 pub mod server;
 pub mod session;
+pub mod tls;

@@ -1,7 +1,8 @@
-//! The server loop: a `std::net` listener and one pooled worker thread per
-//! connection. Shutdown sets a flag, wakes `accept` with a self-connect,
-//! interrupts every open connection (in-flight commands still get their
-//! replies), waits for the workers and flushes the producers.
+//! The server loop: a `std::net` listener (and, when configured, a second
+//! one for TLS) and one pooled worker thread per connection. Shutdown sets a
+//! flag, wakes each `accept` with a self-connect, interrupts every open
+//! connection (in-flight commands still get their replies), waits for the
+//! workers and flushes the producers.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,7 +17,8 @@ use crate::auth::{self, file::FileStore, mysql::MysqlStore, redis::RedisStore, A
 use crate::config::{AuthSource, Settings};
 use crate::kafka::{Memberships, Producers};
 use crate::session::registry::Connections;
-use crate::session::{self, Context};
+use crate::session::{self, Context, Stream};
+use crate::tls::{TlsAcceptor, TlsError};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -25,14 +27,20 @@ pub enum StartError {
     Store(#[from] auth::StoreError),
     #[error("cannot listen on {addr}: {cause}")]
     Bind { addr: String, cause: std::io::Error },
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// A started server; dropping it does not stop it, [`Running::shutdown`] does.
 pub struct Running {
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+    tls: Option<Arc<TlsAcceptor>>,
     stop: Arc<AtomicBool>,
-    acceptor: Option<thread::JoinHandle<()>>,
+    acceptors: Vec<thread::JoinHandle<()>>,
     refresher: Option<auth::Refresher>,
+    producers: Arc<Producers>,
+    flush_timeout: Duration,
 }
 
 impl Running {
@@ -40,10 +48,22 @@ impl Running {
         self.addr
     }
 
-    /// Re-reads the auth store now, as SIGHUP asks.
+    /// The TLS listener's address, when there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// Re-reads the auth store and the TLS files now, as SIGHUP asks. A TLS
+    /// file that cannot be read leaves the certificates in use as they are.
     pub fn reload(&self) {
         if let Some(r) = &self.refresher {
             r.trigger();
+        }
+        if let Some(tls) = &self.tls {
+            match tls.reload() {
+                Ok(()) => log::info!("TLS: certificates re-read"),
+                Err(e) => log::error!("TLS: keeping the certificates in use: {e}"),
+            }
         }
     }
 
@@ -51,11 +71,15 @@ impl Running {
     /// once every worker is done.
     pub fn shutdown(mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept(); the loop sees the flag and leaves.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(h) = self.acceptor.take() {
+        // Wake the blocking accept()s; each loop sees the flag and leaves.
+        for addr in std::iter::once(self.addr).chain(self.tls_addr) {
+            let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+        }
+        for h in self.acceptors.drain(..) {
             let _ = h.join();
         }
+        self.producers.flush(self.flush_timeout);
+        log::info!("databus stopped");
         if let Some(r) = self.refresher.take() {
             r.stop();
         }
@@ -78,11 +102,24 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
     let mut store = open_store(&settings.auth)?;
     let cache = Arc::new(auth::initial_load(store.as_mut())?);
 
-    let listener = TcpListener::bind(&settings.addr)
-        .map_err(|cause| StartError::Bind { addr: settings.addr.clone(), cause })?;
-    let addr =
-        listener.local_addr().map_err(|cause| StartError::Bind { addr: settings.addr.clone(), cause })?;
+    let bind = |addr: &str| {
+        let listener =
+            TcpListener::bind(addr).map_err(|cause| StartError::Bind { addr: addr.to_owned(), cause })?;
+        let local =
+            listener.local_addr().map_err(|cause| StartError::Bind { addr: addr.to_owned(), cause })?;
+        Ok::<_, StartError>((listener, local))
+    };
+    let (listener, addr) = bind(&settings.addr)?;
     log::info!("databus listening on {addr}");
+    let tls = match &settings.tls {
+        None => None,
+        Some(t) => {
+            let acceptor = Arc::new(TlsAcceptor::new(t.clone())?);
+            let (listener, local) = bind(&t.addr)?;
+            log::info!("databus listening for TLS on {local}");
+            Some((listener, local, acceptor))
+        }
+    };
 
     let producers = Arc::new(Producers::new(settings.clusters.clone(), settings.producer.clone()));
     let connections = Arc::new(Connections::default());
@@ -105,21 +142,42 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
         members: Arc::new(Memberships::default()),
     });
     let stop = Arc::new(AtomicBool::new(false));
-    let acceptor = {
-        let stop = stop.clone();
+    let spawn = |name: &str, listener: TcpListener, tls: Option<Arc<TlsAcceptor>>| {
+        let (ctx, connections, stop) = (ctx.clone(), connections.clone(), stop.clone());
         thread::Builder::new()
-            .name("accept".into())
-            .spawn(move || {
-                accept_loop(listener, ctx, &connections, &stop);
-                producers.flush(settings.producer.timeout);
-                log::info!("databus stopped");
-            })
+            .name(name.into())
+            .spawn(move || accept_loop(listener, tls, ctx, &connections, &stop))
             .expect("spawn acceptor")
     };
-    Ok(Running { addr, stop, acceptor: Some(acceptor), refresher: Some(refresher) })
+    let mut acceptors = vec![spawn("accept", listener, None)];
+    let (tls_addr, tls) = match tls {
+        None => (None, None),
+        Some((listener, local, acceptor)) => {
+            acceptors.push(spawn("accept-tls", listener, Some(acceptor.clone())));
+            (Some(local), Some(acceptor))
+        }
+    };
+    Ok(Running {
+        addr,
+        tls_addr,
+        tls,
+        stop,
+        acceptors,
+        refresher: Some(refresher),
+        producers,
+        flush_timeout: settings.producer.timeout,
+    })
 }
 
-fn accept_loop(listener: TcpListener, ctx: Arc<Context>, connections: &Arc<Connections>, stop: &AtomicBool) {
+/// Accepts until `stop`, serving each connection on a pooled worker; with
+/// `tls`, each is TLS over the accepted socket.
+fn accept_loop(
+    listener: TcpListener,
+    tls: Option<Arc<TlsAcceptor>>,
+    ctx: Arc<Context>,
+    connections: &Arc<Connections>,
+    stop: &AtomicBool,
+) {
     let settings = ctx.settings.clone();
     // Grown on demand: threadpool starts every thread up front, and most
     // deployments never come near max_clients.
@@ -144,6 +202,16 @@ fn accept_loop(listener: TcpListener, ctx: Arc<Context>, connections: &Arc<Conne
         let Some(registration) = connections.add(&stream, settings.max_clients) else {
             let _ = stream.write_all(b"-ERR max number of clients reached\r\n");
             continue;
+        };
+        let stream = match &tls {
+            None => Stream::Plain(stream),
+            Some(tls) => match Stream::tls(stream, tls.config()) {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("TLS: cannot start a session: {e}");
+                    continue;
+                }
+            },
         };
         grow(&mut pool, connections.len(), settings.max_clients);
         let ctx = ctx.clone();

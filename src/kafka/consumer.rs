@@ -8,13 +8,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
+use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 
 use rdkafka::config::ClientConfig;
 
+use super::producer::LastError;
 use super::Cluster;
 use crate::auth::StartOffset;
 
@@ -61,8 +63,8 @@ pub(crate) fn consumer_config(
 pub enum ConsumeError {
     #[error("cannot create consumer: {0}")]
     Create(String),
-    #[error("cannot read metadata of topic '{topic}': {cause}")]
-    Metadata { topic: String, cause: String },
+    #[error("cannot read metadata of topic '{topic}' from cluster '{cluster}': {cause}{}", super::producer::because(.last_error))]
+    Metadata { cluster: String, topic: String, cause: String, last_error: Option<String> },
     #[error("topic '{0}' does not exist")]
     NoTopic(String),
     #[error("group '{group}' already has {members} members for the {partitions} partitions of topic '{topic}'; another would get no partition")]
@@ -110,9 +112,23 @@ impl Drop for Membership {
     }
 }
 
+/// Keeps librdkafka's latest connection error, so that a failed join says
+/// why (a wrong SASL password, an untrusted certificate, ...).
+#[derive(Default)]
+pub(crate) struct ConsumerErrors(LastError);
+
+impl ClientContext for ConsumerErrors {
+    fn error(&self, error: KafkaError, reason: &str) {
+        log::warn!("librdkafka: {error}: {reason}");
+        self.0.record(&error, reason);
+    }
+}
+
+impl ConsumerContext for ConsumerErrors {}
+
 /// A subscriber's consumer and its place in the group.
 pub struct GroupConsumer {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<ConsumerErrors>,
     topic: String,
     // Declared after `consumer`, so the member count drops only once the
     // consumer has left the group.
@@ -136,14 +152,17 @@ impl GroupConsumer {
             StartOffset::Latest => "latest",
             StartOffset::Earliest => "earliest",
         };
-        let consumer: BaseConsumer = consumer_config(cluster, group, reset, settings)
-            .create()
+        let consumer: BaseConsumer<ConsumerErrors> = consumer_config(cluster, group, reset, settings)
+            .create_with_context(ConsumerErrors::default())
             .map_err(|e| ConsumeError::Create(e.to_string()))?;
 
         let timeout = Duration::from_secs(5);
-        let metadata = consumer
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(|e| ConsumeError::Metadata { topic: topic.into(), cause: e.to_string() })?;
+        let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| ConsumeError::Metadata {
+            cluster: cluster_name.into(),
+            topic: topic.into(),
+            cause: e.to_string(),
+            last_error: consumer.context().0.get(),
+        })?;
         let partitions = metadata
             .topics()
             .iter()

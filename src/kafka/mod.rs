@@ -4,6 +4,8 @@ pub mod consumer;
 pub mod producer;
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
@@ -14,11 +16,92 @@ pub use producer::{
 };
 
 /// One Kafka cluster as `databus.toml` names it.
-#[derive(Debug, Clone)]
+#[derive(Clone, Default)]
 pub struct Cluster {
     pub brokers: Vec<String>,
+    /// Encrypt the connections to the brokers (`security.protocol` ssl or sasl_ssl).
+    pub tls: Option<KafkaTls>,
+    /// Authenticate to the brokers (`security.protocol` sasl_plaintext or sasl_ssl).
+    pub sasl: Option<KafkaSasl>,
     /// Extra librdkafka properties, applied after databus's own defaults.
     pub properties: BTreeMap<String, String>,
+}
+
+/// TLS to the brokers. Without a CA file, the system's CA store is used
+/// (librdkafka probes the usual places, since OpenSSL is built in).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KafkaTls {
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key, for brokers that require one.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// SASL credentials; the password is never printed, not even by `{:?}`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KafkaSasl {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: String,
+    pub username: String,
+    pub password: String,
+}
+
+/// The SASL mechanisms this build speaks with a username and password.
+pub const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+
+/// librdkafka properties that the `tls` and `sasl` settings own.
+pub const SECURITY_PROPERTIES: &[&str] = &[
+    "security.protocol",
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+];
+
+impl fmt::Debug for KafkaSasl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaSasl")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), if is_secret_property(k) { "<redacted>" } else { v.as_str() }))
+            .collect();
+        f.debug_struct("Cluster")
+            .field("brokers", &self.brokers)
+            .field("tls", &self.tls)
+            .field("sasl", &self.sasl)
+            .field("properties", &properties)
+            .finish()
+    }
+}
+
+/// Whether a librdkafka property holds a password or other secret.
+pub fn is_secret_property(key: &str) -> bool {
+    key.contains("password") || key.contains("secret") || key.ends_with(".pem")
+}
+
+impl Cluster {
+    /// librdkafka's `security.protocol` for these settings.
+    fn security_protocol(&self) -> Option<&'static str> {
+        match (&self.tls, &self.sasl) {
+            (None, None) => None,
+            (Some(_), None) => Some("ssl"),
+            (None, Some(_)) => Some("sasl_plaintext"),
+            (Some(_), Some(_)) => Some("sasl_ssl"),
+        }
+    }
 }
 
 /// Why librdkafka refuses a cluster's settings.
@@ -46,9 +129,13 @@ pub fn check_cluster(
     for (key, value) in &cluster.properties {
         let mut alone = ClientConfig::new();
         alone.set(key, value);
-        alone
-            .create_native_config()
-            .map_err(|e| PropertyError { property: Some(key.clone()), reason: reason(e) })?;
+        alone.create_native_config().map_err(|e| {
+            let mut reason = reason(e);
+            if is_secret_property(key) && !value.is_empty() {
+                reason = reason.replace(value.as_str(), "***");
+            }
+            PropertyError { property: Some(key.clone()), reason }
+        })?;
     }
     for config in [
         producer::producer_config(cluster, producer),
@@ -70,6 +157,27 @@ pub fn client_config(cluster: &Cluster) -> ClientConfig {
     // librdkafka's own log lines go through `log` via the default context;
     // keep them to warnings so a down broker does not flood the output.
     config.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
+    if let Some(protocol) = cluster.security_protocol() {
+        config.set("security.protocol", protocol);
+    }
+    if let Some(tls) = &cluster.tls {
+        let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+        // OpenSSL is built into the binary, so its compiled-in CA directory
+        // means nothing on this machine: probe the system's instead.
+        config.set("ssl.ca.location", tls.ca_file.as_ref().map(path).unwrap_or_else(|| "probe".into()));
+        if let Some(cert) = &tls.cert_file {
+            config.set("ssl.certificate.location", path(cert));
+        }
+        if let Some(key) = &tls.key_file {
+            config.set("ssl.key.location", path(key));
+        }
+    }
+    if let Some(sasl) = &cluster.sasl {
+        config
+            .set("sasl.mechanisms", &sasl.mechanism)
+            .set("sasl.username", &sasl.username)
+            .set("sasl.password", &sasl.password);
+    }
     for (k, v) in &cluster.properties {
         config.set(k, v);
     }

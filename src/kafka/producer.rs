@@ -49,10 +49,37 @@ pub enum PublishError {
     Create { cluster: String, cause: String },
     #[error("kafka refused the record: {0}")]
     Rejected(String),
-    #[error("kafka did not acknowledge the record within {0} ms")]
-    Timeout(u128),
+    #[error("cluster '{cluster}' did not acknowledge the record within {ms} ms{}", because(.cause))]
+    Timeout { cluster: String, ms: u128, cause: Option<String> },
     #[error("producer closed before the record was acknowledged")]
     Closed,
+}
+
+/// ` (last broker error: ...)`, when librdkafka said why it cannot reach
+/// the cluster: a wrong SASL password, an untrusted certificate, a refused
+/// connection.
+pub(crate) fn because(cause: &Option<String>) -> String {
+    cause.as_ref().map(|c| format!(" (last broker error: {c})")).unwrap_or_default()
+}
+
+/// The latest error librdkafka reported about a client's connections, kept
+/// so that a timeout can say why. "All brokers down" says less than the
+/// error that brought them down, so it never replaces one.
+#[derive(Default)]
+pub(crate) struct LastError(Mutex<Option<String>>);
+
+impl LastError {
+    pub(crate) fn record(&self, error: &KafkaError, reason: &str) {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let all_down = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
+        if !all_down || last.is_none() {
+            *last = Some(if reason.is_empty() { error.to_string() } else { reason.to_owned() });
+        }
+    }
+
+    pub(crate) fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// One record to produce.
@@ -107,21 +134,29 @@ impl PendingDelivery {
 
     /// Waits for the broker's verdict. librdkafka itself fails the record at
     /// `message.timeout.ms`; the extra second only guards against a lost report.
-    pub fn wait(self) -> Result<Delivered, PublishError> {
+    pub fn wait(mut self) -> Result<Delivered, PublishError> {
         let left = self.deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
-        let verdict = match self.settled {
+        let verdict = match self.settled.take() {
             Some(v) => Ok(v),
             None => self.rx.recv_timeout(left),
         };
         match verdict {
             Ok(Ok(d)) => Ok(d),
-            Ok(Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut))) => {
-                Err(PublishError::Timeout(self.timeout.as_millis()))
-            }
+            Ok(Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)))
+            | Err(RecvTimeoutError::Timeout) => Err(self.timed_out()),
             Ok(Err(e)) => Err(PublishError::Rejected(e.to_string())),
-            Err(RecvTimeoutError::Timeout) => Err(PublishError::Timeout(self.timeout.as_millis())),
             Err(RecvTimeoutError::Disconnected) => Err(PublishError::Closed),
         }
+    }
+}
+
+impl PendingDelivery {
+    fn timed_out(&self) -> PublishError {
+        let (cluster, cause) = match &self._producer {
+            Some(p) => (p.cluster.clone(), p.kafka.context().last_error.get()),
+            None => (String::new(), None),
+        };
+        PublishError::Timeout { cluster, ms: self.timeout.as_millis(), cause }
     }
 }
 
@@ -135,9 +170,15 @@ pub trait Publish: Send + Sync {
 struct DeliveryReports {
     /// A record timed out and none was delivered since. See [`Producers`].
     stuck: AtomicBool,
+    last_error: LastError,
 }
 
-impl ClientContext for DeliveryReports {}
+impl ClientContext for DeliveryReports {
+    fn error(&self, error: KafkaError, reason: &str) {
+        log::warn!("librdkafka: {error}: {reason}");
+        self.last_error.record(&error, reason);
+    }
+}
 
 impl ProducerContext for DeliveryReports {
     type DeliveryOpaque = Box<DeliverySender>;
@@ -161,6 +202,7 @@ impl ProducerContext for DeliveryReports {
 }
 
 struct ClusterProducer {
+    cluster: String,
     kafka: ThreadedProducer<DeliveryReports>,
     created: Instant,
 }
@@ -205,7 +247,8 @@ impl Producers {
             producer_config(config, &self.settings)
                 .create_with_context(DeliveryReports::default())
                 .map_err(|e| PublishError::Create { cluster: cluster.to_owned(), cause: e.to_string() })?;
-        let producer = Arc::new(ClusterProducer { kafka, created: Instant::now() });
+        let producer =
+            Arc::new(ClusterProducer { cluster: cluster.to_owned(), kafka, created: Instant::now() });
         live.insert(cluster.to_owned(), producer.clone());
         log::info!("producer for cluster '{cluster}' created");
         Ok(producer)
@@ -269,7 +312,11 @@ impl Publish for Producers {
                     thread::sleep(Duration::from_millis(1));
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    return Err(PublishError::Timeout(timeout.as_millis()))
+                    return Err(PublishError::Timeout {
+                        cluster: cluster.to_owned(),
+                        ms: timeout.as_millis(),
+                        cause: Some("the local queue stayed full".into()),
+                    })
                 }
                 Err((e, _)) => return Err(PublishError::Rejected(e.to_string())),
             }

@@ -5,9 +5,64 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 use crate::resp::Frame;
+
+/// A client's byte stream: the socket itself, or TLS over it.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
+}
+
+impl Stream {
+    /// TLS over `socket`, its handshake still to come.
+    pub fn tls(socket: TcpStream, config: Arc<ServerConfig>) -> Result<Stream, rustls::Error> {
+        Ok(Stream::Tls(Box::new(StreamOwned::new(ServerConnection::new(config)?, socket))))
+    }
+
+    /// The socket underneath, for its options.
+    pub fn socket(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &t.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            // A peer that drops the socket without close_notify has still
+            // closed the connection; nothing is lost, since every request is
+            // length-checked and parsed whole.
+            Stream::Tls(t) => match t.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                other => other,
+            },
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(t) => t.flush(),
+        }
+    }
+}
 
 /// Read size per call; large enough for a pipelined burst, small enough to
 /// keep on the worker's stack.
@@ -24,7 +79,7 @@ pub enum ReadOutcome {
 }
 
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     input: Vec<u8>,
     /// Bytes of `input` already parsed.
     start: usize,
@@ -34,15 +89,41 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream, write_timeout: Duration) -> io::Result<Connection> {
-        stream.set_nodelay(true)?;
-        stream.set_write_timeout(Some(write_timeout))?;
+    pub fn new(stream: Stream, write_timeout: Duration) -> io::Result<Connection> {
+        stream.socket().set_nodelay(true)?;
+        stream.socket().set_write_timeout(Some(write_timeout))?;
         Ok(Connection { stream, input: Vec::new(), start: 0, output: Vec::new(), read_timeout: None })
+    }
+
+    /// Completes a TLS handshake within `timeout` (nothing to do for a plain
+    /// socket), so a peer that stalls, speaks plain text or presents a bad
+    /// certificate is turned away before any request is read.
+    pub fn handshake(&mut self, timeout: Duration) -> io::Result<()> {
+        let Stream::Tls(tls) = &mut self.stream else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + timeout;
+        while tls.conn.is_handshaking() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "TLS handshake not done within the auth timeout",
+                ));
+            }
+            tls.sock.set_read_timeout(Some(left))?;
+            tls.sock.set_write_timeout(Some(left))?;
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        tls.sock.set_write_timeout(Some(timeout))?;
+        // The read timeout changed under the cache.
+        self.read_timeout = None;
+        Ok(())
     }
 
     /// Longest a write may block on a client that does not read.
     pub fn set_write_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        self.stream.set_write_timeout(Some(timeout))
+        self.stream.socket().set_write_timeout(Some(timeout))
     }
 
     /// Unparsed input.
@@ -63,7 +144,7 @@ impl Connection {
     /// unparsed bytes.
     pub fn read_more(&mut self, timeout: Duration, max_buffered: usize) -> ReadOutcome {
         if self.read_timeout != Some(timeout) {
-            if let Err(e) = self.stream.set_read_timeout(Some(timeout)) {
+            if let Err(e) = self.stream.socket().set_read_timeout(Some(timeout)) {
                 return ReadOutcome::Failed(e);
             }
             self.read_timeout = Some(timeout);
@@ -110,11 +191,11 @@ impl Connection {
     /// Takes whatever input has already arrived, without waiting, keeping
     /// at most `max_buffered` unparsed bytes: `TimedOut` when there is none.
     pub fn read_available(&mut self, max_buffered: usize) -> ReadOutcome {
-        if let Err(e) = self.stream.set_nonblocking(true) {
+        if let Err(e) = self.stream.socket().set_nonblocking(true) {
             return ReadOutcome::Failed(e);
         }
         let outcome = self.read(max_buffered);
-        if let Err(e) = self.stream.set_nonblocking(false) {
+        if let Err(e) = self.stream.socket().set_nonblocking(false) {
             return ReadOutcome::Failed(e);
         }
         outcome
@@ -139,7 +220,7 @@ impl Connection {
         if self.output.is_empty() {
             return Ok(());
         }
-        let result = self.stream.write_all(&self.output);
+        let result = self.stream.write_all(&self.output).and_then(|()| self.stream.flush());
         self.output.clear();
         if self.output.capacity() > KEEP_CAPACITY {
             self.output = Vec::new();

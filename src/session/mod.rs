@@ -9,7 +9,6 @@ pub mod registry;
 pub mod subscriber;
 
 use std::collections::VecDeque;
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use crate::config::Settings;
 use crate::kafka::{GroupConsumer, Memberships, PendingDelivery, Publish};
 use crate::resp::{parse_request, Frame, Limits, Parsed};
 
+pub use connection::Stream;
 use connection::{Connection, ReadOutcome};
 use error::shown_name;
 pub use error::CommandError;
@@ -320,8 +320,8 @@ const LENGTH_LINE_SLACK: usize = 64;
 /// session asks to close. Each round takes the requests already buffered,
 /// answers in order what is settled, and then either reads ahead (while
 /// replies wait for the broker), waits for the next reply, or waits for input.
-pub fn serve(stream: TcpStream, ctx: Arc<Context>, registration: Registration) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+pub fn serve(stream: Stream, ctx: Arc<Context>, registration: Registration) {
+    let peer = stream.socket().peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     // A stranger that never reads its replies is dropped as soon as one that
     // never authenticates; after AUTH, when the role's idle timeout passes.
     let mut conn = match Connection::new(stream, ctx.settings.auth_timeout) {
@@ -331,6 +331,10 @@ pub fn serve(stream: TcpStream, ctx: Arc<Context>, registration: Registration) {
             return;
         }
     };
+    if let Err(e) = conn.handshake(ctx.settings.auth_timeout) {
+        log::info!("{peer}: TLS handshake failed: {e}");
+        return;
+    }
     let mut session = Session::new(ctx, peer.clone(), Some(registration));
     let connected = Instant::now();
     let mut replies = VecDeque::new();
