@@ -4,6 +4,7 @@
 #   scripts/services.sh up          install (if missing) and start everything, idempotently
 #   scripts/services.sh env         print `export` lines with the resolved addresses
 #   scripts/services.sh tansu-path  print the path of the tansu binary (installing it if missing)
+#   scripts/services.sh test-tools  install what only the tests use (openssl, stunnel), if missing
 #
 # Environment (all optional):
 #   DATABUS_MYSQL_URL    mysql://user:pass@host:port of your own MySQL: nothing is installed or
@@ -401,6 +402,16 @@ up_broker() {
 	echo "kafka: tansu $action ($tinfo); $TOPIC_ACTION"
 }
 
+# What only the tests use: openssl makes a throwaway PKI, stunnel puts TLS in
+# front of tansu (whose own TLS listener does not complete a handshake).
+cmd_test_tools() {
+	local missing=()
+	have openssl || missing+=(openssl)
+	have stunnel4 || have stunnel || missing+=(stunnel4)
+	((${#missing[@]} == 0)) || apt_install "${missing[@]}"
+	echo "test tools: openssl, stunnel present${missing[*]:+ (installed ${missing[*]})}"
+}
+
 # ---------------------------------------------------------------------------------------------
 
 cmd_env() {
@@ -425,6 +436,7 @@ up)
 	up_broker
 	;;
 env) cmd_env ;;
+test-tools) cmd_test_tools ;;
 tansu-path)
 	ensure_tansu
 	echo "$TANSU"

@@ -634,22 +634,6 @@ fn go_client_session() {
 // ---------------------------------------------------------------------------
 // redis-py
 
-/// The venv's python, from `scripts/pyvenv.sh` (which creates it if needed).
-fn venv_python() -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pyvenv.sh");
-    let out: Output = Command::new(&script)
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "{} failed (it needs python3 with venv and PyPI access):\n{}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
 /// Publishes, consumes and commits with redis-py: the publisher with its
 /// defaults (RESP3, so it opens with `HELLO 3 AUTH default <password>`), the
 /// subscriber with `protocol=2` (plain `AUTH`).

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -112,12 +112,20 @@ impl Drop for Membership {
     }
 }
 
+/// How long joining waits for the topic's metadata, and how often it asks.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+const METADATA_RETRY: Duration = Duration::from_millis(250);
+
 /// Keeps librdkafka's latest connection error, so that a failed join says
 /// why (a wrong SASL password, an untrusted certificate, ...).
 #[derive(Default)]
 pub(crate) struct ConsumerErrors(LastError);
 
 impl ClientContext for ConsumerErrors {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.0.log(level, fac, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         log::warn!("librdkafka: {error}: {reason}");
         self.0.record(&error, reason);
@@ -156,13 +164,28 @@ impl GroupConsumer {
             .create_with_context(ConsumerErrors::default())
             .map_err(|e| ConsumeError::Create(e.to_string()))?;
 
-        let timeout = Duration::from_secs(5);
-        let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| ConsumeError::Metadata {
-            cluster: cluster_name.into(),
-            topic: topic.into(),
-            cause: e.to_string(),
-            last_error: consumer.context().0.get(),
-        })?;
+        // A connection that fails (a broker restarting, a refused login)
+        // fails the fetch at once; try again until the deadline. Polling in
+        // between hands librdkafka's queued log and error events to the
+        // context, which keeps the cause to report.
+        let deadline = Instant::now() + METADATA_TIMEOUT;
+        let metadata = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match consumer.fetch_metadata(Some(topic), left) {
+                Ok(m) => break m,
+                Err(_) if left > METADATA_RETRY => {
+                    let _ = consumer.poll(METADATA_RETRY);
+                }
+                Err(e) => {
+                    return Err(ConsumeError::Metadata {
+                        cluster: cluster_name.into(),
+                        topic: topic.into(),
+                        cause: e.to_string(),
+                        last_error: consumer.context().0.get(),
+                    })
+                }
+            }
+        };
         let partitions = metadata
             .topics()
             .iter()
@@ -172,7 +195,7 @@ impl GroupConsumer {
             return Err(ConsumeError::NoTopic(topic.into()));
         }
         let remote = consumer
-            .fetch_group_list(Some(group), timeout)
+            .fetch_group_list(Some(group), METADATA_TIMEOUT)
             .map(|list| list.groups().iter().map(|g| g.members().len()).sum::<usize>())
             .unwrap_or(0);
 

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -79,6 +80,26 @@ impl LastError {
 
     pub(crate) fn get(&self) -> Option<String> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A librdkafka log line: forwarded to `log` as rdkafka's default does,
+    /// and kept when it reports a failed connection (facility `FAIL`), which
+    /// is how a consumer that is not polled yet learns why.
+    pub(crate) fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        let level = match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => log::Level::Error,
+            RDKafkaLogLevel::Warning => log::Level::Warn,
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => log::Level::Info,
+            RDKafkaLogLevel::Debug => log::Level::Debug,
+        };
+        log::log!(target: "librdkafka", level, "librdkafka: {fac} {message}");
+        if fac == "FAIL" {
+            let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            *last = Some(message.to_owned());
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod secure;
 pub mod stores;
 
 #[allow(unused_imports)]
@@ -18,8 +19,8 @@ pub use daemon::{broker_list, daemon_config, rss_kib, Daemon, BIN, BOUND};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -190,12 +191,18 @@ pub struct Record {
 /// extra (duplicate) record shows up too. Sorted by (partition, offset).
 /// Watermarks are not used: tansu's ListOffsets reports wrong high marks.
 pub fn read_topic_on(brokers: &str, topic: &str, expected: usize) -> Vec<Record> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+    read_topic_with(&[("bootstrap.servers", brokers)], topic, expected)
+}
+
+/// [`read_topic_on`] with any client properties (TLS, SASL), which must
+/// include `bootstrap.servers`.
+pub fn read_topic_with(properties: &[(&str, &str)], topic: &str, expected: usize) -> Vec<Record> {
+    let mut config = ClientConfig::new();
+    for (k, v) in properties {
+        config.set(*k, *v);
+    }
+    let consumer: BaseConsumer =
+        config.set("group.id", unique("reader")).set("enable.auto.commit", "false").create().unwrap();
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in md.topics()[0].partitions() {
@@ -234,8 +241,21 @@ pub fn read_topic(topic: &str, expected: usize) -> Vec<Record> {
 
 /// The group's committed offsets, read by an independent Kafka consumer.
 pub fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, Offset> {
-    let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", brokers()).set("group.id", group).create().unwrap();
+    committed_with(&[("bootstrap.servers", &brokers())], group, topic, partitions)
+}
+
+/// [`committed`] with any client properties, `bootstrap.servers` included.
+pub fn committed_with(
+    properties: &[(&str, &str)],
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> BTreeMap<i32, Offset> {
+    let mut config = ClientConfig::new();
+    for (k, v) in properties {
+        config.set(*k, *v);
+    }
+    let consumer: BaseConsumer = config.set("group.id", group).create().unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
@@ -452,4 +472,20 @@ impl Drop for OwnBroker {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The venv's python, from `scripts/pyvenv.sh` (which creates it if needed).
+pub fn venv_python() -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pyvenv.sh");
+    let out: Output = Command::new(&script)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{} failed (it needs python3 with venv and PyPI access):\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
