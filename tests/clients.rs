@@ -8,11 +8,10 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -74,136 +73,6 @@ fn assert_once_and_in_order(messages: &[Value]) {
 // ---------------------------------------------------------------------------
 // redis-cli
 
-/// An interactive `redis-cli` process, fed one line at a time on stdin, its
-/// stdout read line by line. `--no-raw` prints replies as a terminal session
-/// shows them (`OK`, `1) "..."`, `(error) ...`).
-struct RedisCli {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-}
-
-impl RedisCli {
-    fn start(addr: SocketAddr) -> RedisCli {
-        let mut child = Command::new("redis-cli")
-            .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string(), "--no-raw"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run redis-cli ({e}); install it with `apt-get install redis-tools` \
-                     (`scripts/services.sh up` does)"
-                )
-            });
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        RedisCli { stdin: child.stdin.take(), child, lines }
-    }
-
-    fn send(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().unwrap();
-        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// The next line of a reply. The `(0.52s)` that redis-cli prints after a
-    /// command slower than half a second is not part of it.
-    fn next_line(&mut self, after: &str) -> String {
-        loop {
-            match self.lines.recv_timeout(Duration::from_secs(30)) {
-                Ok(line) if is_elapsed_note(&line) => continue,
-                Ok(line) => return line,
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!("redis-cli printed nothing within 30 s after `{after}`")
-                }
-                Err(RecvTimeoutError::Disconnected) => panic!("redis-cli exited after `{after}`"),
-            }
-        }
-    }
-
-    /// Types one command whose reply is one line, and returns that line.
-    fn line(&mut self, command: &str) -> String {
-        self.send(command);
-        self.next_line(command)
-    }
-
-    /// Types one command and returns every line of its reply: a `ping` with
-    /// a marker follows it, and its echo ends the reply.
-    fn lines(&mut self, command: &str) -> Vec<String> {
-        const END: &str = "end-of-reply-4f1c";
-        self.send(command);
-        self.send(&format!("ping {END}"));
-        let mut out = Vec::new();
-        loop {
-            let line = self.next_line(command);
-            if line == format!("\"{END}\"") {
-                return out;
-            }
-            out.push(line);
-        }
-    }
-
-    /// Ends the session as a user does (EOF on stdin) and checks the exit.
-    fn finish(mut self) {
-        drop(self.stdin.take());
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "redis-cli exited with {status}");
-    }
-}
-
-impl Drop for RedisCli {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `(0.52s)`: redis-cli's note of how long a slow command took.
-fn is_elapsed_note(line: &str) -> bool {
-    line.strip_prefix('(').and_then(|l| l.strip_suffix("s)")).is_some_and(|secs| secs.parse::<f64>().is_ok())
-}
-
-/// Undoes redis-cli's quoting of a bulk string (`"..."` with `\"`, `\\`,
-/// `\n`, `\xHH` … escapes).
-fn unquote_cli(quoted: &str) -> Vec<u8> {
-    let inner = quoted
-        .strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
-        .unwrap_or_else(|| panic!("not a quoted string: {quoted}"));
-    let mut out = Vec::new();
-    let mut bytes = inner.bytes();
-    while let Some(b) = bytes.next() {
-        if b != b'\\' {
-            out.push(b);
-            continue;
-        }
-        match bytes.next() {
-            Some(b'n') => out.push(b'\n'),
-            Some(b'r') => out.push(b'\r'),
-            Some(b't') => out.push(b'\t'),
-            Some(b'a') => out.push(7),
-            Some(b'b') => out.push(8),
-            Some(b'x') => {
-                let hex: Vec<u8> = bytes.by_ref().take(2).collect();
-                out.push(u8::from_str_radix(std::str::from_utf8(&hex).unwrap(), 16).unwrap());
-            }
-            Some(other) => out.push(other),
-            None => panic!("dangling backslash in {quoted}"),
-        }
-    }
-    out
-}
-
 /// The README's Quick start, typed into redis-cli: publish with AUTH, PING,
 /// SET and HSET; consume with AUTH and MGET; commit with SET. Then a
 /// one-shot `redis-cli -a <AUTH string> set …`.
@@ -211,7 +80,7 @@ fn unquote_cli(quoted: &str) -> Vec<u8> {
 fn readme_walkthrough_with_redis_cli() {
     let f = Fixture::new("cli", 3, "");
 
-    let mut publisher = RedisCli::start(f.server.addr);
+    let mut publisher = RedisCli::start(f.server.addr, &[]);
     assert_eq!(publisher.line(&format!("auth {}", f.auth("pub"))), "OK");
     assert_eq!(publisher.line("ping"), "PONG");
     assert_eq!(publisher.line(r#"set x "xx""#), "OK");
@@ -232,7 +101,7 @@ fn readme_walkthrough_with_redis_cli() {
     assert_eq!(metadata(&records[0]), None);
     assert_eq!(metadata(&records[1]).as_deref(), Some(&br#"{"trace":"abc"}"#[..]));
 
-    let mut subscriber = RedisCli::start(f.server.addr);
+    let mut subscriber = RedisCli::start(f.server.addr, &[]);
     assert_eq!(subscriber.line(&format!("auth {}", f.auth("sub"))), "OK");
     let deadline = Instant::now() + BOUND;
     let mut got: Vec<Value> = Vec::new();

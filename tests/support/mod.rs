@@ -10,11 +10,14 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod redis_cli;
 pub mod secure;
 pub mod stores;
 
 #[allow(unused_imports)]
 pub use daemon::{broker_list, daemon_config, rss_kib, Daemon, BIN, BOUND};
+#[allow(unused_imports)]
+pub use redis_cli::{unquote_cli, RedisCli};
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -268,6 +271,8 @@ pub fn committed_with(
 pub struct TestServer {
     running: Option<Running>,
     pub addr: SocketAddr,
+    /// The TLS listener, when the config has one.
+    pub tls_addr: Option<SocketAddr>,
 }
 
 /// The config of a test server: its own database, `cluster1` on the test
@@ -289,16 +294,21 @@ impl TestServer {
         let _ = env_logger::builder().is_test(true).try_init();
         let settings = Settings::from_toml(Path::new("test.toml"), config).unwrap();
         let running = server::start(settings).unwrap();
-        let addr = running.local_addr();
-        TestServer { running: Some(running), addr }
+        let (addr, tls_addr) = (running.local_addr(), running.tls_addr());
+        TestServer { running: Some(running), addr, tls_addr }
+    }
+
+    /// What SIGHUP does: re-read the auth store and the TLS files.
+    pub fn reload(&self) {
+        self.running.as_ref().unwrap().reload();
     }
 
     /// Starts from a config file, as the file store needs a real path.
     pub fn start_file(path: &Path) -> TestServer {
         let _ = env_logger::builder().is_test(true).try_init();
         let running = server::start(Settings::load(path).unwrap()).unwrap();
-        let addr = running.local_addr();
-        TestServer { running: Some(running), addr }
+        let (addr, tls_addr) = (running.local_addr(), running.tls_addr());
+        TestServer { running: Some(running), addr, tls_addr }
     }
 
     pub fn connect(&self) -> Client {
