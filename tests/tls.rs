@@ -81,7 +81,7 @@ fn check_consumed(s: &Setup, messages: &[Value], n: usize) {
         let last =
             messages.iter().filter(|m| m["partition"] == p).map(|m| m["offset"].as_i64().unwrap()).max();
         if let Some(last) = last {
-            assert_eq!(committed[&(p as i32)], Offset::Offset(last + 1), "partition {p}");
+            assert_eq!(committed[&p], Offset::Offset(last + 1), "partition {p}");
         }
     }
     assert_eq!(read_topic(&s.topic, n).len(), n);
