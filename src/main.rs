@@ -37,7 +37,7 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let running = databus::server::start(settings)?;
     for signal in signals.forever() {
         if signal == SIGHUP {
-            log::info!("SIGHUP: re-reading the auth store");
+            log::info!("SIGHUP: re-reading the auth store and the TLS files");
             running.reload();
             continue;
         }
