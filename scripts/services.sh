@@ -4,7 +4,7 @@
 #   scripts/services.sh up          install (if missing) and start everything, idempotently
 #   scripts/services.sh env         print `export` lines with the resolved addresses
 #   scripts/services.sh tansu-path  print the path of the tansu binary (installing it if missing)
-#   scripts/services.sh test-tools  install what only the tests use (openssl, stunnel), if missing
+#   scripts/services.sh test-tools  install what only the tests use (openssl, stunnel, hiredis), if missing
 #
 # Environment (all optional):
 #   DATABUS_MYSQL_URL    mysql://user:pass@host:port of your own MySQL: nothing is installed or
@@ -403,13 +403,18 @@ up_broker() {
 }
 
 # What only the tests use: openssl makes a throwaway PKI, stunnel puts TLS in
-# front of tansu (whose own TLS listener does not complete a handshake).
+# front of tansu (whose own TLS listener does not complete a handshake),
+# hiredis is one of the clients of the compatibility tests, and redis-tools
+# brings redis-cli and redis-benchmark.
 cmd_test_tools() {
 	local missing=()
 	have openssl || missing+=(openssl)
 	have stunnel4 || have stunnel || missing+=(stunnel4)
+	have redis-benchmark || missing+=(redis-tools)
+	have cc || missing+=(gcc libc6-dev)
+	[[ -f /usr/include/hiredis/hiredis.h ]] || missing+=(libhiredis-dev)
 	((${#missing[@]} == 0)) || apt_install "${missing[@]}"
-	echo "test tools: openssl, stunnel present${missing[*]:+ (installed ${missing[*]})}"
+	echo "test tools: openssl, stunnel, redis-benchmark, cc, hiredis present${missing[*]:+ (installed ${missing[*]})}"
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ use crate::auth::{self, file::FileStore, mysql::MysqlStore, redis::RedisStore, A
 use crate::config::{AuthSource, Settings};
 use crate::kafka::{Memberships, Producers};
 use crate::session::registry::Connections;
-use crate::session::{self, Context, Stream};
+use crate::session::{self, CommandError, Context, Stream};
 use crate::tls::{TlsAcceptor, TlsError};
 
 /// Why the server could not start.
@@ -200,7 +200,9 @@ fn accept_loop(
             }
         };
         let Some(registration) = connections.add(&stream, settings.max_clients) else {
-            let _ = stream.write_all(b"-ERR max number of clients reached\r\n");
+            let mut reply = Vec::new();
+            CommandError::MaxClients.to_frame().encode(&mut reply);
+            let _ = stream.write_all(&reply);
             continue;
         };
         let stream = match &tls {

@@ -176,7 +176,7 @@ fn sigterm_answers_sets_in_flight_flushes_and_exits_zero() {
     else {
         panic!("wrong secret accepted")
     };
-    assert!(text.starts_with("ERR auth failed"), "{text}");
+    assert!(text.starts_with("WRONGPASS auth failed"), "{text}");
     assert!(bad.is_closed());
 
     let mut c = Client::connect(d.addr);

@@ -361,7 +361,7 @@ fn connections_past_max_clients_are_refused_and_others_keep_working() {
     }
     for i in 0..200 {
         let mut c = t.connect();
-        assert_eq!(c.read(), Some(err("ERR max number of clients reached")), "connection {i}");
+        assert_eq!(c.read(), Some(err("TRYAGAIN max number of clients reached")), "connection {i}");
         assert!(c.is_closed(), "connection {i}");
     }
     acked.extend(t.publish(&mut bystander, "during", 5));

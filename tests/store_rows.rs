@@ -86,7 +86,10 @@ fn mysql_rows_that_cannot_be_read_are_skipped() {
     ]
     .map(String::from);
     check_log(&d, &warnings, &["secret-one-111", "secret-null-222", "secret-nul", "secret-o"]);
-    assert_eq!(auth(&d, "key1:secret-one-111", "g_op", &t), err("ERR auth failed: unknown group 'g_op'"));
+    assert_eq!(
+        auth(&d, "key1:secret-one-111", "g_op", &t),
+        err("NOPERM auth failed: group 'g_op' is not granted to app 'key1'")
+    );
 
     // Mended rows serve after the next refresh.
     db.exec("UPDATE app_tb SET cluster = 'cluster1' WHERE id = 2");

@@ -46,7 +46,7 @@ fn redis_rows_written_by_hand_work_and_new_rows_arrive_with_a_refresh() {
     let auth = format!("app_key1:app_secret1@{later}/topic={t}&role=sub");
     assert_eq!(
         server.connect().call(&["AUTH", &auth]),
-        err(&format!("ERR auth failed: unknown group '{later}'"))
+        err(&format!("NOPERM auth failed: group '{later}' is not granted to app 'app_key1'"))
     );
     store.add_grant(7, 1, &later, 1, &t);
     auth_eventually(&server, &auth, &ok());
@@ -82,7 +82,7 @@ fn live_changes(store: &mut dyn GrantStore) {
     assert_eq!(subscriber.read(), Some(err("ERR grant changed: authenticate again")));
     assert!(subscriber.is_closed());
     let mut c = server.connect();
-    assert_eq!(c.call(&["AUTH", &old_pub]), err("ERR auth failed: wrong secret for app key 'key1'"));
+    assert_eq!(c.call(&["AUTH", &old_pub]), err("WRONGPASS auth failed: invalid app key or secret"));
     let mut publisher = server.connect();
     assert_eq!(publisher.call(&["AUTH", &new_pub]), ok());
     assert_eq!(publisher.call(&["SET", "k", "after-secret"]), ok());
@@ -93,7 +93,7 @@ fn live_changes(store: &mut dyn GrantStore) {
     auth_eventually(
         &server,
         &new_pub,
-        &err(&format!("ERR auth failed: role 'pub' is not allowed for group '{g}'")),
+        &err(&format!("NOPERM auth failed: role 'pub' is not allowed for group '{g}'")),
     );
 
     // 3. Publishing is back, and the app moves to cluster2.

@@ -242,7 +242,7 @@ fn a_member_beyond_the_partition_count_is_refused() {
     let mut c = f.server.connect();
     let auth = f.auth_string("sub", "");
     let want = format!(
-        "ERR auth failed: group '{}' already has 2 members for the 2 partitions of topic '{}'; another would get no partition",
+        "TRYAGAIN auth failed: group '{}' already has 2 members for the 2 partitions of topic '{}'; another would get no partition",
         f.group, f.topic
     );
     assert_eq!(c.call(&["AUTH", &auth]), err(&want));

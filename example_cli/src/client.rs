@@ -60,10 +60,10 @@ fn connect(ep: &Endpoint) -> Result<Connection, Failure> {
         Err(e) if is_lost(&e) => Err(lost(e)),
         Err(e) => {
             let refused = format!("AUTH {} refused by {}: {}", ep.shown, ep.addr, reason(&e));
-            // A full group (its old members not yet expired after a restart)
-            // or a full server clear up by themselves.
-            let reason = e.detail().unwrap_or_default();
-            if reason.contains("already has") || reason.contains("max number of clients") {
+            // TRYAGAIN: a full group (its old members not yet expired after
+            // a restart), a full server, an unreachable cluster clear up by
+            // themselves. WRONGPASS, NOPERM and ERR do not.
+            if e.code() == Some("TRYAGAIN") {
                 Err(Failure::Lost(refused))
             } else {
                 Err(Failure::Fatal(refused))

@@ -105,61 +105,82 @@ pub trait AuthStore: Send {
     fn load(&mut self) -> Result<Vec<Grant>, StoreError>;
 }
 
-/// Why an AUTH was refused. The text never contains the secret.
+/// Why an AUTH was refused. The text never contains the secret, and until
+/// the key and secret match it says nothing else either: a stranger cannot
+/// learn which apps, groups or topics exist.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    #[error("unknown group '{0}'")]
-    UnknownGroup(String),
+    /// Unknown key, wrong secret, or an app with no grant at all.
+    #[error("invalid app key or secret")]
+    BadCredentials,
+    /// The app proved its secret; the group is not one of its own (whether
+    /// it exists for another app is not said).
+    #[error("group '{group}' is not granted to app '{key}'")]
+    GroupNotGranted { group: String, key: String },
     #[error("topic '{topic}' is not granted to group '{group}'")]
     TopicNotGranted { group: String, topic: String },
-    #[error("wrong app key for group '{group}'")]
-    WrongKey { group: String },
-    #[error("wrong secret for app key '{key}'")]
-    WrongSecret { key: String },
     #[error("role '{role}' is not allowed for group '{group}'")]
     RoleNotAllowed { role: Role, group: String },
     #[error("cluster '{cluster}' of app '{key}' is not configured")]
     ClusterNotConfigured { cluster: String, key: String },
 }
 
-/// The grants of one load, indexed by group.
+/// The grants of one load, indexed by app key.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    by_group: HashMap<String, Vec<Grant>>,
+    by_key: HashMap<String, Vec<Grant>>,
 }
+
+/// Compared against when the key is unknown, so that a miss costs the same
+/// secret comparison as a hit.
+const NO_SECRET: &[u8] = &[0u8; 64];
 
 impl Snapshot {
     pub fn new(grants: Vec<Grant>) -> Snapshot {
-        let mut by_group: HashMap<String, Vec<Grant>> = HashMap::new();
+        let mut by_key: HashMap<String, Vec<Grant>> = HashMap::new();
         for g in grants {
-            by_group.entry(g.group.clone()).or_default().push(g);
+            by_key.entry(g.app_key.clone()).or_default().push(g);
         }
-        Snapshot { by_group }
+        Snapshot { by_key }
     }
 
     pub fn len(&self) -> usize {
-        self.by_group.values().map(Vec::len).sum()
+        self.by_key.values().map(Vec::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_group.is_empty()
+        self.by_key.is_empty()
     }
 
-    /// Checks a request in a fixed order so each failure has one clear cause:
-    /// group, topic, key, secret, role, cluster.
+    /// Checks a request: key and secret first, every failure there the
+    /// same; then, for an app that proved its secret, group, topic, role and
+    /// cluster, each failure with its own cause.
     pub fn check(&self, req: &AuthRequest, cluster_known: impl Fn(&str) -> bool) -> Result<Grant, AuthError> {
-        let grants =
-            self.by_group.get(&req.group).ok_or_else(|| AuthError::UnknownGroup(req.group.clone()))?;
-        let mut for_topic = grants.iter().filter(|g| g.topic == req.topic).peekable();
-        if for_topic.peek().is_none() {
-            return Err(AuthError::TopicNotGranted { group: req.group.clone(), topic: req.topic.clone() });
+        let grants = self.by_key.get(&req.key).map(Vec::as_slice).unwrap_or_default();
+        // Rows of one app share its secret; compare each, without stopping
+        // early, so the time does not depend on which matched.
+        let mut proven = false;
+        for g in grants {
+            proven |= constant_time_eq(g.app_secret.as_bytes(), req.secret.as_bytes());
         }
-        let grant = for_topic
-            .find(|g| g.app_key == req.key)
-            .ok_or_else(|| AuthError::WrongKey { group: req.group.clone() })?;
-        if !constant_time_eq(grant.app_secret.as_bytes(), req.secret.as_bytes()) {
-            return Err(AuthError::WrongSecret { key: req.key.clone() });
+        if grants.is_empty() {
+            proven |= constant_time_eq(NO_SECRET, req.secret.as_bytes());
         }
+        if !proven {
+            return Err(AuthError::BadCredentials);
+        }
+        let own: Vec<&Grant> = grants
+            .iter()
+            .filter(|g| {
+                g.group == req.group && constant_time_eq(g.app_secret.as_bytes(), req.secret.as_bytes())
+            })
+            .collect();
+        if own.is_empty() {
+            return Err(AuthError::GroupNotGranted { group: req.group.clone(), key: req.key.clone() });
+        }
+        let grant = own.into_iter().find(|g| g.topic == req.topic).ok_or_else(|| {
+            AuthError::TopicNotGranted { group: req.group.clone(), topic: req.topic.clone() }
+        })?;
         if !grant.allows(req.role) {
             return Err(AuthError::RoleNotAllowed { role: req.role, group: req.group.clone() });
         }
@@ -225,19 +246,27 @@ pub struct Changes {
 impl Snapshot {
     /// Compares with the next snapshot.
     pub fn changes_to(&self, next: &Snapshot) -> Changes {
-        fn sorted(v: Option<&Vec<Grant>>) -> Vec<&Grant> {
-            let mut v: Vec<&Grant> = v.map(|v| v.iter().collect()).unwrap_or_default();
-            v.sort();
-            v
-        }
-        let groups = self
-            .by_group
-            .keys()
-            .filter(|g| sorted(self.by_group.get(*g)) != sorted(next.by_group.get(*g)))
-            .cloned()
+        let (old, new) = (self.by_group(), next.by_group());
+        let groups = old
+            .iter()
+            .filter(|(g, grants)| new.get(*g) != Some(grants))
+            .map(|(g, _)| g.to_string())
             .collect();
-        let clusters_in_use = next.by_group.values().flatten().map(|g| g.cluster.clone()).collect();
+        let clusters_in_use = next.by_key.values().flatten().map(|g| g.cluster.clone()).collect();
         Changes { groups, clusters_in_use }
+    }
+
+    /// Every group's grants, sorted, so two loads compare whatever order
+    /// the rows came in.
+    fn by_group(&self) -> HashMap<&str, Vec<&Grant>> {
+        let mut groups: HashMap<&str, Vec<&Grant>> = HashMap::new();
+        for g in self.by_key.values().flatten() {
+            groups.entry(&g.group).or_default().push(g);
+        }
+        for grants in groups.values_mut() {
+            grants.sort();
+        }
+        groups
     }
 }
 
@@ -340,24 +369,40 @@ mod tests {
     }
 
     #[test]
-    fn every_check_has_its_own_error() {
-        let snap = Snapshot::new(vec![grant("g", "t", 2, "k", "c1"), grant("g", "t2", 3, "k2", "gone")]);
+    fn credentials_first_then_each_check_has_its_own_error() {
+        let snap = Snapshot::new(vec![
+            grant("g", "t", 2, "k", "c1"),
+            grant("g2", "t2", 3, "k2", "gone"),
+            grant("other", "t", 3, "k3", "c1"),
+        ]);
         let known = |c: &str| c == "c1";
         assert_eq!(snap.check(&req("k:k-secret@g/topic=t&role=pub"), known).unwrap().topic, "t");
         let cases = [
-            ("k:k-secret@h/topic=t&role=pub", AuthError::UnknownGroup("h".into())),
+            // Until key and secret match, one and the same answer.
+            ("z:k-secret@g/topic=t&role=pub", AuthError::BadCredentials),
+            ("k:nope@g/topic=t&role=pub", AuthError::BadCredentials),
+            ("k:nope@nosuchgroup/topic=x&role=sub", AuthError::BadCredentials),
+            ("z:nope@other/topic=t&role=pub", AuthError::BadCredentials),
+            // Then what the proven app lacks; another app's group and an
+            // unknown one read the same.
+            (
+                "k:k-secret@other/topic=t&role=pub",
+                AuthError::GroupNotGranted { group: "other".into(), key: "k".into() },
+            ),
+            (
+                "k:k-secret@nosuchgroup/topic=t&role=pub",
+                AuthError::GroupNotGranted { group: "nosuchgroup".into(), key: "k".into() },
+            ),
             (
                 "k:k-secret@g/topic=x&role=pub",
                 AuthError::TopicNotGranted { group: "g".into(), topic: "x".into() },
             ),
-            ("z:k-secret@g/topic=t&role=pub", AuthError::WrongKey { group: "g".into() }),
-            ("k:nope@g/topic=t&role=pub", AuthError::WrongSecret { key: "k".into() }),
             (
                 "k:k-secret@g/topic=t&role=sub",
                 AuthError::RoleNotAllowed { role: Role::Sub, group: "g".into() },
             ),
             (
-                "k2:k2-secret@g/topic=t2&role=sub",
+                "k2:k2-secret@g2/topic=t2&role=sub",
                 AuthError::ClusterNotConfigured { cluster: "gone".into(), key: "k2".into() },
             ),
         ];
@@ -365,7 +410,7 @@ mod tests {
             let got = snap.check(&req(s), known).unwrap_err();
             let text = got.to_string();
             // Neither the secret offered nor any stored one may appear.
-            for secret in [req(s).secret.as_str(), "k-secret", "k2-secret"] {
+            for secret in [req(s).secret.as_str(), "k-secret", "k2-secret", "k3-secret"] {
                 assert!(!text.contains(secret), "{text:?} shows {secret:?}");
             }
             assert_eq!(got, want, "{s}");
@@ -396,11 +441,11 @@ mod tests {
         let refresher =
             spawn_refresher(Box::new(FlakyStore(0)), cache.clone(), Duration::from_millis(10), |_| {});
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while cache.snapshot().by_group.contains_key("old") {
+        while cache.snapshot().by_group().contains_key("old") {
             assert!(std::time::Instant::now() < deadline, "the refresher stopped after the panic");
             thread::sleep(Duration::from_millis(10));
         }
-        assert!(cache.snapshot().by_group.contains_key("g"));
+        assert!(cache.snapshot().by_group().contains_key("g"));
         refresher.stop();
     }
 

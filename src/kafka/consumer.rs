@@ -73,6 +73,17 @@ pub enum ConsumeError {
     Commit(String),
 }
 
+impl ConsumeError {
+    /// Whether trying again later may succeed: a full group frees up, an
+    /// unreachable cluster comes back, a commit is retried.
+    pub fn may_pass(&self) -> bool {
+        matches!(
+            self,
+            ConsumeError::Metadata { .. } | ConsumeError::GroupFull { .. } | ConsumeError::Commit(_)
+        )
+    }
+}
+
 /// One consumed record, copied out of librdkafka's buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InMessage {

@@ -5,7 +5,7 @@ use crate::auth::{AuthError, AuthStringError, Role};
 use crate::kafka::{ConsumeError, PublishError};
 use crate::resp::{Frame, ProtocolError};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, thiserror::Error)]
 pub enum CommandError {
     #[error("Protocol error: {0}")]
     Protocol(#[from] ProtocolError),
@@ -19,8 +19,6 @@ pub enum CommandError {
     Auth(#[from] AuthError),
     #[error("grant changed: authenticate again")]
     GrantChanged,
-    #[error("HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used")]
-    HelloNoAuth,
     #[error("unsupported protocol version")]
     NoProto,
     #[error("syntax error in HELLO option '{0}'")]
@@ -33,6 +31,16 @@ pub enum CommandError {
     NotAllowed { command: String, role: Role },
     #[error("wrong number of arguments for '{0}' command")]
     WrongArgs(&'static str),
+    #[error("unknown subcommand '{sub}' of '{command}'")]
+    UnknownSubcommand { command: &'static str, sub: String },
+    #[error("DB index is out of range")]
+    DbIndex,
+    #[error("value is not an integer or out of range")]
+    NotAnInteger,
+    #[error("Client names cannot contain spaces, newlines or special characters.")]
+    ClientName,
+    #[error("max number of clients reached")]
+    MaxClients,
     #[error("value is {len} bytes, over the limit of {max}")]
     ValueTooLarge { len: usize, max: usize },
     #[error("metadata must be a JSON object of string values or a protobuf infra.databus.Header")]
@@ -54,13 +62,29 @@ pub enum CommandError {
 }
 
 impl CommandError {
-    pub fn to_frame(&self) -> Frame {
-        let prefix = match self {
-            CommandError::NoAuth | CommandError::HelloNoAuth => "NOAUTH",
+    /// The first word of the reply, which clients branch on (as redis-rs's
+    /// `ServerErrorKind` reads it): `WRONGPASS` for credentials, `NOPERM` for
+    /// what a proven app is not granted, `NOAUTH`, `TRYAGAIN` for what may
+    /// succeed later, `NOPROTO`, and `ERR` for the rest.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CommandError::NoAuth => "NOAUTH",
             CommandError::NoProto => "NOPROTO",
+            CommandError::Auth(AuthError::BadCredentials) => "WRONGPASS",
+            CommandError::Auth(
+                AuthError::GroupNotGranted { .. }
+                | AuthError::TopicNotGranted { .. }
+                | AuthError::RoleNotAllowed { .. },
+            ) => "NOPERM",
+            CommandError::Publish(PublishError::Timeout { .. } | PublishError::Closed) => "TRYAGAIN",
+            CommandError::Join(e) | CommandError::Consume(e) if e.may_pass() => "TRYAGAIN",
+            CommandError::MaxClients => "TRYAGAIN",
             _ => "ERR",
-        };
-        Frame::error(format!("{prefix} {self}"))
+        }
+    }
+
+    pub fn to_frame(&self) -> Frame {
+        Frame::error(format!("{} {self}", self.code()))
     }
 }
 

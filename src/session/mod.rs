@@ -6,6 +6,7 @@ pub mod connection;
 pub mod error;
 pub mod publisher;
 pub mod registry;
+pub mod setup;
 pub mod subscriber;
 
 use std::collections::VecDeque;
@@ -23,6 +24,7 @@ use error::shown_name;
 pub use error::CommandError;
 use publisher::Publisher;
 use registry::{Interrupt, InterruptFlag, Registration};
+use setup::ClientInfo;
 use subscriber::Subscriber;
 
 /// What every connection shares.
@@ -79,6 +81,8 @@ pub struct Session {
     ctx: Arc<Context>,
     state: State,
     peer: String,
+    /// What the client said about itself, and its protocol.
+    client: ClientInfo,
     /// The connection's entry in the server's registry (absent in unit tests).
     registration: Option<Registration>,
     interrupt: Arc<InterruptFlag>,
@@ -89,7 +93,9 @@ pub struct Session {
 impl Session {
     pub fn new(ctx: Arc<Context>, peer: String, registration: Option<Registration>) -> Session {
         let interrupt = registration.as_ref().map(|r| r.flag.clone()).unwrap_or_default();
-        Session { ctx, state: State::Unauthenticated, peer, registration, interrupt, closing: false }
+        let id = registration.as_ref().map_or(0, |r| r.id() as u64);
+        let client = ClientInfo::new(id, peer.clone());
+        Session { ctx, state: State::Unauthenticated, peer, client, registration, interrupt, closing: false }
     }
 
     /// Why the server wants this connection to end, if it does.
@@ -147,6 +153,12 @@ impl Session {
                 Reply::Now(Frame::ok())
             }
             (_, b"hello") => self.hello(args).into(),
+            (_, b"echo") => setup::echo(args).into(),
+            (_, b"select") => setup::select(args).into(),
+            (_, b"client") => setup::client(args, &mut self.client).into(),
+            (_, b"command") => setup::command(args, &self.client).into(),
+            (_, b"config") => setup::config(args, &self.client).into(),
+            (_, b"info") => Reply::Now(setup::info(args)),
             (State::Unauthenticated, b"auth") => self.auth(args).into(),
             (State::Unauthenticated, _) => Reply::Now(CommandError::NoAuth.to_frame()),
             (_, b"auth") => Reply::Now(CommandError::AlreadyAuthenticated.to_frame()),
@@ -161,12 +173,15 @@ impl Session {
     }
 
     /// `HELLO [2|3 [AUTH <username> <string>] [SETNAME <name>]]`, which
-    /// redis-py 8 and go-redis v9 open with: an AUTH (the username is
-    /// ignored) plus the server's description. Every reply databus sends is
-    /// valid RESP3 too, so protocol 3 changes only this reply's shape.
+    /// redis-py 8 and go-redis v9 open with: the protocol, optionally an AUTH
+    /// (the username is ignored), and the server's description. Without AUTH
+    /// it is answered before authentication too (protocol negotiation only;
+    /// AUTH is still required for anything else). Every reply databus sends
+    /// is valid RESP3 too, so protocol 3 changes only the shape of the maps
+    /// (HELLO's, COMMAND DOCS', CONFIG GET's).
     fn hello(&mut self, args: &[Vec<u8>]) -> Result<Frame, CommandError> {
         let proto = match args.get(1) {
-            None => 2,
+            None => self.client.protocol,
             Some(v) => match v.as_slice() {
                 b"2" => 2,
                 b"3" => 3,
@@ -174,6 +189,7 @@ impl Session {
             },
         };
         let mut auth = None;
+        let mut name = None;
         let mut rest = args.get(2..).unwrap_or_default();
         while let Some(option) = rest.first() {
             match (option.to_ascii_lowercase().as_slice(), rest) {
@@ -181,32 +197,36 @@ impl Session {
                     auth = Some([b"auth".to_vec(), user.clone(), pass.clone()]);
                     rest = tail;
                 }
-                (b"setname", [_, _, tail @ ..]) => rest = tail,
+                (b"setname", [_, n, tail @ ..]) => {
+                    name = Some(n.clone());
+                    rest = tail;
+                }
                 _ => return Err(CommandError::HelloSyntax(shown_name(option))),
             }
         }
         match (&self.state, auth) {
-            (State::Unauthenticated, None) => return Err(CommandError::HelloNoAuth),
             (State::Unauthenticated, Some(auth)) => {
                 self.auth(&auth)?;
             }
-            (_, Some(_)) => return Err(CommandError::AlreadyAuthenticated),
+            (State::Publisher(_) | State::Subscriber(_), Some(_)) => {
+                return Err(CommandError::AlreadyAuthenticated)
+            }
             (_, None) => {}
         }
+        if let Some(name) = name {
+            setup::client(&[b"client".to_vec(), b"setname".to_vec(), name], &mut self.client)?;
+        }
+        self.client.protocol = proto;
         let bulk = |s: &str| Frame::Bulk(s.as_bytes().to_vec());
-        let pairs = vec![
+        Ok(self.client.map(vec![
             (bulk("server"), bulk("databus")),
             (bulk("version"), bulk(env!("CARGO_PKG_VERSION"))),
             (bulk("proto"), Frame::Integer(proto)),
+            (bulk("id"), Frame::Integer(self.client.id as i64)),
             (bulk("mode"), bulk("standalone")),
             (bulk("role"), bulk("master")),
             (bulk("modules"), Frame::Array(Vec::new())),
-        ];
-        Ok(if proto == 3 {
-            Frame::Map(pairs)
-        } else {
-            Frame::Array(pairs.into_iter().flat_map(|(k, v)| [k, v]).collect())
-        })
+        ]))
     }
 
     /// `AUTH <string>`, or `AUTH <username> <string>` as clients that always
@@ -534,12 +554,25 @@ mod tests {
     }
 
     #[test]
-    fn before_auth_only_auth_ping_quit() {
+    fn before_auth_only_connection_setup() {
         let (mut s, kafka) = session();
         assert_eq!(cmd(&mut s, &[b"PING"]), Frame::Simple("PONG".into()));
         assert_eq!(cmd(&mut s, &[b"ping", b"hi"]), Frame::Bulk(b"hi".to_vec()));
-        assert_eq!(cmd(&mut s, &[b"set", b"k", b"v"]), err("NOAUTH Authentication required."));
-        assert_eq!(cmd(&mut s, &[b"nosuch"]), err("NOAUTH Authentication required."));
+        // What clients send on their own is answered, and tells nothing of grants.
+        assert_eq!(cmd(&mut s, &[b"CLIENT", b"SETINFO", b"LIB-NAME", b"redis-py"]), Frame::ok());
+        assert_eq!(cmd(&mut s, &[b"SELECT", b"0"]), Frame::ok());
+        assert_eq!(cmd(&mut s, &[b"ECHO", b"e"]), Frame::Bulk(b"e".to_vec()));
+        assert_eq!(cmd(&mut s, &[b"CONFIG", b"GET", b"*"]), Frame::Array(Vec::new()));
+        for request in [&[&b"INFO"[..]][..], &[b"CLIENT", b"INFO"], &[b"COMMAND"], &[b"COMMAND", b"DOCS"]] {
+            let mut wire = Vec::new();
+            cmd(&mut s, request).encode(&mut wire);
+            let text = String::from_utf8_lossy(&wire);
+            assert!(!text.contains("c1") && !text.contains("\"t\"") && !text.contains("\"g\""), "{text}");
+        }
+        for data in [&[&b"set"[..], b"k", b"v"][..], &[b"hset", b"k", b"{}", b"v"], &[b"mget"], &[b"nosuch"]]
+        {
+            assert_eq!(cmd(&mut s, data), err("NOAUTH Authentication required."));
+        }
         assert!(!s.is_closing());
         assert!(kafka.sent.lock().unwrap().is_empty());
         assert_eq!(cmd(&mut s, &[b"QUIT"]), Frame::ok());
@@ -549,10 +582,11 @@ mod tests {
     #[test]
     fn hello_authenticates_and_describes_the_server() {
         let (mut s, _) = session();
-        assert_eq!(
-            cmd(&mut s, &[b"HELLO", b"3"]),
-            err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used")
-        );
+        // Protocol negotiation alone; AUTH is still needed afterwards.
+        let Frame::Map(pairs) = cmd(&mut s, &[b"HELLO", b"3"]) else { panic!("HELLO 3 must answer a map") };
+        assert!(pairs.contains(&(Frame::Bulk(b"server".to_vec()), Frame::Bulk(b"databus".to_vec()))));
+        assert_eq!(cmd(&mut s, &[b"set", b"k", b"v"]), err("NOAUTH Authentication required."));
+        assert_eq!(cmd(&mut s, &[b"CONFIG", b"GET", b"x"]), Frame::Map(Vec::new()));
         assert_eq!(cmd(&mut s, &[b"HELLO", b"4"]), err("NOPROTO unsupported protocol version"));
         assert_eq!(
             cmd(&mut s, &[b"HELLO", b"3", b"AUTH", b"x"]),
@@ -572,7 +606,7 @@ mod tests {
         assert_eq!(flat[0], Frame::Bulk(b"server".to_vec()));
         let (mut s, _) = session();
         let reply = cmd(&mut s, &[b"HELLO", b"3", b"AUTH", b"default", b"k:bad@g/topic=t&role=pub"]);
-        assert_eq!(reply, err("ERR auth failed: wrong secret for app key 'k'"));
+        assert_eq!(reply, err("WRONGPASS auth failed: invalid app key or secret"));
         assert!(s.is_closing());
     }
 
@@ -590,7 +624,11 @@ mod tests {
     fn failed_auth_closes() {
         let (mut s, _) = session();
         let reply = cmd(&mut s, &[b"auth", b"k:wrong@g/topic=t&role=pub"]);
-        assert_eq!(reply, err("ERR auth failed: wrong secret for app key 'k'"));
+        assert_eq!(reply, err("WRONGPASS auth failed: invalid app key or secret"));
+        assert!(s.is_closing());
+        let (mut s, _) = session();
+        let reply = cmd(&mut s, &[b"auth", b"k:s@g/topic=other&role=pub"]);
+        assert_eq!(reply, err("NOPERM auth failed: topic 'other' is not granted to group 'g'"));
         assert!(s.is_closing());
         let (mut s, _) = session();
         let reply = cmd(&mut s, &[b"auth", b"garbage"]);

@@ -63,6 +63,11 @@ pub struct Registration {
 }
 
 impl Registration {
+    /// The connection's number, unique while the server runs (`CLIENT ID`).
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
     /// Records the auth group the connection now serves.
     pub fn set_group(&self, group: &str) {
         if let Some(e) = self.registry.lock().get_mut(&self.id) {

@@ -37,6 +37,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
 
 const HOW_TO_START: &str = "start the services with `scripts/services.sh up` (or run `make test`)";
 
@@ -498,4 +499,31 @@ pub fn venv_python() -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// What the group must have committed after processing `messages` (JSON
+/// MGET elements): per partition, the last offset + 1.
+pub fn expected_commits(messages: &[Value], partitions: i32) -> BTreeMap<i32, Offset> {
+    let mut out: BTreeMap<i32, Offset> = (0..partitions).map(|p| (p, Offset::Invalid)).collect();
+    for m in messages {
+        let p = m["partition"].as_i64().unwrap() as i32;
+        let next = m["offset"].as_i64().unwrap() + 1;
+        let slot = out.get_mut(&p).unwrap();
+        if !matches!(*slot, Offset::Offset(o) if o >= next) {
+            *slot = Offset::Offset(next);
+        }
+    }
+    out
+}
+
+/// Asserts that `messages` hold no (partition, offset) twice and come in
+/// offset order per partition.
+pub fn assert_once_and_in_order(messages: &[Value]) {
+    let mut last: BTreeMap<i64, i64> = BTreeMap::new();
+    for m in messages {
+        let (p, o) = (m["partition"].as_i64().unwrap(), m["offset"].as_i64().unwrap());
+        if let Some(prev) = last.insert(p, o) {
+            assert!(prev < o, "partition {p}: offset {o} after {prev} (duplicate or out of order)");
+        }
+    }
 }

@@ -280,23 +280,38 @@ pub fn check_auth_matrix(server: &TestServer, g: &str, t: &str) {
         ),
         (
             format!("key1:secret1@nosuchgroup/topic={t}&role=pub"),
-            "ERR auth failed: unknown group 'nosuchgroup'".into(),
+            "NOPERM auth failed: group 'nosuchgroup' is not granted to app 'key1'".into(),
         ),
         (
             format!("key1:secret1@{g}/topic=other&role=pub"),
-            format!("ERR auth failed: topic 'other' is not granted to group '{g}'"),
+            format!("NOPERM auth failed: topic 'other' is not granted to group '{g}'"),
         ),
         (
             format!("keyX:secret1@{g}/topic={t}&role=pub"),
-            format!("ERR auth failed: wrong app key for group '{g}'"),
+            "WRONGPASS auth failed: invalid app key or secret".into(),
         ),
         (
             format!("key1:s3cr3t-guess@{g}/topic={t}&role=pub"),
-            "ERR auth failed: wrong secret for app key 'key1'".into(),
+            "WRONGPASS auth failed: invalid app key or secret".into(),
+        ),
+        // A stranger learns nothing: unknown group, another app's group,
+        // a known key, all the same while the secret is wrong.
+        (
+            "keyX:nope@nosuchgroup/topic=x&role=sub".to_string(),
+            "WRONGPASS auth failed: invalid app key or secret".into(),
+        ),
+        (
+            format!("key2:nope@{g}/topic={t}&role=pub"),
+            "WRONGPASS auth failed: invalid app key or secret".into(),
+        ),
+        // A proven app cannot tell another app's group from no group.
+        (
+            format!("key2:secret2@{g}/topic={t}&role=pub"),
+            format!("NOPERM auth failed: group '{g}' is not granted to app 'key2'"),
         ),
         (
             format!("key1:secret1@{g}_pubonly/topic={t}&role=sub"),
-            format!("ERR auth failed: role 'sub' is not allowed for group '{g}_pubonly'"),
+            format!("NOPERM auth failed: role 'sub' is not allowed for group '{g}_pubonly'"),
         ),
         (
             format!("key2:secret2@{g}_lost/topic={t}&role=pub"),
