@@ -48,6 +48,7 @@ pub struct RawConfig {
     pub auth: Option<String>,
     pub log_level: Option<String>,
     pub max_clients: Option<usize>,
+    pub listen_backlog: Option<u32>,
     pub auth_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub max_value_size: Option<usize>,
@@ -82,6 +83,7 @@ pub struct RawProducer {
     pub timeout_ms: Option<u64>,
     pub partitioner: Option<String>,
     pub linger_ms: Option<u64>,
+    pub instances: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -189,6 +191,8 @@ pub struct Settings {
     pub auth: AuthSource,
     pub log_level: String,
     pub max_clients: usize,
+    /// Connections the kernel queues before databus accepts them.
+    pub listen_backlog: u32,
     pub auth_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_value_size: usize,
@@ -200,6 +204,8 @@ pub struct Settings {
     pub clusters: BTreeMap<String, Cluster>,
 }
 
+/// Producers per cluster, see `kafka::ProducerSettings::instances`.
+const DEFAULT_PRODUCERS: usize = 4;
 /// Longest duration any `*_ms` key may hold: a week.
 const MAX_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Redis's own ceiling for `databases`.
@@ -388,6 +394,7 @@ impl RawConfig {
                 0,
                 900_000,
             )?),
+            instances: size("producer.instances", p.instances, DEFAULT_PRODUCERS, 1, 64)?,
         };
         if !PARTITIONERS.contains(&producer.partitioner.as_str()) {
             return Err(err(
@@ -450,6 +457,8 @@ impl RawConfig {
             auth,
             log_level,
             max_clients,
+            listen_backlog: size("listen_backlog", self.listen_backlog.map(|v| v as usize), 4096, 1, 65_535)?
+                as u32,
             auth_timeout: ms("auth_timeout_ms", self.auth_timeout_ms, 5_000)?,
             idle_timeout: ms("idle_timeout_ms", self.idle_timeout_ms, 300_000)?,
             max_value_size,

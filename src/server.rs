@@ -5,12 +5,13 @@
 //! workers and flushes the producers.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+use socket2::{Domain, Protocol, Socket, Type};
 use threadpool::ThreadPool;
 
 use crate::auth::{self, file::FileStore, mysql::MysqlStore, redis::RedisStore, AuthStore};
@@ -103,8 +104,8 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
     let cache = Arc::new(auth::initial_load(store.as_mut())?);
 
     let bind = |addr: &str| {
-        let listener =
-            TcpListener::bind(addr).map_err(|cause| StartError::Bind { addr: addr.to_owned(), cause })?;
+        let listener = listen(addr, settings.listen_backlog)
+            .map_err(|cause| StartError::Bind { addr: addr.to_owned(), cause })?;
         let local =
             listener.local_addr().map_err(|cause| StartError::Bind { addr: addr.to_owned(), cause })?;
         Ok::<_, StartError>((listener, local))
@@ -167,6 +168,22 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
         producers,
         flush_timeout: settings.producer.timeout,
     })
+}
+
+/// A listening socket with room for `backlog` connections not yet accepted
+/// (std's `bind` asks for 128), so a crowd of clients reconnecting after a
+/// restart is queued rather than dropped. The kernel caps it at
+/// `net.core.somaxconn`.
+fn listen(addr: &str, backlog: u32) -> std::io::Result<TcpListener> {
+    let addr = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "no address"))?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+    Ok(socket.into())
 }
 
 /// Accepts until `stop`, serving each connection on a pooled worker; with

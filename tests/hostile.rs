@@ -380,3 +380,56 @@ fn connections_past_max_clients_are_refused_and_others_keep_working() {
     t.assert_running();
     t.assert_in_kafka(&acked);
 }
+
+/// Thousands of clients reconnecting after a restart arrive at once: the
+/// listen backlog (4096 by default, std's `bind` gives 128) queues them all,
+/// and every one gets an answer.
+#[test]
+fn two_thousand_clients_connecting_at_once_all_get_answers() {
+    let mut t = Target::start("hcrowd", "");
+    let port = t.daemon.addr.port();
+    let ss = std::process::Command::new("ss").args(["-ltn"]).output().expect("running ss");
+    let listing = String::from_utf8_lossy(&ss.stdout);
+    let line = listing
+        .lines()
+        .find(|l| l.contains(&format!(":{port} ")))
+        .unwrap_or_else(|| panic!("port {port} not in ss -ltn:\n{listing}"));
+    // For a listening socket, ss's Send-Q column is the backlog.
+    let backlog: u32 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    let somaxconn: u32 =
+        std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap().trim().parse().unwrap();
+    assert_eq!(backlog, somaxconn.min(4096), "listen backlog");
+
+    const THREADS: usize = 8;
+    const EACH: usize = 250;
+    let addr = t.daemon.addr;
+    let ready = Arc::new(std::sync::Barrier::new(THREADS));
+    let crowd: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let ready = ready.clone();
+            thread::spawn(move || {
+                ready.wait();
+                // All connect first, then all ask: they are open at once.
+                let mut open: Vec<TcpStream> = (0..EACH)
+                    .map(|i| {
+                        TcpStream::connect_timeout(&addr, Duration::from_secs(20))
+                            .unwrap_or_else(|e| panic!("connection {i}: {e}"))
+                    })
+                    .collect();
+                let mut answered = 0;
+                for s in &mut open {
+                    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                    s.write_all(b"PING\r\n").unwrap();
+                    let mut reply = [0u8; 7];
+                    s.read_exact(&mut reply).unwrap();
+                    assert_eq!(&reply, b"+PONG\r\n");
+                    answered += 1;
+                }
+                answered
+            })
+        })
+        .collect();
+    let answered: usize = crowd.into_iter().map(|c| c.join().unwrap()).sum();
+    assert_eq!(answered, THREADS * EACH);
+    t.assert_running();
+}

@@ -26,6 +26,10 @@ pub struct ProducerSettings {
     pub timeout: Duration,
     pub partitioner: String,
     pub linger: Duration,
+    /// Producers per cluster. A broker answers one connection's requests one
+    /// at a time, so one producer is one request in service at a time; a
+    /// publisher connection always uses the same one (its "lane").
+    pub instances: usize,
 }
 
 /// The librdkafka configuration of a cluster's producer: idempotent,
@@ -184,7 +188,14 @@ impl PendingDelivery {
 /// Where publishers send records; a trait so command logic can be tested
 /// without a broker.
 pub trait Publish: Send + Sync {
-    fn publish(&self, cluster: &str, record: &OutRecord<'_>) -> Result<PendingDelivery, PublishError>;
+    /// Enqueues `record` for `cluster`. Every record of one `lane` (a
+    /// connection) goes through the same producer, so their order holds.
+    fn publish(
+        &self,
+        cluster: &str,
+        lane: usize,
+        record: &OutRecord<'_>,
+    ) -> Result<PendingDelivery, PublishError>;
 }
 
 #[derive(Default)]
@@ -228,7 +239,8 @@ struct ClusterProducer {
     created: Instant,
 }
 
-/// The producers of every configured cluster, created on first use.
+/// The producers of every configured cluster, `instances` per cluster (one
+/// per lane), each created on first use.
 ///
 /// A producer is replaced when librdkafka reports a fatal error, or when its
 /// records time out with no delivery since and it is older than the produce
@@ -239,7 +251,7 @@ struct ClusterProducer {
 pub struct Producers {
     clusters: BTreeMap<String, Cluster>,
     settings: ProducerSettings,
-    live: Mutex<HashMap<String, Arc<ClusterProducer>>>,
+    live: Mutex<HashMap<(String, usize), Arc<ClusterProducer>>>,
 }
 
 impl Producers {
@@ -247,9 +259,10 @@ impl Producers {
         Producers { clusters, settings, live: Mutex::new(HashMap::new()) }
     }
 
-    fn producer(&self, cluster: &str) -> Result<Arc<ClusterProducer>, PublishError> {
+    fn producer(&self, cluster: &str, lane: usize) -> Result<Arc<ClusterProducer>, PublishError> {
+        let slot = (cluster.to_owned(), lane % self.settings.instances.max(1));
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = live.get(cluster) {
+        if let Some(p) = live.get(&slot) {
             if let Some((code, reason)) = p.kafka.client().fatal_error() {
                 log::warn!(
                     "producer for cluster '{cluster}' hit a fatal error ({code:?}: {reason}); re-creating it"
@@ -270,8 +283,8 @@ impl Producers {
                 .map_err(|e| PublishError::Create { cluster: cluster.to_owned(), cause: e.to_string() })?;
         let producer =
             Arc::new(ClusterProducer { cluster: cluster.to_owned(), kafka, created: Instant::now() });
-        live.insert(cluster.to_owned(), producer.clone());
-        log::info!("producer for cluster '{cluster}' created");
+        live.insert(slot.clone(), producer.clone());
+        log::info!("producer {} of cluster '{cluster}' created", slot.1);
         Ok(producer)
     }
 
@@ -279,10 +292,10 @@ impl Producers {
     /// still hold keep them alive until settled.
     pub fn retain(&self, clusters_in_use: &std::collections::HashSet<String>) {
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        live.retain(|name, _| {
+        live.retain(|(name, lane), _| {
             let keep = clusters_in_use.contains(name);
             if !keep {
-                log::info!("producer for cluster '{name}' closed: no grant uses the cluster");
+                log::info!("producer {lane} of cluster '{name}' closed: no grant uses the cluster");
             }
             keep
         });
@@ -291,17 +304,22 @@ impl Producers {
     /// Waits up to `timeout` for every queued record of every cluster.
     pub fn flush(&self, timeout: Duration) {
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        for (name, p) in live.iter() {
+        for ((name, lane), p) in live.iter() {
             if let Err(e) = p.kafka.flush(timeout) {
-                log::warn!("flushing producer of cluster '{name}': {e}");
+                log::warn!("flushing producer {lane} of cluster '{name}': {e}");
             }
         }
     }
 }
 
 impl Publish for Producers {
-    fn publish(&self, cluster: &str, record: &OutRecord<'_>) -> Result<PendingDelivery, PublishError> {
-        let producer = self.producer(cluster)?;
+    fn publish(
+        &self,
+        cluster: &str,
+        lane: usize,
+        record: &OutRecord<'_>,
+    ) -> Result<PendingDelivery, PublishError> {
+        let producer = self.producer(cluster, lane)?;
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (key, value) in record.headers {
             headers = headers.insert(Header { key, value: Some(*value) });

@@ -268,6 +268,7 @@ impl Session {
                 topic: grant.topic,
                 color: req.color.clone(),
                 max_value_size: settings.max_value_size,
+                lane: self.client.id as usize,
             }),
             Role::Sub => {
                 // A colored subscriber is a group of its own, so it never takes
@@ -505,7 +506,12 @@ mod tests {
     }
 
     impl Publish for FakeKafka {
-        fn publish(&self, cluster: &str, r: &OutRecord<'_>) -> Result<PendingDelivery, PublishError> {
+        fn publish(
+            &self,
+            cluster: &str,
+            _lane: usize,
+            r: &OutRecord<'_>,
+        ) -> Result<PendingDelivery, PublishError> {
             let headers = r.headers.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect();
             self.sent.lock().unwrap().push((
                 cluster.into(),

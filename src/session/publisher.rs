@@ -13,6 +13,8 @@ pub struct Publisher {
     pub topic: String,
     pub color: String,
     pub max_value_size: usize,
+    /// Which of the cluster's producers this connection's records use.
+    pub lane: usize,
 }
 
 impl Publisher {
@@ -55,6 +57,6 @@ impl Publisher {
             None => std::slice::from_ref(&color),
         };
         let record = OutRecord { topic: &self.topic, key, value, headers };
-        Ok(kafka.publish(&self.cluster, &record)?)
+        Ok(kafka.publish(&self.cluster, self.lane, &record)?)
     }
 }
