@@ -2,7 +2,9 @@
 # `make bench`: builds databus and databus-bench in release mode and runs the
 # bench against the services `make bench` set up (or those named by
 # DATABUS_BROKERS / DATABUS_MYSQL_URL). Prints a markdown table and writes
-# bench/results.md and bench/results.json. BENCH_QUICK=1 is a smoke run of
+# bench/results.md and bench/results.json, then runs redis-benchmark against
+# databus (scripts/bench-redis-benchmark.sh: bench/redis-benchmark.{md,csv}).
+# BENCH_QUICK=1 is a smoke run of
 # under a minute that writes bench/results-quick.* instead. See BENCHMARKS.md
 # for every knob.
 #
@@ -89,3 +91,8 @@ export BENCH_DATE BENCH_GIT_COMMIT
 export BENCH_CLK_TCK=${BENCH_CLK_TCK:-$(getconf CLK_TCK)}
 
 target/release/databus-bench
+
+# redis-benchmark against databus on the same broker (BENCH_REDIS_BENCHMARK=0 skips it).
+if [[ ${BENCH_REDIS_BENCHMARK:-1} != 0 ]]; then
+	scripts/bench-redis-benchmark.sh
+fi

@@ -84,6 +84,7 @@ pub struct RawProducer {
     pub partitioner: Option<String>,
     pub linger_ms: Option<u64>,
     pub instances: Option<usize>,
+    pub max_in_flight: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -204,8 +205,6 @@ pub struct Settings {
     pub clusters: BTreeMap<String, Cluster>,
 }
 
-/// Producers per cluster, see `kafka::ProducerSettings::instances`.
-const DEFAULT_PRODUCERS: usize = 4;
 /// Longest duration any `*_ms` key may hold: a week.
 const MAX_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Redis's own ceiling for `databases`.
@@ -390,11 +389,13 @@ impl RawConfig {
             // 0 is a valid linger: send at once.
             linger: Duration::from_millis(within(
                 "producer.linger_ms",
-                p.linger_ms.unwrap_or(1),
+                p.linger_ms.unwrap_or(0),
                 0,
                 900_000,
             )?),
-            instances: size("producer.instances", p.instances, DEFAULT_PRODUCERS, 1, 64)?,
+            instances: size("producer.instances", p.instances, 1, 1, 64)?,
+            // librdkafka's ceiling for an idempotent producer is 5.
+            max_in_flight: size("producer.max_in_flight", p.max_in_flight, 1, 1, 5)?,
         };
         if !PARTITIONERS.contains(&producer.partitioner.as_str()) {
             return Err(err(

@@ -92,6 +92,7 @@ struct Opts {
     replication: i32,
     value_size: usize,
     linger_ms: u64,
+    max_in_flight: u64,
     /// Extra librdkafka properties for databus's cluster and the direct clients.
     kafka_properties: Vec<(String, String)>,
     /// `subscriber.batch_size`; databus's default when unset.
@@ -196,7 +197,8 @@ impl Opts {
             partitions: env_num("BENCH_PARTITIONS", 3)?,
             replication: env_num("BENCH_REPLICATION", 1)?,
             value_size: env_num("BENCH_VALUE_SIZE", 100)?,
-            linger_ms: env_num("BENCH_LINGER_MS", 1)?,
+            linger_ms: env_num("BENCH_LINGER_MS", 0)?,
+            max_in_flight: env_num("BENCH_MAX_IN_FLIGHT", 1)?,
             kafka_properties,
             sub_batch: env_str("BENCH_SUB_BATCH")
                 .map(|v| v.parse().map_err(|_| format!("BENCH_SUB_BATCH={v:?} is not a number")))
@@ -516,7 +518,8 @@ impl Databus {
         let _ = writeln!(c, "addr = \"127.0.0.1:{port}\"\nauth = \"mysql\"");
         let _ = writeln!(c, "log_level = \"warn\"\nmax_clients = 5000");
         let _ = writeln!(c, "{}", opts.config_top);
-        let _ = writeln!(c, "[producer]\nlinger_ms = {}", opts.linger_ms);
+        let _ =
+            writeln!(c, "[producer]\nlinger_ms = {}\nmax_in_flight = {}", opts.linger_ms, opts.max_in_flight);
         let _ = writeln!(c, "[subscriber]\nsession_timeout_ms = {SESSION_TIMEOUT_MS}");
         let _ = writeln!(c, "wait_timeout_ms = {SUB_WAIT_TIMEOUT_MS}");
         if let Some(b) = opts.sub_batch {
@@ -793,6 +796,7 @@ fn direct_producer(opts: &Opts) -> Res<Direct> {
         .set("partitioner", PARTITIONER)
         .set("message.timeout.ms", PRODUCE_TIMEOUT_MS.to_string())
         .set("linger.ms", opts.linger_ms.to_string())
+        .set("max.in.flight.requests.per.connection", opts.max_in_flight.to_string())
         .create_with_context(Reports)?)
 }
 
@@ -1657,7 +1661,7 @@ impl Report<'_> {
         let _ = writeln!(
             s,
             "Run `{}` at {} (commit {}) on {} × {}, {} RAM, Linux {}; broker {}; {} partitions per topic; \
-             {}-byte JSON values; `linger.ms` {}, `acks=all`, idempotent, `{PARTITIONER}` on both sides; \
+             {}-byte JSON values; `linger.ms` {}, {} in flight, `acks=all`, idempotent, `{PARTITIONER}` on both sides; \
              subscriber batch size {}{}; took {:.0} s. Load generator, databus and broker share the machine.\n",
             self.run_id,
             env_str("BENCH_DATE").unwrap_or_else(|| "unknown time".into()),
@@ -1670,6 +1674,7 @@ impl Report<'_> {
             o.partitions,
             o.value_size,
             o.linger_ms,
+            o.max_in_flight,
             o.sub_batch.map_or("100 (default)".into(), |b| b.to_string()),
             if o.config_top.is_empty() { String::new() } else { format!("; extra config `{}`", o.config_top) },
             self.elapsed
@@ -1905,6 +1910,7 @@ impl Report<'_> {
                 "replication": o.replication,
                 "value_size": o.value_size,
                 "linger_ms": o.linger_ms,
+                "max_in_flight": o.max_in_flight,
                 "acks": "all",
                 "enable_idempotence": true,
                 "partitioner": PARTITIONER,

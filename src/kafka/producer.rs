@@ -26,10 +26,13 @@ pub struct ProducerSettings {
     pub timeout: Duration,
     pub partitioner: String,
     pub linger: Duration,
-    /// Producers per cluster. A broker answers one connection's requests one
-    /// at a time, so one producer is one request in service at a time; a
-    /// publisher connection always uses the same one (its "lane").
+    /// Producers per cluster; a publisher connection always uses the same
+    /// one (its "lane"), so its records keep their order.
     pub instances: usize,
+    /// Produce requests each producer keeps in flight. With 1, records that
+    /// arrive while a request is out go together in the next one: batches
+    /// grow with the load and a lone SET is sent at once (BENCHMARKS.md).
+    pub max_in_flight: usize,
 }
 
 /// The librdkafka configuration of a cluster's producer: idempotent,
@@ -41,7 +44,8 @@ pub(crate) fn producer_config(cluster: &Cluster, settings: &ProducerSettings) ->
         .set("acks", "all")
         .set("partitioner", &settings.partitioner)
         .set("message.timeout.ms", settings.timeout.as_millis().to_string())
-        .set("linger.ms", settings.linger.as_millis().to_string());
+        .set("linger.ms", settings.linger.as_millis().to_string())
+        .set("max.in.flight.requests.per.connection", settings.max_in_flight.to_string());
     config
 }
 
