@@ -9,7 +9,7 @@ SERVICES := scripts/services.sh
 # Exports the resolved service addresses into a recipe line.
 WITH_ENV = eval "$$($(SERVICES) env)"
 
-.PHONY: run test services build lint unit clean run-example bench
+.PHONY: run test services build lint unit clean run-example bench fuzz
 
 ## Set up the services, build, and run databus in the foreground on :6205.
 ## DATABUS_AUTH=redis or DATABUS_AUTH=file picks another auth store.
@@ -28,6 +28,10 @@ run-example:
 ## Measure databus against direct Kafka clients; writes bench/results.{md,json}.
 bench: services
 	@$(WITH_ENV); scripts/bench.sh
+
+## Fuzz every parser of untrusted input (FUZZ_SECONDS each, default 60; FUZZING.md).
+fuzz:
+	@scripts/fuzz.sh
 
 services:
 	@mkdir -p .run
