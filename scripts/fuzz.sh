@@ -95,8 +95,11 @@ for target in "${targets[@]}"; do
     crashes=$(find "$artifacts" -type f | wc -l)
     if ((status != 0 || crashes > 0)); then
         failed+=("$target")
-        # A fuzzer that died without leaving an input (it could not start, say) still fails.
-        ((crashes > 0)) || crashes="exit $status"
+        # A fuzzer that stopped without leaving an input still fails the run: 72 is libFuzzer's
+        # exit code when a signal interrupted it, anything else means it could not run.
+        if ((crashes == 0)); then
+            if ((status == 72)); then crashes="interrupted"; else crashes="exit $status"; fi
+        fi
     elif [[ ${FUZZ_MERGE:-0} == 1 ]]; then
         before=$(find "fuzz/corpus/$target" -type f | wc -l)
         # Edges only (-use_counters=0), not hit-count buckets: one input per newly covered
