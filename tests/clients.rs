@@ -503,18 +503,7 @@ except redis.exceptions.AuthenticationError as e:
 # One connection is one member of the group: commit on the one that pulled.
 sub = redis.Redis(host="127.0.0.1", port=port, password=os.environ["SUB_AUTH"],
                   protocol=2, socket_timeout=15, single_connection_client=True)
-got = []
-deadline = time.time() + 60
-while len(got) < n:
-    if time.time() > deadline:
-        sys.exit(f"only {len(got)} of {n} messages after 60 s")
-    last = {}
-    for raw in sub.mget(""):
-        m = json.loads(raw)
-        got.append(m)
-        last[m["partition"]] = max(last.get(m["partition"], -1), m["offset"])
-    for partition, offset in sorted(last.items()):
-        assert sub.set(partition, offset) is True
+got = consume(n, lambda: sub.mget(""), sub.set)
 sub.close()
 print(json.dumps(got))
 "#;
@@ -526,7 +515,7 @@ fn redis_py_publish_consume_commit() {
     let n = 40;
     let bad = f.auth("sub").replace("app_secret1", "wrong");
     let out = Command::new(&python)
-        .args(["-c", REDIS_PY_SESSION])
+        .args(["-c", &format!("{PY_CONSUME}{REDIS_PY_SESSION}")])
         .env("DATABUS_PORT", f.port().to_string())
         .env("MESSAGES", n.to_string())
         .env("PUB_AUTH", f.auth("pub"))

@@ -94,17 +94,7 @@ else:
 pub.close()
 
 sub = client(os.environ["SUB_AUTH"])
-got, deadline = [], time.time() + 60
-while len(got) < n:
-    if time.time() > deadline:
-        sys.exit(f"only {len(got)} of {n} messages after 60 s")
-    last = {}
-    for raw in sub.execute_command("MGET"):
-        m = json.loads(raw)
-        got.append(m)
-        last[m["partition"]] = max(last.get(m["partition"], -1), m["offset"])
-    for partition, offset in sorted(last.items()):
-        assert sub.set(partition, offset) is True
+got = consume(n, lambda: sub.execute_command("MGET"), sub.set)
 sub.close()
 print(json.dumps(got))
 "#;
@@ -113,7 +103,7 @@ fn redis_py(name: &str, mode: &str) {
     let f = fixture(name);
     let n = 20;
     let out = Command::new(venv_python())
-        .args(["-c", REDIS_PY])
+        .args(["-c", &format!("{PY_CONSUME}{REDIS_PY}")])
         .env("PORT", f.server.addr.port().to_string())
         .env("N", n.to_string())
         .env("MODE", mode)
@@ -190,21 +180,7 @@ fn redis_crate_session(name: &str, in_url: bool) {
         let () = redis::cmd("SET").arg(format!("k{i}")).arg(format!("v{i}")).query(&mut publisher).unwrap();
     }
     let mut subscriber = redis_crate(&f, "sub", in_url);
-    let mut got: Vec<Value> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while got.len() < n {
-        assert!(Instant::now() < deadline, "only {} messages", got.len());
-        let batch: Vec<Vec<u8>> = redis::cmd("MGET").query(&mut subscriber).unwrap();
-        let batch: Vec<Value> = batch.iter().map(|m| serde_json::from_slice(m).unwrap()).collect();
-        for p in 0..PARTITIONS {
-            let last =
-                batch.iter().filter(|m| m["partition"] == p).map(|m| m["offset"].as_i64().unwrap()).max();
-            if let Some(o) = last {
-                let () = redis::cmd("SET").arg(p).arg(o).query(&mut subscriber).unwrap();
-            }
-        }
-        got.extend(batch);
-    }
+    let got = consume_with_redis_crate(&mut subscriber, n, PARTITIONS);
     check_session(&f, &got, n);
     // The code comes through as redis-rs's error kind.
     let mut con = redis::Client::open(format!("redis://127.0.0.1:{}/", f.server.addr.port()))

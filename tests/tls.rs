@@ -133,16 +133,7 @@ for i in range(int(os.environ["N"])):
     assert pub.set(f"k{i}", f"v{i}") is True
 pub.close()
 sub = redis.Redis(password=os.environ["SUB_AUTH"], protocol=2, single_connection_client=True, **kw)
-got, deadline = [], time.time() + 60
-while len(got) < int(os.environ["N"]):
-    assert time.time() < deadline, f"only {len(got)} messages"
-    last = {}
-    for raw in sub.mget(""):
-        m = json.loads(raw)
-        got.append(m)
-        last[m["partition"]] = max(last.get(m["partition"], -1), m["offset"])
-    for p, o in sorted(last.items()):
-        assert sub.set(p, o) is True
+got = consume(int(os.environ["N"]), lambda: sub.mget(""), sub.set)
 sub.close()
 print(json.dumps(got))
 "#;
@@ -151,7 +142,7 @@ print(json.dumps(got))
 fn redis_py_over_tls() {
     let s = Setup::new("tlspy", false);
     let out = Command::new(venv_python())
-        .args(["-c", REDIS_PY_TLS])
+        .args(["-c", &format!("{PY_CONSUME}{REDIS_PY_TLS}")])
         .env("PORT", s.tls_addr().port().to_string())
         .env("CA", s.pki.path("ca.pem"))
         .env("PUB_AUTH", s.auth("pub"))
@@ -196,21 +187,7 @@ fn the_redis_crate_over_tls() {
         let () = redis::cmd("SET").arg(format!("k{i}")).arg(format!("v{i}")).query(&mut publisher).unwrap();
     }
     let mut subscriber = rediss(&s, &s.auth("sub"));
-    let mut got: Vec<Value> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while got.len() < 10 {
-        assert!(Instant::now() < deadline, "only {} messages", got.len());
-        let batch: Vec<Vec<u8>> = redis::cmd("MGET").query(&mut subscriber).unwrap();
-        let batch: Vec<Value> = batch.iter().map(|m| serde_json::from_slice(m).unwrap()).collect();
-        for p in 0..2 {
-            if let Some(o) =
-                batch.iter().filter(|m| m["partition"] == p).map(|m| m["offset"].as_i64().unwrap()).max()
-            {
-                let () = redis::cmd("SET").arg(p).arg(o).query(&mut subscriber).unwrap();
-            }
-        }
-        got.extend(batch);
-    }
+    let got = consume_with_redis_crate(&mut subscriber, 10, 2);
     check_consumed(&s, &got, 10);
 }
 

@@ -527,3 +527,45 @@ pub fn assert_once_and_in_order(messages: &[Value]) {
         }
     }
 }
+
+/// What every redis-py session shares, prepended to its script: `consume`
+/// pulls with `mget()` and commits each partition's last offset with
+/// `commit(partition, offset)` until `n` messages came; it returns them.
+pub const PY_CONSUME: &str = r#"
+import json, sys, time
+
+def consume(n, mget, commit):
+    got, deadline = [], time.time() + 60
+    while len(got) < n:
+        if time.time() > deadline:
+            sys.exit(f"only {len(got)} of {n} messages after 60 s")
+        last = {}
+        for raw in mget():
+            m = json.loads(raw)
+            got.append(m)
+            last[m["partition"]] = max(last.get(m["partition"], -1), m["offset"])
+        for partition, offset in sorted(last.items()):
+            assert commit(partition, offset) is True
+    return got
+"#;
+
+/// The `redis` crate's side of the same loop: MGET until `n` messages came,
+/// committing each partition's last offset of every batch.
+pub fn consume_with_redis_crate(con: &mut redis::Connection, n: usize, partitions: i32) -> Vec<Value> {
+    let mut got: Vec<Value> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < n {
+        assert!(Instant::now() < deadline, "only {} of {n} messages after 60 s", got.len());
+        let batch: Vec<Vec<u8>> = redis::cmd("MGET").query(con).unwrap();
+        let batch: Vec<Value> = batch.iter().map(|m| serde_json::from_slice(m).unwrap()).collect();
+        for p in 0..partitions {
+            let last =
+                batch.iter().filter(|m| m["partition"] == p).map(|m| m["offset"].as_i64().unwrap()).max();
+            if let Some(o) = last {
+                let () = redis::cmd("SET").arg(p).arg(o).query(con).unwrap();
+            }
+        }
+        got.extend(batch);
+    }
+    got
+}
