@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::admin::AdminSettings;
 use crate::kafka::{self, Cluster, KafkaSasl, KafkaTls, ProducerSettings, SubscriberSettings};
 use crate::resp::Limits;
 use crate::tls::TlsSettings;
@@ -45,6 +46,9 @@ pub struct RawConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_ca: Option<PathBuf>,
+    pub admin_addr: Option<String>,
+    pub admin_max_body: Option<usize>,
+    pub health_interval_ms: Option<u64>,
     pub auth: Option<String>,
     pub log_level: Option<String>,
     pub max_clients: Option<usize>,
@@ -189,6 +193,8 @@ pub struct Settings {
     pub addr: String,
     /// The TLS listener beside the plain one, when configured.
     pub tls: Option<TlsSettings>,
+    /// The admin HTTP listener (metrics, health, HTTP publish), when configured.
+    pub admin: Option<AdminSettings>,
     pub auth: AuthSource,
     pub log_level: String,
     pub max_clients: usize,
@@ -312,6 +318,20 @@ impl RawConfig {
             }
         };
 
+        let admin = match self.admin_addr {
+            None => None,
+            Some(admin_addr) => {
+                if admin_addr.parse::<SocketAddr>().is_err() && !admin_addr.contains(':') {
+                    return Err(err("admin_addr", format!("`{admin_addr}` is not host:port")));
+                }
+                Some(AdminSettings {
+                    addr: admin_addr,
+                    max_body: 0,
+                    interval: ms("health_interval_ms", self.health_interval_ms, 5_000)?,
+                })
+            }
+        };
+
         let auth = match self.auth.as_deref() {
             None => return Err(err("auth", "missing: \"mysql\", \"redis\" or \"file\"".into())),
             Some("mysql") => {
@@ -414,6 +434,17 @@ impl RawConfig {
             wait_timeout: ms("subscriber.wait_timeout_ms", s.wait_timeout_ms, 30_000)?,
             idle_timeout: ms("subscriber.idle_timeout_ms", s.idle_timeout_ms, 40_000)?,
             session_timeout: ms("subscriber.session_timeout_ms", s.session_timeout_ms, 45_000)?,
+            // The consumer lag of /metrics comes from these statistics.
+            stats_interval: admin.as_ref().map_or(Duration::ZERO, |a| a.interval),
+        };
+        let admin = match admin {
+            None => None,
+            Some(a) => {
+                // A JSON body escapes a value's bytes, up to 6 characters each.
+                let default = (4 * max_value_size + 64 * 1024).min(MAX_REQUEST_LEN);
+                let max_body = size("admin_max_body", self.admin_max_body, default, 1024, MAX_REQUEST_LEN)?;
+                Some(AdminSettings { max_body, ..a })
+            }
         };
 
         if self.clusters.is_empty() {
@@ -455,6 +486,7 @@ impl RawConfig {
         Ok(Settings {
             addr,
             tls,
+            admin,
             auth,
             log_level,
             max_clients,

@@ -11,14 +11,18 @@
 //! - [`kafka`]: librdkafka producers (and consumers) per cluster.
 //! - [`config`]: command line and `databus.toml`, validated into settings.
 //! - [`server`]: the listener, the worker pool, graceful shutdown.
+//! - [`admin`]: the optional admin HTTP port: metrics, health, HTTP publish.
+//! - [`metrics`]: the Prometheus collectors every module counts into.
 //! - [`tls`]: the optional TLS listener for clients (rustls), reloadable.
 //! - [`proto`]: the protobuf messages of `proto/databus.proto`.
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod kafka;
+pub mod metrics;
 pub mod proto;
 pub mod resp;
 pub mod server;

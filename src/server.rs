@@ -14,9 +14,11 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use threadpool::ThreadPool;
 
+use crate::admin::{Admin, BindError};
 use crate::auth::{self, file::FileStore, mysql::MysqlStore, redis::RedisStore, AuthStore};
 use crate::config::{AuthSource, Settings};
 use crate::kafka::{Memberships, Producers};
+use crate::metrics::Metrics;
 use crate::session::registry::Connections;
 use crate::session::{self, CommandError, Context, Stream};
 use crate::tls::{TlsAcceptor, TlsError};
@@ -30,6 +32,8 @@ pub enum StartError {
     Bind { addr: String, cause: std::io::Error },
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error("admin port: {0}")]
+    Admin(#[from] BindError),
 }
 
 /// A started server; dropping it does not stop it, [`Running::shutdown`] does.
@@ -42,11 +46,17 @@ pub struct Running {
     refresher: Option<auth::Refresher>,
     producers: Arc<Producers>,
     flush_timeout: Duration,
+    admin: Option<Admin>,
 }
 
 impl Running {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin port's address, when there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(Admin::local_addr)
     }
 
     /// The TLS listener's address, when there is one.
@@ -71,6 +81,9 @@ impl Running {
     /// Stops accepting, lets in-flight commands finish, flushes, and returns
     /// once every worker is done.
     pub fn shutdown(mut self) {
+        if let Some(admin) = &self.admin {
+            admin.draining();
+        }
         self.stop.store(true, Ordering::SeqCst);
         // Wake the blocking accept()s; each loop sees the flag and leaves.
         for addr in std::iter::once(self.addr).chain(self.tls_addr) {
@@ -80,6 +93,9 @@ impl Running {
             let _ = h.join();
         }
         self.producers.flush(self.flush_timeout);
+        if let Some(admin) = self.admin.take() {
+            admin.stop();
+        }
         log::info!("databus stopped");
         if let Some(r) = self.refresher.take() {
             r.stop();
@@ -100,8 +116,10 @@ fn open_store(source: &AuthSource) -> Result<Box<dyn AuthStore>, StartError> {
 /// Loads the auth store, binds the listener and starts serving.
 pub fn start(settings: Settings) -> Result<Running, StartError> {
     let settings = Arc::new(settings);
+    let metrics = Arc::new(Metrics::new());
     let mut store = open_store(&settings.auth)?;
     let cache = Arc::new(auth::initial_load(store.as_mut())?);
+    metrics.refreshed(cache.snapshot().len());
 
     let bind = |addr: &str| {
         let listener = listen(addr, settings.listen_backlog)
@@ -126,7 +144,8 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
     let connections = Arc::new(Connections::default());
     let refresher = {
         let (connections, producers) = (connections.clone(), producers.clone());
-        auth::spawn_refresher(store, cache.clone(), settings.refresh_interval, move |changes| {
+        let metrics = metrics.clone();
+        auth::spawn_refresher(store, cache.clone(), settings.refresh_interval, metrics, move |changes| {
             if !changes.groups.is_empty() {
                 let closed = connections.interrupt_groups(&changes.groups);
                 let mut groups: Vec<&String> = changes.groups.iter().collect();
@@ -141,7 +160,12 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
         auth: cache,
         kafka: producers.clone(),
         members: Arc::new(Memberships::default()),
+        metrics,
     });
+    let admin = match &settings.admin {
+        None => None,
+        Some(a) => Some(Admin::start(a, ctx.clone(), producers.clone())?),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let spawn = |name: &str, listener: TcpListener, tls: Option<Arc<TlsAcceptor>>| {
         let (ctx, connections, stop) = (ctx.clone(), connections.clone(), stop.clone());
@@ -167,6 +191,7 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
         refresher: Some(refresher),
         producers,
         flush_timeout: settings.producer.timeout,
+        admin,
     })
 }
 
@@ -219,6 +244,7 @@ fn accept_loop(
         let Some(registration) = connections.add(&stream, settings.max_clients) else {
             let mut reply = Vec::new();
             CommandError::MaxClients.to_frame().encode(&mut reply);
+            ctx.metrics.refused("max_clients");
             let _ = stream.write_all(&reply);
             continue;
         };

@@ -16,6 +16,8 @@ use std::sync::{mpsc, Arc, RwLock};
 use std::thread;
 use std::time::Duration;
 
+use crate::metrics::Metrics;
+
 pub use request::{parse_auth_string, AuthRequest, AuthStringError, Role, StartOffset};
 
 /// One row of `auth_tb` joined with its `app_tb` row.
@@ -256,6 +258,11 @@ impl Snapshot {
         Changes { groups, clusters_in_use }
     }
 
+    /// The clusters the grants name.
+    pub fn clusters(&self) -> std::collections::BTreeSet<String> {
+        self.by_key.values().flatten().map(|g| g.cluster.clone()).collect()
+    }
+
     /// Every group's grants, sorted, so two loads compare whatever order
     /// the rows came in.
     fn by_group(&self) -> HashMap<&str, Vec<&Grant>> {
@@ -303,6 +310,7 @@ pub fn spawn_refresher(
     mut store: Box<dyn AuthStore>,
     cache: Arc<AuthCache>,
     interval: Duration,
+    metrics: Arc<Metrics>,
     on_change: impl Fn(&Changes) + Send + 'static,
 ) -> Refresher {
     let (trigger, wake) = mpsc::channel::<()>();
@@ -316,12 +324,16 @@ pub fn spawn_refresher(
                     let next = Snapshot::new(grants);
                     let changes = cache.snapshot().changes_to(&next);
                     log::debug!("auth: refreshed {} grants", next.len());
+                    metrics.refreshed(next.len());
                     // Replaced before connections are told, so their
                     // reconnects already see the new rules.
                     cache.replace(next);
                     on_change(&changes);
                     Ok::<(), StoreError>(())
                 }));
+                if !matches!(refreshed, Ok(Ok(()))) {
+                    metrics.refresh_failed();
+                }
                 match refreshed {
                     Ok(Ok(())) if failing => {
                         log::info!("auth: {} reachable again", store.describe());
@@ -438,8 +450,13 @@ mod tests {
     #[test]
     fn refresher_survives_a_panicking_store() {
         let cache = Arc::new(AuthCache::new(Snapshot::new(vec![grant("old", "t", 3, "k", "c1")])));
-        let refresher =
-            spawn_refresher(Box::new(FlakyStore(0)), cache.clone(), Duration::from_millis(10), |_| {});
+        let refresher = spawn_refresher(
+            Box::new(FlakyStore(0)),
+            cache.clone(),
+            Duration::from_millis(10),
+            Arc::default(),
+            |_| {},
+        );
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while cache.snapshot().by_group().contains_key("old") {
             assert!(std::time::Instant::now() < deadline, "the refresher stopped after the panic");

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
-use rdkafka::ClientContext;
+use rdkafka::{ClientContext, Statistics};
 use rdkafka::{Offset, TopicPartitionList};
 
 use rdkafka::config::ClientConfig;
@@ -19,6 +19,7 @@ use rdkafka::config::ClientConfig;
 use super::producer::LastError;
 use super::Cluster;
 use crate::auth::StartOffset;
+use crate::metrics::LagGauge;
 
 #[derive(Debug, Clone)]
 pub struct SubscriberSettings {
@@ -31,6 +32,9 @@ pub struct SubscriberSettings {
     pub idle_timeout: Duration,
     /// The consumer group's `session.timeout.ms`.
     pub session_timeout: Duration,
+    /// How often librdkafka reports the consumer's statistics (its lag);
+    /// zero turns them off.
+    pub stats_interval: Duration,
 }
 
 /// The librdkafka configuration of one subscriber's group consumer; offsets
@@ -55,6 +59,9 @@ pub(crate) fn consumer_config(
         // Prefetch at most this many records per partition, so a
         // subscriber on a backlog holds megabytes, not tens of them.
         .set("queued.min.messages", "10000");
+    if !settings.stats_interval.is_zero() {
+        config.set("statistics.interval.ms", settings.stats_interval.as_millis().to_string());
+    }
     config
 }
 
@@ -105,6 +112,18 @@ pub struct Memberships {
     count: Mutex<HashMap<(String, String, String), usize>>,
 }
 
+impl Memberships {
+    /// Members per (group, topic), summed over clusters.
+    pub fn counts(&self) -> Vec<((String, String), usize)> {
+        let count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sums: std::collections::BTreeMap<(String, String), usize> = Default::default();
+        for ((_, group, topic), n) in count.iter() {
+            *sums.entry((group.clone(), topic.clone())).or_default() += n;
+        }
+        sums.into_iter().collect()
+    }
+}
+
 /// A counted member; uncounted when dropped.
 pub struct Membership {
     registry: Arc<Memberships>,
@@ -128,22 +147,54 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 const METADATA_RETRY: Duration = Duration::from_millis(250);
 
 /// Keeps librdkafka's latest connection error, so that a failed join says
-/// why (a wrong SASL password, an untrusted certificate, ...).
+/// why (a wrong SASL password, an untrusted certificate, ...), and reports
+/// the lag of the partitions held from librdkafka's statistics.
 #[derive(Default)]
-pub(crate) struct ConsumerErrors(LastError);
+pub(crate) struct ConsumerErrors {
+    last_error: LastError,
+    /// The topic and where its lag goes; absent in the config check.
+    lag: Option<(String, LagGauge)>,
+}
 
 impl ClientContext for ConsumerErrors {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        self.0.log(level, fac, message);
+        self.last_error.log(level, fac, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
         log::warn!("librdkafka: {error}: {reason}");
-        self.0.record(&error, reason);
+        self.last_error.record(&error, reason);
+    }
+
+    /// Partitions being fetched (assigned to this member) with a committed
+    /// offset: their high watermark minus that offset.
+    fn stats(&self, statistics: Statistics) {
+        let Some((topic, gauge)) = &self.lag else { return };
+        let held = statistics.topics.get(topic).map(|t| {
+            t.partitions
+                .values()
+                .filter(|p| {
+                    p.partition >= 0 && !matches!(p.fetch_state.as_str(), "none" | "stopping" | "stopped")
+                })
+                .filter(|p| p.consumer_lag >= 0)
+                .map(|p| (p.partition, p.consumer_lag))
+                .collect::<Vec<_>>()
+        });
+        gauge.set(&held.unwrap_or_default());
     }
 }
 
 impl ConsumerContext for ConsumerErrors {}
+
+/// Who joins: a consumer group on a topic of a named cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct Member<'a> {
+    pub cluster: &'a str,
+    pub group: &'a str,
+    pub topic: &'a str,
+    /// Where the group starts when it has no committed offset.
+    pub start: StartOffset,
+}
 
 /// A subscriber's consumer and its place in the group.
 pub struct GroupConsumer {
@@ -160,19 +211,21 @@ impl GroupConsumer {
     /// cluster reports, whichever is more).
     pub fn join(
         cluster: &Cluster,
-        cluster_name: &str,
-        group: &str,
-        topic: &str,
-        start: StartOffset,
+        member: Member<'_>,
         settings: &SubscriberSettings,
         registry: &Arc<Memberships>,
+        lag: LagGauge,
     ) -> Result<GroupConsumer, ConsumeError> {
+        let Member { cluster: cluster_name, group, topic, start } = member;
         let reset = match start {
             StartOffset::Latest => "latest",
             StartOffset::Earliest => "earliest",
         };
         let consumer: BaseConsumer<ConsumerErrors> = consumer_config(cluster, group, reset, settings)
-            .create_with_context(ConsumerErrors::default())
+            .create_with_context(ConsumerErrors {
+                last_error: LastError::default(),
+                lag: Some((topic.to_owned(), lag)),
+            })
             .map_err(|e| ConsumeError::Create(e.to_string()))?;
 
         // A connection that fails (a broker restarting, a refused login)
@@ -192,7 +245,7 @@ impl GroupConsumer {
                         cluster: cluster_name.into(),
                         topic: topic.into(),
                         cause: e.to_string(),
-                        last_error: consumer.context().0.get(),
+                        last_error: consumer.context().last_error.get(),
                     })
                 }
             }

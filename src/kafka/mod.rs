@@ -1,6 +1,7 @@
 //! The Kafka side: librdkafka clients built from a cluster's configuration.
 
 pub mod consumer;
+pub mod probe;
 pub mod producer;
 
 use std::collections::BTreeMap;

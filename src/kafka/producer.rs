@@ -64,6 +64,24 @@ pub enum PublishError {
     Closed,
 }
 
+impl PublishError {
+    /// A short name of the cause, for the produce error counter.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            PublishError::UnknownCluster(_) => "unknown_cluster",
+            PublishError::Create { .. } => "create",
+            PublishError::Rejected(_) => "rejected",
+            PublishError::Timeout { .. } => "timeout",
+            PublishError::Closed => "closed",
+        }
+    }
+
+    /// Whether the same record may be acknowledged if sent again later.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, PublishError::Create { .. } | PublishError::Timeout { .. } | PublishError::Closed)
+    }
+}
+
 /// ` (last broker error: ...)`, when librdkafka said why it cannot reach
 /// the cluster: a wrong SASL password, an untrusted certificate, a refused
 /// connection.
@@ -303,6 +321,16 @@ impl Producers {
             }
             keep
         });
+    }
+
+    /// Records handed to librdkafka and not yet settled, per cluster.
+    pub fn queue_depths(&self) -> Vec<(String, usize)> {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let mut depths: BTreeMap<String, usize> = BTreeMap::new();
+        for ((name, _), p) in live.iter() {
+            *depths.entry(name.clone()).or_default() += p.kafka.in_flight_count().max(0) as usize;
+        }
+        depths.into_iter().collect()
     }
 
     /// Waits up to `timeout` for every queued record of every cluster.

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use crate::auth::{parse_auth_string, AuthCache, AuthStringError, Role};
 use crate::config::Settings;
+use crate::kafka::consumer::Member;
 use crate::kafka::{GroupConsumer, Memberships, PendingDelivery, Publish};
+use crate::metrics::{Metrics, OpenConnection, PublishMeter};
 use crate::resp::{parse_request, Frame, Limits, Parsed};
 
 pub use connection::Stream;
@@ -34,12 +36,22 @@ pub struct Context {
     pub kafka: Arc<dyn Publish>,
     /// Subscribers per group on this databus.
     pub members: Arc<Memberships>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// A reply in the making: either known now, or waiting for the broker.
 pub enum Reply {
     Now(Frame),
-    Delivery(PendingDelivery),
+    Delivery(Box<Delivery>),
+}
+
+/// A published record waiting for the broker, and what to count when it is settled.
+pub struct Delivery {
+    pending: PendingDelivery,
+    meter: Arc<PublishMeter>,
+    command: &'static [u8],
+    started: Instant,
+    value_len: usize,
 }
 
 impl Reply {
@@ -47,7 +59,7 @@ impl Reply {
     pub fn is_ready(&mut self) -> bool {
         match self {
             Reply::Now(_) => true,
-            Reply::Delivery(pending) => pending.is_settled(),
+            Reply::Delivery(d) => d.pending.is_settled(),
         }
     }
 
@@ -55,11 +67,25 @@ impl Reply {
     pub fn resolve(self) -> Frame {
         match self {
             Reply::Now(frame) => frame,
-            Reply::Delivery(pending) => match pending.wait() {
-                Ok(_) => Frame::ok(),
-                Err(e) => CommandError::Publish(e).to_frame(),
-            },
+            Reply::Delivery(d) => {
+                let verdict = d.pending.wait();
+                d.meter.finish(d.started, d.value_len, &verdict);
+                let frame = match verdict {
+                    Ok(_) => Frame::ok(),
+                    Err(e) => CommandError::Publish(e).to_frame(),
+                };
+                d.meter.command(d.command, error_code(&frame));
+                frame
+            }
         }
+    }
+}
+
+/// The code of an error reply (`ERR`, `NOPERM`, ...); `None` for any other reply.
+fn error_code(frame: &Frame) -> Option<&str> {
+    match frame {
+        Frame::Error(text) => text.split(' ').next(),
+        _ => None,
     }
 }
 
@@ -88,6 +114,8 @@ pub struct Session {
     interrupt: Arc<InterruptFlag>,
     /// Set when the connection must close after the replies so far are sent.
     closing: bool,
+    /// Counts this connection under its role.
+    _open: OpenConnection,
 }
 
 impl Session {
@@ -95,7 +123,17 @@ impl Session {
         let interrupt = registration.as_ref().map(|r| r.flag.clone()).unwrap_or_default();
         let id = registration.as_ref().map_or(0, |r| r.id() as u64);
         let client = ClientInfo::new(id, peer.clone());
-        Session { ctx, state: State::Unauthenticated, peer, client, registration, interrupt, closing: false }
+        let _open = ctx.metrics.connection("unauthenticated");
+        Session {
+            ctx,
+            state: State::Unauthenticated,
+            peer,
+            client,
+            registration,
+            interrupt,
+            closing: false,
+            _open,
+        }
     }
 
     /// Why the server wants this connection to end, if it does.
@@ -144,6 +182,15 @@ impl Session {
 
     /// Handles one request. `args` is never empty.
     pub fn handle(&mut self, args: &[Vec<u8>]) -> Reply {
+        let reply = self.dispatch(args);
+        // A delivery is counted once the broker has spoken.
+        if let Reply::Now(frame) = &reply {
+            self.ctx.metrics.command(&args[0], error_code(frame));
+        }
+        reply
+    }
+
+    fn dispatch(&mut self, args: &[Vec<u8>]) -> Reply {
         let name = args[0].to_ascii_lowercase();
         let kafka = self.ctx.kafka.as_ref();
         match (&mut self.state, name.as_slice()) {
@@ -162,8 +209,8 @@ impl Session {
             (State::Unauthenticated, b"auth") => self.auth(args).into(),
             (State::Unauthenticated, _) => Reply::Now(CommandError::NoAuth.to_frame()),
             (_, b"auth") => Reply::Now(CommandError::AlreadyAuthenticated.to_frame()),
-            (State::Publisher(p), b"set") => delivery(p.set(args, kafka)),
-            (State::Publisher(p), b"hset") => delivery(p.hset(args, kafka)),
+            (State::Publisher(p), b"set") => delivery(p, b"set", args, p.set(args, kafka)),
+            (State::Publisher(p), b"hset") => delivery(p, b"hset", args, p.hset(args, kafka)),
             (State::Subscriber(s), b"mget") => s.mget(args, &self.interrupt).into(),
             (State::Subscriber(s), b"set") => s.commit(args).into(),
             (State::Publisher(_), b"mget") => not_allowed(&args[0], Role::Pub),
@@ -234,7 +281,8 @@ impl Session {
     /// connection.
     fn auth(&mut self, args: &[Vec<u8>]) -> Result<Frame, CommandError> {
         let result = self.try_auth(args);
-        if result.is_err() {
+        if let Err(e) = &result {
+            self.ctx.metrics.refused(e.code());
             self.close();
         }
         result
@@ -264,6 +312,7 @@ impl Session {
         let cluster = grant.cluster.clone();
         self.state = match req.role {
             Role::Pub => State::Publisher(Publisher {
+                meter: Arc::new(self.ctx.metrics.publisher(&req.group, &grant.topic, &grant.cluster)),
                 cluster: grant.cluster,
                 topic: grant.topic,
                 color: req.color.clone(),
@@ -277,14 +326,14 @@ impl Session {
                     "" => req.group.clone(),
                     color => format!("{}-{color}", req.group),
                 };
+                let member =
+                    Member { cluster: &grant.cluster, group: &group, topic: &grant.topic, start: req.offset };
                 let consumer = GroupConsumer::join(
                     &settings.clusters[&grant.cluster],
-                    &grant.cluster,
-                    &group,
-                    &grant.topic,
-                    req.offset,
+                    member,
                     &settings.subscriber,
                     &self.ctx.members,
+                    self.ctx.metrics.lag(&group, &grant.topic),
                 )
                 .map_err(|e| {
                     log::info!("subscriber {} refused: {e}", self.peer);
@@ -294,9 +343,11 @@ impl Session {
                     consumer,
                     &req.color,
                     settings.subscriber.clone(),
+                    self.ctx.metrics.subscriber(&group, &grant.topic),
                 )))
             }
         };
+        self._open = self.ctx.metrics.connection(&req.role.to_string());
         log::info!(
             "auth ok for {}: key={} group={} topic={} role={} color={:?} cluster={cluster}",
             self.peer,
@@ -310,9 +361,21 @@ impl Session {
     }
 }
 
-fn delivery(r: Result<PendingDelivery, CommandError>) -> Reply {
+/// The reply to a SET/HSET: the broker's verdict to wait for, or an error now.
+fn delivery(
+    p: &Publisher,
+    command: &'static [u8],
+    args: &[Vec<u8>],
+    r: Result<PendingDelivery, CommandError>,
+) -> Reply {
     match r {
-        Ok(pending) => Reply::Delivery(pending),
+        Ok(pending) => Reply::Delivery(Box::new(Delivery {
+            pending,
+            meter: p.meter.clone(),
+            command,
+            started: Instant::now(),
+            value_len: args.last().map_or(0, Vec::len),
+        })),
         Err(e) => Reply::Now(e.to_frame()),
     }
 }
@@ -546,6 +609,7 @@ mod tests {
             auth: Arc::new(AuthCache::new(Snapshot::new(vec![grant]))),
             kafka: kafka.clone(),
             members: Arc::default(),
+            metrics: Arc::default(),
         };
         (Session::new(Arc::new(ctx), "test".into(), None), kafka)
     }

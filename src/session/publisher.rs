@@ -1,13 +1,15 @@
 //! The publisher role: `SET key value` and `HSET key metadata value` become
 //! Kafka records on the granted topic, stamped with the connection's color.
 
+use std::sync::Arc;
+
 use crate::kafka::{OutRecord, PendingDelivery, Publish};
+use crate::metrics::PublishMeter;
 use crate::proto::decode_metadata;
 
 use super::error::CommandError;
 
 /// A connection authenticated with `role=pub`.
-#[derive(Debug)]
 pub struct Publisher {
     pub cluster: String,
     pub topic: String,
@@ -15,6 +17,8 @@ pub struct Publisher {
     pub max_value_size: usize,
     /// Which of the cluster's producers this connection's records use.
     pub lane: usize,
+    /// Where its records are counted.
+    pub meter: Arc<PublishMeter>,
 }
 
 impl Publisher {
@@ -57,6 +61,9 @@ impl Publisher {
             None => std::slice::from_ref(&color),
         };
         let record = OutRecord { topic: &self.topic, key, value, headers };
-        Ok(kafka.publish(&self.cluster, self.lane, &record)?)
+        kafka.publish(&self.cluster, self.lane, &record).map_err(|e| {
+            self.meter.refused(&e);
+            CommandError::Publish(e)
+        })
     }
 }

@@ -9,6 +9,7 @@ use base64::Engine;
 use prost::Message;
 
 use crate::kafka::consumer::{GroupConsumer, InMessage, SubscriberSettings};
+use crate::metrics::SubscribeMeter;
 use crate::proto::{decode_metadata, MessagePb};
 use crate::resp::Frame;
 
@@ -31,11 +32,17 @@ pub struct Subscriber {
     /// partition back, its uncommitted records come again from Kafka, but
     /// this connection already has them.
     handed_out: HashMap<i32, i64>,
+    meter: SubscribeMeter,
 }
 
 impl Subscriber {
-    pub fn new(consumer: GroupConsumer, color: &str, settings: SubscriberSettings) -> Subscriber {
-        Subscriber { consumer, color: color.as_bytes().to_vec(), settings, handed_out: HashMap::new() }
+    pub fn new(
+        consumer: GroupConsumer,
+        color: &str,
+        settings: SubscriberSettings,
+        meter: SubscribeMeter,
+    ) -> Subscriber {
+        Subscriber { consumer, color: color.as_bytes().to_vec(), settings, handed_out: HashMap::new(), meter }
     }
 
     /// `MGET [pb|json]`: blocks until `batch_size` messages, or at least one
@@ -55,6 +62,7 @@ impl Subscriber {
         let deadline = started + self.settings.wait_timeout;
         let tick = self.settings.tick;
         let mut batch = Vec::new();
+        let mut bytes = 0;
         // Set once the first message is in: the end of the tick it fell in.
         let mut flush_at: Option<Instant> = None;
         while batch.len() < self.settings.batch_size && !interrupt.is_set() {
@@ -75,12 +83,14 @@ impl Subscriber {
                 continue;
             }
             *handed = msg.offset;
+            bytes += msg.value.len();
             batch.push(Frame::Bulk(encode(&msg, format)));
             if flush_at.is_none() {
                 let ticks = (started.elapsed().as_nanos() / tick.as_nanos().max(1)) as u32 + 1;
                 flush_at = Some(started + tick * ticks);
             }
         }
+        self.meter.mget(started, batch.len(), bytes);
         Ok(Frame::Array(batch))
     }
 
@@ -98,7 +108,9 @@ impl Subscriber {
         if !self.consumer.owns(partition) {
             return Err(CommandError::NotOwned(partition));
         }
-        self.consumer.commit(partition, offset + 1)?;
+        let committed = self.consumer.commit(partition, offset + 1);
+        self.meter.commit(committed.is_ok());
+        committed?;
         Ok(Frame::ok())
     }
 

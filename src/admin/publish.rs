@@ -1,0 +1,204 @@
+//! `POST /databus/pub?topic=T&group=G[&color=C]`: publishing over HTTP, the
+//! bilibili databus request shape plus metadata. HTTP Basic `key:secret` is
+//! checked against the same grants as `AUTH ... role=pub`, and each record
+//! is produced exactly like `SET` (or `HSET` when it has metadata): same
+//! producer, same headers, acknowledged by every in-sync replica.
+//!
+//! Body: `{"records":[{"key":"k","value":<any JSON>,"metadata":{"a":"b"}}]}`;
+//! a string value is sent as its text, any other JSON as its compact text.
+//! Reply: `{"offsets":[{"partition":p,"offset":o,"error_code":0}]}`, one per
+//! record in order, with `error_code` 1 (will not pass if sent again) or 2
+//! (may pass later) and an `error` text for a record not acknowledged.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::time::Instant;
+
+use base64::Engine;
+use serde::Deserialize;
+use tiny_http::Request;
+
+use super::{header, json, Reply};
+use crate::auth::{AuthError, AuthRequest, Role, StartOffset};
+use crate::kafka::{OutRecord, PendingDelivery, PublishError};
+use crate::session::Context;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    records: Vec<InRecord>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InRecord {
+    key: String,
+    value: serde_json::Value,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+/// A request that ends before anything is produced.
+struct Refusal {
+    status: u16,
+    error: String,
+}
+
+fn refuse(status: u16, error: impl Into<String>) -> Refusal {
+    Refusal { status, error: error.into() }
+}
+
+/// Serves one publish request; `lane` picks the producer its records share.
+pub(super) fn handle(request: &mut Request, ctx: &Context, max_body: usize, lane: usize) -> Reply {
+    let peer = request.remote_addr().map_or_else(|| "?".into(), ToString::to_string);
+    let reply = match publish(request, ctx, max_body, lane) {
+        Ok(offsets) => json(200, &serde_json::json!({ "offsets": offsets })),
+        Err(Refusal { status, error }) => {
+            log::info!("http publish from {peer} refused ({status}): {error}");
+            let reply = json(status, &serde_json::json!({ "error": error }));
+            if status == 401 {
+                reply.with_header(header("WWW-Authenticate", "Basic realm=\"databus\""))
+            } else {
+                reply
+            }
+        }
+    };
+    let status = reply.status_code().0;
+    ctx.metrics.command(b"http_publish", (status != 200).then(|| status.to_string()).as_deref());
+    reply
+}
+
+fn publish(
+    request: &mut Request,
+    ctx: &Context,
+    max_body: usize,
+    lane: usize,
+) -> Result<Vec<serde_json::Value>, Refusal> {
+    let query = request.url().split_once('?').map_or("", |(_, q)| q);
+    let mut topic = None;
+    let mut group = None;
+    let mut color = String::new();
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        match name.as_ref() {
+            "topic" => topic = Some(value.into_owned()),
+            "group" => group = Some(value.into_owned()),
+            "color" => color = value.into_owned(),
+            other => return Err(refuse(400, format!("unknown query parameter '{other}'"))),
+        }
+    }
+    let (Some(topic), Some(group)) = (topic, group) else {
+        return Err(refuse(400, "the query needs topic and group"));
+    };
+    let (key, secret) = basic_auth(request).ok_or_else(|| {
+        ctx.metrics.refused("WRONGPASS");
+        refuse(401, "HTTP Basic authentication with key:secret is required")
+    })?;
+    let req = AuthRequest {
+        key,
+        secret,
+        group: group.clone(),
+        topic,
+        role: Role::Pub,
+        color,
+        offset: StartOffset::Latest,
+    };
+    let settings = &ctx.settings;
+    let grant = ctx.auth.snapshot().check(&req, |c| settings.clusters.contains_key(c)).map_err(|e| {
+        let (status, code) = match e {
+            AuthError::BadCredentials => (401, "WRONGPASS"),
+            AuthError::ClusterNotConfigured { .. } => (403, "ERR"),
+            _ => (403, "NOPERM"),
+        };
+        ctx.metrics.refused(code);
+        refuse(status, format!("auth failed: {e}"))
+    })?;
+
+    if request.body_length().is_some_and(|n| n > max_body) {
+        return Err(refuse(413, format!("the body is over {max_body} bytes")));
+    }
+    let mut body = Vec::new();
+    request
+        .as_reader()
+        .take(max_body as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| refuse(400, format!("reading the body: {e}")))?;
+    if body.len() > max_body {
+        return Err(refuse(413, format!("the body is over {max_body} bytes")));
+    }
+    let body: Body =
+        serde_json::from_slice(&body).map_err(|e| refuse(400, format!("malformed body: {e}")))?;
+    let records: Vec<(String, Vec<u8>, Option<Vec<u8>>)> = body
+        .records
+        .into_iter()
+        .map(|r| {
+            let value = match r.value {
+                serde_json::Value::String(s) => s.into_bytes(),
+                other => other.to_string().into_bytes(),
+            };
+            let metadata = r.metadata.map(|m| serde_json::to_vec(&m).expect("a map of strings serializes"));
+            (r.key, value, metadata)
+        })
+        .collect();
+    if let Some((i, (_, value, _))) =
+        records.iter().enumerate().find(|(_, (_, v, _))| v.len() > settings.max_value_size)
+    {
+        return Err(refuse(
+            413,
+            format!(
+                "record {i}: value is {} bytes, over the limit of {}",
+                value.len(),
+                settings.max_value_size
+            ),
+        ));
+    }
+
+    let meter = ctx.metrics.publisher(&group, &grant.topic, &grant.cluster);
+    let started = Instant::now();
+    let pending: Vec<Result<PendingDelivery, PublishError>> = records
+        .iter()
+        .map(|(key, value, metadata)| {
+            let color = ("color", req.color.as_bytes());
+            let with_metadata;
+            let headers: &[(&str, &[u8])] = match metadata {
+                Some(m) => {
+                    with_metadata = [color, ("metadata", m.as_slice())];
+                    &with_metadata
+                }
+                None => std::slice::from_ref(&color),
+            };
+            let record = OutRecord { topic: &grant.topic, key: key.as_bytes(), value, headers };
+            ctx.kafka.publish(&grant.cluster, lane, &record)
+        })
+        .collect();
+    let offsets = pending
+        .into_iter()
+        .zip(&records)
+        .map(|(p, (_, value, _))| {
+            let verdict = p.and_then(PendingDelivery::wait);
+            meter.finish(started, value.len(), &verdict);
+            match verdict {
+                Ok(d) => serde_json::json!({"partition": d.partition, "offset": d.offset, "error_code": 0}),
+                Err(e) => serde_json::json!({
+                    "partition": -1,
+                    "offset": -1,
+                    "error_code": if e.is_retriable() { 2 } else { 1 },
+                    "error": e.to_string(),
+                }),
+            }
+        })
+        .collect();
+    Ok(offsets)
+}
+
+/// The key and secret of an `Authorization: Basic` header.
+fn basic_auth(request: &Request) -> Option<(String, String)> {
+    let value = request.headers().iter().find(|h| h.field.equiv("Authorization"))?.value.as_str();
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (key, secret) = text.split_once(':')?;
+    Some((key.to_owned(), secret.to_owned()))
+}

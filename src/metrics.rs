@@ -1,0 +1,425 @@
+//! The numbers an operator scrapes from the admin port (`GET /metrics`):
+//! Prometheus collectors in one registry per server, encoded by the
+//! `prometheus` crate. Every label value is bounded: groups and topics come
+//! from grants (so only from clients that passed AUTH), clusters from the
+//! config, commands and results from fixed lists, partitions from Kafka.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use prometheus::{
+    exponential_buckets, Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::kafka::{Delivered, PublishError};
+
+/// Every collector databus exports; see the README's "Operating databus".
+pub struct Metrics {
+    registry: Registry,
+    connections: IntGaugeVec,
+    refused: IntCounterVec,
+    commands: IntCounterVec,
+    publish_seconds: Histogram,
+    mget_wait_seconds: Histogram,
+    published_records: IntCounterVec,
+    published_bytes: IntCounterVec,
+    delivered_records: IntCounterVec,
+    delivered_bytes: IntCounterVec,
+    commits: IntCounterVec,
+    lag: IntGaugeVec,
+    members: IntGaugeVec,
+    grants: IntGauge,
+    refresh_age: Gauge,
+    refresh_failures: IntCounter,
+    last_refresh: Mutex<Instant>,
+    queue_depth: IntGaugeVec,
+    broker_up: IntGaugeVec,
+    produce_errors: IntCounterVec,
+}
+
+/// The commands counted under their own name; anything else is "other".
+const COMMANDS: &[&str] = &[
+    "auth",
+    "hello",
+    "ping",
+    "quit",
+    "echo",
+    "select",
+    "client",
+    "command",
+    "config",
+    "info",
+    "set",
+    "hset",
+    "mget",
+    "http_publish",
+];
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        fn reg<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+            registry.register(Box::new(c.clone())).expect("metric names are unique");
+            c
+        }
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            reg(&registry, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+        };
+        let gauges = |name: &str, help: &str, labels: &[&str]| {
+            reg(&registry, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+        };
+        let histogram = |name: &str, help: &str, start: f64| {
+            let opts = HistogramOpts::new(name, help)
+                .buckets(exponential_buckets(start, 2.0, 17).expect("valid buckets"));
+            reg(&registry, Histogram::with_opts(opts).expect("valid metric"))
+        };
+        Metrics {
+            connections: gauges(
+                "databus_connections",
+                "Open client connections by role (unauthenticated, pub, sub).",
+                &["role"],
+            ),
+            refused: counters(
+                "databus_connections_refused_total",
+                "Connections refused: max_clients, or AUTH failures by reply code.",
+                &["reason"],
+            ),
+            commands: counters(
+                "databus_commands_total",
+                "Commands answered, by command and result (ok or the error code).",
+                &["command", "result"],
+            ),
+            publish_seconds: histogram(
+                "databus_publish_duration_seconds",
+                "From a SET/HSET (or HTTP record) being read to the broker's verdict.",
+                0.0001,
+            ),
+            mget_wait_seconds: histogram(
+                "databus_mget_wait_seconds",
+                "How long each MGET waited before answering.",
+                0.001,
+            ),
+            published_records: counters(
+                "databus_published_records_total",
+                "Records acknowledged by Kafka.",
+                &["group", "topic"],
+            ),
+            published_bytes: counters(
+                "databus_published_bytes_total",
+                "Value bytes of the records acknowledged by Kafka.",
+                &["group", "topic"],
+            ),
+            delivered_records: counters(
+                "databus_delivered_records_total",
+                "Records handed to subscribers by MGET.",
+                &["group", "topic"],
+            ),
+            delivered_bytes: counters(
+                "databus_delivered_bytes_total",
+                "Value bytes of the records handed to subscribers.",
+                &["group", "topic"],
+            ),
+            commits: counters(
+                "databus_commits_total",
+                "Offset commits (SET partition offset) by result (ok or error).",
+                &["group", "topic", "result"],
+            ),
+            lag: gauges(
+                "databus_consumer_lag",
+                "High watermark minus committed offset, per partition assigned to a subscriber here.",
+                &["group", "topic", "partition"],
+            ),
+            members: gauges(
+                "databus_group_members",
+                "Subscriber connections on this instance per consumer group and topic.",
+                &["group", "topic"],
+            ),
+            grants: reg(
+                &registry,
+                IntGauge::new("databus_auth_grants", "Grants loaded from the auth store.").expect("valid"),
+            ),
+            refresh_age: reg(
+                &registry,
+                Gauge::new(
+                    "databus_auth_refresh_age_seconds",
+                    "Seconds since the grants were last loaded successfully.",
+                )
+                .expect("valid"),
+            ),
+            refresh_failures: reg(
+                &registry,
+                IntCounter::new("databus_auth_refresh_failures_total", "Failed reloads of the auth store.")
+                    .expect("valid"),
+            ),
+            last_refresh: Mutex::new(Instant::now()),
+            queue_depth: gauges(
+                "databus_producer_queue_depth",
+                "Records handed to librdkafka and not yet acknowledged, per cluster.",
+                &["cluster"],
+            ),
+            broker_up: gauges(
+                "databus_kafka_broker_up",
+                "1 when librdkafka's connection to the broker is UP, else 0 (its statistics).",
+                &["cluster", "broker"],
+            ),
+            produce_errors: counters(
+                "databus_produce_errors_total",
+                "Records not acknowledged, by cluster and cause.",
+                &["cluster", "cause"],
+            ),
+            registry,
+        }
+    }
+
+    /// The text format of every metric, as `GET /metrics` serves it.
+    pub fn render(&self) -> String {
+        let age = self.last_refresh.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+        self.refresh_age.set(age.as_secs_f64());
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("encoding to memory");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+
+    /// Counts an open connection in `role` until the guard is dropped.
+    pub fn connection(&self, role: &str) -> OpenConnection {
+        let gauge = self.connections.with_label_values(&[role]);
+        gauge.inc();
+        OpenConnection(gauge)
+    }
+
+    /// A connection refused: `max_clients`, or the code of a failed AUTH.
+    pub fn refused(&self, reason: &str) {
+        self.refused.with_label_values(&[reason]).inc();
+    }
+
+    /// A command answered with `reply_code` (`None` for success).
+    pub fn command(&self, name: &[u8], error_code: Option<&str>) {
+        let lower = name.to_ascii_lowercase();
+        let name = COMMANDS.iter().find(|c| c.as_bytes() == lower.as_slice()).copied().unwrap_or("other");
+        self.commands.with_label_values(&[name, error_code.unwrap_or("ok")]).inc();
+    }
+
+    /// The counters of a publisher of `group` on `topic` in `cluster`.
+    pub fn publisher(self: &Arc<Self>, group: &str, topic: &str, cluster: &str) -> PublishMeter {
+        PublishMeter {
+            metrics: self.clone(),
+            records: self.published_records.with_label_values(&[group, topic]),
+            bytes: self.published_bytes.with_label_values(&[group, topic]),
+            cluster: cluster.to_owned(),
+        }
+    }
+
+    /// The counters of a subscriber of consumer group `group` on `topic`.
+    pub fn subscriber(&self, group: &str, topic: &str) -> SubscribeMeter {
+        SubscribeMeter {
+            records: self.delivered_records.with_label_values(&[group, topic]),
+            bytes: self.delivered_bytes.with_label_values(&[group, topic]),
+            commits_ok: self.commits.with_label_values(&[group, topic, "ok"]),
+            commits_failed: self.commits.with_label_values(&[group, topic, "error"]),
+            mget_wait: self.mget_wait_seconds.clone(),
+        }
+    }
+
+    /// Where one consumer reports the lag of the partitions it holds.
+    pub fn lag(&self, group: &str, topic: &str) -> LagGauge {
+        LagGauge {
+            gauge: self.lag.clone(),
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            partitions: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// A record that was not acknowledged, by why.
+    pub fn produce_error(&self, cluster: &str, error: &PublishError) {
+        self.produce_errors.with_label_values(&[cluster, error.cause()]).inc();
+    }
+
+    /// A successful load of `grants` grants from the auth store.
+    pub fn refreshed(&self, grants: usize) {
+        self.grants.set(grants as i64);
+        *self.last_refresh.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    pub fn refresh_failed(&self) {
+        self.refresh_failures.inc();
+    }
+
+    /// Replaces the member counts with `counts` ((group, topic), members).
+    pub fn set_members(&self, counts: &[((String, String), usize)]) {
+        self.members.reset();
+        for ((group, topic), n) in counts {
+            self.members.with_label_values(&[group, topic]).set(*n as i64);
+        }
+    }
+
+    /// Replaces the producer queue depths with `depths` (cluster, records).
+    pub fn set_queue_depths(&self, depths: &[(String, usize)]) {
+        self.queue_depth.reset();
+        for (cluster, n) in depths {
+            self.queue_depth.with_label_values(&[cluster]).set(*n as i64);
+        }
+    }
+
+    /// Replaces `cluster`'s broker states with `brokers` (name, up).
+    pub fn set_brokers(&self, cluster: &str, brokers: &[(String, bool)]) {
+        for (broker, up) in brokers {
+            self.broker_up.with_label_values(&[cluster, broker]).set(i64::from(*up));
+        }
+    }
+}
+
+/// An open connection, counted under its role until dropped.
+pub struct OpenConnection(IntGauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// A publisher's counters, resolved once at AUTH.
+pub struct PublishMeter {
+    metrics: Arc<Metrics>,
+    records: IntCounter,
+    bytes: IntCounter,
+    cluster: String,
+}
+
+impl PublishMeter {
+    /// Counts one record's verdict, `started` when its request was read.
+    pub fn finish(&self, started: Instant, value_len: usize, verdict: &Result<Delivered, PublishError>) {
+        match verdict {
+            Ok(_) => {
+                self.metrics.publish_seconds.observe(started.elapsed().as_secs_f64());
+                self.records.inc();
+                self.bytes.inc_by(value_len as u64);
+            }
+            Err(e) => {
+                self.metrics.publish_seconds.observe(started.elapsed().as_secs_f64());
+                self.metrics.produce_error(&self.cluster, e);
+            }
+        }
+    }
+
+    /// Counts the SET/HSET that carried the record.
+    pub fn command(&self, name: &[u8], error_code: Option<&str>) {
+        self.metrics.command(name, error_code);
+    }
+
+    /// A record the producer would not even take.
+    pub fn refused(&self, error: &PublishError) {
+        self.metrics.produce_error(&self.cluster, error);
+    }
+}
+
+/// A subscriber's counters, resolved once at AUTH.
+pub struct SubscribeMeter {
+    records: IntCounter,
+    bytes: IntCounter,
+    commits_ok: IntCounter,
+    commits_failed: IntCounter,
+    mget_wait: Histogram,
+}
+
+impl SubscribeMeter {
+    /// One MGET answered after `started` with `records` records of `bytes` value bytes.
+    pub fn mget(&self, started: Instant, records: usize, bytes: usize) {
+        self.mget_wait.observe(started.elapsed().as_secs_f64());
+        self.records.inc_by(records as u64);
+        self.bytes.inc_by(bytes as u64);
+    }
+
+    pub fn commit(&self, ok: bool) {
+        if ok { &self.commits_ok } else { &self.commits_failed }.inc();
+    }
+}
+
+/// One consumer's lag per partition; its series go when it is dropped, so
+/// a partition that moved to another member is reported by that one only.
+pub struct LagGauge {
+    gauge: IntGaugeVec,
+    group: String,
+    topic: String,
+    partitions: Mutex<HashSet<i32>>,
+}
+
+impl LagGauge {
+    /// `lags`: (partition, lag) of every partition the consumer holds now.
+    pub fn set(&self, lags: &[(i32, i64)]) {
+        let mut held = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        let now: HashSet<i32> = lags.iter().map(|(p, _)| *p).collect();
+        for gone in held.difference(&now) {
+            let _ = self.gauge.remove_label_values(&[&self.group, &self.topic, &gone.to_string()]);
+        }
+        for (partition, lag) in lags {
+            self.gauge.with_label_values(&[&self.group, &self.topic, &partition.to_string()]).set(*lag);
+        }
+        *held = now;
+    }
+}
+
+impl Drop for LagGauge {
+    fn drop(&mut self) {
+        self.set(&[]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+        text.lines().find(|l| l.starts_with(prefix))
+    }
+
+    #[test]
+    fn counts_and_bounded_labels() {
+        let m = Arc::new(Metrics::new());
+        let open = m.connection("pub");
+        m.command(b"SET", None);
+        m.command(b"SET", Some("TRYAGAIN"));
+        m.command(b"flushall", Some("ERR"));
+        m.command(b"something-else", Some("ERR"));
+        let meter = m.publisher("g", "t", "c1");
+        meter.finish(Instant::now(), 5, &Ok(Delivered { partition: 0, offset: 1 }));
+        meter.finish(Instant::now(), 5, &Err(PublishError::Closed));
+        let text = m.render();
+        assert_eq!(
+            line(&text, "databus_connections{role=\"pub\"}"),
+            Some("databus_connections{role=\"pub\"} 1")
+        );
+        assert!(text.contains("databus_commands_total{command=\"set\",result=\"ok\"} 1"), "{text}");
+        assert!(text.contains("databus_commands_total{command=\"set\",result=\"TRYAGAIN\"} 1"));
+        assert!(text.contains("databus_commands_total{command=\"other\",result=\"ERR\"} 2"));
+        assert!(text.contains("databus_published_records_total{group=\"g\",topic=\"t\"} 1"));
+        assert!(text.contains("databus_published_bytes_total{group=\"g\",topic=\"t\"} 5"));
+        assert!(text.contains("databus_produce_errors_total{cause=\"closed\",cluster=\"c1\"} 1"));
+        assert!(text.contains("databus_publish_duration_seconds_count 2"));
+        drop(open);
+        assert!(m.render().contains("databus_connections{role=\"pub\"} 0"));
+    }
+
+    #[test]
+    fn lag_series_follow_the_partitions_held() {
+        let m = Metrics::new();
+        let lag = m.lag("g", "t");
+        lag.set(&[(0, 3), (1, 0)]);
+        let text = m.render();
+        assert!(text.contains("databus_consumer_lag{group=\"g\",partition=\"0\",topic=\"t\"} 3"), "{text}");
+        lag.set(&[(1, 2)]);
+        let text = m.render();
+        assert!(!text.contains("partition=\"0\""), "{text}");
+        assert!(text.contains("databus_consumer_lag{group=\"g\",partition=\"1\",topic=\"t\"} 2"));
+        drop(lag);
+        assert!(!m.render().contains("databus_consumer_lag{"));
+    }
+}
