@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# A Python venv with redis-py (from PyPI), for the tests that drive databus
-# with a real Python Redis client. Idempotent: a venv that already has the
+# A Python venv with redis-py and prometheus_client (from PyPI), for the tests
+# that drive databus with a real Python Redis client and parse its metrics
+# with the Prometheus text parser. Idempotent: a venv that already has the
 # pinned version is left alone.
 #
 #   scripts/pyvenv.sh    create or update the venv; prints the path of its python on stdout
@@ -13,6 +14,7 @@
 set -euo pipefail
 
 REDIS_PY_VERSION="8.1.0"
+PROMETHEUS_CLIENT_VERSION="0.23.1"
 
 : "${HOME:=$(getent passwd "$(id -u)" | cut -d: -f6)}"
 TOOLS_DIR=${DATABUS_TOOLS_DIR:-$HOME/.cache/databus}
@@ -23,9 +25,12 @@ log() { printf 'pyvenv.sh: %s\n' "$*" >&2; }
 die() { printf 'pyvenv.sh: ERROR: %s\n' "$*" >&2; exit 1; }
 tail_log() { [[ -s $1 ]] && { printf -- '--- last lines of %s ---\n' "$1"; tail -n 20 "$1"; } >&2 || true; }
 
-installed_version() { "$PY" -c 'import importlib.metadata as m; print(m.version("redis"))' 2>/dev/null || true; }
+installed_version() {
+	"$PY" -c 'import importlib.metadata as m; print(m.version("redis"), m.version("prometheus_client"))' 2>/dev/null || true
+}
+WANTED="$REDIS_PY_VERSION $PROMETHEUS_CLIENT_VERSION"
 
-if [[ -x $PY && $(installed_version) == "$REDIS_PY_VERSION" ]]; then
+if [[ -x $PY && $(installed_version) == "$WANTED" ]]; then
 	echo "$PY"
 	exit 0
 fi
@@ -34,7 +39,7 @@ mkdir -p "$TOOLS_DIR"
 # one installer at a time (tests may run this concurrently); then check again
 exec 9>"$TOOLS_DIR/pyvenv.lock"
 flock 9
-if [[ -x $PY && $(installed_version) == "$REDIS_PY_VERSION" ]]; then
+if [[ -x $PY && $(installed_version) == "$WANTED" ]]; then
 	echo "$PY"
 	exit 0
 fi
@@ -61,9 +66,10 @@ if [[ ! -x $PY || ! -x $VENV/bin/pip ]]; then
 fi
 
 plog="$TOOLS_DIR/pyvenv-pip.log"
-log "installing redis==$REDIS_PY_VERSION into $VENV (log: $plog)"
-"$PY" -m pip install --disable-pip-version-check "redis==$REDIS_PY_VERSION" >"$plog" 2>&1 ||
-	{ tail_log "$plog"; die "pip install redis==$REDIS_PY_VERSION failed (log: $plog)"; }
-[[ $(installed_version) == "$REDIS_PY_VERSION" ]] ||
-	die "pip install finished but redis $REDIS_PY_VERSION is not importable from $PY (log: $plog)"
+packages=("redis==$REDIS_PY_VERSION" "prometheus_client==$PROMETHEUS_CLIENT_VERSION")
+log "installing ${packages[*]} into $VENV (log: $plog)"
+"$PY" -m pip install --disable-pip-version-check "${packages[@]}" >"$plog" 2>&1 ||
+	{ tail_log "$plog"; die "pip install ${packages[*]} failed (log: $plog)"; }
+[[ $(installed_version) == "$WANTED" ]] ||
+	die "pip install finished but ${packages[*]} are not importable from $PY (log: $plog)"
 echo "$PY"

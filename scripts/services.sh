@@ -4,7 +4,7 @@
 #   scripts/services.sh up          install (if missing) and start everything, idempotently
 #   scripts/services.sh env         print `export` lines with the resolved addresses
 #   scripts/services.sh tansu-path  print the path of the tansu binary (installing it if missing)
-#   scripts/services.sh test-tools  install what only the tests use (openssl, stunnel, hiredis), if missing
+#   scripts/services.sh test-tools  install what only the tests use (openssl, stunnel, curl, hiredis), if missing
 #
 # Environment (all optional):
 #   DATABUS_MYSQL_URL    mysql://user:pass@host:port of your own MySQL: nothing is installed or
@@ -411,10 +411,11 @@ cmd_test_tools() {
 	have openssl || missing+=(openssl)
 	have stunnel4 || have stunnel || missing+=(stunnel4)
 	have redis-benchmark || missing+=(redis-tools)
+	have curl || missing+=(curl)
 	have cc || missing+=(gcc libc6-dev)
 	[[ -f /usr/include/hiredis/hiredis.h ]] || missing+=(libhiredis-dev)
 	((${#missing[@]} == 0)) || apt_install "${missing[@]}"
-	echo "test tools: openssl, stunnel, redis-benchmark, cc, hiredis present${missing[*]:+ (installed ${missing[*]})}"
+	echo "test tools: openssl, stunnel, redis-benchmark, curl, cc, hiredis present${missing[*]:+ (installed ${missing[*]})}"
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -61,7 +61,8 @@ struct State {
 #[error("cannot listen on {addr}: {cause}")]
 pub struct BindError {
     pub addr: String,
-    pub cause: String,
+    #[source]
+    pub cause: Box<dyn std::error::Error + Send + Sync>,
 }
 
 impl Admin {
@@ -71,8 +72,8 @@ impl Admin {
         ctx: Arc<Context>,
         producers: Arc<Producers>,
     ) -> Result<Admin, BindError> {
-        let server = Server::http(&settings.addr)
-            .map_err(|e| BindError { addr: settings.addr.clone(), cause: e.to_string() })?;
+        let server =
+            Server::http(&settings.addr).map_err(|cause| BindError { addr: settings.addr.clone(), cause })?;
         let addr = server
             .server_addr()
             .to_ip()
@@ -178,7 +179,7 @@ impl State {
         let unconfigured: Vec<String> =
             in_use.iter().filter(|c| !self.ctx.settings.clusters.contains_key(*c)).cloned().collect();
         in_use.retain(|c| self.ctx.settings.clusters.contains_key(c));
-        missing.extend(self.state_of_clusters(&in_use));
+        missing.extend(self.probe.missing(&in_use));
         let body = serde_json::json!({
             "ready": missing.is_empty(),
             "grants": snapshot.len(),
@@ -187,10 +188,6 @@ impl State {
             "missing": missing,
         });
         json(if missing.is_empty() { 200 } else { 503 }, &body)
-    }
-
-    fn state_of_clusters(&self, clusters: &std::collections::BTreeSet<String>) -> Vec<String> {
-        self.probe.missing(clusters)
     }
 
     fn metrics(&self) -> Reply {

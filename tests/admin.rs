@@ -1,0 +1,463 @@
+//! The admin port against the real binary: `/metrics` parsed by the Python
+//! `prometheus_client` parser before and after known traffic, `/ready`
+//! following a broker that stops and returns, and HTTP publish with curl
+//! and Python's own HTTP client, every error status included.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use databus::resp::Frame;
+use serde_json::Value;
+use support::*;
+
+/// A databus child with its admin port, its own database, topic and group.
+struct Admin {
+    daemon: Daemon,
+    url: String,
+    topic: String,
+    group: String,
+    _db: TestDb,
+}
+
+const SECRET: &str = "app_secret1";
+
+impl Admin {
+    /// `brokers` as TOML list items; `extra` top-level keys.
+    fn start(name: &str, partitions: i32, brokers: &str, extra: &str) -> Admin {
+        let db = TestDb::new(name);
+        let topic = unique(&format!("t_{name}"));
+        let group = unique(&format!("g_{name}"));
+        db.add_app(1, "app_key1", SECRET, "cluster1");
+        db.add_grant(1, &group, 3, &topic);
+        // Another group of the same app that may only subscribe.
+        db.add_grant(1, &format!("{group}_sub"), 1, &topic);
+        let first = brokers.split(',').next().unwrap().trim().trim_matches('"');
+        create_topic_on(first, &topic, partitions);
+        let (port, admin_port) = (free_port(), free_port());
+        let config = daemon_config(
+            port,
+            &db.url(),
+            brokers,
+            &format!("admin_addr = \"127.0.0.1:{admin_port}\"\nhealth_interval_ms = 300\n{extra}"),
+        ) + "[subscriber]\nsession_timeout_ms = 6000\nwait_timeout_ms = 1000\n";
+        let dir = TempDir::new(name);
+        let path = dir.write("databus.toml", &config);
+        let daemon = Daemon::start(&["--conf", path.to_str().unwrap()], port);
+        Admin { daemon, url: format!("http://127.0.0.1:{admin_port}"), topic, group, _db: db }
+    }
+
+    fn auth(&self, role: &str, extra: &str) -> String {
+        format!("app_key1:{SECRET}@{}/topic={}&role={role}{extra}", self.group, self.topic)
+    }
+
+    fn login(&self, role: &str, extra: &str) -> Client {
+        let mut c = Client::connect(self.daemon.addr);
+        assert_eq!(c.call(&["AUTH", &self.auth(role, extra)]), ok());
+        c
+    }
+
+    fn pub_path(&self) -> String {
+        format!("/databus/pub?topic={}&group={}", self.topic, self.group)
+    }
+}
+
+/// Every sample of `/metrics`, as the Python Prometheus parser reads it:
+/// `name{label="value",...}` (labels sorted) to value.
+fn scrape(python: &std::path::Path, url: &str) -> BTreeMap<String, f64> {
+    const SCRIPT: &str = r#"
+import json, sys, urllib.request
+from prometheus_client.parser import text_string_to_metric_families
+text = urllib.request.urlopen(sys.argv[1] + "/metrics").read().decode()
+out = {}
+for family in text_string_to_metric_families(text):
+    for s in family.samples:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+        out[f"{s.name}{{{labels}}}"] = s.value
+print(json.dumps(out))
+"#;
+    let out = Command::new(python).args(["-c", SCRIPT, url]).output().unwrap();
+    assert!(out.status.success(), "scrape failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The value of one sample, 0 when it is absent.
+fn sample(m: &BTreeMap<String, f64>, key: &str) -> f64 {
+    m.get(key).copied().unwrap_or(0.0)
+}
+
+/// `curl` with `args`, the body on stdin; (status, body).
+fn curl(url: &str, args: &[&str], body: Option<&[u8]>) -> (u16, String) {
+    let mut child = Command::new("curl")
+        .args(["-sS", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .args(if body.is_some() { &["--data-binary", "@-"][..] } else { &[][..] })
+        .arg(url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("curl (scripts/services.sh test-tools installs it)");
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(body) = body {
+        stdin.write_all(body).unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "curl {args:?} {url}: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (status.parse().unwrap(), body.to_owned())
+}
+
+fn http_publish(a: &Admin, user: &str, path: &str, body: &str) -> (u16, Value) {
+    let (status, text) = curl(
+        &format!("{}{path}", a.url),
+        &["-u", user, "-H", "Content-Type: application/json"],
+        Some(body.as_bytes()),
+    );
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (status, json)
+}
+
+/// MGET until `n` records came (each batch committed per partition unless
+/// `commit` is false); returns them and the MGETs and commits it took.
+fn consume(c: &mut Client, n: usize, commit: bool) -> (Vec<Value>, usize, usize) {
+    let (mut got, mut mgets, mut commits) = (Vec::new(), 0, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < n {
+        assert!(Instant::now() < deadline, "only {} of {n} records after 60 s", got.len());
+        let Frame::Array(batch) = c.call(&["MGET"]) else { panic!("MGET must answer an array") };
+        mgets += 1;
+        let mut last: BTreeMap<i64, i64> = BTreeMap::new();
+        for item in batch {
+            let Frame::Bulk(bytes) = item else { panic!("MGET elements are bulk strings") };
+            let m: Value = serde_json::from_slice(&bytes).unwrap();
+            last.insert(m["partition"].as_i64().unwrap(), m["offset"].as_i64().unwrap());
+            got.push(m);
+        }
+        if commit {
+            for (p, o) in last {
+                assert_eq!(c.call(&["SET", &p.to_string(), &o.to_string()]), ok());
+                commits += 1;
+            }
+        }
+    }
+    (got, mgets, commits)
+}
+
+#[test]
+fn metrics_move_by_exactly_the_traffic_sent() {
+    let python = venv_python();
+    let a = Admin::start("admin_metrics", 2, &broker_list(), "");
+    let (g, t) = (a.group.clone(), a.topic.clone());
+    let gt = format!("group=\"{g}\",topic=\"{t}\"");
+    let before = scrape(&python, &a.url);
+
+    // Publish: 5 SETs and 1 HSET, one SET with too few arguments, one unknown command.
+    let mut publisher = a.login("pub", "");
+    let values: Vec<String> = (0..6).map(|i| format!("value-{i}-{}", "x".repeat(i))).collect();
+    for (i, v) in values.iter().enumerate().take(5) {
+        assert_eq!(publisher.call(&["SET", &format!("k{i}"), v]), ok());
+    }
+    assert_eq!(publisher.call(&["HSET", "k5", r#"{"m":"1"}"#, &values[5]]), ok());
+    assert!(matches!(publisher.call(&["SET", "only-key"]), Frame::Error(_)));
+    assert!(matches!(publisher.call(&["FLUSHALL"]), Frame::Error(_)));
+    // Three records over HTTP.
+    let http_values = ["\"h0\"", "{\"n\":1}", "[1,2,3]"];
+    let body = format!(
+        "{{\"records\":[{}]}}",
+        http_values.iter().map(|v| format!("{{\"key\":\"h\",\"value\":{v}}}")).collect::<Vec<_>>().join(",")
+    );
+    let (status, reply) = http_publish(&a, &format!("app_key1:{SECRET}"), &a.pub_path(), &body);
+    assert_eq!(status, 200, "{reply}");
+    // Refused AUTHs: a wrong secret, and a topic the group does not have.
+    let mut stranger = Client::connect(a.daemon.addr);
+    let wrong = a.auth("pub", "").replace(SECRET, "wrong-secret");
+    assert!(matches!(stranger.call(&["AUTH", &wrong]), Frame::Error(e) if e.starts_with("WRONGPASS")));
+    let mut other = Client::connect(a.daemon.addr);
+    let no_topic = a.auth("pub", "").replace(&format!("topic={t}"), "topic=not_granted");
+    assert!(matches!(other.call(&["AUTH", &no_topic]), Frame::Error(e) if e.starts_with("NOPERM")));
+
+    // Consume and commit everything.
+    let mut subscriber = a.login("sub", "&offset=old");
+    let (records, mgets, commits) = consume(&mut subscriber, 9, true);
+    assert_eq!(records.len(), 9);
+    let during = scrape(&python, &a.url);
+
+    let published_bytes: usize = values.iter().map(String::len).sum::<usize>()
+        + ["h0", "{\"n\":1}", "[1,2,3]"].iter().map(|v| v.len()).sum::<usize>();
+    let delta = |key: &str| sample(&during, key) - sample(&before, key);
+    let expect = [
+        (format!("databus_published_records_total{{{gt}}}"), 9.0),
+        (format!("databus_published_bytes_total{{{gt}}}"), published_bytes as f64),
+        (format!("databus_delivered_records_total{{{gt}}}"), 9.0),
+        (format!("databus_delivered_bytes_total{{{gt}}}"), published_bytes as f64),
+        (format!("databus_commits_total{{group=\"{g}\",result=\"ok\",topic=\"{t}\"}}"), commits as f64),
+        (format!("databus_commits_total{{group=\"{g}\",result=\"error\",topic=\"{t}\"}}"), 0.0),
+        ("databus_commands_total{command=\"set\",result=\"ok\"}".into(), (5 + commits) as f64),
+        ("databus_commands_total{command=\"hset\",result=\"ok\"}".into(), 1.0),
+        ("databus_commands_total{command=\"set\",result=\"ERR\"}".into(), 1.0),
+        ("databus_commands_total{command=\"other\",result=\"ERR\"}".into(), 1.0),
+        ("databus_commands_total{command=\"auth\",result=\"ok\"}".into(), 2.0),
+        ("databus_commands_total{command=\"auth\",result=\"WRONGPASS\"}".into(), 1.0),
+        ("databus_commands_total{command=\"auth\",result=\"NOPERM\"}".into(), 1.0),
+        ("databus_commands_total{command=\"mget\",result=\"ok\"}".into(), mgets as f64),
+        ("databus_commands_total{command=\"http_publish\",result=\"ok\"}".into(), 1.0),
+        ("databus_connections_refused_total{reason=\"WRONGPASS\"}".into(), 1.0),
+        ("databus_connections_refused_total{reason=\"NOPERM\"}".into(), 1.0),
+        ("databus_publish_duration_seconds_count{}".into(), 9.0),
+        ("databus_mget_wait_seconds_count{}".into(), mgets as f64),
+    ];
+    for (key, want) in &expect {
+        assert_eq!(delta(key), *want, "{key}: before {:?}, after {:?}", before.get(key), during.get(key));
+    }
+    // Gauges: what is open now.
+    assert_eq!(sample(&during, "databus_connections{role=\"pub\"}"), 1.0);
+    assert_eq!(sample(&during, "databus_connections{role=\"sub\"}"), 1.0);
+    assert_eq!(sample(&during, &format!("databus_group_members{{{gt}}}")), 1.0);
+    assert_eq!(sample(&during, "databus_auth_grants{}"), 2.0);
+    assert_eq!(sample(&during, "databus_auth_refresh_failures_total{}"), 0.0);
+    assert_eq!(sample(&during, "databus_producer_queue_depth{cluster=\"cluster1\"}"), 0.0);
+    assert_eq!(sample(&during, "databus_produce_errors_total{cause=\"timeout\",cluster=\"cluster1\"}"), 0.0);
+    assert!(
+        during
+            .iter()
+            .any(|(k, v)| k.starts_with("databus_kafka_broker_up{") && k.contains("cluster1") && *v == 1.0),
+        "no broker of cluster1 is UP: {during:?}"
+    );
+    assert!(
+        !during.keys().any(|k| k.contains("not_granted") || k.contains("wrong-secret")),
+        "a refused client's input became a label"
+    );
+
+    // Lag: 4 more records, handed out but not committed. The statistics come
+    // with the consumer's polls, so keep polling until they report.
+    for i in 0..4 {
+        assert_eq!(publisher.call(&["SET", &format!("late{i}"), "v"]), ok());
+    }
+    let (late, _, _) = consume(&mut subscriber, 4, false);
+    assert_eq!(late.len(), 4);
+    let lag_key = format!("databus_consumer_lag{{group=\"{g}\",partition=");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let lags = loop {
+        let now = scrape(&python, &a.url);
+        let lags: Vec<f64> = now.iter().filter(|(k, _)| k.starts_with(&lag_key)).map(|(_, v)| *v).collect();
+        if lags.len() == 2 && lags.iter().sum::<f64>() == 4.0 {
+            break lags;
+        }
+        assert!(Instant::now() < deadline, "consumer lag never reached 4: {lags:?}");
+        let _ = subscriber.call(&["MGET"]);
+    };
+    assert_eq!(lags.len(), 2, "one series per partition held");
+
+    // Closing the connections takes their gauges back.
+    drop((publisher, subscriber, stranger, other));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let after = scrape(&python, &a.url);
+        let open: f64 =
+            after.iter().filter(|(k, _)| k.starts_with("databus_connections{")).map(|(_, v)| v).sum();
+        let lag_series = after.keys().filter(|k| k.starts_with(&lag_key)).count();
+        if open == 0.0 && lag_series == 0 && sample(&after, &format!("databus_group_members{{{gt}}}")) == 0.0
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "gauges not back to 0 after the clients left: {after:?}");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let log = a.daemon.log();
+    assert!(!log.contains(SECRET) && !log.contains("wrong-secret"), "a secret reached the log:\n{log}");
+}
+
+/// Polls `/ready` until it answers `want`; returns its JSON body.
+fn ready_becomes(a: &Admin, want: u16) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = curl(&format!("{}/ready", a.url), &[], None);
+        if status == want {
+            return serde_json::from_str(&body).unwrap();
+        }
+        assert!(Instant::now() < deadline, "/ready stayed {status} ({body}), waiting for {want}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn ready_follows_the_broker() {
+    let mut broker = OwnBroker::start();
+    let a = Admin::start("admin_ready", 1, &format!("\"{}\"", broker.addr()), "");
+    let body = ready_becomes(&a, 200);
+    assert_eq!(body["ready"], true);
+    assert_eq!(body["clusters"], serde_json::json!(["cluster1"]));
+    assert_eq!(curl(&format!("{}/health", a.url), &[], None), (200, "ok\n".into()));
+
+    broker.stop();
+    let body = ready_becomes(&a, 503);
+    assert_eq!(body["ready"], false);
+    let missing = body["missing"].as_array().unwrap();
+    assert!(missing.iter().any(|m| m.as_str().unwrap().starts_with("cluster 'cluster1'")), "{body}");
+    // Alive, though not ready.
+    assert_eq!(curl(&format!("{}/health", a.url), &[], None).0, 200);
+
+    broker.restart();
+    let body = ready_becomes(&a, 200);
+    assert_eq!(body["missing"], serde_json::json!([]));
+}
+
+#[test]
+fn http_publish_with_curl_and_python() {
+    let python = venv_python();
+    let a = Admin::start("admin_http", 2, &broker_list(), "max_value_size = 100\nadmin_max_body = 2048\n");
+    let user = format!("app_key1:{SECRET}");
+
+    // curl: two records, one with metadata; color from the query.
+    let body = r#"{"records":[{"key":"k1","value":{"a":[1,2]},"metadata":{"trace":"t1"}},{"key":"k2","value":"plain"}]}"#;
+    let (status, reply) = http_publish(&a, &user, &format!("{}&color=red", a.pub_path()), body);
+    assert_eq!(status, 200, "{reply}");
+    let offsets = reply["offsets"].as_array().unwrap();
+    assert_eq!(offsets.len(), 2);
+    assert!(offsets.iter().all(|o| o["error_code"] == 0 && o["offset"].as_i64().unwrap() >= 0), "{reply}");
+
+    // Python's own HTTP client, Basic auth by urllib.
+    let script = r#"
+import base64, json, sys, urllib.request, urllib.error
+url, user = sys.argv[1], sys.argv[2]
+def post(credentials, body):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    req.add_header("Authorization", "Basic " + base64.b64encode(credentials.encode()).decode())
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+status, reply = post(user, {"records": [{"key": "k3", "value": 42}]})
+assert status == 200, (status, reply)
+denied, _ = post(user.split(":")[0] + ":nope", {"records": [{"key": "k4", "value": 1}]})
+print(json.dumps({"offsets": reply["offsets"], "denied": denied}))
+"#;
+    let out = Command::new(&python)
+        .args(["-c", script, &format!("{}{}", a.url, a.pub_path()), &user])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let py: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(py["denied"], 401);
+    let py_offset = &py["offsets"][0];
+    assert_eq!(py_offset["error_code"], 0);
+
+    // What reached Kafka: exactly those three records, where the replies said.
+    let records = read_topic(&a.topic, 3);
+    assert_eq!(records.len(), 3, "{records:?}");
+    let find =
+        |key: &str| records.iter().find(|r| r.key == key.as_bytes()).unwrap_or_else(|| panic!("{key}"));
+    let (k1, k2, k3) = (find("k1"), find("k2"), find("k3"));
+    assert_eq!(k1.value, br#"{"a":[1,2]}"#);
+    assert_eq!(
+        k1.headers,
+        vec![("color".to_string(), b"red".to_vec()), ("metadata".to_string(), br#"{"trace":"t1"}"#.to_vec())]
+    );
+    assert_eq!(k2.value, b"plain");
+    assert_eq!(k2.headers, vec![("color".to_string(), b"red".to_vec())]);
+    assert_eq!(k3.value, b"42");
+    assert_eq!(k3.headers, vec![("color".to_string(), Vec::new())]);
+    for (record, reply) in [(k1, &offsets[0]), (k2, &offsets[1]), (k3, py_offset)] {
+        assert_eq!(
+            (record.partition as i64, record.offset),
+            (reply["partition"].as_i64().unwrap(), reply["offset"].as_i64().unwrap())
+        );
+    }
+
+    // Every refusal, with nothing produced.
+    let one = r#"{"records":[{"key":"x","value":"y"}]}"#;
+    let url = |path: &str| format!("{}{path}", a.url);
+    let cases: Vec<(&str, (u16, String), &str)> = vec![
+        ("no credentials", curl(&url(&a.pub_path()), &["-X", "POST"], Some(one.as_bytes())), "401"),
+        (
+            "wrong secret",
+            curl(&url(&a.pub_path()), &["-u", "app_key1:nope"], Some(one.as_bytes())),
+            "invalid app key or secret",
+        ),
+        (
+            "topic not granted",
+            curl(
+                &url(&format!("/databus/pub?topic=other&group={}", a.group)),
+                &["-u", &user],
+                Some(one.as_bytes()),
+            ),
+            "topic 'other' is not granted",
+        ),
+        (
+            "role not allowed",
+            curl(
+                &url(&format!("/databus/pub?topic={}&group={}_sub", a.topic, a.group)),
+                &["-u", &user],
+                Some(one.as_bytes()),
+            ),
+            "role 'pub' is not allowed",
+        ),
+        (
+            "no group",
+            curl(&url(&format!("/databus/pub?topic={}", a.topic)), &["-u", &user], Some(one.as_bytes())),
+            "topic and group",
+        ),
+        ("malformed body", curl(&url(&a.pub_path()), &["-u", &user], Some(b"{\"records\":[")), "malformed"),
+        (
+            "wrong shape",
+            curl(&url(&a.pub_path()), &["-u", &user], Some(br#"{"records":[{"value":1}]}"#)),
+            "missing field `key`",
+        ),
+        (
+            "value over max_value_size",
+            curl(
+                &url(&a.pub_path()),
+                &["-u", &user],
+                Some(format!(r#"{{"records":[{{"key":"x","value":"{}"}}]}}"#, "v".repeat(101)).as_bytes()),
+            ),
+            "over the limit of 100",
+        ),
+        (
+            "body over admin_max_body",
+            curl(
+                &url(&a.pub_path()),
+                &["-u", &user],
+                Some(format!(r#"{{"records":[{{"key":"x","value":"{}"}}]}}"#, "v".repeat(4000)).as_bytes()),
+            ),
+            "over 2048 bytes",
+        ),
+        ("GET on publish", curl(&url(&a.pub_path()), &["-u", &user], None), "method not allowed"),
+        ("unknown path", curl(&url("/nothing"), &[], None), "not found"),
+    ];
+    let statuses: Vec<(&str, u16)> = cases.iter().map(|(name, (status, _), _)| (*name, *status)).collect();
+    assert_eq!(
+        statuses,
+        vec![
+            ("no credentials", 401),
+            ("wrong secret", 401),
+            ("topic not granted", 403),
+            ("role not allowed", 403),
+            ("no group", 400),
+            ("malformed body", 400),
+            ("wrong shape", 400),
+            ("value over max_value_size", 413),
+            ("body over admin_max_body", 413),
+            ("GET on publish", 405),
+            ("unknown path", 404),
+        ]
+    );
+    for (name, (_, body), says) in &cases {
+        if *says != "401" {
+            assert!(body.contains(says), "{name}: {body}");
+        }
+        assert!(!body.contains(SECRET), "{name}: the reply holds the secret");
+    }
+    // Nothing more reached the topic.
+    assert_eq!(read_topic(&a.topic, 3).len(), 3);
+    let log = a.daemon.log();
+    assert!(!log.contains(SECRET) && !log.contains("nope"), "a secret reached the log:\n{log}");
+}
