@@ -13,6 +13,7 @@
 #   BENCH_RB_ROUNDS     rounds of the whole grid (default 2, 1 with BENCH_QUICK=1)
 #   BENCH_RB_CLIENTS    default "1 10 50"
 #   BENCH_RB_PIPELINES  default "1 16"
+#   BENCH_RB_PARTITIONS partitions of the topic (default 3)
 #   BENCH_RB_CONFIG     extra lines for the top of databus.toml (e.g. "[producer]\ninstances = 2")
 #   BENCH_RB_PROPERTIES librdkafka properties of the cluster, as TOML inline-table content
 set -euo pipefail
@@ -24,6 +25,7 @@ requests=${BENCH_RB_REQUESTS:-$([[ $quick == 0 ]] && echo 20000 || echo 2000)}
 rounds=${BENCH_RB_ROUNDS:-$([[ $quick == 0 ]] && echo 2 || echo 1)}
 clients=${BENCH_RB_CLIENTS:-"1 10 50"}
 pipelines=${BENCH_RB_PIPELINES:-"1 16"}
+partitions=${BENCH_RB_PARTITIONS:-3}
 run_dir=${BENCH_RUN_DIR:-.run/bench}
 out_dir=${BENCH_OUT_DIR:-bench}
 mkdir -p "$run_dir" "$out_dir"
@@ -65,7 +67,7 @@ SQL
 
 first=${DATABUS_BROKERS%%,*}
 tansu=${DATABUS_TANSU:-$(scripts/services.sh tansu-path)}
-timeout 30 "$tansu" topic create --broker "tcp://${first#*://}" --partitions 3 "$topic" >/dev/null 2>&1 ||
+timeout 30 "$tansu" topic create --broker "tcp://${first#*://}" --partitions "$partitions" "$topic" >/dev/null 2>&1 ||
 	die "cannot create topic $topic on $first"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -103,7 +105,7 @@ md="$out_dir/redis-benchmark$suffix.md"
 {
 	echo "### redis-benchmark against databus ($(date -u +%Y-%m-%dT%H:%MZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
 	echo
-	echo "\`redis-benchmark -t set -r 100000 -n $requests -c C -P P\`, broker $DATABUS_BROKERS, 3 partitions."
+	echo "\`redis-benchmark -t set -r 100000 -n $requests -c C -P P\`, broker $DATABUS_BROKERS, $partitions partitions."
 	echo
 	echo "| round | c | P | req/s | p50 ms | p95 ms | p99 ms | max ms |"
 	echo "|---|---|---|---|---|---|---|---|"
