@@ -78,6 +78,8 @@ pub enum ConsumeError {
     GroupFull { group: String, topic: String, members: usize, partitions: usize },
     #[error("commit failed: {0}")]
     Commit(String),
+    #[error("cluster '{cluster}' is unreachable: {cause}")]
+    Unreachable { cluster: String, cause: String },
 }
 
 impl ConsumeError {
@@ -86,7 +88,10 @@ impl ConsumeError {
     pub fn may_pass(&self) -> bool {
         matches!(
             self,
-            ConsumeError::Metadata { .. } | ConsumeError::GroupFull { .. } | ConsumeError::Commit(_)
+            ConsumeError::Metadata { .. }
+                | ConsumeError::GroupFull { .. }
+                | ConsumeError::Commit(_)
+                | ConsumeError::Unreachable { .. }
         )
     }
 }
@@ -152,6 +157,8 @@ const METADATA_RETRY: Duration = Duration::from_millis(250);
 #[derive(Default)]
 pub(crate) struct ConsumerErrors {
     last_error: LastError,
+    /// When librdkafka last reported a failed connection.
+    failed_at: Mutex<Option<Instant>>,
     /// The topic and where its lag goes; absent in the config check.
     lag: Option<(String, LagGauge)>,
 }
@@ -159,11 +166,15 @@ pub(crate) struct ConsumerErrors {
 impl ClientContext for ConsumerErrors {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
         self.last_error.log(level, fac, message);
+        if fac == "FAIL" {
+            self.failed();
+        }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
         log::warn!("librdkafka: {error}: {reason}");
         self.last_error.record(&error, reason);
+        self.failed();
     }
 
     /// Partitions being fetched (assigned to this member) with a committed
@@ -186,6 +197,20 @@ impl ClientContext for ConsumerErrors {
 
 impl ConsumerContext for ConsumerErrors {}
 
+impl ConsumerErrors {
+    fn failed(&self) {
+        *self.failed_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    fn failed_since(&self, since: Instant) -> bool {
+        self.failed_at.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|at| at >= since)
+    }
+}
+
+/// How long an MGET that found nothing waits for the metadata that tells
+/// "no new records" from "Kafka is unreachable".
+const REACHABLE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Who joins: a consumer group on a topic of a named cluster.
 #[derive(Debug, Clone, Copy)]
 pub struct Member<'a> {
@@ -199,6 +224,7 @@ pub struct Member<'a> {
 /// A subscriber's consumer and its place in the group.
 pub struct GroupConsumer {
     consumer: BaseConsumer<ConsumerErrors>,
+    cluster: String,
     topic: String,
     // Declared after `consumer`, so the member count drops only once the
     // consumer has left the group.
@@ -224,6 +250,7 @@ impl GroupConsumer {
         let consumer: BaseConsumer<ConsumerErrors> = consumer_config(cluster, group, reset, settings)
             .create_with_context(ConsumerErrors {
                 last_error: LastError::default(),
+                failed_at: Mutex::default(),
                 lag: Some((topic.to_owned(), lag)),
             })
             .map_err(|e| ConsumeError::Create(e.to_string()))?;
@@ -280,7 +307,12 @@ impl GroupConsumer {
         }
         let membership = Membership { registry: registry.clone(), key };
         consumer.subscribe(&[topic]).map_err(|e| ConsumeError::Create(e.to_string()))?;
-        Ok(GroupConsumer { consumer, topic: topic.to_owned(), _membership: membership })
+        Ok(GroupConsumer {
+            consumer,
+            cluster: cluster_name.to_owned(),
+            topic: topic.to_owned(),
+            _membership: membership,
+        })
     }
 
     /// The next record within `timeout`. Errors librdkafka reports while
@@ -309,6 +341,20 @@ impl GroupConsumer {
                 None
             }
         }
+    }
+
+    /// Why the cluster is unreachable, when librdkafka reported failed
+    /// connections since `since` and the cluster does not answer a metadata
+    /// request now; `None` when it answers (or nothing failed).
+    pub fn unreachable_since(&self, since: Instant) -> Option<ConsumeError> {
+        if !self.consumer.context().failed_since(since) {
+            return None;
+        }
+        let err = self.consumer.fetch_metadata(Some(&self.topic), REACHABLE_TIMEOUT).err()?;
+        Some(ConsumeError::Unreachable {
+            cluster: self.cluster.clone(),
+            cause: format!("{err}{}", super::producer::because(&self.consumer.context().last_error.get())),
+        })
     }
 
     /// Whether `partition` is assigned to this member right now.

@@ -91,6 +91,12 @@ impl Subscriber {
             }
         }
         self.meter.mget(started, batch.len(), bytes);
+        // Nothing came: say so only if Kafka was there to ask.
+        if batch.is_empty() && !interrupt.is_set() {
+            if let Some(e) = self.consumer.unreachable_since(started) {
+                return Err(CommandError::Consume(e));
+            }
+        }
         Ok(Frame::Array(batch))
     }
 
