@@ -5,9 +5,16 @@
 
 mod support;
 
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use databus::resp::Frame;
+use rdkafka::Offset;
 use support::*;
 
 /// One scenario's outcome, appended as a JSON line to `CHAOS_RESULTS`
@@ -30,7 +37,6 @@ impl Row {
             .unwrap_or_else(|_| format!("{}/target/chaos-results.jsonl", env!("CARGO_MANIFEST_DIR")));
         let mut line = serde_json::to_string(self).unwrap();
         line.push('\n');
-        use std::io::Write;
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -103,4 +109,264 @@ fn mget_tells_an_unreachable_cluster_from_an_empty_topic() {
         ..Row::default()
     }
     .record();
+}
+
+/// What a set of publisher connections saw.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// Values (each record's key and value are the same unique string) that got `+OK`.
+    acked: Vec<String>,
+    /// Values that got an error reply, with the reply.
+    failed: Vec<(String, String)>,
+    /// When each `+OK` arrived.
+    ok_at: Vec<Instant>,
+    /// Replies that came later than the bound after their request was sent.
+    slow: usize,
+}
+
+/// `conns` publisher connections, each sending `depth` SETs at a time and
+/// reading their replies, until stopped or until the server closes them.
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<Outcome>>,
+}
+
+impl Load {
+    fn start(addr: SocketAddr, auth: &str, conns: usize, depth: usize, slow_after: Duration) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..conns)
+            .map(|k| {
+                let (stop, auth) = (stop.clone(), auth.to_owned());
+                thread::spawn(move || {
+                    let mut out = Outcome::default();
+                    let mut c = Client::connect(addr);
+                    c.stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                    assert_eq!(c.call(&["AUTH", &auth]), ok());
+                    let mut seq = 0;
+                    'load: while !stop.load(Ordering::SeqCst) {
+                        let batch: Vec<String> = (0..depth)
+                            .map(|_| {
+                                seq += 1;
+                                format!("c{k}-{seq}")
+                            })
+                            .collect();
+                        let wire: Vec<u8> = batch
+                            .iter()
+                            .flat_map(|v| cmd_bytes(&[b"SET", v.as_bytes(), v.as_bytes()]))
+                            .collect();
+                        let sent = Instant::now();
+                        if c.stream.write_all(&wire).is_err() {
+                            break;
+                        }
+                        for v in batch {
+                            let reply = c.read();
+                            if sent.elapsed() > slow_after {
+                                out.slow += 1;
+                            }
+                            match reply {
+                                Some(r) if r == ok() => {
+                                    out.acked.push(v);
+                                    out.ok_at.push(Instant::now());
+                                }
+                                Some(Frame::Error(e)) => out.failed.push((v, e)),
+                                Some(other) => panic!("SET answered {other:?}"),
+                                None => break 'load,
+                            }
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    fn finish(self) -> Outcome {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut all = Outcome::default();
+        for t in self.threads {
+            let o = t.join().expect("publisher thread");
+            all.acked.extend(o.acked);
+            all.failed.extend(o.failed);
+            all.ok_at.extend(o.ok_at);
+            all.slow += o.slow;
+        }
+        all.ok_at.sort();
+        all
+    }
+}
+
+/// Compares what was acknowledged with what is in the topic.
+struct Tally {
+    acknowledged: usize,
+    in_kafka: usize,
+    lost: usize,
+    duplicated: usize,
+}
+
+fn tally(acked: &[String], records: &[Record]) -> Tally {
+    let mut seen: HashMap<&[u8], usize> = HashMap::new();
+    for r in records {
+        *seen.entry(r.value.as_slice()).or_default() += 1;
+    }
+    let lost = acked.iter().filter(|v| !seen.contains_key(v.as_bytes())).count();
+    let duplicated = acked.iter().filter(|v| seen.get(v.as_bytes()).is_some_and(|n| *n > 1)).count();
+    Tally { acknowledged: acked.len(), in_kafka: records.len(), lost, duplicated }
+}
+
+/// Scenario 2: the broker frozen (SIGSTOP) for twice the produce timeout,
+/// then thawed: SETs fail with `publish failed` once their timeout passes,
+/// none waits longer, and publishing recovers without a databus restart.
+#[test]
+fn frozen_broker_fails_sets_in_time_and_recovers() {
+    let broker = OwnBroker::start();
+    let db = TestDb::new("chaos_frozen");
+    let topic = unique("t_chaos_frozen");
+    let group = unique("g_chaos_frozen");
+    db.add_app(1, "key1", "secret1", "own");
+    db.add_grant(1, &group, 2, &topic);
+    create_topic_on(&broker.addr(), &topic, 3);
+    let sections = format!("[clusters.own]\nbrokers = [\"{}\"]\n", broker.addr());
+    let timeout = Duration::from_millis(2000);
+    let config = test_config(&db, "", &sections).replace("timeout_ms = 5000", "timeout_ms = 2000");
+    let server = TestServer::start(&config);
+    let auth = format!("key1:secret1@{group}/topic={topic}&role=pub");
+    // A reply may take the produce timeout plus the second PendingDelivery
+    // allows for a lost report, plus scheduling slack: never more.
+    let bound = timeout + Duration::from_millis(1500);
+    let load = Load::start(server.addr, &auth, 4, 1, bound);
+    thread::sleep(Duration::from_millis(1500));
+
+    broker.signal("STOP");
+    thread::sleep(timeout * 2);
+    broker.signal("CONT");
+    let thawed = Instant::now();
+    thread::sleep(Duration::from_secs(3));
+    let out = load.finish();
+    let recovered = out.ok_at.iter().find(|t| **t > thawed).copied();
+
+    let records = read_topic_on(&broker.addr(), &topic, out.acked.len());
+    let t = tally(&out.acked, &records);
+    Row {
+        scenario: "2. broker frozen (SIGSTOP 2 x producer.timeout_ms, then SIGCONT)",
+        acknowledged: Some(t.acknowledged),
+        in_kafka: Some(t.in_kafka),
+        lost: Some(t.lost),
+        duplicated: Some(t.duplicated),
+        recover_ms: recovered.map(|r| r.duration_since(thawed).as_millis()),
+        note: format!("{} SETs got errors, {} replies later than {:?}", out.failed.len(), out.slow, bound),
+        ..Row::default()
+    }
+    .record();
+    assert!(!out.failed.is_empty(), "no SET failed while the broker was frozen");
+    for (_, e) in &out.failed {
+        assert!(e.starts_with("TRYAGAIN publish failed: "), "{e}");
+    }
+    assert_eq!(out.slow, 0, "replies waited longer than {bound:?}");
+    assert_eq!((t.lost, t.duplicated), (0, 0), "acknowledged records lost or duplicated");
+    assert!(recovered.is_some(), "no SET acknowledged after the broker was thawed");
+}
+
+/// Scenario 4: SIGTERM while publishers pipeline and subscribers wait in
+/// MGET: exit 0 within the bound (twice `producer.timeout_ms` plus a
+/// second), every acknowledged SET in Kafka once, every acknowledged commit
+/// kept by Kafka.
+#[test]
+fn sigterm_under_load_keeps_every_acknowledgement() {
+    let db = TestDb::new("chaos_term");
+    let (topic, idle_topic) = (unique("t_chaos_term"), unique("t_chaos_term_idle"));
+    let (group, sub_group) = (unique("g_chaos_term"), unique("g_chaos_term_sub"));
+    db.add_app(1, "app_key1", "app_secret1", "cluster1");
+    db.add_grant(1, &group, 2, &topic);
+    db.add_grant(1, &sub_group, 3, &idle_topic);
+    create_topic(&topic, 3);
+    create_topic(&idle_topic, 2);
+    let port = free_port();
+    let config = daemon_config(port, &db.url(), &broker_list(), "")
+        + "[subscriber]\nsession_timeout_ms = 6000\nwait_timeout_ms = 20000\n";
+    let dir = TempDir::new("chaos_term");
+    let path = dir.write("databus.toml", &config);
+    let mut daemon = Daemon::start(&["--conf", path.to_str().unwrap()], port);
+
+    // Subscribers: consume and commit 20 records, then block in MGET.
+    let sub_auth = format!("app_key1:app_secret1@{sub_group}/topic={idle_topic}&role=sub&offset=old");
+    let mut filler = Client::connect(daemon.addr);
+    assert_eq!(
+        filler.call(&["AUTH", &format!("app_key1:app_secret1@{sub_group}/topic={idle_topic}&role=pub")]),
+        ok()
+    );
+    for i in 0..20 {
+        assert_eq!(filler.call(&["SET", &format!("k{i}"), "v"]), ok());
+    }
+    let mut subs: Vec<Client> = (0..2).map(|_| Client::connect(daemon.addr)).collect();
+    let mut acked_commits: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for s in subs.iter_mut() {
+        assert_eq!(s.call(&["AUTH", &sub_auth]), ok());
+    }
+    while got < 20 {
+        assert!(Instant::now() < deadline, "only {got} of 20 records consumed");
+        for s in subs.iter_mut() {
+            s.stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            let Frame::Array(batch) = s.call(&["MGET"]) else { panic!("MGET") };
+            let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+            for m in batch {
+                let Frame::Bulk(b) = m else { panic!() };
+                let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+                last.insert(v["partition"].as_i64().unwrap() as i32, v["offset"].as_i64().unwrap());
+                got += 1;
+            }
+            for (p, o) in last {
+                assert_eq!(s.call(&["SET", &p.to_string(), &o.to_string()]), ok());
+                acked_commits.insert(p, o + 1);
+            }
+        }
+    }
+    // Now both wait in MGET (20 s) while the publishers pipeline.
+    for s in subs.iter_mut() {
+        s.send(&[b"MGET"]);
+    }
+    let auth = format!("app_key1:app_secret1@{group}/topic={topic}&role=pub");
+    let load = Load::start(daemon.addr, &auth, 4, 16, Duration::from_secs(30));
+    thread::sleep(Duration::from_millis(2000));
+
+    let termed = Instant::now();
+    daemon.signal("TERM");
+    let status = daemon.wait_exit();
+    let took = termed.elapsed();
+    let out = load.finish();
+    let bound = Duration::from_millis(2 * 5000 + 1000);
+    for s in subs.iter_mut() {
+        // The waiting MGET is answered (early, empty), then the connection closes.
+        assert_eq!(s.read(), Some(Frame::Array(Vec::new())));
+        assert!(s.is_closed());
+    }
+
+    let records = read_topic(&topic, out.acked.len());
+    let t = tally(&out.acked, &records);
+    let committed = committed(&sub_group, &idle_topic, 2);
+    let commits_kept = acked_commits.iter().filter(|(p, o)| committed[p] == Offset::Offset(**o)).count();
+    Row {
+        scenario: "4. databus SIGTERM with pipelined SETs and waiting MGETs",
+        acknowledged: Some(t.acknowledged),
+        in_kafka: Some(t.in_kafka),
+        lost: Some(t.lost),
+        duplicated: Some(t.duplicated),
+        recover_ms: None,
+        note: format!(
+            "exit code {:?} after {} ms; {} SETs refused; {commits_kept}/{} acknowledged commits kept",
+            status.code(),
+            took.as_millis(),
+            out.failed.len(),
+            acked_commits.len()
+        ),
+        ..Row::default()
+    }
+    .record();
+    assert!(status.success(), "exit status {status}; log:\n{}", daemon.log());
+    assert!(took <= bound, "exit took {took:?}, over {bound:?}");
+    assert!(t.acknowledged > 0);
+    assert_eq!((t.lost, t.duplicated), (0, 0), "acknowledged records lost or duplicated");
+    assert_eq!(commits_kept, acked_commits.len(), "committed {committed:?}, acknowledged {acked_commits:?}");
 }

@@ -471,6 +471,13 @@ impl OwnBroker {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, `KILL`...) to the broker process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("broker running").id();
+        let status = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status().unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
