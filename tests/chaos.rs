@@ -7,7 +7,7 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -369,4 +369,185 @@ fn sigterm_under_load_keeps_every_acknowledgement() {
     assert!(t.acknowledged > 0);
     assert_eq!((t.lost, t.duplicated), (0, 0), "acknowledged records lost or duplicated");
     assert_eq!(commits_kept, acked_commits.len(), "committed {committed:?}, acknowledged {acked_commits:?}");
+}
+
+/// A TCP relay in front of a store, so the test can take the store away
+/// (connections refused, open ones cut) and give it back on the same port
+/// without stopping the shared server.
+struct Relay {
+    port: u16,
+    up: Arc<AtomicBool>,
+    open: Arc<std::sync::Mutex<Vec<TcpStream>>>,
+    accept: Option<thread::JoinHandle<()>>,
+    target: String,
+}
+
+impl Relay {
+    fn start(target: &str) -> Relay {
+        let mut r = Relay {
+            port: free_port(),
+            up: Arc::new(AtomicBool::new(false)),
+            open: Arc::default(),
+            accept: None,
+            target: target.to_owned(),
+        };
+        r.restore();
+        r
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Refuses new connections and cuts the open ones.
+    fn cut(&mut self) {
+        self.up.store(false, Ordering::SeqCst);
+        if let Some(h) = self.accept.take() {
+            h.join().unwrap();
+        }
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&mut self) {
+        let listener = std::net::TcpListener::bind(self.addr()).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        self.up.store(true, Ordering::SeqCst);
+        let (up, open, target) = (self.up.clone(), self.open.clone(), self.target.clone());
+        self.accept = Some(thread::spawn(move || {
+            while up.load(Ordering::SeqCst) {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(_) => {
+                        thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = TcpStream::connect(&target) else { continue };
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
+                    thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+                open.lock().unwrap().extend([client, server]);
+            }
+        }));
+    }
+}
+
+/// The value of an unlabeled sample in the admin port's `/metrics`.
+fn metric(admin: &str, name: &str) -> f64 {
+    let text = std::process::Command::new("curl")
+        .args(["-sS", &format!("http://{admin}/metrics")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} in {text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// Scenario 6 for one store: the store unreachable across several refresh
+/// intervals; open connections keep working, new AUTHs are served from the
+/// last good grants, and a change made after it returns is picked up.
+fn store_outage(store: &mut dyn stores::GrantStore, real: &str, name: &'static str) {
+    let topic = unique("t_chaos_store");
+    let group = unique("g_chaos_store");
+    create_topic(&topic, 1);
+    store.add_app(1, "key1", "secret1", "cluster1");
+    store.add_grant(1, 1, &group, 2, &topic);
+    let mut relay = Relay::start(real);
+    let admin = format!("127.0.0.1:{}", free_port());
+    let config = format!(
+        "addr = \"127.0.0.1:0\"\nrefresh_interval_ms = 300\nadmin_addr = \"{admin}\"\n\
+         [clusters.cluster1]\nbrokers = [\"{}\"]\n",
+        brokers()
+    );
+    // Through the relay; the mysql crate would otherwise switch to the
+    // server's unix socket, which the relay cannot cut.
+    let config: String = store
+        .config_with(&config)
+        .replace(real, &relay.addr())
+        .lines()
+        .map(|l| match l.strip_prefix("url = \"mysql://") {
+            Some(rest) => format!("url = \"mysql://{}?prefer_socket=false\"\n", rest.trim_end_matches('"')),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    let server = TestServer::start(&config);
+    let auth = format!("key1:secret1@{group}/topic={topic}&role=pub");
+    let mut open = server.connect();
+    assert_eq!(open.call(&["AUTH", &auth]), ok());
+    assert_eq!(open.call(&["SET", "k", "before"]), ok());
+
+    relay.cut();
+    let cut_at = Instant::now();
+    let failures_before = metric(&admin, "databus_auth_refresh_failures_total");
+    // At least two refresh intervals fail while it is away.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&admin, "databus_auth_refresh_failures_total") < failures_before + 2.0 {
+        assert!(Instant::now() < deadline, "refreshes did not fail with the store away");
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(open.call(&["SET", "k", "during"]), ok(), "an open connection keeps working");
+    let mut fresh = server.connect();
+    assert_eq!(fresh.call(&["AUTH", &auth]), ok(), "a new AUTH is served from the last good grants");
+    assert_eq!(fresh.call(&["SET", "k", "during-new"]), ok());
+    let outage = cut_at.elapsed();
+
+    relay.restore();
+    let back_at = Instant::now();
+    let later = unique("g_chaos_store_later");
+    store.add_grant(2, 1, &later, 2, &topic);
+    let later_auth = format!("key1:secret1@{later}/topic={topic}&role=pub");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = server.connect().call(&["AUTH", &later_auth]);
+        if reply == ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the grant added after the store returned was not picked up: {reply:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let recovered = back_at.elapsed();
+    let values: Vec<Vec<u8>> = read_topic(&topic, 3).into_iter().map(|r| r.value).collect();
+    assert_eq!(values, vec![b"before".to_vec(), b"during".to_vec(), b"during-new".to_vec()]);
+    Row {
+        scenario: name,
+        acknowledged: Some(3),
+        in_kafka: Some(values.len()),
+        lost: Some(0),
+        duplicated: Some(0),
+        recover_ms: Some(recovered.as_millis()),
+        note: format!(
+            "store away {} ms ({} failed refreshes); open and new connections served throughout",
+            outage.as_millis(),
+            metric(&admin, "databus_auth_refresh_failures_total") - failures_before
+        ),
+        ..Row::default()
+    }
+    .record();
+}
+
+#[test]
+fn mysql_store_outage_keeps_the_last_good_grants() {
+    let mut db = TestDb::new("chaos_mysql");
+    let real = mysql_url().rsplit('@').next().unwrap().trim_end_matches('/').to_owned();
+    store_outage(&mut db, &real, "6a. auth store outage: MySQL");
+}
+
+#[test]
+fn redis_store_outage_keeps_the_last_good_grants() {
+    let mut db = stores::RedisDb::new();
+    let real = db.addr.clone();
+    store_outage(&mut db, &real, "6b. auth store outage: Redis");
 }
