@@ -9,7 +9,7 @@ SERVICES := scripts/services.sh
 # Exports the resolved service addresses into a recipe line.
 WITH_ENV = eval "$$($(SERVICES) env)"
 
-.PHONY: run test services build lint unit clean run-example bench fuzz
+.PHONY: run test services build lint unit clean run-example bench fuzz chaos
 
 ## Set up the services, build, and run databus in the foreground on :6205.
 ## DATABUS_AUTH=redis or DATABUS_AUTH=file picks another auth store.
@@ -28,6 +28,11 @@ run-example:
 ## Measure databus against direct Kafka clients; writes bench/results.{md,json}.
 bench: services
 	@$(WITH_ENV); scripts/bench.sh
+
+## Run the fault suite (tests/chaos.rs) and print its table of counts (RELIABILITY.md).
+chaos: services
+	@$(SERVICES) test-tools
+	@$(WITH_ENV); scripts/chaos.sh
 
 ## Fuzz every parser of untrusted input (FUZZ_SECONDS each, default 60; FUZZING.md).
 fuzz:
