@@ -2,7 +2,8 @@
 # `make chaos`: runs the fault suite (tests/chaos.rs) one scenario at a time
 # and prints its results as a markdown table (scenario, records
 # acknowledged, records in Kafka, lost, duplicated, redelivered, time to
-# recover), also written to bench/chaos.md. Needs the services of
+# recover), also written to bench/chaos.md; exits non-zero when a scenario failed
+# (its row is still in the table). Needs the services of
 # `make test` (the Makefile starts them) and DATABUS_* from services.sh env.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +12,9 @@ out=${CHAOS_OUT:-bench/chaos.md}
 mkdir -p "$(dirname "$results")" "$(dirname "$out")"
 rm -f "$results"
 # CHAOS_ARGS=--include-ignored adds the scenarios tansu cannot pass (run them against a real Kafka).
-CHAOS_RESULTS=$results cargo test --test chaos -- --test-threads=1 ${CHAOS_ARGS:-} "$@"
+status=0
+CHAOS_RESULTS=$results cargo test --test chaos -- --test-threads=1 ${CHAOS_ARGS:-} "$@" || status=$?
+[[ -s $results ]] || { echo "chaos.sh: no scenario wrote a result" >&2; exit 1; }
 python3 - "$results" "$out" <<'PY'
 import json, sys, subprocess, datetime
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
@@ -28,3 +31,4 @@ text = "\n".join(lines) + "\n"
 open(sys.argv[2], "w").write(text)
 print(text)
 PY
+exit "$status"

@@ -201,6 +201,17 @@ pub fn read_topic_on(brokers: &str, topic: &str, expected: usize) -> Vec<Record>
 /// [`read_topic_on`] with any client properties (TLS, SASL), which must
 /// include `bootstrap.servers`.
 pub fn read_topic_with(properties: &[(&str, &str)], topic: &str, expected: usize) -> Vec<Record> {
+    read_topic_within(properties, topic, expected, true)
+}
+
+/// Like [`read_topic_on`], but when fewer than `expected` records come
+/// within 60 s it returns what came instead of failing: for tests that
+/// count what is missing.
+pub fn read_topic_available(brokers: &str, topic: &str, expected: usize) -> Vec<Record> {
+    read_topic_within(&[("bootstrap.servers", brokers)], topic, expected, false)
+}
+
+fn read_topic_within(properties: &[(&str, &str)], topic: &str, expected: usize, strict: bool) -> Vec<Record> {
     let mut config = ClientConfig::new();
     for (k, v) in properties {
         config.set(*k, *v);
@@ -217,6 +228,9 @@ pub fn read_topic_with(properties: &[(&str, &str)], topic: &str, expected: usize
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut quiet_since = Instant::now();
     while out.len() < expected || quiet_since.elapsed() < Duration::from_secs(1) {
+        if !strict && Instant::now() >= deadline {
+            break;
+        }
         assert!(Instant::now() < deadline, "reading {topic}: {} of {expected} records after 60 s", out.len());
         let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
             continue;
