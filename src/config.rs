@@ -327,7 +327,13 @@ impl RawConfig {
                 Some(AdminSettings {
                     addr: admin_addr,
                     max_body: 0,
-                    interval: ms("health_interval_ms", self.health_interval_ms, 5_000)?,
+                    // Each tick asks every cluster in use for metadata: not a spin.
+                    interval: Duration::from_millis(within(
+                        "health_interval_ms",
+                        self.health_interval_ms.unwrap_or(5_000),
+                        100,
+                        MAX_MS,
+                    )?),
                 })
             }
         };
