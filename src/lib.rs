@@ -9,7 +9,8 @@
 //!   the publisher and subscriber commands, buffered IO.
 //! - [`auth`]: the AUTH string, the grant cache and the stores it is read from.
 //! - [`kafka`]: librdkafka producers (and consumers) per cluster.
-//! - [`config`]: command line and `databus.toml`, validated into settings.
+//! - [`config`]: `databus.toml`, validated into the settings each module owns.
+//! - [`cli`]: the command line.
 //! - [`server`]: the listener, the worker pool, graceful shutdown.
 //! - [`admin`]: the optional admin HTTP port: metrics, health, HTTP publish.
 //! - [`metrics`]: the Prometheus collectors every module counts into.
@@ -20,6 +21,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod kafka;
 pub mod metrics;

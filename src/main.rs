@@ -3,7 +3,8 @@
 
 use std::process::ExitCode;
 
-use databus::config::{parse_args, Command, Settings};
+use databus::cli::{parse_args, Command};
+use databus::config::Settings;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 

@@ -12,8 +12,9 @@
 
 use std::path::Path;
 
-use databus::auth::{parse_auth_string, AuthRequest, StartOffset};
+use databus::auth::{parse_auth_string, AuthRequest};
 use databus::config::Settings;
+use databus::kafka::StartOffset;
 use databus::proto::{decode_metadata, Header};
 use databus::resp::{parse_reply, parse_request, Frame, Limits, Parsed};
 use prost::Message;

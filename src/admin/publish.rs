@@ -19,8 +19,8 @@ use serde::Deserialize;
 use tiny_http::Request;
 
 use super::{header, json, Reply};
-use crate::auth::{AuthError, AuthRequest, Role, StartOffset};
-use crate::kafka::{OutRecord, PendingDelivery, PublishError};
+use crate::auth::{AuthError, AuthRequest, Role};
+use crate::kafka::{OutRecord, PendingDelivery, PublishError, StartOffset};
 use crate::session::Context;
 
 #[derive(Deserialize)]

@@ -33,7 +33,10 @@ impl AuthStore for FileStore {
     }
 
     fn load(&mut self) -> Result<Vec<Grant>, StoreError> {
-        let fail = |cause: String| StoreError { store: format!("file {}", self.path.display()), cause };
+        let fail = |cause: String| StoreError {
+            store: format!("file {}", self.path.display()),
+            cause: cause.into(),
+        };
         let text = std::fs::read_to_string(&self.path).map_err(|e| fail(format!("cannot read: {e}")))?;
         let lists: Lists = toml::from_str(&text).map_err(|e| fail(e.message().to_owned()))?;
         self.skipped.begin();

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::metrics::Metrics;
 
-pub use request::{parse_auth_string, AuthRequest, AuthStringError, Role, StartOffset};
+pub use request::{parse_auth_string, AuthRequest, AuthStringError, Role};
 
 /// One row of `auth_tb` joined with its `app_tb` row.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -97,7 +97,8 @@ impl SkippedRows {
 #[error("{store}: {cause}")]
 pub struct StoreError {
     pub store: String,
-    pub cause: String,
+    #[source]
+    pub cause: Box<dyn std::error::Error + Send + Sync>,
 }
 
 /// A source of grants. `load` returns every live grant; the cache does the rest.

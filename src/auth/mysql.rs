@@ -28,7 +28,7 @@ impl MysqlStore {
     pub fn new(url: &str, timeout: Duration) -> Result<MysqlStore, StoreError> {
         let shown = mask_password(url);
         let opts = Opts::from_url(url)
-            .map_err(|e| StoreError { store: format!("mysql {shown}"), cause: e.to_string() })?;
+            .map_err(|e| StoreError { store: format!("mysql {shown}"), cause: e.into() })?;
         let opts = OptsBuilder::from_opts(opts)
             .tcp_connect_timeout(Some(timeout))
             .read_timeout(Some(timeout))
@@ -118,7 +118,7 @@ impl AuthStore for MysqlStore {
         self.query().map_err(|e| {
             // A broken connection is dropped so the next load reconnects.
             self.conn = None;
-            StoreError { store: self.describe(), cause: e.to_string() }
+            StoreError { store: self.describe(), cause: e.into() }
         })
     }
 }

@@ -31,7 +31,7 @@ impl RedisStore {
         timeout: Duration,
     ) -> Result<RedisStore, StoreError> {
         let shown = format!("redis {addr} db {db}");
-        let bad = |cause: String| StoreError { store: shown.clone(), cause };
+        let bad = |cause: String| StoreError { store: shown.clone(), cause: cause.into() };
         let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("address is not host:port".into()))?;
         let port: u16 = port.parse().map_err(|_| bad(format!("bad port '{port}'")))?;
         let mut settings = RedisConnectionInfo::default().set_db(db);
@@ -146,7 +146,7 @@ impl AuthStore for RedisStore {
     fn load(&mut self) -> Result<Vec<Grant>, StoreError> {
         self.query().map_err(|e| {
             self.conn = None;
-            StoreError { store: self.describe(), cause: e.to_string() }
+            StoreError { store: self.describe(), cause: e.into() }
         })
     }
 }

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::kafka::StartOffset;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Pub,
@@ -26,13 +28,6 @@ impl fmt::Display for Role {
             Role::Sub => "sub",
         })
     }
-}
-
-/// Where a consumer group with no committed offset starts reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartOffset {
-    Latest,
-    Earliest,
 }
 
 #[derive(Clone, PartialEq, Eq)]

@@ -18,7 +18,6 @@ use rdkafka::config::ClientConfig;
 
 use super::producer::LastError;
 use super::Cluster;
-use crate::auth::StartOffset;
 use crate::metrics::LagGauge;
 
 #[derive(Debug, Clone)]
@@ -69,17 +68,28 @@ pub(crate) fn consumer_config(
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConsumeError {
     #[error("cannot create consumer: {0}")]
-    Create(String),
+    Create(#[source] KafkaError),
     #[error("cannot read metadata of topic '{topic}' from cluster '{cluster}': {cause}{}", super::producer::because(.last_error))]
-    Metadata { cluster: String, topic: String, cause: String, last_error: Option<String> },
+    Metadata {
+        cluster: String,
+        topic: String,
+        #[source]
+        cause: Box<KafkaError>,
+        last_error: Option<String>,
+    },
     #[error("topic '{0}' does not exist")]
     NoTopic(String),
     #[error("group '{group}' already has {members} members for the {partitions} partitions of topic '{topic}'; another would get no partition")]
     GroupFull { group: String, topic: String, members: usize, partitions: usize },
     #[error("commit failed: {0}")]
-    Commit(String),
-    #[error("cluster '{cluster}' is unreachable: {cause}")]
-    Unreachable { cluster: String, cause: String },
+    Commit(#[source] KafkaError),
+    #[error("cluster '{cluster}' is unreachable: {cause}{}", super::producer::because(.last_error))]
+    Unreachable {
+        cluster: String,
+        #[source]
+        cause: Box<KafkaError>,
+        last_error: Option<String>,
+    },
 }
 
 impl ConsumeError {
@@ -211,6 +221,14 @@ impl ConsumerErrors {
 /// "no new records" from "Kafka is unreachable".
 const REACHABLE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Where a consumer group with no committed offset starts reading
+/// (`offset=new` or `offset=old` in AUTH).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOffset {
+    Latest,
+    Earliest,
+}
+
 /// Who joins: a consumer group on a topic of a named cluster.
 #[derive(Debug, Clone, Copy)]
 pub struct Member<'a> {
@@ -253,7 +271,7 @@ impl GroupConsumer {
                 failed_at: Mutex::default(),
                 lag: Some((topic.to_owned(), lag)),
             })
-            .map_err(|e| ConsumeError::Create(e.to_string()))?;
+            .map_err(ConsumeError::Create)?;
 
         // A connection that fails (a broker restarting, a refused login)
         // fails the fetch at once; try again until the deadline. Polling in
@@ -271,7 +289,7 @@ impl GroupConsumer {
                     return Err(ConsumeError::Metadata {
                         cluster: cluster_name.into(),
                         topic: topic.into(),
-                        cause: e.to_string(),
+                        cause: Box::new(e),
                         last_error: consumer.context().last_error.get(),
                     })
                 }
@@ -306,7 +324,7 @@ impl GroupConsumer {
             *count.entry(key.clone()).or_default() += 1;
         }
         let membership = Membership { registry: registry.clone(), key };
-        consumer.subscribe(&[topic]).map_err(|e| ConsumeError::Create(e.to_string()))?;
+        consumer.subscribe(&[topic]).map_err(ConsumeError::Create)?;
         Ok(GroupConsumer {
             consumer,
             cluster: cluster_name.to_owned(),
@@ -350,10 +368,11 @@ impl GroupConsumer {
         if !self.consumer.context().failed_since(since) {
             return None;
         }
-        let err = self.consumer.fetch_metadata(Some(&self.topic), REACHABLE_TIMEOUT).err()?;
+        let cause = self.consumer.fetch_metadata(Some(&self.topic), REACHABLE_TIMEOUT).err()?;
         Some(ConsumeError::Unreachable {
             cluster: self.cluster.clone(),
-            cause: format!("{err}{}", super::producer::because(&self.consumer.context().last_error.get())),
+            cause: Box::new(cause),
+            last_error: self.consumer.context().last_error.get(),
         })
     }
 
@@ -370,7 +389,7 @@ impl GroupConsumer {
     pub fn commit(&self, partition: i32, next_offset: i64) -> Result<(), ConsumeError> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, partition, Offset::Offset(next_offset))
-            .map_err(|e: KafkaError| ConsumeError::Commit(e.to_string()))?;
-        self.consumer.commit(&tpl, CommitMode::Sync).map_err(|e| ConsumeError::Commit(e.to_string()))
+            .map_err(ConsumeError::Commit)?;
+        self.consumer.commit(&tpl, CommitMode::Sync).map_err(ConsumeError::Commit)
     }
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 
-pub use consumer::{ConsumeError, GroupConsumer, InMessage, Memberships, SubscriberSettings};
+pub use consumer::{ConsumeError, GroupConsumer, InMessage, Memberships, StartOffset, SubscriberSettings};
 pub use producer::{
     Delivered, OutRecord, PendingDelivery, ProducerSettings, Producers, Publish, PublishError,
 };

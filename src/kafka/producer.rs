@@ -55,9 +55,13 @@ pub enum PublishError {
     #[error("cluster '{0}' is not configured")]
     UnknownCluster(String),
     #[error("cannot create producer for cluster '{cluster}': {cause}")]
-    Create { cluster: String, cause: String },
+    Create {
+        cluster: String,
+        #[source]
+        cause: KafkaError,
+    },
     #[error("kafka refused the record: {0}")]
-    Rejected(String),
+    Rejected(#[source] KafkaError),
     #[error("cluster '{cluster}' did not acknowledge the record within {ms} ms{}", because(.cause))]
     Timeout { cluster: String, ms: u128, cause: Option<String> },
     #[error("producer closed before the record was acknowledged")]
@@ -191,7 +195,7 @@ impl PendingDelivery {
             Ok(Ok(d)) => Ok(d),
             Ok(Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)))
             | Err(RecvTimeoutError::Timeout) => Err(self.timed_out()),
-            Ok(Err(e)) => Err(PublishError::Rejected(e.to_string())),
+            Ok(Err(e)) => Err(PublishError::Rejected(e)),
             Err(RecvTimeoutError::Disconnected) => Err(PublishError::Closed),
         }
     }
@@ -299,10 +303,9 @@ impl Producers {
         }
         let config =
             self.clusters.get(cluster).ok_or_else(|| PublishError::UnknownCluster(cluster.to_owned()))?;
-        let kafka =
-            producer_config(config, &self.settings)
-                .create_with_context(DeliveryReports::default())
-                .map_err(|e| PublishError::Create { cluster: cluster.to_owned(), cause: e.to_string() })?;
+        let kafka = producer_config(config, &self.settings)
+            .create_with_context(DeliveryReports::default())
+            .map_err(|cause| PublishError::Create { cluster: cluster.to_owned(), cause })?;
         let producer =
             Arc::new(ClusterProducer { cluster: cluster.to_owned(), kafka, created: Instant::now() });
         live.insert(slot.clone(), producer.clone());
@@ -389,7 +392,7 @@ impl Publish for Producers {
                         cause: Some("the local queue stayed full".into()),
                     })
                 }
-                Err((e, _)) => return Err(PublishError::Rejected(e.to_string())),
+                Err((e, _)) => return Err(PublishError::Rejected(e)),
             }
         }
     }
