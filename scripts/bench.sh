@@ -48,7 +48,7 @@ if (($(ulimit -n) < want)); then
 	ulimit -n "$want" || echo "bench.sh: could not raise the open-file limit to $want" >&2
 fi
 
-cargo build --release --bins -p databus
+cargo build --release -p databus -p databus-bench
 
 # shellcheck disable=SC2016 # $0/$1 expand in the inner bash
 port_open() { timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' 127.0.0.1 "$1" 2>/dev/null; }

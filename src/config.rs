@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::admin::AdminSettings;
 use crate::kafka::{self, Cluster, KafkaSasl, KafkaTls, ProducerSettings, SubscriberSettings};
 use crate::resp::Limits;
 use crate::tls::TlsSettings;
@@ -184,6 +183,17 @@ pub struct RequestLimits {
 impl RequestLimits {
     pub const SUBSCRIBER: Limits =
         Limits { max_bulk_len: 512, max_array_len: 8, max_inline_len: 512, max_request_len: 512 };
+}
+
+/// `admin_addr` and what goes with it: the admin port, which sits above
+/// the modules config builds settings for, so its settings live here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    pub addr: String,
+    /// Largest HTTP publish body, refused by its length before it is read.
+    pub max_body: usize,
+    /// How often each cluster in use is probed, and librdkafka's statistics interval.
+    pub interval: Duration,
 }
 
 /// Validated, resolved settings: everything the server needs, nothing optional

@@ -13,8 +13,6 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::kafka::{Delivered, PublishError};
-
 /// Every collector databus exports; see the README's "Operating databus".
 pub struct Metrics {
     registry: Registry,
@@ -238,9 +236,9 @@ impl Metrics {
         }
     }
 
-    /// A record that was not acknowledged, by why.
-    pub fn produce_error(&self, cluster: &str, error: &PublishError) {
-        self.produce_errors.with_label_values(&[cluster, error.cause()]).inc();
+    /// A record that was not acknowledged, by why (a short cause name).
+    pub fn produce_error(&self, cluster: &str, cause: &str) {
+        self.produce_errors.with_label_values(&[cluster, cause]).inc();
     }
 
     /// A successful load of `grants` grants from the auth store.
@@ -295,18 +293,16 @@ pub struct PublishMeter {
 }
 
 impl PublishMeter {
-    /// Counts one record's verdict, `started` when its request was read.
-    pub fn finish(&self, started: Instant, value_len: usize, verdict: &Result<Delivered, PublishError>) {
-        match verdict {
-            Ok(_) => {
-                self.metrics.publish_seconds.observe(started.elapsed().as_secs_f64());
+    /// Counts one record's verdict, `started` when its request was read:
+    /// acknowledged (`failure` is `None`) or not, and why.
+    pub fn finish(&self, started: Instant, value_len: usize, failure: Option<&str>) {
+        self.metrics.publish_seconds.observe(started.elapsed().as_secs_f64());
+        match failure {
+            None => {
                 self.records.inc();
                 self.bytes.inc_by(value_len as u64);
             }
-            Err(e) => {
-                self.metrics.publish_seconds.observe(started.elapsed().as_secs_f64());
-                self.metrics.produce_error(&self.cluster, e);
-            }
+            Some(cause) => self.metrics.produce_error(&self.cluster, cause),
         }
     }
 
@@ -315,9 +311,9 @@ impl PublishMeter {
         self.metrics.command(name, error_code);
     }
 
-    /// A record the producer would not even take.
-    pub fn refused(&self, error: &PublishError) {
-        self.metrics.produce_error(&self.cluster, error);
+    /// A record the producer would not even take, and why.
+    pub fn refused(&self, cause: &str) {
+        self.metrics.produce_error(&self.cluster, cause);
     }
 }
 
@@ -390,8 +386,8 @@ mod tests {
         m.command(b"flushall", Some("ERR"));
         m.command(b"something-else", Some("ERR"));
         let meter = m.publisher("g", "t", "c1");
-        meter.finish(Instant::now(), 5, &Ok(Delivered { partition: 0, offset: 1 }));
-        meter.finish(Instant::now(), 5, &Err(PublishError::Closed));
+        meter.finish(Instant::now(), 5, None);
+        meter.finish(Instant::now(), 5, Some("closed"));
         let text = m.render();
         assert_eq!(
             line(&text, "databus_connections{role=\"pub\"}"),

@@ -15,23 +15,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
 
 use tiny_http::{Header, Method, Request, Response, Server};
 
+use crate::config::AdminSettings;
 use crate::kafka::probe::Probe;
 use crate::kafka::Producers;
 use crate::session::Context;
-
-/// `admin_addr` and what goes with it in `databus.toml`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdminSettings {
-    pub addr: String,
-    /// Largest HTTP publish body, refused by its length before it is read.
-    pub max_body: usize,
-    /// How often each cluster in use is probed, and librdkafka's statistics interval.
-    pub interval: Duration,
-}
 
 /// Requests served at once; the rest wait in the listener's queue.
 const WORKERS: usize = 4;

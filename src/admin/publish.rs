@@ -175,7 +175,7 @@ fn publish(
         .zip(&records)
         .map(|(p, (_, value, _))| {
             let verdict = p.and_then(PendingDelivery::wait);
-            meter.finish(started, value.len(), &verdict);
+            meter.finish(started, value.len(), verdict.as_ref().err().map(PublishError::cause));
             match verdict {
                 Ok(d) => serde_json::json!({"partition": d.partition, "offset": d.offset, "error_code": 0}),
                 Err(e) => serde_json::json!({

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::auth::{parse_auth_string, AuthCache, AuthStringError, Role};
 use crate::config::Settings;
 use crate::kafka::consumer::Member;
-use crate::kafka::{GroupConsumer, Memberships, PendingDelivery, Publish};
+use crate::kafka::{GroupConsumer, Memberships, PendingDelivery, Publish, PublishError};
 use crate::metrics::{Metrics, OpenConnection, PublishMeter};
 use crate::resp::{parse_request, Frame, Limits, Parsed};
 
@@ -69,7 +69,7 @@ impl Reply {
             Reply::Now(frame) => frame,
             Reply::Delivery(d) => {
                 let verdict = d.pending.wait();
-                d.meter.finish(d.started, d.value_len, &verdict);
+                d.meter.finish(d.started, d.value_len, verdict.as_ref().err().map(PublishError::cause));
                 let frame = match verdict {
                     Ok(_) => Frame::ok(),
                     Err(e) => CommandError::Publish(e).to_frame(),

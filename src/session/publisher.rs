@@ -62,7 +62,7 @@ impl Publisher {
         };
         let record = OutRecord { topic: &self.topic, key, value, headers };
         kafka.publish(&self.cluster, self.lane, &record).map_err(|e| {
-            self.meter.refused(&e);
+            self.meter.refused(e.cause());
             CommandError::Publish(e)
         })
     }

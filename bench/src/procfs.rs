@@ -1,0 +1,139 @@
+//! /proc readings: CPU time and RSS of processes, the busy time of the
+//! machine, and a description of the machine for the report.
+
+use std::fs;
+use std::thread;
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: &str, clk_tck: f64) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; fields resume after its ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Field 3 (state) is fields[0]: utime (14) and stime (15) are [11], [12].
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / clk_tck)
+}
+
+fn status_field(pid: u32, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim_start_matches(':').split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+pub(crate) fn rss_kib(pid: u32) -> u64 {
+    status_field(pid, "VmRSS").unwrap_or(0)
+}
+
+pub(crate) fn threads(pid: u32) -> u64 {
+    status_field(pid, "Threads").unwrap_or(0)
+}
+
+/// CPU of databus, of this load generator and (when known) of the broker.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct CpuSnap {
+    databus: f64,
+    bench: f64,
+    broker: Option<f64>,
+    /// Busy time of every CPU of the machine.
+    machine: f64,
+}
+
+/// CPU used between two snapshots, in µs per message.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct CpuPerMsg {
+    pub(crate) databus: f64,
+    pub(crate) bench: f64,
+    pub(crate) broker: Option<f64>,
+    /// Everything else on the machine (other processes, interrupts): shows
+    /// when something disturbed the measurement.
+    pub(crate) others: f64,
+}
+
+pub(crate) struct Cpu {
+    pub(crate) databus_pid: Option<u32>,
+    pub(crate) broker_pid: Option<u32>,
+    pub(crate) clk_tck: f64,
+}
+
+impl Cpu {
+    pub(crate) fn snap(&self) -> CpuSnap {
+        let of = |pid: Option<u32>| pid.and_then(|p| cpu_seconds(&p.to_string(), self.clk_tck));
+        CpuSnap {
+            databus: of(self.databus_pid).unwrap_or(0.0),
+            bench: cpu_seconds("self", self.clk_tck).unwrap_or(0.0),
+            broker: of(self.broker_pid),
+            machine: machine_busy_seconds(self.clk_tck),
+        }
+    }
+
+    pub(crate) fn per_msg(before: CpuSnap, after: CpuSnap, messages: usize) -> CpuPerMsg {
+        let us = |s: f64| s * 1e6 / messages.max(1) as f64;
+        let databus = us(after.databus - before.databus);
+        let bench = us(after.bench - before.bench);
+        let broker = after.broker.zip(before.broker).map(|(a, b)| us(a - b));
+        let machine = us(after.machine - before.machine);
+        let others = (machine - databus - bench - broker.unwrap_or(0.0)).max(0.0);
+        CpuPerMsg { databus, bench, broker, others }
+    }
+}
+
+/// Busy time of all CPUs from the first line of /proc/stat (user, nice,
+/// system, irq, softirq, steal), in seconds.
+fn machine_busy_seconds(clk_tck: f64) -> f64 {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().next() else {
+        return 0.0;
+    };
+    let f: Vec<f64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let busy: f64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum();
+    busy / clk_tck
+}
+
+pub(crate) struct Machine {
+    pub(crate) cpus: usize,
+    pub(crate) cpu_model: String,
+    pub(crate) mem_total: String,
+    pub(crate) kernel: String,
+}
+
+pub(crate) fn machine() -> Machine {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let mem_kib = status_like("/proc/meminfo", "MemTotal").unwrap_or(0);
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
+    Machine {
+        cpus: thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu_model,
+        mem_total: format!("{:.1} GiB", mem_kib as f64 / 1024.0 / 1024.0),
+        kernel,
+    }
+}
+
+fn status_like(path: &str, field: &str) -> Option<u64> {
+    fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim_start_matches(':').split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_of_self_parses() {
+        assert!(cpu_seconds("self", 100.0).is_some());
+        assert!(rss_kib(std::process::id()) > 0);
+    }
+}

@@ -1,0 +1,274 @@
+//! Services: the topics and consumer groups of a run, the bench database,
+//! the databus process.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use databus::resp::Frame;
+// Blocks on a future on this thread; the admin client's futures are
+// resolved by librdkafka's own threads.
+use futures_executor::block_on;
+use mysql::prelude::Queryable;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::options::{env_str, Opts};
+use crate::resp::RespConn;
+use crate::{Res, APP_KEY, APP_SECRET, CLUSTER, SESSION_TIMEOUT_MS, SUB_WAIT_TIMEOUT_MS};
+
+/// The topics and consumer groups of this run, deleted when it ends (unless
+/// `BENCH_KEEP_TOPICS=1`): an in-memory broker such as tansu slows down as
+/// records and groups pile up.
+pub(crate) struct Topics {
+    admin: AdminClient<DefaultClientContext>,
+    names: Vec<String>,
+    groups: Vec<String>,
+    keep: bool,
+}
+
+impl Topics {
+    pub(crate) fn create(opts: &Opts, names: Vec<String>, groups: Vec<String>) -> Res<Topics> {
+        let admin: AdminClient<DefaultClientContext> = opts.client_config().create()?;
+        let keep = env_str("BENCH_KEEP_TOPICS").is_some_and(|v| v != "0");
+        let topics = Topics { admin, names, groups, keep };
+        create_topics(opts, &topics.admin, &topics.names)?;
+        Ok(topics)
+    }
+
+    /// Deletes the groups, best effort; a group whose member has not left
+    /// yet stays (the broker expires it).
+    fn delete_groups(&mut self) {
+        let groups = std::mem::take(&mut self.groups);
+        if self.keep || groups.is_empty() {
+            return;
+        }
+        let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let failed = match block_on(self.admin.delete_groups(&refs, &options)) {
+            Ok(results) => results.iter().filter(|r| r.is_err()).count(),
+            Err(_) => groups.len(),
+        };
+        if failed > 0 {
+            eprintln!("databus-bench: {failed} of {} consumer groups were not deleted", groups.len());
+        }
+    }
+
+    /// Deletes some topics now, best effort.
+    pub(crate) fn delete(&mut self, names: &[String]) {
+        self.names.retain(|n| !names.contains(n));
+        if self.keep || names.is_empty() {
+            return;
+        }
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        match block_on(self.admin.delete_topics(&refs, &options)) {
+            Ok(results) => {
+                for r in results {
+                    if let Err((t, e)) = r {
+                        eprintln!("databus-bench: deleting topic {t}: {e}");
+                    }
+                }
+            }
+            Err(e) => eprintln!("databus-bench: deleting topics: {e}"),
+        }
+    }
+}
+
+impl Drop for Topics {
+    fn drop(&mut self) {
+        let rest = std::mem::take(&mut self.names);
+        self.delete(&rest);
+        self.delete_groups();
+    }
+}
+
+fn create_topics(opts: &Opts, admin: &AdminClient<DefaultClientContext>, topics: &[String]) -> Res<()> {
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, opts.partitions, TopicReplication::Fixed(opts.replication)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = block_on(admin.create_topics(&new, &options))
+        .map_err(|e| format!("Kafka at {} unreachable: {e}", opts.brokers))?;
+    for r in results {
+        r.map_err(|(t, e)| format!("create topic {t}: {e}"))?;
+    }
+    let probe: BaseConsumer = opts.client_config().create()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for topic in topics {
+        loop {
+            let ready = probe.fetch_metadata(Some(topic), Duration::from_secs(5)).is_ok_and(|md| {
+                md.topics()
+                    .iter()
+                    .any(|t| t.error().is_none() && t.partitions().len() == opts.partitions as usize)
+            });
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("topic {topic} did not appear on {}", opts.brokers).into());
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}
+
+/// Recreates the bench database with one app and the given grants
+/// (group, operation, topic).
+pub(crate) fn reset_database(opts: &Opts, grants: &[(String, u8, String)]) -> Res<()> {
+    let server = mysql::Opts::from_url(&opts.mysql_url)?;
+    let mut conn = mysql::Conn::new(server)
+        .map_err(|e| format!("MySQL at {} unreachable: {e}", redact(&opts.mysql_url)))?;
+    let db = &opts.database;
+    conn.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))?;
+    conn.query_drop(format!("CREATE DATABASE `{db}`"))?;
+    conn.query_drop(format!("USE `{db}`"))?;
+    conn.query_drop(
+        "CREATE TABLE app_tb (id INT AUTO_INCREMENT PRIMARY KEY, app_key VARCHAR(45) NOT NULL,
+           app_secret VARCHAR(64) NOT NULL, cluster VARCHAR(45) NOT NULL,
+           created_at BIGINT NULL, deleted_at BIGINT NULL, updated_at BIGINT NULL)",
+    )?;
+    conn.query_drop(
+        "CREATE TABLE auth_tb (id INT AUTO_INCREMENT PRIMARY KEY, app_id INT NOT NULL,
+           group_name VARCHAR(45) NULL, operation TINYINT DEFAULT 0, topic VARCHAR(45) NOT NULL,
+           created_at BIGINT NULL, deleted_at BIGINT NULL, updated_at BIGINT NULL)",
+    )?;
+    conn.exec_drop(
+        "INSERT INTO app_tb (id, app_key, app_secret, cluster) VALUES (1, ?, ?, ?)",
+        (APP_KEY, APP_SECRET, CLUSTER),
+    )?;
+    conn.exec_batch(
+        "INSERT INTO auth_tb (app_id, group_name, operation, topic) VALUES (1, ?, ?, ?)",
+        grants.iter().map(|(g, op, t)| (g, op, t)),
+    )?;
+    Ok(())
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].find(':') {
+            Some(colon) => format!("{}:***{}", &url[..s + 3 + colon], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
+}
+
+fn toml_str(s: &str) -> String {
+    serde_json::to_string(s).expect("a string serializes")
+}
+
+/// A databus child process; killed when dropped.
+pub(crate) struct Databus {
+    child: Child,
+    pub(crate) addr: SocketAddr,
+    pid_file: PathBuf,
+}
+
+impl Databus {
+    fn config(opts: &Opts, port: u16) -> String {
+        let brokers: Vec<String> = opts.brokers.split(',').map(|b| toml_str(b.trim())).collect();
+        let mut c = String::new();
+        let _ = writeln!(c, "# Generated by databus-bench; see BENCHMARKS.md.");
+        let _ = writeln!(c, "addr = \"127.0.0.1:{port}\"\nauth = \"mysql\"");
+        let _ = writeln!(c, "log_level = \"warn\"\nmax_clients = 5000");
+        let _ = writeln!(c, "{}", opts.config_top);
+        let _ =
+            writeln!(c, "[producer]\nlinger_ms = {}\nmax_in_flight = {}", opts.linger_ms, opts.max_in_flight);
+        let _ = writeln!(c, "[subscriber]\nsession_timeout_ms = {SESSION_TIMEOUT_MS}");
+        let _ = writeln!(c, "wait_timeout_ms = {SUB_WAIT_TIMEOUT_MS}");
+        if let Some(b) = opts.sub_batch {
+            let _ = writeln!(c, "batch_size = {b}");
+        }
+        let _ = writeln!(c, "[clusters.{CLUSTER}]\nbrokers = [{}]", brokers.join(", "));
+        if !opts.kafka_properties.is_empty() {
+            let props: Vec<String> = opts
+                .kafka_properties
+                .iter()
+                .map(|(k, v)| format!("{} = {}", toml_str(k), toml_str(v)))
+                .collect();
+            let _ = writeln!(c, "properties = {{ {} }}", props.join(", "));
+        }
+        let url = format!("{}/{}", opts.mysql_url, opts.database);
+        let _ = writeln!(c, "[mysql]\nurl = {}", toml_str(&url));
+        c
+    }
+
+    pub(crate) fn start(opts: &Opts, name: &str) -> Res<Databus> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        fs::create_dir_all(&opts.run_dir)?;
+        let conf = opts.run_dir.join(format!("{name}.toml"));
+        fs::write(&conf, Databus::config(opts, port))?;
+        let log_path = opts.run_dir.join(format!("{name}.log"));
+        let log = fs::File::create(&log_path)?;
+        let child = Command::new(&opts.databus_bin)
+            .arg("--conf")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", opts.databus_bin.display()))?;
+        // scripts/bench.sh kills whatever this names if the bench dies first.
+        let pid_file = opts.run_dir.join("databus.pid");
+        fs::write(&pid_file, child.id().to_string())?;
+        let mut databus = Databus { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), pid_file };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = databus.child.try_wait()? {
+                let tail = fs::read_to_string(&log_path).unwrap_or_default();
+                return Err(format!("databus exited at start-up ({status}):\n{tail}").into());
+            }
+            if let Ok(mut c) = RespConn::connect(databus.addr) {
+                if c.call(&[b"PING"])? == Frame::Simple("PONG".into()) {
+                    return Ok(databus);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("databus did not answer on {} within 30 s", databus.addr).into());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Databus {
+    /// SIGTERM first, so its consumers leave their groups; SIGKILL if it
+    /// has not exited within 10 s.
+    fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let termed = Command::new("kill").args(["-TERM", &pid]).status().is_ok_and(|s| s.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while termed && Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_file(&self.pid_file);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted() {
+        assert_eq!(redact("mysql://u:pw@h:3306"), "mysql://u:***@h:3306");
+        assert_eq!(redact("mysql://h:3306"), "mysql://h:3306");
+    }
+}
