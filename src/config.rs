@@ -39,7 +39,7 @@ impl std::error::Error for ConfigError {}
 /// store's section has a default.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
+pub(crate) struct RawConfig {
     pub addr: Option<String>,
     pub tls_addr: Option<String>,
     pub tls_cert: Option<PathBuf>,
@@ -72,17 +72,18 @@ pub struct RawConfig {
     pub clusters: BTreeMap<String, RawCluster>,
     pub mysql: Option<RawMysql>,
     pub redis: Option<RawRedis>,
-    /// Apps and grants of the file store (`auth = "file"`), read row by row
-    /// by `auth::file`, so that one bad row is skipped, not the whole file.
-    #[serde(default)]
-    pub apps: Vec<toml::Value>,
-    #[serde(default)]
-    pub grants: Vec<toml::Value>,
+    /// Apps and grants of the file store (`auth = "file"`): accepted here,
+    /// read row by row by `auth::file`, so that one bad row is skipped, not
+    /// the whole file.
+    #[serde(default, rename = "apps")]
+    _apps: serde::de::IgnoredAny,
+    #[serde(default, rename = "grants")]
+    _grants: serde::de::IgnoredAny,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawProducer {
+pub(crate) struct RawProducer {
     pub timeout_ms: Option<u64>,
     pub partitioner: Option<String>,
     pub linger_ms: Option<u64>,
@@ -92,7 +93,7 @@ pub struct RawProducer {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSubscriber {
+pub(crate) struct RawSubscriber {
     pub batch_size: Option<usize>,
     pub tick_ms: Option<u64>,
     pub wait_timeout_ms: Option<u64>,
@@ -102,7 +103,7 @@ pub struct RawSubscriber {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawCluster {
+pub(crate) struct RawCluster {
     pub brokers: Option<Vec<String>>,
     pub tls: Option<RawKafkaTls>,
     pub sasl: Option<RawKafkaSasl>,
@@ -114,7 +115,7 @@ pub struct RawCluster {
 /// `[clusters.<name>.tls]`: its presence turns TLS on.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawKafkaTls {
+pub(crate) struct RawKafkaTls {
     pub ca_file: Option<PathBuf>,
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
@@ -123,7 +124,7 @@ pub struct RawKafkaTls {
 /// `[clusters.<name>.sasl]`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawKafkaSasl {
+pub(crate) struct RawKafkaSasl {
     pub mechanism: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
@@ -137,13 +138,13 @@ impl fmt::Debug for RawKafkaSasl {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawMysql {
+pub(crate) struct RawMysql {
     pub url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRedis {
+pub(crate) struct RawRedis {
     pub addr: Option<String>,
     pub db: Option<i64>,
     pub password: Option<String>,
@@ -152,7 +153,7 @@ pub struct RawRedis {
 
 /// Where grants come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuthSource {
+pub(crate) enum AuthSource {
     Mysql {
         url: String,
     },
@@ -170,7 +171,7 @@ pub enum AuthSource {
 
 /// Bounds on one request, by what the connection has proved so far.
 #[derive(Debug, Clone, Copy)]
-pub struct RequestLimits {
+pub(crate) struct RequestLimits {
     /// Before AUTH: like Redis 6.2.6's bound on unauthenticated clients, and
     /// small enough that such a connection holds well under 64 KiB.
     pub unauthenticated: Limits,
@@ -181,14 +182,14 @@ pub struct RequestLimits {
 }
 
 impl RequestLimits {
-    pub const SUBSCRIBER: Limits =
+    pub(crate) const SUBSCRIBER: Limits =
         Limits { max_bulk_len: 512, max_array_len: 8, max_inline_len: 512, max_request_len: 512 };
 }
 
 /// `admin_addr` and what goes with it: the admin port, which sits above
 /// the modules config builds settings for, so its settings live here.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdminSettings {
+pub(crate) struct AdminSettings {
     pub addr: String,
     /// Largest HTTP publish body, refused by its length before it is read.
     pub max_body: usize,
@@ -200,25 +201,25 @@ pub struct AdminSettings {
 /// that has a sensible default.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub addr: String,
+    pub(crate) addr: String,
     /// The TLS listener beside the plain one, when configured.
-    pub tls: Option<TlsSettings>,
+    pub(crate) tls: Option<TlsSettings>,
     /// The admin HTTP listener (metrics, health, HTTP publish), when configured.
-    pub admin: Option<AdminSettings>,
-    pub auth: AuthSource,
+    pub(crate) admin: Option<AdminSettings>,
+    pub(crate) auth: AuthSource,
     pub log_level: String,
-    pub max_clients: usize,
+    pub(crate) max_clients: usize,
     /// Connections the kernel queues before databus accepts them.
-    pub listen_backlog: u32,
-    pub auth_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_value_size: usize,
-    pub limits: RequestLimits,
-    pub refresh_interval: Duration,
-    pub thread_stack_size: usize,
-    pub producer: ProducerSettings,
-    pub subscriber: SubscriberSettings,
-    pub clusters: BTreeMap<String, Cluster>,
+    pub(crate) listen_backlog: u32,
+    pub(crate) auth_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_value_size: usize,
+    pub(crate) limits: RequestLimits,
+    pub(crate) refresh_interval: Duration,
+    pub(crate) thread_stack_size: usize,
+    pub(crate) producer: ProducerSettings,
+    pub(crate) subscriber: SubscriberSettings,
+    pub(crate) clusters: BTreeMap<String, Cluster>,
 }
 
 /// Longest duration any `*_ms` key may hold: a week.
@@ -252,7 +253,7 @@ impl Settings {
 }
 
 impl RawConfig {
-    pub fn parse(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError {
             path: path.to_owned(),
             key: String::new(),
@@ -260,16 +261,7 @@ impl RawConfig {
         })
     }
 
-    pub fn read(path: &Path) -> Result<RawConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: path.to_owned(),
-            key: String::new(),
-            problem: format!("cannot read: {e}"),
-        })?;
-        RawConfig::parse(path, &text)
-    }
-
-    pub fn validate(self, path: &Path) -> Result<Settings, ConfigError> {
+    pub(crate) fn validate(self, path: &Path) -> Result<Settings, ConfigError> {
         let err =
             |key: &str, problem: String| ConfigError { path: path.to_owned(), key: key.to_owned(), problem };
         // Every number is bounded here, so no later `Instant + Duration` or

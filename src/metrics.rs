@@ -14,7 +14,7 @@ use prometheus::{
 };
 
 /// Every collector databus exports; see the README's "Operating databus".
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     connections: IntGaugeVec,
     refused: IntCounterVec,
@@ -62,7 +62,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let registry = Registry::new();
         fn reg<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
             registry.register(Box::new(c.clone())).expect("metric names are unique");
@@ -178,7 +178,7 @@ impl Metrics {
     }
 
     /// The text format of every metric, as `GET /metrics` serves it.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let age = self.last_refresh.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
         self.refresh_age.set(age.as_secs_f64());
         let mut out = Vec::new();
@@ -187,26 +187,26 @@ impl Metrics {
     }
 
     /// Counts an open connection in `role` until the guard is dropped.
-    pub fn connection(&self, role: &str) -> OpenConnection {
+    pub(crate) fn connection(&self, role: &str) -> OpenConnection {
         let gauge = self.connections.with_label_values(&[role]);
         gauge.inc();
         OpenConnection(gauge)
     }
 
     /// A connection refused: `max_clients`, or the code of a failed AUTH.
-    pub fn refused(&self, reason: &str) {
+    pub(crate) fn refused(&self, reason: &str) {
         self.refused.with_label_values(&[reason]).inc();
     }
 
     /// A command answered with `reply_code` (`None` for success).
-    pub fn command(&self, name: &[u8], error_code: Option<&str>) {
+    pub(crate) fn command(&self, name: &[u8], error_code: Option<&str>) {
         let lower = name.to_ascii_lowercase();
         let name = COMMANDS.iter().find(|c| c.as_bytes() == lower.as_slice()).copied().unwrap_or("other");
         self.commands.with_label_values(&[name, error_code.unwrap_or("ok")]).inc();
     }
 
     /// The counters of a publisher of `group` on `topic` in `cluster`.
-    pub fn publisher(self: &Arc<Self>, group: &str, topic: &str, cluster: &str) -> PublishMeter {
+    pub(crate) fn publisher(self: &Arc<Self>, group: &str, topic: &str, cluster: &str) -> PublishMeter {
         PublishMeter {
             metrics: self.clone(),
             records: self.published_records.with_label_values(&[group, topic]),
@@ -216,7 +216,7 @@ impl Metrics {
     }
 
     /// The counters of a subscriber of consumer group `group` on `topic`.
-    pub fn subscriber(&self, group: &str, topic: &str) -> SubscribeMeter {
+    pub(crate) fn subscriber(&self, group: &str, topic: &str) -> SubscribeMeter {
         SubscribeMeter {
             records: self.delivered_records.with_label_values(&[group, topic]),
             bytes: self.delivered_bytes.with_label_values(&[group, topic]),
@@ -227,7 +227,7 @@ impl Metrics {
     }
 
     /// Where one consumer reports the lag of the partitions it holds.
-    pub fn lag(&self, group: &str, topic: &str) -> LagGauge {
+    pub(crate) fn lag(&self, group: &str, topic: &str) -> LagGauge {
         LagGauge {
             gauge: self.lag.clone(),
             group: group.to_owned(),
@@ -237,22 +237,22 @@ impl Metrics {
     }
 
     /// A record that was not acknowledged, by why (a short cause name).
-    pub fn produce_error(&self, cluster: &str, cause: &str) {
+    pub(crate) fn produce_error(&self, cluster: &str, cause: &str) {
         self.produce_errors.with_label_values(&[cluster, cause]).inc();
     }
 
     /// A successful load of `grants` grants from the auth store.
-    pub fn refreshed(&self, grants: usize) {
+    pub(crate) fn refreshed(&self, grants: usize) {
         self.grants.set(grants as i64);
         *self.last_refresh.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
     }
 
-    pub fn refresh_failed(&self) {
+    pub(crate) fn refresh_failed(&self) {
         self.refresh_failures.inc();
     }
 
     /// Replaces the member counts with `counts` ((group, topic), members).
-    pub fn set_members(&self, counts: &[((String, String), usize)]) {
+    pub(crate) fn set_members(&self, counts: &[((String, String), usize)]) {
         self.members.reset();
         for ((group, topic), n) in counts {
             self.members.with_label_values(&[group, topic]).set(*n as i64);
@@ -260,7 +260,7 @@ impl Metrics {
     }
 
     /// Replaces the producer queue depths with `depths` (cluster, records).
-    pub fn set_queue_depths(&self, depths: &[(String, usize)]) {
+    pub(crate) fn set_queue_depths(&self, depths: &[(String, usize)]) {
         self.queue_depth.reset();
         for (cluster, n) in depths {
             self.queue_depth.with_label_values(&[cluster]).set(*n as i64);
@@ -268,7 +268,7 @@ impl Metrics {
     }
 
     /// Replaces `cluster`'s broker states with `brokers` (name, up).
-    pub fn set_brokers(&self, cluster: &str, brokers: &[(String, bool)]) {
+    pub(crate) fn set_brokers(&self, cluster: &str, brokers: &[(String, bool)]) {
         for (broker, up) in brokers {
             self.broker_up.with_label_values(&[cluster, broker]).set(i64::from(*up));
         }
@@ -276,7 +276,7 @@ impl Metrics {
 }
 
 /// An open connection, counted under its role until dropped.
-pub struct OpenConnection(IntGauge);
+pub(crate) struct OpenConnection(IntGauge);
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
@@ -285,7 +285,7 @@ impl Drop for OpenConnection {
 }
 
 /// A publisher's counters, resolved once at AUTH.
-pub struct PublishMeter {
+pub(crate) struct PublishMeter {
     metrics: Arc<Metrics>,
     records: IntCounter,
     bytes: IntCounter,
@@ -295,7 +295,7 @@ pub struct PublishMeter {
 impl PublishMeter {
     /// Counts one record's verdict, `started` when its request was read:
     /// acknowledged (`failure` is `None`) or not, and why.
-    pub fn finish(&self, started: Instant, value_len: usize, failure: Option<&str>) {
+    pub(crate) fn finish(&self, started: Instant, value_len: usize, failure: Option<&str>) {
         self.metrics.publish_seconds.observe(started.elapsed().as_secs_f64());
         match failure {
             None => {
@@ -307,18 +307,18 @@ impl PublishMeter {
     }
 
     /// Counts the SET/HSET that carried the record.
-    pub fn command(&self, name: &[u8], error_code: Option<&str>) {
+    pub(crate) fn command(&self, name: &[u8], error_code: Option<&str>) {
         self.metrics.command(name, error_code);
     }
 
     /// A record the producer would not even take, and why.
-    pub fn refused(&self, cause: &str) {
+    pub(crate) fn refused(&self, cause: &str) {
         self.metrics.produce_error(&self.cluster, cause);
     }
 }
 
 /// A subscriber's counters, resolved once at AUTH.
-pub struct SubscribeMeter {
+pub(crate) struct SubscribeMeter {
     records: IntCounter,
     bytes: IntCounter,
     commits_ok: IntCounter,
@@ -328,20 +328,20 @@ pub struct SubscribeMeter {
 
 impl SubscribeMeter {
     /// One MGET answered after `started` with `records` records of `bytes` value bytes.
-    pub fn mget(&self, started: Instant, records: usize, bytes: usize) {
+    pub(crate) fn mget(&self, started: Instant, records: usize, bytes: usize) {
         self.mget_wait.observe(started.elapsed().as_secs_f64());
         self.records.inc_by(records as u64);
         self.bytes.inc_by(bytes as u64);
     }
 
-    pub fn commit(&self, ok: bool) {
+    pub(crate) fn commit(&self, ok: bool) {
         if ok { &self.commits_ok } else { &self.commits_failed }.inc();
     }
 }
 
 /// One consumer's lag per partition; its series go when it is dropped, so
 /// a partition that moved to another member is reported by that one only.
-pub struct LagGauge {
+pub(crate) struct LagGauge {
     gauge: IntGaugeVec,
     group: String,
     topic: String,
@@ -350,7 +350,7 @@ pub struct LagGauge {
 
 impl LagGauge {
     /// `lags`: (partition, lag) of every partition the consumer holds now.
-    pub fn set(&self, lags: &[(i32, i64)]) {
+    pub(crate) fn set(&self, lags: &[(i32, i64)]) {
         let mut held = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
         let now: HashSet<i32> = lags.iter().map(|(p, _)| *p).collect();
         for gone in held.difference(&now) {

@@ -16,7 +16,7 @@ use rustls::{RootCertStore, ServerConfig};
 
 /// Where the TLS listener listens and what it presents.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsSettings {
+pub(crate) struct TlsSettings {
     pub addr: String,
     /// PEM certificate chain, leaf first.
     pub cert: PathBuf,
@@ -41,25 +41,25 @@ pub enum TlsError {
 }
 
 /// The server side of TLS, its configuration swappable while running.
-pub struct TlsAcceptor {
+pub(crate) struct TlsAcceptor {
     settings: TlsSettings,
     current: RwLock<Arc<ServerConfig>>,
 }
 
 impl TlsAcceptor {
-    pub fn new(settings: TlsSettings) -> Result<TlsAcceptor, TlsError> {
+    pub(crate) fn new(settings: TlsSettings) -> Result<TlsAcceptor, TlsError> {
         let config = load(&settings)?;
         Ok(TlsAcceptor { settings, current: RwLock::new(Arc::new(config)) })
     }
 
     /// The configuration new connections use.
-    pub fn config(&self) -> Arc<ServerConfig> {
+    pub(crate) fn config(&self) -> Arc<ServerConfig> {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Re-reads the files; on any error the current configuration stays.
     /// Connections already open keep the certificate they were served.
-    pub fn reload(&self) -> Result<(), TlsError> {
+    pub(crate) fn reload(&self) -> Result<(), TlsError> {
         let config = load(&self.settings)?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
         Ok(())

@@ -27,7 +27,7 @@ use crate::session::Context;
 const WORKERS: usize = 4;
 
 /// The running admin server.
-pub struct Admin {
+pub(crate) struct Admin {
     server: Arc<Server>,
     addr: SocketAddr,
     workers: Vec<thread::JoinHandle<()>>,
@@ -57,7 +57,7 @@ pub struct BindError {
 
 impl Admin {
     /// Binds `settings.addr`, starts probing the clusters in use, and serves.
-    pub fn start(
+    pub(crate) fn start(
         settings: &AdminSettings,
         ctx: Arc<Context>,
         producers: Arc<Producers>,
@@ -111,17 +111,17 @@ impl Admin {
         Ok(Admin { server, addr, workers, state })
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// From now on `/ready` answers 503: the process is shutting down.
-    pub fn draining(&self) {
+    pub(crate) fn draining(&self) {
         self.state.serving.store(false, Ordering::SeqCst);
     }
 
     /// Stops serving; requests being answered finish first.
-    pub fn stop(self) {
+    pub(crate) fn stop(self) {
         self.state.stopping.store(true, Ordering::SeqCst);
         for _ in &self.workers {
             self.server.unblock();

@@ -16,13 +16,13 @@ use toml::{Table, Value};
 
 use super::{AuthStore, Grant, SkippedRows, StoreError};
 
-pub struct FileStore {
+pub(crate) struct FileStore {
     path: PathBuf,
     skipped: SkippedRows,
 }
 
 impl FileStore {
-    pub fn new(path: &Path) -> FileStore {
+    pub(crate) fn new(path: &Path) -> FileStore {
         FileStore { path: path.to_owned(), skipped: SkippedRows::new(format!("file {}", path.display())) }
     }
 }

@@ -4,10 +4,10 @@
 //! refresher thread reloads it periodically, keeping the last good copy when a
 //! reload fails.
 
-pub mod file;
-pub mod mysql;
-pub mod redis;
-pub mod request;
+pub(crate) mod file;
+pub(crate) mod mysql;
+pub(crate) mod redis;
+pub(crate) mod request;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -22,7 +22,7 @@ pub use request::{parse_auth_string, AuthRequest, AuthStringError, Role};
 
 /// One row of `auth_tb` joined with its `app_tb` row.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Grant {
+pub(crate) struct Grant {
     pub group: String,
     pub topic: String,
     pub operation: u8,
@@ -46,7 +46,7 @@ impl fmt::Debug for Grant {
 }
 
 impl Grant {
-    pub fn allows(&self, role: Role) -> bool {
+    pub(crate) fn allows(&self, role: Role) -> bool {
         self.operation & role.operation_bit() != 0
     }
 }
@@ -102,7 +102,7 @@ pub struct StoreError {
 }
 
 /// A source of grants. `load` returns every live grant; the cache does the rest.
-pub trait AuthStore: Send {
+pub(crate) trait AuthStore: Send {
     /// Names the store in logs and errors, without any password.
     fn describe(&self) -> String;
     fn load(&mut self) -> Result<Vec<Grant>, StoreError>;
@@ -112,7 +112,7 @@ pub trait AuthStore: Send {
 /// the key and secret match it says nothing else either: a stranger cannot
 /// learn which apps, groups or topics exist.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     /// Unknown key, wrong secret, or an app with no grant at all.
     #[error("invalid app key or secret")]
     BadCredentials,
@@ -130,7 +130,7 @@ pub enum AuthError {
 
 /// The grants of one load, indexed by app key.
 #[derive(Debug, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     by_key: HashMap<String, Vec<Grant>>,
 }
 
@@ -139,7 +139,7 @@ pub struct Snapshot {
 const NO_SECRET: &[u8] = &[0u8; 64];
 
 impl Snapshot {
-    pub fn new(grants: Vec<Grant>) -> Snapshot {
+    pub(crate) fn new(grants: Vec<Grant>) -> Snapshot {
         let mut by_key: HashMap<String, Vec<Grant>> = HashMap::new();
         for g in grants {
             by_key.entry(g.app_key.clone()).or_default().push(g);
@@ -147,18 +147,18 @@ impl Snapshot {
         Snapshot { by_key }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_key.values().map(Vec::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
     }
 
     /// Checks a request: key and secret first, every failure there the
     /// same; then, for an app that proved its secret, group, topic, role and
     /// cluster, each failure with its own cause.
-    pub fn check(&self, req: &AuthRequest, cluster_known: impl Fn(&str) -> bool) -> Result<Grant, AuthError> {
+    pub(crate) fn check(
+        &self,
+        req: &AuthRequest,
+        cluster_known: impl Fn(&str) -> bool,
+    ) -> Result<Grant, AuthError> {
         let grants = self.by_key.get(&req.key).map(Vec::as_slice).unwrap_or_default();
         // Rows of one app share its secret; compare each, without stopping
         // early, so the time does not depend on which matched.
@@ -210,16 +210,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The current snapshot, shared by every connection.
 #[derive(Default)]
-pub struct AuthCache {
+pub(crate) struct AuthCache {
     current: RwLock<Arc<Snapshot>>,
 }
 
 impl AuthCache {
-    pub fn new(snapshot: Snapshot) -> AuthCache {
+    pub(crate) fn new(snapshot: Snapshot) -> AuthCache {
         AuthCache { current: RwLock::new(Arc::new(snapshot)) }
     }
 
-    pub fn snapshot(&self) -> Arc<Snapshot> {
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -229,7 +229,7 @@ impl AuthCache {
 }
 
 /// Loads the store once; used at startup, where a failure stops the server.
-pub fn initial_load(store: &mut dyn AuthStore) -> Result<AuthCache, StoreError> {
+pub(crate) fn initial_load(store: &mut dyn AuthStore) -> Result<AuthCache, StoreError> {
     let grants = store.load()?;
     log::info!("auth: loaded {} grants from {}", grants.len(), store.describe());
     Ok(AuthCache::new(Snapshot::new(grants)))
@@ -237,7 +237,7 @@ pub fn initial_load(store: &mut dyn AuthStore) -> Result<AuthCache, StoreError> 
 
 /// What a refresh changed.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Changes {
+pub(crate) struct Changes {
     /// Auth groups whose grants differ in any way (removed, new secret or
     /// key, other topic, operation or cluster): their open connections must
     /// authenticate again.
@@ -248,7 +248,7 @@ pub struct Changes {
 
 impl Snapshot {
     /// Compares with the next snapshot.
-    pub fn changes_to(&self, next: &Snapshot) -> Changes {
+    pub(crate) fn changes_to(&self, next: &Snapshot) -> Changes {
         let (old, new) = (self.by_group(), next.by_group());
         let groups = old
             .iter()
@@ -260,7 +260,7 @@ impl Snapshot {
     }
 
     /// The clusters the grants name.
-    pub fn clusters(&self) -> std::collections::BTreeSet<String> {
+    pub(crate) fn clusters(&self) -> std::collections::BTreeSet<String> {
         self.by_key.values().flatten().map(|g| g.cluster.clone()).collect()
     }
 
@@ -279,21 +279,21 @@ impl Snapshot {
 }
 
 /// The thread that keeps the cache fresh.
-pub struct Refresher {
+pub(crate) struct Refresher {
     trigger: Option<mpsc::Sender<()>>,
     handle: Option<thread::JoinHandle<()>>,
 }
 
 impl Refresher {
     /// Reloads the store now (SIGHUP).
-    pub fn trigger(&self) {
+    pub(crate) fn trigger(&self) {
         if let Some(t) = &self.trigger {
             let _ = t.send(());
         }
     }
 
     /// Stops the thread and waits for it.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.trigger.take();
         if let Some(h) = self.handle.take() {
             let _ = h.join();
@@ -307,7 +307,7 @@ impl Refresher {
 /// warning, later ones are debug lines until a load succeeds. A panic in the
 /// store or in `on_change` is caught and logged as an error, so the thread
 /// never dies silently: the next tick tries again.
-pub fn spawn_refresher(
+pub(crate) fn spawn_refresher(
     mut store: Box<dyn AuthStore>,
     cache: Arc<AuthCache>,
     interval: Duration,

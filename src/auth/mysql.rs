@@ -16,7 +16,7 @@ const QUERY: &str =
        AND (a.deleted_at IS NULL OR a.deleted_at = 0) \
        AND g.group_name IS NOT NULL AND g.group_name <> ''";
 
-pub struct MysqlStore {
+pub(crate) struct MysqlStore {
     opts: Opts,
     /// URL with any password masked, for logs.
     shown: String,
@@ -25,7 +25,7 @@ pub struct MysqlStore {
 }
 
 impl MysqlStore {
-    pub fn new(url: &str, timeout: Duration) -> Result<MysqlStore, StoreError> {
+    pub(crate) fn new(url: &str, timeout: Duration) -> Result<MysqlStore, StoreError> {
         let shown = mask_password(url);
         let opts = Opts::from_url(url)
             .map_err(|e| StoreError { store: format!("mysql {shown}"), cause: e.into() })?;
@@ -124,7 +124,7 @@ impl AuthStore for MysqlStore {
 }
 
 /// `mysql://user:pw@host/db` → `mysql://user:***@host/db`.
-pub fn mask_password(url: &str) -> String {
+pub(crate) fn mask_password(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };

@@ -11,11 +11,11 @@ use redis::{Commands, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisC
 
 use super::{AuthStore, Grant, SkippedRows, StoreError};
 
-pub const AUTH_TABLE: &str = "tb:authtb";
-pub const APP_TABLE: &str = "tb:apptb";
-pub const GROUP_INDEX: &str = "ix:authtb_group";
+pub(crate) const AUTH_TABLE: &str = "tb:authtb";
+pub(crate) const APP_TABLE: &str = "tb:apptb";
+pub(crate) const GROUP_INDEX: &str = "ix:authtb_group";
 
-pub struct RedisStore {
+pub(crate) struct RedisStore {
     info: ConnectionInfo,
     shown: String,
     timeout: Duration,
@@ -24,7 +24,7 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    pub fn new(
+    pub(crate) fn new(
         addr: &str,
         db: i64,
         password: Option<&str>,
@@ -70,7 +70,7 @@ impl RedisStore {
 }
 
 /// One redis_orm hash: field `<id>_<Column>` → value.
-pub type Table = HashMap<Vec<u8>, Vec<u8>>;
+pub(crate) type Table = HashMap<Vec<u8>, Vec<u8>>;
 
 /// Joins the index with both tables. A row that cannot be read (a missing
 /// or non-UTF-8 column, an id that is not a number) is reported to `skipped`

@@ -21,7 +21,7 @@ use super::Cluster;
 use crate::metrics::LagGauge;
 
 #[derive(Debug, Clone)]
-pub struct SubscriberSettings {
+pub(crate) struct SubscriberSettings {
     /// Most messages one MGET returns.
     pub batch_size: usize,
     /// How often a waiting MGET with at least one message returns it.
@@ -66,7 +66,7 @@ pub(crate) fn consumer_config(
 
 /// Why a subscriber could not join or commit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConsumeError {
+pub(crate) enum ConsumeError {
     #[error("cannot create consumer: {0}")]
     Create(#[source] KafkaError),
     #[error("cannot read metadata of topic '{topic}' from cluster '{cluster}': {cause}{}", super::producer::because(.last_error))]
@@ -95,7 +95,7 @@ pub enum ConsumeError {
 impl ConsumeError {
     /// Whether trying again later may succeed: a full group frees up, an
     /// unreachable cluster comes back, a commit is retried.
-    pub fn may_pass(&self) -> bool {
+    pub(crate) fn may_pass(&self) -> bool {
         matches!(
             self,
             ConsumeError::Metadata { .. }
@@ -108,7 +108,7 @@ impl ConsumeError {
 
 /// One consumed record, copied out of librdkafka's buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InMessage {
+pub(crate) struct InMessage {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
@@ -123,13 +123,13 @@ pub struct InMessage {
 /// Subscriber connections per (cluster, group, topic) on this databus: the
 /// member count librdkafka's DescribeGroups may not report (tansu does not).
 #[derive(Default)]
-pub struct Memberships {
+pub(crate) struct Memberships {
     count: Mutex<HashMap<(String, String, String), usize>>,
 }
 
 impl Memberships {
     /// Members per (group, topic), summed over clusters.
-    pub fn counts(&self) -> Vec<((String, String), usize)> {
+    pub(crate) fn counts(&self) -> Vec<((String, String), usize)> {
         let count = self.count.lock().unwrap_or_else(|e| e.into_inner());
         let mut sums: std::collections::BTreeMap<(String, String), usize> = Default::default();
         for ((_, group, topic), n) in count.iter() {
@@ -140,7 +140,7 @@ impl Memberships {
 }
 
 /// A counted member; uncounted when dropped.
-pub struct Membership {
+pub(crate) struct Membership {
     registry: Arc<Memberships>,
     key: (String, String, String),
 }
@@ -231,7 +231,7 @@ pub enum StartOffset {
 
 /// Who joins: a consumer group on a topic of a named cluster.
 #[derive(Debug, Clone, Copy)]
-pub struct Member<'a> {
+pub(crate) struct Member<'a> {
     pub cluster: &'a str,
     pub group: &'a str,
     pub topic: &'a str,
@@ -240,7 +240,7 @@ pub struct Member<'a> {
 }
 
 /// A subscriber's consumer and its place in the group.
-pub struct GroupConsumer {
+pub(crate) struct GroupConsumer {
     consumer: BaseConsumer<ConsumerErrors>,
     cluster: String,
     topic: String,
@@ -253,7 +253,7 @@ impl GroupConsumer {
     /// Joins `group` on `topic`, unless the group already has a member for
     /// every partition (counting this databus's members and those the
     /// cluster reports, whichever is more).
-    pub fn join(
+    pub(crate) fn join(
         cluster: &Cluster,
         member: Member<'_>,
         settings: &SubscriberSettings,
@@ -335,7 +335,7 @@ impl GroupConsumer {
 
     /// The next record within `timeout`. Errors librdkafka reports while
     /// polling are transient (it retries on its own) and only logged.
-    pub fn poll(&self, timeout: Duration) -> Option<InMessage> {
+    pub(crate) fn poll(&self, timeout: Duration) -> Option<InMessage> {
         match self.consumer.poll(timeout)? {
             Ok(m) => {
                 let header = |name: &str| {
@@ -364,7 +364,7 @@ impl GroupConsumer {
     /// Why the cluster is unreachable, when librdkafka reported failed
     /// connections since `since` and the cluster does not answer a metadata
     /// request now; `None` when it answers (or nothing failed).
-    pub fn unreachable_since(&self, since: Instant) -> Option<ConsumeError> {
+    pub(crate) fn unreachable_since(&self, since: Instant) -> Option<ConsumeError> {
         if !self.consumer.context().failed_since(since) {
             return None;
         }
@@ -377,7 +377,7 @@ impl GroupConsumer {
     }
 
     /// Whether `partition` is assigned to this member right now.
-    pub fn owns(&self, partition: i32) -> bool {
+    pub(crate) fn owns(&self, partition: i32) -> bool {
         self.consumer
             .assignment()
             .map(|a| a.find_partition(&self.topic, partition).is_some())
@@ -386,7 +386,7 @@ impl GroupConsumer {
 
     /// Commits `next_offset` (one past the last processed record) for
     /// `partition` and waits for the broker to acknowledge it.
-    pub fn commit(&self, partition: i32, next_offset: i64) -> Result<(), ConsumeError> {
+    pub(crate) fn commit(&self, partition: i32, next_offset: i64) -> Result<(), ConsumeError> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, partition, Offset::Offset(next_offset))
             .map_err(ConsumeError::Commit)?;

@@ -1,8 +1,8 @@
 //! The Kafka side: librdkafka clients built from a cluster's configuration.
 
-pub mod consumer;
-pub mod probe;
-pub mod producer;
+pub(crate) mod consumer;
+pub(crate) mod probe;
+pub(crate) mod producer;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,14 +11,13 @@ use std::path::PathBuf;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 
-pub use consumer::{ConsumeError, GroupConsumer, InMessage, Memberships, StartOffset, SubscriberSettings};
-pub use producer::{
-    Delivered, OutRecord, PendingDelivery, ProducerSettings, Producers, Publish, PublishError,
-};
+pub use consumer::StartOffset;
+pub(crate) use consumer::{ConsumeError, GroupConsumer, Memberships, SubscriberSettings};
+pub(crate) use producer::{OutRecord, PendingDelivery, ProducerSettings, Producers, Publish, PublishError};
 
 /// One Kafka cluster as `databus.toml` names it.
 #[derive(Clone, Default)]
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub brokers: Vec<String>,
     /// Encrypt the connections to the brokers (`security.protocol` ssl or sasl_ssl).
     pub tls: Option<KafkaTls>,
@@ -31,7 +30,7 @@ pub struct Cluster {
 /// TLS to the brokers. Without a CA file, the system's CA store is used
 /// (librdkafka probes the usual places, since OpenSSL is built in).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KafkaTls {
+pub(crate) struct KafkaTls {
     pub ca_file: Option<PathBuf>,
     /// A client certificate and its key, for brokers that require one.
     pub cert_file: Option<PathBuf>,
@@ -40,7 +39,7 @@ pub struct KafkaTls {
 
 /// SASL credentials; the password is never printed, not even by `{:?}`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct KafkaSasl {
+pub(crate) struct KafkaSasl {
     /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
     pub mechanism: String,
     pub username: String,
@@ -48,10 +47,10 @@ pub struct KafkaSasl {
 }
 
 /// The SASL mechanisms this build speaks with a username and password.
-pub const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+pub(crate) const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 
 /// librdkafka properties that the `tls` and `sasl` settings own.
-pub const SECURITY_PROPERTIES: &[&str] = &[
+pub(crate) const SECURITY_PROPERTIES: &[&str] = &[
     "security.protocol",
     "ssl.ca.location",
     "ssl.certificate.location",
@@ -89,7 +88,7 @@ impl fmt::Debug for Cluster {
 }
 
 /// Whether a librdkafka property holds a password or other secret.
-pub fn is_secret_property(key: &str) -> bool {
+pub(crate) fn is_secret_property(key: &str) -> bool {
     key.contains("password") || key.contains("secret") || key.ends_with(".pem")
 }
 
@@ -108,7 +107,7 @@ impl Cluster {
 /// Why librdkafka refuses a cluster's settings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
-pub struct PropertyError {
+pub(crate) struct PropertyError {
     /// The operator's property at fault; `None` when only the combination is.
     pub property: Option<String>,
     pub reason: String,
@@ -118,7 +117,7 @@ pub struct PropertyError {
 /// librdkafka accepts every property of `cluster` and the producer and
 /// consumer configurations built from it, so that a typo or a value this
 /// build does not support stops startup instead of failing the first SET.
-pub fn check_cluster(
+pub(crate) fn check_cluster(
     cluster: &Cluster,
     producer: &ProducerSettings,
     subscriber: &SubscriberSettings,
@@ -149,7 +148,7 @@ pub fn check_cluster(
 
 /// Base client settings of a cluster: its brokers, then the operator's extra
 /// librdkafka properties, which win.
-pub fn client_config(cluster: &Cluster) -> ClientConfig {
+pub(crate) fn client_config(cluster: &Cluster) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", cluster.brokers.join(","));
     // librdkafka backs off up to 10 s between reconnects; a restarted broker

@@ -26,7 +26,7 @@ struct Answer {
 }
 
 /// The probing thread and what it found.
-pub struct Probe {
+pub(crate) struct Probe {
     answers: Arc<Mutex<BTreeMap<String, Answer>>>,
     interval: Duration,
     stop: Option<Sender<()>>,
@@ -65,7 +65,7 @@ impl ProducerContext for ProbeContext {
 impl Probe {
     /// Starts probing, at once and then every `interval`, the clusters
     /// `in_use` names at that moment.
-    pub fn spawn(
+    pub(crate) fn spawn(
         clusters: BTreeMap<String, Cluster>,
         in_use: impl Fn() -> BTreeSet<String> + Send + 'static,
         interval: Duration,
@@ -109,7 +109,7 @@ impl Probe {
 
     /// What keeps `clusters` from being ready: each that has not answered
     /// its latest probe, or none for three intervals.
-    pub fn missing(&self, clusters: &BTreeSet<String>) -> Vec<String> {
+    pub(crate) fn missing(&self, clusters: &BTreeSet<String>) -> Vec<String> {
         let answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
         let stale = self.interval * 3;
         clusters
@@ -128,7 +128,7 @@ impl Probe {
             .collect()
     }
 
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         drop(self.stop.take());
         if let Some(h) = self.handle.take() {
             let _ = h.join();

@@ -21,7 +21,7 @@ use rdkafka::config::ClientConfig;
 use super::Cluster;
 
 #[derive(Debug, Clone)]
-pub struct ProducerSettings {
+pub(crate) struct ProducerSettings {
     /// Longest a SET waits for the broker before it gets an error reply.
     pub timeout: Duration,
     pub partitioner: String,
@@ -51,7 +51,7 @@ pub(crate) fn producer_config(cluster: &Cluster, settings: &ProducerSettings) ->
 
 /// Why a record was not acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PublishError {
+pub(crate) enum PublishError {
     #[error("cluster '{0}' is not configured")]
     UnknownCluster(String),
     #[error("cannot create producer for cluster '{cluster}': {cause}")]
@@ -70,7 +70,7 @@ pub enum PublishError {
 
 impl PublishError {
     /// A short name of the cause, for the produce error counter.
-    pub fn cause(&self) -> &'static str {
+    pub(crate) fn cause(&self) -> &'static str {
         match self {
             PublishError::UnknownCluster(_) => "unknown_cluster",
             PublishError::Create { .. } => "create",
@@ -81,7 +81,7 @@ impl PublishError {
     }
 
     /// Whether the same record may be acknowledged if sent again later.
-    pub fn is_retriable(&self) -> bool {
+    pub(crate) fn is_retriable(&self) -> bool {
         matches!(self, PublishError::Create { .. } | PublishError::Timeout { .. } | PublishError::Closed)
     }
 }
@@ -134,7 +134,7 @@ impl LastError {
 }
 
 /// One record to produce.
-pub struct OutRecord<'a> {
+pub(crate) struct OutRecord<'a> {
     pub topic: &'a str,
     pub key: &'a [u8],
     pub value: &'a [u8],
@@ -143,7 +143,7 @@ pub struct OutRecord<'a> {
 
 /// Where an acknowledged record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Delivered {
+pub(crate) struct Delivered {
     pub partition: i32,
     pub offset: i64,
 }
@@ -151,7 +151,7 @@ pub struct Delivered {
 type DeliverySender = SyncSender<Result<Delivered, KafkaError>>;
 
 /// A record handed to the producer, not yet acknowledged.
-pub struct PendingDelivery {
+pub(crate) struct PendingDelivery {
     rx: Receiver<Result<Delivered, KafkaError>>,
     deadline: Instant,
     timeout: Duration,
@@ -163,7 +163,8 @@ pub struct PendingDelivery {
 
 impl PendingDelivery {
     /// An already acknowledged record, for doubles of [`Publish`].
-    pub fn acknowledged(partition: i32, offset: i64) -> PendingDelivery {
+    #[cfg(test)]
+    pub(crate) fn acknowledged(partition: i32, offset: i64) -> PendingDelivery {
         let (tx, rx) = mpsc::sync_channel(1);
         let _ = tx.send(Ok(Delivered { partition, offset }));
         PendingDelivery {
@@ -176,7 +177,7 @@ impl PendingDelivery {
     }
 
     /// Whether the broker's verdict is in, without waiting for it.
-    pub fn is_settled(&mut self) -> bool {
+    pub(crate) fn is_settled(&mut self) -> bool {
         if self.settled.is_none() {
             self.settled = self.rx.try_recv().ok();
         }
@@ -185,7 +186,7 @@ impl PendingDelivery {
 
     /// Waits for the broker's verdict. librdkafka itself fails the record at
     /// `message.timeout.ms`; the extra second only guards against a lost report.
-    pub fn wait(mut self) -> Result<Delivered, PublishError> {
+    pub(crate) fn wait(mut self) -> Result<Delivered, PublishError> {
         let left = self.deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
         let verdict = match self.settled.take() {
             Some(v) => Ok(v),
@@ -213,7 +214,7 @@ impl PendingDelivery {
 
 /// Where publishers send records; a trait so command logic can be tested
 /// without a broker.
-pub trait Publish: Send + Sync {
+pub(crate) trait Publish: Send + Sync {
     /// Enqueues `record` for `cluster`. Every record of one `lane` (a
     /// connection) goes through the same producer, so their order holds.
     fn publish(
@@ -274,14 +275,14 @@ struct ClusterProducer {
 /// in-memory broker, say) can stay stuck re-bumping its epoch, while a new
 /// producer gets a new id and works. Replacing is safe: the records it still
 /// holds were never acknowledged to a client and fail with an error reply.
-pub struct Producers {
+pub(crate) struct Producers {
     clusters: BTreeMap<String, Cluster>,
     settings: ProducerSettings,
     live: Mutex<HashMap<(String, usize), Arc<ClusterProducer>>>,
 }
 
 impl Producers {
-    pub fn new(clusters: BTreeMap<String, Cluster>, settings: ProducerSettings) -> Producers {
+    pub(crate) fn new(clusters: BTreeMap<String, Cluster>, settings: ProducerSettings) -> Producers {
         Producers { clusters, settings, live: Mutex::new(HashMap::new()) }
     }
 
@@ -315,7 +316,7 @@ impl Producers {
 
     /// Closes the producers of clusters no grant uses any more. Records they
     /// still hold keep them alive until settled.
-    pub fn retain(&self, clusters_in_use: &std::collections::HashSet<String>) {
+    pub(crate) fn retain(&self, clusters_in_use: &std::collections::HashSet<String>) {
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         live.retain(|(name, lane), _| {
             let keep = clusters_in_use.contains(name);
@@ -327,7 +328,7 @@ impl Producers {
     }
 
     /// Records handed to librdkafka and not yet settled, per cluster.
-    pub fn queue_depths(&self) -> Vec<(String, usize)> {
+    pub(crate) fn queue_depths(&self) -> Vec<(String, usize)> {
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         let mut depths: BTreeMap<String, usize> = BTreeMap::new();
         for ((name, _), p) in live.iter() {
@@ -337,7 +338,7 @@ impl Producers {
     }
 
     /// Waits up to `timeout` for every queued record of every cluster.
-    pub fn flush(&self, timeout: Duration) {
+    pub(crate) fn flush(&self, timeout: Duration) {
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         for ((name, lane), p) in live.iter() {
             if let Err(e) = p.kafka.flush(timeout) {

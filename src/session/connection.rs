@@ -13,19 +13,19 @@ use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use crate::resp::Frame;
 
 /// A client's byte stream: the socket itself, or TLS over it.
-pub enum Stream {
+pub(crate) enum Stream {
     Plain(TcpStream),
     Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
 }
 
 impl Stream {
     /// TLS over `socket`, its handshake still to come.
-    pub fn tls(socket: TcpStream, config: Arc<ServerConfig>) -> Result<Stream, rustls::Error> {
+    pub(crate) fn tls(socket: TcpStream, config: Arc<ServerConfig>) -> Result<Stream, rustls::Error> {
         Ok(Stream::Tls(Box::new(StreamOwned::new(ServerConnection::new(config)?, socket))))
     }
 
     /// The socket underneath, for its options.
-    pub fn socket(&self) -> &TcpStream {
+    pub(crate) fn socket(&self) -> &TcpStream {
         match self {
             Stream::Plain(s) => s,
             Stream::Tls(t) => &t.sock,
@@ -71,14 +71,14 @@ const READ_CHUNK: usize = 16 * 1024;
 /// not pin memory for the rest of a long-lived connection.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
-pub enum ReadOutcome {
+pub(crate) enum ReadOutcome {
     Data,
     Closed,
     TimedOut,
     Failed(io::Error),
 }
 
-pub struct Connection {
+pub(crate) struct Connection {
     stream: Stream,
     input: Vec<u8>,
     /// Bytes of `input` already parsed.
@@ -89,7 +89,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(stream: Stream, write_timeout: Duration) -> io::Result<Connection> {
+    pub(crate) fn new(stream: Stream, write_timeout: Duration) -> io::Result<Connection> {
         stream.socket().set_nodelay(true)?;
         stream.socket().set_write_timeout(Some(write_timeout))?;
         Ok(Connection { stream, input: Vec::new(), start: 0, output: Vec::new(), read_timeout: None })
@@ -98,7 +98,7 @@ impl Connection {
     /// Completes a TLS handshake within `timeout` (nothing to do for a plain
     /// socket), so a peer that stalls, speaks plain text or presents a bad
     /// certificate is turned away before any request is read.
-    pub fn handshake(&mut self, timeout: Duration) -> io::Result<()> {
+    pub(crate) fn handshake(&mut self, timeout: Duration) -> io::Result<()> {
         let Stream::Tls(tls) = &mut self.stream else {
             return Ok(());
         };
@@ -122,27 +122,27 @@ impl Connection {
     }
 
     /// Longest a write may block on a client that does not read.
-    pub fn set_write_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+    pub(crate) fn set_write_timeout(&mut self, timeout: Duration) -> io::Result<()> {
         self.stream.socket().set_write_timeout(Some(timeout))
     }
 
     /// Unparsed input.
-    pub fn buffered(&self) -> &[u8] {
+    pub(crate) fn buffered(&self) -> &[u8] {
         &self.input[self.start..]
     }
 
-    pub fn consume(&mut self, n: usize) {
+    pub(crate) fn consume(&mut self, n: usize) {
         self.start += n;
     }
 
     /// Bytes of replies queued and not yet written.
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.output.len()
     }
 
     /// Waits up to `timeout` for more input, keeping at most `max_buffered`
     /// unparsed bytes.
-    pub fn read_more(&mut self, timeout: Duration, max_buffered: usize) -> ReadOutcome {
+    pub(crate) fn read_more(&mut self, timeout: Duration, max_buffered: usize) -> ReadOutcome {
         if self.read_timeout != Some(timeout) {
             if let Err(e) = self.stream.socket().set_read_timeout(Some(timeout)) {
                 return ReadOutcome::Failed(e);
@@ -190,7 +190,7 @@ impl Connection {
 
     /// Takes whatever input has already arrived, without waiting, keeping
     /// at most `max_buffered` unparsed bytes: `TimedOut` when there is none.
-    pub fn read_available(&mut self, max_buffered: usize) -> ReadOutcome {
+    pub(crate) fn read_available(&mut self, max_buffered: usize) -> ReadOutcome {
         if let Err(e) = self.stream.socket().set_nonblocking(true) {
             return ReadOutcome::Failed(e);
         }
@@ -212,11 +212,11 @@ impl Connection {
         }
     }
 
-    pub fn queue(&mut self, frame: &Frame) {
+    pub(crate) fn queue(&mut self, frame: &Frame) {
         frame.encode(&mut self.output);
     }
 
-    pub fn flush(&mut self) -> io::Result<()> {
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
         if self.output.is_empty() {
             return Ok(());
         }

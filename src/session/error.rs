@@ -6,7 +6,7 @@ use crate::kafka::{ConsumeError, PublishError};
 use crate::resp::{Frame, ProtocolError};
 
 #[derive(Debug, PartialEq, thiserror::Error)]
-pub enum CommandError {
+pub(crate) enum CommandError {
     #[error("Protocol error: {0}")]
     Protocol(#[from] ProtocolError),
     #[error("Authentication required.")]
@@ -66,7 +66,7 @@ impl CommandError {
     /// `ServerErrorKind` reads it): `WRONGPASS` for credentials, `NOPERM` for
     /// what a proven app is not granted, `NOAUTH`, `TRYAGAIN` for what may
     /// succeed later, `NOPROTO`, and `ERR` for the rest.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             CommandError::NoAuth => "NOAUTH",
             CommandError::NoProto => "NOPROTO",
@@ -83,14 +83,14 @@ impl CommandError {
         }
     }
 
-    pub fn to_frame(&self) -> Frame {
+    pub(crate) fn to_frame(&self) -> Frame {
         Frame::error(format!("{} {self}", self.code()))
     }
 }
 
 /// A command name as it may appear inside an error reply: bounded and
 /// printable, since it comes straight from the wire.
-pub fn shown_name(raw: &[u8]) -> String {
+pub(crate) fn shown_name(raw: &[u8]) -> String {
     let name: String = String::from_utf8_lossy(&raw[..raw.len().min(64)])
         .chars()
         .map(|c| if c.is_control() || c == '\'' { '?' } else { c })

@@ -2,12 +2,12 @@
 //! subscriber), the dispatch table that says which commands each state
 //! accepts, and the loop that reads requests and writes replies in order.
 
-pub mod connection;
-pub mod error;
-pub mod publisher;
-pub mod registry;
-pub mod setup;
-pub mod subscriber;
+pub(crate) mod connection;
+pub(crate) mod error;
+pub(crate) mod publisher;
+pub(crate) mod registry;
+pub(crate) mod setup;
+pub(crate) mod subscriber;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,17 +20,17 @@ use crate::kafka::{GroupConsumer, Memberships, PendingDelivery, Publish, Publish
 use crate::metrics::{Metrics, OpenConnection, PublishMeter};
 use crate::resp::{parse_request, Frame, Limits, Parsed};
 
-pub use connection::Stream;
+pub(crate) use connection::Stream;
 use connection::{Connection, ReadOutcome};
 use error::shown_name;
-pub use error::CommandError;
+pub(crate) use error::CommandError;
 use publisher::Publisher;
 use registry::{Interrupt, InterruptFlag, Registration};
 use setup::ClientInfo;
 use subscriber::Subscriber;
 
 /// What every connection shares.
-pub struct Context {
+pub(crate) struct Context {
     pub settings: Arc<Settings>,
     pub auth: Arc<AuthCache>,
     pub kafka: Arc<dyn Publish>,
@@ -40,13 +40,13 @@ pub struct Context {
 }
 
 /// A reply in the making: either known now, or waiting for the broker.
-pub enum Reply {
+pub(crate) enum Reply {
     Now(Frame),
     Delivery(Box<Delivery>),
 }
 
 /// A published record waiting for the broker, and what to count when it is settled.
-pub struct Delivery {
+pub(crate) struct Delivery {
     pending: PendingDelivery,
     meter: Arc<PublishMeter>,
     command: &'static [u8],
@@ -56,7 +56,7 @@ pub struct Delivery {
 
 impl Reply {
     /// Whether `resolve` would return at once.
-    pub fn is_ready(&mut self) -> bool {
+    pub(crate) fn is_ready(&mut self) -> bool {
         match self {
             Reply::Now(_) => true,
             Reply::Delivery(d) => d.pending.is_settled(),
@@ -64,7 +64,7 @@ impl Reply {
     }
 
     /// Blocks until the reply is known.
-    pub fn resolve(self) -> Frame {
+    pub(crate) fn resolve(self) -> Frame {
         match self {
             Reply::Now(frame) => frame,
             Reply::Delivery(d) => {
@@ -103,7 +103,7 @@ enum State {
 
 /// The command-level state of one connection, free of IO so it can be tested
 /// with in-memory doubles.
-pub struct Session {
+pub(crate) struct Session {
     ctx: Arc<Context>,
     state: State,
     peer: String,
@@ -119,7 +119,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(ctx: Arc<Context>, peer: String, registration: Option<Registration>) -> Session {
+    pub(crate) fn new(ctx: Arc<Context>, peer: String, registration: Option<Registration>) -> Session {
         let interrupt = registration.as_ref().map(|r| r.flag.clone()).unwrap_or_default();
         let id = registration.as_ref().map_or(0, |r| r.id() as u64);
         let client = ClientInfo::new(id, peer.clone());
@@ -137,22 +137,22 @@ impl Session {
     }
 
     /// Why the server wants this connection to end, if it does.
-    pub fn interrupted(&self) -> Interrupt {
+    pub(crate) fn interrupted(&self) -> Interrupt {
         self.interrupt.get()
     }
 
-    pub fn is_closing(&self) -> bool {
+    pub(crate) fn is_closing(&self) -> bool {
         self.closing
     }
 
     /// Ends the connection once the replies so far are sent.
-    pub fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         self.closing = true;
     }
 
     /// The bounds on the next request: tight until AUTH proves who the
     /// client is, then what its role can legitimately send.
-    pub fn limits(&self) -> &Limits {
+    pub(crate) fn limits(&self) -> &Limits {
         let limits = &self.ctx.settings.limits;
         match self.state {
             State::Unauthenticated => &limits.unauthenticated,
@@ -163,12 +163,12 @@ impl Session {
 
     /// Most unparsed input the connection may hold: one request within
     /// [`Session::limits`], plus a length line still arriving.
-    pub fn max_buffered(&self) -> usize {
+    pub(crate) fn max_buffered(&self) -> usize {
         self.limits().max_request_len + LENGTH_LINE_SLACK
     }
 
     /// How long the connection may stay silent before it is closed.
-    pub fn read_timeout(&self) -> Duration {
+    pub(crate) fn read_timeout(&self) -> Duration {
         match self.state {
             State::Unauthenticated => self.ctx.settings.auth_timeout,
             State::Publisher(_) => self.ctx.settings.idle_timeout,
@@ -176,12 +176,12 @@ impl Session {
         }
     }
 
-    pub fn is_authenticated(&self) -> bool {
+    pub(crate) fn is_authenticated(&self) -> bool {
         !matches!(self.state, State::Unauthenticated)
     }
 
     /// Handles one request. `args` is never empty.
-    pub fn handle(&mut self, args: &[Vec<u8>]) -> Reply {
+    pub(crate) fn handle(&mut self, args: &[Vec<u8>]) -> Reply {
         let reply = self.dispatch(args);
         // A delivery is counted once the broker has spoken.
         if let Reply::Now(frame) = &reply {
@@ -404,7 +404,7 @@ const LENGTH_LINE_SLACK: usize = 64;
 /// session asks to close. Each round takes the requests already buffered,
 /// answers in order what is settled, and then either reads ahead (while
 /// replies wait for the broker), waits for the next reply, or waits for input.
-pub fn serve(stream: Stream, ctx: Arc<Context>, registration: Registration) {
+pub(crate) fn serve(stream: Stream, ctx: Arc<Context>, registration: Registration) {
     let peer = stream.socket().peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     // A stranger that never reads its replies is dropped as soon as one that
     // never authenticates; after AUTH, when the role's idle timeout passes.

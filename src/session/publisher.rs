@@ -10,7 +10,7 @@ use crate::proto::decode_metadata;
 use super::error::CommandError;
 
 /// A connection authenticated with `role=pub`.
-pub struct Publisher {
+pub(crate) struct Publisher {
     pub cluster: String,
     pub topic: String,
     pub color: String,
@@ -23,7 +23,7 @@ pub struct Publisher {
 
 impl Publisher {
     /// `SET key value`.
-    pub fn set(&self, args: &[Vec<u8>], kafka: &dyn Publish) -> Result<PendingDelivery, CommandError> {
+    pub(crate) fn set(&self, args: &[Vec<u8>], kafka: &dyn Publish) -> Result<PendingDelivery, CommandError> {
         let [_, key, value] = args else {
             return Err(CommandError::WrongArgs("set"));
         };
@@ -31,7 +31,11 @@ impl Publisher {
     }
 
     /// `HSET key metadata value`.
-    pub fn hset(&self, args: &[Vec<u8>], kafka: &dyn Publish) -> Result<PendingDelivery, CommandError> {
+    pub(crate) fn hset(
+        &self,
+        args: &[Vec<u8>],
+        kafka: &dyn Publish,
+    ) -> Result<PendingDelivery, CommandError> {
         let [_, key, metadata, value] = args else {
             return Err(CommandError::WrongArgs("hset"));
         };

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 /// Why a connection is asked to end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Interrupt {
+pub(crate) enum Interrupt {
     None = 0,
     Shutdown = 1,
     GrantChanged = 2,
@@ -22,10 +22,10 @@ pub enum Interrupt {
 
 /// A connection's interrupt flag, shared between its worker and the registry.
 #[derive(Debug, Default)]
-pub struct InterruptFlag(AtomicU8);
+pub(crate) struct InterruptFlag(AtomicU8);
 
 impl InterruptFlag {
-    pub fn get(&self) -> Interrupt {
+    pub(crate) fn get(&self) -> Interrupt {
         match self.0.load(Ordering::SeqCst) {
             0 => Interrupt::None,
             1 => Interrupt::Shutdown,
@@ -33,7 +33,7 @@ impl InterruptFlag {
         }
     }
 
-    pub fn is_set(&self) -> bool {
+    pub(crate) fn is_set(&self) -> bool {
         self.get() != Interrupt::None
     }
 
@@ -50,13 +50,13 @@ struct Entry {
 }
 
 #[derive(Default)]
-pub struct Connections {
+pub(crate) struct Connections {
     next_id: AtomicUsize,
     open: Mutex<HashMap<usize, Entry>>,
 }
 
 /// A registered connection; unregistered when dropped.
-pub struct Registration {
+pub(crate) struct Registration {
     id: usize,
     registry: Arc<Connections>,
     pub flag: Arc<InterruptFlag>,
@@ -64,12 +64,12 @@ pub struct Registration {
 
 impl Registration {
     /// The connection's number, unique while the server runs (`CLIENT ID`).
-    pub fn id(&self) -> usize {
+    pub(crate) fn id(&self) -> usize {
         self.id
     }
 
     /// Records the auth group the connection now serves.
-    pub fn set_group(&self, group: &str) {
+    pub(crate) fn set_group(&self, group: &str) {
         if let Some(e) = self.registry.lock().get_mut(&self.id) {
             e.group = Some(group.to_owned());
         }
@@ -88,7 +88,7 @@ impl Connections {
     }
 
     /// Registers a connection, unless `max` are open already.
-    pub fn add(self: &Arc<Self>, stream: &TcpStream, max: usize) -> Option<Registration> {
+    pub(crate) fn add(self: &Arc<Self>, stream: &TcpStream, max: usize) -> Option<Registration> {
         let clone = stream.try_clone().ok()?;
         let mut open = self.lock();
         if open.len() >= max {
@@ -100,16 +100,12 @@ impl Connections {
         Some(Registration { id, registry: self.clone(), flag })
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Interrupts every connection serving one of `groups`; returns how many.
-    pub fn interrupt_groups(&self, groups: &HashSet<String>) -> usize {
+    pub(crate) fn interrupt_groups(&self, groups: &HashSet<String>) -> usize {
         let open = self.lock();
         let hit: Vec<&Entry> =
             open.values().filter(|e| e.group.as_ref().is_some_and(|g| groups.contains(g))).collect();
@@ -119,7 +115,7 @@ impl Connections {
         hit.len()
     }
 
-    pub fn interrupt_all(&self) {
+    pub(crate) fn interrupt_all(&self) {
         for e in self.lock().values() {
             interrupt(e, Interrupt::Shutdown);
         }

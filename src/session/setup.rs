@@ -12,7 +12,7 @@ use super::error::{shown_name, CommandError};
 
 /// What a client told about itself, and the protocol it chose.
 #[derive(Debug, Clone)]
-pub struct ClientInfo {
+pub(crate) struct ClientInfo {
     pub id: u64,
     pub peer: String,
     pub name: Option<Vec<u8>>,
@@ -23,12 +23,12 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
-    pub fn new(id: u64, peer: String) -> ClientInfo {
+    pub(crate) fn new(id: u64, peer: String) -> ClientInfo {
         ClientInfo { id, peer, name: None, lib_name: None, lib_ver: None, protocol: 2 }
     }
 
     /// A map in RESP3, the flat array of RESP2 otherwise.
-    pub fn map(&self, pairs: Vec<(Frame, Frame)>) -> Frame {
+    pub(crate) fn map(&self, pairs: Vec<(Frame, Frame)>) -> Frame {
         if self.protocol == 3 {
             Frame::Map(pairs)
         } else {
@@ -63,7 +63,7 @@ const COMMANDS: &[(&str, i64, &[&str], &str)] = &[
 ];
 
 /// `ECHO message`.
-pub fn echo(args: &[Vec<u8>]) -> Result<Frame, CommandError> {
+pub(crate) fn echo(args: &[Vec<u8>]) -> Result<Frame, CommandError> {
     match args {
         [_, message] => Ok(Frame::Bulk(message.clone())),
         _ => Err(CommandError::WrongArgs("echo")),
@@ -71,7 +71,7 @@ pub fn echo(args: &[Vec<u8>]) -> Result<Frame, CommandError> {
 }
 
 /// `SELECT 0`; there is no other database.
-pub fn select(args: &[Vec<u8>]) -> Result<Frame, CommandError> {
+pub(crate) fn select(args: &[Vec<u8>]) -> Result<Frame, CommandError> {
     let [_, index] = args else {
         return Err(CommandError::WrongArgs("select"));
     };
@@ -85,7 +85,7 @@ pub fn select(args: &[Vec<u8>]) -> Result<Frame, CommandError> {
 }
 
 /// `CLIENT SETINFO|SETNAME|GETNAME|ID|INFO`.
-pub fn client(args: &[Vec<u8>], info: &mut ClientInfo) -> Result<Frame, CommandError> {
+pub(crate) fn client(args: &[Vec<u8>], info: &mut ClientInfo) -> Result<Frame, CommandError> {
     let Some(sub) = args.get(1) else {
         return Err(CommandError::WrongArgs("client"));
     };
@@ -154,7 +154,7 @@ fn find(name: &[u8]) -> Option<&'static (&'static str, i64, &'static [&'static s
 }
 
 /// `COMMAND`, `COMMAND COUNT|LIST|INFO name…|DOCS [name…]`.
-pub fn command(args: &[Vec<u8>], info: &ClientInfo) -> Result<Frame, CommandError> {
+pub(crate) fn command(args: &[Vec<u8>], info: &ClientInfo) -> Result<Frame, CommandError> {
     let Some(sub) = args.get(1) else {
         return Ok(Frame::Array(COMMANDS.iter().map(command_entry).collect()));
     };
@@ -189,7 +189,7 @@ pub fn command(args: &[Vec<u8>], info: &ClientInfo) -> Result<Frame, CommandErro
 }
 
 /// `CONFIG GET pattern…` answers nothing: databus is configured by its file.
-pub fn config(args: &[Vec<u8>], info: &ClientInfo) -> Result<Frame, CommandError> {
+pub(crate) fn config(args: &[Vec<u8>], info: &ClientInfo) -> Result<Frame, CommandError> {
     match args.get(1).map(|s| s.to_ascii_lowercase()) {
         Some(sub) if sub == b"get" && args.len() > 2 => Ok(info.map(Vec::new())),
         Some(sub) if sub == b"get" => Err(CommandError::WrongArgs("config|get")),
@@ -200,7 +200,7 @@ pub fn config(args: &[Vec<u8>], info: &ClientInfo) -> Result<Frame, CommandError
 
 /// `INFO [section…]`: the server section (and `loading:0`, which some
 /// clients wait for) by default; other sections are empty.
-pub fn info(args: &[Vec<u8>]) -> Frame {
+pub(crate) fn info(args: &[Vec<u8>]) -> Frame {
     let sections: Vec<Vec<u8>> = args[1..].iter().map(|s| s.to_ascii_lowercase()).collect();
     let wants = |name: &[u8]| {
         sections.is_empty()

@@ -17,13 +17,13 @@ use super::error::CommandError;
 use super::registry::InterruptFlag;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     Json,
     Protobuf,
 }
 
 /// A connection authenticated with `role=sub`.
-pub struct Subscriber {
+pub(crate) struct Subscriber {
     pub consumer: GroupConsumer,
     /// Only messages with exactly this `color` header are handed out.
     pub color: Vec<u8>,
@@ -36,7 +36,7 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    pub fn new(
+    pub(crate) fn new(
         consumer: GroupConsumer,
         color: &str,
         settings: SubscriberSettings,
@@ -48,7 +48,11 @@ impl Subscriber {
     /// `MGET [pb|json]`: blocks until `batch_size` messages, or at least one
     /// and a tick boundary, or `wait_timeout` with none (an empty array).
     /// Returns early with what it has when the connection is interrupted.
-    pub fn mget(&mut self, args: &[Vec<u8>], interrupt: &InterruptFlag) -> Result<Frame, CommandError> {
+    pub(crate) fn mget(
+        &mut self,
+        args: &[Vec<u8>],
+        interrupt: &InterruptFlag,
+    ) -> Result<Frame, CommandError> {
         let format = match args {
             [_] => Format::Json,
             [_, f] => match f.to_ascii_lowercase().as_slice() {
@@ -102,7 +106,7 @@ impl Subscriber {
 
     /// `SET <partition> <offset>`: the record at `offset` and all before it
     /// are processed; the group's committed position becomes `offset + 1`.
-    pub fn commit(&self, args: &[Vec<u8>]) -> Result<Frame, CommandError> {
+    pub(crate) fn commit(&self, args: &[Vec<u8>]) -> Result<Frame, CommandError> {
         let [_, partition, offset] = args else {
             return Err(CommandError::WrongArgs("set"));
         };
@@ -121,7 +125,7 @@ impl Subscriber {
     }
 
     /// How long the connection may stay silent.
-    pub fn idle_timeout(&self) -> Duration {
+    pub(crate) fn idle_timeout(&self) -> Duration {
         self.settings.idle_timeout
     }
 }
@@ -132,7 +136,7 @@ fn parse_non_negative<T: std::str::FromStr + Default + PartialOrd>(raw: &[u8]) -
 }
 
 /// One message as an `MGET` element.
-pub fn encode(msg: &InMessage, format: Format) -> Vec<u8> {
+pub(crate) fn encode(msg: &InMessage, format: Format) -> Vec<u8> {
     let metadata = msg.metadata.as_deref().and_then(decode_metadata).unwrap_or_default();
     match format {
         Format::Json => encode_json(msg, &metadata),
@@ -153,7 +157,7 @@ pub fn encode(msg: &InMessage, format: Format) -> Vec<u8> {
 /// A value that is valid JSON is embedded as is; other UTF-8 becomes a JSON
 /// string; other bytes become base64 with `"value_encoding":"base64"` (and
 /// likewise for a key that is not UTF-8), so no record is ever skipped.
-pub fn encode_json(msg: &InMessage, metadata: &HashMap<String, String>) -> Vec<u8> {
+pub(crate) fn encode_json(msg: &InMessage, metadata: &HashMap<String, String>) -> Vec<u8> {
     let mut out = Vec::with_capacity(msg.value.len() + msg.key.len() + msg.topic.len() + 96);
     out.extend_from_slice(b"{\"key\":");
     let key_base64 = write_text_or_base64(&mut out, &msg.key);
