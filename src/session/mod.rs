@@ -447,68 +447,95 @@ pub(crate) fn serve(stream: Stream, ctx: Arc<Context>, registration: Registratio
             }
             return;
         }
-        if !replies.is_empty() {
-            // The next reply waits for the broker. Take more input meanwhile,
-            // so that a long pipeline is produced as one stream rather than
-            // chunk by chunk; with nothing to take, wait for that reply.
-            if !backlog && replies.len() < MAX_PENDING_REPLIES {
-                match conn.read_available(session.max_buffered()) {
-                    ReadOutcome::Data => continue,
-                    ReadOutcome::TimedOut | ReadOutcome::Closed => {}
-                    ReadOutcome::Failed(e) => {
-                        log::debug!("{peer}: read failed: {e}");
-                        return;
-                    }
-                }
-            }
-            let reply = replies.pop_front().expect("checked");
-            conn.queue(&reply.resolve());
-            answer_settled(&mut conn, &mut replies);
-            continue;
-        }
-        if backlog {
-            continue;
-        }
-        match session.interrupted() {
-            Interrupt::None => {}
-            Interrupt::Shutdown => return,
-            Interrupt::GrantChanged => {
-                log::info!("{peer}: grant changed, closing");
-                conn.queue(&CommandError::GrantChanged.to_frame());
-                let _ = conn.flush();
-                return;
-            }
-        }
-        // Before AUTH the timeout counts from connect, not from the last byte.
-        let timeout = if session.is_authenticated() {
-            session.read_timeout()
+        let step = if !replies.is_empty() {
+            await_reply(&mut conn, &session, &mut replies, backlog)
+        } else if backlog {
+            Step::Continue
         } else {
-            session.read_timeout().saturating_sub(connected.elapsed())
+            wait_for_input(&mut conn, &session, connected)
         };
-        let outcome = if timeout.is_zero() {
-            ReadOutcome::TimedOut
-        } else {
-            conn.read_more(timeout, session.max_buffered())
-        };
-        match outcome {
-            ReadOutcome::Data => {}
-            // An interrupt closes the read side: go round once more to say why.
-            ReadOutcome::Closed if session.interrupted() != Interrupt::None => {}
-            ReadOutcome::Closed => return,
-            ReadOutcome::TimedOut if !session.is_authenticated() => {
-                log::info!("{peer}: no AUTH within {:?}, closing", session.read_timeout());
-                conn.queue(&CommandError::AuthTimeout.to_frame());
-                let _ = conn.flush();
-                return;
-            }
-            ReadOutcome::TimedOut => {
-                log::info!("{peer}: idle for {:?}, closing", session.read_timeout());
-                return;
-            }
+        if step == Step::Stop {
+            return;
+        }
+    }
+}
+
+/// Whether the connection goes on after a step of [`serve`].
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    Continue,
+    Stop,
+}
+
+/// The next reply waits for the broker. Takes more input meanwhile, so that
+/// a long pipeline is produced as one stream rather than chunk by chunk;
+/// with nothing to take (or `backlog`: complete requests still buffered),
+/// waits for that reply and queues it with any settled after it.
+fn await_reply(
+    conn: &mut Connection,
+    session: &Session,
+    replies: &mut VecDeque<Reply>,
+    backlog: bool,
+) -> Step {
+    if !backlog && replies.len() < MAX_PENDING_REPLIES {
+        match conn.read_available(session.max_buffered()) {
+            ReadOutcome::Data => return Step::Continue,
+            ReadOutcome::TimedOut | ReadOutcome::Closed => {}
             ReadOutcome::Failed(e) => {
-                log::debug!("{peer}: read failed: {e}");
-                return;
+                log::debug!("{}: read failed: {e}", session.peer);
+                return Step::Stop;
             }
+        }
+    }
+    let reply = replies.pop_front().expect("called with a pending reply");
+    conn.queue(&reply.resolve());
+    answer_settled(conn, replies);
+    Step::Continue
+}
+
+/// Nothing to answer: says why when the server interrupted the connection,
+/// else waits for more input until the state's timeout (counted from
+/// `connected` before AUTH, from the last byte after).
+fn wait_for_input(conn: &mut Connection, session: &Session, connected: Instant) -> Step {
+    let peer = &session.peer;
+    match session.interrupted() {
+        Interrupt::None => {}
+        Interrupt::Shutdown => return Step::Stop,
+        Interrupt::GrantChanged => {
+            log::info!("{peer}: grant changed, closing");
+            conn.queue(&CommandError::GrantChanged.to_frame());
+            let _ = conn.flush();
+            return Step::Stop;
+        }
+    }
+    let timeout = if session.is_authenticated() {
+        session.read_timeout()
+    } else {
+        session.read_timeout().saturating_sub(connected.elapsed())
+    };
+    let outcome = if timeout.is_zero() {
+        ReadOutcome::TimedOut
+    } else {
+        conn.read_more(timeout, session.max_buffered())
+    };
+    match outcome {
+        ReadOutcome::Data => Step::Continue,
+        // An interrupt closes the read side: go round once more to say why.
+        ReadOutcome::Closed if session.interrupted() != Interrupt::None => Step::Continue,
+        ReadOutcome::Closed => Step::Stop,
+        ReadOutcome::TimedOut if !session.is_authenticated() => {
+            log::info!("{peer}: no AUTH within {:?}, closing", session.read_timeout());
+            conn.queue(&CommandError::AuthTimeout.to_frame());
+            let _ = conn.flush();
+            Step::Stop
+        }
+        ReadOutcome::TimedOut => {
+            log::info!("{peer}: idle for {:?}, closing", session.read_timeout());
+            Step::Stop
+        }
+        ReadOutcome::Failed(e) => {
+            log::debug!("{peer}: read failed: {e}");
+            Step::Stop
         }
     }
 }
