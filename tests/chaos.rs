@@ -479,11 +479,11 @@ fn store_outage(store: &mut dyn stores::GrantStore, real: &str, name: &'static s
     store.add_grant(1, 1, &group, 2, &topic);
     let mut relay = Relay::start(real);
     let admin = format!("127.0.0.1:{}", free_port());
-    let config = format!(
-        "addr = \"127.0.0.1:0\"\nrefresh_interval_ms = 300\nadmin_addr = \"{admin}\"\n\
-         [clusters.cluster1]\nbrokers = [\"{}\"]\n",
-        brokers()
-    );
+    let config = Config::new("127.0.0.1:0")
+        .set("refresh_interval_ms", 300)
+        .set("admin_addr", admin.as_str())
+        .cluster("cluster1", &[brokers()])
+        .to_toml();
     // Through the relay; the mysql crate would otherwise switch to the
     // server's unix socket, which the relay cannot cut.
     let config: String = store
@@ -785,9 +785,9 @@ fn databus_sigkill_resumes_each_group_after_its_last_commit() {
 /// tansu build used here has no PostgreSQL engine: `FeatureNotEnabled`.)
 struct DurableBroker {
     port: u16,
-    moto: std::process::Child,
+    _moto: Guard,
     s3: String,
-    tansu: Option<std::process::Child>,
+    tansu: Option<Guard>,
 }
 
 impl DurableBroker {
@@ -795,12 +795,13 @@ impl DurableBroker {
         let python = venv_python();
         let moto_server = python.with_file_name("moto_server");
         let s3_port = free_port();
-        let moto = std::process::Command::new(&moto_server)
-            .args(["-p", &s3_port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{}: {e}", moto_server.display()));
+        let moto = Guard::spawn(
+            std::process::Command::new(&moto_server)
+                .args(["-p", &s3_port.to_string()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+            "moto_server",
+        );
         let s3 = format!("http://127.0.0.1:{s3_port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         // The bucket, created by an unsigned PUT as moto allows.
@@ -815,7 +816,7 @@ impl DurableBroker {
             assert!(Instant::now() < deadline, "moto_server did not come up on {s3}");
             thread::sleep(Duration::from_millis(100));
         }
-        let mut b = DurableBroker { port: free_port(), moto, s3, tansu: None };
+        let mut b = DurableBroker { port: free_port(), _moto: moto, s3, tansu: None };
         b.restart();
         b
     }
@@ -827,19 +828,19 @@ impl DurableBroker {
     fn restart(&mut self) {
         let tansu = std::env::var("DATABUS_TANSU").expect("DATABUS_TANSU (make test sets it)");
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = std::process::Command::new(&tansu)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "s3://tansu/"])
-            .env("AWS_ENDPOINT", &self.s3)
-            .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        self.tansu = Some(child);
+        self.tansu = Some(Guard::spawn(
+            std::process::Command::new(&tansu)
+                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                .args(["--storage-engine", "s3://tansu/"])
+                .env("AWS_ENDPOINT", &self.s3)
+                .env("AWS_ALLOW_HTTP", "true")
+                .env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test")
+                .env("AWS_DEFAULT_REGION", "us-east-1")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+            &tansu,
+        ));
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(self.addr()).is_err() {
             assert!(Instant::now() < deadline, "tansu did not listen on {}", self.addr());
@@ -847,19 +848,9 @@ impl DurableBroker {
         }
     }
 
+    /// SIGKILL; the storage stays.
     fn kill(&mut self) {
-        if let Some(mut c) = self.tansu.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for DurableBroker {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = self.moto.kill();
-        let _ = self.moto.wait();
+        self.tansu = None;
     }
 }
 

@@ -4,7 +4,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use databus::resp::Frame;
@@ -139,33 +139,34 @@ fn live_changes_with_the_file_store() {
 /// A redis-server of the test's own, to stop and start.
 struct OwnRedis {
     port: u16,
-    child: Option<Child>,
+    process: Option<Guard>,
 }
 
 impl OwnRedis {
     fn start() -> OwnRedis {
         let port = free_port();
-        let mut r = OwnRedis { port, child: None };
+        let mut r = OwnRedis { port, process: None };
         r.restart();
         r
     }
 
     fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/services.sh up installs it)");
-        self.child = Some(child);
+        let child = Guard::spawn(
+            Command::new("redis-server")
+                .args([
+                    "--port",
+                    &self.port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(Stdio::null()),
+            "redis-server (scripts/services.sh up installs it)",
+        );
+        self.process = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < deadline, "redis-server did not start");
@@ -174,10 +175,7 @@ impl OwnRedis {
     }
 
     fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process = None;
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::brokers;
+use super::{brokers, Config};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_databus");
 /// Longest the binary may take to start listening, or to exit after a signal
@@ -19,12 +19,13 @@ pub const BOUND: Duration = Duration::from_secs(30);
 /// A complete config for the binary: the test's database, `cluster1` on the
 /// test broker; `extra` top-level keys are prepended.
 pub fn daemon_config(port: u16, mysql_url: &str, brokers: &str, extra: &str) -> String {
-    format!(
-        "{extra}\naddr = \"127.0.0.1:{port}\"\nauth = \"mysql\"\n\
-         [producer]\ntimeout_ms = 5000\n\
-         [clusters.cluster1]\nbrokers = [{brokers}]\n\
-         [mysql]\nurl = \"{mysql_url}\"\n"
-    )
+    let list: Vec<String> = brokers.split(',').map(|b| b.trim().trim_matches('"').to_owned()).collect();
+    Config::new(&format!("127.0.0.1:{port}"))
+        .mysql(mysql_url)
+        .set("producer.timeout_ms", 5000)
+        .cluster("cluster1", &list)
+        .merge(extra)
+        .to_toml()
 }
 
 /// `brokers()` (comma-separated) as a TOML list.

@@ -9,13 +9,19 @@
 
 #![allow(dead_code)]
 
+pub mod config;
 pub mod daemon;
+pub mod process;
 pub mod redis_cli;
 pub mod secure;
 pub mod stores;
 
 #[allow(unused_imports)]
+pub use config::Config;
+#[allow(unused_imports)]
 pub use daemon::{broker_list, daemon_config, rss_kib, Daemon, BIN, BOUND};
+#[allow(unused_imports)]
+pub use process::Guard;
 #[allow(unused_imports)]
 pub use redis_cli::{unquote_cli, RedisCli};
 
@@ -23,7 +29,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -294,14 +300,16 @@ pub struct TestServer {
 /// broker, short timeouts; `extra` top-level keys are prepended, and
 /// `extra_sections` appended.
 pub fn test_config(db: &TestDb, extra: &str, extra_sections: &str) -> String {
-    format!(
-        "{extra}\naddr = \"127.0.0.1:0\"\nauth = \"mysql\"\nrefresh_interval_ms = 500\n\
-         [producer]\ntimeout_ms = 5000\n\
-         [subscriber]\nsession_timeout_ms = 6000\nwait_timeout_ms = 3000\n\
-         [clusters.cluster1]\nbrokers = [\"{}\"]\n[mysql]\nurl = \"{}\"\n{extra_sections}",
-        brokers(),
-        db.url()
-    )
+    Config::new("127.0.0.1:0")
+        .mysql(&db.url())
+        .set("refresh_interval_ms", 500)
+        .set("producer.timeout_ms", 5000)
+        .set("subscriber.session_timeout_ms", 6000)
+        .set("subscriber.wait_timeout_ms", 3000)
+        .cluster("cluster1", &[brokers()])
+        .merge(extra)
+        .merge(extra_sections)
+        .to_toml()
 }
 
 impl TestServer {
@@ -381,13 +389,10 @@ pub struct Client {
     buf: Vec<u8>,
 }
 
+/// A request as RESP, encoded by databus's own `Frame`.
 pub fn cmd_bytes(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
+    let mut out = Vec::new();
+    Frame::Array(args.iter().map(|a| Frame::Bulk(a.to_vec())).collect()).encode(&mut out);
     out
 }
 
@@ -452,13 +457,13 @@ pub fn err(text: &str) -> Frame {
 /// A tansu broker of the test's own, for tests that stop and start it.
 pub struct OwnBroker {
     pub port: u16,
-    child: Option<Child>,
+    process: Option<Guard>,
 }
 
 impl OwnBroker {
     pub fn start() -> OwnBroker {
         let port = free_port();
-        let mut b = OwnBroker { port, child: None };
+        let mut b = OwnBroker { port, process: None };
         b.restart();
         b
     }
@@ -471,13 +476,13 @@ impl OwnBroker {
         let tansu = std::env::var("DATABUS_TANSU")
             .unwrap_or_else(|_| panic!("DATABUS_TANSU must name the tansu binary; {HOW_TO_START}"));
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(&tansu)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {tansu}: {e}"));
-        self.child = Some(child);
+        self.process = Some(Guard::spawn(
+            Command::new(&tansu)
+                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            &tansu,
+        ));
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(self.addr()).is_err() {
             assert!(Instant::now() < deadline, "tansu did not listen on {}", self.addr());
@@ -487,22 +492,12 @@ impl OwnBroker {
 
     /// Sends `signal` (`STOP`, `CONT`, `KILL`...) to the broker process.
     pub fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("broker running").id();
-        let status = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status().unwrap();
-        assert!(status.success(), "kill -{signal} {pid}");
+        self.process.as_ref().expect("broker running").signal(signal);
     }
 
+    /// Kills the broker (SIGKILL).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for OwnBroker {
-    fn drop(&mut self) {
-        self.stop();
+        self.process = None;
     }
 }
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_port, TempDir, HOW_TO_START};
+use super::{free_port, Guard, TempDir, HOW_TO_START};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -28,16 +28,6 @@ fn wait_for_port(port: u16, what: &str, child: &mut Child) {
         }
         assert!(Instant::now() < deadline, "{what} not listening on {port} after {WAIT:?}");
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A child process killed on drop.
-pub struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -190,7 +180,7 @@ impl SecureBroker {
             }
             let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
             wait_for_port(plain_port, "tansu", &mut child);
-            Guard(child)
+            Guard::from(child)
         };
         let cli = |args: &[&str]| {
             let broker = format!("tcp://127.0.0.1:{plain_port}");
@@ -231,7 +221,7 @@ impl SecureBroker {
             .spawn()
             .unwrap_or_else(|e| panic!("starting stunnel: {e}"));
         wait_for_port(tls_port, "stunnel", &mut child);
-        SecureBroker { tls_port, plain_port, _stunnel: Guard(child), _tansu: tansu_child, _dir: dir }
+        SecureBroker { tls_port, plain_port, _stunnel: Guard::from(child), _tansu: tansu_child, _dir: dir }
     }
 
     pub fn addr(&self) -> String {

@@ -242,13 +242,14 @@ impl GrantStore for FileGrants {
 /// Server settings for store tests, without the store: a fast refresh, and
 /// `cluster1` on the test broker plus any `extra_clusters`.
 pub fn store_test_config(extra_clusters: &str) -> String {
-    format!(
-        "addr = \"127.0.0.1:0\"\nrefresh_interval_ms = 300\n\
-         [producer]\ntimeout_ms = 5000\n\
-         [subscriber]\nsession_timeout_ms = 6000\nwait_timeout_ms = 3000\n\
-         [clusters.cluster1]\nbrokers = [\"{}\"]\n{extra_clusters}",
-        brokers()
-    )
+    Config::new("127.0.0.1:0")
+        .set("refresh_interval_ms", 300)
+        .set("producer.timeout_ms", 5000)
+        .set("subscriber.session_timeout_ms", 6000)
+        .set("subscriber.wait_timeout_ms", 3000)
+        .cluster("cluster1", &[brokers()])
+        .merge(extra_clusters)
+        .to_toml()
 }
 
 /// The rows `check_auth_matrix` expects: app 1 (`key1`/`secret1`) on
