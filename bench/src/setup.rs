@@ -151,14 +151,9 @@ pub(crate) fn reset_database(opts: &Opts, grants: &[(String, u8, String)]) -> Re
     Ok(())
 }
 
+/// A MySQL URL with its password masked, as databus logs it.
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => match url[s + 3..at].find(':') {
-            Some(colon) => format!("{}:***{}", &url[..s + 3 + colon], &url[at..]),
-            None => url.to_owned(),
-        },
-        _ => url.to_owned(),
-    }
+    databus::auth::mask_password(url)
 }
 
 fn toml_str(s: &str) -> String {

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use crate::metrics::Metrics;
 
+pub use mysql::mask_password;
 pub use request::{parse_auth_string, AuthRequest, AuthStringError, Role};
 
 /// One row of `auth_tb` joined with its `app_tb` row.

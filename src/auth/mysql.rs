@@ -124,7 +124,7 @@ impl AuthStore for MysqlStore {
 }
 
 /// `mysql://user:pw@host/db` → `mysql://user:***@host/db`.
-pub(crate) fn mask_password(url: &str) -> String {
+pub fn mask_password(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
