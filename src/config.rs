@@ -76,9 +76,9 @@ pub(crate) struct RawConfig {
     /// read row by row by `auth::file`, so that one bad row is skipped, not
     /// the whole file.
     #[serde(default, rename = "apps")]
-    _apps: serde::de::IgnoredAny,
+    _apps: Vec<toml::Value>,
     #[serde(default, rename = "grants")]
-    _grants: serde::de::IgnoredAny,
+    _grants: Vec<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
