@@ -10,7 +10,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -169,7 +169,7 @@ fn example_config(f: &Fixture, port: u16) -> String {
 /// A running example_cli. Its stdout lines arrive on a channel; its stderr
 /// is kept for failure messages. Killed on drop.
 struct Example {
-    child: Child,
+    process: Guard,
     lines: Receiver<String>,
     stdout: Vec<String>,
     stderr: Arc<Mutex<String>>,
@@ -203,7 +203,7 @@ impl Example {
                 sink.lock().unwrap().push_str(&String::from_utf8_lossy(&chunk[..n]));
             }
         });
-        Example { child, lines, stdout: Vec::new(), stderr }
+        Example { process: Guard::from(child), lines, stdout: Vec::new(), stderr }
     }
 
     fn stderr(&self) -> String {
@@ -235,7 +235,7 @@ impl Example {
     fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + within;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.process.try_wait() {
                 // The reader thread ends at EOF; take what it has left.
                 while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
                     self.stdout.push(line);
@@ -249,13 +249,6 @@ impl Example {
             );
             thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -359,7 +352,7 @@ fn example_client_exits_cleanly_on_ctrl_c() {
     let line = example.wait_for("message ");
     wait_committed(&f, 0, field(&line, "offset") + 1);
     // Now it is blocked in MGET (the test server waits 3 s).
-    let pid = example.child.id().to_string();
+    let pid = example.process.pid().to_string();
     let kill = Command::new("kill").args(["-INT", &pid]).status().expect("running kill");
     assert!(kill.success());
     let status = example.wait_exit(Duration::from_secs(5));

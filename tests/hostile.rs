@@ -81,7 +81,7 @@ impl Target {
     }
 
     fn assert_running(&mut self) {
-        assert!(self.daemon.child.try_wait().unwrap().is_none(), "databus died; log:\n{}", self.daemon.log());
+        assert!(self.daemon.try_wait().is_none(), "databus died; log:\n{}", self.daemon.log());
     }
 }
 

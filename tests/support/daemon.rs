@@ -4,12 +4,12 @@
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{brokers, Config};
+use super::{brokers, Config, Guard};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_databus");
 /// Longest the binary may take to start listening, or to exit after a signal
@@ -41,9 +41,10 @@ pub fn rss_kib(pid: u32) -> u64 {
 }
 
 /// A running `databus` child. Its stderr (the log) is collected by a thread
-/// so the pipe never fills; the child is killed on drop, so no test leaks one.
+/// so the pipe never fills; its process guard kills it on drop, so no test
+/// leaks one (the reader ends when the pipe closes).
 pub struct Daemon {
-    pub child: Child,
+    process: Guard,
     pub addr: SocketAddr,
     stderr: Arc<Mutex<Vec<u8>>>,
     reader: Option<thread::JoinHandle<()>>,
@@ -75,14 +76,18 @@ impl Daemon {
                 }
             })
         };
-        let mut d =
-            Daemon { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), stderr, reader: Some(reader) };
+        let mut d = Daemon {
+            process: Guard::from(child),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            stderr,
+            reader: Some(reader),
+        };
         let deadline = Instant::now() + BOUND;
         loop {
             if TcpStream::connect_timeout(&d.addr, Duration::from_secs(1)).is_ok() {
                 return d;
             }
-            if let Some(status) = d.child.try_wait().unwrap() {
+            if let Some(status) = d.process.try_wait() {
                 panic!(
                     "databus {args:?} exited with {status} before listening on {}; stderr:\n{}",
                     d.addr,
@@ -100,7 +105,12 @@ impl Daemon {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
+    }
+
+    /// Whether it has exited, with its status.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.process.try_wait()
     }
 
     pub fn signal(&self, name: &str) {
@@ -115,7 +125,7 @@ impl Daemon {
     pub fn wait_exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + BOUND;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.process.try_wait() {
                 if let Some(r) = self.reader.take() {
                     let _ = r.join();
                 }
@@ -134,17 +144,5 @@ impl Daemon {
     /// Everything the child wrote on stderr so far.
     pub fn log(&self) -> String {
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
     }
 }
