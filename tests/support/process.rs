@@ -22,6 +22,11 @@ impl Guard {
         assert!(status.is_ok_and(|s| s.success()), "kill -{signal} {}", self.pid());
     }
 
+    /// Waits for it to exit on its own.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.0.wait().expect("waiting on a child")
+    }
+
     /// Whether it has exited, with its status.
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
         self.0.try_wait().expect("waiting on a child")

@@ -2,16 +2,18 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::Duration;
+
+use super::Guard;
 
 /// An interactive `redis-cli` process, fed one line at a time on stdin, its
 /// stdout read line by line. `--no-raw` prints replies as a terminal session
 /// shows them (`OK`, `1) "..."`, `(error) ...`).
 pub struct RedisCli {
-    child: Child,
+    process: Guard,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
 }
@@ -42,7 +44,7 @@ impl RedisCli {
                 }
             }
         });
-        RedisCli { stdin: child.stdin.take(), child, lines }
+        RedisCli { stdin: child.stdin.take(), process: Guard::from(child), lines }
     }
 
     pub fn send(&mut self, line: &str) {
@@ -91,15 +93,8 @@ impl RedisCli {
     /// Ends the session as a user does (EOF on stdin) and checks the exit.
     pub fn finish(mut self) {
         drop(self.stdin.take());
-        let status = self.child.wait().unwrap();
+        let status = self.process.wait();
         assert!(status.success(), "redis-cli exited with {status}");
-    }
-}
-
-impl Drop for RedisCli {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
