@@ -16,10 +16,12 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_databus");
 /// or on a bad config.
 pub const BOUND: Duration = Duration::from_secs(30);
 
-/// A complete config for the binary: the test's database, `cluster1` on the
-/// test broker; `extra` top-level keys are prepended.
+/// A complete config for the binary: the test's database, `cluster1` on
+/// `brokers` (comma-separated, items may be quoted; empty for none), and
+/// `extra` (a TOML fragment) merged in.
 pub fn daemon_config(port: u16, mysql_url: &str, brokers: &str, extra: &str) -> String {
-    let list: Vec<String> = brokers.split(',').map(|b| b.trim().trim_matches('"').to_owned()).collect();
+    let list: Vec<String> =
+        brokers.split(',').map(|b| b.trim().trim_matches('"').to_owned()).filter(|b| !b.is_empty()).collect();
     Config::new(&format!("127.0.0.1:{port}"))
         .mysql(mysql_url)
         .set("producer.timeout_ms", 5000)
