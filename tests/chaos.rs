@@ -578,6 +578,8 @@ struct Consumed {
     acked: BTreeMap<i32, i64>,
     /// AUTHs answered TRYAGAIN before one passed.
     refused: usize,
+    /// Commits refused because a rebalance had moved the partition.
+    moved: usize,
 }
 
 /// MGET, committing after every `commit_every`-th batch, until `stop`,
@@ -634,6 +636,11 @@ fn subscribe(
             match c.read() {
                 Some(r) if r == ok() => {
                     out.acked.insert(p, o + 1);
+                }
+                // A rebalance moved the partition since the MGET: its records
+                // stay uncommitted and go to the new owner, as documented.
+                Some(Frame::Error(e)) if e.starts_with(&format!("ERR partition {p} is not assigned")) => {
+                    out.moved += 1;
                 }
                 Some(other) => panic!("commit answered {other:?}"),
                 None => return out,
