@@ -55,23 +55,43 @@ impl Row {
     }
 }
 
+/// A scenario on a broker of the test's own: app `key1` on cluster `own`,
+/// a fresh topic and group granted `operation`, and a server on them with
+/// `overrides` (a TOML fragment) merged into the test config.
+struct OnOwnBroker {
+    server: TestServer,
+    topic: String,
+    group: String,
+    _db: TestDb,
+}
+
+impl OnOwnBroker {
+    fn start(name: &str, broker: &str, partitions: i32, operation: u8, overrides: &str) -> OnOwnBroker {
+        let db = TestDb::new(name);
+        let topic = unique(&format!("t_{name}"));
+        let group = unique(&format!("g_{name}"));
+        db.add_app(1, "key1", "secret1", "own");
+        db.add_grant(1, &group, operation, &topic);
+        create_topic_on(broker, &topic, partitions);
+        let sections = Config::default().cluster("own", &[broker.to_owned()]).merge(overrides).to_toml();
+        let server = TestServer::start(&test_config(&db, "", &sections));
+        OnOwnBroker { server, topic, group, _db: db }
+    }
+
+    fn auth(&self, role: &str) -> String {
+        format!("key1:secret1@{}/topic={}&role={role}", self.group, self.topic)
+    }
+}
+
 /// Scenario 7: a subscriber can tell "no new records" (an empty array) from
 /// "Kafka is unreachable" (TRYAGAIN) and its connection survives the outage.
 #[test]
 fn mget_tells_an_unreachable_cluster_from_an_empty_topic() {
     let _serial = serial();
     let mut broker = OwnBroker::start();
-    let db = TestDb::new("chaos_mget");
-    let topic = unique("t_chaos_mget");
-    let group = unique("g_chaos_mget");
-    db.add_app(1, "key1", "secret1", "own");
-    db.add_grant(1, &group, 3, &topic);
-    create_topic_on(&broker.addr(), &topic, 1);
-    let sections = format!("[clusters.own]\nbrokers = [\"{}\"]\n", broker.addr());
-    let config = test_config(&db, "", &sections).replace("wait_timeout_ms = 3000", "wait_timeout_ms = 1000");
-    let server = TestServer::start(&config);
-    let mut sub = server.connect();
-    assert_eq!(sub.call(&["AUTH", &format!("key1:secret1@{group}/topic={topic}&role=sub")]), ok());
+    let f = OnOwnBroker::start("chaos_mget", &broker.addr(), 1, 3, "[subscriber]\nwait_timeout_ms = 1000\n");
+    let mut sub = f.server.connect();
+    assert_eq!(sub.call(&["AUTH", &f.auth("sub")]), ok());
     assert_eq!(sub.call(&["MGET"]), Frame::Array(Vec::new()), "an empty topic answers an empty array");
 
     broker.stop();
@@ -97,7 +117,7 @@ fn mget_tells_an_unreachable_cluster_from_an_empty_topic() {
     assert_eq!(sub.call(&["PING"]), Frame::Simple("PONG".into()), "the connection survives");
 
     broker.restart();
-    create_topic_on(&broker.addr(), &topic, 1);
+    create_topic_on(&broker.addr(), &f.topic, 1);
     let back_at = Instant::now();
     let deadline = back_at + Duration::from_secs(60);
     loop {
@@ -127,8 +147,6 @@ struct Outcome {
     acked: Vec<String>,
     /// Values that got an error reply, with the reply.
     failed: Vec<(String, String)>,
-    /// When each `+OK` arrived (sorted once finished).
-    ok_at: Vec<Instant>,
     /// When each of `acked` got its `+OK`, in the same order.
     acked_at: Vec<Instant>,
     /// Replies that came later than the bound after their request was sent.
@@ -140,6 +158,13 @@ struct Outcome {
 struct Load {
     stop: Arc<AtomicBool>,
     threads: Vec<thread::JoinHandle<Outcome>>,
+}
+
+impl Outcome {
+    /// The first `+OK` after `at`.
+    fn first_ok_after(&self, at: Instant) -> Option<Instant> {
+        self.acked_at.iter().filter(|t| **t > at).min().copied()
+    }
 }
 
 impl Load {
@@ -177,7 +202,6 @@ impl Load {
                             match reply {
                                 Some(r) if r == ok() => {
                                     out.acked.push(v);
-                                    out.ok_at.push(Instant::now());
                                     out.acked_at.push(Instant::now());
                                 }
                                 Some(Frame::Error(e)) => out.failed.push((v, e)),
@@ -200,11 +224,9 @@ impl Load {
             let o = t.join().expect("publisher thread");
             all.acked.extend(o.acked);
             all.failed.extend(o.failed);
-            all.ok_at.extend(o.ok_at);
             all.acked_at.extend(o.acked_at);
             all.slow += o.slow;
         }
-        all.ok_at.sort();
         all
     }
 }
@@ -234,21 +256,12 @@ fn tally(acked: &[String], records: &[Record]) -> Tally {
 fn frozen_broker_fails_sets_in_time_and_recovers() {
     let _serial = serial();
     let broker = OwnBroker::start();
-    let db = TestDb::new("chaos_frozen");
-    let topic = unique("t_chaos_frozen");
-    let group = unique("g_chaos_frozen");
-    db.add_app(1, "key1", "secret1", "own");
-    db.add_grant(1, &group, 2, &topic);
-    create_topic_on(&broker.addr(), &topic, 3);
-    let sections = format!("[clusters.own]\nbrokers = [\"{}\"]\n", broker.addr());
     let timeout = Duration::from_millis(2000);
-    let config = test_config(&db, "", &sections).replace("timeout_ms = 5000", "timeout_ms = 2000");
-    let server = TestServer::start(&config);
-    let auth = format!("key1:secret1@{group}/topic={topic}&role=pub");
+    let f = OnOwnBroker::start("chaos_frozen", &broker.addr(), 3, 2, "[producer]\ntimeout_ms = 2000\n");
     // A reply may take the produce timeout plus the second PendingDelivery
     // allows for a lost report, plus scheduling slack: never more.
     let bound = timeout + Duration::from_millis(1500);
-    let load = Load::start(server.addr, &auth, 4, 1, bound);
+    let load = Load::start(f.server.addr, &f.auth("pub"), 4, 1, bound);
     thread::sleep(Duration::from_millis(1500));
 
     broker.signal("STOP");
@@ -257,9 +270,9 @@ fn frozen_broker_fails_sets_in_time_and_recovers() {
     let thawed = Instant::now();
     thread::sleep(Duration::from_secs(3));
     let out = load.finish();
-    let recovered = out.ok_at.iter().find(|t| **t > thawed).copied();
+    let recovered = out.first_ok_after(thawed);
 
-    let records = read_topic_on(&broker.addr(), &topic, out.acked.len());
+    let records = read_topic_on(&broker.addr(), &f.topic, out.acked.len());
     let t = tally(&out.acked, &records);
     Row {
         scenario: "2. broker frozen (SIGSTOP 2 x producer.timeout_ms, then SIGCONT)",
@@ -791,10 +804,9 @@ fn databus_sigkill_resumes_each_group_after_its_last_commit() {
 /// the test venv), so a SIGKILLed broker comes back with its records. (The
 /// tansu build used here has no PostgreSQL engine: `FeatureNotEnabled`.)
 struct DurableBroker {
-    port: u16,
+    broker: OwnBroker,
+    // Declared after the broker, so the storage outlives it.
     _moto: Guard,
-    s3: String,
-    tansu: Option<Guard>,
 }
 
 impl DurableBroker {
@@ -823,41 +835,17 @@ impl DurableBroker {
             assert!(Instant::now() < deadline, "moto_server did not come up on {s3}");
             thread::sleep(Duration::from_millis(100));
         }
-        let mut b = DurableBroker { port: free_port(), _moto: moto, s3, tansu: None };
-        b.restart();
-        b
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn restart(&mut self) {
-        let tansu = std::env::var("DATABUS_TANSU").expect("DATABUS_TANSU (make test sets it)");
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        self.tansu = Some(Guard::spawn(
-            std::process::Command::new(&tansu)
-                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-                .args(["--storage-engine", "s3://tansu/"])
-                .env("AWS_ENDPOINT", &self.s3)
-                .env("AWS_ALLOW_HTTP", "true")
-                .env("AWS_ACCESS_KEY_ID", "test")
-                .env("AWS_SECRET_ACCESS_KEY", "test")
-                .env("AWS_DEFAULT_REGION", "us-east-1")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null()),
-            &tansu,
-        ));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(self.addr()).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {}", self.addr());
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGKILL; the storage stays.
-    fn kill(&mut self) {
-        self.tansu = None;
+        let broker = OwnBroker::start_with(
+            &["--storage-engine", "s3://tansu/"],
+            &[
+                ("AWS_ENDPOINT", &s3),
+                ("AWS_ALLOW_HTTP", "true"),
+                ("AWS_ACCESS_KEY_ID", "test"),
+                ("AWS_SECRET_ACCESS_KEY", "test"),
+                ("AWS_DEFAULT_REGION", "us-east-1"),
+            ],
+        );
+        DurableBroker { broker, _moto: moto }
     }
 }
 
@@ -868,29 +856,22 @@ impl DurableBroker {
 #[ignore = "tansu on S3 loses some batches it acknowledged right after its restart (RELIABILITY.md); run with --ignored against a real Kafka (DATABUS_BROKERS), or here to see the counts"]
 fn broker_sigkill_loses_and_duplicates_no_acknowledged_record() {
     let _serial = serial();
-    let mut broker = DurableBroker::start();
-    let db = TestDb::new("chaos_broker_kill");
-    let topic = unique("t_chaos_bkill");
-    let group = unique("g_chaos_bkill");
-    db.add_app(1, "key1", "secret1", "own");
-    db.add_grant(1, &group, 2, &topic);
-    create_topic_on(&broker.addr(), &topic, 3);
-    let sections = format!("[clusters.own]\nbrokers = [\"{}\"]\n", broker.addr());
-    let server = TestServer::start(&test_config(&db, "", &sections));
-    let auth = format!("key1:secret1@{group}/topic={topic}&role=pub");
-    let load = Load::start(server.addr, &auth, 8, 16, Duration::from_secs(60));
+    let mut durable = DurableBroker::start();
+    let broker = &mut durable.broker;
+    let f = OnOwnBroker::start("chaos_broker_kill", &broker.addr(), 3, 2, "");
+    let load = Load::start(f.server.addr, &f.auth("pub"), 8, 16, Duration::from_secs(60));
     thread::sleep(Duration::from_secs(2));
 
-    broker.kill();
+    broker.stop();
     let killed_at = Instant::now();
     thread::sleep(Duration::from_secs(2));
     broker.restart();
     let back_at = Instant::now();
     thread::sleep(Duration::from_secs(4));
     let out = load.finish();
-    let recovered = out.ok_at.iter().find(|t| **t > back_at).copied();
+    let recovered = out.first_ok_after(back_at);
 
-    let records = read_topic_available(&broker.addr(), &topic, out.acked.len());
+    let records = read_topic_available(&broker.addr(), &f.topic, out.acked.len());
     let t = tally(&out.acked, &records);
     if t.lost > 0 {
         // When were the missing ones acknowledged: before the kill (the

@@ -10,6 +10,7 @@
 
 mod publish;
 
+use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -69,16 +70,11 @@ impl Admin {
             .to_ip()
             .ok_or_else(|| BindError { addr: settings.addr.clone(), cause: "not an IP address".into() })?;
         let server = Arc::new(server);
-        let configured = ctx.settings.clusters.clone();
-        let in_use = {
-            let (auth, configured) = (ctx.auth.clone(), configured.clone());
-            move || {
-                let mut clusters = auth.snapshot().clusters();
-                clusters.retain(|c| configured.contains_key(c));
-                clusters
-            }
-        };
-        let probe = Probe::spawn(configured, in_use, settings.interval, ctx.metrics.clone());
+        // The probe skips a cluster the grants name but the config lacks.
+        let auth = ctx.auth.clone();
+        let in_use = move || auth.snapshot().clusters();
+        let probe =
+            Probe::spawn(ctx.settings.clusters.clone(), in_use, settings.interval, ctx.metrics.clone());
         let state = Arc::new(State {
             ctx,
             producers,
@@ -161,14 +157,12 @@ impl State {
 
     fn ready(&self) -> Reply {
         let snapshot = self.ctx.auth.snapshot();
-        let mut in_use = snapshot.clusters();
+        let (in_use, unconfigured): (BTreeSet<String>, BTreeSet<String>) =
+            snapshot.clusters().into_iter().partition(|c| self.ctx.settings.clusters.contains_key(c));
         let mut missing = Vec::new();
         if !self.serving.load(Ordering::SeqCst) {
             missing.push("shutting down: the RESP listener no longer accepts".to_owned());
         }
-        let unconfigured: Vec<String> =
-            in_use.iter().filter(|c| !self.ctx.settings.clusters.contains_key(*c)).cloned().collect();
-        in_use.retain(|c| self.ctx.settings.clusters.contains_key(c));
         missing.extend(self.probe.missing(&in_use));
         let body = serde_json::json!({
             "ready": missing.is_empty(),

@@ -458,12 +458,25 @@ pub fn err(text: &str) -> Frame {
 pub struct OwnBroker {
     pub port: u16,
     process: Option<Guard>,
+    /// Extra `tansu broker` arguments and environment (a storage engine).
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl OwnBroker {
+    /// A tansu with its default in-memory storage.
     pub fn start() -> OwnBroker {
-        let port = free_port();
-        let mut b = OwnBroker { port, process: None };
+        OwnBroker::start_with(&[], &[])
+    }
+
+    /// A tansu with extra arguments and environment, kept across restarts.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> OwnBroker {
+        let mut b = OwnBroker {
+            port: free_port(),
+            process: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
         b.restart();
         b
     }
@@ -479,6 +492,8 @@ impl OwnBroker {
         self.process = Some(Guard::spawn(
             Command::new(&tansu)
                 .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                .args(&self.args)
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
             &tansu,
