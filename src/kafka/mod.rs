@@ -154,9 +154,16 @@ pub(crate) fn client_config(cluster: &Cluster) -> ClientConfig {
     // librdkafka backs off up to 10 s between reconnects; a restarted broker
     // should be used again within a second.
     config.set("reconnect.backoff.max.ms", "1000");
-    // librdkafka's own log lines go through `log` via the default context;
-    // keep them to warnings so a down broker does not flood the output.
-    config.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
+    // librdkafka's own log lines go through `log` via the contexts; keep
+    // them to warnings so a down broker does not flood the output, unless
+    // the operator asked for librdkafka's `debug` contexts (they come out at
+    // debug level, under the `librdkafka` log target).
+    let level = if cluster.properties.contains_key("debug") {
+        rdkafka::config::RDKafkaLogLevel::Debug
+    } else {
+        rdkafka::config::RDKafkaLogLevel::Warning
+    };
+    config.set_log_level(level);
     if let Some(protocol) = cluster.security_protocol() {
         config.set("security.protocol", protocol);
     }
@@ -182,4 +189,27 @@ pub(crate) fn client_config(cluster: &Cluster) -> ClientConfig {
         config.set(k, v);
     }
     config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::config::RDKafkaLogLevel;
+
+    fn cluster(properties: &[(&str, &str)]) -> Cluster {
+        Cluster {
+            brokers: vec!["127.0.0.1:9092".into()],
+            tls: None,
+            sasl: None,
+            properties: properties.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn librdkafka_logs_warnings_unless_its_debug_contexts_are_asked_for() {
+        assert!(matches!(client_config(&cluster(&[])).log_level, RDKafkaLogLevel::Warning));
+        let debug = client_config(&cluster(&[("debug", "cgrp")]));
+        assert!(matches!(debug.log_level, RDKafkaLogLevel::Debug));
+        assert_eq!(debug.get("debug"), Some("cgrp"));
+    }
 }
