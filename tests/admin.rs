@@ -131,12 +131,10 @@ fn consume(c: &mut Client, n: usize, commit: bool) -> (Vec<Value>, usize, usize)
     let deadline = Instant::now() + Duration::from_secs(60);
     while got.len() < n {
         assert!(Instant::now() < deadline, "only {} of {n} records after 60 s", got.len());
-        let Frame::Array(batch) = c.call(&["MGET"]) else { panic!("MGET must answer an array") };
+        let batch = mget_records(c.call(&["MGET"]));
         mgets += 1;
         let mut last: BTreeMap<i64, i64> = BTreeMap::new();
-        for item in batch {
-            let Frame::Bulk(bytes) = item else { panic!("MGET elements are bulk strings") };
-            let m: Value = serde_json::from_slice(&bytes).unwrap();
+        for m in batch {
             last.insert(m["partition"].as_i64().unwrap(), m["offset"].as_i64().unwrap());
             got.push(m);
         }

@@ -627,11 +627,8 @@ fn subscribe(
             break;
         }
         let Some(reply) = c.read() else { break };
-        let Frame::Array(batch) = reply else { panic!("MGET answered {reply:?}") };
         batches += 1;
-        for m in batch {
-            let Frame::Bulk(b) = m else { panic!("MGET element {m:?}") };
-            let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        for v in mget_records(reply) {
             let (p, o) = (v["partition"].as_i64().unwrap() as i32, v["offset"].as_i64().unwrap());
             out.delivered.push((p, o));
             last.insert(p, o);

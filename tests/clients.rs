@@ -365,16 +365,7 @@ fn example_client_exits_cleanly_on_ctrl_c() {
 
 /// Reads one reply, which must be an array of bulk strings (an MGET).
 fn mget_reply(c: &mut Client) -> Vec<Value> {
-    match c.read().expect("server closed the connection") {
-        Frame::Array(items) => items
-            .into_iter()
-            .map(|f| match f {
-                Frame::Bulk(b) => serde_json::from_slice(&b).unwrap(),
-                other => panic!("MGET element {other:?}"),
-            })
-            .collect(),
-        other => panic!("MGET reply {other:?}"),
-    }
+    mget_records(c.read().expect("server closed the connection"))
 }
 
 /// Connects the way go-redis does with the AUTH string as its password:

@@ -580,6 +580,21 @@ def consume(n, mget, commit):
     return got
 "#;
 
+/// The records of one MGET reply in JSON: panics on anything but an array
+/// of bulk strings, each one JSON record.
+pub fn mget_records(reply: Frame) -> Vec<Value> {
+    match reply {
+        Frame::Array(items) => items
+            .into_iter()
+            .map(|f| match f {
+                Frame::Bulk(b) => serde_json::from_slice(&b).unwrap(),
+                other => panic!("MGET element {other:?}"),
+            })
+            .collect(),
+        other => panic!("MGET reply {other:?}"),
+    }
+}
+
 /// The `redis` crate's side of the same loop: MGET until `n` messages came,
 /// committing each partition's last offset of every batch.
 pub fn consume_with_redis_crate(con: &mut redis::Connection, n: usize, partitions: i32) -> Vec<Value> {
