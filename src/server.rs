@@ -249,7 +249,7 @@ fn accept_loop(
             continue;
         };
         let stream = match &tls {
-            None => Stream::Plain(stream),
+            None => Stream::Plain(Arc::new(stream)),
             Some(tls) => match Stream::tls(stream, tls.config()) {
                 Ok(s) => s,
                 Err(e) => {

@@ -112,6 +112,47 @@ fn pipelined_sets_answered_in_order_without_duplicates() {
     }
 }
 
+/// A client that writes each request on its own, without waiting for the
+/// reply before the next (a sliding window): databus may hand a SET's reply
+/// to its delivery thread, and a PING sent right after it must still be
+/// answered after it; every reply once, in order, and one key's records in
+/// Kafka in the order sent.
+#[test]
+fn requests_sent_one_by_one_ahead_of_their_replies_are_answered_in_order() {
+    let f = fixture("window", 3, "");
+    let mut c = publisher(&f, "");
+    for i in 0..200 {
+        c.send(&[b"SET", b"same-key", format!("v{i}").as_bytes()]);
+        c.send(&[b"PING", format!("p{i}").as_bytes()]);
+        if i % 3 == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    for i in 0..200 {
+        assert_eq!(c.read(), Some(ok()), "reply to SET {i}");
+        assert_eq!(c.read(), Some(Frame::Bulk(format!("p{i}").into_bytes())), "reply to PING {i}");
+    }
+    let values: Vec<Vec<u8>> = read_topic(&f.topic, 200).into_iter().map(|r| r.value).collect();
+    let sent: Vec<Vec<u8>> = (0..200).map(|i| format!("v{i}").into_bytes()).collect();
+    assert_eq!(values, sent, "one key's records in the order sent, each once");
+}
+
+/// A client that sends a SET and closes at once: the record is still
+/// produced (the reply has nowhere to go), and databus goes on serving.
+#[test]
+fn a_set_whose_client_leaves_at_once_is_still_produced() {
+    let f = fixture("leaver", 1, "");
+    for i in 0..20 {
+        let mut c = publisher(&f, "");
+        c.send(&[b"SET", b"k", format!("v{i}").as_bytes()]);
+        drop(c);
+    }
+    let mut last = publisher(&f, "");
+    assert_eq!(last.call(&["SET", "k", "v20"]), ok());
+    let values: HashSet<Vec<u8>> = read_topic(&f.topic, 21).into_iter().map(|r| r.value).collect();
+    assert_eq!(values.len(), 21);
+}
+
 #[test]
 fn oversized_value_is_refused_and_connection_survives() {
     let f = fixture("bigvalue", 1, "max_value_size = 1000");

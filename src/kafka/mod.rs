@@ -13,7 +13,10 @@ use rdkafka::error::KafkaError;
 
 pub use consumer::StartOffset;
 pub(crate) use consumer::{ConsumeError, GroupConsumer, Memberships, SubscriberSettings};
-pub(crate) use producer::{OutRecord, PendingDelivery, ProducerSettings, Producers, Publish, PublishError};
+pub(crate) use producer::{
+    Delivered, KeepAlive, OutRecord, PendingDelivery, ProducerSettings, Producers, Publish, PublishError,
+    Settle,
+};
 
 /// One Kafka cluster as `databus.toml` names it.
 #[derive(Clone, Default)]

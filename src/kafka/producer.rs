@@ -148,7 +148,22 @@ pub(crate) struct Delivered {
     pub offset: i64,
 }
 
-type DeliverySender = SyncSender<Result<Delivered, KafkaError>>;
+/// Called once with a record's verdict, on the thread that serves
+/// librdkafka's delivery reports (see [`Publish::publish_then`]).
+pub(crate) type Settle = Box<dyn FnOnce(Result<Delivered, PublishError>) + Send + Sync>;
+
+/// Where a record's delivery report goes.
+enum DeliverySender {
+    /// A [`PendingDelivery`], which its connection waits on.
+    Waiter(SyncSender<Result<Delivered, KafkaError>>),
+    /// A callback that acts on the verdict itself.
+    Call(Settle),
+}
+
+/// Holds the producer of a record handed to [`Publish::publish_then`], so
+/// that replacing the producer does not cut the record short; drop it once
+/// the record is settled, never on the delivery thread.
+pub(crate) struct KeepAlive(#[allow(dead_code)] Option<Arc<ClusterProducer>>);
 
 /// A record handed to the producer, not yet acknowledged.
 pub(crate) struct PendingDelivery {
@@ -192,23 +207,36 @@ impl PendingDelivery {
             Some(v) => Ok(v),
             None => self.rx.recv_timeout(left),
         };
+        let (cluster, last_error) = match &self._producer {
+            Some(p) => (p.cluster.as_str(), Some(&p.kafka.context().last_error)),
+            None => ("", None),
+        };
         match verdict {
-            Ok(Ok(d)) => Ok(d),
-            Ok(Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)))
-            | Err(RecvTimeoutError::Timeout) => Err(self.timed_out()),
-            Ok(Err(e)) => Err(PublishError::Rejected(e)),
+            Ok(report) => judge(report, cluster, self.timeout, last_error),
+            Err(RecvTimeoutError::Timeout) => judge(Err(TIMED_OUT), cluster, self.timeout, last_error),
             Err(RecvTimeoutError::Disconnected) => Err(PublishError::Closed),
         }
     }
 }
 
-impl PendingDelivery {
-    fn timed_out(&self) -> PublishError {
-        let (cluster, cause) = match &self._producer {
-            Some(p) => (p.cluster.clone(), p.kafka.context().last_error.get()),
-            None => (String::new(), None),
-        };
-        PublishError::Timeout { cluster, ms: self.timeout.as_millis(), cause }
+const TIMED_OUT: KafkaError = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+
+/// A delivery report as databus answers it: a record librdkafka gave up on
+/// at the produce timeout is a timeout that says why, if it knows.
+fn judge(
+    report: Result<Delivered, KafkaError>,
+    cluster: &str,
+    timeout: Duration,
+    last_error: Option<&LastError>,
+) -> Result<Delivered, PublishError> {
+    match report {
+        Ok(d) => Ok(d),
+        Err(TIMED_OUT) => Err(PublishError::Timeout {
+            cluster: cluster.to_owned(),
+            ms: timeout.as_millis(),
+            cause: last_error.and_then(LastError::get),
+        }),
+        Err(e) => Err(PublishError::Rejected(e)),
     }
 }
 
@@ -223,13 +251,31 @@ pub(crate) trait Publish: Send + Sync {
         lane: usize,
         record: &OutRecord<'_>,
     ) -> Result<PendingDelivery, PublishError>;
+
+    /// Enqueues `record` like [`Publish::publish`], and calls `settle` with
+    /// the broker's verdict exactly once, on the thread that serves delivery
+    /// reports, unless this returns an error (then never). The caller keeps
+    /// the [`KeepAlive`] until `settle` has run.
+    fn publish_then(
+        &self,
+        cluster: &str,
+        lane: usize,
+        record: &OutRecord<'_>,
+        settle: Settle,
+    ) -> Result<KeepAlive, PublishError> {
+        let pending = self.publish(cluster, lane, record)?;
+        settle(pending.wait());
+        Ok(KeepAlive(None))
+    }
 }
 
-#[derive(Default)]
 struct DeliveryReports {
     /// A record timed out and none was delivered since. See [`Producers`].
     stuck: AtomicBool,
     last_error: LastError,
+    /// The cluster and produce timeout, for the verdicts of `Settle`s.
+    cluster: String,
+    timeout: Duration,
 }
 
 impl ClientContext for DeliveryReports {
@@ -243,7 +289,7 @@ impl ProducerContext for DeliveryReports {
     type DeliveryOpaque = Box<DeliverySender>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, reply: Box<DeliverySender>) {
-        let outcome = match result {
+        let report = match result {
             Ok(m) => {
                 self.stuck.store(false, Ordering::Relaxed);
                 Ok(Delivered { partition: m.partition(), offset: m.offset() })
@@ -255,8 +301,15 @@ impl ProducerContext for DeliveryReports {
                 Err(e.clone())
             }
         };
-        // The waiter may have given up already; nothing to do then.
-        let _ = reply.send(outcome);
+        match *reply {
+            // The waiter may have given up already; nothing to do then.
+            DeliverySender::Waiter(tx) => {
+                let _ = tx.send(report);
+            }
+            DeliverySender::Call(settle) => {
+                settle(judge(report, &self.cluster, self.timeout, Some(&self.last_error)))
+            }
+        }
     }
 }
 
@@ -305,7 +358,12 @@ impl Producers {
         let config =
             self.clusters.get(cluster).ok_or_else(|| PublishError::UnknownCluster(cluster.to_owned()))?;
         let kafka = producer_config(config, &self.settings)
-            .create_with_context(DeliveryReports::default())
+            .create_with_context(DeliveryReports {
+                stuck: AtomicBool::new(false),
+                last_error: LastError::default(),
+                cluster: cluster.to_owned(),
+                timeout: self.settings.timeout,
+            })
             .map_err(|cause| PublishError::Create { cluster: cluster.to_owned(), cause })?;
         let producer =
             Arc::new(ClusterProducer { cluster: cluster.to_owned(), kafka, created: Instant::now() });
@@ -355,29 +413,53 @@ impl Publish for Producers {
         lane: usize,
         record: &OutRecord<'_>,
     ) -> Result<PendingDelivery, PublishError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let deadline = Instant::now() + self.settings.timeout;
+        let producer = self.enqueue(cluster, lane, record, DeliverySender::Waiter(tx))?;
+        Ok(PendingDelivery {
+            rx,
+            deadline,
+            timeout: self.settings.timeout,
+            _producer: Some(producer),
+            settled: None,
+        })
+    }
+
+    fn publish_then(
+        &self,
+        cluster: &str,
+        lane: usize,
+        record: &OutRecord<'_>,
+        settle: Settle,
+    ) -> Result<KeepAlive, PublishError> {
+        let producer = self.enqueue(cluster, lane, record, DeliverySender::Call(settle))?;
+        Ok(KeepAlive(Some(producer)))
+    }
+}
+
+impl Producers {
+    /// Hands `record` to its lane's producer; its report goes to `reply`.
+    fn enqueue(
+        &self,
+        cluster: &str,
+        lane: usize,
+        record: &OutRecord<'_>,
+        reply: DeliverySender,
+    ) -> Result<Arc<ClusterProducer>, PublishError> {
         let producer = self.producer(cluster, lane)?;
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (key, value) in record.headers {
             headers = headers.insert(Header { key, value: Some(*value) });
         }
-        let (tx, rx) = mpsc::sync_channel(1);
         let timeout = self.settings.timeout;
         let deadline = Instant::now() + timeout;
-        let mut base = BaseRecord::with_opaque_to(record.topic, Box::new(tx))
+        let mut base = BaseRecord::with_opaque_to(record.topic, Box::new(reply))
             .key(record.key)
             .payload(record.value)
             .headers(headers);
         loop {
             match producer.kafka.send(base) {
-                Ok(()) => {
-                    return Ok(PendingDelivery {
-                        rx,
-                        deadline,
-                        timeout,
-                        _producer: Some(producer),
-                        settled: None,
-                    })
-                }
+                Ok(()) => return Ok(producer),
                 // The local queue is full: wait for deliveries to drain it,
                 // but never past this record's own deadline.
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))

@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
+use super::handoff::Handoff;
 use crate::resp::Frame;
 
 /// A client's byte stream: the socket itself, or TLS over it.
 pub(crate) enum Stream {
-    Plain(TcpStream),
+    /// Shared with the connection's [`Handoff`], which writes to it too.
+    Plain(Arc<TcpStream>),
     Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
 }
 
@@ -36,7 +38,7 @@ impl Stream {
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Stream::Plain(s) => s.read(buf),
+            Stream::Plain(s) => (&**s).read(buf),
             // A peer that drops the socket without close_notify has still
             // closed the connection; nothing is lost, since every request is
             // length-checked and parsed whole.
@@ -51,14 +53,14 @@ impl Read for Stream {
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Stream::Plain(s) => s.write(buf),
+            Stream::Plain(s) => (&**s).write(buf),
             Stream::Tls(t) => t.write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Stream::Plain(s) => s.flush(),
+            Stream::Plain(s) => (&**s).flush(),
             Stream::Tls(t) => t.flush(),
         }
     }
@@ -86,13 +88,23 @@ pub(crate) struct Connection {
     output: Vec<u8>,
     /// The socket's read timeout as last set, to skip a syscall per read.
     read_timeout: Option<Duration>,
+    /// Where a reply is handed to the delivery thread (a plain socket's
+    /// publisher only; made on first use).
+    handoff: Option<Arc<Handoff>>,
 }
 
 impl Connection {
     pub(crate) fn new(stream: Stream, write_timeout: Duration) -> io::Result<Connection> {
         stream.socket().set_nodelay(true)?;
         stream.socket().set_write_timeout(Some(write_timeout))?;
-        Ok(Connection { stream, input: Vec::new(), start: 0, output: Vec::new(), read_timeout: None })
+        Ok(Connection {
+            stream,
+            input: Vec::new(),
+            start: 0,
+            output: Vec::new(),
+            read_timeout: None,
+            handoff: None,
+        })
     }
 
     /// Completes a TLS handshake within `timeout` (nothing to do for a plain
@@ -124,6 +136,30 @@ impl Connection {
     /// Longest a write may block on a client that does not read.
     pub(crate) fn set_write_timeout(&mut self, timeout: Duration) -> io::Result<()> {
         self.stream.socket().set_write_timeout(Some(timeout))
+    }
+
+    /// The handoff, if a reply can be handed over now: the socket is plain
+    /// TCP, nothing is queued or buffered, and no reply is out.
+    pub(crate) fn free_handoff(&mut self) -> Option<Arc<Handoff>> {
+        if !self.output.is_empty() || self.start < self.input.len() {
+            return None;
+        }
+        if self.handoff.is_none() {
+            let Stream::Plain(socket) = &self.stream else { return None };
+            self.handoff = Some(Handoff::new(socket.clone()));
+        }
+        self.handoff.clone().filter(|h| h.is_idle())
+    }
+
+    /// The handoff, if one was ever made.
+    pub(crate) fn handoff(&self) -> Option<&Arc<Handoff>> {
+        self.handoff.as_ref()
+    }
+
+    /// Queues bytes already encoded (a handed-over reply the delivery
+    /// thread left).
+    pub(crate) fn queue_bytes(&mut self, bytes: &[u8]) {
+        self.output.extend_from_slice(bytes);
     }
 
     /// Unparsed input.

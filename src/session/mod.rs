@@ -4,6 +4,7 @@
 
 pub(crate) mod connection;
 pub(crate) mod error;
+pub(crate) mod handoff;
 pub(crate) mod publisher;
 pub(crate) mod registry;
 pub(crate) mod setup;
@@ -16,7 +17,9 @@ use std::time::{Duration, Instant};
 use crate::auth::{parse_auth_string, AuthCache, AuthStringError, Role};
 use crate::config::Settings;
 use crate::kafka::consumer::Member;
-use crate::kafka::{GroupConsumer, Memberships, PendingDelivery, Publish, PublishError};
+use crate::kafka::{
+    Delivered, GroupConsumer, KeepAlive, Memberships, PendingDelivery, Publish, PublishError,
+};
 use crate::metrics::{Metrics, OpenConnection, PublishMeter};
 use crate::resp::{parse_request, Frame, Limits, Parsed};
 
@@ -24,6 +27,7 @@ pub(crate) use connection::Stream;
 use connection::{Connection, ReadOutcome};
 use error::shown_name;
 pub(crate) use error::CommandError;
+use handoff::{Handoff, TakenBack};
 use publisher::Publisher;
 use registry::{Interrupt, InterruptFlag, Registration};
 use setup::ClientInfo;
@@ -68,17 +72,28 @@ impl Reply {
         match self {
             Reply::Now(frame) => frame,
             Reply::Delivery(d) => {
-                let verdict = d.pending.wait();
-                d.meter.finish(d.started, d.value_len, verdict.as_ref().err().map(PublishError::cause));
-                let frame = match verdict {
-                    Ok(_) => Frame::ok(),
-                    Err(e) => CommandError::Publish(e).to_frame(),
-                };
-                d.meter.command(d.command, error_code(&frame));
-                frame
+                let Delivery { pending, meter, command, started, value_len } = *d;
+                answer(&meter, command, started, value_len, pending.wait())
             }
         }
     }
+}
+
+/// The reply to a published record once the broker has spoken, counted.
+fn answer(
+    meter: &PublishMeter,
+    command: &'static [u8],
+    started: Instant,
+    value_len: usize,
+    verdict: Result<Delivered, PublishError>,
+) -> Frame {
+    meter.finish(started, value_len, verdict.as_ref().err().map(PublishError::cause));
+    let frame = match verdict {
+        Ok(_) => Frame::ok(),
+        Err(e) => CommandError::Publish(e).to_frame(),
+    };
+    meter.command(command, error_code(&frame));
+    frame
 }
 
 /// The code of an error reply (`ERR`, `NOPERM`, ...); `None` for any other reply.
@@ -180,6 +195,61 @@ impl Session {
         !matches!(self.state, State::Unauthenticated)
     }
 
+    /// Handles one request whose reply may be written by the delivery
+    /// thread (see [`handoff`]): a publisher's `SET` or `HSET` is handed
+    /// over and answers `None`, with what keeps its producer alive in
+    /// `keep`; anything else, or a record refused before it was enqueued,
+    /// is handled as [`Session::handle`] does.
+    fn handle_handing_off(
+        &mut self,
+        args: &[Vec<u8>],
+        handoff: &Arc<Handoff>,
+        keep: &mut Option<KeepAlive>,
+    ) -> Option<Reply> {
+        let command: &'static [u8] = match args[0].to_ascii_lowercase().as_slice() {
+            b"set" => b"set",
+            b"hset" => b"hset",
+            _ => return Some(self.handle(args)),
+        };
+        let State::Publisher(p) = &self.state else {
+            return Some(self.handle(args));
+        };
+        let (meter, started, value_len) = (p.meter.clone(), Instant::now(), args.last().map_or(0, Vec::len));
+        let to = handoff.clone();
+        let settle =
+            Box::new(move |verdict| to.settle(&answer(&meter, command, started, value_len, verdict)));
+        // librdkafka fails the record at the produce timeout; the extra
+        // second only guards against a lost report, as PendingDelivery does.
+        handoff.hand(started + self.ctx.settings.producer.timeout + Duration::from_secs(1));
+        let kafka = self.ctx.kafka.as_ref();
+        let enqueued = match command {
+            b"set" => p.set(args, p.enqueue_then(kafka, settle)),
+            _ => p.hset(args, p.enqueue_then(kafka, settle)),
+        };
+        match enqueued {
+            Ok(k) => {
+                *keep = Some(k);
+                None
+            }
+            Err(e) => {
+                handoff.cancel();
+                let frame = e.to_frame();
+                self.ctx.metrics.command(&args[0], error_code(&frame));
+                Some(Reply::Now(frame))
+            }
+        }
+    }
+
+    /// The reply to a handed-over record whose verdict never came.
+    fn lost_reply(&self) -> Frame {
+        let cluster = match &self.state {
+            State::Publisher(p) => p.cluster.clone(),
+            _ => String::new(),
+        };
+        let ms = self.ctx.settings.producer.timeout.as_millis();
+        CommandError::Publish(PublishError::Timeout { cluster, ms, cause: None }).to_frame()
+    }
+
     /// Handles one request. `args` is never empty.
     pub(crate) fn handle(&mut self, args: &[Vec<u8>]) -> Reply {
         let reply = self.dispatch(args);
@@ -209,8 +279,8 @@ impl Session {
             (State::Unauthenticated, b"auth") => self.auth(args).into(),
             (State::Unauthenticated, _) => Reply::Now(CommandError::NoAuth.to_frame()),
             (_, b"auth") => Reply::Now(CommandError::AlreadyAuthenticated.to_frame()),
-            (State::Publisher(p), b"set") => delivery(p, b"set", args, p.set(args, kafka)),
-            (State::Publisher(p), b"hset") => delivery(p, b"hset", args, p.hset(args, kafka)),
+            (State::Publisher(p), b"set") => delivery(p, b"set", args, p.set(args, p.enqueue(kafka))),
+            (State::Publisher(p), b"hset") => delivery(p, b"hset", args, p.hset(args, p.enqueue(kafka))),
             (State::Subscriber(s), b"mget") => s.mget(args, &self.interrupt).into(),
             (State::Subscriber(s), b"set") => s.commit(args).into(),
             (State::Publisher(_), b"mget") => not_allowed(&args[0], Role::Pub),
@@ -397,6 +467,9 @@ const MAX_PENDING_REPLIES: usize = 4096;
 /// Encoded replies held before they are written out, so a pipeline of
 /// requests with large replies (echoes, MGET batches) holds one at a time.
 const OUTPUT_HIGH_WATER: usize = 4 * 1024;
+/// How often a connection whose reply is handed over looks whether the
+/// delivery thread left part of it to write.
+const HANDOFF_CHECK: Duration = Duration::from_millis(100);
 /// Room past the request bound for a length line still arriving.
 const LENGTH_LINE_SLACK: usize = 64;
 
@@ -419,17 +492,33 @@ pub(crate) fn serve(stream: Stream, ctx: Arc<Context>, registration: Registratio
         log::info!("{peer}: TLS handshake failed: {e}");
         return;
     }
-    let mut session = Session::new(ctx, peer.clone(), Some(registration));
+    let mut session = Session::new(ctx, peer, Some(registration));
+    let mut keep = None;
+    serve_requests(&mut conn, &mut session, &mut keep);
+    // A reply handed to the delivery thread still goes out before the close.
+    if take_back(&mut conn, &session, &mut keep) {
+        let _ = conn.flush();
+    }
+}
+
+/// The rounds of [`serve`], until the connection is to close.
+fn serve_requests(conn: &mut Connection, session: &mut Session, keep: &mut Option<KeepAlive>) {
+    let peer = session.peer.clone();
     let connected = Instant::now();
     let mut replies = VecDeque::new();
     let mut write_timeout_set = false;
     // Whether the client has sent a request before the previous one's reply:
     // only then is it worth looking for more input while a reply waits for
     // the broker. A client that waits for each reply (most do) is spared
-    // three syscalls per request that would find nothing.
+    // three syscalls per request that would find nothing, and its reply is
+    // written by the delivery thread (see [`handoff`]).
     let mut pipelining = false;
     loop {
-        let backlog = take_requests(&mut conn, &mut session, &mut replies);
+        // A request that came while a reply was out: the client pipelines.
+        pipelining |= !conn.buffered().is_empty() && conn.handoff().is_some_and(|h| h.is_out());
+        // Nothing is queued before a handed-over reply is out of the way.
+        take_back(conn, session, keep);
+        let backlog = take_requests(conn, session, &mut replies, !pipelining, keep);
         pipelining |= replies.len() > 1;
         if session.is_authenticated() && !write_timeout_set {
             if let Err(e) = conn.set_write_timeout(session.read_timeout()) {
@@ -454,16 +543,44 @@ pub(crate) fn serve(stream: Stream, ctx: Arc<Context>, registration: Registratio
             return;
         }
         let step = if !replies.is_empty() {
-            await_reply(&mut conn, &session, &mut replies, backlog || !pipelining)
+            await_reply(conn, session, &mut replies, backlog || !pipelining)
         } else if backlog {
             Step::Continue
         } else {
-            wait_for_input(&mut conn, &session, connected)
+            wait_for_input(conn, session, connected)
         };
         if step == Step::Stop {
             return;
         }
     }
+}
+
+/// Takes a reply handed to the delivery thread back, waiting for its
+/// verdict if it has not come, and queues whatever of it is still to be
+/// written; returns whether anything was queued.
+fn take_back(conn: &mut Connection, session: &Session, keep: &mut Option<KeepAlive>) -> bool {
+    let Some(handoff) = conn.handoff().cloned() else {
+        return false;
+    };
+    if !handoff.is_out() {
+        // Written by the delivery thread: the producer may go.
+        *keep = None;
+        return false;
+    }
+    let queued = match handoff.take_back() {
+        TakenBack::Nothing => false,
+        TakenBack::Write(bytes) => {
+            conn.queue_bytes(&bytes);
+            true
+        }
+        TakenBack::Lost => {
+            conn.queue(&session.lost_reply());
+            true
+        }
+    };
+    // Its verdict is in (or given up on): the producer may go.
+    *keep = None;
+    queued
 }
 
 /// Whether the connection goes on after a step of [`serve`].
@@ -510,6 +627,10 @@ fn wait_for_input(conn: &mut Connection, session: &Session, connected: Instant) 
         Interrupt::Shutdown => return Step::Stop,
         Interrupt::GrantChanged => {
             log::info!("{peer}: grant changed, closing");
+            // A handed-over reply goes first: `serve` takes it back.
+            if conn.handoff().is_some_and(|h| h.is_out()) {
+                return Step::Continue;
+            }
             conn.queue(&CommandError::GrantChanged.to_frame());
             let _ = conn.flush();
             return Step::Stop;
@@ -520,6 +641,10 @@ fn wait_for_input(conn: &mut Connection, session: &Session, connected: Instant) 
     } else {
         session.read_timeout().saturating_sub(connected.elapsed())
     };
+    // While a reply is handed over, look now and then whether the delivery
+    // thread left some of it to write (a client that reads nothing).
+    let handed = conn.handoff().is_some_and(|h| h.is_out());
+    let timeout = if handed { timeout.min(HANDOFF_CHECK) } else { timeout };
     let outcome = if timeout.is_zero() {
         ReadOutcome::TimedOut
     } else {
@@ -530,6 +655,7 @@ fn wait_for_input(conn: &mut Connection, session: &Session, connected: Instant) 
         // An interrupt closes the read side: go round once more to say why.
         ReadOutcome::Closed if session.interrupted() != Interrupt::None => Step::Continue,
         ReadOutcome::Closed => Step::Stop,
+        ReadOutcome::TimedOut if handed => Step::Continue,
         ReadOutcome::TimedOut if !session.is_authenticated() => {
             log::info!("{peer}: no AUTH within {:?}, closing", session.read_timeout());
             conn.queue(&CommandError::AuthTimeout.to_frame());
@@ -553,7 +679,17 @@ fn wait_for_input(conn: &mut Connection, session: &Session, connected: Instant) 
 /// incomplete request, when the session closes, or when the pending replies
 /// or the queued output reach their bounds; returns whether it stopped for a
 /// bound, i.e. complete requests may still be buffered.
-fn take_requests(conn: &mut Connection, session: &mut Session, replies: &mut VecDeque<Reply>) -> bool {
+///
+/// With `may_hand_off` (a client that does not pipeline), a request that is
+/// the only one outstanding, with nothing queued, may have its reply handed
+/// to the delivery thread (see [`handoff`]); `keep` then holds its producer.
+fn take_requests(
+    conn: &mut Connection,
+    session: &mut Session,
+    replies: &mut VecDeque<Reply>,
+    may_hand_off: bool,
+    keep: &mut Option<KeepAlive>,
+) -> bool {
     while !session.is_closing() {
         if replies.len() >= MAX_PENDING_REPLIES || conn.queued() >= OUTPUT_HIGH_WATER {
             return true;
@@ -561,8 +697,16 @@ fn take_requests(conn: &mut Connection, session: &mut Session, replies: &mut Vec
         match parse_request(conn.buffered(), session.limits()) {
             Ok(Parsed::Complete(args, used)) => {
                 conn.consume(used);
-                if !args.is_empty() {
-                    replies.push_back(session.handle(&args));
+                if args.is_empty() {
+                    continue;
+                }
+                let handoff = if may_hand_off && replies.is_empty() { conn.free_handoff() } else { None };
+                let reply = match handoff {
+                    Some(h) => session.handle_handing_off(&args, &h, keep),
+                    None => Some(session.handle(&args)),
+                };
+                if let Some(reply) = reply {
+                    replies.push_back(reply);
                     answer_settled(conn, replies);
                 }
             }
