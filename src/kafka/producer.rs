@@ -163,7 +163,21 @@ enum DeliverySender {
 /// Holds the producer of a record handed to [`Publish::publish_then`], so
 /// that replacing the producer does not cut the record short; drop it once
 /// the record is settled, never on the delivery thread.
-pub(crate) struct KeepAlive(#[allow(dead_code)] Option<Arc<ClusterProducer>>);
+pub(crate) struct KeepAlive(Option<Arc<ClusterProducer>>);
+
+impl KeepAlive {
+    /// The error for a record whose verdict never came, as a waiting
+    /// [`PendingDelivery`] gives it.
+    pub(crate) fn timed_out(&self) -> PublishError {
+        match &self.0 {
+            Some(p) => {
+                let reports = p.kafka.context();
+                timeout_error(&reports.cluster, reports.timeout, Some(&reports.last_error))
+            }
+            None => timeout_error("", Duration::ZERO, None),
+        }
+    }
+}
 
 /// A record handed to the producer, not yet acknowledged.
 pub(crate) struct PendingDelivery {
@@ -231,12 +245,16 @@ fn judge(
 ) -> Result<Delivered, PublishError> {
     match report {
         Ok(d) => Ok(d),
-        Err(TIMED_OUT) => Err(PublishError::Timeout {
-            cluster: cluster.to_owned(),
-            ms: timeout.as_millis(),
-            cause: last_error.and_then(LastError::get),
-        }),
+        Err(TIMED_OUT) => Err(timeout_error(cluster, timeout, last_error)),
         Err(e) => Err(PublishError::Rejected(e)),
+    }
+}
+
+fn timeout_error(cluster: &str, timeout: Duration, last_error: Option<&LastError>) -> PublishError {
+    PublishError::Timeout {
+        cluster: cluster.to_owned(),
+        ms: timeout.as_millis(),
+        cause: last_error.and_then(LastError::get),
     }
 }
 

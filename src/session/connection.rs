@@ -88,8 +88,8 @@ pub(crate) struct Connection {
     output: Vec<u8>,
     /// The socket's read timeout as last set, to skip a syscall per read.
     read_timeout: Option<Duration>,
-    /// Where a reply is handed to the delivery thread (a plain socket's
-    /// publisher only; made on first use).
+    /// Where a reply is handed to the delivery thread (plain sockets only;
+    /// made at the first request that could be handed over).
     handoff: Option<Arc<Handoff>>,
 }
 
@@ -149,6 +149,14 @@ impl Connection {
             self.handoff = Some(Handoff::new(socket.clone()));
         }
         self.handoff.clone().filter(|h| h.is_idle())
+    }
+
+    /// Shuts the socket down when the delivery thread shares it, so the
+    /// client sees the close now, not when a late verdict lets go of it.
+    pub(crate) fn shut_down_shared(&self) {
+        if self.handoff.is_some() {
+            let _ = self.stream.socket().shutdown(std::net::Shutdown::Both);
+        }
     }
 
     /// The handoff, if one was ever made.

@@ -67,9 +67,10 @@ impl Handoff {
     }
 
     /// Whether a reply is out (or left over): the connection must take it
-    /// back before it queues anything.
+    /// back before it queues anything. An abandoned reply is not: the
+    /// connection has answered for it.
     pub(crate) fn is_out(&self) -> bool {
-        !matches!(*self.state(), State::Idle)
+        !matches!(*self.state(), State::Idle | State::Abandoned)
     }
 
     /// Marks a reply as handed over, before the record is enqueued (its
@@ -86,13 +87,19 @@ impl Handoff {
         *self.state() = State::Idle;
     }
 
-    /// The delivery thread's side: writes `reply` to the socket if the
-    /// connection is not waiting for it and the socket takes it without
-    /// blocking; otherwise leaves it (or the rest of it) to the connection.
-    pub(crate) fn settle(&self, reply: &Frame) {
-        let mut bytes = Vec::with_capacity(16);
-        reply.encode(&mut bytes);
+    /// The delivery thread's side: makes the reply with `reply` (not called
+    /// for an abandoned one, which the connection answered and counted) and
+    /// writes it to the socket if the connection is not waiting for it and
+    /// the socket takes it without blocking; otherwise leaves it (or the
+    /// rest of it) to the connection.
+    pub(crate) fn settle(&self, reply: impl FnOnce() -> Frame) {
         let mut state = self.state();
+        if matches!(*state, State::Abandoned) {
+            *state = State::Idle;
+            return;
+        }
+        let mut bytes = Vec::with_capacity(16);
+        reply().encode(&mut bytes);
         // Only a connection that took the reply back waits for it.
         let waited = matches!(*state, State::TakenBack { .. });
         match *state {
@@ -110,8 +117,7 @@ impl Handoff {
                 };
             }
             State::TakenBack { .. } => *state = State::Left(bytes),
-            State::Abandoned => *state = State::Idle,
-            State::Idle | State::Left(_) => {
+            State::Idle | State::Left(_) | State::Abandoned => {
                 log::error!("a delivery verdict came with no reply handed over; dropped");
                 return;
             }
@@ -146,6 +152,12 @@ impl Handoff {
             }
         }
     }
+
+    /// Whether the connection waits in [`Handoff::take_back`].
+    #[cfg(test)]
+    fn is_taken_back(&self) -> bool {
+        matches!(*self.state(), State::TakenBack { .. })
+    }
 }
 
 #[cfg(test)]
@@ -177,7 +189,7 @@ mod tests {
         h.hand(Instant::now() + Duration::from_secs(5));
         assert!(h.is_out() && !h.is_idle());
         let h2 = h.clone();
-        thread::spawn(move || h2.settle(&Frame::ok())).join().unwrap();
+        thread::spawn(move || h2.settle(Frame::ok)).join().unwrap();
         assert_eq!(read_exactly(&mut client, 5), b"+OK\r\n");
         assert!(h.is_idle());
         assert!(matches!(h.take_back(), TakenBack::Nothing));
@@ -189,12 +201,14 @@ mod tests {
         let h = Handoff::new(Arc::new(server));
         h.hand(Instant::now() + Duration::from_secs(5));
         let h2 = h.clone();
-        let verdict = thread::spawn(move || {
-            thread::sleep(Duration::from_millis(100));
-            h2.settle(&Frame::Error("TRYAGAIN x".into()));
-        });
-        let TakenBack::Write(bytes) = h.take_back() else { panic!("the verdict must be handed back") };
-        verdict.join().unwrap();
+        let connection = thread::spawn(move || h2.take_back());
+        while !h.is_taken_back() {
+            thread::sleep(Duration::from_millis(1));
+        }
+        h.settle(|| Frame::Error("TRYAGAIN x".into()));
+        let TakenBack::Write(bytes) = connection.join().unwrap() else {
+            panic!("the verdict must be handed back")
+        };
         assert_eq!(bytes, b"-TRYAGAIN x\r\n");
         client.set_nonblocking(true).unwrap();
         assert_eq!(
@@ -212,7 +226,8 @@ mod tests {
         h.hand(Instant::now() + Duration::from_millis(50));
         assert!(matches!(h.take_back(), TakenBack::Lost));
         assert!(!h.is_idle(), "no new reply is handed over while the verdict may still come");
-        h.settle(&Frame::ok());
+        assert!(!h.is_out(), "the connection answered for it");
+        h.settle(|| panic!("an abandoned reply is neither made nor counted"));
         assert!(h.is_idle());
         client.set_nonblocking(true).unwrap();
         assert_eq!(
@@ -232,7 +247,7 @@ mod tests {
         server.set_nonblocking(false).unwrap();
         let h = Handoff::new(Arc::new(server));
         h.hand(Instant::now() + Duration::from_secs(5));
-        h.settle(&Frame::ok());
+        h.settle(Frame::ok);
         assert!(h.is_out(), "the connection has a reply to write");
         let TakenBack::Write(bytes) = h.take_back() else { panic!("the reply must be left") };
         assert_eq!(bytes, b"+OK\r\n");

@@ -49,6 +49,17 @@ pub(crate) enum Reply {
     Delivery(Box<Delivery>),
 }
 
+/// A record whose reply was handed to the delivery thread: what keeps its
+/// producer alive until the verdict is in, and what to count if it never
+/// comes.
+pub(crate) struct Handed {
+    keep_alive: KeepAlive,
+    meter: Arc<PublishMeter>,
+    command: &'static [u8],
+    started: Instant,
+    value_len: usize,
+}
+
 /// A published record waiting for the broker, and what to count when it is settled.
 pub(crate) struct Delivery {
     pending: PendingDelivery,
@@ -197,14 +208,14 @@ impl Session {
 
     /// Handles one request whose reply may be written by the delivery
     /// thread (see [`handoff`]): a publisher's `SET` or `HSET` is handed
-    /// over and answers `None`, with what keeps its producer alive in
-    /// `keep`; anything else, or a record refused before it was enqueued,
+    /// over and answers `None`, with what it needs until its verdict is in
+    /// `handed`; anything else, or a record refused before it was enqueued,
     /// is handled as [`Session::handle`] does.
     fn handle_handing_off(
         &mut self,
         args: &[Vec<u8>],
         handoff: &Arc<Handoff>,
-        keep: &mut Option<KeepAlive>,
+        handed: &mut Option<Handed>,
     ) -> Option<Reply> {
         let command: &'static [u8] = match args[0].to_ascii_lowercase().as_slice() {
             b"set" => b"set",
@@ -215,9 +226,9 @@ impl Session {
             return Some(self.handle(args));
         };
         let (meter, started, value_len) = (p.meter.clone(), Instant::now(), args.last().map_or(0, Vec::len));
-        let to = handoff.clone();
+        let (to, counted) = (handoff.clone(), meter.clone());
         let settle =
-            Box::new(move |verdict| to.settle(&answer(&meter, command, started, value_len, verdict)));
+            Box::new(move |verdict| to.settle(|| answer(&counted, command, started, value_len, verdict)));
         // librdkafka fails the record at the produce timeout; the extra
         // second only guards against a lost report, as PendingDelivery does.
         handoff.hand(started + self.ctx.settings.producer.timeout + Duration::from_secs(1));
@@ -227,8 +238,8 @@ impl Session {
             _ => p.hset(args, p.enqueue_then(kafka, settle)),
         };
         match enqueued {
-            Ok(k) => {
-                *keep = Some(k);
+            Ok(keep_alive) => {
+                *handed = Some(Handed { keep_alive, meter, command, started, value_len });
                 None
             }
             Err(e) => {
@@ -238,16 +249,6 @@ impl Session {
                 Some(Reply::Now(frame))
             }
         }
-    }
-
-    /// The reply to a handed-over record whose verdict never came.
-    fn lost_reply(&self) -> Frame {
-        let cluster = match &self.state {
-            State::Publisher(p) => p.cluster.clone(),
-            _ => String::new(),
-        };
-        let ms = self.ctx.settings.producer.timeout.as_millis();
-        CommandError::Publish(PublishError::Timeout { cluster, ms, cause: None }).to_frame()
     }
 
     /// Handles one request. `args` is never empty.
@@ -467,8 +468,10 @@ const MAX_PENDING_REPLIES: usize = 4096;
 /// Encoded replies held before they are written out, so a pipeline of
 /// requests with large replies (echoes, MGET batches) holds one at a time.
 const OUTPUT_HIGH_WATER: usize = 4 * 1024;
-/// How often a connection whose reply is handed over looks whether the
-/// delivery thread left part of it to write.
+/// How long a connection whose reply is handed over waits for input before
+/// it takes the reply back (and waits for the verdict, as it would have
+/// without the handoff): a verdict that takes longer, or a reply the
+/// delivery thread could not write whole, is then written by the connection.
 const HANDOFF_CHECK: Duration = Duration::from_millis(100);
 /// Room past the request bound for a length line still arriving.
 const LENGTH_LINE_SLACK: usize = 64;
@@ -493,16 +496,19 @@ pub(crate) fn serve(stream: Stream, ctx: Arc<Context>, registration: Registratio
         return;
     }
     let mut session = Session::new(ctx, peer, Some(registration));
-    let mut keep = None;
-    serve_requests(&mut conn, &mut session, &mut keep);
+    let mut handed = None;
+    serve_requests(&mut conn, &mut session, &mut handed);
     // A reply handed to the delivery thread still goes out before the close.
-    if take_back(&mut conn, &session, &mut keep) {
+    if take_back(&mut conn, &mut handed) {
         let _ = conn.flush();
     }
+    // The delivery thread may still hold the socket (a verdict that came
+    // too late): say goodbye now rather than when it lets go.
+    conn.shut_down_shared();
 }
 
 /// The rounds of [`serve`], until the connection is to close.
-fn serve_requests(conn: &mut Connection, session: &mut Session, keep: &mut Option<KeepAlive>) {
+fn serve_requests(conn: &mut Connection, session: &mut Session, handed: &mut Option<Handed>) {
     let peer = session.peer.clone();
     let connected = Instant::now();
     let mut replies = VecDeque::new();
@@ -517,8 +523,8 @@ fn serve_requests(conn: &mut Connection, session: &mut Session, keep: &mut Optio
         // A request that came while a reply was out: the client pipelines.
         pipelining |= !conn.buffered().is_empty() && conn.handoff().is_some_and(|h| h.is_out());
         // Nothing is queued before a handed-over reply is out of the way.
-        take_back(conn, session, keep);
-        let backlog = take_requests(conn, session, &mut replies, !pipelining, keep);
+        take_back(conn, handed);
+        let backlog = take_requests(conn, session, &mut replies, !pipelining, handed);
         pipelining |= replies.len() > 1;
         if session.is_authenticated() && !write_timeout_set {
             if let Err(e) = conn.set_write_timeout(session.read_timeout()) {
@@ -558,13 +564,13 @@ fn serve_requests(conn: &mut Connection, session: &mut Session, keep: &mut Optio
 /// Takes a reply handed to the delivery thread back, waiting for its
 /// verdict if it has not come, and queues whatever of it is still to be
 /// written; returns whether anything was queued.
-fn take_back(conn: &mut Connection, session: &Session, keep: &mut Option<KeepAlive>) -> bool {
+fn take_back(conn: &mut Connection, handed: &mut Option<Handed>) -> bool {
     let Some(handoff) = conn.handoff().cloned() else {
         return false;
     };
     if !handoff.is_out() {
-        // Written by the delivery thread: the producer may go.
-        *keep = None;
+        // Written by the delivery thread (or answered for): the producer may go.
+        *handed = None;
         return false;
     }
     let queued = match handoff.take_back() {
@@ -573,13 +579,18 @@ fn take_back(conn: &mut Connection, session: &Session, keep: &mut Option<KeepAli
             conn.queue_bytes(&bytes);
             true
         }
-        TakenBack::Lost => {
-            conn.queue(&session.lost_reply());
-            true
-        }
+        // As a waiting PendingDelivery answers and counts it.
+        TakenBack::Lost => match handed.as_ref() {
+            Some(h) => {
+                let timed_out = Err(h.keep_alive.timed_out());
+                conn.queue(&answer(&h.meter, h.command, h.started, h.value_len, timed_out));
+                true
+            }
+            None => false,
+        },
     };
     // Its verdict is in (or given up on): the producer may go.
-    *keep = None;
+    *handed = None;
     queued
 }
 
@@ -682,13 +693,13 @@ fn wait_for_input(conn: &mut Connection, session: &Session, connected: Instant) 
 ///
 /// With `may_hand_off` (a client that does not pipeline), a request that is
 /// the only one outstanding, with nothing queued, may have its reply handed
-/// to the delivery thread (see [`handoff`]); `keep` then holds its producer.
+/// to the delivery thread (see [`handoff`]); `handed` then says what for.
 fn take_requests(
     conn: &mut Connection,
     session: &mut Session,
     replies: &mut VecDeque<Reply>,
     may_hand_off: bool,
-    keep: &mut Option<KeepAlive>,
+    handed: &mut Option<Handed>,
 ) -> bool {
     while !session.is_closing() {
         if replies.len() >= MAX_PENDING_REPLIES || conn.queued() >= OUTPUT_HIGH_WATER {
@@ -702,7 +713,7 @@ fn take_requests(
                 }
                 let handoff = if may_hand_off && replies.is_empty() { conn.free_handoff() } else { None };
                 let reply = match handoff {
-                    Some(h) => session.handle_handing_off(&args, &h, keep),
+                    Some(h) => session.handle_handing_off(&args, &h, handed),
                     None => Some(session.handle(&args)),
                 };
                 if let Some(reply) = reply {
