@@ -96,6 +96,43 @@ fn every_conf_form_starts_the_server_and_sigterm_exits_zero() {
     }
 }
 
+/// SIGTERM while a SET's reply is handed to the delivery thread and the
+/// broker (frozen) has not answered yet: databus waits for the verdict,
+/// answers `+OK`, closes the connection and exits 0, with the record in
+/// Kafka.
+#[test]
+fn sigterm_still_answers_a_handed_over_reply() {
+    let broker = OwnBroker::start();
+    let db = TestDb::new("binhandoff");
+    let topic = unique("t_binhandoff");
+    let group = unique("g_binhandoff");
+    db.add_app(1, "key1", "secret1", "cluster1");
+    db.add_grant(1, &group, 2, &topic);
+    create_topic_on(&broker.addr(), &topic, 1);
+    let dir = TempDir::new("handoff");
+    let port = free_port();
+    let path = dir.write("databus.toml", &daemon_config(port, &db.url(), &broker.addr(), ""));
+    let mut d = Daemon::start(&["--conf", path.to_str().unwrap()], port);
+    let mut c = Client::connect(d.addr);
+    assert_eq!(c.call(&["AUTH", &format!("key1:secret1@{group}/topic={topic}&role=pub")]), ok());
+    assert_eq!(c.call(&["SET", "k", "before"]), ok());
+
+    broker.signal("STOP");
+    c.send(&[b"SET", b"k", b"during"]);
+    thread::sleep(Duration::from_millis(50));
+    d.signal("TERM");
+    // Past the connection's 100 ms look at a handed-over reply.
+    thread::sleep(Duration::from_millis(300));
+    broker.signal("CONT");
+    assert_eq!(c.read(), Some(ok()), "the SET in flight at SIGTERM is answered");
+    assert_eq!(c.read(), None, "then the connection closes");
+    let status = d.wait_exit();
+    assert_eq!(status.code(), Some(0), "exit status {status}; stderr:\n{}", d.log());
+    let values: Vec<Vec<u8>> =
+        read_topic_on(&broker.addr(), &topic, 2).into_iter().map(|r| r.value).collect();
+    assert_eq!(values, [b"before".to_vec(), b"during".to_vec()]);
+}
+
 /// The single non-empty stderr line of a failed start.
 fn single_line(stderr: &str) -> &str {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();

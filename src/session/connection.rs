@@ -88,8 +88,8 @@ pub(crate) struct Connection {
     output: Vec<u8>,
     /// The socket's read timeout as last set, to skip a syscall per read.
     read_timeout: Option<Duration>,
-    /// Where a reply is handed to the delivery thread (plain sockets only;
-    /// made at the first request that could be handed over).
+    /// Where a reply is handed to the delivery thread (a publisher on a
+    /// plain socket only; made at its first request that could be).
     handoff: Option<Arc<Handoff>>,
 }
 

@@ -206,6 +206,10 @@ impl Session {
         !matches!(self.state, State::Unauthenticated)
     }
 
+    fn is_publisher(&self) -> bool {
+        matches!(self.state, State::Publisher(_))
+    }
+
     /// Handles one request whose reply may be written by the delivery
     /// thread (see [`handoff`]): a publisher's `SET` or `HSET` is handed
     /// over and answers `None`, with what it needs until its verdict is in
@@ -498,6 +502,9 @@ pub(crate) fn serve(stream: Stream, ctx: Arc<Context>, registration: Registratio
     let mut session = Session::new(ctx, peer, Some(registration));
     let mut handed = None;
     serve_requests(&mut conn, &mut session, &mut handed);
+    // The session ends first, as it always did: a subscriber leaves its
+    // group before its client can see the close (and join again).
+    drop(session);
     // A reply handed to the delivery thread still goes out before the close.
     if take_back(&mut conn, &mut handed) {
         let _ = conn.flush();
@@ -711,7 +718,11 @@ fn take_requests(
                 if args.is_empty() {
                     continue;
                 }
-                let handoff = if may_hand_off && replies.is_empty() { conn.free_handoff() } else { None };
+                let handoff = if may_hand_off && replies.is_empty() && session.is_publisher() {
+                    conn.free_handoff()
+                } else {
+                    None
+                };
                 let reply = match handoff {
                     Some(h) => session.handle_handing_off(&args, &h, handed),
                     None => Some(session.handle(&args)),
