@@ -169,21 +169,19 @@ impl KeepAlive {
     /// The error for a record whose verdict never came, as a waiting
     /// [`PendingDelivery`] gives it.
     pub(crate) fn timed_out(&self) -> PublishError {
-        match &self.0 {
-            Some(p) => {
-                let reports = p.kafka.context();
-                timeout_error(&reports.cluster, reports.timeout, Some(&reports.last_error))
-            }
-            None => timeout_error("", Duration::ZERO, None),
-        }
+        timed_out(reports_of(&self.0))
     }
+}
+
+/// The delivery context of a record's producer; absent for test doubles.
+fn reports_of(producer: &Option<Arc<ClusterProducer>>) -> Option<&DeliveryReports> {
+    producer.as_ref().map(|p| &**p.kafka.context())
 }
 
 /// A record handed to the producer, not yet acknowledged.
 pub(crate) struct PendingDelivery {
     rx: Receiver<Result<Delivered, KafkaError>>,
     deadline: Instant,
-    timeout: Duration,
     /// Keeps a replaced producer alive until its records are settled.
     _producer: Option<Arc<ClusterProducer>>,
     /// The verdict, once [`PendingDelivery::is_settled`] has seen it.
@@ -196,13 +194,7 @@ impl PendingDelivery {
     pub(crate) fn acknowledged(partition: i32, offset: i64) -> PendingDelivery {
         let (tx, rx) = mpsc::sync_channel(1);
         let _ = tx.send(Ok(Delivered { partition, offset }));
-        PendingDelivery {
-            rx,
-            deadline: Instant::now(),
-            timeout: Duration::ZERO,
-            _producer: None,
-            settled: None,
-        }
+        PendingDelivery { rx, deadline: Instant::now(), _producer: None, settled: None }
     }
 
     /// Whether the broker's verdict is in, without waiting for it.
@@ -221,13 +213,9 @@ impl PendingDelivery {
             Some(v) => Ok(v),
             None => self.rx.recv_timeout(left),
         };
-        let (cluster, last_error) = match &self._producer {
-            Some(p) => (p.cluster.as_str(), Some(&p.kafka.context().last_error)),
-            None => ("", None),
-        };
         match verdict {
-            Ok(report) => judge(report, cluster, self.timeout, last_error),
-            Err(RecvTimeoutError::Timeout) => judge(Err(TIMED_OUT), cluster, self.timeout, last_error),
+            Ok(report) => judge(reports_of(&self._producer), report),
+            Err(RecvTimeoutError::Timeout) => Err(timed_out(reports_of(&self._producer))),
             Err(RecvTimeoutError::Disconnected) => Err(PublishError::Closed),
         }
     }
@@ -238,23 +226,26 @@ const TIMED_OUT: KafkaError = KafkaError::MessageProduction(RDKafkaErrorCode::Me
 /// A delivery report as databus answers it: a record librdkafka gave up on
 /// at the produce timeout is a timeout that says why, if it knows.
 fn judge(
+    reports: Option<&DeliveryReports>,
     report: Result<Delivered, KafkaError>,
-    cluster: &str,
-    timeout: Duration,
-    last_error: Option<&LastError>,
 ) -> Result<Delivered, PublishError> {
     match report {
         Ok(d) => Ok(d),
-        Err(TIMED_OUT) => Err(timeout_error(cluster, timeout, last_error)),
+        Err(TIMED_OUT) => Err(timed_out(reports)),
         Err(e) => Err(PublishError::Rejected(e)),
     }
 }
 
-fn timeout_error(cluster: &str, timeout: Duration, last_error: Option<&LastError>) -> PublishError {
-    PublishError::Timeout {
-        cluster: cluster.to_owned(),
-        ms: timeout.as_millis(),
-        cause: last_error.and_then(LastError::get),
+/// The error of a record that was not acknowledged within the produce
+/// timeout, with the last broker error its producer saw.
+fn timed_out(reports: Option<&DeliveryReports>) -> PublishError {
+    match reports {
+        Some(r) => PublishError::Timeout {
+            cluster: r.cluster.clone(),
+            ms: r.timeout.as_millis(),
+            cause: r.last_error.get(),
+        },
+        None => PublishError::Timeout { cluster: String::new(), ms: 0, cause: None },
     }
 }
 
@@ -291,7 +282,7 @@ struct DeliveryReports {
     /// A record timed out and none was delivered since. See [`Producers`].
     stuck: AtomicBool,
     last_error: LastError,
-    /// The cluster and produce timeout, for the verdicts of `Settle`s.
+    /// The cluster and produce timeout, for the errors of timed-out records.
     cluster: String,
     timeout: Duration,
 }
@@ -324,15 +315,12 @@ impl ProducerContext for DeliveryReports {
             DeliverySender::Waiter(tx) => {
                 let _ = tx.send(report);
             }
-            DeliverySender::Call(settle) => {
-                settle(judge(report, &self.cluster, self.timeout, Some(&self.last_error)))
-            }
+            DeliverySender::Call(settle) => settle(judge(Some(self), report)),
         }
     }
 }
 
 struct ClusterProducer {
-    cluster: String,
     kafka: ThreadedProducer<DeliveryReports>,
     created: Instant,
 }
@@ -383,8 +371,7 @@ impl Producers {
                 timeout: self.settings.timeout,
             })
             .map_err(|cause| PublishError::Create { cluster: cluster.to_owned(), cause })?;
-        let producer =
-            Arc::new(ClusterProducer { cluster: cluster.to_owned(), kafka, created: Instant::now() });
+        let producer = Arc::new(ClusterProducer { kafka, created: Instant::now() });
         live.insert(slot.clone(), producer.clone());
         log::info!("producer {} of cluster '{cluster}' created", slot.1);
         Ok(producer)
@@ -434,13 +421,7 @@ impl Publish for Producers {
         let (tx, rx) = mpsc::sync_channel(1);
         let deadline = Instant::now() + self.settings.timeout;
         let producer = self.enqueue(cluster, lane, record, DeliverySender::Waiter(tx))?;
-        Ok(PendingDelivery {
-            rx,
-            deadline,
-            timeout: self.settings.timeout,
-            _producer: Some(producer),
-            settled: None,
-        })
+        Ok(PendingDelivery { rx, deadline, _producer: Some(producer), settled: None })
     }
 
     fn publish_then(

@@ -159,6 +159,12 @@ impl Connection {
         }
     }
 
+    /// Whether a reply handed to the delivery thread is still out: nothing
+    /// may be queued before it is taken back.
+    pub(crate) fn reply_out(&self) -> bool {
+        self.handoff.as_ref().is_some_and(|h| h.is_out())
+    }
+
     /// The handoff, if one was ever made.
     pub(crate) fn handoff(&self) -> Option<&Arc<Handoff>> {
         self.handoff.as_ref()

@@ -54,19 +54,44 @@ pub(crate) enum Reply {
 /// comes.
 pub(crate) struct Handed {
     keep_alive: KeepAlive,
+    tally: Tally,
+}
+
+/// A published record waiting for the broker, and what to count when it is settled.
+pub(crate) struct Delivery {
+    pending: PendingDelivery,
+    tally: Tally,
+}
+
+/// What a published record counts once the broker has spoken.
+#[derive(Clone)]
+struct Tally {
     meter: Arc<PublishMeter>,
     command: &'static [u8],
     started: Instant,
     value_len: usize,
 }
 
-/// A published record waiting for the broker, and what to count when it is settled.
-pub(crate) struct Delivery {
-    pending: PendingDelivery,
-    meter: Arc<PublishMeter>,
-    command: &'static [u8],
-    started: Instant,
-    value_len: usize,
+impl Tally {
+    fn start(p: &Publisher, command: &'static [u8], args: &[Vec<u8>]) -> Tally {
+        Tally {
+            meter: p.meter.clone(),
+            command,
+            started: Instant::now(),
+            value_len: args.last().map_or(0, Vec::len),
+        }
+    }
+
+    /// The reply to the record, counted.
+    fn answer(&self, verdict: Result<Delivered, PublishError>) -> Frame {
+        self.meter.finish(self.started, self.value_len, verdict.as_ref().err().map(PublishError::cause));
+        let frame = match verdict {
+            Ok(_) => Frame::ok(),
+            Err(e) => CommandError::Publish(e).to_frame(),
+        };
+        self.meter.command(self.command, error_code(&frame));
+        frame
+    }
 }
 
 impl Reply {
@@ -83,28 +108,11 @@ impl Reply {
         match self {
             Reply::Now(frame) => frame,
             Reply::Delivery(d) => {
-                let Delivery { pending, meter, command, started, value_len } = *d;
-                answer(&meter, command, started, value_len, pending.wait())
+                let Delivery { pending, tally } = *d;
+                tally.answer(pending.wait())
             }
         }
     }
-}
-
-/// The reply to a published record once the broker has spoken, counted.
-fn answer(
-    meter: &PublishMeter,
-    command: &'static [u8],
-    started: Instant,
-    value_len: usize,
-    verdict: Result<Delivered, PublishError>,
-) -> Frame {
-    meter.finish(started, value_len, verdict.as_ref().err().map(PublishError::cause));
-    let frame = match verdict {
-        Ok(_) => Frame::ok(),
-        Err(e) => CommandError::Publish(e).to_frame(),
-    };
-    meter.command(command, error_code(&frame));
-    frame
 }
 
 /// The code of an error reply (`ERR`, `NOPERM`, ...); `None` for any other reply.
@@ -229,13 +237,12 @@ impl Session {
         let State::Publisher(p) = &self.state else {
             return Some(self.handle(args));
         };
-        let (meter, started, value_len) = (p.meter.clone(), Instant::now(), args.last().map_or(0, Vec::len));
-        let (to, counted) = (handoff.clone(), meter.clone());
-        let settle =
-            Box::new(move |verdict| to.settle(|| answer(&counted, command, started, value_len, verdict)));
+        let tally = Tally::start(p, command, args);
+        let (to, counted) = (handoff.clone(), tally.clone());
+        let settle = Box::new(move |verdict| to.settle(|| counted.answer(verdict)));
         // librdkafka fails the record at the produce timeout; the extra
         // second only guards against a lost report, as PendingDelivery does.
-        handoff.hand(started + self.ctx.settings.producer.timeout + Duration::from_secs(1));
+        handoff.hand(tally.started + self.ctx.settings.producer.timeout + Duration::from_secs(1));
         let kafka = self.ctx.kafka.as_ref();
         let enqueued = match command {
             b"set" => p.set(args, p.enqueue_then(kafka, settle)),
@@ -243,7 +250,7 @@ impl Session {
         };
         match enqueued {
             Ok(keep_alive) => {
-                *handed = Some(Handed { keep_alive, meter, command, started, value_len });
+                *handed = Some(Handed { keep_alive, tally });
                 None
             }
             Err(e) => {
@@ -444,13 +451,7 @@ fn delivery(
     r: Result<PendingDelivery, CommandError>,
 ) -> Reply {
     match r {
-        Ok(pending) => Reply::Delivery(Box::new(Delivery {
-            pending,
-            meter: p.meter.clone(),
-            command,
-            started: Instant::now(),
-            value_len: args.last().map_or(0, Vec::len),
-        })),
+        Ok(pending) => Reply::Delivery(Box::new(Delivery { pending, tally: Tally::start(p, command, args) })),
         Err(e) => Reply::Now(e.to_frame()),
     }
 }
@@ -528,7 +529,7 @@ fn serve_requests(conn: &mut Connection, session: &mut Session, handed: &mut Opt
     let mut pipelining = false;
     loop {
         // A request that came while a reply was out: the client pipelines.
-        pipelining |= !conn.buffered().is_empty() && conn.handoff().is_some_and(|h| h.is_out());
+        pipelining |= !conn.buffered().is_empty() && conn.reply_out();
         // Nothing is queued before a handed-over reply is out of the way.
         take_back(conn, handed);
         let backlog = take_requests(conn, session, &mut replies, !pipelining, handed);
@@ -589,8 +590,7 @@ fn take_back(conn: &mut Connection, handed: &mut Option<Handed>) -> bool {
         // As a waiting PendingDelivery answers and counts it.
         TakenBack::Lost => match handed.as_ref() {
             Some(h) => {
-                let timed_out = Err(h.keep_alive.timed_out());
-                conn.queue(&answer(&h.meter, h.command, h.started, h.value_len, timed_out));
+                conn.queue(&h.tally.answer(Err(h.keep_alive.timed_out())));
                 true
             }
             None => false,
@@ -646,7 +646,7 @@ fn wait_for_input(conn: &mut Connection, session: &Session, connected: Instant) 
         Interrupt::GrantChanged => {
             log::info!("{peer}: grant changed, closing");
             // A handed-over reply goes first: `serve` takes it back.
-            if conn.handoff().is_some_and(|h| h.is_out()) {
+            if conn.reply_out() {
                 return Step::Continue;
             }
             conn.queue(&CommandError::GrantChanged.to_frame());
@@ -661,7 +661,7 @@ fn wait_for_input(conn: &mut Connection, session: &Session, connected: Instant) 
     };
     // While a reply is handed over, look now and then whether the delivery
     // thread left some of it to write (a client that reads nothing).
-    let handed = conn.handoff().is_some_and(|h| h.is_out());
+    let handed = conn.reply_out();
     let timeout = if handed { timeout.min(HANDOFF_CHECK) } else { timeout };
     let outcome = if timeout.is_zero() {
         ReadOutcome::TimedOut
