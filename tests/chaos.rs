@@ -55,34 +55,6 @@ impl Row {
     }
 }
 
-/// A scenario on a broker of the test's own: app `key1` on cluster `own`,
-/// a fresh topic and group granted `operation`, and a server on them with
-/// `overrides` (a TOML fragment) merged into the test config.
-struct OnOwnBroker {
-    server: TestServer,
-    topic: String,
-    group: String,
-    _db: TestDb,
-}
-
-impl OnOwnBroker {
-    fn start(name: &str, broker: &str, partitions: i32, operation: u8, overrides: &str) -> OnOwnBroker {
-        let db = TestDb::new(name);
-        let topic = unique(&format!("t_{name}"));
-        let group = unique(&format!("g_{name}"));
-        db.add_app(1, "key1", "secret1", "own");
-        db.add_grant(1, &group, operation, &topic);
-        create_topic_on(broker, &topic, partitions);
-        let sections = Config::default().cluster("own", &[broker.to_owned()]).merge(overrides).to_toml();
-        let server = TestServer::start(&test_config(&db, "", &sections));
-        OnOwnBroker { server, topic, group, _db: db }
-    }
-
-    fn auth(&self, role: &str) -> String {
-        format!("key1:secret1@{}/topic={}&role={role}", self.group, self.topic)
-    }
-}
-
 /// Scenario 7: a subscriber can tell "no new records" (an empty array) from
 /// "Kafka is unreachable" (TRYAGAIN) and its connection survives the outage.
 #[test]

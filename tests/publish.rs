@@ -123,20 +123,12 @@ fn pipelined_sets_answered_in_order_without_duplicates() {
 #[test]
 fn a_request_sent_ahead_of_a_handed_over_reply_is_answered_after_it() {
     let broker = OwnBroker::start();
-    let db = TestDb::new("handoff");
-    let topic = unique("t_handoff");
-    let group = unique("g_handoff");
-    db.add_app(1, "key1", "secret1", "own");
-    db.add_grant(1, &group, 2, &topic);
-    create_topic_on(&broker.addr(), &topic, 1);
-    let sections = format!("[clusters.own]\nbrokers = [\"{}\"]\n", broker.addr());
-    let server = TestServer::start(&test_config(&db, "", &sections));
-    let auth = format!("key1:secret1@{group}/topic={topic}&role=pub");
+    let f = OnOwnBroker::start("handoff", &broker.addr(), 1, 2, "");
     let pause = std::time::Duration::from_millis(30);
     let mut sent = Vec::new();
     for conn in 0..5 {
-        let mut c = server.connect();
-        assert_eq!(c.call(&["AUTH", &auth]), ok());
+        let mut c = f.server.connect();
+        assert_eq!(c.call(&["AUTH", &f.auth("pub")]), ok());
         let first = format!("c{conn}-first");
         assert_eq!(c.call(&["SET", "k", &first]), ok());
         broker.signal("STOP");
@@ -155,7 +147,7 @@ fn a_request_sent_ahead_of_a_handed_over_reply_is_answered_after_it() {
         sent.extend([first.into_bytes(), second.into_bytes()]);
     }
     let values: Vec<Vec<u8>> =
-        read_topic_on(&broker.addr(), &topic, sent.len()).into_iter().map(|r| r.value).collect();
+        read_topic_on(&broker.addr(), &f.topic, sent.len()).into_iter().map(|r| r.value).collect();
     assert_eq!(values, sent, "the records in the order sent, each once");
 }
 
@@ -251,16 +243,8 @@ fn max_clients_refuses_the_extra_connection() {
 #[test]
 fn broker_down_gives_errors_and_recovery_follows() {
     let mut broker = OwnBroker::start();
-    let db = TestDb::new("brokerdown");
-    let topic = unique("t_down");
-    let group = unique("g_down");
-    db.add_app(1, "key1", "secret1", "own");
-    db.add_grant(1, &group, 2, &topic);
-    create_topic_on(&broker.addr(), &topic, 1);
-    let sections = format!("[clusters.own]\nbrokers = [\"{}\"]\n", broker.addr());
-    let config = test_config(&db, "", &sections).replace("timeout_ms = 5000", "timeout_ms = 3000");
-    let server = TestServer::start(&config);
-    let auth = format!("key1:secret1@{group}/topic={topic}&role=pub");
+    let f = OnOwnBroker::start("brokerdown", &broker.addr(), 1, 2, "[producer]\ntimeout_ms = 3000\n");
+    let (server, auth) = (&f.server, f.auth("pub"));
     let mut c = server.connect();
     assert_eq!(c.call(&["AUTH", &auth]), ok());
     assert_eq!(c.call(&["SET", "k", "before"]), ok());
@@ -273,7 +257,7 @@ fn broker_down_gives_errors_and_recovery_follows() {
     assert_eq!(server.connect().call(&["PING"]), Frame::Simple("PONG".into()));
 
     broker.restart();
-    create_topic_on(&broker.addr(), &topic, 1);
+    create_topic_on(&broker.addr(), &f.topic, 1);
     // Reconnecting takes the client a moment; each try is a new connection.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
@@ -285,7 +269,7 @@ fn broker_down_gives_errors_and_recovery_follows() {
         }
     }
     let values: Vec<Vec<u8>> =
-        read_topic_on(&broker.addr(), &topic, 1).into_iter().map(|r| r.value).collect();
+        read_topic_on(&broker.addr(), &f.topic, 1).into_iter().map(|r| r.value).collect();
     assert!(values.contains(&b"after".to_vec()), "{values:?}");
 }
 

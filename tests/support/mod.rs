@@ -312,6 +312,34 @@ pub fn test_config(db: &TestDb, extra: &str, extra_sections: &str) -> String {
         .to_toml()
 }
 
+/// A test on a broker of its own: app `key1` on cluster `own`,
+/// a fresh topic and group granted `operation`, and a server on them with
+/// `overrides` (a TOML fragment) merged into the test config.
+pub struct OnOwnBroker {
+    pub server: TestServer,
+    pub topic: String,
+    pub group: String,
+    _db: TestDb,
+}
+
+impl OnOwnBroker {
+    pub fn start(name: &str, broker: &str, partitions: i32, operation: u8, overrides: &str) -> OnOwnBroker {
+        let db = TestDb::new(name);
+        let topic = unique(&format!("t_{name}"));
+        let group = unique(&format!("g_{name}"));
+        db.add_app(1, "key1", "secret1", "own");
+        db.add_grant(1, &group, operation, &topic);
+        create_topic_on(broker, &topic, partitions);
+        let sections = Config::default().cluster("own", &[broker.to_owned()]).merge(overrides).to_toml();
+        let server = TestServer::start(&test_config(&db, "", &sections));
+        OnOwnBroker { server, topic, group, _db: db }
+    }
+
+    pub fn auth(&self, role: &str) -> String {
+        format!("key1:secret1@{}/topic={}&role={role}", self.group, self.topic)
+    }
+}
+
 impl TestServer {
     pub fn start(config: &str) -> TestServer {
         let _ = env_logger::builder().is_test(true).try_init();
