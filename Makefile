@@ -1,6 +1,6 @@
 # databus — the two commands a new machine needs are `make run` and `make test`.
-# Services (MariaDB, Redis, a Kafka-protocol broker) are installed and started
-# by scripts/services.sh when absent. Point at existing ones with
+# Services (MariaDB, Redis, Apache Kafka) are installed and started by
+# scripts/services.sh when absent. Point at existing ones with
 # DATABUS_BROKERS, DATABUS_MYSQL_URL, DATABUS_REDIS_ADDR (see README).
 
 SHELL := /bin/bash
@@ -9,7 +9,7 @@ SERVICES := scripts/services.sh
 # Exports the resolved service addresses into a recipe line.
 WITH_ENV = eval "$$($(SERVICES) env)"
 
-.PHONY: run test services build lint unit clean run-example bench fuzz chaos
+.PHONY: run test services build lint unit clean run-example bench fuzz chaos compat
 
 ## Set up the services, build, and run databus in the foreground on :6205.
 ## DATABUS_AUTH=redis or DATABUS_AUTH=file picks another auth store.
@@ -33,6 +33,11 @@ bench: services
 chaos: services
 	@$(SERVICES) test-tools
 	@$(WITH_ENV); scripts/chaos.sh
+
+## The core suite (publish, subscribe, commit, groups, color) against another
+## Apache Kafka release, started for the run: make compat KAFKA_VERSION=3.9.1
+compat: services
+	@$(WITH_ENV); KAFKA_VERSION=$(KAFKA_VERSION) scripts/compat.sh
 
 ## Fuzz every parser of untrusted input (FUZZ_SECONDS each, default 60; FUZZING.md).
 fuzz:

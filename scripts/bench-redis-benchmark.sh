@@ -65,10 +65,8 @@ INSERT INTO app_tb (id, app_key, app_secret, cluster) VALUES (1, 'rb_key', 'rb_s
 INSERT INTO auth_tb (app_id, group_name, operation, topic) VALUES (1, '$group', 2, '$topic');
 SQL
 
-first=${DATABUS_BROKERS%%,*}
-tansu=${DATABUS_TANSU:-$(scripts/services.sh tansu-path)}
-timeout 30 "$tansu" topic create --broker "tcp://${first#*://}" --partitions "$partitions" "$topic" >/dev/null 2>&1 ||
-	die "cannot create topic $topic on $first"
+scripts/kafka.sh topic "$DATABUS_BROKERS" "$topic" "$partitions" >/dev/null ||
+	die "cannot create topic $topic on $DATABUS_BROKERS"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 db_port=$(free_port)

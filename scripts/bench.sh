@@ -8,14 +8,12 @@
 # under a minute that writes bench/results-quick.* instead. See BENCHMARKS.md
 # for every knob.
 #
-# When the broker is the local tansu of scripts/services.sh, the bench runs
-# against a fresh private tansu instead (BENCH_FRESH_BROKER=0 to use the
-# shared one): tansu keeps every topic and group in memory and gets slower as
-# test runs pile them up, which would make runs incomparable.
+# When the broker is the local Apache Kafka of scripts/services.sh, its CPU
+# goes into the table too (BENCH_BROKER_PID).
 #
 # The bench starts databus itself and stops it when done; should the bench
 # die first, the trap below kills the databus whose pid it left in the pid
-# file, and the private tansu.
+# file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +21,6 @@ RUN_DIR=${BENCH_RUN_DIR:-.run/bench}
 export BENCH_RUN_DIR=$RUN_DIR
 PID_FILE="$RUN_DIR/databus.pid"
 mkdir -p "$RUN_DIR"
-tansu_pid=
 
 cleanup() {
 	local pid
@@ -32,10 +29,6 @@ cleanup() {
 		kill "$pid" 2>/dev/null || true
 	fi
 	rm -f "$PID_FILE"
-	if [[ -n $tansu_pid ]] && kill -0 "$tansu_pid" 2>/dev/null; then
-		kill "$tansu_pid" 2>/dev/null || true
-		wait "$tansu_pid" 2>/dev/null || true
-	fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -50,35 +43,11 @@ fi
 
 cargo build --release -p databus -p databus-bench
 
-# shellcheck disable=SC2016 # $0/$1 expand in the inner bash
-port_open() { timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' 127.0.0.1 "$1" 2>/dev/null; }
-
-local_broker="127.0.0.1:${DATABUS_TANSU_PORT:-9092}"
-if [[ ${DATABUS_BROKERS:-$local_broker} == "$local_broker" ]]; then
-	if [[ ${BENCH_FRESH_BROKER:-1} != 0 && -x ${DATABUS_TANSU:-} ]]; then
-		port=
-		for p in $(seq 19092 19191); do
-			port_open "$p" || { port=$p; break; }
-		done
-		[[ -n $port ]] || { echo "bench.sh: no free port for a private tansu" >&2; exit 1; }
-		url="tcp://127.0.0.1:$port"
-		"$DATABUS_TANSU" broker --listener-url "$url" --advertised-listener-url "$url" \
-			>"$RUN_DIR/tansu.log" 2>&1 &
-		tansu_pid=$!
-		for _ in $(seq 100); do
-			port_open "$port" && break
-			kill -0 "$tansu_pid" 2>/dev/null || { tail "$RUN_DIR/tansu.log" >&2; exit 1; }
-			sleep 0.2
-		done
-		port_open "$port" || { echo "bench.sh: private tansu did not listen on $port" >&2; exit 1; }
-		export DATABUS_BROKERS="127.0.0.1:$port" BENCH_BROKER_PID=$tansu_pid
-		echo "bench.sh: private tansu (pid $tansu_pid) on 127.0.0.1:$port" >&2
-	elif [[ -z ${BENCH_BROKER_PID:-} ]]; then
-		# The shared tansu: its CPU still goes into the table.
-		pid=$(cat "${DATABUS_RUN_DIR:-.run}/tansu.pid" 2>/dev/null || true)
-		if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
-			export BENCH_BROKER_PID=$pid
-		fi
+local_broker="127.0.0.1:${DATABUS_KAFKA_PORT:-9092}"
+if [[ ${DATABUS_BROKERS:-$local_broker} == "$local_broker" && -z ${BENCH_BROKER_PID:-} ]]; then
+	pid=$(cat "${DATABUS_RUN_DIR:-.run}/kafka.pid" 2>/dev/null || true)
+	if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
+		export BENCH_BROKER_PID=$pid
 	fi
 fi
 

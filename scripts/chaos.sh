@@ -11,7 +11,7 @@ results=${CHAOS_RESULTS:-$PWD/target/chaos-results.jsonl}
 out=${CHAOS_OUT:-bench/chaos.md}
 mkdir -p "$(dirname "$results")" "$(dirname "$out")"
 rm -f "$results"
-# CHAOS_ARGS=--include-ignored adds the scenarios tansu cannot pass (run them against a real Kafka).
+# CHAOS_ARGS passes more arguments to the test binary (a scenario's name, --nocapture ...).
 status=0
 CHAOS_RESULTS=$results cargo test --test chaos -- --test-threads=1 ${CHAOS_ARGS:-} "$@" || status=$?
 [[ -s $results ]] || { echo "chaos.sh: no scenario wrote a result" >&2; exit 1; }

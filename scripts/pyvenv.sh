@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# A Python venv with redis-py, prometheus_client and moto's S3 server (from
-# PyPI), for the tests that drive databus with a real Python Redis client,
-# parse its metrics with the Prometheus text parser, and give the fault
-# suite's broker a storage that outlives it. Idempotent: a venv that already has the
-# pinned version is left alone.
+# A Python venv with redis-py and prometheus_client (from PyPI), for the tests
+# that drive databus with a real Python Redis client and parse its metrics with
+# the Prometheus text parser. Idempotent: a venv that already has the pinned
+# versions is left alone.
 #
 #   scripts/pyvenv.sh    create or update the venv; prints the path of its python on stdout
 #
@@ -16,7 +15,6 @@ set -euo pipefail
 
 REDIS_PY_VERSION="8.1.0"
 PROMETHEUS_CLIENT_VERSION="0.23.1"
-MOTO_VERSION="5.1.4"
 
 : "${HOME:=$(getent passwd "$(id -u)" | cut -d: -f6)}"
 TOOLS_DIR=${DATABUS_TOOLS_DIR:-$HOME/.cache/databus}
@@ -28,9 +26,9 @@ die() { printf 'pyvenv.sh: ERROR: %s\n' "$*" >&2; exit 1; }
 tail_log() { [[ -s $1 ]] && { printf -- '--- last lines of %s ---\n' "$1"; tail -n 20 "$1"; } >&2 || true; }
 
 installed_version() {
-	"$PY" -c 'import importlib.metadata as m; print(m.version("redis"), m.version("prometheus_client"), m.version("moto"))' 2>/dev/null || true
+	"$PY" -c 'import importlib.metadata as m; print(m.version("redis"), m.version("prometheus_client"))' 2>/dev/null || true
 }
-WANTED="$REDIS_PY_VERSION $PROMETHEUS_CLIENT_VERSION $MOTO_VERSION"
+WANTED="$REDIS_PY_VERSION $PROMETHEUS_CLIENT_VERSION"
 
 if [[ -x $PY && $(installed_version) == "$WANTED" ]]; then
 	echo "$PY"
@@ -68,7 +66,7 @@ if [[ ! -x $PY || ! -x $VENV/bin/pip ]]; then
 fi
 
 plog="$TOOLS_DIR/pyvenv-pip.log"
-packages=("redis==$REDIS_PY_VERSION" "prometheus_client==$PROMETHEUS_CLIENT_VERSION" "moto[server]==$MOTO_VERSION")
+packages=("redis==$REDIS_PY_VERSION" "prometheus_client==$PROMETHEUS_CLIENT_VERSION")
 log "installing ${packages[*]} into $VENV (log: $plog)"
 "$PY" -m pip install --disable-pip-version-check "${packages[@]}" >"$plog" 2>&1 ||
 	{ tail_log "$plog"; die "pip install ${packages[*]} failed (log: $plog)"; }

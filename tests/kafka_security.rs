@@ -1,10 +1,8 @@
-//! databus in front of a secured Kafka: publish, consume and commit over
-//! SSL, and the clear, bounded errors of SASL credentials the broker refuses
-//! (over SASL_SSL, SCRAM) and of a broker certificate nobody trusts. The
-//! broker is tansu behind stunnel, with a throwaway PKI (`support::secure`).
-//! A successful SASL login cannot be shown with this tansu build (see
-//! `support::secure`); the same librdkafka settings are what a real cluster
-//! takes.
+//! databus in front of a secured Apache Kafka: publish, consume and commit
+//! over SSL and over SASL_SSL with a real SCRAM-SHA-512 login, and the
+//! clear, bounded errors of SASL credentials the broker refuses and of a
+//! broker certificate nobody trusts. The broker has its own SSL listener and
+//! a throwaway PKI (`support::secure`).
 
 mod support;
 
@@ -103,6 +101,25 @@ fn publish_consume_and_commit_over_ssl() {
     assert_committed(&props, &s, 2, &last);
 }
 
+#[test]
+fn publish_consume_and_commit_over_sasl_ssl_with_scram() {
+    let pki = Pki::new("scram");
+    let topic = unique("t_scram");
+    let broker = SecureBroker::sasl_tls(&pki, &[(&topic, 2)]);
+    let cluster = format!(
+        "brokers = [\"{}\"]\n[clusters.secure.tls]\nca_file = \"{}\"\n\
+         [clusters.secure.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"{SCRAM_USER}\"\npassword = \"{SCRAM_PASSWORD}\"\n",
+        broker.addr(),
+        pki.path_str("ca.pem")
+    );
+    let s = Setup::new("scram", &topic, &cluster);
+    let last = round_trip(&s, 20);
+    let reader = scram_reader(&broker, &pki.path("ca.pem"));
+    let props: Vec<(&str, &str)> = reader.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(read_topic_with(&props, &topic, 20).len(), 20);
+    assert_committed(&props, &s, 2, &last);
+}
+
 /// SET and AUTH fail within their bounds with the cluster named and the
 /// broker's reason; the server keeps serving.
 fn check_refused(s: &Setup, reason: &str, secret: Option<&str>) {
@@ -131,7 +148,7 @@ fn a_wrong_sasl_password_is_a_clear_error() {
     let broker = SecureBroker::sasl_tls(&pki, &[(&topic, 1)]);
     let cluster = format!(
         "brokers = [\"{}\"]\n[clusters.secure.tls]\nca_file = \"{}\"\n\
-         [clusters.secure.sasl]\nusername = \"databus\"\npassword = \"wrong-pw-5c2\"\n",
+         [clusters.secure.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"{SCRAM_USER}\"\npassword = \"wrong-pw-5c2\"\n",
         broker.addr(),
         pki.path_str("ca.pem")
     );

@@ -1,8 +1,8 @@
 //! The subscribe path end to end: MGET (JSON and protobuf), commits, group
-//! membership across connections, color. Test servers use a 6 s session
-//! timeout and a 3 s MGET wait (see `test_config`); tansu completes a group
-//! join after about half the session timeout, so the first MGETs of a new
-//! member may come back empty and the helpers below poll until a count.
+//! membership across connections, color. Test servers use a 3 s MGET wait
+//! (see `test_config`). A new member gets its partitions only once the
+//! group's rebalance completes, so its first MGET may come back empty: the
+//! helpers below poll until a count.
 
 mod support;
 

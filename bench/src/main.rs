@@ -44,8 +44,6 @@ pub(crate) const CLUSTER: &str = "bench";
 /// Defaults of databus's producer that the direct producer copies.
 pub(crate) const PRODUCE_TIMEOUT_MS: u64 = 10_000;
 pub(crate) const PARTITIONER: &str = "murmur2_random";
-/// A group's first join on tansu takes about half the session timeout.
-pub(crate) const SESSION_TIMEOUT_MS: u64 = 6_000;
 /// Only empty MGETs wait this long; it bounds the idle-subscriber phase.
 pub(crate) const SUB_WAIT_TIMEOUT_MS: u64 = 3_000;
 pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(60);

@@ -606,8 +606,7 @@ pub(crate) fn rss_subscribers(opts: &Opts, groups: &[String], topic: &str) -> Re
     for g in groups {
         conns.push(RespConn::auth(databus.addr, &auth_string(g, topic, "sub", "&offset=old"))?);
     }
-    // Joins on tansu take about half the session timeout; MGET until each
-    // subscriber has its first batch.
+    // MGET until each subscriber has joined and has its first batch.
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut pending: Vec<usize> = (0..conns.len()).collect();
     while !pending.is_empty() {

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use crate::options::{env_str, Opts};
 use crate::phases::{ConsumeRun, Percentiles, PubCase, RssRun};
 use crate::procfs::{CpuPerMsg, Machine};
-use crate::{PARTITIONER, SESSION_TIMEOUT_MS};
+use crate::PARTITIONER;
 
 pub(crate) fn round(x: f64, places: i32) -> f64 {
     let f = 10f64.powi(places);
@@ -391,7 +391,6 @@ impl Report<'_> {
                 "enable_idempotence": true,
                 "partitioner": PARTITIONER,
                 "subscriber_batch_size": o.sub_batch,
-                "session_timeout_ms": SESSION_TIMEOUT_MS,
                 "config_top": o.config_top,
                 "kafka_properties": o.kafka_properties.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
                 "broker_cpu_measured": o.broker_pid.is_some(),

@@ -20,11 +20,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::options::{env_str, Opts};
 use crate::resp::RespConn;
-use crate::{Res, APP_KEY, APP_SECRET, CLUSTER, SESSION_TIMEOUT_MS, SUB_WAIT_TIMEOUT_MS};
+use crate::{Res, APP_KEY, APP_SECRET, CLUSTER, SUB_WAIT_TIMEOUT_MS};
 
 /// The topics and consumer groups of this run, deleted when it ends (unless
-/// `BENCH_KEEP_TOPICS=1`): an in-memory broker such as tansu slows down as
-/// records and groups pile up.
+/// `BENCH_KEEP_TOPICS=1`), so that runs leave a shared broker as they found
+/// it.
 pub(crate) struct Topics {
     admin: AdminClient<DefaultClientContext>,
     names: Vec<String>,
@@ -177,8 +177,7 @@ impl Databus {
         let _ = writeln!(c, "{}", opts.config_top);
         let _ =
             writeln!(c, "[producer]\nlinger_ms = {}\nmax_in_flight = {}", opts.linger_ms, opts.max_in_flight);
-        let _ = writeln!(c, "[subscriber]\nsession_timeout_ms = {SESSION_TIMEOUT_MS}");
-        let _ = writeln!(c, "wait_timeout_ms = {SUB_WAIT_TIMEOUT_MS}");
+        let _ = writeln!(c, "[subscriber]\nwait_timeout_ms = {SUB_WAIT_TIMEOUT_MS}");
         if let Some(b) = opts.sub_batch {
             let _ = writeln!(c, "batch_size = {b}");
         }

@@ -120,8 +120,10 @@ pub(crate) struct InMessage {
     pub metadata: Option<Vec<u8>>,
 }
 
-/// Subscriber connections per (cluster, group, topic) on this databus: the
-/// member count librdkafka's DescribeGroups may not report (tansu does not).
+/// Subscriber connections per (cluster, group, topic) on this databus,
+/// counted from the moment they subscribe: the cluster's DescribeGroups
+/// lists a member only once its JoinGroup has completed, so two connections
+/// authenticating at the same moment would both see room for one.
 #[derive(Default)]
 pub(crate) struct Memberships {
     count: Mutex<HashMap<(String, String, String), usize>>,

@@ -3,14 +3,16 @@
 //! and an independent Kafka reader to check what reached the broker.
 //!
 //! Addresses come from the environment (`DATABUS_BROKERS`,
-//! `DATABUS_MYSQL_URL`, `DATABUS_REDIS_ADDR`, `DATABUS_TANSU`) as set by
-//! `make test`; the defaults match what `scripts/services.sh up` starts. A
+//! `DATABUS_MYSQL_URL`, `DATABUS_REDIS_ADDR`) as set by `make test`; the
+//! defaults match what `scripts/services.sh up` starts. Brokers of a test's
+//! own (`kafka`) are Apache Kafka too, started by `scripts/kafka.sh`. A
 //! missing service fails the test with how to start it — never a skip.
 
 #![allow(dead_code)]
 
 pub mod config;
 pub mod daemon;
+pub mod kafka;
 pub mod process;
 pub mod redis_cli;
 pub mod secure;
@@ -20,6 +22,8 @@ pub mod stores;
 pub use config::Config;
 #[allow(unused_imports)]
 pub use daemon::{broker_list, daemon_config, rss_kib, Daemon, BIN, BOUND};
+#[allow(unused_imports)]
+pub use kafka::{KafkaCluster, NodeOptions, OwnBroker};
 #[allow(unused_imports)]
 pub use process::Guard;
 #[allow(unused_imports)]
@@ -158,9 +162,11 @@ fn admin(brokers: &str) -> AdminClient<DefaultClientContext> {
     ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap()
 }
 
-/// Creates a topic and waits until its metadata shows every partition.
+/// Creates a topic with the cluster's default replication (1 on one node,
+/// 3 on the three-broker cluster) and waits until its metadata shows every
+/// partition.
 pub fn create_topic_on(brokers: &str, topic: &str, partitions: i32) {
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = futures_executor::block_on(admin(brokers).create_topics([&new], &opts))
         .unwrap_or_else(|e| panic!("Kafka at {brokers} unreachable ({e}); {HOW_TO_START}"));
@@ -196,10 +202,10 @@ pub struct Record {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
-/// Reads `topic` from the beginning without joining a consumer group until
-/// `expected` records arrived, then keeps reading for a quiet second so any
-/// extra (duplicate) record shows up too. Sorted by (partition, offset).
-/// Watermarks are not used: tansu's ListOffsets reports wrong high marks.
+/// Reads `topic` from the beginning without joining a consumer group, up to
+/// the high watermarks it has once it holds at least `expected` records
+/// (waiting up to 60 s for them): everything in it then, so that an extra
+/// (duplicate) record shows up too. Sorted by (partition, offset).
 pub fn read_topic_on(brokers: &str, topic: &str, expected: usize) -> Vec<Record> {
     read_topic_with(&[("bootstrap.servers", brokers)], topic, expected)
 }
@@ -207,41 +213,59 @@ pub fn read_topic_on(brokers: &str, topic: &str, expected: usize) -> Vec<Record>
 /// [`read_topic_on`] with any client properties (TLS, SASL), which must
 /// include `bootstrap.servers`.
 pub fn read_topic_with(properties: &[(&str, &str)], topic: &str, expected: usize) -> Vec<Record> {
-    read_topic_within(properties, topic, expected, true)
+    read_topic_within(properties, topic, Some(expected))
 }
 
-/// Like [`read_topic_on`], but when fewer than `expected` records come
-/// within 60 s it returns what came instead of failing: for tests that
-/// count what is missing.
-pub fn read_topic_available(brokers: &str, topic: &str, expected: usize) -> Vec<Record> {
-    read_topic_within(&[("bootstrap.servers", brokers)], topic, expected, false)
+/// Everything `topic` holds now, however many: for tests that count what
+/// is missing.
+pub fn read_topic_available(brokers: &str, topic: &str) -> Vec<Record> {
+    read_topic_within(&[("bootstrap.servers", brokers)], topic, None)
 }
 
-fn read_topic_within(properties: &[(&str, &str)], topic: &str, expected: usize, strict: bool) -> Vec<Record> {
+fn read_topic_within(properties: &[(&str, &str)], topic: &str, expected: Option<usize>) -> Vec<Record> {
     let mut config = ClientConfig::new();
     for (k, v) in properties {
         config.set(*k, *v);
     }
     let consumer: BaseConsumer =
         config.set("group.id", unique("reader")).set("enable.auto.commit", "false").create().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    // (low, high) per partition, once they cover `expected`.
+    let marks: BTreeMap<i32, (i64, i64)> = loop {
+        let marks: Result<BTreeMap<_, _>, _> = partitions
+            .iter()
+            .map(|&p| consumer.fetch_watermarks(topic, p, Duration::from_secs(5)).map(|m| (p, m)))
+            .collect();
+        if let Ok(marks) = marks {
+            let held: i64 = marks.values().map(|(low, high)| high - low).sum();
+            if expected.is_none_or(|n| held >= n as i64) {
+                break marks;
+            }
+            assert!(Instant::now() < deadline, "{topic} holds {held} of {expected:?} records after 60 s");
+        } else {
+            assert!(Instant::now() < deadline, "{topic}: no watermarks after 60 s ({marks:?})");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let mut tpl = TopicPartitionList::new();
-    for p in md.topics()[0].partitions() {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+    for (&p, &(low, _)) in &marks {
+        tpl.add_partition_offset(topic, p, Offset::Offset(low)).unwrap();
     }
     consumer.assign(&tpl).unwrap();
+    let mut next: BTreeMap<i32, i64> = marks.iter().map(|(&p, &(low, _))| (p, low)).collect();
     let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut quiet_since = Instant::now();
-    while out.len() < expected || quiet_since.elapsed() < Duration::from_secs(1) {
-        if !strict && Instant::now() >= deadline {
-            break;
-        }
-        assert!(Instant::now() < deadline, "reading {topic}: {} of {expected} records after 60 s", out.len());
+    while marks.iter().any(|(p, &(_, high))| next[p] < high) {
+        assert!(Instant::now() < deadline, "reading {topic} up to {marks:?}: at {next:?} after 60 s");
         let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
         let m = msg.unwrap();
+        next.insert(m.partition(), m.offset() + 1);
+        if m.offset() >= marks[&m.partition()].1 {
+            continue;
+        }
         let headers = m
             .headers()
             .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
@@ -253,7 +277,6 @@ fn read_topic_within(properties: &[(&str, &str)], topic: &str, expected: usize, 
             value: m.payload().unwrap_or_default().to_vec(),
             headers,
         });
-        quiet_since = Instant::now();
     }
     out.sort_by_key(|r| (r.partition, r.offset));
     out
@@ -304,7 +327,6 @@ pub fn test_config(db: &TestDb, extra: &str, extra_sections: &str) -> String {
         .mysql(&db.url())
         .set("refresh_interval_ms", 500)
         .set("producer.timeout_ms", 5000)
-        .set("subscriber.session_timeout_ms", 6000)
         .set("subscriber.wait_timeout_ms", 3000)
         .cluster("cluster1", &[brokers()])
         .merge(extra)
@@ -312,9 +334,10 @@ pub fn test_config(db: &TestDb, extra: &str, extra_sections: &str) -> String {
         .to_toml()
 }
 
-/// A test on a broker of its own: app `key1` on cluster `own`,
-/// a fresh topic and group granted `operation`, and a server on them with
-/// `overrides` (a TOML fragment) merged into the test config.
+/// A test on a broker of its own (or a cluster: a comma-separated list):
+/// app `key1` on cluster `own`, a fresh topic and group granted
+/// `operation`, and a server on them with `overrides` (a TOML fragment)
+/// merged into the test config.
 pub struct OnOwnBroker {
     pub server: TestServer,
     pub topic: String,
@@ -330,7 +353,8 @@ impl OnOwnBroker {
         db.add_app(1, "key1", "secret1", "own");
         db.add_grant(1, &group, operation, &topic);
         create_topic_on(broker, &topic, partitions);
-        let sections = Config::default().cluster("own", &[broker.to_owned()]).merge(overrides).to_toml();
+        let list: Vec<String> = broker.split(',').map(str::to_owned).collect();
+        let sections = Config::default().cluster("own", &list).merge(overrides).to_toml();
         let server = TestServer::start(&test_config(&db, "", &sections));
         OnOwnBroker { server, topic, group, _db: db }
     }
@@ -480,68 +504,6 @@ pub fn ok() -> Frame {
 
 pub fn err(text: &str) -> Frame {
     Frame::Error(text.into())
-}
-
-/// A tansu broker of the test's own, for tests that stop and start it.
-pub struct OwnBroker {
-    pub port: u16,
-    process: Option<Guard>,
-    /// Extra `tansu broker` arguments and environment (a storage engine).
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-}
-
-impl OwnBroker {
-    /// A tansu with its default in-memory storage.
-    pub fn start() -> OwnBroker {
-        OwnBroker::start_with(&[], &[])
-    }
-
-    /// A tansu with extra arguments and environment, kept across restarts.
-    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> OwnBroker {
-        let mut b = OwnBroker {
-            port: free_port(),
-            process: None,
-            args: args.iter().map(|a| a.to_string()).collect(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        };
-        b.restart();
-        b
-    }
-
-    pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    pub fn restart(&mut self) {
-        let tansu = std::env::var("DATABUS_TANSU")
-            .unwrap_or_else(|_| panic!("DATABUS_TANSU must name the tansu binary; {HOW_TO_START}"));
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        self.process = Some(Guard::spawn(
-            Command::new(&tansu)
-                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-                .args(&self.args)
-                .envs(self.env.iter().map(|(k, v)| (k, v)))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-            &tansu,
-        ));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(self.addr()).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {}", self.addr());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Sends `signal` (`STOP`, `CONT`, `KILL`...) to the broker process.
-    pub fn signal(&self, signal: &str) {
-        self.process.as_ref().expect("broker running").signal(signal);
-    }
-
-    /// Kills the broker (SIGKILL).
-    pub fn stop(&mut self) {
-        self.process = None;
-    }
 }
 
 /// The venv's python, from `scripts/pyvenv.sh` (which creates it if needed).

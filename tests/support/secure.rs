@@ -3,33 +3,14 @@
 //! - [`Pki`]: a CA, a server certificate for 127.0.0.1/localhost, a client
 //!   certificate, and a second ("rogue") CA that trusts none of them, made
 //!   with the `openssl` command.
-//! - [`SecureBroker`]: tansu behind stunnel (tansu's own TLS listener closes
-//!   the handshake, so a terminator from Debian does TLS and tansu
-//!   advertises its port), optionally with SASL authentication required.
-//!   This tansu build cannot hold a SCRAM user across the restart that turns
-//!   authentication on (its storage keeps users in memory, and its CLI cannot
-//!   authenticate), so with SASL it has no users: every login is refused,
-//!   which is what the wrong-password test needs.
+//! - [`SecureBroker`]: an Apache Kafka of the test's own with a secured
+//!   listener (SSL, or SASL_SSL with SCRAM users made when its storage is
+//!   formatted) beside the plain one that the test's admin client uses.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use super::{free_port, Guard, TempDir, HOW_TO_START};
-
-const WAIT: Duration = Duration::from_secs(30);
-
-fn wait_for_port(port: u16, what: &str, child: &mut Child) {
-    let deadline = Instant::now() + WAIT;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("{what} exited with {status} before listening on {port}");
-        }
-        assert!(Instant::now() < deadline, "{what} not listening on {port} after {WAIT:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use super::{create_topic_on, free_port, NodeOptions, OwnBroker, TempDir, HOW_TO_START};
 
 /// Certificates and keys in a directory of the test's own.
 pub struct Pki {
@@ -131,106 +112,68 @@ impl Pki {
     }
 }
 
-fn tansu() -> String {
-    std::env::var("DATABUS_TANSU")
-        .unwrap_or_else(|_| panic!("DATABUS_TANSU must name the tansu binary; {HOW_TO_START}"))
-}
+/// A SCRAM-SHA-512 user of [`SecureBroker::sasl_tls`].
+pub const SCRAM_USER: &str = "databus";
+pub const SCRAM_PASSWORD: &str = "scram-pw-7f3e1";
 
-fn stunnel() -> &'static str {
-    ["stunnel4", "stunnel"]
-        .into_iter()
-        .find(|b| Command::new("which").arg(b).output().is_ok_and(|o| o.status.success()))
-        .unwrap_or_else(|| panic!("stunnel is not installed; {HOW_TO_START}"))
-}
-
-/// tansu behind stunnel: clients reach it only through TLS on `tls_port`.
+/// Apache Kafka with a listener `SECURE` on `port`: clients reach it only
+/// through TLS there; the PLAINTEXT listener is for the test itself.
 pub struct SecureBroker {
-    pub tls_port: u16,
-    plain_port: u16,
-    _stunnel: Guard,
-    _tansu: Guard,
-    _dir: TempDir,
+    broker: OwnBroker,
+    pub port: u16,
 }
 
 impl SecureBroker {
     /// TLS only, with `topics` created.
     pub fn tls(pki: &Pki, topics: &[(&str, i32)]) -> SecureBroker {
-        Self::start(pki, topics, false)
+        Self::start(pki, topics, "SSL", "", &[])
     }
 
-    /// TLS, and SASL required of every client (none can pass, see above).
+    /// TLS and SCRAM-SHA-512: the only user is [`SCRAM_USER`].
     pub fn sasl_tls(pki: &Pki, topics: &[(&str, i32)]) -> SecureBroker {
-        Self::start(pki, topics, true)
+        let jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;";
+        let sasl = format!(
+            "sasl.enabled.mechanisms=SCRAM-SHA-512\n\
+             listener.name.secure.scram-sha-512.sasl.jaas.config={jaas}\n"
+        );
+        let user = format!("SCRAM-SHA-512=[name={SCRAM_USER},password={SCRAM_PASSWORD}]");
+        Self::start(pki, topics, "SASL_SSL", &sasl, &["--add-scram", &user])
     }
 
-    fn start(pki: &Pki, topics: &[(&str, i32)], sasl: bool) -> SecureBroker {
-        let dir = TempDir::new("secure_broker");
-        let (plain_port, tls_port) = (free_port(), free_port());
-        let run_tansu = |authentication: bool| {
-            let mut cmd = Command::new(tansu());
-            cmd.args([
-                "broker",
-                "--listener-url",
-                &format!("tcp://127.0.0.1:{plain_port}"),
-                "--advertised-listener-url",
-                &format!("tcp://127.0.0.1:{tls_port}"),
-            ]);
-            if authentication {
-                cmd.arg("--authentication");
-            }
-            let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-            wait_for_port(plain_port, "tansu", &mut child);
-            Guard::from(child)
-        };
-        let cli = |args: &[&str]| {
-            let broker = format!("tcp://127.0.0.1:{plain_port}");
-            let out = Command::new("timeout")
-                .arg("30")
-                .arg(tansu())
-                .args(args)
-                .args(["--broker", &broker])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "tansu {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        };
-        // Topics first: with authentication on, the CLI cannot make them.
-        let mut tansu_child = run_tansu(false);
-        for (topic, partitions) in topics {
-            cli(&["topic", "create", topic, "--partitions", &partitions.to_string()]);
-        }
-        if sasl {
-            // In-memory storage: the restart forgets the topics too, but a
-            // refused login never gets as far as a topic.
-            drop(tansu_child);
-            tansu_child = run_tansu(true);
-        }
-
-        let conf = dir.write(
-            "stunnel.conf",
-            &format!(
-                "foreground = yes\npid =\nsyslog = no\n[kafka]\naccept = 127.0.0.1:{tls_port}\n\
-                 connect = 127.0.0.1:{plain_port}\ncert = {}\nkey = {}\n",
-                pki.path_str("server.pem"),
-                pki.path_str("server.key")
+    fn start(
+        pki: &Pki,
+        topics: &[(&str, i32)],
+        protocol: &str,
+        props: &str,
+        format: &[&str],
+    ) -> SecureBroker {
+        // Kafka reads PEM: the key (PKCS#8) and the certificate in one file.
+        let keystore = pki.path("server-keystore.pem");
+        let pem = |f: &str| std::fs::read_to_string(pki.path(f)).unwrap();
+        std::fs::write(&keystore, pem("server.key") + &pem("server.pem")).unwrap();
+        let port = free_port();
+        let options = NodeOptions {
+            props: format!(
+                "ssl.keystore.type=PEM\nssl.keystore.location={}\n{props}",
+                keystore.to_str().unwrap()
             ),
-        );
-        let mut child = Command::new(stunnel())
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting stunnel: {e}"));
-        wait_for_port(tls_port, "stunnel", &mut child);
-        SecureBroker { tls_port, plain_port, _stunnel: Guard::from(child), _tansu: tansu_child, _dir: dir }
+            format_args: format.iter().map(|a| a.to_string()).collect(),
+            listeners: vec![("SECURE".into(), protocol.into(), port)],
+        };
+        let broker = OwnBroker::start_with(&options);
+        for (topic, partitions) in topics {
+            create_topic_on(&broker.addr(), topic, *partitions);
+        }
+        SecureBroker { broker, port }
     }
 
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.tls_port)
+        format!("127.0.0.1:{}", self.port)
     }
 
-    /// The plain port behind stunnel, for what must bypass it.
+    /// The plain listener, for what must bypass the secured one.
     pub fn plain_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.plain_port)
+        self.broker.addr()
     }
 }
 
@@ -240,5 +183,18 @@ pub fn tls_reader(broker: &SecureBroker, ca: &Path) -> Vec<(&'static str, String
         ("bootstrap.servers", broker.addr()),
         ("security.protocol", "ssl".into()),
         ("ssl.ca.location", ca.to_str().unwrap().into()),
+    ]
+}
+
+/// Client properties of an independent reader that trusts `ca` and logs in
+/// as [`SCRAM_USER`].
+pub fn scram_reader(broker: &SecureBroker, ca: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("bootstrap.servers", broker.addr()),
+        ("security.protocol", "sasl_ssl".into()),
+        ("ssl.ca.location", ca.to_str().unwrap().into()),
+        ("sasl.mechanism", "SCRAM-SHA-512".into()),
+        ("sasl.username", SCRAM_USER.into()),
+        ("sasl.password", SCRAM_PASSWORD.into()),
     ]
 }

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# `make compat KAFKA_VERSION=<release>`: the core suite (tests/publish.rs and
+# tests/subscribe.rs: publish, subscribe, commit, groups, color) against an
+# Apache Kafka of that release, started for the run on free ports and stopped
+# after it (KRaft, one node, its data under .run/compat-<release>). Brokers the
+# tests start of their own are of that release too. Needs MariaDB and Redis as
+# `make test` does (the Makefile starts them). Prints, and appends to
+# bench/compat.md, one line: release, date, commit, result.
+#
+#   KAFKA_VERSION   the release (default: the pin of scripts/kafka.sh)
+#   COMPAT_TESTS    the test targets (default "publish subscribe")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[[ -z ${KAFKA_VERSION:-} ]] || export DATABUS_KAFKA_VERSION=$KAFKA_VERSION
+version=${DATABUS_KAFKA_VERSION:-$(sed -nE 's/^KAFKA_VERSION=\$\{DATABUS_KAFKA_VERSION:-(.*)\}$/\1/p' scripts/kafka.sh)}
+export DATABUS_KAFKA_VERSION=$version
+tests=${COMPAT_TESTS:-publish subscribe}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+dir=.run/compat-$version
+rm -rf "$dir"
+mkdir -p "$dir"
+scripts/kafka.sh libs >/dev/null
+port=$(free_port)
+cport=$(free_port)
+scripts/kafka.sh node --dir "$dir" --id 1 --port "$port" --controller-port "$cport" --heap 384m >"$dir/kafka.log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
+scripts/kafka.sh ready "127.0.0.1:$port" 120 || { tail -n 20 "$dir/kafka.log" >&2; exit 1; }
+echo "compat.sh: Apache Kafka $version on 127.0.0.1:$port (log $dir/kafka.log)" >&2
+
+args=()
+for t in $tests; do args+=(--test "$t"); done
+status=0
+DATABUS_BROKERS="127.0.0.1:$port" cargo test "${args[@]}" 2>&1 | tee "$dir/tests.log" || status=$?
+summary=$(grep -E '^test result:' "$dir/tests.log" | awk '{p += $4; f += $6} END {printf "%d passed, %d failed", p, f}')
+line="| $version | $(date -u +%Y-%m-%d) | $(git rev-parse --short HEAD 2>/dev/null || echo ?) | $tests | $summary |"
+mkdir -p bench
+[[ -s bench/compat.md ]] || printf '| Kafka | date | commit | suite | result |\n|---|---|---|---|---|\n' >bench/compat.md
+echo "$line" >>bench/compat.md
+echo "$line"
+exit "$status"
