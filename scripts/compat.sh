@@ -34,7 +34,9 @@ for t in $tests; do args+=(--test "$t"); done
 status=0
 DATABUS_BROKERS="127.0.0.1:$port" cargo test "${args[@]}" 2>&1 | tee "$dir/tests.log" || status=$?
 summary=$(grep -E '^test result:' "$dir/tests.log" | awk '{p += $4; f += $6} END {printf "%d passed, %d failed", p, f}')
-line="| $version | $(date -u +%Y-%m-%d) | $(git rev-parse --short HEAD 2>/dev/null || echo ?) | $tests | $summary |"
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo ?)
+[[ -z $(git status --porcelain --untracked-files=no 2>/dev/null) ]] || commit="$commit+dirty"
+line="| $version | $(date -u +%Y-%m-%d) | $commit | $tests | $summary |"
 mkdir -p bench
 [[ -s bench/compat.md ]] || printf '| Kafka | date | commit | suite | result |\n|---|---|---|---|---|\n' >bench/compat.md
 echo "$line" >>bench/compat.md

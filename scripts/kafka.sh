@@ -6,7 +6,9 @@
 #   scripts/kafka.sh libs                 install the jars (if missing); print their directory
 #   scripts/kafka.sh node OPTIONS         format the node's directory once, then run the broker
 #                                         in the foreground (exec: the pid is the JVM's)
-#   scripts/kafka.sh ready BROKERS SECS   wait until a metadata request to BROKERS answers
+#   scripts/kafka.sh ready BROKERS SECS [N]
+#                                         wait until a metadata request to BROKERS answers,
+#                                         naming at least N brokers (default 1)
 #   scripts/kafka.sh topic BROKERS NAME PARTITIONS [REPLICATION]
 #                                         create topic NAME unless present; print its partition count
 #   scripts/kafka.sh new-cluster-id       print a fresh cluster id (for nodes formatted as one cluster)
@@ -190,12 +192,20 @@ cmd_node() {
 
 topics() { tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$@"; }
 
+# The brokers a metadata request to BROKERS names (one line each); the tool moved from
+# kafka.admin (3.x) to org.apache.kafka.tools (4.x).
+live_brokers() {
+	local class=org.apache.kafka.tools.BrokerApiVersionsCommand
+	[[ $KAFKA_VERSION == 3.* ]] && class=kafka.admin.BrokerApiVersionsCommand
+	TOOL_TIMEOUT=20 tool "$class" --bootstrap-server "$1" 2>/dev/null | grep -c ' (id: ' || true
+}
+
 cmd_ready() {
-	local brokers=$1 secs=$2 deadline
+	local brokers=$1 secs=$2 want=${3:-1} deadline n=0
 	ensure_libs
 	deadline=$((SECONDS + secs))
-	until TOOL_TIMEOUT=20 topics "$brokers" --list >/dev/null 2>&1; do
-		((SECONDS < deadline)) || die "no metadata from $brokers within ${secs}s"
+	until n=$(live_brokers "$brokers") && ((n >= want)); do
+		((SECONDS < deadline)) || die "$n of $want brokers answered a metadata request to $brokers within ${secs}s"
 		sleep 0.5
 	done
 }
@@ -236,8 +246,9 @@ node)
 	cmd_node "$@"
 	;;
 ready)
-	(($# == 3)) || die "usage: kafka.sh ready BROKERS SECONDS"
-	cmd_ready "$2" "$3"
+	(($# == 3 || $# == 4)) || die "usage: kafka.sh ready BROKERS SECONDS [N]"
+	shift
+	cmd_ready "$@"
 	;;
 topic)
 	(($# == 4 || $# == 5)) || die "usage: kafka.sh topic BROKERS NAME PARTITIONS [REPLICATION]"

@@ -331,12 +331,13 @@ start_node() {
 	disown || true
 }
 
-# await_kafka BROKERS LOG PIDFILE...: until a metadata request answers, while the nodes live
+# await_kafka BROKERS N LOG PIDFILE...: until a metadata request names N brokers, while the
+# nodes live
 await_kafka() {
-	local brokers=$1 nlog=$2 deadline pidf
-	shift 2
+	local brokers=$1 want=$2 nlog=$3 deadline pidf
+	shift 3
 	deadline=$((SECONDS + KAFKA_WAIT))
-	until "$KAFKA" ready "$brokers" 5 2>/dev/null; do
+	until "$KAFKA" ready "$brokers" 5 "$want" 2>/dev/null; do
 		for pidf in "$@"; do
 			kafka_pid_alive "$pidf" || { tail_log "$nlog"; die "Kafka node $pidf exited during start-up (log: $nlog)"; }
 		done
@@ -372,7 +373,7 @@ up_broker() {
 			--dir "$RUN_DIR/kafka" --id 1 --port "$KAFKA_PORT" --controller-port "$KAFKA_CONTROLLER_PORT" --heap "$KAFKA_HEAP"
 		action="started on $brokers (pid $(cat "$pidf"), log $nlog)"
 	fi
-	await_kafka "$brokers" "$nlog" $(kafka_pid_alive "$pidf" && echo "$pidf")
+	await_kafka "$brokers" 1 "$nlog" $(kafka_pid_alive "$pidf" && echo "$pidf")
 	ensure_topic "$brokers" 1
 	echo "kafka: Apache Kafka $KAFKA_VERSION $action; $TOPIC_ACTION (jars: $libs)"
 }
@@ -393,7 +394,7 @@ cluster_up() {
 			--voters "$voters" --replication 3 --cluster-id "$(cat "$dir/cluster.id")" --heap "$CLUSTER_HEAP"
 		pidfs+=("$dir/node$i.pid")
 	done
-	await_kafka "$(cluster_brokers)" "$dir/node1.log" "${pidfs[@]}"
+	await_kafka "$(cluster_brokers)" 3 "$dir/node1.log" "${pidfs[@]}"
 	echo "kafka cluster: 3 nodes of Apache Kafka $KAFKA_VERSION on $(cluster_brokers) (replication 3, min.insync.replicas 2; logs $dir/node*.log)"
 }
 
@@ -457,7 +458,7 @@ cluster)
 		stop_nodes "$RUN_DIR"/cluster/node{1,2,3}.pid
 		echo "kafka cluster: stopped (data kept in $RUN_DIR/cluster)"
 		;;
-	env) printf 'export DATABUS_CLUSTER_BROKERS=%q\n' "$(cluster_brokers)" ;;
+	env) echo "export DATABUS_CLUSTER_BROKERS='$(cluster_brokers)'" ;;
 	*) die "usage: services.sh cluster up|down|env" ;;
 	esac
 	;;
