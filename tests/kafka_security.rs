@@ -1,8 +1,10 @@
 //! databus in front of a secured Apache Kafka: publish, consume and commit
-//! over SSL and over SASL_SSL with a real SCRAM-SHA-512 login, and the
-//! clear, bounded errors of SASL credentials the broker refuses and of a
-//! broker certificate nobody trusts. The broker has its own SSL listener and
-//! a throwaway PKI (`support::secure`).
+//! with a real login over every mechanism databus speaks (SSL with and
+//! without a client certificate, SASL_PLAINTEXT and SASL_SSL with
+//! SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN), and the clear, bounded errors of
+//! credentials the broker refuses and of broker certificates that must not
+//! be trusted. The broker has its own secured listener and a throwaway PKI
+//! (`support::secure`).
 
 mod support;
 
@@ -15,8 +17,8 @@ use serde_json::Value;
 use support::secure::*;
 use support::*;
 
-/// A server whose app 1 lives on cluster `secure` (described by `cluster`,
-/// its sections after `[clusters.secure]`), granted pub+sub on `topic`.
+/// A server whose app 1 lives on cluster `secure` (`cluster` is its TOML
+/// sections), granted pub+sub on `topic`.
 struct Setup {
     server: TestServer,
     group: String,
@@ -30,7 +32,7 @@ impl Setup {
         let group = unique(&format!("g_{name}"));
         db.add_app(1, "key1", "secret1", "secure");
         db.add_grant(1, &group, 3, topic);
-        let server = TestServer::start(&test_config(&db, "", &format!("[clusters.secure]\n{cluster}")));
+        let server = TestServer::start(&test_config(&db, "", cluster));
         Setup { server, group, topic: topic.to_owned(), _db: db }
     }
 
@@ -83,41 +85,44 @@ fn assert_committed(properties: &[(&str, &str)], s: &Setup, partitions: i32, las
     }
 }
 
-#[test]
-fn publish_consume_and_commit_over_ssl() {
-    let pki = Pki::new("ssl");
-    let topic = unique("t_ssl");
-    let broker = SecureBroker::tls(&pki, &[(&topic, 2)]);
-    let cluster = format!(
-        "brokers = [\"{}\"]\n[clusters.secure.tls]\nca_file = \"{}\"\n",
-        broker.addr(),
-        pki.path_str("ca.pem")
-    );
-    let s = Setup::new("ssl", &topic, &cluster);
+/// A real login over `security`: 20 records published, consumed and
+/// committed through databus, then read and their commits checked by an
+/// independent client with the same credentials.
+fn round_trip_over(name: &str, security: Security) {
+    let pki = Pki::new(name);
+    let topic = unique(&format!("t_{name}"));
+    let broker = SecureBroker::start(&pki, &[(&topic, 2)], security);
+    let s = Setup::new(name, &topic, &broker.cluster_toml("secure", &pki, "ca.pem", SASL_PASSWORD));
     let last = round_trip(&s, 20);
-    let reader = tls_reader(&broker, &pki.path("ca.pem"));
+    let reader = broker.reader(&pki);
     let props: Vec<(&str, &str)> = reader.iter().map(|(k, v)| (*k, v.as_str())).collect();
     assert_eq!(read_topic_with(&props, &topic, 20).len(), 20);
     assert_committed(&props, &s, 2, &last);
 }
 
 #[test]
-fn publish_consume_and_commit_over_sasl_ssl_with_scram() {
-    let pki = Pki::new("scram");
-    let topic = unique("t_scram");
-    let broker = SecureBroker::sasl_tls(&pki, &[(&topic, 2)]);
-    let cluster = format!(
-        "brokers = [\"{}\"]\n[clusters.secure.tls]\nca_file = \"{}\"\n\
-         [clusters.secure.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"{SCRAM_USER}\"\npassword = \"{SCRAM_PASSWORD}\"\n",
-        broker.addr(),
-        pki.path_str("ca.pem")
-    );
-    let s = Setup::new("scram", &topic, &cluster);
-    let last = round_trip(&s, 20);
-    let reader = scram_reader(&broker, &pki.path("ca.pem"));
-    let props: Vec<(&str, &str)> = reader.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    assert_eq!(read_topic_with(&props, &topic, 20).len(), 20);
-    assert_committed(&props, &s, 2, &last);
+fn publish_consume_and_commit_over_ssl() {
+    round_trip_over("ssl", Security::Ssl { client_auth: false });
+}
+
+#[test]
+fn publish_consume_and_commit_over_ssl_with_a_client_certificate() {
+    round_trip_over("mtls", Security::Ssl { client_auth: true });
+}
+
+#[test]
+fn publish_consume_and_commit_over_sasl_plaintext_with_scram_sha_512() {
+    round_trip_over("scram512", Security::SaslPlaintext("SCRAM-SHA-512"));
+}
+
+#[test]
+fn publish_consume_and_commit_over_sasl_ssl_with_scram_sha_256() {
+    round_trip_over("scram256", Security::SaslSsl("SCRAM-SHA-256"));
+}
+
+#[test]
+fn publish_consume_and_commit_over_sasl_ssl_with_plain() {
+    round_trip_over("plain", Security::SaslSsl("PLAIN"));
 }
 
 /// SET and AUTH fail within their bounds with the cluster named and the
@@ -141,19 +146,31 @@ fn check_refused(s: &Setup, reason: &str, secret: Option<&str>) {
     assert_eq!(s.server.connect().call(&["PING"]), Frame::Simple("PONG".into()));
 }
 
+/// databus on `broker` with `password`, trusting `ca`: SET and AUTH are
+/// refused with `reason`, and neither says `password`.
+fn refused(name: &str, broker: &SecureBroker, pki: &Pki, ca: &str, password: &str, topic: &str, reason: &str) {
+    let s = Setup::new(name, topic, &broker.cluster_toml("secure", pki, ca, password));
+    check_refused(&s, reason, (!password.is_empty()).then_some(password));
+}
+
 #[test]
 fn a_wrong_sasl_password_is_a_clear_error() {
     let pki = Pki::new("saslbad");
     let topic = unique("t_saslbad");
     let broker = SecureBroker::sasl_tls(&pki, &[(&topic, 1)]);
-    let cluster = format!(
-        "brokers = [\"{}\"]\n[clusters.secure.tls]\nca_file = \"{}\"\n\
-         [clusters.secure.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"{SCRAM_USER}\"\npassword = \"wrong-pw-5c2\"\n",
-        broker.addr(),
-        pki.path_str("ca.pem")
-    );
-    let s = Setup::new("saslbad", &topic, &cluster);
-    check_refused(&s, "SASL authentication error", Some("wrong-pw-5c2"));
+    refused("saslbad", &broker, &pki, "ca.pem", "wrong-pw-5c2", &topic, "SASL authentication error");
+}
+
+#[test]
+fn an_unknown_sasl_user_is_a_clear_error() {
+    let pki = Pki::new("sasluser");
+    let topic = unique("t_sasluser");
+    let broker = SecureBroker::sasl_tls(&pki, &[(&topic, 1)]);
+    let cluster = broker
+        .cluster_toml("secure", &pki, "ca.pem", SASL_PASSWORD)
+        .replace(&format!("username = \"{SASL_USER}\""), "username = \"nobody\"");
+    let s = Setup::new("sasluser", &topic, &cluster);
+    check_refused(&s, "SASL authentication error", Some(SASL_PASSWORD));
 }
 
 #[test]
@@ -161,11 +178,14 @@ fn an_untrusted_broker_certificate_is_a_clear_error() {
     let pki = Pki::new("untrusted");
     let topic = unique("t_untrusted");
     let broker = SecureBroker::tls(&pki, &[(&topic, 1)]);
-    let cluster = format!(
-        "brokers = [\"{}\"]\n[clusters.secure.tls]\nca_file = \"{}\"\n",
-        broker.addr(),
-        pki.path_str("rogue-ca.pem")
-    );
-    let s = Setup::new("untrusted", &topic, &cluster);
-    check_refused(&s, "certificate verify failed", None);
+    refused("untrusted", &broker, &pki, "rogue-ca.pem", "", &topic, "certificate verify failed");
+}
+
+#[test]
+fn a_broker_certificate_for_another_host_is_a_clear_error() {
+    let pki = Pki::new("wronghost");
+    let topic = unique("t_wronghost");
+    let security = Security::Ssl { client_auth: false };
+    let broker = SecureBroker::start_with_cert(&pki, &[(&topic, 1)], security, "wrong-host-server");
+    refused("wronghost", &broker, &pki, "ca.pem", "", &topic, "certificate verify failed");
 }

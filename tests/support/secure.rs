@@ -1,11 +1,13 @@
 //! A secured Kafka and a throwaway PKI for the TLS and SASL tests.
 //!
 //! - [`Pki`]: a CA, a server certificate for 127.0.0.1/localhost, a client
-//!   certificate, and a second ("rogue") CA that trusts none of them, made
-//!   with the `openssl` command.
+//!   certificate, a server certificate for another host name, and a second
+//!   ("rogue") CA that trusts none of them, made with the `openssl` command.
 //! - [`SecureBroker`]: an Apache Kafka of the test's own with a secured
-//!   listener (SSL, or SASL_SSL with SCRAM users made when its storage is
-//!   formatted) beside the plain one that the test's admin client uses.
+//!   listener ([`Security`]: SSL with or without client certificates, SASL
+//!   over TCP or TLS with SCRAM users made when its storage is formatted or
+//!   a PLAIN user in its JAAS config) beside the plain one that the test
+//!   itself uses.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,6 +28,7 @@ impl Pki {
         pki.leaf("client", "ca", "clientAuth");
         pki.leaf("rogue-server", "rogue-ca", "serverAuth");
         pki.leaf("rogue-client", "rogue-ca", "clientAuth");
+        pki.leaf_for("wrong-host-server", "ca", "serverAuth", "DNS:wrong-host.invalid");
         pki
     }
 
@@ -73,6 +76,11 @@ impl Pki {
 
     /// A certificate for 127.0.0.1 and localhost, signed by `ca`.
     fn leaf(&self, name: &str, ca: &str, usage: &str) {
+        self.leaf_for(name, ca, usage, "IP:127.0.0.1,DNS:localhost")
+    }
+
+    /// A certificate for the subject alternative names `san`, signed by `ca`.
+    fn leaf_for(&self, name: &str, ca: &str, usage: &str, san: &str) {
         self.openssl(&[
             "req",
             "-newkey",
@@ -88,7 +96,7 @@ impl Pki {
             &format!("/CN={name}"),
         ]);
         let ext = format!(
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+            "subjectAltName={san}\nbasicConstraints=CA:FALSE\n\
              keyUsage=critical,digitalSignature\nextendedKeyUsage={usage}\n"
         );
         std::fs::write(self.path(&format!("{name}.ext")), ext).unwrap();
@@ -112,59 +120,114 @@ impl Pki {
     }
 }
 
-/// A SCRAM-SHA-512 user of [`SecureBroker::sasl_tls`].
-pub const SCRAM_USER: &str = "databus";
-pub const SCRAM_PASSWORD: &str = "scram-pw-7f3e1";
+/// The one SASL user of every [`SecureBroker`] (SCRAM-SHA-256, SCRAM-SHA-512
+/// and PLAIN alike).
+pub const SASL_USER: &str = "databus";
+pub const SASL_PASSWORD: &str = "sasl-pw-7f3e1";
 
-/// Apache Kafka with a listener `SECURE` on `port`: clients reach it only
-/// through TLS there; the PLAINTEXT listener is for the test itself.
+/// How the broker's `SECURE` listener protects and authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// TLS; with `client_auth`, a certificate signed by the test CA is
+    /// required of every client (`ssl.client.auth=required`).
+    Ssl { client_auth: bool },
+    /// SASL with this mechanism over plain TCP.
+    SaslPlaintext(&'static str),
+    /// SASL with this mechanism over TLS.
+    SaslSsl(&'static str),
+}
+
+impl Security {
+    fn protocol(self) -> &'static str {
+        match self {
+            Security::Ssl { .. } => "SSL",
+            Security::SaslPlaintext(_) => "SASL_PLAINTEXT",
+            Security::SaslSsl(_) => "SASL_SSL",
+        }
+    }
+
+    fn mechanism(self) -> Option<&'static str> {
+        match self {
+            Security::Ssl { .. } => None,
+            Security::SaslPlaintext(m) | Security::SaslSsl(m) => Some(m),
+        }
+    }
+
+    fn tls(self) -> bool {
+        !matches!(self, Security::SaslPlaintext(_))
+    }
+}
+
+/// Apache Kafka with a listener `SECURE` on `port`, secured as `security`
+/// says; the PLAINTEXT listener is for the test itself (topics, ACLs).
 pub struct SecureBroker {
     broker: OwnBroker,
     pub port: u16,
+    pub security: Security,
 }
 
 impl SecureBroker {
     /// TLS only, with `topics` created.
     pub fn tls(pki: &Pki, topics: &[(&str, i32)]) -> SecureBroker {
-        Self::start(pki, topics, "SSL", "", &[])
+        Self::start(pki, topics, Security::Ssl { client_auth: false })
     }
 
-    /// TLS and SCRAM-SHA-512: the only user is [`SCRAM_USER`].
+    /// TLS and SCRAM-SHA-512.
     pub fn sasl_tls(pki: &Pki, topics: &[(&str, i32)]) -> SecureBroker {
-        let jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;";
-        let sasl = format!(
-            "sasl.enabled.mechanisms=SCRAM-SHA-512\n\
-             listener.name.secure.scram-sha-512.sasl.jaas.config={jaas}\n"
-        );
-        let user = format!("SCRAM-SHA-512=[name={SCRAM_USER},password={SCRAM_PASSWORD}]");
-        Self::start(pki, topics, "SASL_SSL", &sasl, &["--add-scram", &user])
+        Self::start(pki, topics, Security::SaslSsl("SCRAM-SHA-512"))
     }
 
-    fn start(
-        pki: &Pki,
-        topics: &[(&str, i32)],
-        protocol: &str,
-        props: &str,
-        format: &[&str],
-    ) -> SecureBroker {
-        // Kafka reads PEM: the key (PKCS#8) and the certificate in one file.
-        let keystore = pki.path("server-keystore.pem");
-        let pem = |f: &str| std::fs::read_to_string(pki.path(f)).unwrap();
-        std::fs::write(&keystore, pem("server.key") + &pem("server.pem")).unwrap();
+    /// The broker's certificate is `server.pem` of `pki`; its users are
+    /// [`SASL_USER`] (SCRAM users made when the storage is formatted, a
+    /// PLAIN user in the JAAS config).
+    pub fn start(pki: &Pki, topics: &[(&str, i32)], security: Security) -> SecureBroker {
+        Self::start_with_cert(pki, topics, security, "server")
+    }
+
+    /// As [`SecureBroker::start`], with the certificate `<cert>.pem` of `pki`.
+    pub fn start_with_cert(pki: &Pki, topics: &[(&str, i32)], security: Security, cert: &str) -> SecureBroker {
+        let mut props = String::new();
+        if security.tls() {
+            // Kafka reads PEM: the key (PKCS#8) and the certificate in one file.
+            let keystore = pki.path(&format!("{cert}-keystore.pem"));
+            let pem = |f: &str| std::fs::read_to_string(pki.path(f)).unwrap();
+            std::fs::write(&keystore, pem(&format!("{cert}.key")) + &pem(&format!("{cert}.pem"))).unwrap();
+            props += &format!("ssl.keystore.type=PEM\nssl.keystore.location={}\n", keystore.to_str().unwrap());
+        }
+        if security == (Security::Ssl { client_auth: true }) {
+            props += &format!(
+                "ssl.truststore.type=PEM\nssl.truststore.location={}\nlistener.name.secure.ssl.client.auth=required\n",
+                pki.path_str("ca.pem")
+            );
+        }
+        let mut format_args = Vec::new();
+        if let Some(mechanism) = security.mechanism() {
+            let module = if mechanism == "PLAIN" {
+                format!("org.apache.kafka.common.security.plain.PlainLoginModule required user_{SASL_USER}=\"{SASL_PASSWORD}\";")
+            } else {
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;".to_owned()
+            };
+            props += &format!(
+                "listener.name.secure.sasl.enabled.mechanisms={mechanism}\n\
+                 listener.name.secure.{}.sasl.jaas.config={module}\n",
+                mechanism.to_ascii_lowercase()
+            );
+            for scram in ["SCRAM-SHA-256", "SCRAM-SHA-512"] {
+                format_args.push("--add-scram".to_owned());
+                format_args.push(format!("{scram}=[name={SASL_USER},password={SASL_PASSWORD}]"));
+            }
+        }
         let port = free_port();
         let options = NodeOptions {
-            props: format!(
-                "ssl.keystore.type=PEM\nssl.keystore.location={}\n{props}",
-                keystore.to_str().unwrap()
-            ),
-            format_args: format.iter().map(|a| a.to_string()).collect(),
-            listeners: vec![("SECURE".into(), protocol.into(), port)],
+            props,
+            format_args,
+            listeners: vec![("SECURE".into(), security.protocol().into(), port)],
         };
         let broker = OwnBroker::start_with(&options);
         for (topic, partitions) in topics {
             create_topic_on(&broker.addr(), topic, *partitions);
         }
-        SecureBroker { broker, port }
+        SecureBroker { broker, port, security }
     }
 
     pub fn addr(&self) -> String {
@@ -175,26 +238,49 @@ impl SecureBroker {
     pub fn plain_addr(&self) -> String {
         self.broker.addr()
     }
-}
 
-/// Client properties of an independent reader that trusts `ca`.
-pub fn tls_reader(broker: &SecureBroker, ca: &Path) -> Vec<(&'static str, String)> {
-    vec![
-        ("bootstrap.servers", broker.addr()),
-        ("security.protocol", "ssl".into()),
-        ("ssl.ca.location", ca.to_str().unwrap().into()),
-    ]
-}
+    /// databus's `[clusters.<name>]` for this broker: TLS trusting `ca` of
+    /// `pki` (with the client certificate when the broker wants one), and
+    /// SASL as [`SASL_USER`] with `password`.
+    pub fn cluster_toml(&self, name: &str, pki: &Pki, ca: &str, password: &str) -> String {
+        let mut toml = format!("[clusters.{name}]\nbrokers = [\"{}\"]\n", self.addr());
+        if self.security.tls() {
+            toml += &format!("[clusters.{name}.tls]\nca_file = \"{}\"\n", pki.path_str(ca));
+        }
+        if self.security == (Security::Ssl { client_auth: true }) {
+            toml += &format!(
+                "cert_file = \"{}\"\nkey_file = \"{}\"\n",
+                pki.path_str("client.pem"),
+                pki.path_str("client.key")
+            );
+        }
+        if let Some(mechanism) = self.security.mechanism() {
+            toml += &format!(
+                "[clusters.{name}.sasl]\nmechanism = \"{mechanism}\"\nusername = \"{SASL_USER}\"\npassword = \"{password}\"\n"
+            );
+        }
+        toml
+    }
 
-/// Client properties of an independent reader that trusts `ca` and logs in
-/// as [`SCRAM_USER`].
-pub fn scram_reader(broker: &SecureBroker, ca: &Path) -> Vec<(&'static str, String)> {
-    vec![
-        ("bootstrap.servers", broker.addr()),
-        ("security.protocol", "sasl_ssl".into()),
-        ("ssl.ca.location", ca.to_str().unwrap().into()),
-        ("sasl.mechanism", "SCRAM-SHA-512".into()),
-        ("sasl.username", SCRAM_USER.into()),
-        ("sasl.password", SCRAM_PASSWORD.into()),
-    ]
+    /// librdkafka properties of an independent client that trusts the CA
+    /// and logs in as [`SASL_USER`], `bootstrap.servers` included.
+    pub fn reader(&self, pki: &Pki) -> Vec<(&'static str, String)> {
+        let mut props = vec![
+            ("bootstrap.servers", self.addr()),
+            ("security.protocol", self.security.protocol().to_ascii_lowercase()),
+        ];
+        if self.security.tls() {
+            props.push(("ssl.ca.location", pki.path_str("ca.pem")));
+        }
+        if self.security == (Security::Ssl { client_auth: true }) {
+            props.push(("ssl.certificate.location", pki.path_str("client.pem")));
+            props.push(("ssl.key.location", pki.path_str("client.key")));
+        }
+        if let Some(mechanism) = self.security.mechanism() {
+            props.push(("sasl.mechanism", mechanism.into()));
+            props.push(("sasl.username", SASL_USER.into()));
+            props.push(("sasl.password", SASL_PASSWORD.into()));
+        }
+        props
+    }
 }
