@@ -148,7 +148,15 @@ fn check_refused(s: &Setup, reason: &str, secret: Option<&str>) {
 
 /// databus on `broker` with `password`, trusting `ca`: SET and AUTH are
 /// refused with `reason`, and neither says `password`.
-fn refused(name: &str, broker: &SecureBroker, pki: &Pki, ca: &str, password: &str, topic: &str, reason: &str) {
+fn refused(
+    name: &str,
+    broker: &SecureBroker,
+    pki: &Pki,
+    ca: &str,
+    password: &str,
+    topic: &str,
+    reason: &str,
+) {
     let s = Setup::new(name, topic, &broker.cluster_toml("secure", pki, ca, password));
     check_refused(&s, reason, (!password.is_empty()).then_some(password));
 }

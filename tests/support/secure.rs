@@ -9,7 +9,7 @@
 //!   a PLAIN user in its JAAS config) beside the plain one that the test
 //!   itself uses.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use super::{create_topic_on, free_port, NodeOptions, OwnBroker, TempDir, HOW_TO_START};
@@ -185,14 +185,20 @@ impl SecureBroker {
     }
 
     /// As [`SecureBroker::start`], with the certificate `<cert>.pem` of `pki`.
-    pub fn start_with_cert(pki: &Pki, topics: &[(&str, i32)], security: Security, cert: &str) -> SecureBroker {
+    pub fn start_with_cert(
+        pki: &Pki,
+        topics: &[(&str, i32)],
+        security: Security,
+        cert: &str,
+    ) -> SecureBroker {
         let mut props = String::new();
         if security.tls() {
             // Kafka reads PEM: the key (PKCS#8) and the certificate in one file.
             let keystore = pki.path(&format!("{cert}-keystore.pem"));
             let pem = |f: &str| std::fs::read_to_string(pki.path(f)).unwrap();
             std::fs::write(&keystore, pem(&format!("{cert}.key")) + &pem(&format!("{cert}.pem"))).unwrap();
-            props += &format!("ssl.keystore.type=PEM\nssl.keystore.location={}\n", keystore.to_str().unwrap());
+            props +=
+                &format!("ssl.keystore.type=PEM\nssl.keystore.location={}\n", keystore.to_str().unwrap());
         }
         if security == (Security::Ssl { client_auth: true }) {
             props += &format!(
