@@ -125,40 +125,37 @@ fn publish_consume_and_commit_over_sasl_ssl_with_plain() {
     round_trip_over("plain", Security::SaslSsl("PLAIN"));
 }
 
-/// SET and AUTH fail within their bounds with the cluster named and the
-/// broker's reason; the server keeps serving.
-fn check_refused(s: &Setup, reason: &str, secret: Option<&str>) {
+/// databus on cluster `secure` (`cluster`, its TOML) that the broker
+/// refuses: SET and a subscriber's AUTH answer TRYAGAIN with the cluster
+/// named and the broker's `reason` as soon as the broker refused, not at the
+/// produce timeout (a minute here, so a timeout would say so); neither
+/// reply shows `secret`; the server keeps serving.
+fn check_refused(name: &str, topic: &str, cluster: &str, reason: &str, secret: Option<&str>) {
+    let s = Setup::new(name, topic, &format!("{cluster}[producer]\ntimeout_ms = 60000\n"));
     let (mut publisher, reply) = s.login("pub", "");
     assert_eq!(reply, ok());
+    let mut replies = Vec::new();
+    // The first SET waits for the refusal; the next is answered from it.
+    for _ in 0..2 {
+        let started = Instant::now();
+        let Frame::Error(text) = publisher.call(&["SET", "k", "v"]) else { panic!("SET succeeded") };
+        eprintln!("SET: {text} (after {:?})", started.elapsed());
+        assert!(text.starts_with("TRYAGAIN publish failed: cluster 'secure' refused databus: "), "{text}");
+        replies.push(text);
+    }
     let started = Instant::now();
-    let Frame::Error(text) = publisher.call(&["SET", "k", "v"]) else { panic!("SET succeeded") };
-    eprintln!("SET: {text} (after {:?})", started.elapsed());
-    assert!(text.starts_with("TRYAGAIN publish failed: cluster 'secure' did not acknowledge"), "{text}");
-    assert!(text.contains(reason), "{text:?} does not say {reason:?}");
     let (_, reply) = s.login("sub", "");
     let Frame::Error(text) = reply else { panic!("AUTH as sub succeeded") };
-    eprintln!("AUTH sub: {text}");
-    assert!(text.contains("from cluster 'secure'"), "{text}");
-    assert!(text.contains(reason), "{text:?} does not say {reason:?}");
-    if let Some(secret) = secret {
-        assert!(!text.contains(secret), "{text}");
+    eprintln!("AUTH sub: {text} (after {:?})", started.elapsed());
+    assert!(text.starts_with("TRYAGAIN auth failed: cluster 'secure' refused databus: "), "{text}");
+    replies.push(text);
+    for text in &replies {
+        assert!(text.contains(reason), "{text:?} does not say {reason:?}");
+        if let Some(secret) = secret {
+            assert!(!text.contains(secret), "{text}");
+        }
     }
     assert_eq!(s.server.connect().call(&["PING"]), Frame::Simple("PONG".into()));
-}
-
-/// databus on `broker` with `password`, trusting `ca`: SET and AUTH are
-/// refused with `reason`, and neither says `password`.
-fn refused(
-    name: &str,
-    broker: &SecureBroker,
-    pki: &Pki,
-    ca: &str,
-    password: &str,
-    topic: &str,
-    reason: &str,
-) {
-    let s = Setup::new(name, topic, &broker.cluster_toml("secure", pki, ca, password));
-    check_refused(&s, reason, (!password.is_empty()).then_some(password));
 }
 
 #[test]
@@ -166,7 +163,8 @@ fn a_wrong_sasl_password_is_a_clear_error() {
     let pki = Pki::new("saslbad");
     let topic = unique("t_saslbad");
     let broker = SecureBroker::sasl_tls(&pki, &[(&topic, 1)]);
-    refused("saslbad", &broker, &pki, "ca.pem", "wrong-pw-5c2", &topic, "SASL authentication error");
+    let cluster = broker.cluster_toml("secure", &pki, "ca.pem", "wrong-pw-5c2");
+    check_refused("saslbad", &topic, &cluster, "SASL authentication error", Some("wrong-pw-5c2"));
 }
 
 #[test]
@@ -177,8 +175,7 @@ fn an_unknown_sasl_user_is_a_clear_error() {
     let cluster = broker
         .cluster_toml("secure", &pki, "ca.pem", SASL_PASSWORD)
         .replace(&format!("username = \"{SASL_USER}\""), "username = \"nobody\"");
-    let s = Setup::new("sasluser", &topic, &cluster);
-    check_refused(&s, "SASL authentication error", Some(SASL_PASSWORD));
+    check_refused("sasluser", &topic, &cluster, "SASL authentication error", Some(SASL_PASSWORD));
 }
 
 #[test]
@@ -186,7 +183,8 @@ fn an_untrusted_broker_certificate_is_a_clear_error() {
     let pki = Pki::new("untrusted");
     let topic = unique("t_untrusted");
     let broker = SecureBroker::tls(&pki, &[(&topic, 1)]);
-    refused("untrusted", &broker, &pki, "rogue-ca.pem", "", &topic, "certificate verify failed");
+    let cluster = broker.cluster_toml("secure", &pki, "rogue-ca.pem", "");
+    check_refused("untrusted", &topic, &cluster, "certificate verify failed", None);
 }
 
 #[test]
@@ -195,5 +193,89 @@ fn a_broker_certificate_for_another_host_is_a_clear_error() {
     let topic = unique("t_wronghost");
     let security = Security::Ssl { client_auth: false };
     let broker = SecureBroker::start_with_cert(&pki, &[(&topic, 1)], security, "wrong-host-server");
-    refused("wronghost", &broker, &pki, "ca.pem", "", &topic, "certificate verify failed");
+    let cluster = broker.cluster_toml("secure", &pki, "ca.pem", "");
+    check_refused("wronghost", &topic, &cluster, "certificate verify failed", None);
 }
+
+/// A refusal lasts only as long as the broker refuses: once the broker
+/// takes databus's password (set there after the fact), SETs are
+/// acknowledged again with no restart, and none of the refused ones was
+/// written.
+#[test]
+fn publishing_resumes_once_the_broker_accepts_the_login() {
+    const PASSWORD: &str = "later-pw-31c";
+    let pki = Pki::new("saslback");
+    let topic = unique("t_saslback");
+    let broker = SecureBroker::sasl_tls(&pki, &[(&topic, 1)]);
+    let s = Setup::new("saslback", &topic, &broker.cluster_toml("secure", &pki, "ca.pem", PASSWORD));
+    let (mut publisher, reply) = s.login("pub", "");
+    assert_eq!(reply, ok());
+    let Frame::Error(text) = publisher.call(&["SET", "k", "refused"]) else { panic!("SET succeeded") };
+    assert!(text.starts_with("TRYAGAIN publish failed: cluster 'secure' refused databus: "), "{text}");
+
+    broker.set_scram_password(PASSWORD);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut refused = 1;
+    loop {
+        match publisher.call(&["SET", "k", "accepted"]) {
+            r if r == ok() => break,
+            Frame::Error(e) if e.starts_with("TRYAGAIN") => refused += 1,
+            other => panic!("SET answered {other:?}"),
+        }
+        assert!(Instant::now() < deadline, "still refused 60 s after the broker took the password");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("{refused} SETs refused before the first was acknowledged");
+    let reader = broker.reader(&pki);
+    let mut props: Vec<(&str, &str)> = reader.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    props.retain(|(k, _)| *k != "sasl.password");
+    props.push(("sasl.password", PASSWORD));
+    let values: Vec<Vec<u8>> = read_topic_with(&props, &topic, 1).into_iter().map(|r| r.value).collect();
+    assert_eq!(values, vec![b"accepted".to_vec()], "only the acknowledged SET is in Kafka");
+}
+
+/// The binary in front of a broker that keeps refusing its login, while a
+/// client keeps publishing: every SET is refused; the failure is logged
+/// once and then summarised (with the broker's reason) every few seconds,
+/// not once per retry; the password is in no log line.
+#[test]
+fn a_refusal_that_persists_is_logged_once_then_summarised_without_the_password() {
+    const PASSWORD: &str = "wrong-pw-9d1e";
+    let pki = Pki::new("refusallog");
+    let topic = unique("t_refusallog");
+    let broker = SecureBroker::sasl_tls(&pki, &[(&topic, 1)]);
+    let db = TestDb::new("refusallog");
+    let group = unique("g_refusallog");
+    db.add_app(1, "key1", "secret1", "cluster1");
+    db.add_grant(1, &group, 2, &topic);
+    let dir = TempDir::new("refusallog");
+    let port = free_port();
+    let cluster = broker.cluster_toml("cluster1", &pki, "ca.pem", PASSWORD);
+    let path = dir.write("databus.toml", &daemon_config(port, &db.url(), &broker.addr(), &cluster));
+    let d = Daemon::start(&["--conf", path.to_str().unwrap()], port);
+    let mut c = Client::connect(d.addr);
+    assert_eq!(c.call(&["AUTH", &format!("key1:secret1@{group}/topic={topic}&role=pub")]), ok());
+
+    // Two summary periods and more of refusals (librdkafka retries the
+    // login about once a second).
+    let (mut refused, until) = (0, Instant::now() + SUMMARY_PERIOD * 2 + Duration::from_secs(2));
+    while Instant::now() < until {
+        let reply = c.call(&["SET", "k", "v"]);
+        let Frame::Error(text) = reply else { panic!("SET succeeded") };
+        assert!(text.starts_with("TRYAGAIN publish failed: cluster 'cluster1' refused databus: "), "{text}");
+        refused += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = d.log();
+    assert!(!log.contains(PASSWORD), "the password is in the log:\n{log}");
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("SASL authentication error")).collect();
+    eprintln!("{refused} SETs refused; {} log lines about it:\n{}", lines.len(), lines.join("\n"));
+    assert!(lines.iter().any(|l| l.contains("more like it in the last")), "no summary line");
+    // Per distinct message (librdkafka's log line, its error event, and
+    // "all brokers down" with the reason): the first, then at most one
+    // summary per period.
+    assert!(lines.len() <= 3 * 4, "{} lines about one refusal", lines.len());
+}
+
+/// databus's `SUMMARY_EVERY`: how often a repeating failure is logged.
+const SUMMARY_PERIOD: Duration = Duration::from_secs(5);

@@ -16,7 +16,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use rdkafka::config::ClientConfig;
 
-use super::producer::LastError;
+use super::broker_errors::{because, BrokerErrors};
 use super::Cluster;
 use crate::metrics::LagGauge;
 
@@ -69,7 +69,7 @@ pub(crate) fn consumer_config(
 pub(crate) enum ConsumeError {
     #[error("cannot create consumer: {0}")]
     Create(#[source] KafkaError),
-    #[error("cannot read metadata of topic '{topic}' from cluster '{cluster}': {cause}{}", super::producer::because(.last_error))]
+    #[error("cannot read metadata of topic '{topic}' from cluster '{cluster}': {cause}{}", because(.last_error))]
     Metadata {
         cluster: String,
         topic: String,
@@ -77,13 +77,15 @@ pub(crate) enum ConsumeError {
         cause: Box<KafkaError>,
         last_error: Option<String>,
     },
+    #[error("cluster '{cluster}' refused databus: {reason}")]
+    Refused { cluster: String, reason: String },
     #[error("topic '{0}' does not exist")]
     NoTopic(String),
     #[error("group '{group}' already has {members} members for the {partitions} partitions of topic '{topic}'; another would get no partition")]
     GroupFull { group: String, topic: String, members: usize, partitions: usize },
     #[error("commit failed: {0}")]
     Commit(#[source] KafkaError),
-    #[error("cluster '{cluster}' is unreachable: {cause}{}", super::producer::because(.last_error))]
+    #[error("cluster '{cluster}' is unreachable: {cause}{}", because(.last_error))]
     Unreachable {
         cluster: String,
         #[source]
@@ -99,6 +101,7 @@ impl ConsumeError {
         matches!(
             self,
             ConsumeError::Metadata { .. }
+                | ConsumeError::Refused { .. }
                 | ConsumeError::GroupFull { .. }
                 | ConsumeError::Commit(_)
                 | ConsumeError::Unreachable { .. }
@@ -159,8 +162,11 @@ impl Drop for Membership {
     }
 }
 
-/// How long joining waits for the topic's metadata, and how often it asks.
+/// How long joining waits for the topic's metadata, how long one request
+/// may take (librdkafka holds a request while a login is in progress), and
+/// how long it waits between two.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+const METADATA_TRY: Duration = Duration::from_secs(1);
 const METADATA_RETRY: Duration = Duration::from_millis(250);
 
 /// Keeps librdkafka's latest connection error, so that a failed join says
@@ -168,7 +174,7 @@ const METADATA_RETRY: Duration = Duration::from_millis(250);
 /// the lag of the partitions held from librdkafka's statistics.
 #[derive(Default)]
 pub(crate) struct ConsumerErrors {
-    last_error: LastError,
+    errors: BrokerErrors,
     /// When librdkafka last reported a failed connection.
     failed_at: Mutex<Option<Instant>>,
     /// The topic and where its lag goes; absent in the config check.
@@ -177,15 +183,14 @@ pub(crate) struct ConsumerErrors {
 
 impl ClientContext for ConsumerErrors {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        self.last_error.log(level, fac, message);
+        self.errors.log(level, fac, message);
         if fac == "FAIL" {
             self.failed();
         }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        log::warn!("librdkafka: {error}: {reason}");
-        self.last_error.record(&error, reason);
+        self.errors.record(&error, reason);
         self.failed();
     }
 
@@ -269,30 +274,35 @@ impl GroupConsumer {
         };
         let consumer: BaseConsumer<ConsumerErrors> = consumer_config(cluster, group, reset, settings)
             .create_with_context(ConsumerErrors {
-                last_error: LastError::default(),
+                errors: BrokerErrors::default(),
                 failed_at: Mutex::default(),
                 lag: Some((topic.to_owned(), lag)),
             })
             .map_err(ConsumeError::Create)?;
 
-        // A connection that fails (a broker restarting, a refused login)
-        // fails the fetch at once; try again until the deadline. Polling in
-        // between hands librdkafka's queued log and error events to the
-        // context, which keeps the cause to report.
-        let deadline = Instant::now() + METADATA_TIMEOUT;
+        // A connection that fails (a broker restarting) fails the fetch at
+        // once; try again until the deadline, unless the brokers refused
+        // the login or the TLS handshake, which trying again cannot mend.
+        // Polling in between hands librdkafka's queued log and error events
+        // to the context, which keeps the cause to report.
+        let started = Instant::now();
+        let deadline = started + METADATA_TIMEOUT;
         let metadata = loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match consumer.fetch_metadata(Some(topic), left) {
+            match consumer.fetch_metadata(Some(topic), left.min(METADATA_TRY)) {
                 Ok(m) => break m,
-                Err(_) if left > METADATA_RETRY => {
+                Err(_) if deadline.saturating_duration_since(Instant::now()) > METADATA_RETRY => {
                     let _ = consumer.poll(METADATA_RETRY);
+                    if let Some(reason) = consumer.context().errors.refused_since(started) {
+                        return Err(ConsumeError::Refused { cluster: cluster_name.into(), reason });
+                    }
                 }
                 Err(e) => {
                     return Err(ConsumeError::Metadata {
                         cluster: cluster_name.into(),
                         topic: topic.into(),
                         cause: Box::new(e),
-                        last_error: consumer.context().last_error.get(),
+                        last_error: consumer.context().errors.get(),
                     })
                 }
             }
@@ -374,7 +384,7 @@ impl GroupConsumer {
         Some(ConsumeError::Unreachable {
             cluster: self.cluster.clone(),
             cause: Box::new(cause),
-            last_error: self.consumer.context().last_error.get(),
+            last_error: self.consumer.context().errors.get(),
         })
     }
 

@@ -1,5 +1,6 @@
 //! The Kafka side: librdkafka clients built from a cluster's configuration.
 
+pub(crate) mod broker_errors;
 pub(crate) mod consumer;
 pub(crate) mod probe;
 pub(crate) mod producer;

@@ -13,7 +13,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Statistics};
 
-use super::producer::LastError;
+use super::broker_errors::{because, BrokerErrors};
 use super::Cluster;
 use crate::metrics::Metrics;
 
@@ -36,17 +36,17 @@ pub(crate) struct Probe {
 struct ProbeContext {
     cluster: String,
     metrics: Arc<Metrics>,
-    last_error: LastError,
+    errors: BrokerErrors,
 }
 
 impl ClientContext for ProbeContext {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        self.last_error.log(level, fac, message);
+        self.errors.log(level, fac, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
         log::debug!("librdkafka (probe of '{}'): {error}: {reason}", self.cluster);
-        self.last_error.record(&error, reason);
+        self.errors.keep(&error, reason);
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -148,7 +148,7 @@ fn probe(
         let context = ProbeContext {
             cluster: name.to_owned(),
             metrics: metrics.clone(),
-            last_error: LastError::default(),
+            errors: BrokerErrors::default(),
         };
         let mut config = super::client_config(cluster);
         config.set("statistics.interval.ms", interval.as_millis().max(1000).to_string());
@@ -160,7 +160,7 @@ fn probe(
         .client()
         .fetch_metadata(None, interval.clamp(Duration::from_millis(500), Duration::from_secs(10)))
         .map(|_| ())
-        .map_err(|e| format!("{e}{}", super::producer::because(&client.context().last_error.get())));
+        .map_err(|e| format!("{e}{}", because(&client.context().errors.get())));
     // Hands the queued statistics and errors to the context.
     client.poll(Duration::ZERO);
     result

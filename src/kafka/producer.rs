@@ -2,6 +2,12 @@
 //! publisher connections of that cluster. `publish` only enqueues; the caller
 //! holds a [`PendingDelivery`] and waits on it before replying, so a pipelined
 //! burst is produced concurrently and still answered in order.
+//!
+//! When the brokers refuse the producer (its SASL login or the TLS
+//! handshake), waiting out the produce timeout helps nobody: the records it
+//! holds are purged from its queue at once (never sent, so surely not
+//! written) and answered with the broker's reason, and until the brokers
+//! answer it again a new record is answered so without being queued.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,15 +16,21 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
+};
 use rdkafka::{ClientContext, Message};
 
-use rdkafka::config::ClientConfig;
-
+use super::broker_errors::{because, BrokerErrors};
 use super::Cluster;
+
+/// How often a refused producer asks the brokers for metadata, to learn
+/// that they accept it again (librdkafka connects only on demand, and a
+/// refused producer holds no records that would make one).
+const REFUSED_RECHECK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub(crate) struct ProducerSettings {
@@ -64,6 +76,8 @@ pub(crate) enum PublishError {
     Rejected(#[source] KafkaError),
     #[error("cluster '{cluster}' did not acknowledge the record within {ms} ms{}", because(.cause))]
     Timeout { cluster: String, ms: u128, cause: Option<String> },
+    #[error("cluster '{cluster}' refused databus: {reason}")]
+    Refused { cluster: String, reason: String },
     #[error("producer closed before the record was acknowledged")]
     Closed,
 }
@@ -76,60 +90,20 @@ impl PublishError {
             PublishError::Create { .. } => "create",
             PublishError::Rejected(_) => "rejected",
             PublishError::Timeout { .. } => "timeout",
+            PublishError::Refused { .. } => "refused",
             PublishError::Closed => "closed",
         }
     }
 
     /// Whether the same record may be acknowledged if sent again later.
     pub(crate) fn is_retriable(&self) -> bool {
-        matches!(self, PublishError::Create { .. } | PublishError::Timeout { .. } | PublishError::Closed)
-    }
-}
-
-/// ` (last broker error: ...)`, when librdkafka said why it cannot reach
-/// the cluster: a wrong SASL password, an untrusted certificate, a refused
-/// connection.
-pub(crate) fn because(cause: &Option<String>) -> String {
-    cause.as_ref().map(|c| format!(" (last broker error: {c})")).unwrap_or_default()
-}
-
-/// The latest error librdkafka reported about a client's connections, kept
-/// so that a timeout can say why. "All brokers down" says less than the
-/// error that brought them down, so it never replaces one.
-#[derive(Default)]
-pub(crate) struct LastError(Mutex<Option<String>>);
-
-impl LastError {
-    pub(crate) fn record(&self, error: &KafkaError, reason: &str) {
-        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let all_down = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
-        if !all_down || last.is_none() {
-            *last = Some(if reason.is_empty() { error.to_string() } else { reason.to_owned() });
-        }
-    }
-
-    pub(crate) fn get(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// A librdkafka log line: forwarded to `log` as rdkafka's default does,
-    /// and kept when it reports a failed connection (facility `FAIL`), which
-    /// is how a consumer that is not polled yet learns why.
-    pub(crate) fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        let level = match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => log::Level::Error,
-            RDKafkaLogLevel::Warning => log::Level::Warn,
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => log::Level::Info,
-            RDKafkaLogLevel::Debug => log::Level::Debug,
-        };
-        log::log!(target: "librdkafka", level, "librdkafka: {fac} {message}");
-        if fac == "FAIL" {
-            let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            *last = Some(message.to_owned());
-        }
+        matches!(
+            self,
+            PublishError::Create { .. }
+                | PublishError::Timeout { .. }
+                | PublishError::Refused { .. }
+                | PublishError::Closed
+        )
     }
 }
 
@@ -222,9 +196,11 @@ impl PendingDelivery {
 }
 
 const TIMED_OUT: KafkaError = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+const PURGED: KafkaError = KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue);
 
 /// A delivery report as databus answers it: a record librdkafka gave up on
-/// at the produce timeout is a timeout that says why, if it knows.
+/// at the produce timeout is a timeout that says why, if it knows; one
+/// purged because the brokers refused the producer is that refusal.
 fn judge(
     reports: Option<&DeliveryReports>,
     report: Result<Delivered, KafkaError>,
@@ -232,6 +208,10 @@ fn judge(
     match report {
         Ok(d) => Ok(d),
         Err(TIMED_OUT) => Err(timed_out(reports)),
+        Err(PURGED) => Err(match reports {
+            Some(r) => r.refused(r.errors.refusal().or_else(|| r.errors.get()).unwrap_or_default()),
+            None => PublishError::Closed,
+        }),
         Err(e) => Err(PublishError::Rejected(e)),
     }
 }
@@ -243,7 +223,7 @@ fn timed_out(reports: Option<&DeliveryReports>) -> PublishError {
         Some(r) => PublishError::Timeout {
             cluster: r.cluster.clone(),
             ms: r.timeout.as_millis(),
-            cause: r.last_error.get(),
+            cause: r.errors.get(),
         },
         None => PublishError::Timeout { cluster: String::new(), ms: 0, cause: None },
     }
@@ -281,16 +261,31 @@ pub(crate) trait Publish: Send + Sync {
 struct DeliveryReports {
     /// A record timed out and none was delivered since. See [`Producers`].
     stuck: AtomicBool,
-    last_error: LastError,
+    errors: BrokerErrors,
     /// The cluster and produce timeout, for the errors of timed-out records.
     cluster: String,
     timeout: Duration,
+    /// Wakes the producer's purger (see [`spawn_purger`]) on a refusal.
+    purge: SyncSender<()>,
 }
 
 impl ClientContext for DeliveryReports {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if self.errors.log(level, fac, message) {
+            let _ = self.purge.try_send(());
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
-        log::warn!("librdkafka: {error}: {reason}");
-        self.last_error.record(&error, reason);
+        if self.errors.record(&error, reason) {
+            let _ = self.purge.try_send(());
+        }
+    }
+}
+
+impl DeliveryReports {
+    fn refused(&self, reason: String) -> PublishError {
+        PublishError::Refused { cluster: self.cluster.clone(), reason }
     }
 }
 
@@ -301,6 +296,7 @@ impl ProducerContext for DeliveryReports {
         let report = match result {
             Ok(m) => {
                 self.stuck.store(false, Ordering::Relaxed);
+                self.errors.accepted();
                 Ok(Delivered { partition: m.partition(), offset: m.offset() })
             }
             Err((e, _)) => {
@@ -317,6 +313,40 @@ impl ProducerContext for DeliveryReports {
             }
             DeliverySender::Call(settle) => settle(judge(Some(self), report)),
         }
+    }
+}
+
+/// A thread per producer that, each time the brokers refuse it, purges the
+/// records waiting in its queue: none was sent, so each is answered with the
+/// refusal at once (by its delivery report) instead of at the produce
+/// timeout. While refused, it asks for metadata every [`REFUSED_RECHECK`]
+/// and ends the refusal once the brokers answer. It holds the producer
+/// weakly and ends with it; it runs apart from the delivery thread, which
+/// must never drop the last reference.
+fn spawn_purger(producer: &Arc<ClusterProducer>, refusals: Receiver<()>) {
+    let weak = Arc::downgrade(producer);
+    let spawned = thread::Builder::new().name("databus-purger".into()).spawn(move || loop {
+        let Some(refused) = weak.upgrade().map(|p| p.kafka.context().errors.refusal().is_some()) else {
+            return;
+        };
+        let event = if refused {
+            refusals.recv_timeout(REFUSED_RECHECK)
+        } else {
+            refusals.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        };
+        let Some(producer) = weak.upgrade() else { return };
+        match event {
+            Ok(()) => producer.kafka.purge(PurgeConfig::default().queue()),
+            Err(RecvTimeoutError::Timeout) => {
+                if producer.kafka.client().fetch_metadata(None, REFUSED_RECHECK).is_ok() {
+                    producer.kafka.context().errors.accepted();
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    });
+    if let Err(e) = spawned {
+        log::warn!("cannot start the purger of a producer ({e}): refused records wait for their timeout");
     }
 }
 
@@ -363,15 +393,18 @@ impl Producers {
         }
         let config =
             self.clusters.get(cluster).ok_or_else(|| PublishError::UnknownCluster(cluster.to_owned()))?;
+        let (purge, refusals) = mpsc::sync_channel(1);
         let kafka = producer_config(config, &self.settings)
             .create_with_context(DeliveryReports {
                 stuck: AtomicBool::new(false),
-                last_error: LastError::default(),
+                errors: BrokerErrors::default(),
                 cluster: cluster.to_owned(),
                 timeout: self.settings.timeout,
+                purge,
             })
             .map_err(|cause| PublishError::Create { cluster: cluster.to_owned(), cause })?;
         let producer = Arc::new(ClusterProducer { kafka, created: Instant::now() });
+        spawn_purger(&producer, refusals);
         live.insert(slot.clone(), producer.clone());
         log::info!("producer {} of cluster '{cluster}' created", slot.1);
         Ok(producer)
@@ -446,6 +479,10 @@ impl Producers {
         reply: DeliverySender,
     ) -> Result<Arc<ClusterProducer>, PublishError> {
         let producer = self.producer(cluster, lane)?;
+        let reports = producer.kafka.context();
+        if let Some(reason) = reports.errors.refusal() {
+            return Err(reports.refused(reason));
+        }
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (key, value) in record.headers {
             headers = headers.insert(Header { key, value: Some(*value) });

@@ -76,7 +76,9 @@ impl CommandError {
                 | AuthError::TopicNotGranted { .. }
                 | AuthError::RoleNotAllowed { .. },
             ) => "NOPERM",
-            CommandError::Publish(PublishError::Timeout { .. } | PublishError::Closed) => "TRYAGAIN",
+            CommandError::Publish(
+                PublishError::Timeout { .. } | PublishError::Refused { .. } | PublishError::Closed,
+            ) => "TRYAGAIN",
             CommandError::Join(e) | CommandError::Consume(e) if e.may_pass() => "TRYAGAIN",
             CommandError::MaxClients => "TRYAGAIN",
             _ => "ERR",

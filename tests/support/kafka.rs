@@ -22,6 +22,16 @@ const KAFKA_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh");
 const START: Duration = Duration::from_secs(180);
 const HEAP: &str = "320m";
 
+/// Runs one of Kafka's own tools (`org.apache.kafka.tools.AclCommand`,
+/// `kafka.admin.ConfigCommand` ...) with `args`; panics with its output if
+/// it fails.
+pub fn kafka_tool(class: &str, args: &[&str]) -> String {
+    let out = Command::new(KAFKA_SH).arg("tool").arg(class).args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{class} {args:?}: {text}");
+    text
+}
+
 /// What a node adds to the defaults of `scripts/kafka.sh node`.
 #[derive(Default, Clone)]
 pub struct NodeOptions {

@@ -12,6 +12,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use super::kafka::kafka_tool;
 use super::{create_topic_on, free_port, NodeOptions, OwnBroker, TempDir, HOW_TO_START};
 
 /// Certificates and keys in a directory of the test's own.
@@ -243,6 +244,17 @@ impl SecureBroker {
     /// The plain listener, for what must bypass the secured one.
     pub fn plain_addr(&self) -> String {
         self.broker.addr()
+    }
+
+    /// Gives [`SASL_USER`] a new SCRAM-SHA-512 password (Kafka's own
+    /// `ConfigCommand`, over the plain listener).
+    pub fn set_scram_password(&self, password: &str) {
+        let config = format!("SCRAM-SHA-512=[password={password}]");
+        let args = ["--bootstrap-server", &self.plain_addr(), "--alter", "--add-config", &config];
+        kafka_tool(
+            "kafka.admin.ConfigCommand",
+            &[&args[..], &["--entity-type", "users", "--entity-name", SASL_USER]].concat(),
+        );
     }
 
     /// databus's `[clusters.<name>]` for this broker: TLS trusting `ca` of
