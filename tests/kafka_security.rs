@@ -197,6 +197,83 @@ fn a_broker_certificate_for_another_host_is_a_clear_error() {
     check_refused("wronghost", &topic, &cluster, "certificate verify failed", None);
 }
 
+/// The cluster's own ACLs, with Kafka's authorizer on: without READ on the
+/// topic, or on the group, a subscriber's AUTH answers NOPERM naming it;
+/// without WRITE on the topic, SET answers NOPERM naming it. Each ACL
+/// granted while databus runs makes the next try pass, with no restart.
+#[test]
+fn the_clusters_acls_answer_noperm_until_granted() {
+    let pki = Pki::new("acls");
+    let (topic, other) = (unique("t_acls"), unique("t_acls_other"));
+    let broker = SecureBroker::with_acls(&pki, &[(&topic, 1), (&other, 1)]);
+    // Some topic databus may write, so that its idempotent producer gets an id.
+    broker.allow("Write", &["--topic", &other]);
+    let s = Setup::new("acls", &topic, &broker.cluster_toml("secure", &pki, "ca.pem", SASL_PASSWORD));
+
+    let denied = |what: &str| {
+        let (_, reply) = s.login("sub", "&offset=old");
+        let Frame::Error(text) = reply else { panic!("AUTH as sub succeeded") };
+        eprintln!("AUTH sub: {text}");
+        let want = format!("NOPERM auth failed: the cluster's ACLs do not let databus read {what}");
+        assert!(text.starts_with(&want), "{text}");
+    };
+    denied(&format!("topic '{topic}'"));
+    broker.allow("Read", &["--topic", &topic]);
+    denied(&format!("group '{}'", s.group));
+    broker.allow("Read", &["--group", &s.group]);
+    let mut subscriber = eventually_subscriber(&s);
+
+    let (mut publisher, reply) = s.login("pub", "");
+    assert_eq!(reply, ok());
+    let Frame::Error(text) = publisher.call(&["SET", "k", "v"]) else { panic!("SET succeeded") };
+    eprintln!("SET: {text}");
+    let want =
+        format!("NOPERM publish failed: the cluster's ACLs do not let databus write to topic '{topic}'");
+    assert!(text.starts_with(&want), "{text}");
+    broker.allow("Write", &["--topic", &topic]);
+    eventually(|| publisher.call(&["SET", "k", "v"]), "SET after WRITE was granted");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let record = loop {
+        match subscriber.call(&["MGET"]) {
+            Frame::Array(items) => {
+                if let Some(Frame::Bulk(json)) = items.into_iter().next() {
+                    break serde_json::from_slice::<Value>(&json).unwrap();
+                }
+            }
+            other => panic!("MGET answered {other:?}"),
+        }
+        assert!(Instant::now() < deadline, "no record after READ was granted");
+    };
+    let (p, o) = (record["partition"].to_string(), record["offset"].to_string());
+    assert_eq!(subscriber.call(&["SET", &p, &o]), ok(), "commit");
+}
+
+/// Calls `f` until it answers `+OK` (a minute at most), every 200 ms.
+fn eventually(mut f: impl FnMut() -> Frame, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match f() {
+            r if r == ok() => return,
+            r => assert!(Instant::now() < deadline, "{what}: still {r:?} after 60 s"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A subscriber's AUTH, tried until it passes (a minute at most).
+fn eventually_subscriber(s: &Setup) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (c, reply) = s.login("sub", "&offset=old");
+        if reply == ok() {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "AUTH as sub: still {reply:?} after 60 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A refusal lasts only as long as the broker refuses: once the broker
 /// takes databus's password (set there after the fact), SETs are
 /// acknowledged again with no restart, and none of the refused ones was

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientContext, Statistics};
 use rdkafka::{Offset, TopicPartitionList};
@@ -79,6 +79,13 @@ pub(crate) enum ConsumeError {
     },
     #[error("cluster '{cluster}' refused databus: {reason}")]
     Refused { cluster: String, reason: String },
+    #[error("the cluster's ACLs do not let databus read {what}: {cause}")]
+    Denied {
+        /// `topic 't'` or `group 'g'`.
+        what: String,
+        #[source]
+        cause: KafkaError,
+    },
     #[error("topic '{0}' does not exist")]
     NoTopic(String),
     #[error("group '{group}' already has {members} members for the {partitions} partitions of topic '{topic}'; another would get no partition")]
@@ -177,6 +184,8 @@ pub(crate) struct ConsumerErrors {
     errors: BrokerErrors,
     /// When librdkafka last reported a failed connection.
     failed_at: Mutex<Option<Instant>>,
+    /// The cluster's ACLs refusing the group or the topic, since taken.
+    denied: Mutex<Option<KafkaError>>,
     /// The topic and where its lag goes; absent in the config check.
     lag: Option<(String, LagGauge)>,
 }
@@ -191,6 +200,7 @@ impl ClientContext for ConsumerErrors {
 
     fn error(&self, error: KafkaError, reason: &str) {
         self.errors.record(&error, reason);
+        self.keep_denied(error);
         self.failed();
     }
 
@@ -215,6 +225,21 @@ impl ClientContext for ConsumerErrors {
 impl ConsumerContext for ConsumerErrors {}
 
 impl ConsumerErrors {
+    /// Keeps `error` if it is the cluster's ACLs refusing the group or topic.
+    fn keep_denied(&self, error: KafkaError) {
+        let code = error.rdkafka_error_code();
+        if matches!(
+            code,
+            Some(RDKafkaErrorCode::GroupAuthorizationFailed | RDKafkaErrorCode::TopicAuthorizationFailed)
+        ) {
+            *self.denied.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+        }
+    }
+
+    fn take_denied(&self) -> Option<KafkaError> {
+        self.denied.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
     fn failed(&self) {
         *self.failed_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     }
@@ -246,10 +271,21 @@ pub(crate) struct Member<'a> {
     pub start: StartOffset,
 }
 
+/// The cluster's ACLs refusing databus `group` or `topic`, if `error` says so.
+fn denial(error: KafkaError, group: &str, topic: &str) -> Option<ConsumeError> {
+    let what = match error.rdkafka_error_code()? {
+        RDKafkaErrorCode::GroupAuthorizationFailed => format!("group '{group}'"),
+        RDKafkaErrorCode::TopicAuthorizationFailed => format!("topic '{topic}'"),
+        _ => return None,
+    };
+    Some(ConsumeError::Denied { what, cause: error })
+}
+
 /// A subscriber's consumer and its place in the group.
 pub(crate) struct GroupConsumer {
     consumer: BaseConsumer<ConsumerErrors>,
     cluster: String,
+    group: String,
     topic: String,
     // Declared after `consumer`, so the member count drops only once the
     // consumer has left the group.
@@ -276,6 +312,7 @@ impl GroupConsumer {
             .create_with_context(ConsumerErrors {
                 errors: BrokerErrors::default(),
                 failed_at: Mutex::default(),
+                denied: Mutex::default(),
                 lag: Some((topic.to_owned(), lag)),
             })
             .map_err(ConsumeError::Create)?;
@@ -307,13 +344,40 @@ impl GroupConsumer {
                 }
             }
         };
-        let partitions = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic && t.error().is_none())
-            .map_or(0, |t| t.partitions().len());
+        let found = metadata.topics().iter().find(|t| t.name() == topic);
+        if let Some(code) = found.and_then(|t| t.error()).map(RDKafkaErrorCode::from) {
+            if let Some(denied) = denial(KafkaError::MetadataFetch(code), group, topic) {
+                return Err(denied);
+            }
+        }
+        let partitions = found.filter(|t| t.error().is_none()).map_or(0, |t| t.partitions().len());
         if partitions == 0 {
             return Err(ConsumeError::NoTopic(topic.into()));
+        }
+        // The group's committed offsets, asked for only to learn now, not at
+        // the first MGET, whether the cluster's ACLs let databus use the
+        // group: a refusal comes per partition, or as an error event while
+        // librdkafka keeps looking for the group's coordinator.
+        let mut asked = TopicPartitionList::new();
+        asked.add_partition(topic, 0);
+        while Instant::now() < deadline {
+            match consumer.committed_offsets(asked.clone(), METADATA_TRY) {
+                Ok(got) => {
+                    let refused = got.elements().iter().find_map(|e| e.error().err());
+                    if let Some(denied) = refused.and_then(|e| denial(e, group, topic)) {
+                        return Err(denied);
+                    }
+                    break;
+                }
+                Err(_) => {
+                    let _ = consumer.poll(Duration::ZERO);
+                    if let Some(denied) =
+                        consumer.context().take_denied().and_then(|e| denial(e, group, topic))
+                    {
+                        return Err(denied);
+                    }
+                }
+            }
         }
         let remote = consumer
             .fetch_group_list(Some(group), METADATA_TIMEOUT)
@@ -340,13 +404,16 @@ impl GroupConsumer {
         Ok(GroupConsumer {
             consumer,
             cluster: cluster_name.to_owned(),
+            group: group.to_owned(),
             topic: topic.to_owned(),
             _membership: membership,
         })
     }
 
     /// The next record within `timeout`. Errors librdkafka reports while
-    /// polling are transient (it retries on its own) and only logged.
+    /// polling are transient (it retries on its own) and only logged, but
+    /// for the cluster's ACLs refusing the group or the topic, which are
+    /// kept for [`GroupConsumer::take_denied`].
     pub(crate) fn poll(&self, timeout: Duration) -> Option<InMessage> {
         match self.consumer.poll(timeout)? {
             Ok(m) => {
@@ -368,9 +435,16 @@ impl GroupConsumer {
             }
             Err(e) => {
                 log::debug!("consumer of '{}': {e}", self.topic);
+                self.consumer.context().keep_denied(e);
                 None
             }
         }
+    }
+
+    /// The cluster's ACLs refusing the group or the topic, seen while
+    /// polling since the last call.
+    pub(crate) fn take_denied(&self) -> Option<ConsumeError> {
+        self.consumer.context().take_denied().and_then(|e| denial(e, &self.group, &self.topic))
     }
 
     /// Why the cluster is unreachable, when librdkafka reported failed

@@ -74,6 +74,12 @@ pub(crate) enum PublishError {
     },
     #[error("kafka refused the record: {0}")]
     Rejected(#[source] KafkaError),
+    #[error("the cluster's ACLs do not let databus write to topic '{topic}': {cause}")]
+    Denied {
+        topic: String,
+        #[source]
+        cause: KafkaError,
+    },
     #[error("cluster '{cluster}' did not acknowledge the record within {ms} ms{}", because(.cause))]
     Timeout { cluster: String, ms: u128, cause: Option<String> },
     #[error("cluster '{cluster}' refused databus: {reason}")]
@@ -89,6 +95,7 @@ impl PublishError {
             PublishError::UnknownCluster(_) => "unknown_cluster",
             PublishError::Create { .. } => "create",
             PublishError::Rejected(_) => "rejected",
+            PublishError::Denied { .. } => "denied",
             PublishError::Timeout { .. } => "timeout",
             PublishError::Refused { .. } => "refused",
             PublishError::Closed => "closed",
@@ -129,7 +136,7 @@ pub(crate) type Settle = Box<dyn FnOnce(Result<Delivered, PublishError>) + Send 
 /// Where a record's delivery report goes.
 enum DeliverySender {
     /// A [`PendingDelivery`], which its connection waits on.
-    Waiter(SyncSender<Result<Delivered, KafkaError>>),
+    Waiter(SyncSender<Result<Delivered, PublishError>>),
     /// A callback that acts on the verdict itself.
     Call(Settle),
 }
@@ -154,12 +161,12 @@ fn reports_of(producer: &Option<Arc<ClusterProducer>>) -> Option<&DeliveryReport
 
 /// A record handed to the producer, not yet acknowledged.
 pub(crate) struct PendingDelivery {
-    rx: Receiver<Result<Delivered, KafkaError>>,
+    rx: Receiver<Result<Delivered, PublishError>>,
     deadline: Instant,
     /// Keeps a replaced producer alive until its records are settled.
     _producer: Option<Arc<ClusterProducer>>,
     /// The verdict, once [`PendingDelivery::is_settled`] has seen it.
-    settled: Option<Result<Delivered, KafkaError>>,
+    settled: Option<Result<Delivered, PublishError>>,
 }
 
 impl PendingDelivery {
@@ -188,7 +195,7 @@ impl PendingDelivery {
             None => self.rx.recv_timeout(left),
         };
         match verdict {
-            Ok(report) => judge(reports_of(&self._producer), report),
+            Ok(verdict) => verdict,
             Err(RecvTimeoutError::Timeout) => Err(timed_out(reports_of(&self._producer))),
             Err(RecvTimeoutError::Disconnected) => Err(PublishError::Closed),
         }
@@ -198,21 +205,33 @@ impl PendingDelivery {
 const TIMED_OUT: KafkaError = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
 const PURGED: KafkaError = KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue);
 
-/// A delivery report as databus answers it: a record librdkafka gave up on
-/// at the produce timeout is a timeout that says why, if it knows; one
-/// purged because the brokers refused the producer is that refusal.
+/// A delivery report of a record for `topic` as databus answers it: a
+/// record librdkafka gave up on at the produce timeout is a timeout that
+/// says why, if it knows; one purged because the brokers refused the
+/// producer is that refusal.
 fn judge(
-    reports: Option<&DeliveryReports>,
+    reports: &DeliveryReports,
+    topic: &str,
     report: Result<Delivered, KafkaError>,
 ) -> Result<Delivered, PublishError> {
     match report {
         Ok(d) => Ok(d),
-        Err(TIMED_OUT) => Err(timed_out(reports)),
-        Err(PURGED) => Err(match reports {
-            Some(r) => r.refused(r.errors.refusal().or_else(|| r.errors.get()).unwrap_or_default()),
-            None => PublishError::Closed,
-        }),
-        Err(e) => Err(PublishError::Rejected(e)),
+        Err(TIMED_OUT) => Err(timed_out(Some(reports))),
+        Err(PURGED) => {
+            Err(reports
+                .refused(reports.errors.refusal().or_else(|| reports.errors.get()).unwrap_or_default()))
+        }
+        Err(e) => Err(rejected(e, topic)),
+    }
+}
+
+/// A record the cluster would not take: the cluster's ACLs, or anything else.
+fn rejected(error: KafkaError, topic: &str) -> PublishError {
+    match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::ClusterAuthorizationFailed) => {
+            PublishError::Denied { topic: topic.to_owned(), cause: error }
+        }
+        _ => PublishError::Rejected(error),
     }
 }
 
@@ -293,25 +312,26 @@ impl ProducerContext for DeliveryReports {
     type DeliveryOpaque = Box<DeliverySender>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, reply: Box<DeliverySender>) {
-        let report = match result {
+        let (report, topic) = match result {
             Ok(m) => {
                 self.stuck.store(false, Ordering::Relaxed);
                 self.errors.accepted();
-                Ok(Delivered { partition: m.partition(), offset: m.offset() })
+                (Ok(Delivered { partition: m.partition(), offset: m.offset() }), m.topic())
             }
-            Err((e, _)) => {
+            Err((e, m)) => {
                 if *e == KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut) {
                     self.stuck.store(true, Ordering::Relaxed);
                 }
-                Err(e.clone())
+                (Err(e.clone()), m.topic())
             }
         };
+        let verdict = judge(self, topic, report);
         match *reply {
             // The waiter may have given up already; nothing to do then.
             DeliverySender::Waiter(tx) => {
-                let _ = tx.send(report);
+                let _ = tx.send(verdict);
             }
-            DeliverySender::Call(settle) => settle(judge(Some(self), report)),
+            DeliverySender::Call(settle) => settle(verdict),
         }
     }
 }
@@ -511,7 +531,7 @@ impl Producers {
                         cause: Some("the local queue stayed full".into()),
                     })
                 }
-                Err((e, _)) => return Err(PublishError::Rejected(e)),
+                Err((e, _)) => return Err(rejected(e, record.topic)),
             }
         }
     }

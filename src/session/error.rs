@@ -79,6 +79,10 @@ impl CommandError {
             CommandError::Publish(
                 PublishError::Timeout { .. } | PublishError::Refused { .. } | PublishError::Closed,
             ) => "TRYAGAIN",
+            // The cluster's own ACLs: not granted, as a missing grant is.
+            CommandError::Publish(PublishError::Denied { .. })
+            | CommandError::Join(ConsumeError::Denied { .. })
+            | CommandError::Consume(ConsumeError::Denied { .. }) => "NOPERM",
             CommandError::Join(e) | CommandError::Consume(e) if e.may_pass() => "TRYAGAIN",
             CommandError::MaxClients => "TRYAGAIN",
             _ => "ERR",

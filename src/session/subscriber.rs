@@ -95,8 +95,12 @@ impl Subscriber {
             }
         }
         self.meter.mget(started, batch.len(), bytes);
-        // Nothing came: say so only if Kafka was there to ask.
+        // Nothing came: say so only if Kafka was there to ask, and would let
+        // databus read.
         if batch.is_empty() && !interrupt.is_set() {
+            if let Some(e) = self.consumer.take_denied() {
+                return Err(CommandError::Consume(e));
+            }
             if let Some(e) = self.consumer.unreachable_since(started) {
                 return Err(CommandError::Consume(e));
             }

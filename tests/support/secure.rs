@@ -192,7 +192,25 @@ impl SecureBroker {
         security: Security,
         cert: &str,
     ) -> SecureBroker {
-        let mut props = String::new();
+        Self::start_as(pki, topics, security, cert, String::new())
+    }
+
+    /// SASL_SSL with SCRAM-SHA-512 and Kafka's `StandardAuthorizer`: the
+    /// secured listener's users may do only what an ACL allows
+    /// ([`SecureBroker::allow`]); the plain listener's (the test's) anything.
+    pub fn with_acls(pki: &Pki, topics: &[(&str, i32)]) -> SecureBroker {
+        let acls = "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n\
+                    super.users=User:ANONYMOUS\n";
+        Self::start_as(pki, topics, Security::SaslSsl("SCRAM-SHA-512"), "server", acls.to_owned())
+    }
+
+    fn start_as(
+        pki: &Pki,
+        topics: &[(&str, i32)],
+        security: Security,
+        cert: &str,
+        mut props: String,
+    ) -> SecureBroker {
         if security.tls() {
             // Kafka reads PEM: the key (PKCS#8) and the certificate in one file.
             let keystore = pki.path(&format!("{cert}-keystore.pem"));
@@ -244,6 +262,17 @@ impl SecureBroker {
     /// The plain listener, for what must bypass the secured one.
     pub fn plain_addr(&self) -> String {
         self.broker.addr()
+    }
+
+    /// Allows [`SASL_USER`] `operation` (`Write`, `Read` ...) on `resource`
+    /// (`--topic t`, `--group g`), with Kafka's own `AclCommand`.
+    pub fn allow(&self, operation: &str, resource: &[&str]) {
+        let principal = format!("User:{SASL_USER}");
+        let args = ["--bootstrap-server", &self.plain_addr(), "--add", "--allow-principal", &principal];
+        kafka_tool(
+            "org.apache.kafka.tools.AclCommand",
+            &[&args[..], &["--operation", operation], resource].concat(),
+        );
     }
 
     /// Gives [`SASL_USER`] a new SCRAM-SHA-512 password (Kafka's own
