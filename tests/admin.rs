@@ -222,12 +222,19 @@ fn metrics_move_by_exactly_the_traffic_sent() {
     assert_eq!(sample(&during, "databus_auth_refresh_failures_total{}"), 0.0);
     assert_eq!(sample(&during, "databus_producer_queue_depth{cluster=\"cluster1\"}"), 0.0);
     assert_eq!(sample(&during, "databus_produce_errors_total{cause=\"timeout\",cluster=\"cluster1\"}"), 0.0);
-    assert!(
-        during
-            .iter()
-            .any(|(k, v)| k.starts_with("databus_kafka_broker_up{") && k.contains("cluster1") && *v == 1.0),
-        "no broker of cluster1 is UP: {during:?}"
-    );
+    // The broker state comes from the probe client's librdkafka statistics,
+    // emitted once a second: scrape until they are in.
+    let up = |m: &BTreeMap<String, f64>| {
+        m.iter()
+            .any(|(k, v)| k.starts_with("databus_kafka_broker_up{") && k.contains("cluster1") && *v == 1.0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut latest = during.clone();
+    while !up(&latest) {
+        assert!(Instant::now() < deadline, "no broker of cluster1 is UP after 30 s: {latest:?}");
+        thread::sleep(Duration::from_millis(200));
+        latest = scrape(&python, &a.url);
+    }
     assert!(
         !during.keys().any(|k| k.contains("not_granted") || k.contains("wrong-secret")),
         "a refused client's input became a label"
