@@ -220,6 +220,9 @@ pub struct Settings {
     pub(crate) producer: ProducerSettings,
     pub(crate) subscriber: SubscriberSettings,
     pub(crate) clusters: BTreeMap<String, Cluster>,
+    /// The file the settings came from, which SIGHUP re-reads for the
+    /// clusters; `None` when they came from a string.
+    pub(crate) source: Option<PathBuf>,
 }
 
 /// Longest duration any `*_ms` key may hold: a week.
@@ -242,7 +245,8 @@ impl Settings {
             key: String::new(),
             problem: format!("cannot read: {e}"),
         })?;
-        Settings::from_toml(path, &text)
+        let settings = Settings::from_toml(path, &text)?;
+        Ok(Settings { source: Some(path.to_owned()), ..settings })
     }
 
     /// Parses and validates `text`; `path` names the source in errors and is
@@ -509,6 +513,7 @@ impl RawConfig {
             producer,
             subscriber,
             clusters,
+            source: None,
         })
     }
 }

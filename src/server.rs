@@ -6,6 +6,7 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -17,7 +18,7 @@ use threadpool::ThreadPool;
 use crate::admin::{Admin, BindError};
 use crate::auth::{self, file::FileStore, mysql::MysqlStore, redis::RedisStore, AuthStore};
 use crate::config::{AuthSource, Settings};
-use crate::kafka::{Memberships, Producers};
+use crate::kafka::{Clusters, Memberships, Producers};
 use crate::metrics::Metrics;
 use crate::session::registry::Connections;
 use crate::session::{self, CommandError, Context, Stream};
@@ -45,6 +46,9 @@ pub struct Running {
     acceptors: Vec<thread::JoinHandle<()>>,
     refresher: Option<auth::Refresher>,
     producers: Arc<Producers>,
+    clusters: Arc<Clusters>,
+    /// The config file, re-read for its clusters on SIGHUP.
+    source: Option<PathBuf>,
     flush_timeout: Duration,
     admin: Option<Admin>,
 }
@@ -64,11 +68,30 @@ impl Running {
         self.tls_addr
     }
 
-    /// Re-reads the auth store and the TLS files now, as SIGHUP asks. A TLS
-    /// file that cannot be read leaves the certificates in use as they are.
+    /// Re-reads the auth store, the TLS files and the clusters of the config
+    /// file now, as SIGHUP asks. A TLS file that cannot be read leaves the
+    /// certificates in use as they are, a config file that does not validate
+    /// the clusters. A cluster whose settings changed (a rotated password, a
+    /// new CA file) gets new producers and its new subscribers join with the
+    /// new settings; records in flight and joined subscribers finish on the
+    /// clients they have. Nothing else in the file is re-read.
     pub fn reload(&self) {
         if let Some(r) = &self.refresher {
             r.trigger();
+        }
+        if let Some(path) = &self.source {
+            match Settings::load(path) {
+                Ok(new) => {
+                    let changed = self.clusters.replace(new.clusters);
+                    if changed.is_empty() {
+                        log::info!("config: clusters re-read from {}, none changed", path.display());
+                    } else {
+                        log::info!("config: clusters re-read from {}; changed: {changed:?}", path.display());
+                        self.producers.reconfigured(&changed);
+                    }
+                }
+                Err(e) => log::error!("config: keeping the clusters in use: {e}"),
+            }
         }
         if let Some(tls) = &self.tls {
             match tls.reload() {
@@ -140,7 +163,8 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
         }
     };
 
-    let producers = Arc::new(Producers::new(settings.clusters.clone(), settings.producer.clone()));
+    let clusters = Arc::new(Clusters::new(settings.clusters.clone()));
+    let producers = Arc::new(Producers::new(clusters.clone(), settings.producer.clone()));
     let connections = Arc::new(Connections::default());
     let refresher = {
         let (connections, producers) = (connections.clone(), producers.clone());
@@ -157,6 +181,7 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
     };
     let ctx = Arc::new(Context {
         settings: settings.clone(),
+        clusters: clusters.clone(),
         auth: cache,
         kafka: producers.clone(),
         members: Arc::new(Memberships::default()),
@@ -190,6 +215,8 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
         acceptors,
         refresher: Some(refresher),
         producers,
+        clusters,
+        source: settings.source.clone(),
         flush_timeout: settings.producer.timeout,
         admin,
     })

@@ -9,6 +9,8 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use databus::resp::Frame;
@@ -311,6 +313,107 @@ fn publishing_resumes_once_the_broker_accepts_the_login() {
     assert_eq!(values, vec![b"accepted".to_vec()], "only the acknowledged SET is in Kafka");
 }
 
+/// Rotation: the cluster's SASL password changed in Kafka and in
+/// `databus.toml`, then SIGHUP, while a client keeps publishing. New
+/// subscribers join with the new password; after a broker restart (every
+/// client logs in anew, and only the new password passes) SETs are
+/// acknowledged again with no databus restart; every acknowledged record is
+/// in Kafka exactly once.
+#[test]
+fn a_rotated_sasl_password_is_taken_on_sighup() {
+    const NEW: &str = "rotated-pw-8a2c";
+    let pki = Pki::new("rotate");
+    let topic = unique("t_rotate");
+    let mut broker = SecureBroker::sasl_tls(&pki, &[(&topic, 2)]);
+    let db = TestDb::new("rotate");
+    let group = unique("g_rotate");
+    db.add_app(1, "key1", "secret1", "cluster1");
+    db.add_grant(1, &group, 3, &topic);
+    let dir = TempDir::new("rotate");
+    let port = free_port();
+    let config = |password: &str| {
+        let cluster = broker.cluster_toml("cluster1", &pki, "ca.pem", password);
+        daemon_config(port, &db.url(), &broker.addr(), &(cluster + "[producer]\ntimeout_ms = 30000\n"))
+    };
+    let path = dir.write("databus.toml", &config(SASL_PASSWORD));
+    let mut d = Daemon::start(&["--conf", path.to_str().unwrap()], port);
+    let auth = |role: &str| {
+        format!(
+            "key1:secret1@{group}/topic={topic}&role={role}{}",
+            if role == "sub" { "&offset=old" } else { "" }
+        )
+    };
+
+    // One client publishing one SET at a time throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let (stop, auth, addr) = (stop.clone(), auth("pub"), d.addr);
+        std::thread::spawn(move || {
+            let mut c = Client::connect(addr);
+            assert_eq!(c.call(&["AUTH", &auth]), ok());
+            let (mut acked, mut failed) = (Vec::new(), 0);
+            for i in 0.. {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let v = format!("v{i}");
+                match c.call(&["SET", &v, &v]) {
+                    r if r == ok() => acked.push((v, Instant::now())),
+                    Frame::Error(e) if e.starts_with("TRYAGAIN") => failed += 1,
+                    other => panic!("SET answered {other:?}"),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (acked, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+
+    broker.set_scram_password(NEW);
+    dir.write("databus.toml", &config(NEW));
+    d.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !d.log().contains("clusters re-read") {
+        assert!(Instant::now() < deadline, "no reload logged:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(d.log().contains("changed: [\"cluster1\"]"), "{}", d.log());
+    // A new subscriber logs in with the new password (the old one is refused now).
+    let mut subscriber = Client::connect(d.addr);
+    assert_eq!(subscriber.call(&["AUTH", &auth("sub")]), ok());
+
+    broker.restart();
+    let restarted = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::SeqCst);
+    let (acked, failed) = publisher.join().unwrap();
+    let after = acked.iter().filter(|(_, at)| *at > restarted).count();
+    eprintln!("{} acknowledged ({after} after the broker restart), {failed} refused", acked.len());
+    assert!(after > 0, "no SET acknowledged after the restart: the new password is not in use");
+
+    // Every acknowledged record is there once: through the subscriber, and in the topic.
+    let mut seen: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < acked.len() {
+        assert!(Instant::now() < deadline, "consumed {} of {}", seen.len(), acked.len());
+        let Frame::Array(items) = subscriber.call(&["MGET"]) else { panic!("MGET is not an array") };
+        for item in items {
+            let Frame::Bulk(json) = item else { panic!("not a bulk") };
+            let m: Value = serde_json::from_slice(&json).unwrap();
+            seen.push(m["value"].as_str().unwrap().to_owned());
+        }
+    }
+    let mut props: Vec<(&str, String)> = broker.reader(&pki);
+    props.retain(|(k, _)| *k != "sasl.password");
+    props.push(("sasl.password", NEW.into()));
+    let props: Vec<(&str, &str)> = props.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let records = read_topic_with(&props, &topic, acked.len());
+    for (v, _) in &acked {
+        let n = records.iter().filter(|r| r.value == v.as_bytes()).count();
+        assert_eq!(n, 1, "acknowledged {v} is in Kafka {n} times");
+    }
+}
+
 /// The binary in front of a broker that keeps refusing its login, while a
 /// client keeps publishing: every SET is refused; the failure is logged
 /// once and then summarised (with the broker's reason) every few seconds,
@@ -356,3 +459,15 @@ fn a_refusal_that_persists_is_logged_once_then_summarised_without_the_password()
 
 /// databus's `SUMMARY_EVERY`: how often a repeating failure is logged.
 const SUMMARY_PERIOD: Duration = Duration::from_secs(5);
+
+#[test]
+fn a_client_certificate_the_broker_does_not_trust_is_a_clear_error() {
+    let pki = Pki::new("rogueclient");
+    let topic = unique("t_rogueclient");
+    let broker = SecureBroker::start(&pki, &[(&topic, 1)], Security::Ssl { client_auth: true });
+    let cluster = broker
+        .cluster_toml("secure", &pki, "ca.pem", "")
+        .replace(&pki.path_str("client.pem"), &pki.path_str("rogue-client.pem"))
+        .replace(&pki.path_str("client.key"), &pki.path_str("rogue-client.key"));
+    check_refused("rogueclient", &topic, &cluster, "alert bad certificate", None);
+}

@@ -73,8 +73,7 @@ impl Admin {
         // The probe skips a cluster the grants name but the config lacks.
         let auth = ctx.auth.clone();
         let in_use = move || auth.snapshot().clusters();
-        let probe =
-            Probe::spawn(ctx.settings.clusters.clone(), in_use, settings.interval, ctx.metrics.clone());
+        let probe = Probe::spawn(ctx.clusters.clone(), in_use, settings.interval, ctx.metrics.clone());
         let state = Arc::new(State {
             ctx,
             producers,
@@ -158,7 +157,7 @@ impl State {
     fn ready(&self) -> Reply {
         let snapshot = self.ctx.auth.snapshot();
         let (in_use, unconfigured): (BTreeSet<String>, BTreeSet<String>) =
-            snapshot.clusters().into_iter().partition(|c| self.ctx.settings.clusters.contains_key(c));
+            snapshot.clusters().into_iter().partition(|c| self.ctx.clusters.contains(c));
         let mut missing = Vec::new();
         if !self.serving.load(Ordering::SeqCst) {
             missing.push("shutting down: the RESP listener no longer accepts".to_owned());

@@ -103,7 +103,7 @@ fn publish(
         offset: StartOffset::Latest,
     };
     let settings = &ctx.settings;
-    let grant = ctx.auth.snapshot().check(&req, |c| settings.clusters.contains_key(c)).map_err(|e| {
+    let grant = ctx.auth.snapshot().check(&req, |c| ctx.clusters.contains(c)).map_err(|e| {
         let (status, code) = match e {
             AuthError::BadCredentials => (401, "WRONGPASS"),
             AuthError::ClusterNotConfigured { .. } => (403, "ERR"),

@@ -65,8 +65,9 @@ impl BrokerErrors {
     pub(crate) fn keep(&self, error: &KafkaError, reason: &str) -> bool {
         let text = if reason.is_empty() { error.to_string() } else { reason.to_owned() };
         let code = error.rdkafka_error_code();
-        let refusal = matches!(code, Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL))
-            || is_refusal(&text);
+        // An SSL error may be a broker going away mid-handshake: only its
+        // text tells a certificate refused from that.
+        let refusal = code == Some(RDKafkaErrorCode::Authentication) || is_refusal(&text);
         let mut state = self.lock();
         // "All brokers down" says less than the error that brought them down,
         // so it never replaces one.
@@ -180,11 +181,22 @@ impl Repeated {
 }
 
 /// Whether librdkafka's text says the brokers refused the client: its SASL
-/// login, or the TLS handshake.
+/// login, the broker's certificate (untrusted, or for another host), or the
+/// client's certificate (the broker's TLS alert). A handshake cut short (a
+/// broker restarting) is no refusal.
 fn is_refusal(text: &str) -> bool {
-    ["SASL authentication error", "SASL authentication failed", "SSL handshake failed"]
-        .iter()
-        .any(|needle| text.contains(needle))
+    const REFUSALS: &[&str] = &[
+        "SASL authentication error",
+        "SASL authentication failed",
+        "certificate verify failed",
+        "alert bad certificate",
+        "alert unknown ca",
+        "alert certificate required",
+        "alert certificate unknown",
+        "alert certificate revoked",
+        "alert certificate expired",
+    ];
+    REFUSALS.iter().any(|needle| text.contains(needle))
 }
 
 /// What makes two log lines "the same failure": the text without the parts
@@ -221,8 +233,21 @@ mod tests {
     fn a_refusal_from_the_error_callback_counts_too() {
         let e = BrokerErrors::default();
         assert!(e.record(&KafkaError::Global(RDKafkaErrorCode::Authentication), "bad login"));
-        assert!(e.record(&KafkaError::Global(RDKafkaErrorCode::SSL), "handshake"));
-        assert_eq!(e.refusal().as_deref(), Some("handshake"));
+        let untrusted =
+            "ssl://b:9093/1: SSL handshake failed: error:0A000086:SSL routines::certificate verify failed";
+        assert!(e.record(&KafkaError::Global(RDKafkaErrorCode::SSL), untrusted));
+        assert_eq!(e.refusal().as_deref(), Some(untrusted));
+    }
+
+    #[test]
+    fn a_handshake_cut_short_is_no_refusal() {
+        let e = BrokerErrors::default();
+        let reset =
+            "sasl_ssl://127.0.0.1:37041/1: SSL handshake failed: Disconnected: connection reset by peer: \
+                     connecting to a PLAINTEXT broker listener? (after 0ms in state SSL_HANDSHAKE)";
+        assert!(!e.record(&KafkaError::Global(RDKafkaErrorCode::SSL), reset));
+        assert!(!e.log(RDKafkaLogLevel::Error, "FAIL", reset));
+        assert_eq!(e.refusal(), None);
     }
 
     #[test]

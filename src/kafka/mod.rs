@@ -1,6 +1,7 @@
 //! The Kafka side: librdkafka clients built from a cluster's configuration.
 
 pub(crate) mod broker_errors;
+pub(crate) mod clusters;
 pub(crate) mod consumer;
 pub(crate) mod probe;
 pub(crate) mod producer;
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 
+pub(crate) use clusters::Clusters;
 pub use consumer::StartOffset;
 pub(crate) use consumer::{ConsumeError, GroupConsumer, Memberships, SubscriberSettings};
 pub(crate) use producer::{
@@ -20,7 +22,7 @@ pub(crate) use producer::{
 };
 
 /// One Kafka cluster as `databus.toml` names it.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub(crate) struct Cluster {
     pub brokers: Vec<String>,
     /// Encrypt the connections to the brokers (`security.protocol` ssl or sasl_ssl).

@@ -14,7 +14,7 @@ use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext}
 use rdkafka::{ClientContext, Statistics};
 
 use super::broker_errors::{because, BrokerErrors};
-use super::Cluster;
+use super::{Cluster, Clusters};
 use crate::metrics::Metrics;
 
 /// The latest answer of one cluster.
@@ -66,7 +66,7 @@ impl Probe {
     /// Starts probing, at once and then every `interval`, the clusters
     /// `in_use` names at that moment.
     pub(crate) fn spawn(
-        clusters: BTreeMap<String, Cluster>,
+        clusters: Arc<Clusters>,
         in_use: impl Fn() -> BTreeSet<String> + Send + 'static,
         interval: Duration,
         metrics: Arc<Metrics>,
@@ -77,13 +77,17 @@ impl Probe {
         let handle = thread::Builder::new()
             .name("kafka-probe".into())
             .spawn(move || {
-                let mut clients: BTreeMap<String, BaseProducer<ProbeContext>> = BTreeMap::new();
+                let mut clients: BTreeMap<String, (Cluster, BaseProducer<ProbeContext>)> = BTreeMap::new();
                 loop {
                     let wanted = in_use();
-                    clients.retain(|name, _| wanted.contains(name));
+                    let table = clusters.now();
+                    // A cluster whose settings changed (SIGHUP) gets a new client.
+                    clients.retain(|name, (settings, _)| {
+                        wanted.contains(name) && table.get(name) == Some(settings)
+                    });
                     shared.lock().unwrap_or_else(|e| e.into_inner()).retain(|name, _| wanted.contains(name));
                     for name in &wanted {
-                        let Some(cluster) = clusters.get(name) else { continue };
+                        let Some(cluster) = table.get(name) else { continue };
                         let answer = probe(&mut clients, name, cluster, interval, &metrics);
                         let mut answers = shared.lock().unwrap_or_else(|e| e.into_inner());
                         let entry = answers.entry(name.clone()).or_default();
@@ -138,7 +142,7 @@ impl Probe {
 
 /// One metadata request to `cluster`, through its client (created on first use).
 fn probe(
-    clients: &mut BTreeMap<String, BaseProducer<ProbeContext>>,
+    clients: &mut BTreeMap<String, (Cluster, BaseProducer<ProbeContext>)>,
     name: &str,
     cluster: &Cluster,
     interval: Duration,
@@ -153,9 +157,9 @@ fn probe(
         let mut config = super::client_config(cluster);
         config.set("statistics.interval.ms", interval.as_millis().max(1000).to_string());
         let client = config.create_with_context(context).map_err(|e| e.to_string())?;
-        clients.insert(name.to_owned(), client);
+        clients.insert(name.to_owned(), (cluster.clone(), client));
     }
-    let client = &clients[name];
+    let client = &clients[name].1;
     let result = client
         .client()
         .fetch_metadata(None, interval.clamp(Duration::from_millis(500), Duration::from_secs(10)))

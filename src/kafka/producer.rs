@@ -25,7 +25,7 @@ use rdkafka::producer::{
 use rdkafka::{ClientContext, Message};
 
 use super::broker_errors::{because, BrokerErrors};
-use super::Cluster;
+use super::{Cluster, Clusters};
 
 /// How often a refused producer asks the brokers for metadata, to learn
 /// that they accept it again (librdkafka connects only on demand, and a
@@ -385,13 +385,13 @@ struct ClusterProducer {
 /// producer gets a new id and works. Replacing is safe: the records it still
 /// holds were never acknowledged to a client and fail with an error reply.
 pub(crate) struct Producers {
-    clusters: BTreeMap<String, Cluster>,
+    clusters: Arc<Clusters>,
     settings: ProducerSettings,
     live: Mutex<HashMap<(String, usize), Arc<ClusterProducer>>>,
 }
 
 impl Producers {
-    pub(crate) fn new(clusters: BTreeMap<String, Cluster>, settings: ProducerSettings) -> Producers {
+    pub(crate) fn new(clusters: Arc<Clusters>, settings: ProducerSettings) -> Producers {
         Producers { clusters, settings, live: Mutex::new(HashMap::new()) }
     }
 
@@ -414,7 +414,7 @@ impl Producers {
         let config =
             self.clusters.get(cluster).ok_or_else(|| PublishError::UnknownCluster(cluster.to_owned()))?;
         let (purge, refusals) = mpsc::sync_channel(1);
-        let kafka = producer_config(config, &self.settings)
+        let kafka = producer_config(&config, &self.settings)
             .create_with_context(DeliveryReports {
                 stuck: AtomicBool::new(false),
                 errors: BrokerErrors::default(),
@@ -438,6 +438,20 @@ impl Producers {
             let keep = clusters_in_use.contains(name);
             if !keep {
                 log::info!("producer {lane} of cluster '{name}' closed: no grant uses the cluster");
+            }
+            keep
+        });
+    }
+
+    /// Retires the producers of `clusters`, whose settings changed: the next
+    /// record of each creates a producer with the new settings, while the
+    /// records the old one holds keep it alive until they are settled.
+    pub(crate) fn reconfigured(&self, clusters: &[String]) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.retain(|(name, lane), _| {
+            let keep = !clusters.contains(name);
+            if !keep {
+                log::info!("producer {lane} of cluster '{name}' retired: the cluster's settings changed");
             }
             keep
         });

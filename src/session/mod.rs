@@ -18,7 +18,7 @@ use crate::auth::{parse_auth_string, AuthCache, AuthStringError, Role};
 use crate::config::Settings;
 use crate::kafka::consumer::Member;
 use crate::kafka::{
-    Delivered, GroupConsumer, KeepAlive, Memberships, PendingDelivery, Publish, PublishError,
+    Clusters, Delivered, GroupConsumer, KeepAlive, Memberships, PendingDelivery, Publish, PublishError,
 };
 use crate::metrics::{Metrics, OpenConnection, PublishMeter};
 use crate::resp::{parse_request, Frame, Limits, Parsed};
@@ -36,6 +36,8 @@ use subscriber::Subscriber;
 /// What every connection shares.
 pub(crate) struct Context {
     pub settings: Arc<Settings>,
+    /// The clusters of the settings, as SIGHUP last re-read them.
+    pub clusters: Arc<Clusters>,
     pub auth: Arc<AuthCache>,
     pub kafka: Arc<dyn Publish>,
     /// Subscribers per group on this databus.
@@ -383,7 +385,9 @@ impl Session {
             r.set_group(&req.group);
         }
         let settings = &self.ctx.settings;
-        let checked = self.ctx.auth.snapshot().check(&req, |cluster| settings.clusters.contains_key(cluster));
+        // One table for the check and the join, whatever SIGHUP does meanwhile.
+        let clusters = self.ctx.clusters.now();
+        let checked = self.ctx.auth.snapshot().check(&req, |cluster| clusters.contains_key(cluster));
         let grant = match checked {
             Ok(g) => g,
             Err(e) => {
@@ -411,7 +415,7 @@ impl Session {
                 let member =
                     Member { cluster: &grant.cluster, group: &group, topic: &grant.topic, start: req.offset };
                 let consumer = GroupConsumer::join(
-                    &settings.clusters[&grant.cluster],
+                    &clusters[&grant.cluster],
                     member,
                     &settings.subscriber,
                     &self.ctx.members,
@@ -805,6 +809,7 @@ mod tests {
         };
         let kafka = Arc::new(FakeKafka::default());
         let ctx = Context {
+            clusters: Arc::new(Clusters::new(settings.clusters.clone())),
             settings: Arc::new(settings),
             auth: Arc::new(AuthCache::new(Snapshot::new(vec![grant]))),
             kafka: kafka.clone(),

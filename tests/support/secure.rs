@@ -264,6 +264,13 @@ impl SecureBroker {
         self.broker.addr()
     }
 
+    /// Kills the broker and starts it again on the same ports and data, so
+    /// every client must log in anew.
+    pub fn restart(&mut self) {
+        self.broker.stop();
+        self.broker.restart();
+    }
+
     /// Allows [`SASL_USER`] `operation` (`Write`, `Read` ...) on `resource`
     /// (`--topic t`, `--group g`), with Kafka's own `AclCommand`.
     pub fn allow(&self, operation: &str, resource: &[&str]) {
