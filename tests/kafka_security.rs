@@ -336,7 +336,7 @@ fn a_rotated_sasl_password_is_taken_on_sighup() {
         daemon_config(port, &db.url(), &broker.addr(), &(cluster + "[producer]\ntimeout_ms = 30000\n"))
     };
     let path = dir.write("databus.toml", &config(SASL_PASSWORD));
-    let mut d = Daemon::start(&["--conf", path.to_str().unwrap()], port);
+    let d = Daemon::start(&["--conf", path.to_str().unwrap()], port);
     let auth = |role: &str| {
         format!(
             "key1:secret1@{group}/topic={topic}&role={role}{}",
