@@ -317,3 +317,31 @@ fn idle_subscriber_is_closed_and_leaves_the_group() {
     let mut again = server.connect();
     assert_eq!(again.call(&["AUTH", &auth]), ok());
 }
+
+/// A subscriber whose client hangs up in the middle of an MGET wait leaves
+/// its group at once, not when the wait would have ended: the group's one
+/// partition is free for the next member long before the 60 s wait is over.
+#[test]
+fn a_subscriber_that_hangs_up_mid_wait_leaves_its_group_at_once() {
+    let f = Fixture::new("hangup", 1, "[subscriber]\nwait_timeout_ms = 60000\n");
+    let mut first = f.login("sub", "");
+    first.send(&[b"MGET"]);
+    std::thread::sleep(Duration::from_millis(500));
+    drop(first);
+    let hung_up = Instant::now();
+    // One partition: the group is full until the first member has left.
+    loop {
+        let mut next = f.server.connect();
+        match next.call(&["AUTH", &f.auth_string("sub", "")]) {
+            r if r == ok() => break,
+            Frame::Error(e) if e.starts_with("TRYAGAIN") && e.contains("already has 1 members") => {}
+            other => panic!("AUTH answered {other:?}"),
+        }
+        assert!(
+            hung_up.elapsed() < Duration::from_secs(30),
+            "the member whose client hung up still holds the group after 30 s (its MGET waits 60 s)"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("the next member joined {:?} after the hang-up", hung_up.elapsed());
+}

@@ -93,7 +93,30 @@ pub(crate) struct Connection {
     handoff: Option<Arc<Handoff>>,
 }
 
+/// Tells, without blocking or taking anything from it, whether the client
+/// hung up: a zero-byte peek at the socket (end of stream) or an error. Input
+/// waiting to be read is no hang-up. Over TLS a client's `close_notify`
+/// counts as input, so only a bare close is seen there.
+pub(crate) struct HangUpWatch(TcpStream);
+
+impl HangUpWatch {
+    pub(crate) fn hung_up(&self) -> bool {
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+        let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
+        match socket2::SockRef::from(&self.0).recv_with_flags(&mut byte, flags) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted),
+        }
+    }
+}
+
 impl Connection {
+    /// A [`HangUpWatch`] on this connection's socket.
+    pub(crate) fn hang_up_watch(&self) -> io::Result<HangUpWatch> {
+        self.stream.socket().try_clone().map(HangUpWatch)
+    }
+
     pub(crate) fn new(stream: Stream, write_timeout: Duration) -> io::Result<Connection> {
         stream.socket().set_nodelay(true)?;
         stream.socket().set_write_timeout(Some(write_timeout))?;

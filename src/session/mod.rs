@@ -24,7 +24,7 @@ use crate::metrics::{Metrics, OpenConnection, PublishMeter};
 use crate::resp::{parse_request, Frame, Limits, Parsed};
 
 pub(crate) use connection::Stream;
-use connection::{Connection, ReadOutcome};
+use connection::{Connection, HangUpWatch, ReadOutcome};
 use error::shown_name;
 pub(crate) use error::CommandError;
 use handoff::{Handoff, TakenBack};
@@ -148,6 +148,9 @@ pub(crate) struct Session {
     /// The connection's entry in the server's registry (absent in unit tests).
     registration: Option<Registration>,
     interrupt: Arc<InterruptFlag>,
+    /// Whether the client has hung up, asked while an MGET waits (absent in
+    /// unit tests).
+    hang_up: Option<HangUpWatch>,
     /// Set when the connection must close after the replies so far are sent.
     closing: bool,
     /// Counts this connection under its role.
@@ -167,6 +170,7 @@ impl Session {
             client,
             registration,
             interrupt,
+            hang_up: None,
             closing: false,
             _open,
         }
@@ -295,7 +299,10 @@ impl Session {
             (_, b"auth") => Reply::Now(CommandError::AlreadyAuthenticated.to_frame()),
             (State::Publisher(p), b"set") => delivery(p, b"set", args, p.set(args, p.enqueue(kafka))),
             (State::Publisher(p), b"hset") => delivery(p, b"hset", args, p.hset(args, p.enqueue(kafka))),
-            (State::Subscriber(s), b"mget") => s.mget(args, &self.interrupt).into(),
+            (State::Subscriber(s), b"mget") => {
+                let hung_up = || self.hang_up.as_ref().is_some_and(HangUpWatch::hung_up);
+                s.mget(args, &self.interrupt, &hung_up).into()
+            }
             (State::Subscriber(s), b"set") => s.commit(args).into(),
             (State::Publisher(_), b"mget") => not_allowed(&args[0], Role::Pub),
             (State::Subscriber(_), b"hset") => not_allowed(&args[0], Role::Sub),
@@ -505,6 +512,7 @@ pub(crate) fn serve(stream: Stream, ctx: Arc<Context>, registration: Registratio
         return;
     }
     let mut session = Session::new(ctx, peer, Some(registration));
+    session.hang_up = conn.hang_up_watch().ok();
     let mut handed = None;
     serve_requests(&mut conn, &mut session, &mut handed);
     // The session ends first, as it always did: a subscriber leaves its

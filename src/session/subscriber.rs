@@ -47,11 +47,15 @@ impl Subscriber {
 
     /// `MGET [pb|json]`: blocks until `batch_size` messages, or at least one
     /// and a tick boundary, or `wait_timeout` with none (an empty array).
-    /// Returns early with what it has when the connection is interrupted.
+    /// Returns early with what it has when the connection is interrupted, or
+    /// when `hung_up` says the client went away (asked every tick, so that
+    /// a client that closes mid-wait leaves its group at once, not when the
+    /// wait would have ended).
     pub(crate) fn mget(
         &mut self,
         args: &[Vec<u8>],
         interrupt: &InterruptFlag,
+        hung_up: &dyn Fn() -> bool,
     ) -> Result<Frame, CommandError> {
         let format = match args {
             [_] => Format::Json,
@@ -69,13 +73,21 @@ impl Subscriber {
         let mut bytes = 0;
         // Set once the first message is in: the end of the tick it fell in.
         let mut flush_at: Option<Instant> = None;
+        // When `hung_up` was last asked.
+        let mut looked = started;
         while batch.len() < self.settings.batch_size && !interrupt.is_set() {
             let now = Instant::now();
             let until = flush_at.unwrap_or(deadline);
             if now >= until {
                 break;
             }
-            // Short polls, so an interrupt is seen promptly.
+            if now.duration_since(looked) >= tick {
+                if hung_up() {
+                    break;
+                }
+                looked = now;
+            }
+            // Short polls, so an interrupt or a hang-up is seen promptly.
             let Some(msg) = self.consumer.poll((until - now).min(tick)) else {
                 continue;
             };
