@@ -378,12 +378,16 @@ struct ClusterProducer {
 /// The producers of every configured cluster, `instances` per cluster (one
 /// per lane), each created on first use.
 ///
-/// A producer is replaced when librdkafka reports a fatal error, or when its
-/// records time out with no delivery since and it is older than the produce
-/// timeout: an idempotent producer whose broker lost its state (a restarted
-/// in-memory broker, say) can stay stuck re-bumping its epoch, while a new
-/// producer gets a new id and works. Replacing is safe: the records it still
-/// holds were never acknowledged to a client and fail with an error reply.
+/// A producer is replaced when librdkafka reports a fatal error (an
+/// idempotent producer fenced or out of sequence for good), when the
+/// cluster's settings change (SIGHUP), or when its records time out with no
+/// delivery since and it is older than the produce timeout. The last is a
+/// safety net from the tansu days (a broker that lost a producer's state
+/// left it re-bumping its epoch for ever); Apache Kafka rebuilds producer
+/// state from its log, so it has not been seen to fire there, and it costs
+/// nothing but a new producer id when it does. Replacing is safe: the
+/// records the old producer still holds were never acknowledged to a client
+/// and fail with an error reply (or, in flight, settle on it).
 pub(crate) struct Producers {
     clusters: Arc<Clusters>,
     settings: ProducerSettings,
