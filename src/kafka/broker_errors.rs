@@ -53,8 +53,8 @@ impl BrokerErrors {
     /// An error librdkafka reported (its error callback): logged (at warn,
     /// throttled), kept, and `true` when it is a refusal.
     pub(crate) fn record(&self, error: &KafkaError, reason: &str) -> bool {
-        let why = match (error.rdkafka_error_code(), self.get()) {
-            (Some(RDKafkaErrorCode::AllBrokersDown), Some(last)) => format!(" (last broker error: {last})"),
+        let why = match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::AllBrokersDown) => because(&self.get()),
             _ => String::new(),
         };
         throttled(log::Level::Warn, &format!("librdkafka: {error}: {reason}{why}"));

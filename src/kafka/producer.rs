@@ -437,27 +437,25 @@ impl Producers {
     /// Closes the producers of clusters no grant uses any more. Records they
     /// still hold keep them alive until settled.
     pub(crate) fn retain(&self, clusters_in_use: &std::collections::HashSet<String>) {
-        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        live.retain(|(name, lane), _| {
-            let keep = clusters_in_use.contains(name);
-            if !keep {
-                log::info!("producer {lane} of cluster '{name}' closed: no grant uses the cluster");
-            }
-            keep
-        });
+        self.let_go(|name| !clusters_in_use.contains(name), "closed: no grant uses the cluster");
     }
 
     /// Retires the producers of `clusters`, whose settings changed: the next
     /// record of each creates a producer with the new settings, while the
     /// records the old one holds keep it alive until they are settled.
     pub(crate) fn reconfigured(&self, clusters: &[String]) {
+        self.let_go(|name| clusters.iter().any(|c| c == name), "retired: the cluster's settings changed");
+    }
+
+    /// Drops the producers of the clusters `go` names, saying `why`.
+    fn let_go(&self, go: impl Fn(&str) -> bool, why: &str) {
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         live.retain(|(name, lane), _| {
-            let keep = !clusters.contains(name);
-            if !keep {
-                log::info!("producer {lane} of cluster '{name}' retired: the cluster's settings changed");
+            let gone = go(name);
+            if gone {
+                log::info!("producer {lane} of cluster '{name}' {why}");
             }
-            keep
+            !gone
         });
     }
 
