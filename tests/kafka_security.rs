@@ -305,10 +305,8 @@ fn publishing_resumes_once_the_broker_accepts_the_login() {
         std::thread::sleep(Duration::from_millis(200));
     }
     eprintln!("{refused} SETs refused before the first was acknowledged");
-    let reader = broker.reader(&pki);
-    let mut props: Vec<(&str, &str)> = reader.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    props.retain(|(k, _)| *k != "sasl.password");
-    props.push(("sasl.password", PASSWORD));
+    let reader = broker.reader_as(&pki, PASSWORD);
+    let props: Vec<(&str, &str)> = reader.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let values: Vec<Vec<u8>> = read_topic_with(&props, &topic, 1).into_iter().map(|r| r.value).collect();
     assert_eq!(values, vec![b"accepted".to_vec()], "only the acknowledged SET is in Kafka");
 }
@@ -325,29 +323,16 @@ fn a_rotated_sasl_password_is_taken_on_sighup() {
     let pki = Pki::new("rotate");
     let topic = unique("t_rotate");
     let mut broker = SecureBroker::sasl_tls(&pki, &[(&topic, 2)]);
-    let db = TestDb::new("rotate");
-    let group = unique("g_rotate");
-    db.add_app(1, "key1", "secret1", "cluster1");
-    db.add_grant(1, &group, 3, &topic);
-    let dir = TempDir::new("rotate");
-    let port = free_port();
-    let config = |password: &str| {
-        let cluster = broker.cluster_toml("cluster1", &pki, "ca.pem", password);
-        daemon_config(port, &db.url(), &broker.addr(), &(cluster + "[producer]\ntimeout_ms = 30000\n"))
+    let sections = |password: &str| {
+        broker.cluster_toml("cluster1", &pki, "ca.pem", password) + "[producer]\ntimeout_ms = 30000\n"
     };
-    let path = dir.write("databus.toml", &config(SASL_PASSWORD));
-    let d = Daemon::start(&["--conf", path.to_str().unwrap()], port);
-    let auth = |role: &str| {
-        format!(
-            "key1:secret1@{group}/topic={topic}&role={role}{}",
-            if role == "sub" { "&offset=old" } else { "" }
-        )
-    };
+    let b = Binary::start("rotate", &topic, 3, &sections(SASL_PASSWORD));
+    let d = &b.daemon;
 
     // One client publishing one SET at a time throughout.
     let stop = Arc::new(AtomicBool::new(false));
     let publisher = {
-        let (stop, auth, addr) = (stop.clone(), auth("pub"), d.addr);
+        let (stop, auth, addr) = (stop.clone(), b.auth("pub"), d.addr);
         std::thread::spawn(move || {
             let mut c = Client::connect(addr);
             assert_eq!(c.call(&["AUTH", &auth]), ok());
@@ -370,7 +355,7 @@ fn a_rotated_sasl_password_is_taken_on_sighup() {
     std::thread::sleep(Duration::from_secs(2));
 
     broker.set_scram_password(NEW);
-    dir.write("databus.toml", &config(NEW));
+    b.rewrite(&sections(NEW));
     d.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !d.log().contains("clusters re-read") {
@@ -380,7 +365,7 @@ fn a_rotated_sasl_password_is_taken_on_sighup() {
     assert!(d.log().contains("changed: [\"cluster1\"]"), "{}", d.log());
     // A new subscriber logs in with the new password (the old one is refused now).
     let mut subscriber = Client::connect(d.addr);
-    assert_eq!(subscriber.call(&["AUTH", &auth("sub")]), ok());
+    assert_eq!(subscriber.call(&["AUTH", &format!("{}&offset=old", b.auth("sub"))]), ok());
 
     broker.restart();
     let restarted = Instant::now();
@@ -403,10 +388,8 @@ fn a_rotated_sasl_password_is_taken_on_sighup() {
             seen.push(m["value"].as_str().unwrap().to_owned());
         }
     }
-    let mut props: Vec<(&str, String)> = broker.reader(&pki);
-    props.retain(|(k, _)| *k != "sasl.password");
-    props.push(("sasl.password", NEW.into()));
-    let props: Vec<(&str, &str)> = props.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let reader = broker.reader_as(&pki, NEW);
+    let props: Vec<(&str, &str)> = reader.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let records = read_topic_with(&props, &topic, acked.len());
     for (v, _) in &acked {
         let n = records.iter().filter(|r| r.value == v.as_bytes()).count();
@@ -424,17 +407,11 @@ fn a_refusal_that_persists_is_logged_once_then_summarised_without_the_password()
     let pki = Pki::new("refusallog");
     let topic = unique("t_refusallog");
     let broker = SecureBroker::sasl_tls(&pki, &[(&topic, 1)]);
-    let db = TestDb::new("refusallog");
-    let group = unique("g_refusallog");
-    db.add_app(1, "key1", "secret1", "cluster1");
-    db.add_grant(1, &group, 2, &topic);
-    let dir = TempDir::new("refusallog");
-    let port = free_port();
-    let cluster = broker.cluster_toml("cluster1", &pki, "ca.pem", PASSWORD);
-    let path = dir.write("databus.toml", &daemon_config(port, &db.url(), &broker.addr(), &cluster));
-    let d = Daemon::start(&["--conf", path.to_str().unwrap()], port);
+    let b =
+        Binary::start("refusallog", &topic, 2, &broker.cluster_toml("cluster1", &pki, "ca.pem", PASSWORD));
+    let d = &b.daemon;
     let mut c = Client::connect(d.addr);
-    assert_eq!(c.call(&["AUTH", &format!("key1:secret1@{group}/topic={topic}&role=pub")]), ok());
+    assert_eq!(c.call(&["AUTH", &b.auth("pub")]), ok());
 
     // Two summary periods and more of refusals (librdkafka retries the
     // login about once a second).
@@ -455,6 +432,46 @@ fn a_refusal_that_persists_is_logged_once_then_summarised_without_the_password()
     // "all brokers down" with the reason): the first, then at most one
     // summary per period.
     assert!(lines.len() <= 3 * 4, "{} lines about one refusal", lines.len());
+}
+
+/// The databus binary with app 1 on `cluster1`, granted `operation` on a
+/// topic in a group of its own; its config is the test's database and
+/// `sections` (the TOML of `cluster1`, and any other).
+struct Binary {
+    daemon: Daemon,
+    group: String,
+    topic: String,
+    port: u16,
+    dir: TempDir,
+    db: TestDb,
+}
+
+impl Binary {
+    fn start(name: &str, topic: &str, operation: u8, sections: &str) -> Binary {
+        let db = TestDb::new(name);
+        let group = unique(&format!("g_{name}"));
+        db.add_app(1, "key1", "secret1", "cluster1");
+        db.add_grant(1, &group, operation, topic);
+        let (dir, port) = (TempDir::new(name), free_port());
+        let path = write_config(&dir, port, &db, sections);
+        let daemon = Daemon::start(&["--conf", path.to_str().unwrap()], port);
+        Binary { daemon, group, topic: topic.to_owned(), port, dir, db }
+    }
+
+    /// Writes the config anew with `sections`, for a SIGHUP to re-read.
+    fn rewrite(&self, sections: &str) {
+        write_config(&self.dir, self.port, &self.db, sections);
+    }
+
+    fn auth(&self, role: &str) -> String {
+        format!("key1:secret1@{}/topic={}&role={role}", self.group, self.topic)
+    }
+}
+
+/// `databus.toml` in `dir`: listening on `port`, grants from `db`, and
+/// `sections`; its path.
+fn write_config(dir: &TempDir, port: u16, db: &TestDb, sections: &str) -> std::path::PathBuf {
+    dir.write("databus.toml", &daemon_config(port, &db.url(), "", sections))
 }
 
 /// databus's `SUMMARY_EVERY`: how often a repeating failure is logged.

@@ -319,6 +319,11 @@ impl SecureBroker {
     /// librdkafka properties of an independent client that trusts the CA
     /// and logs in as [`SASL_USER`], `bootstrap.servers` included.
     pub fn reader(&self, pki: &Pki) -> Vec<(&'static str, String)> {
+        self.reader_as(pki, SASL_PASSWORD)
+    }
+
+    /// [`SecureBroker::reader`] with another password.
+    pub fn reader_as(&self, pki: &Pki, password: &str) -> Vec<(&'static str, String)> {
         let mut props = vec![
             ("bootstrap.servers", self.addr()),
             ("security.protocol", self.security.protocol().to_ascii_lowercase()),
@@ -333,7 +338,7 @@ impl SecureBroker {
         if let Some(mechanism) = self.security.mechanism() {
             props.push(("sasl.mechanism", mechanism.into()));
             props.push(("sasl.username", SASL_USER.into()));
-            props.push(("sasl.password", SASL_PASSWORD.into()));
+            props.push(("sasl.password", password.into()));
         }
         props
     }
