@@ -42,27 +42,13 @@ KAFKA_HOME="$TOOLS_DIR/kafka-$KAFKA_VERSION"
 LIBS="$KAFKA_HOME/libs"
 JAVA=${JAVA:-java}
 
-log() { printf 'kafka.sh: %s\n' "$*" >&2; }
-die() { printf 'kafka.sh: ERROR: %s\n' "$*" >&2; exit 1; }
-have() { command -v "$1" >/dev/null 2>&1; }
+ME=kafka.sh
+APT_LOG="$TOOLS_DIR/apt.log"
+# shellcheck source=scripts/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 # ---------------------------------------------------------------------------------------------
 # The jars
-
-APT_UPDATED=0
-apt_install() {
-	have apt-get || die "need to install $*, but apt-get is not available"
-	export DEBIAN_FRONTEND=noninteractive
-	mkdir -p "$TOOLS_DIR"
-	local aptlog="$TOOLS_DIR/apt.log"
-	if ((!APT_UPDATED)); then
-		log "apt-get update (log: $aptlog)"
-		apt-get update >>"$aptlog" 2>&1 || die "apt-get update failed (log: $aptlog)"
-		APT_UPDATED=1
-	fi
-	log "apt-get install $* (log: $aptlog)"
-	apt-get install -y --no-install-recommends "$@" >>"$aptlog" 2>&1 || die "apt-get install $* failed (log: $aptlog)"
-}
 
 java_major() { "$JAVA" -version 2>&1 | sed -nE '1s/.*version "([0-9]+).*/\1/p'; }
 

@@ -64,11 +64,10 @@ export DEBIAN_FRONTEND=noninteractive
 PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 # ---------------------------------------------------------------------------------------------
-log() { printf 'services.sh: %s\n' "$*" >&2; }
-die() { printf 'services.sh: ERROR: %s\n' "$*" >&2; exit 1; }
-# show the end of a log file on stderr (for failure messages)
-tail_log() { [[ -s $1 ]] && { printf -- '--- last lines of %s ---\n' "$1"; tail -n 20 "$1"; } >&2 || true; }
-have() { command -v "$1" >/dev/null 2>&1; }
+ME=services.sh
+APT_LOG="$RUN_DIR/apt.log"
+# shellcheck source=scripts/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 redact() { sed -E 's#(://[^:@/]*):[^@/]*@#\1:***@#' <<<"$1"; }
 
 # port_open HOST PORT: does something accept TCP connections there?
@@ -84,21 +83,6 @@ wait_until() {
 		sleep 0.5
 	done
 	return 1
-}
-
-APT_UPDATED=0
-apt_install() {
-	have apt-get || die "need to install $*, but apt-get is not available"
-	mkdir -p "$RUN_DIR"
-	local aptlog="$RUN_DIR/apt.log"
-	if ((!APT_UPDATED)); then
-		log "apt-get update (log: $aptlog)"
-		apt-get update >>"$aptlog" 2>&1 || { tail_log "$aptlog"; die "apt-get update failed (log: $aptlog)"; }
-		APT_UPDATED=1
-	fi
-	log "apt-get install $* (log: $aptlog)"
-	apt-get install -y --no-install-recommends "$@" >>"$aptlog" 2>&1 ||
-		{ tail_log "$aptlog"; die "apt-get install $* failed (log: $aptlog)"; }
 }
 
 ensure_mariadb_client() { have mariadb || apt_install mariadb-client; }
