@@ -48,7 +48,6 @@ pub struct Node {
     pub id: u32,
     /// The PLAINTEXT listener, which tests and admin clients use.
     pub port: u16,
-    pub controller_port: u16,
     args: Vec<String>,
     log: PathBuf,
     process: Option<Guard>,
@@ -100,7 +99,7 @@ impl Node {
         for (name, protocol, port) in &options.listeners {
             args.extend(["--listener".to_owned(), format!("{name}:{protocol}:{port}")]);
         }
-        Node { id, port, controller_port, args, log: home.join("kafka.log"), process: None }
+        Node { id, port, args, log: home.join("kafka.log"), process: None }
     }
 
     pub fn addr(&self) -> String {
@@ -127,14 +126,6 @@ impl Node {
     /// SIGKILL, and the process reaped.
     pub fn kill(&mut self) {
         self.process = None;
-    }
-
-    /// SIGTERM, then waits for the broker's own shutdown to end.
-    pub fn terminate(&mut self) {
-        if let Some(mut p) = self.process.take() {
-            p.signal("TERM");
-            p.wait();
-        }
     }
 
     /// The end of its log, for failure messages.
@@ -227,11 +218,6 @@ impl OwnBroker {
         await_nodes(&mut [&mut self.node]);
     }
 
-    /// Starts it again without waiting.
-    pub fn spawn(&mut self) {
-        self.node.spawn();
-    }
-
     /// Sends `signal` (`STOP`, `CONT`, `KILL`...) to the broker process.
     pub fn signal(&self, signal: &str) {
         self.node.signal(signal);
@@ -240,10 +226,6 @@ impl OwnBroker {
     /// Kills the broker (SIGKILL).
     pub fn stop(&mut self) {
         self.node.kill();
-    }
-
-    pub fn log_tail(&self) -> String {
-        self.node.log_tail()
     }
 }
 
