@@ -227,6 +227,11 @@ pub struct Settings {
 
 /// Longest duration any `*_ms` key may hold: a week.
 const MAX_MS: u64 = 7 * 24 * 3600 * 1000;
+/// An empty `MGET` answers after 1.5 s by default: before the shortest read
+/// timeout common clients set on their own (Jedis's 2 s; go-redis's is 3 s),
+/// so they work with their defaults. A client that wants the seed's long
+/// poll asks for it (`wait=30000` in AUTH, or `MGET BLOCK 30000`).
+const DEFAULT_WAIT_MS: u64 = 1500;
 /// Redis's own ceiling for `databases`.
 const MAX_REDIS_DB: u64 = i32::MAX as u64;
 /// Room beside the value that `max_request_len` must leave, and its default.
@@ -443,7 +448,7 @@ impl RawConfig {
         let subscriber = SubscriberSettings {
             batch_size: size("subscriber.batch_size", s.batch_size, 100, 1, 100_000)?,
             tick: ms("subscriber.tick_ms", s.tick_ms, 100)?,
-            wait_timeout: ms("subscriber.wait_timeout_ms", s.wait_timeout_ms, 30_000)?,
+            wait_timeout: ms("subscriber.wait_timeout_ms", s.wait_timeout_ms, DEFAULT_WAIT_MS)?,
             idle_timeout: ms("subscriber.idle_timeout_ms", s.idle_timeout_ms, 40_000)?,
             session_timeout: ms("subscriber.session_timeout_ms", s.session_timeout_ms, 45_000)?,
             // The consumer lag of /metrics comes from these statistics.

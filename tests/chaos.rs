@@ -925,8 +925,7 @@ fn rebalance_storm_loses_nothing() {
     db.add_app(1, "app_key1", "app_secret1", "cluster1");
     db.add_grant(1, &group, 3, &topic);
     create_topic(&topic, 4);
-    let config =
-        test_config(&db, "", "").replace("wait_timeout_ms = 3000", "wait_timeout_ms = 500\nbatch_size = 10");
+    let config = test_config(&db, "", "[subscriber]\nwait_timeout_ms = 500\nbatch_size = 10\n");
     let server = TestServer::start(&config);
     let addr = server.addr;
     let sub_auth = format!("app_key1:app_secret1@{group}/topic={topic}&role=sub&offset=old");

@@ -1,8 +1,8 @@
 //! Real Redis clients against databus: the README's walkthrough through the
 //! `redis-cli` binary, the example client (`example_cli`, built and run as a
 //! process), a session the way clients of the original Go service drive it,
-//! and redis-py from a venv (`scripts/pyvenv.sh`). Test servers use a 3 s
-//! MGET wait and a 6 s session timeout; a new group member's first MGETs may
+//! and redis-py from a venv (`scripts/pyvenv.sh`). Test servers use the default
+//! 1.5 s MGET wait and a 6 s session timeout; a new group member's first MGETs may
 //! come back empty while it joins, so every consumer loops with a bound.
 
 mod support;
@@ -150,7 +150,7 @@ fn example_cli_binary() -> PathBuf {
 }
 
 /// The example's config.toml for a fixture: its credentials, `port`, and
-/// timeouts that fit the test server's 3 s MGET wait.
+/// timeouts that fit the test server's 1.5 s MGET wait.
 fn example_config(f: &Fixture, port: u16) -> String {
     let section = |role: &str, extra: &str| {
         format!(
@@ -351,7 +351,7 @@ fn example_client_exits_cleanly_on_ctrl_c() {
     example.wait_for("published ");
     let line = example.wait_for("message ");
     wait_committed(&f, 0, field(&line, "offset") + 1);
-    // Now it is blocked in MGET (the test server waits 3 s).
+    // Now it is blocked in MGET (the test server waits 1.5 s).
     let pid = example.process.pid().to_string();
     let kill = Command::new("kill").args(["-INT", &pid]).status().expect("running kill");
     assert!(kill.success());

@@ -1,6 +1,6 @@
 //! The subscribe path end to end: MGET (JSON and protobuf), commits, group
-//! membership across connections, color. Test servers use a 3 s MGET wait
-//! (see `test_config`). A new member gets its partitions only once the
+//! membership across connections, color. Test servers use the default 1.5 s MGET
+//! wait (see `test_config`). A new member gets its partitions only once the
 //! group's rebalance completes, so its first MGET may come back empty: the
 //! helpers below poll until a count.
 
@@ -280,6 +280,44 @@ fn empty_topic_returns_an_empty_array_after_the_wait() {
     assert_eq!(c.read(), Some(Frame::Array(vec![])));
 }
 
+/// How long an empty MGET waits: the 1.5 s default (below Jedis's 2 s read
+/// timeout), AUTH's `wait=`, or the call's `BLOCK ms`, which wins. (Lower
+/// bounds only: an empty answer must not come before the wait is over. That
+/// the default answers in time for clients' read timeouts is shown by the
+/// clients themselves, in compat.rs.)
+#[test]
+fn an_empty_mget_waits_as_long_as_asked() {
+    let f = fixture("waits", 2);
+    let timed = |c: &mut Client, args: &[&str]| {
+        let started = Instant::now();
+        assert_eq!(c.call(args), Frame::Array(vec![]), "{args:?}");
+        started.elapsed()
+    };
+    let mut c = f.subscriber("");
+    let waited = timed(&mut c, &["MGET"]);
+    assert!(waited >= Duration::from_millis(1500), "the default wait ended after {waited:?}");
+    let waited = timed(&mut c, &["MGET", "pb", "BLOCK", "3500"]);
+    assert!(waited >= Duration::from_millis(3500), "BLOCK 3500 ended after {waited:?}");
+
+    let mut long = f.subscriber("&wait=4000");
+    let waited = timed(&mut long, &["MGET", ""]);
+    assert!(waited >= Duration::from_secs(4), "wait=4000 ended after {waited:?}");
+    let waited = timed(&mut long, &["MGET", "json", "block", "100"]);
+    assert!(waited < Duration::from_secs(4), "BLOCK 100 on a wait=4000 connection took {waited:?}");
+
+    // Out of range: an error, and the connection goes on.
+    let range = "ERR BLOCK takes milliseconds from 1 to 600000";
+    assert_eq!(long.call(&["MGET", "BLOCK", "0"]), err(range));
+    assert_eq!(long.call(&["MGET", "json", "BLOCK", "600001"]), err(range));
+    assert_eq!(long.call(&["PING"]), Frame::Simple("PONG".into()));
+    let mut bad = f.server.connect();
+    assert_eq!(
+        bad.call(&["AUTH", &f.auth_string("sub", "&wait=0")]),
+        err("ERR invalid auth string: wait must be milliseconds from 1 to 600000, got '0' \
+             (expected key:secret@group/topic=T&role=pub|sub)")
+    );
+}
+
 #[test]
 fn bad_commits_are_refused_and_nothing_is_committed() {
     let f = fixture("badcommit", 1);
@@ -291,7 +329,7 @@ fn bad_commits_are_refused_and_nothing_is_committed() {
     assert_eq!(c.call(&["SET", "1", "-5"]), err("ERR offset must be a non-negative integer"));
     assert_eq!(c.call(&["SET", "-1", "0"]), err("ERR partition must be a non-negative integer"));
     assert_eq!(c.call(&["SET", "7", "0"]), err("ERR partition 7 is not assigned to this connection"));
-    assert_eq!(c.call(&["MGET", "xml"]), err("ERR MGET takes pb or json"));
+    assert_eq!(c.call(&["MGET", "xml"]), err("ERR MGET takes pb or json, then optionally BLOCK <milliseconds>"));
     assert_eq!(c.call(&["HSET", "a", "b", "c"]), err("ERR command 'HSET' not allowed for role sub"));
     assert_eq!(c.call(&["PING"]), Frame::Simple("PONG".into()));
     assert_eq!(committed(&f.group, &f.topic, 1)[&0], Offset::Invalid);
@@ -307,7 +345,7 @@ fn idle_subscriber_is_closed_and_leaves_the_group() {
     db.add_app(1, "key1", "secret1", "cluster1");
     db.add_grant(1, &group, 3, &topic);
     create_topic(&topic, 1);
-    let config = test_config(&db, "", "").replace("[subscriber]\n", "[subscriber]\nidle_timeout_ms = 500\n");
+    let config = test_config(&db, "", "[subscriber]\nidle_timeout_ms = 500\n");
     let server = TestServer::start(&config);
     let auth = format!("key1:secret1@{group}/topic={topic}&role=sub");
     let mut c = server.connect();

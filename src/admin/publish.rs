@@ -101,6 +101,7 @@ fn publish(
         role: Role::Pub,
         color,
         offset: StartOffset::Latest,
+        wait: None,
     };
     let settings = &ctx.settings;
     let grant = ctx.auth.snapshot().check(&req, |c| ctx.clusters.contains(c)).map_err(|e| {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::metrics::Metrics;
 
 pub use mysql::mask_password;
-pub use request::{parse_auth_string, AuthRequest, AuthStringError, Role};
+pub use request::{parse_auth_string, parse_wait_ms, AuthRequest, AuthStringError, Role, MAX_WAIT_MS};
 
 /// One row of `auth_tb` joined with its `app_tb` row.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -1,9 +1,20 @@
-//! The AUTH argument, `key:secret@group/topic=T&role=pub|sub[&color=C][&offset=new|old]`,
+//! The AUTH argument, `key:secret@group/topic=T&role=pub|sub[&color=C][&offset=new|old][&wait=MS]`,
 //! parsed into an [`AuthRequest`]. Pure, so every malformed shape is unit-tested.
 
 use std::fmt;
+use std::time::Duration;
 
 use crate::kafka::StartOffset;
+
+/// The longest wait a client may ask of an `MGET` (`wait=` in AUTH, or
+/// `MGET ... BLOCK ms`): ten minutes.
+pub const MAX_WAIT_MS: u64 = 600_000;
+
+/// A wait in milliseconds as a client writes it: 1 to [`MAX_WAIT_MS`].
+pub fn parse_wait_ms(raw: &[u8]) -> Option<Duration> {
+    let ms: u64 = std::str::from_utf8(raw).ok()?.parse().ok()?;
+    (1..=MAX_WAIT_MS).contains(&ms).then(|| Duration::from_millis(ms))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -40,6 +51,9 @@ pub struct AuthRequest {
     /// Traffic dye; empty means uncolored.
     pub color: String,
     pub offset: StartOffset,
+    /// How long this connection's empty `MGET`s wait (`wait=`); `None`: the
+    /// configured `subscriber.wait_timeout_ms`.
+    pub wait: Option<Duration>,
 }
 
 // Hand-written so the secret can never reach a log line through `{:?}`.
@@ -53,6 +67,7 @@ impl fmt::Debug for AuthRequest {
             .field("role", &self.role)
             .field("color", &self.color)
             .field("offset", &self.offset)
+            .field("wait", &self.wait)
             .finish()
     }
 }
@@ -78,6 +93,8 @@ pub enum AuthStringError {
     BadRole(String),
     #[error("offset must be new or old, got '{0}'")]
     BadOffset(String),
+    #[error("wait must be milliseconds from 1 to {MAX_WAIT_MS}, got '{0}'")]
+    BadWait(String),
     #[error("color may only hold letters, digits, '-', '_' and '.', got '{0}'")]
     BadColor(String),
 }
@@ -96,6 +113,7 @@ pub fn parse_auth_string(s: &str) -> Result<AuthRequest, AuthStringError> {
     }
 
     let (mut topic, mut role, mut color, mut offset) = (None, None, String::new(), StartOffset::Latest);
+    let mut wait = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').ok_or_else(|| AuthStringError::NoValue(pair.to_owned()))?;
         match name {
@@ -121,6 +139,9 @@ pub fn parse_auth_string(s: &str) -> Result<AuthRequest, AuthStringError> {
                     other => return Err(AuthStringError::BadOffset(other.to_owned())),
                 }
             }
+            "wait" => {
+                wait = Some(parse_wait_ms(value.as_bytes()).ok_or_else(|| AuthStringError::BadWait(value.to_owned()))?)
+            }
             // Unknown parameters are ignored so newer clients can add some.
             _ => {}
         }
@@ -137,6 +158,7 @@ pub fn parse_auth_string(s: &str) -> Result<AuthRequest, AuthStringError> {
         role: role.ok_or(AuthStringError::Missing("role"))?,
         color,
         offset,
+        wait,
     })
 }
 
@@ -161,6 +183,9 @@ mod tests {
         let r = parse_auth_string("k:s@g/role=sub&topic=t&color=blue-1&offset=old&x=y&").unwrap();
         assert_eq!((r.role, r.topic.as_str(), r.color.as_str()), (Role::Sub, "t", "blue-1"));
         assert_eq!(r.offset, StartOffset::Earliest);
+        assert_eq!(r.wait, None);
+        let r = parse_auth_string("k:s@g/topic=t&role=sub&wait=30000").unwrap();
+        assert_eq!(r.wait, Some(Duration::from_secs(30)));
     }
 
     #[test]
@@ -187,6 +212,9 @@ mod tests {
             ("k:s@g/topic=t&role=admin", BadRole("admin".into())),
             ("k:s@g/topic=t&role=sub&offset=mid", BadOffset("mid".into())),
             ("k:s@g/topic=t&role=sub&color=a b", BadColor("a b".into())),
+            ("k:s@g/topic=t&role=sub&wait=0", BadWait("0".into())),
+            ("k:s@g/topic=t&role=sub&wait=600001", BadWait("600001".into())),
+            ("k:s@g/topic=t&role=sub&wait=1s", BadWait("1s".into())),
         ];
         for (input, want) in cases {
             assert_eq!(parse_auth_string(input).as_ref(), Err(want), "{input}");

@@ -249,10 +249,6 @@ impl ConsumerErrors {
     }
 }
 
-/// How long an MGET that found nothing waits for the metadata that tells
-/// "no new records" from "Kafka is unreachable".
-const REACHABLE_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// Where a consumer group with no committed offset starts reading
 /// (`offset=new` or `offset=old` in AUTH).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -447,14 +443,19 @@ impl GroupConsumer {
         self.consumer.context().take_denied().and_then(|e| denial(e, &self.group, &self.topic))
     }
 
+    /// Whether librdkafka reported a failed connection since `since`.
+    pub(crate) fn failing_since(&self, since: Instant) -> bool {
+        self.consumer.context().failed_since(since)
+    }
+
     /// Why the cluster is unreachable, when librdkafka reported failed
     /// connections since `since` and the cluster does not answer a metadata
-    /// request now; `None` when it answers (or nothing failed).
-    pub(crate) fn unreachable_since(&self, since: Instant) -> Option<ConsumeError> {
-        if !self.consumer.context().failed_since(since) {
+    /// request within `timeout`; `None` when it answers (or nothing failed).
+    pub(crate) fn unreachable_since(&self, since: Instant, timeout: Duration) -> Option<ConsumeError> {
+        if !self.failing_since(since) {
             return None;
         }
-        let cause = self.consumer.fetch_metadata(Some(&self.topic), REACHABLE_TIMEOUT).err()?;
+        let cause = self.consumer.fetch_metadata(Some(&self.topic), timeout).err()?;
         Some(ConsumeError::Unreachable {
             cluster: self.cluster.clone(),
             cause: Box::new(cause),

@@ -51,8 +51,10 @@ pub(crate) enum CommandError {
     Join(ConsumeError),
     #[error("{0}")]
     Consume(#[from] ConsumeError),
-    #[error("MGET takes pb or json")]
+    #[error("MGET takes pb or json, then optionally BLOCK <milliseconds>")]
     BadFormat,
+    #[error("BLOCK takes milliseconds from 1 to {}", crate::auth::MAX_WAIT_MS)]
+    BadBlock,
     #[error("partition must be a non-negative integer")]
     BadPartition,
     #[error("offset must be a non-negative integer")]

@@ -435,6 +435,7 @@ impl Session {
                 State::Subscriber(Box::new(Subscriber::new(
                     consumer,
                     &req.color,
+                    req.wait,
                     settings.subscriber.clone(),
                     self.ctx.metrics.subscriber(&group, &grant.topic),
                 )))

@@ -1,5 +1,5 @@
-//! The subscriber role: `MGET [pb|json]` long-polls the group's consumer for
-//! a batch, `SET <partition> <offset>` commits. The encodings of a message
+//! The subscriber role: `MGET [pb|json] [BLOCK ms]` long-polls the group's
+//! consumer for a batch, `SET <partition> <offset>` commits. The encodings of a message
 //! (JSON and protobuf `MessagePB`) live here too, as pure functions.
 
 use std::collections::HashMap;
@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use prost::Message;
 
+use crate::auth::parse_wait_ms;
 use crate::kafka::consumer::{GroupConsumer, InMessage, SubscriberSettings};
 use crate::metrics::SubscribeMeter;
 use crate::proto::{decode_metadata, MessagePb};
@@ -28,6 +29,9 @@ pub(crate) struct Subscriber {
     /// Only messages with exactly this `color` header are handed out.
     pub color: Vec<u8>,
     pub settings: SubscriberSettings,
+    /// How long an empty MGET waits unless it says `BLOCK`: AUTH's `wait=`,
+    /// else `subscriber.wait_timeout_ms`.
+    wait: Duration,
     /// Highest offset handed out per partition: after a rebalance gives a
     /// partition back, its uncommitted records come again from Kafka, but
     /// this connection already has them.
@@ -39,14 +43,16 @@ impl Subscriber {
     pub(crate) fn new(
         consumer: GroupConsumer,
         color: &str,
+        wait: Option<Duration>,
         settings: SubscriberSettings,
         meter: SubscribeMeter,
     ) -> Subscriber {
-        Subscriber { consumer, color: color.as_bytes().to_vec(), settings, handed_out: HashMap::new(), meter }
+        let wait = wait.unwrap_or(settings.wait_timeout);
+        Subscriber { consumer, color: color.as_bytes().to_vec(), settings, wait, handed_out: HashMap::new(), meter }
     }
 
-    /// `MGET [pb|json]`: blocks until `batch_size` messages, or at least one
-    /// and a tick boundary, or `wait_timeout` with none (an empty array).
+    /// `MGET [pb|json] [BLOCK ms]`: blocks until `batch_size` messages, or at
+    /// least one and a tick boundary, or the wait with none (an empty array).
     /// Returns early with what it has when the connection is interrupted, or
     /// when `hung_up` says the client went away (asked every tick, so that
     /// a client that closes mid-wait leaves its group at once, not when the
@@ -57,17 +63,15 @@ impl Subscriber {
         interrupt: &InterruptFlag,
         hung_up: &dyn Fn() -> bool,
     ) -> Result<Frame, CommandError> {
-        let format = match args {
-            [_] => Format::Json,
-            [_, f] => match f.to_ascii_lowercase().as_slice() {
-                b"" | b"json" => Format::Json,
-                b"pb" => Format::Protobuf,
-                _ => return Err(CommandError::BadFormat),
-            },
-            _ => return Err(CommandError::WrongArgs("mget")),
-        };
+        let (format, wait) = mget_args(args)?;
+        let wait = wait.unwrap_or(self.wait);
         let started = Instant::now();
-        let deadline = started + self.settings.wait_timeout;
+        let deadline = started + wait;
+        // Once librdkafka reports failed connections, the wait ends early
+        // enough for the metadata request that tells "nothing new" from
+        // "unreachable" to fit in it, so a client's read timeout chosen
+        // above the wait holds either way.
+        let probe = REACHABLE_TIMEOUT.min(wait / 2);
         let tick = self.settings.tick;
         let mut batch = Vec::new();
         let mut bytes = 0;
@@ -77,7 +81,10 @@ impl Subscriber {
         let mut looked = started;
         while batch.len() < self.settings.batch_size && !interrupt.is_set() {
             let now = Instant::now();
-            let until = flush_at.unwrap_or(deadline);
+            let until = flush_at.unwrap_or_else(|| match self.consumer.failing_since(started) {
+                true => deadline - probe,
+                false => deadline,
+            });
             if now >= until {
                 break;
             }
@@ -113,7 +120,8 @@ impl Subscriber {
             if let Some(e) = self.consumer.take_denied() {
                 return Err(CommandError::Consume(e));
             }
-            if let Some(e) = self.consumer.unreachable_since(started) {
+            let left = deadline.saturating_duration_since(Instant::now()).max(MIN_PROBE);
+            if let Some(e) = self.consumer.unreachable_since(started, left) {
                 return Err(CommandError::Consume(e));
             }
         }
@@ -143,6 +151,35 @@ impl Subscriber {
     /// How long the connection may stay silent.
     pub(crate) fn idle_timeout(&self) -> Duration {
         self.settings.idle_timeout
+    }
+}
+
+/// Longest an empty MGET's metadata request may take to tell "nothing new"
+/// from "Kafka is unreachable"; at most half the wait.
+const REACHABLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Shortest time that metadata request is given, however little is left.
+const MIN_PROBE: Duration = Duration::from_millis(100);
+
+/// `MGET [pb|json|""] [BLOCK ms]`: the encoding, and the wait if the call
+/// names one.
+fn mget_args(args: &[Vec<u8>]) -> Result<(Format, Option<Duration>), CommandError> {
+    let format = |f: &[u8]| match f.to_ascii_lowercase().as_slice() {
+        b"" | b"json" => Ok(Format::Json),
+        b"pb" => Ok(Format::Protobuf),
+        _ => Err(CommandError::BadFormat),
+    };
+    let block = |word: &[u8], ms: &[u8]| {
+        if !word.eq_ignore_ascii_case(b"block") {
+            return Err(CommandError::BadFormat);
+        }
+        parse_wait_ms(ms).map(Some).ok_or(CommandError::BadBlock)
+    };
+    match args {
+        [_] => Ok((Format::Json, None)),
+        [_, f] => Ok((format(f)?, None)),
+        [_, word, ms] => Ok((Format::Json, block(word, ms)?)),
+        [_, f, word, ms] => Ok((format(f)?, block(word, ms)?)),
+        _ => Err(CommandError::WrongArgs("mget")),
     }
 }
 
@@ -302,6 +339,31 @@ mod tests {
                 metadata: HashMap::from([("a".to_string(), "b".to_string())]),
             }
         );
+    }
+
+    #[test]
+    fn mget_arguments() {
+        let args = |a: &[&str]| -> Vec<Vec<u8>> { a.iter().map(|s| s.as_bytes().to_vec()).collect() };
+        let ms = |n| Some(Duration::from_millis(n));
+        let cases: &[(&[&str], Result<(Format, Option<Duration>), CommandError>)] = &[
+            (&["mget"], Ok((Format::Json, None))),
+            (&["mget", ""], Ok((Format::Json, None))),
+            (&["mget", "JSON"], Ok((Format::Json, None))),
+            (&["mget", "pb"], Ok((Format::Protobuf, None))),
+            (&["mget", "block", "30000"], Ok((Format::Json, ms(30_000)))),
+            (&["mget", "pb", "BLOCK", "1"], Ok((Format::Protobuf, ms(1)))),
+            (&["mget", "", "block", "600000"], Ok((Format::Json, ms(600_000)))),
+            (&["mget", "xml"], Err(CommandError::BadFormat)),
+            (&["mget", "block"], Err(CommandError::BadFormat)),
+            (&["mget", "wait", "10"], Err(CommandError::BadFormat)),
+            (&["mget", "block", "0"], Err(CommandError::BadBlock)),
+            (&["mget", "block", "600001"], Err(CommandError::BadBlock)),
+            (&["mget", "pb", "block", "-1"], Err(CommandError::BadBlock)),
+            (&["mget", "pb", "block", "1", "x"], Err(CommandError::WrongArgs("mget"))),
+        ];
+        for (input, want) in cases {
+            assert_eq!(&mget_args(&args(input)), want, "{input:?}");
+        }
     }
 
     #[test]

@@ -320,14 +320,14 @@ pub struct TestServer {
 }
 
 /// The config of a test server: its own database, `cluster1` on the test
-/// broker, short timeouts; `extra` top-level keys are prepended, and
+/// broker, short refresh and producer timeouts (the MGET wait is the
+/// product's default, 1.5 s); `extra` top-level keys are prepended, and
 /// `extra_sections` appended.
 pub fn test_config(db: &TestDb, extra: &str, extra_sections: &str) -> String {
     Config::new("127.0.0.1:0")
         .mysql(&db.url())
         .set("refresh_interval_ms", 500)
         .set("producer.timeout_ms", 5000)
-        .set("subscriber.wait_timeout_ms", 3000)
         .cluster("cluster1", &[brokers()])
         .merge(extra)
         .merge(extra_sections)

@@ -246,7 +246,6 @@ pub fn store_test_config(extra_clusters: &str) -> String {
         .set("refresh_interval_ms", 300)
         .set("producer.timeout_ms", 5000)
         .set("subscriber.session_timeout_ms", 6000)
-        .set("subscriber.wait_timeout_ms", 3000)
         .cluster("cluster1", &[brokers()])
         .merge(extra_clusters)
         .to_toml()
