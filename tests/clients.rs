@@ -339,25 +339,32 @@ fn example_client_publishes_consumes_commits_and_reconnects() {
     wait_committed(&f, field(&second, "partition") as i32, field(&second, "offset") + 1);
 }
 
-/// Ctrl-C while example_cli waits in MGET ends it at once with status 0, and
-/// `-conf=<path>` (the original client's form) finds the config.
+/// Ctrl-C or SIGTERM while example_cli waits in MGET ends it at once with
+/// status 0 and one line saying so, never a retry message for the read the
+/// signal interrupted; `-conf=<path>` (the original client's form) finds the
+/// config.
 #[test]
-fn example_client_exits_cleanly_on_ctrl_c() {
+fn example_client_exits_cleanly_on_ctrl_c_and_sigterm() {
     let f = Fixture::new("example_int", 1, "");
     let dir = TempDir::new("example_int");
     let conf = dir.0.join("elsewhere.toml");
     std::fs::write(&conf, example_config(&f, f.port())).unwrap();
-    let mut example = Example::start(Path::new("/"), &[&format!("-conf={}", conf.display())]);
-    example.wait_for("published ");
-    let line = example.wait_for("message ");
-    wait_committed(&f, 0, field(&line, "offset") + 1);
-    // Now it is blocked in MGET (the test server waits 1.5 s).
-    let pid = example.process.pid().to_string();
-    let kill = Command::new("kill").args(["-INT", &pid]).status().expect("running kill");
-    assert!(kill.success());
-    let status = example.wait_exit(Duration::from_secs(5));
-    assert!(status.success(), "example_cli exited with {status}; stderr:\n{}", example.stderr());
-    assert!(example.stderr().contains("stopped by signal"), "{}", example.stderr());
+    for signal in ["INT", "TERM"] {
+        let mut example = Example::start(Path::new("/"), &[&format!("-conf={}", conf.display())]);
+        example.wait_for("published ");
+        let line = example.wait_for("message ");
+        wait_committed(&f, 0, field(&line, "offset") + 1);
+        // Now it is blocked in MGET (the test server waits 1.5 s).
+        let pid = example.process.pid().to_string();
+        let kill = Command::new("kill").args([&format!("-{signal}"), &pid]).status().expect("running kill");
+        assert!(kill.success());
+        let status = example.wait_exit(Duration::from_secs(5));
+        let stderr = example.stderr();
+        assert!(status.success(), "example_cli exited with {status} on SIG{signal}; stderr:\n{stderr}");
+        let after = stderr.rsplit("committed partition").next().unwrap_or_default();
+        assert!(after.contains("stopped by signal"), "SIG{signal}: {stderr}");
+        assert!(!after.contains("retrying") && !after.contains("Interrupted"), "SIG{signal}: {stderr}");
+    }
 }
 
 // ---------------------------------------------------------------------------

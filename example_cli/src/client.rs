@@ -88,8 +88,11 @@ impl Backoff {
         self.next = self.first;
     }
 
-    /// Reports the failure and sleeps; a fatal one is returned instead.
-    fn after(&mut self, failure: Failure) -> Result<(), String> {
+    /// Reports the failure and sleeps; a fatal one is returned instead. A
+    /// failure caused by Ctrl-C or SIGTERM (an interrupted read) is not
+    /// reported: the process is ending.
+    fn after(&mut self, failure: Failure, stop: &Stop) -> Result<(), String> {
+        stop.exit_if_requested();
         match failure {
             Failure::Fatal(why) => Err(why),
             Failure::Lost(why) => {
@@ -135,7 +138,7 @@ pub fn publish(config: &Config, stop: &Stop) -> Result<(), String> {
         });
         match attempt {
             Ok(()) => return Ok(()),
-            Err(failure) => backoff.after(failure)?,
+            Err(failure) => backoff.after(failure, stop)?,
         }
     }
 }
@@ -156,7 +159,7 @@ pub fn consume(config: &Config, max_messages: Option<u64>, stop: &Stop) -> Resul
             }
             Err(f) => f,
         };
-        backoff.after(failure)?;
+        backoff.after(failure, stop)?;
     }
 }
 
