@@ -1,4 +1,4 @@
-//! The command line: `databus [-c|--conf PATH]`, plus the seed's
+//! The command line: `databus [check] [-c|--conf PATH]`, plus the seed's
 //! single-dash `-conf=PATH` and `-conf PATH`, `-h` and `-V`.
 
 use std::path::PathBuf;
@@ -6,7 +6,14 @@ use std::path::PathBuf;
 /// What the command line asked for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
-    Run { conf: PathBuf },
+    Run {
+        conf: PathBuf,
+    },
+    /// `databus check`: validate the config, the auth store and the
+    /// clusters, then exit.
+    Check {
+        conf: PathBuf,
+    },
     Help(String),
     Version,
 }
@@ -27,16 +34,20 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
     opts.optflag("V", "version", "print the version");
     let m = opts.parse(&args).map_err(|e| e.to_string())?;
     if m.opt_present("h") {
-        return Ok(Command::Help(opts.usage("Usage: databus [-c|--conf PATH]")));
+        let brief = "Usage: databus [-c|--conf PATH]          serve\n       \
+                     databus check [-c|--conf PATH]    check the config, the auth store and the \
+                     clusters, then exit (0: ok, 1: what is wrong)";
+        return Ok(Command::Help(opts.usage(brief)));
     }
     if m.opt_present("V") {
         return Ok(Command::Version);
     }
-    if let Some(extra) = m.free.first() {
-        return Err(format!("unexpected argument `{extra}`"));
+    let conf = PathBuf::from(m.opt_str("c").unwrap_or_else(|| "databus.toml".into()));
+    match m.free.as_slice() {
+        [] => Ok(Command::Run { conf }),
+        [check] if check == "check" => Ok(Command::Check { conf }),
+        [extra, ..] => Err(format!("unexpected argument `{extra}`")),
     }
-    let conf = m.opt_str("c").unwrap_or_else(|| "databus.toml".into());
-    Ok(Command::Run { conf: PathBuf::from(conf) })
 }
 
 #[cfg(test)]
@@ -60,5 +71,10 @@ mod tests {
         assert!(matches!(parse_args(&args(&["--help"])), Ok(Command::Help(_))));
         assert!(parse_args(&args(&["--bogus"])).is_err());
         assert!(parse_args(&args(&["x.toml"])).is_err());
+        let check = |p: &str| Ok(Command::Check { conf: PathBuf::from(p) });
+        assert_eq!(parse_args(&args(&["check"])), check("databus.toml"));
+        assert_eq!(parse_args(&args(&["check", "-c", "f.toml"])), check("f.toml"));
+        assert_eq!(parse_args(&args(&["-conf=g.toml", "check"])), check("g.toml"));
+        assert!(parse_args(&args(&["check", "now"])).is_err());
     }
 }

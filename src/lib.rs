@@ -11,6 +11,7 @@
 //! - [`kafka`]: librdkafka producers (and consumers) per cluster.
 //! - [`config`]: `databus.toml`, validated into the settings each module owns.
 //! - [`cli`]: the command line.
+//! - [`check`]: `databus check`, the config, store and cluster check before a restart.
 //! - [`server`]: the listener, the worker pool, graceful shutdown.
 //! - [`admin`]: the optional admin HTTP port: metrics, health, HTTP publish.
 //! - [`metrics`]: the Prometheus collectors every module counts into.
@@ -21,6 +22,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod kafka;

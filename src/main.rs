@@ -1,5 +1,6 @@
 //! The `databus` binary: parse the command line, load the config, start the
-//! server, and stop it gracefully on SIGINT or SIGTERM.
+//! server, and stop it gracefully on SIGINT or SIGTERM; or, as `databus
+//! check`, report on the config, the auth store and the clusters and exit.
 
 use std::process::ExitCode;
 
@@ -30,6 +31,11 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             return Ok(());
         }
         Command::Run { conf } => conf,
+        Command::Check { conf } => {
+            // No logger: the report says everything, once.
+            let ok = databus::check::run(&conf, &mut std::io::stdout().lock())?;
+            return if ok { Ok(()) } else { Err("check failed".into()) };
+        }
     };
     let settings = Settings::load(&conf)?;
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&settings.log_level)).init();

@@ -126,7 +126,7 @@ impl Running {
     }
 }
 
-fn open_store(source: &AuthSource) -> Result<Box<dyn AuthStore>, StartError> {
+pub(crate) fn open_store(source: &AuthSource) -> Result<Box<dyn AuthStore>, StartError> {
     match source {
         AuthSource::Mysql { url } => Ok(Box::new(MysqlStore::new(url, Duration::from_secs(5))?)),
         AuthSource::Redis { addr, db, password, timeout } => {

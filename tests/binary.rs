@@ -326,3 +326,124 @@ fn sigint_with_a_publisher_still_sending_exits_promptly() {
     let lost: Vec<&String> = acked.iter().filter(|v| !in_kafka.contains(v.as_bytes())).collect();
     assert!(lost.is_empty(), "acknowledged but not in Kafka: {lost:?}");
 }
+
+// ---------------------------------------------------------------------------
+// databus check
+
+/// `databus check -c PATH`, its exit status and report (stdout). Its stderr
+/// is the one line `databus: check failed` or nothing.
+fn check(config: &std::path::Path) -> (bool, String) {
+    let (status, stdout, stderr) = run_to_exit(&["check", "-c", config.to_str().unwrap()]);
+    let expected_stderr = if status.success() { "" } else { "databus: check failed\n" };
+    assert_eq!(stderr, expected_stderr, "report:\n{stdout}");
+    (status.success(), stdout)
+}
+
+/// A good setup: the config loads, the store holds one app and two grants,
+/// the cluster answers and both granted topics exist. Exit 0, and the
+/// report says so line by line; nothing is bound, no secret printed.
+#[test]
+fn check_reports_a_good_setup_and_exits_zero() {
+    let db = TestDb::new("checkok");
+    let (topic, other) = (unique("t_checkok"), unique("t_checkok2"));
+    db.add_app(1, "key1", "app-secret-zz7", "cluster1");
+    db.add_grant(1, "g1", 3, &topic);
+    db.add_grant(1, "g2", 1, &other);
+    create_topic(&topic, 1);
+    create_topic(&other, 2);
+    let dir = TempDir::new("checkok");
+    let port = free_port();
+    let path = dir.write("databus.toml", &daemon_config(port, &db.url(), &broker_list(), ""));
+    let (ok, report) = check(&path);
+    assert!(ok, "check failed on a good setup:\n{report}");
+    for line in [
+        format!("config {}: valid; clients on 127.0.0.1:{port}", path.display()),
+        format!("auth store mysql {}: 1 apps, 2 grants, 0 rows skipped", mask(&db.url())),
+        "grants: 2 topics on 1 clusters checked".to_string(),
+        "databus check: ok".to_string(),
+    ] {
+        assert!(report.lines().any(|l| l == line), "no line {line:?} in:\n{report}");
+    }
+    assert!(report
+        .lines()
+        .any(|l| l.starts_with("cluster 'cluster1' (") && l.contains(": answers, 1 brokers")));
+    assert!(!report.contains("app-secret-zz7"), "{report}");
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "check must not listen");
+}
+
+/// The MySQL URL as databus shows it: the password masked.
+fn mask(url: &str) -> String {
+    databus::auth::mask_password(url)
+}
+
+/// Everything wrong at once is reported, each on its own line, and the exit
+/// status is 1: a grant whose topic does not exist, an app on a cluster the
+/// config does not name, a row the store cannot read, and a cluster that does
+/// not answer (with a SASL password that must not be printed).
+#[test]
+fn check_names_every_problem_and_exits_one() {
+    let db = TestDb::new("checkbad");
+    let topic = unique("t_checkbad");
+    let missing = unique("t_checkmissing");
+    db.add_app(1, "key1", "secret1", "cluster1");
+    db.add_app(2, "key2", "secret2", "elsewhere");
+    db.add_grant(1, "g1", 3, &topic);
+    db.add_grant(1, "g1", 3, &missing);
+    db.add_grant(2, "g2", 3, &topic);
+    db.exec("ALTER TABLE auth_tb MODIFY operation VARCHAR(10) NULL");
+    db.exec(&format!("INSERT INTO auth_tb (id, app_id, group_name, operation, topic) VALUES (99, 1, 'g1', 'rw', '{topic}')"));
+    create_topic(&topic, 1);
+    let dead = free_port();
+    let extra = format!(
+        "[clusters.down]\nbrokers = [\"127.0.0.1:{dead}\"]\n[clusters.down.sasl]\n\
+         mechanism = \"PLAIN\"\nusername = \"u\"\npassword = \"kafka-pw-zz8\"\n"
+    );
+    let dir = TempDir::new("checkbad");
+    let path = dir.write("databus.toml", &daemon_config(free_port(), &db.url(), &broker_list(), &extra));
+    let (ok, report) = check(&path);
+    assert!(!ok, "check passed:\n{report}");
+    let problems: Vec<&str> = report.lines().filter(|l| l.contains("PROBLEM:")).collect();
+    let expect = [
+        format!("grant of group 'g1' (app id 1) to topic '{missing}': no such topic on cluster 'cluster1'"),
+        format!("grant of group 'g2' (app id 2) to topic '{topic}': cluster 'elsewhere' is not configured"),
+        format!("cluster 'down' (127.0.0.1:{dead}): "),
+    ];
+    for want in &expect {
+        assert!(problems.iter().any(|p| p.contains(want.as_str())), "no problem {want:?} in:\n{report}");
+    }
+    assert_eq!(problems.len(), expect.len(), "{report}");
+    assert!(report.contains(": 2 apps, 3 grants, 1 rows skipped"), "{report}");
+    assert!(
+        report.lines().any(|l| l.trim_start().starts_with("skipped auth_tb") && l.contains("99")),
+        "{report}"
+    );
+    assert!(report.ends_with("databus check: FAILED (3 problems)\n"), "{report}");
+    for secret in ["kafka-pw-zz8", "secret1", "secret2"] {
+        assert!(!report.contains(secret), "{secret} printed:\n{report}");
+    }
+}
+
+/// A config that does not load, and a store that cannot be read: exit 1,
+/// with the key or the store named and no password shown.
+#[test]
+fn check_of_a_bad_config_or_an_unreachable_store() {
+    let dir = TempDir::new("checkconf");
+    let path = dir.write(
+        "typo.toml",
+        &daemon_config(free_port(), "mysql://x@127.0.0.1/db", &broker_list(), "max_clientz = 5"),
+    );
+    let (ok, report) = check(&path);
+    assert!(!ok);
+    assert!(report.contains("max_clientz"), "{report}");
+    assert!(report.ends_with("databus check: FAILED (the config does not load)\n"), "{report}");
+
+    let url = "mysql://someone:pw-zz9-secret@127.0.0.1:1/databus_db";
+    let path = dir.write("nostore.toml", &daemon_config(free_port(), url, &broker_list(), ""));
+    let (ok, report) = check(&path);
+    assert!(!ok);
+    assert!(
+        report.contains("PROBLEM: auth store: mysql mysql://someone:***@127.0.0.1:1/databus_db"),
+        "{report}"
+    );
+    assert!(!report.contains("pw-zz9-secret"), "{report}");
+}

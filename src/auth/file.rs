@@ -32,6 +32,10 @@ impl AuthStore for FileStore {
         format!("file {}", self.path.display())
     }
 
+    fn skipped(&self) -> Vec<String> {
+        self.skipped.current()
+    }
+
     fn load(&mut self) -> Result<Vec<Grant>, StoreError> {
         let fail = |cause: String| StoreError {
             store: format!("file {}", self.path.display()),

@@ -87,7 +87,6 @@ impl SkippedRows {
     }
 
     /// What this load skipped, in order.
-    #[cfg(test)]
     pub(crate) fn current(&self) -> Vec<String> {
         self.current.clone()
     }
@@ -107,6 +106,11 @@ pub(crate) trait AuthStore: Send {
     /// Names the store in logs and errors, without any password.
     fn describe(&self) -> String;
     fn load(&mut self) -> Result<Vec<Grant>, StoreError>;
+    /// The rows the latest load skipped, each named by table and row id
+    /// with its problem (never a value).
+    fn skipped(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Why an AUTH was refused. The text never contains the secret, and until

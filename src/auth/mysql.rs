@@ -114,6 +114,10 @@ impl AuthStore for MysqlStore {
         format!("mysql {}", self.shown)
     }
 
+    fn skipped(&self) -> Vec<String> {
+        self.skipped.current()
+    }
+
     fn load(&mut self) -> Result<Vec<Grant>, StoreError> {
         self.query().map_err(|e| {
             // A broken connection is dropped so the next load reconnects.

@@ -143,6 +143,10 @@ impl AuthStore for RedisStore {
         self.shown.clone()
     }
 
+    fn skipped(&self) -> Vec<String> {
+        self.skipped.current()
+    }
+
     fn load(&mut self) -> Result<Vec<Grant>, StoreError> {
         self.query().map_err(|e| {
             self.conn = None;

@@ -140,7 +140,10 @@ pub fn parse_auth_string(s: &str) -> Result<AuthRequest, AuthStringError> {
                 }
             }
             "wait" => {
-                wait = Some(parse_wait_ms(value.as_bytes()).ok_or_else(|| AuthStringError::BadWait(value.to_owned()))?)
+                wait = Some(
+                    parse_wait_ms(value.as_bytes())
+                        .ok_or_else(|| AuthStringError::BadWait(value.to_owned()))?,
+                )
             }
             // Unknown parameters are ignored so newer clients can add some.
             _ => {}

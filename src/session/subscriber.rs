@@ -48,7 +48,14 @@ impl Subscriber {
         meter: SubscribeMeter,
     ) -> Subscriber {
         let wait = wait.unwrap_or(settings.wait_timeout);
-        Subscriber { consumer, color: color.as_bytes().to_vec(), settings, wait, handed_out: HashMap::new(), meter }
+        Subscriber {
+            consumer,
+            color: color.as_bytes().to_vec(),
+            settings,
+            wait,
+            handed_out: HashMap::new(),
+            meter,
+        }
     }
 
     /// `MGET [pb|json] [BLOCK ms]`: blocks until `batch_size` messages, or at
