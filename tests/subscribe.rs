@@ -329,7 +329,10 @@ fn bad_commits_are_refused_and_nothing_is_committed() {
     assert_eq!(c.call(&["SET", "1", "-5"]), err("ERR offset must be a non-negative integer"));
     assert_eq!(c.call(&["SET", "-1", "0"]), err("ERR partition must be a non-negative integer"));
     assert_eq!(c.call(&["SET", "7", "0"]), err("ERR partition 7 is not assigned to this connection"));
-    assert_eq!(c.call(&["MGET", "xml"]), err("ERR MGET takes pb or json, then optionally BLOCK <milliseconds>"));
+    assert_eq!(
+        c.call(&["MGET", "xml"]),
+        err("ERR MGET takes pb or json, then optionally BLOCK <milliseconds>")
+    );
     assert_eq!(c.call(&["HSET", "a", "b", "c"]), err("ERR command 'HSET' not allowed for role sub"));
     assert_eq!(c.call(&["PING"]), Frame::Simple("PONG".into()));
     assert_eq!(committed(&f.group, &f.topic, 1)[&0], Offset::Invalid);

@@ -167,9 +167,12 @@ const REACHABLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Shortest time that metadata request is given, however little is left.
 const MIN_PROBE: Duration = Duration::from_millis(100);
 
+/// The encoding of an MGET, and its wait if the call names one.
+type MgetArgs = (Format, Option<Duration>);
+
 /// `MGET [pb|json|""] [BLOCK ms]`: the encoding, and the wait if the call
 /// names one.
-fn mget_args(args: &[Vec<u8>]) -> Result<(Format, Option<Duration>), CommandError> {
+fn mget_args(args: &[Vec<u8>]) -> Result<MgetArgs, CommandError> {
     let format = |f: &[u8]| match f.to_ascii_lowercase().as_slice() {
         b"" | b"json" => Ok(Format::Json),
         b"pb" => Ok(Format::Protobuf),
@@ -352,7 +355,7 @@ mod tests {
     fn mget_arguments() {
         let args = |a: &[&str]| -> Vec<Vec<u8>> { a.iter().map(|s| s.as_bytes().to_vec()).collect() };
         let ms = |n| Some(Duration::from_millis(n));
-        let cases: &[(&[&str], Result<(Format, Option<Duration>), CommandError>)] = &[
+        let cases: &[(&[&str], Result<MgetArgs, CommandError>)] = &[
             (&["mget"], Ok((Format::Json, None))),
             (&["mget", ""], Ok((Format::Json, None))),
             (&["mget", "JSON"], Ok((Format::Json, None))),
