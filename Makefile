@@ -9,7 +9,7 @@ SERVICES := scripts/services.sh
 # Exports the resolved service addresses into a recipe line.
 WITH_ENV = eval "$$($(SERVICES) env)"
 
-.PHONY: run test services build lint unit clean run-example bench fuzz chaos compat
+.PHONY: run test services build lint unit clean run-example bench fuzz chaos compat dist
 
 ## Set up the services, build, and run databus in the foreground on :6205.
 ## DATABUS_AUTH=redis or DATABUS_AUTH=file picks another auth store.
@@ -38,6 +38,10 @@ chaos: services
 ## Apache Kafka release, started for the run: make compat KAFKA_VERSION=3.9.1
 compat: services
 	@$(WITH_ENV); KAFKA_VERSION=$(KAFKA_VERSION) scripts/compat.sh
+
+## The Debian package (binary, /etc/databus/databus.toml, systemd unit): target/dist/*.deb
+dist:
+	@scripts/dist.sh
 
 ## Fuzz every parser of untrusted input (FUZZ_SECONDS each, default 60; FUZZING.md).
 fuzz:

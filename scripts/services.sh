@@ -11,7 +11,7 @@
 #                                   min.insync.replicas 2), for faults that need one
 #   scripts/services.sh topic NAME PARTITIONS
 #                                   create a topic on the broker (DATABUS_BROKERS or ours)
-#   scripts/services.sh test-tools  install what only the tests use (openssl, curl, hiredis...), if missing
+#   scripts/services.sh test-tools  install what only the tests use (openssl, curl, hiredis, systemd-analyze...), if missing
 #
 # Environment (all optional):
 #   DATABUS_MYSQL_URL    mysql://user:pass@host:port of your own MySQL: nothing is installed or
@@ -403,8 +403,11 @@ cmd_test_tools() {
 	have curl || missing+=(curl)
 	have cc || missing+=(gcc libc6-dev)
 	[[ -f /usr/include/hiredis/hiredis.h ]] || missing+=(libhiredis-dev)
+	# the package test (tests/dist.rs): dpkg-deb, objdump, systemd-analyze
+	have objdump || missing+=(binutils)
+	have systemd-analyze || missing+=(systemd)
 	((${#missing[@]} == 0)) || apt_install "${missing[@]}"
-	echo "test tools: openssl, redis-benchmark, curl, cc, hiredis present${missing[*]:+ (installed ${missing[*]})}"
+	echo "test tools: openssl, redis-benchmark, curl, cc, hiredis, objdump, systemd-analyze present${missing[*]:+ (installed ${missing[*]})}"
 }
 
 # ---------------------------------------------------------------------------------------------
