@@ -3,8 +3,10 @@
 //! publishes, consumes and commits through databus — redis-py (RESP2, RESP3,
 //! AUTH as password, AUTH after connect, a single connection, a pipeline),
 //! the `redis` crate (URL password, explicit AUTH), ioredis and node-redis
-//! from npm, hiredis from Debian (a small C program built here), and
-//! redis-benchmark. (redis-cli, interactive and `-a`, is in `clients.rs`.)
+//! from npm, go-redis and redigo from the Go module proxy, Jedis and Lettuce
+//! from Maven Central (programs in `tests/clients/`, built by
+//! `scripts/clientenv.sh`), hiredis from Debian (a small C program built
+//! here), and redis-benchmark. (redis-cli, interactive and `-a`, is in `clients.rs`.)
 //! Then what a stranger can learn: nothing about grants from the commands
 //! answered before AUTH, and nothing from how long a refused AUTH takes.
 
@@ -313,6 +315,88 @@ fn ioredis_with_defaults() {
 #[test]
 fn node_redis_with_defaults() {
     node_session("noderedis", NODE_REDIS);
+}
+
+// ---------------------------------------------------------------------------
+// go-redis and redigo (Go), Jedis and Lettuce (Java)
+
+/// What `scripts/clientenv.sh <kind>` prints once it has built the programs
+/// of `tests/clients/<kind>` (pinned versions from the Go module proxy or
+/// Maven Central): the Go binary, or the Java classpath.
+fn client_program(kind: &str) -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/clientenv.sh");
+    let out = Command::new(&script)
+        .arg(kind)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{} {kind} failed:\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// One client program's session against a server with the default MGET wait
+/// (1.5 s): a wrong secret must fail with WRONGPASS; three MGETs on the idle
+/// topic must each be an empty list (Jedis reads with a 2 s timeout, go-redis
+/// with 5 s, 3 s before v9.22); then it publishes `v0..v{n}` and consumes and
+/// commits them on the same connection (see `tests/clients/`).
+fn program_session(name: &str, mut program: Command) {
+    let f = fixture(name);
+    let n = 25;
+    let out = program
+        .env("PORT", f.server.addr.port().to_string())
+        .env("N", n.to_string())
+        .env("PUB_AUTH", auth(&f, "pub"))
+        .env("SUB_AUTH", auth(&f, "sub"))
+        .env("BAD_AUTH", auth(&f, "sub").replace("app_secret1", "wrong"))
+        .output()
+        .unwrap_or_else(|e| panic!("running {name}: {e}"));
+    let got = session_output(name, out);
+    check_session(&f, &got, n);
+}
+
+fn go_session(name: &str, client: &str) {
+    let mut program = Command::new(client_program("go"));
+    program.arg(client);
+    program_session(name, program);
+}
+
+fn java_session(name: &str, client: &str) {
+    let mut program = Command::new("java");
+    program.args(["-cp", &client_program("java"), "ClientSession", client]);
+    program_session(name, program);
+}
+
+/// go-redis v9 with its defaults: RESP3, so `HELLO 3 AUTH default <dsn>`,
+/// then `CLIENT MAINT_NOTIFICATIONS` (refused as unknown, which it ignores)
+/// and `CLIENT SETINFO`; a pool, of which the subscriber takes one `Conn`.
+#[test]
+fn go_redis_with_defaults() {
+    go_session("goredis", "go-redis");
+}
+
+/// redigo with its defaults: `redis.DialPassword`, so `AUTH <dsn>`; no read
+/// timeout.
+#[test]
+fn redigo_with_defaults() {
+    go_session("redigo", "redigo");
+}
+
+/// Jedis with its defaults: `AUTH <dsn>`, `CLIENT SETINFO`, RESP2, a 2 s
+/// socket timeout, which an idle MGET must beat.
+#[test]
+fn jedis_with_defaults() {
+    java_session("jedis", "jedis");
+}
+
+/// Lettuce with its defaults: RESP3 (`HELLO 3 AUTH default <dsn>`),
+/// `CLIENT SETINFO`, `CLIENT MAINT_NOTIFICATIONS`; a 60 s command timeout.
+#[test]
+fn lettuce_with_defaults() {
+    java_session("lettuce", "lettuce");
 }
 
 // ---------------------------------------------------------------------------

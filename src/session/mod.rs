@@ -343,8 +343,13 @@ impl Session {
             }
         }
         match (&self.state, auth) {
+            // Refused, the connection stays open (still unauthenticated, the
+            // auth timeout running): go-redis v9 answers a refused HELLO with
+            // a plain `AUTH` of the same password and reports that reply, so
+            // it must get WRONGPASS there, not a closed socket. That AUTH,
+            // refused too, closes the connection as any refused AUTH does.
             (State::Unauthenticated, Some(auth)) => {
-                self.auth(&auth)?;
+                self.try_auth(&auth).inspect_err(|e| self.ctx.metrics.refused(e.code()))?;
             }
             (State::Publisher(_) | State::Subscriber(_), Some(_)) => {
                 return Err(CommandError::AlreadyAuthenticated)
@@ -889,8 +894,14 @@ mod tests {
         };
         assert_eq!(flat[0], Frame::Bulk(b"server".to_vec()));
         let (mut s, _) = session();
-        let reply = cmd(&mut s, &[b"HELLO", b"3", b"AUTH", b"default", b"k:bad@g/topic=t&role=pub"]);
+        // A refused HELLO AUTH leaves the connection open for go-redis's
+        // fallback AUTH, whose refusal closes it.
+        let bad = b"k:bad@g/topic=t&role=pub";
+        let reply = cmd(&mut s, &[b"HELLO", b"3", b"AUTH", b"default", bad]);
         assert_eq!(reply, err("WRONGPASS auth failed: invalid app key or secret"));
+        assert!(!s.is_closing());
+        assert_eq!(cmd(&mut s, &[b"set", b"k", b"v"]), err("NOAUTH Authentication required."));
+        assert_eq!(cmd(&mut s, &[b"AUTH", bad]), err("WRONGPASS auth failed: invalid app key or secret"));
         assert!(s.is_closing());
     }
 

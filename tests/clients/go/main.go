@@ -4,8 +4,11 @@
 //	databus-client-test go-redis|redigo
 //
 // Environment: PORT (databus on 127.0.0.1), N (messages), PUB_AUTH and
-// SUB_AUTH (AUTH strings, passed as the connection password).
+// SUB_AUTH (AUTH strings, passed as the connection password), BAD_AUTH (one
+// with a wrong secret).
 //
+//  0. A connection with BAD_AUTH must fail with the server's WRONGPASS (not,
+//     say, an EOF).
 //  1. The subscriber connects and sends MGET three times on the idle topic;
 //     each must be an empty list (databus must answer within the client's
 //     default read timeout).
@@ -27,6 +30,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	redigo "github.com/gomodule/redigo/redis"
@@ -50,27 +54,32 @@ type settings struct {
 	n       int
 	pubAuth string
 	subAuth string
+	badAuth string
 }
 
 func main() {
 	if len(os.Args) != 2 {
 		fail("usage: databus-client-test go-redis|redigo")
 	}
+	var (
+		connect func(settings) (subscriber, error)
+		publish func(settings) error
+		refused func(settings) error
+	)
+	switch os.Args[1] {
+	case "go-redis":
+		connect, publish, refused = goRedisSubscriber, goRedisPublish, goRedisRefused
+	case "redigo":
+		connect, publish, refused = redigoSubscriber, redigoPublish, redigoRefused
+	default:
+		fail("unknown client %q (want go-redis or redigo)", os.Args[1])
+	}
 	s, err := fromEnv()
 	if err != nil {
 		fail("%v", err)
 	}
-	var (
-		connect func(settings) (subscriber, error)
-		publish func(settings) error
-	)
-	switch os.Args[1] {
-	case "go-redis":
-		connect, publish = goRedisSubscriber, goRedisPublish
-	case "redigo":
-		connect, publish = redigoSubscriber, redigoPublish
-	default:
-		fail("unknown client %q (want go-redis or redigo)", os.Args[1])
+	if err := wrongPass(refused(s)); err != nil {
+		fail("%s: %v", os.Args[1], err)
 	}
 	out, err := run(s, connect, publish)
 	if err != nil {
@@ -86,7 +95,7 @@ func fail(format string, args ...any) {
 
 func fromEnv() (settings, error) {
 	var s settings
-	for _, name := range []string{"PORT", "N", "PUB_AUTH", "SUB_AUTH"} {
+	for _, name := range []string{"PORT", "N", "PUB_AUTH", "SUB_AUTH", "BAD_AUTH"} {
 		if os.Getenv(name) == "" {
 			return s, fmt.Errorf("environment variable %s is not set", name)
 		}
@@ -103,7 +112,19 @@ func fromEnv() (settings, error) {
 	s.n = n
 	s.pubAuth = os.Getenv("PUB_AUTH")
 	s.subAuth = os.Getenv("SUB_AUTH")
+	s.badAuth = os.Getenv("BAD_AUTH")
 	return s, nil
+}
+
+// wrongPass checks what a connection with a wrong secret failed with.
+func wrongPass(err error) error {
+	if err == nil {
+		return errors.New("a connection with a wrong secret succeeded")
+	}
+	if !strings.Contains(err.Error(), "WRONGPASS") {
+		return fmt.Errorf("a wrong secret failed with %q, want the server's WRONGPASS", err)
+	}
+	return nil
 }
 
 // message is the part of an MGET element the consumer needs.
@@ -175,8 +196,9 @@ func run(s settings, connect func(settings) (subscriber, error), publish func(se
 }
 
 // ---------------------------------------------------------------------------
-// go-redis v9, default options: RESP3 (HELLO 3 AUTH default <password>),
-// 3 s read timeout, a pool; the subscriber takes one sticky connection.
+// go-redis v9, default options: RESP3 (HELLO 3 AUTH default <password>), a
+// 5 s read timeout (3 s before v9.22), a pool; the subscriber takes one
+// sticky connection.
 
 type goRedisSub struct {
 	client *redis.Client
@@ -219,6 +241,12 @@ func (g *goRedisSub) close() error {
 	}
 	g.closed = true
 	return errors.Join(g.conn.Close(), g.client.Close())
+}
+
+func goRedisRefused(s settings) error {
+	c := redis.NewClient(&redis.Options{Addr: s.addr, Password: s.badAuth})
+	defer c.Close()
+	return c.Ping(context.Background()).Err()
 }
 
 func goRedisPublish(s settings) error {
@@ -264,6 +292,14 @@ func (r *redigoSub) close() error {
 	}
 	r.closed = true
 	return r.conn.Close()
+}
+
+func redigoRefused(s settings) error {
+	c, err := redigo.Dial("tcp", s.addr, redigo.DialPassword(s.badAuth))
+	if err == nil {
+		c.Close()
+	}
+	return err
 }
 
 func redigoPublish(s settings) error {
