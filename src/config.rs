@@ -56,6 +56,7 @@ pub(crate) struct RawConfig {
     pub idle_timeout_ms: Option<u64>,
     pub max_value_size: Option<usize>,
     pub max_request_len: Option<usize>,
+    pub max_discard_len: Option<usize>,
     /// Replaced by `max_request_len`; kept so the error can say so.
     pub max_bulk_len: Option<usize>,
     pub max_inline_len: Option<usize>,
@@ -182,8 +183,13 @@ pub(crate) struct RequestLimits {
 }
 
 impl RequestLimits {
-    pub(crate) const SUBSCRIBER: Limits =
-        Limits { max_bulk_len: 512, max_array_len: 8, max_inline_len: 512, max_request_len: 512 };
+    pub(crate) const SUBSCRIBER: Limits = Limits {
+        max_bulk_len: 512,
+        max_array_len: 8,
+        max_inline_len: 512,
+        max_request_len: 512,
+        max_discard_len: 0,
+    };
 }
 
 /// `admin_addr` and what goes with it: the admin port, which sits above
@@ -238,6 +244,12 @@ const MAX_REDIS_DB: u64 = i32::MAX as u64;
 const REQUEST_OVERHEAD_MIN: usize = 1024;
 const DEFAULT_REQUEST_OVERHEAD: usize = 64 * 1024;
 const MAX_REQUEST_LEN: usize = 1 << 30;
+/// A publisher's request up to 64 MiB is read and dropped, however far over
+/// `max_request_len` (a value a client library retries on a fresh connection
+/// would otherwise turn a clear size error into a confusing one); longer is a
+/// protocol error and a close.
+const DEFAULT_DISCARD_LEN: usize = 64 << 20;
+const MAX_DISCARD_LEN: usize = 1 << 40;
 
 const PARTITIONERS: &[&str] =
     &["murmur2_random", "murmur2", "consistent_random", "consistent", "fnv1a_random", "fnv1a", "random"];
@@ -403,11 +415,21 @@ impl RawConfig {
             request_floor,
             MAX_REQUEST_LEN,
         )?;
+        // A publisher's request longer than that, up to this, is dropped as
+        // it streams in and answered with an error; the connection stays.
+        let max_discard_len = size(
+            "max_discard_len",
+            self.max_discard_len,
+            DEFAULT_DISCARD_LEN.max(max_request_len),
+            max_request_len,
+            MAX_DISCARD_LEN,
+        )?;
         let publisher = Limits {
             max_bulk_len: max_request_len,
             max_array_len: size("max_args", self.max_args, 1024, 4, 1 << 20)?,
             max_inline_len: size("max_inline_len", self.max_inline_len, 64 * 1024, 64, MAX_REQUEST_LEN)?,
             max_request_len,
+            max_discard_len,
         };
         let unauth_len =
             size("unauth_max_request_len", self.unauth_max_request_len, 16 * 1024, 256, 64 * 1024)?;
@@ -416,6 +438,7 @@ impl RawConfig {
             max_array_len: size("unauth_max_args", self.unauth_max_args, 10, 2, 64)?,
             max_inline_len: unauth_len,
             max_request_len: unauth_len,
+            max_discard_len: 0,
         };
         let limits = RequestLimits { unauthenticated, publisher, subscriber: RequestLimits::SUBSCRIBER };
 
@@ -667,6 +690,7 @@ url = "mysql://root@127.0.0.1:3306/databus_db"
             "max_clients",
             "max_value_size",
             "max_request_len",
+            "max_discard_len",
             "max_args",
             "max_inline_len",
             "thread_stack_kib",

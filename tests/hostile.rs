@@ -233,30 +233,55 @@ fn half_sent_requests_held_open_do_not_starve_others() {
 }
 
 #[test]
-fn requests_over_the_post_auth_caps_close_the_connection() {
-    // max_request_len defaults to max_value_size + 64 KiB: 66536 here.
-    let mut t = Target::start("hcaps", "max_value_size = 1000");
+fn requests_over_the_post_auth_caps_are_dropped_or_close_the_connection() {
+    // max_request_len defaults to max_value_size + 64 KiB: 66536 here; a
+    // publisher's request up to max_discard_len is read, dropped and
+    // answered with an error, and the connection stays.
+    let mut t = Target::start("hcaps", "max_value_size = 1000\nmax_discard_len = 200000");
     let mut bystander = t.login("pub");
     let mut acked = t.publish(&mut bystander, "before", 3);
 
-    // Each argument within the per-argument bound, the whole over it.
-    let mut c = t.login("pub");
-    let mut request = b"*3\r\n".to_vec();
-    request.extend(bulk(b"SET"));
-    request.extend(bulk(&[b'k'; 40_000]));
-    request.extend_from_slice(b"$30000\r\n");
-    c.send_raw(&request);
-    assert_eq!(c.read(), Some(err("ERR Protocol error: request longer than 66536 bytes")));
-    assert!(c.is_closed());
-    let mut c = t.login("pub");
-    c.send_raw(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$70000\r\n");
-    assert_eq!(c.read(), Some(err("ERR Protocol error: bulk length 70000 over the limit of 66536")));
-    assert!(c.is_closed());
     // Just over max_value_size is the command's own error; the connection stays.
     let mut c = t.login("pub");
     let over = "v".repeat(1001);
     assert_eq!(c.call(&["SET", "k", &over]), err("ERR value is 1001 bytes, over the limit of 1000"));
     acked.extend(t.publish(&mut c, "same-connection", 2));
+    // Over max_request_len: the value is dropped as it streams in, with the
+    // same error; also when each argument is within the bound and only the
+    // whole is over it. Then the connection goes on.
+    for key_len in [1, 40_000] {
+        let mut request = b"*3\r\n".to_vec();
+        request.extend(bulk(b"SET"));
+        request.extend(bulk(&vec![b'k'; key_len]));
+        request.extend(bulk(&[b'v'; 70_000]));
+        c.send_raw(&request);
+        assert_eq!(c.read(), Some(err("ERR value is 70000 bytes, over the limit of 1000")), "key {key_len}");
+        acked.extend(t.publish(&mut c, &format!("after-{key_len}"), 1));
+    }
+    // A key (not the value) too long: the request is dropped, the connection stays.
+    c.send_raw(&[&b"*3\r\n"[..], &bulk(b"SET"), &bulk(&[b'k'; 70_000]), &bulk(b"v")].concat());
+    assert_eq!(c.read(), Some(err("ERR request longer than 66536 bytes; it was dropped")));
+    assert_eq!(c.call(&["PING"]), Frame::Simple("PONG".into()));
+    // Pipelined behind and ahead of an oversized one, replies stay in order.
+    let mut burst = cmd_bytes(&[b"SET", b"k1", b"in-burst-0"]);
+    burst.extend(cmd_bytes(&[b"SET", b"k2", &[b'v'; 100_000]]));
+    burst.extend(cmd_bytes(&[b"SET", b"k3", b"in-burst-1"]));
+    c.send_raw(&burst);
+    assert_eq!(c.read(), Some(ok()));
+    assert_eq!(c.read(), Some(err("ERR value is 100000 bytes, over the limit of 1000")));
+    assert_eq!(c.read(), Some(ok()));
+    acked.extend(["in-burst-0".to_string(), "in-burst-1".to_string()]);
+    // Past max_discard_len, known from the header: a protocol error and a close.
+    c.send_raw(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$300000\r\n");
+    assert_eq!(c.read(), Some(err("ERR Protocol error: bulk length 300000 over the limit of 66536")));
+    assert!(c.is_closed());
+    // Past it only in all, found while dropping: the error for the first
+    // argument, then the protocol error and a close.
+    let mut c = t.login("pub");
+    c.send_raw(&[&b"*3\r\n"[..], &bulk(b"SET"), &bulk(&[b'k'; 150_000]), b"$150000\r\n"].concat());
+    assert_eq!(c.read(), Some(err("ERR request longer than 66536 bytes; it was dropped")));
+    assert_eq!(c.read(), Some(err("ERR Protocol error: request longer than 200000 bytes")));
+    assert!(c.is_closed());
 
     // A subscriber sends a few hundred bytes at most.
     let mut sub = t.login("sub");
@@ -268,6 +293,49 @@ fn requests_over_the_post_auth_caps_close_the_connection() {
     assert!(matches!(reply, Frame::Array(_)), "MGET after a refused subscriber: {reply:?}");
 
     acked.extend(t.publish(&mut bystander, "after", 3));
+    t.assert_running();
+    t.assert_in_kafka(&acked);
+}
+
+/// The defaults, as redis-py meets them: a 1.1 MB value against the default
+/// `max_value_size` (1,000,000) gets the size error and the connection stays
+/// usable (before, it was a protocol error and a close, and redis-py retried
+/// on a fresh connection). Values up to `max_discard_len` (64 MiB) are read
+/// and dropped as they stream in, never buffered: sending 60 MB of them does
+/// not grow databus's memory by more than a few MiB. Beyond it, a close.
+#[test]
+fn an_oversized_value_is_dropped_as_it_streams_in() {
+    let mut t = Target::start("hstream", "");
+    let mut c = t.login("pub");
+    let mut acked = t.publish(&mut c, "before", 1);
+    let big = "x".repeat(1_100_000);
+    assert_eq!(c.call(&["SET", "k", &big]), err("ERR value is 1100000 bytes, over the limit of 1000000"));
+    acked.extend(t.publish(&mut c, "after-1.1MB", 1));
+
+    let pid = t.daemon.pid();
+    let rss_before = rss_kib(pid);
+    let chunk = vec![b'y'; 1 << 20];
+    for round in 0..3 {
+        let len = 20 << 20;
+        c.send_raw(format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${len}\r\n").as_bytes());
+        for _ in 0..20 {
+            c.send_raw(&chunk);
+        }
+        c.send_raw(b"\r\n");
+        let want = format!("ERR value is {len} bytes, over the limit of 1000000");
+        assert_eq!(c.read(), Some(err(&want)), "round {round}");
+    }
+    let grown = rss_kib(pid).saturating_sub(rss_before);
+    assert!(grown < 16 * 1024, "60 MB of dropped values grew databus by {grown} KiB");
+    acked.extend(t.publish(&mut c, "after-60MB", 1));
+
+    c.send_raw(format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n", 65 << 20).as_bytes());
+    let reply = c.read();
+    assert_eq!(
+        reply,
+        Some(err(&format!("ERR Protocol error: bulk length {} over the limit of 1065536", 65 << 20)))
+    );
+    assert!(c.is_closed());
     t.assert_running();
     t.assert_in_kafka(&acked);
 }

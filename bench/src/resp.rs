@@ -21,6 +21,7 @@ const REPLY_LIMITS: Limits = Limits {
     max_array_len: 1 << 20,
     max_inline_len: 1 << 20,
     max_request_len: usize::MAX,
+    max_discard_len: 0,
 };
 
 impl RespConn {

@@ -16,7 +16,7 @@ use databus::auth::{parse_auth_string, AuthRequest};
 use databus::config::Settings;
 use databus::kafka::StartOffset;
 use databus::proto::{decode_metadata, Header};
-use databus::resp::{parse_reply, parse_request, Frame, Limits, Parsed};
+use databus::resp::{discard, parse_reply, parse_request, Discard, Frame, Limits, Parsed};
 use prost::Message;
 
 /// A fuzz check: returns for any input, panics only on a broken invariant.
@@ -35,11 +35,19 @@ pub const TARGETS: &[(&str, Check)] = &[
 // `..Limits::default()` keeps this compiling while `Limits` gains fields; clippy calls the
 // update needless whenever every field happens to be named.
 #[allow(clippy::needless_update)]
-fn limit_sets() -> [Limits; 3] {
+fn limit_sets() -> [Limits; 4] {
     [
         Limits::default(),
         Limits { max_bulk_len: 4, max_array_len: 3, max_inline_len: 16, ..Limits::default() },
         Limits { max_bulk_len: 0, max_array_len: 1, max_inline_len: 1, ..Limits::default() },
+        // A publisher's: requests over the bounds but within 64 bytes are dropped.
+        Limits {
+            max_bulk_len: 4,
+            max_array_len: 3,
+            max_inline_len: 16,
+            max_request_len: 24,
+            max_discard_len: 64,
+        },
     ]
 }
 
@@ -54,17 +62,62 @@ fn cuts(len: usize) -> Vec<usize> {
 }
 
 /// `parse_request` under each limit set, on the buffer and on every request pipelined after
-/// the first, consumed one by one as a connection does.
+/// the first, consumed one by one as a connection does: an oversized one by dropping it.
 pub fn resp_request(data: &[u8]) {
     for limits in limit_sets() {
         let mut rest = data;
         let mut requests = 0;
-        while let Some(used) = check_request(rest, &limits) {
-            rest = &rest[used..];
+        loop {
+            if let Some(used) = check_request(rest, &limits) {
+                rest = &rest[used..];
+            } else if let Ok(Parsed::Oversized(o)) = parse_request(rest, &limits) {
+                assert!(limits.max_discard_len > 0, "oversized with discarding off: {o:?}");
+                assert!(
+                    0 < o.header && o.header <= rest.len(),
+                    "header {} of {} bytes",
+                    o.header,
+                    rest.len()
+                );
+                let Some(used) = check_discard(&rest[o.header..], o.rest) else { break };
+                rest = &rest[o.header + used..];
+            } else {
+                break;
+            }
             requests += 1;
             // `used > 0` is checked, so this cannot loop; the count says so explicitly.
             assert!(requests <= data.len(), "{requests} requests from {} bytes", data.len());
         }
+    }
+}
+
+/// Drops the rest of an oversized request from `buf` as a connection does, in one go and
+/// in two reads cut anywhere: both end at the same byte with the same outcome. Returns how
+/// many bytes it took when the request ended within `buf`.
+fn check_discard(buf: &[u8], rest: Discard) -> Option<usize> {
+    let mut whole = rest.clone();
+    let outcome = discard(buf, &mut whole);
+    for cut in cuts(buf.len()) {
+        let mut split = rest.clone();
+        let first = discard(&buf[..cut], &mut split);
+        let Ok((used, false)) = first else {
+            // Decided within the first part: the whole buffer decides the same.
+            assert_eq!(first.map(|(u, _)| u), outcome.clone().map(|(u, _)| u), "cut at {cut}");
+            continue;
+        };
+        assert!(used <= cut);
+        let second = discard(&buf[used..], &mut split).map(|(u, done)| (used + u, done));
+        assert_eq!(second, outcome, "cut at {cut}");
+    }
+    match outcome {
+        Ok((used, true)) => {
+            assert!(0 < used && used <= buf.len());
+            Some(used)
+        }
+        Ok((used, false)) => {
+            assert_eq!(used, buf.len(), "an unfinished drop takes the whole buffer");
+            None
+        }
+        Err(_) => None,
     }
 }
 

@@ -5,7 +5,7 @@ mod frame;
 mod parse;
 
 pub use frame::Frame;
-pub use parse::{parse_reply, parse_request, Limits, Parsed, ProtocolError};
+pub use parse::{discard, parse_reply, parse_request, Discard, Limits, Oversized, Parsed, ProtocolError};
 
 #[cfg(test)]
 mod tests {

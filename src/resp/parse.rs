@@ -23,6 +23,10 @@ pub struct Limits {
     /// Most bytes of one whole request as sent, framing included, so that many arguments
     /// each within `max_bulk_len` still cannot add up to more. Requests only.
     pub max_request_len: usize,
+    /// A multibulk request over `max_bulk_len` or `max_request_len` but at most this long
+    /// is [`Parsed::Oversized`]: the caller drops it as it streams in (see [`discard`]) and
+    /// the stream stays in step. 0: every request over the bounds is an error.
+    pub max_discard_len: usize,
 }
 
 impl Default for Limits {
@@ -32,6 +36,7 @@ impl Default for Limits {
             max_array_len: 1024,
             max_inline_len: 64 * 1024,
             max_request_len: 8 * 1024 * 1024,
+            max_discard_len: 0,
         }
     }
 }
@@ -44,11 +49,40 @@ pub enum Parsed {
     Complete(Vec<Vec<u8>>, usize),
     /// The buffer ends mid-request; call again once more bytes have arrived.
     Incomplete,
+    /// A request over the bounds but within `max_discard_len`, known from the header of
+    /// its first argument too long: nothing of it is kept. The caller consumes
+    /// `Oversized::header` bytes, then feeds what follows to [`discard`] until it is done.
+    Oversized(Oversized),
+}
+
+/// The part of an oversized request still to come, and what is known of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Oversized {
+    /// Bytes of the buffer up to the data of the argument that is too long.
+    pub header: usize,
+    /// The first argument (the command name), when it came before the long one.
+    pub command: Option<Vec<u8>>,
+    /// Which argument is too long (0 is the command name), and its length.
+    pub index: usize,
+    pub len: u64,
+    /// What is still to be dropped.
+    pub rest: Discard,
+}
+
+/// The bytes of an oversized request still to be dropped: the rest of the current
+/// argument (its CRLF included), then whole arguments, each `$<len>\r\n<data>\r\n`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discard {
+    bytes: u64,
+    args: usize,
+    /// The request's length so far, framing included, held to `max`.
+    total: u64,
+    max: usize,
 }
 
 /// Why bytes could not be parsed; the text is meant to follow `ERR Protocol error: `.
 /// Any of these leaves the stream unsynchronised, so the connection should be closed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ProtocolError {
     #[error("invalid multibulk length")]
     InvalidMultibulkLength,
@@ -121,11 +155,23 @@ fn parse_multibulk(buf: &[u8], limits: &Limits) -> Result<Parsed, ProtocolError>
         let Some((line, start)) = read_length_line(buf, pos + 1)? else {
             return Ok(Parsed::Incomplete);
         };
-        let len = bulk_len(line, limits)?.ok_or(E::InvalidBulkLength)?;
-        // Judged from the header too: the data is never awaited, let alone buffered.
-        if start.saturating_add(len).saturating_add(2) > limits.max_request_len {
+        // Judged from the header: the data is never awaited, let alone buffered.
+        let len = request_bulk_len(line)?;
+        let end = (start as u64).saturating_add(len).saturating_add(2);
+        let over = len > limits.max_bulk_len as u64 || end > limits.max_request_len as u64;
+        if over && end <= limits.max_discard_len as u64 {
+            let args_after = count - args.len() - 1;
+            let rest = Discard { bytes: len + 2, args: args_after, total: end, max: limits.max_discard_len };
+            let command = args.first().map(|c| c.to_vec());
+            return Ok(Parsed::Oversized(Oversized { header: start, command, index: args.len(), len, rest }));
+        }
+        if len > limits.max_bulk_len as u64 {
+            return Err(E::BulkTooLong { len, max: limits.max_bulk_len });
+        }
+        if end > limits.max_request_len as u64 {
             return Err(E::RequestTooLong { max: limits.max_request_len });
         }
+        let len = len as usize;
         let Some((data, end)) = take_bulk(buf, start, len)? else {
             return Ok(Parsed::Incomplete);
         };
@@ -301,6 +347,48 @@ fn reply_at(
 }
 
 /// Reads a `$` length; `None` is RESP2's null bulk (`-1`), which only replies may carry.
+/// The length of a request's bulk argument, which may not be null (`$-1`).
+fn request_bulk_len(line: &[u8]) -> Result<u64, ProtocolError> {
+    let len = parse_int(line).ok_or(E::InvalidBulkLength)?;
+    u64::try_from(len).map_err(|_| E::InvalidBulkLength)
+}
+
+/// Drops what `buf` holds of an oversized request (see [`Parsed::Oversized`]): returns how
+/// many bytes to consume and whether the request is over. Memory stays bounded whatever the
+/// request's length, since nothing is kept; past `max_discard_len` in all, or with bytes
+/// that are not a request's framing, it fails, and the stream is out of step.
+pub fn discard(buf: &[u8], d: &mut Discard) -> Result<(usize, bool), ProtocolError> {
+    let mut pos = 0;
+    loop {
+        let drop = d.bytes.min((buf.len() - pos) as u64);
+        pos += drop as usize;
+        d.bytes -= drop;
+        if d.bytes > 0 {
+            return Ok((pos, false));
+        }
+        if d.args == 0 {
+            return Ok((pos, true));
+        }
+        let Some(&kind) = buf.get(pos) else {
+            return Ok((pos, false));
+        };
+        if kind != b'$' {
+            return Err(E::ExpectedBulk(kind));
+        }
+        let Some((line, start)) = read_length_line(buf, pos + 1)? else {
+            return Ok((pos, false));
+        };
+        let len = request_bulk_len(line)?;
+        d.total = d.total.saturating_add((start - pos) as u64).saturating_add(len).saturating_add(2);
+        if d.total > d.max as u64 {
+            return Err(E::RequestTooLong { max: d.max });
+        }
+        d.bytes = len + 2;
+        d.args -= 1;
+        pos = start;
+    }
+}
+
 fn bulk_len(line: &[u8], limits: &Limits) -> Result<Option<usize>, ProtocolError> {
     let len = parse_int(line).ok_or(E::InvalidBulkLength)?;
     if len == -1 {
@@ -393,7 +481,13 @@ mod tests {
     }
 
     fn small() -> Limits {
-        Limits { max_bulk_len: 4, max_array_len: 3, max_inline_len: 16, max_request_len: 1024 }
+        Limits {
+            max_bulk_len: 4,
+            max_array_len: 3,
+            max_inline_len: 16,
+            max_request_len: 1024,
+            max_discard_len: 0,
+        }
     }
 
     fn req(buf: &[u8]) -> Result<Parsed, ProtocolError> {
@@ -531,6 +625,43 @@ mod tests {
         assert_eq!(err, E::BulkTooLong { len: 999_999_999_999, max: 4_194_304 });
         let err = req(b"*1\r\n$5000000\r\n").unwrap_err();
         assert_eq!(err.to_string(), "bulk length 5000000 over the limit of 4194304");
+    }
+
+    #[test]
+    fn oversized_requests_are_dropped_as_they_stream() {
+        let l = Limits { max_request_len: 24, max_discard_len: 64, ..small() };
+        // The value (argument 2) is too long: known from its header, data not awaited.
+        let head = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$30\r\n";
+        let Ok(Parsed::Oversized(o)) = parse_request(head, &l) else {
+            panic!("{:?}", parse_request(head, &l))
+        };
+        assert_eq!((o.header, o.command.as_deref(), o.index, o.len), (head.len(), Some(&b"SET"[..]), 2, 30));
+        // Dropped piece by piece; the next request is left alone.
+        let mut rest = o.rest.clone();
+        assert_eq!(discard(&[b'x'; 10], &mut rest), Ok((10, false)));
+        assert_eq!(discard(&[b'x'; 20], &mut rest), Ok((20, false)));
+        assert_eq!(discard(b"\r\n*1\r\n$4\r\nPING\r\n", &mut rest), Ok((2, true)));
+        // Arguments after the long one are dropped too, whatever their length...
+        let head = b"*3\r\n$3\r\nSET\r\n$30\r\n";
+        let Ok(Parsed::Oversized(o)) = parse_request(head, &l) else { panic!() };
+        assert_eq!(o.index, 1);
+        let mut rest = o.rest.clone();
+        let tail = [&[b'k'; 30][..], b"\r\n$5\r\nvalue\r\n"].concat();
+        assert_eq!(discard(&tail, &mut rest), Ok((tail.len(), true)));
+        // ...within max_discard_len in all.
+        let mut rest = o.rest;
+        let tail = [&[b'k'; 30][..], b"\r\n$40\r\n"].concat();
+        assert_eq!(discard(&tail, &mut rest), Err(E::RequestTooLong { max: 64 }));
+        let mut rest = parse_request(head, &l)
+            .map(|p| match p {
+                Parsed::Oversized(o) => o.rest,
+                _ => panic!(),
+            })
+            .unwrap();
+        assert_eq!(discard(&[&[b'k'; 32][..], b"x"].concat(), &mut rest), Err(E::ExpectedBulk(b'x')));
+        // Past max_discard_len from the header alone, or with discarding off: an error.
+        assert_eq!(parse_request(b"*2\r\n$3\r\nSET\r\n$60\r\n", &l), Err(E::BulkTooLong { len: 60, max: 4 }));
+        assert_eq!(parse_request(head, &small()), Err(E::BulkTooLong { len: 30, max: 4 }));
     }
 
     #[test]

@@ -42,7 +42,9 @@ pub(crate) enum CommandError {
     #[error("max number of clients reached")]
     MaxClients,
     #[error("value is {len} bytes, over the limit of {max}")]
-    ValueTooLarge { len: usize, max: usize },
+    ValueTooLarge { len: u64, max: u64 },
+    #[error("request longer than {max} bytes; it was dropped")]
+    RequestTooLong { max: usize },
     #[error("metadata must be a JSON object of string values or a protobuf infra.databus.Header")]
     BadMetadata,
     #[error("publish failed: {0}")]

@@ -21,7 +21,7 @@ use crate::kafka::{
     Clusters, Delivered, GroupConsumer, KeepAlive, Memberships, PendingDelivery, Publish, PublishError,
 };
 use crate::metrics::{Metrics, OpenConnection, PublishMeter};
-use crate::resp::{parse_request, Frame, Limits, Parsed};
+use crate::resp::{discard, parse_request, Discard, Frame, Limits, Oversized, Parsed};
 
 pub(crate) use connection::Stream;
 use connection::{Connection, HangUpWatch, ReadOutcome};
@@ -153,6 +153,8 @@ pub(crate) struct Session {
     hang_up: Option<HangUpWatch>,
     /// Set when the connection must close after the replies so far are sent.
     closing: bool,
+    /// The rest of an oversized request, dropped as it arrives.
+    discarding: Option<Discard>,
     /// Counts this connection under its role.
     _open: OpenConnection,
 }
@@ -172,8 +174,30 @@ impl Session {
             interrupt,
             hang_up: None,
             closing: false,
+            discarding: None,
             _open,
         }
+    }
+
+    /// The reply to a request over the bounds that is being dropped: a
+    /// SET's or HSET's value gets the size error it would get within them,
+    /// anything else that the request was too long. Counted like a command.
+    fn oversized(&self, o: &Oversized) -> Frame {
+        let name = o.command.as_deref().unwrap_or_default();
+        let value_at = match name.to_ascii_lowercase().as_slice() {
+            b"set" => Some(2),
+            b"hset" => Some(3),
+            _ => None,
+        };
+        let error = match (&self.state, value_at) {
+            (State::Publisher(p), Some(at)) if at == o.index => {
+                CommandError::ValueTooLarge { len: o.len, max: p.max_value_size as u64 }
+            }
+            _ => CommandError::RequestTooLong { max: self.limits().max_request_len },
+        };
+        let frame = error.to_frame();
+        self.ctx.metrics.command(if name.is_empty() { b"?" } else { name }, error_code(&frame));
+        frame
     }
 
     /// Why the server wants this connection to end, if it does.
@@ -730,6 +754,23 @@ fn take_requests(
         if replies.len() >= MAX_PENDING_REPLIES || conn.queued() >= OUTPUT_HIGH_WATER {
             return true;
         }
+        if let Some(rest) = &mut session.discarding {
+            match discard(conn.buffered(), rest) {
+                Ok((used, done)) => {
+                    conn.consume(used);
+                    if !done {
+                        return false;
+                    }
+                    session.discarding = None;
+                }
+                Err(e) => {
+                    log::info!("{}: protocol error in an oversized request, closing: {e}", session.peer);
+                    replies.push_back(Reply::Now(CommandError::Protocol(e).to_frame()));
+                    session.close();
+                    continue;
+                }
+            }
+        }
         match parse_request(conn.buffered(), session.limits()) {
             Ok(Parsed::Complete(args, used)) => {
                 conn.consume(used);
@@ -751,6 +792,12 @@ fn take_requests(
                 }
             }
             Ok(Parsed::Incomplete) => return false,
+            Ok(Parsed::Oversized(o)) => {
+                conn.consume(o.header);
+                replies.push_back(Reply::Now(session.oversized(&o)));
+                answer_settled(conn, replies);
+                session.discarding = Some(o.rest);
+            }
             Err(e) => {
                 log::info!("{}: protocol error, closing: {e}", session.peer);
                 replies.push_back(Reply::Now(CommandError::Protocol(e).to_frame()));

@@ -65,7 +65,10 @@ impl Publisher {
         send: impl Enqueue<T>,
     ) -> Result<T, CommandError> {
         if value.len() > self.max_value_size {
-            return Err(CommandError::ValueTooLarge { len: value.len(), max: self.max_value_size });
+            return Err(CommandError::ValueTooLarge {
+                len: value.len() as u64,
+                max: self.max_value_size as u64,
+            });
         }
         let color = ("color", self.color.as_bytes());
         let with_metadata;

@@ -470,6 +470,7 @@ impl Client {
             max_array_len: 1 << 20,
             max_inline_len: 1 << 20,
             max_request_len: usize::MAX,
+            max_discard_len: 0,
         };
         loop {
             if let Some((frame, used)) = parse_reply(&self.buf, &limits).unwrap() {
