@@ -29,7 +29,8 @@ run-example:
 bench: services
 	@$(WITH_ENV); scripts/bench.sh
 
-## Run the fault suite (tests/chaos.rs) and print its table of counts (RELIABILITY.md).
+## Run the fault suite (tests/chaos.rs, the fast subset `make test` runs too, and
+## tests/chaos_cluster.rs, the long three-broker faults) and print its table (RELIABILITY.md).
 chaos: services
 	@$(SERVICES) test-tools
 	@$(WITH_ENV); scripts/chaos.sh
@@ -57,6 +58,7 @@ build:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --test chaos_cluster -- -D warnings
 
 ## Unit tests only; needs no services.
 unit:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make chaos`: runs the fault suite (tests/chaos.rs) one scenario at a time
+# `make chaos`: runs the fault suite (tests/chaos.rs and tests/chaos_cluster.rs) one scenario at a time
 # and prints its results as a markdown table (scenario, records
 # acknowledged, records in Kafka, lost, duplicated, redelivered, time to
 # recover), also written to bench/chaos.md; exits non-zero when a scenario failed
@@ -13,7 +13,7 @@ mkdir -p "$(dirname "$results")" "$(dirname "$out")"
 rm -f "$results"
 # CHAOS_ARGS passes more arguments to the test binary (a scenario's name, --nocapture ...).
 status=0
-CHAOS_RESULTS=$results cargo test --test chaos -- --test-threads=1 ${CHAOS_ARGS:-} "$@" || status=$?
+CHAOS_RESULTS=$results cargo test --test chaos --test chaos_cluster -- --test-threads=1 ${CHAOS_ARGS:-} "$@" || status=$?
 [[ -s $results ]] || { echo "chaos.sh: no scenario wrote a result" >&2; exit 1; }
 python3 - "$results" "$out" <<'PY'
 import json, sys, subprocess, datetime

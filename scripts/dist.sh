@@ -20,7 +20,9 @@ APT_LOG=${DATABUS_RUN_DIR:-$PWD/.run}/apt.log
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
+umask 022
 have dpkg-deb || apt_install dpkg
+have objdump || apt_install binutils
 bin=${DATABUS_BIN:-}
 if [[ -z $bin ]]; then
 	log "cargo build --release"
@@ -32,8 +34,8 @@ fi
 version=$(sed -n -E 's/^version = "([^"]+)"/\1/p' Cargo.toml | head -n 1)
 arch=$(dpkg --print-architecture)
 # The newest glibc symbol version the binary needs is its one dependency.
-glibc=$(objdump -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n 1)
-[[ -n $glibc ]] || die "could not read the glibc versions $bin needs (objdump)"
+glibc=$(objdump -T "$bin" | { grep -o 'GLIBC_[0-9.]*' || true; } | sed 's/GLIBC_//' | sort -uV | tail -n 1)
+[[ -n $glibc ]] || die "could not read the glibc versions $bin needs (objdump -T found none)"
 
 out=${DIST_DIR:-target/dist}
 stage=$(mktemp -d "${TMPDIR:-/tmp}/databus-dist.XXXXXX")

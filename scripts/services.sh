@@ -406,6 +406,9 @@ cmd_test_tools() {
 	# the package test (tests/dist.rs): dpkg-deb, objdump, systemd-analyze
 	have objdump || missing+=(binutils)
 	have systemd-analyze || missing+=(systemd)
+	# the Java client programs (tests/clients/java) are compiled
+	have javac || missing+=(openjdk-17-jdk-headless)
+	have mvn || missing+=(maven)
 	((${#missing[@]} == 0)) || apt_install "${missing[@]}"
 	echo "test tools: openssl, redis-benchmark, curl, cc, hiredis, objdump, systemd-analyze present${missing[*]:+ (installed ${missing[*]})}"
 }

@@ -234,7 +234,7 @@ pub struct Settings {
 /// Longest duration any `*_ms` key may hold: a week.
 const MAX_MS: u64 = 7 * 24 * 3600 * 1000;
 /// An empty `MGET` answers after 1.5 s by default: before the shortest read
-/// timeout common clients set on their own (Jedis's 2 s; go-redis's is 3 s),
+/// timeout common clients set on their own (Jedis's 2 s; go-redis's is 5 s),
 /// so they work with their defaults. A client that wants the seed's long
 /// poll asks for it (`wait=30000` in AUTH, or `MGET BLOCK 30000`).
 const DEFAULT_WAIT_MS: u64 = 1500;

@@ -15,45 +15,8 @@ use std::time::{Duration, Instant};
 
 use databus::resp::Frame;
 use rdkafka::Offset;
+use support::chaos::*;
 use support::*;
-
-/// One scenario at a time, also under plain `cargo test`: faults and load
-/// of one must not leak into another's counts or bounds.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// One scenario's outcome, appended as a JSON line to `CHAOS_RESULTS`
-/// (default `target/chaos-results.jsonl`).
-#[derive(Debug, Default, serde::Serialize)]
-struct Row {
-    scenario: &'static str,
-    acknowledged: Option<usize>,
-    in_kafka: Option<usize>,
-    lost: Option<usize>,
-    duplicated: Option<usize>,
-    redelivered: Option<usize>,
-    recover_ms: Option<u128>,
-    note: String,
-}
-
-impl Row {
-    fn record(&self) {
-        let path = std::env::var("CHAOS_RESULTS")
-            .unwrap_or_else(|_| format!("{}/target/chaos-results.jsonl", env!("CARGO_MANIFEST_DIR")));
-        let mut line = serde_json::to_string(self).unwrap();
-        line.push('\n');
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(line.as_bytes()))
-            .unwrap_or_else(|e| panic!("writing {path}: {e}"));
-        eprintln!("chaos: {line}");
-    }
-}
 
 /// Scenario 7: a subscriber can tell "no new records" (an empty array) from
 /// "Kafka is unreachable" (TRYAGAIN) and its connection survives the outage.
@@ -68,24 +31,23 @@ fn mget_tells_an_unreachable_cluster_from_an_empty_topic() {
 
     broker.stop();
     let down_at = Instant::now();
-    // The first wait may end before librdkafka notices; within a few waits
-    // every MGET must say why it has nothing.
+    // The first wait may end before librdkafka notices; after that every
+    // MGET must say why it has nothing, for the whole outage: librdkafka
+    // reports a repeating connection failure once every 30 s at most, so
+    // the outage lasts longer than that.
     let (mut empty, mut errors) = (0, 0);
-    for _ in 0..10 {
+    while down_at.elapsed() < Duration::from_secs(40) {
         match sub.call(&["MGET"]) {
             Frame::Array(a) if a.is_empty() => empty += 1,
             Frame::Error(e) => {
                 assert!(e.starts_with("TRYAGAIN cluster 'own' is unreachable: "), "{e}");
                 errors += 1;
-                if errors == 3 {
-                    break;
-                }
             }
             other => panic!("records with the broker down: {other:?}"),
         }
     }
-    assert_eq!(errors, 3, "MGET kept answering empty arrays ({empty}) with the broker down");
-    assert!(empty <= 1, "{empty} empty answers after the broker was down");
+    assert!(errors >= 10, "only {errors} MGETs said the cluster is unreachable in 40 s ({empty} empty)");
+    assert!(empty <= 1, "{empty} empty answers with the broker down 40 s ({errors} TRYAGAIN)");
     assert_eq!(sub.call(&["PING"]), Frame::Simple("PONG".into()), "the connection survives");
 
     broker.restart();
@@ -109,122 +71,6 @@ fn mget_tells_an_unreachable_cluster_from_an_empty_topic() {
         ..Row::default()
     }
     .record();
-}
-
-/// What a set of publisher connections saw.
-#[derive(Debug, Default)]
-struct Outcome {
-    /// Values (each record's key and value are the same unique string) that got `+OK`.
-    acked: Vec<String>,
-    /// Values that got an error reply, with the reply.
-    failed: Vec<(String, String)>,
-    /// When each of `acked` got its `+OK`, in the same order.
-    acked_at: Vec<Instant>,
-    /// Replies that came later than the bound after their request was sent.
-    slow: usize,
-}
-
-/// `conns` publisher connections, each sending `depth` SETs at a time and
-/// reading their replies, until stopped or until the server closes them.
-struct Load {
-    stop: Arc<AtomicBool>,
-    threads: Vec<thread::JoinHandle<Outcome>>,
-}
-
-impl Outcome {
-    /// The first `+OK` after `at`.
-    fn first_ok_after(&self, at: Instant) -> Option<Instant> {
-        self.acked_at.iter().filter(|t| **t > at).min().copied()
-    }
-
-    /// The longest time without any `+OK`, over all connections.
-    fn longest_stall(&self) -> Duration {
-        let mut at = self.acked_at.clone();
-        at.sort();
-        at.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
-    }
-}
-
-impl Load {
-    fn start(addr: SocketAddr, auth: &str, conns: usize, depth: usize, slow_after: Duration) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..conns)
-            .map(|k| {
-                let (stop, auth) = (stop.clone(), auth.to_owned());
-                thread::spawn(move || {
-                    let mut out = Outcome::default();
-                    let mut c = Client::connect(addr);
-                    c.stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-                    assert_eq!(c.call(&["AUTH", &auth]), ok());
-                    let mut seq = 0;
-                    'load: while !stop.load(Ordering::SeqCst) {
-                        let batch: Vec<String> = (0..depth)
-                            .map(|_| {
-                                seq += 1;
-                                format!("c{k}-{seq}")
-                            })
-                            .collect();
-                        let wire: Vec<u8> = batch
-                            .iter()
-                            .flat_map(|v| cmd_bytes(&[b"SET", v.as_bytes(), v.as_bytes()]))
-                            .collect();
-                        let sent = Instant::now();
-                        if c.stream.write_all(&wire).is_err() {
-                            break;
-                        }
-                        for v in batch {
-                            let reply = c.read();
-                            if sent.elapsed() > slow_after {
-                                out.slow += 1;
-                            }
-                            match reply {
-                                Some(r) if r == ok() => {
-                                    out.acked.push(v);
-                                    out.acked_at.push(Instant::now());
-                                }
-                                Some(Frame::Error(e)) => out.failed.push((v, e)),
-                                Some(other) => panic!("SET answered {other:?}"),
-                                None => break 'load,
-                            }
-                        }
-                    }
-                    out
-                })
-            })
-            .collect();
-        Load { stop, threads }
-    }
-
-    fn finish(self) -> Outcome {
-        self.stop.store(true, Ordering::SeqCst);
-        let mut all = Outcome::default();
-        for t in self.threads {
-            let o = t.join().expect("publisher thread");
-            all.acked.extend(o.acked);
-            all.failed.extend(o.failed);
-            all.acked_at.extend(o.acked_at);
-            all.slow += o.slow;
-        }
-        all
-    }
-}
-
-/// Compares what was acknowledged with what is in the topic.
-struct Tally {
-    acknowledged: usize,
-    in_kafka: usize,
-    lost: usize,
-    duplicated: usize,
-}
-
-fn tally(acked: &[String], records: &[Record]) -> Tally {
-    let mut seen: HashMap<&[u8], usize> = HashMap::new();
-    for r in records {
-        *seen.entry(r.value.as_slice()).or_default() += 1;
-    }
-    let lost = acked.iter().filter(|v| !seen.contains_key(v.as_bytes())).count();
-    let duplicated = acked.iter().filter(|v| seen.get(v.as_bytes()).is_some_and(|n| *n > 1)).count();
-    Tally { acknowledged: acked.len(), in_kafka: records.len(), lost, duplicated }
 }
 
 /// Scenario 2: the broker frozen (SIGSTOP) for twice the produce timeout,

@@ -33,6 +33,12 @@ impl Drop for Installed {
 fn the_debian_package_installs_checks_verifies_and_purges() {
     let uid = run("id", &["-u"]);
     assert_eq!(text(&uid).trim(), "0", "dpkg -i needs root; run the tests as root (CI does)");
+    // The test installs and purges the package: never over one an operator installed.
+    let already = run("dpkg", &["-s", "databus"]);
+    assert!(
+        !already.status.success(),
+        "a databus package is installed on this machine; the test will not replace it"
+    );
     let out_dir = TempDir::new("dist");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/dist.sh");
     let built = Command::new(&script)

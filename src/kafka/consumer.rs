@@ -182,7 +182,8 @@ const METADATA_RETRY: Duration = Duration::from_millis(250);
 #[derive(Default)]
 pub(crate) struct ConsumerErrors {
     errors: BrokerErrors,
-    /// When librdkafka last reported a failed connection.
+    /// When librdkafka last reported a failed connection, until a metadata
+    /// answer clears it.
     failed_at: Mutex<Option<Instant>>,
     /// The cluster's ACLs refusing the group or the topic, since taken.
     denied: Mutex<Option<KafkaError>>,
@@ -244,8 +245,16 @@ impl ConsumerErrors {
         *self.failed_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     }
 
-    fn failed_since(&self, since: Instant) -> bool {
-        self.failed_at.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|at| at >= since)
+    /// Whether a failed connection was reported that no metadata answer has
+    /// cleared since. Sticky on purpose: librdkafka reports a repeating
+    /// failure once every 30 s at most, while an MGET waits 1.5 s by default,
+    /// so "a failure during this MGET" would miss most of an outage.
+    fn failing(&self) -> bool {
+        self.failed_at.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    fn answered(&self) {
+        *self.failed_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 
@@ -443,19 +452,24 @@ impl GroupConsumer {
         self.consumer.context().take_denied().and_then(|e| denial(e, &self.group, &self.topic))
     }
 
-    /// Whether librdkafka reported a failed connection since `since`.
-    pub(crate) fn failing_since(&self, since: Instant) -> bool {
-        self.consumer.context().failed_since(since)
+    /// Whether librdkafka reported a failed connection that no metadata
+    /// answer has cleared since.
+    pub(crate) fn failing(&self) -> bool {
+        self.consumer.context().failing()
     }
 
-    /// Why the cluster is unreachable, when librdkafka reported failed
-    /// connections since `since` and the cluster does not answer a metadata
-    /// request within `timeout`; `None` when it answers (or nothing failed).
-    pub(crate) fn unreachable_since(&self, since: Instant, timeout: Duration) -> Option<ConsumeError> {
-        if !self.failing_since(since) {
+    /// Why the cluster is unreachable, when librdkafka reported a failed
+    /// connection (not cleared since) and the cluster does not answer a
+    /// metadata request within `timeout`; `None` when it answers, which
+    /// clears the failure, or when nothing failed.
+    pub(crate) fn unreachable(&self, timeout: Duration) -> Option<ConsumeError> {
+        if !self.failing() {
             return None;
         }
-        let cause = self.consumer.fetch_metadata(Some(&self.topic), timeout).err()?;
+        let Err(cause) = self.consumer.fetch_metadata(Some(&self.topic), timeout) else {
+            self.consumer.context().answered();
+            return None;
+        };
         Some(ConsumeError::Unreachable {
             cluster: self.cluster.clone(),
             cause: Box::new(cause),

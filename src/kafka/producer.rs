@@ -10,7 +10,6 @@
 //! answer it again a new record is answered so without being queued.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -278,8 +277,6 @@ pub(crate) trait Publish: Send + Sync {
 }
 
 struct DeliveryReports {
-    /// A record timed out and none was delivered since. See [`Producers`].
-    stuck: AtomicBool,
     errors: BrokerErrors,
     /// The cluster and produce timeout, for the errors of timed-out records.
     cluster: String,
@@ -314,16 +311,10 @@ impl ProducerContext for DeliveryReports {
     fn delivery(&self, result: &DeliveryResult<'_>, reply: Box<DeliverySender>) {
         let (report, topic) = match result {
             Ok(m) => {
-                self.stuck.store(false, Ordering::Relaxed);
                 self.errors.accepted();
                 (Ok(Delivered { partition: m.partition(), offset: m.offset() }), m.topic())
             }
-            Err((e, m)) => {
-                if *e == KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut) {
-                    self.stuck.store(true, Ordering::Relaxed);
-                }
-                (Err(e.clone()), m.topic())
-            }
+            Err((e, m)) => (Err(e.clone()), m.topic()),
         };
         let verdict = judge(self, topic, report);
         match *reply {
@@ -372,22 +363,23 @@ fn spawn_purger(producer: &Arc<ClusterProducer>, refusals: Receiver<()>) {
 
 struct ClusterProducer {
     kafka: ThreadedProducer<DeliveryReports>,
-    created: Instant,
 }
 
 /// The producers of every configured cluster, `instances` per cluster (one
 /// per lane), each created on first use.
 ///
 /// A producer is replaced when librdkafka reports a fatal error (an
-/// idempotent producer fenced or out of sequence for good), when the
-/// cluster's settings change (SIGHUP), or when its records time out with no
-/// delivery since and it is older than the produce timeout. The last is a
-/// safety net from the tansu days (a broker that lost a producer's state
-/// left it re-bumping its epoch for ever); Apache Kafka rebuilds producer
-/// state from its log, so it has not been seen to fire there, and it costs
-/// nothing but a new producer id when it does. Replacing is safe: the
-/// records the old producer still holds were never acknowledged to a client
-/// and fail with an error reply (or, in flight, settle on it).
+/// idempotent producer fenced or out of sequence for good), or when the
+/// cluster's settings change (SIGHUP). Records that time out do not replace
+/// it: librdkafka's idempotent producer bumps its epoch and goes on, while a
+/// new producer must first get a producer id from a transaction coordinator,
+/// which right after a broker restart answers "coordinator load in
+/// progress" for seconds; replacing it at each timeout (as databus did for
+/// tansu, which lost producer state) kept publishing down below the minimum
+/// ISR long after the brokers were back (`tests/chaos_cluster.rs`, scenario
+/// 11). Replacing is safe: the records the old producer still holds were
+/// never acknowledged to a client and fail with an error reply (or, in
+/// flight, settle on it).
 pub(crate) struct Producers {
     clusters: Arc<Clusters>,
     settings: ProducerSettings,
@@ -407,10 +399,6 @@ impl Producers {
                 log::warn!(
                     "producer for cluster '{cluster}' hit a fatal error ({code:?}: {reason}); re-creating it"
                 );
-            } else if p.kafka.context().stuck.load(Ordering::Relaxed)
-                && p.created.elapsed() > self.settings.timeout
-            {
-                log::warn!("producer for cluster '{cluster}' delivers nothing since a record timed out; re-creating it");
             } else {
                 return Ok(p.clone());
             }
@@ -420,14 +408,13 @@ impl Producers {
         let (purge, refusals) = mpsc::sync_channel(1);
         let kafka = producer_config(&config, &self.settings)
             .create_with_context(DeliveryReports {
-                stuck: AtomicBool::new(false),
                 errors: BrokerErrors::default(),
                 cluster: cluster.to_owned(),
                 timeout: self.settings.timeout,
                 purge,
             })
             .map_err(|cause| PublishError::Create { cluster: cluster.to_owned(), cause })?;
-        let producer = Arc::new(ClusterProducer { kafka, created: Instant::now() });
+        let producer = Arc::new(ClusterProducer { kafka });
         spawn_purger(&producer, refusals);
         live.insert(slot.clone(), producer.clone());
         log::info!("producer {} of cluster '{cluster}' created", slot.1);

@@ -360,9 +360,20 @@ fn request_bulk_len(line: &[u8]) -> Result<u64, ProtocolError> {
 pub fn discard(buf: &[u8], d: &mut Discard) -> Result<(usize, bool), ProtocolError> {
     let mut pos = 0;
     loop {
-        let drop = d.bytes.min((buf.len() - pos) as u64);
-        pos += drop as usize;
-        d.bytes -= drop;
+        // The data, then its CRLF, which is checked as `take_bulk` does.
+        while d.bytes > 0 && pos < buf.len() {
+            if d.bytes > 2 {
+                let drop = (d.bytes - 2).min((buf.len() - pos) as u64);
+                pos += drop as usize;
+                d.bytes -= drop;
+                continue;
+            }
+            if buf[pos] != b"\r\n"[2 - d.bytes as usize] {
+                return Err(E::MissingCrlf);
+            }
+            pos += 1;
+            d.bytes -= 1;
+        }
         if d.bytes > 0 {
             return Ok((pos, false));
         }
@@ -658,7 +669,15 @@ mod tests {
                 _ => panic!(),
             })
             .unwrap();
-        assert_eq!(discard(&[&[b'k'; 32][..], b"x"].concat(), &mut rest), Err(E::ExpectedBulk(b'x')));
+        assert_eq!(discard(&[&[b'k'; 30][..], b"\r\nx"].concat(), &mut rest), Err(E::ExpectedBulk(b'x')));
+        // The CRLF after each argument is checked, so a miscounted length is an error.
+        let mut rest = parse_request(head, &l)
+            .map(|p| match p {
+                Parsed::Oversized(o) => o.rest,
+                _ => panic!(),
+            })
+            .unwrap();
+        assert_eq!(discard(&[b'k'; 32], &mut rest), Err(E::MissingCrlf));
         // Past max_discard_len from the header alone, or with discarding off: an error.
         assert_eq!(parse_request(b"*2\r\n$3\r\nSET\r\n$60\r\n", &l), Err(E::BulkTooLong { len: 60, max: 4 }));
         assert_eq!(parse_request(head, &small()), Err(E::BulkTooLong { len: 30, max: 4 }));

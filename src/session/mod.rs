@@ -153,8 +153,11 @@ pub(crate) struct Session {
     hang_up: Option<HangUpWatch>,
     /// Set when the connection must close after the replies so far are sent.
     closing: bool,
-    /// The rest of an oversized request, dropped as it arrives.
-    discarding: Option<Discard>,
+    /// The rest of an oversized request, dropped as it arrives, and the
+    /// reply it gets once it is all in.
+    discarding: Option<(Discard, Frame)>,
+    /// A `HELLO ... AUTH` was refused once; the next refusal closes.
+    hello_refused: bool,
     /// Counts this connection under its role.
     _open: OpenConnection,
 }
@@ -175,6 +178,7 @@ impl Session {
             hang_up: None,
             closing: false,
             discarding: None,
+            hello_refused: false,
             _open,
         }
     }
@@ -190,14 +194,17 @@ impl Session {
             _ => None,
         };
         let error = match (&self.state, value_at) {
-            (State::Publisher(p), Some(at)) if at == o.index => {
+            (State::Publisher(p), Some(at)) if at == o.index && o.len > p.max_value_size as u64 => {
                 CommandError::ValueTooLarge { len: o.len, max: p.max_value_size as u64 }
             }
             _ => CommandError::RequestTooLong { max: self.limits().max_request_len },
         };
-        let frame = error.to_frame();
-        self.ctx.metrics.command(if name.is_empty() { b"?" } else { name }, error_code(&frame));
-        frame
+        error.to_frame()
+    }
+
+    /// Counts the reply to a dropped request, named by its command.
+    fn count_dropped(&self, command: &[u8], frame: &Frame) {
+        self.ctx.metrics.command(if command.is_empty() { b"?" } else { command }, error_code(frame));
     }
 
     /// Why the server wants this connection to end, if it does.
@@ -367,13 +374,18 @@ impl Session {
             }
         }
         match (&self.state, auth) {
-            // Refused, the connection stays open (still unauthenticated, the
-            // auth timeout running): go-redis v9 answers a refused HELLO with
-            // a plain `AUTH` of the same password and reports that reply, so
-            // it must get WRONGPASS there, not a closed socket. That AUTH,
-            // refused too, closes the connection as any refused AUTH does.
-            (State::Unauthenticated, Some(auth)) => {
+            // Refused the first time, the connection stays open (still
+            // unauthenticated, the auth timeout running): go-redis v9 answers
+            // a refused HELLO with a plain `AUTH` of the same password and
+            // reports that reply, so it must get WRONGPASS there, not a
+            // closed socket. Any later refusal closes the connection, as a
+            // refused AUTH always does, so a connection gets two guesses.
+            (State::Unauthenticated, Some(auth)) if !self.hello_refused => {
+                self.hello_refused = true;
                 self.try_auth(&auth).inspect_err(|e| self.ctx.metrics.refused(e.code()))?;
+            }
+            (State::Unauthenticated, Some(auth)) => {
+                self.auth(&auth)?;
             }
             (State::Publisher(_) | State::Subscriber(_), Some(_)) => {
                 return Err(CommandError::AlreadyAuthenticated)
@@ -754,17 +766,23 @@ fn take_requests(
         if replies.len() >= MAX_PENDING_REPLIES || conn.queued() >= OUTPUT_HIGH_WATER {
             return true;
         }
-        if let Some(rest) = &mut session.discarding {
+        // An oversized request is answered once its last byte is in (so it
+        // gets one reply, whatever follows), or not at all if it turns out
+        // not to be a request.
+        if let Some((rest, _)) = &mut session.discarding {
             match discard(conn.buffered(), rest) {
                 Ok((used, done)) => {
                     conn.consume(used);
                     if !done {
                         return false;
                     }
-                    session.discarding = None;
+                    let (_, reply) = session.discarding.take().expect("checked");
+                    replies.push_back(Reply::Now(reply));
+                    answer_settled(conn, replies);
                 }
                 Err(e) => {
                     log::info!("{}: protocol error in an oversized request, closing: {e}", session.peer);
+                    session.discarding = None;
                     replies.push_back(Reply::Now(CommandError::Protocol(e).to_frame()));
                     session.close();
                     continue;
@@ -794,9 +812,9 @@ fn take_requests(
             Ok(Parsed::Incomplete) => return false,
             Ok(Parsed::Oversized(o)) => {
                 conn.consume(o.header);
-                replies.push_back(Reply::Now(session.oversized(&o)));
-                answer_settled(conn, replies);
-                session.discarding = Some(o.rest);
+                let reply = session.oversized(&o);
+                session.count_dropped(o.command.as_deref().unwrap_or_default(), &reply);
+                session.discarding = Some((o.rest, reply));
             }
             Err(e) => {
                 log::info!("{}: protocol error, closing: {e}", session.peer);
@@ -949,6 +967,13 @@ mod tests {
         assert!(!s.is_closing());
         assert_eq!(cmd(&mut s, &[b"set", b"k", b"v"]), err("NOAUTH Authentication required."));
         assert_eq!(cmd(&mut s, &[b"AUTH", bad]), err("WRONGPASS auth failed: invalid app key or secret"));
+        assert!(s.is_closing());
+        // A second refused HELLO AUTH closes too: two guesses per connection.
+        let (mut s, _) = session();
+        for _ in 0..2 {
+            let reply = cmd(&mut s, &[b"HELLO", b"3", b"AUTH", b"default", bad]);
+            assert_eq!(reply, err("WRONGPASS auth failed: invalid app key or secret"));
+        }
         assert!(s.is_closing());
     }
 

@@ -88,7 +88,7 @@ impl Subscriber {
         let mut looked = started;
         while batch.len() < self.settings.batch_size && !interrupt.is_set() {
             let now = Instant::now();
-            let until = flush_at.unwrap_or_else(|| match self.consumer.failing_since(started) {
+            let until = flush_at.unwrap_or_else(|| match self.consumer.failing() {
                 true => deadline - probe,
                 false => deadline,
             });
@@ -128,7 +128,7 @@ impl Subscriber {
                 return Err(CommandError::Consume(e));
             }
             let left = deadline.saturating_duration_since(Instant::now()).max(MIN_PROBE);
-            if let Some(e) = self.consumer.unreachable_since(started, left) {
+            if let Some(e) = self.consumer.unreachable(left) {
                 return Err(CommandError::Consume(e));
             }
         }

@@ -128,6 +128,15 @@ impl Node {
         self.process = None;
     }
 
+    /// SIGTERM, Kafka's controlled shutdown (its partitions' leadership
+    /// moves away first), and waits for the JVM to exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.signal("TERM");
+            process.wait();
+        }
+    }
+
     /// The end of its log, for failure messages.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -270,6 +279,29 @@ impl KafkaCluster {
     pub fn restart(&mut self, id: i32) {
         self.node(id).spawn();
         await_nodes(&mut self.nodes.iter_mut().collect::<Vec<_>>());
+    }
+
+    /// Waits (bounded) until every partition of `topic` has a leader and all
+    /// its replicas in sync, so that the next fault starts from a whole cluster.
+    pub fn await_in_sync(&self, topic: &str) {
+        let client: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", self.brokers()).create().unwrap();
+        let deadline = Instant::now() + START;
+        loop {
+            if let Ok(md) = client.fetch_metadata(Some(topic), Duration::from_secs(2)) {
+                let whole = md.topics().first().is_some_and(|t| {
+                    !t.partitions().is_empty()
+                        && t.partitions()
+                            .iter()
+                            .all(|p| p.leader() >= 0 && p.isr().len() == p.replicas().len())
+                });
+                if whole {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "{topic} not fully in sync within {START:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// The broker id leading `partition` of `topic`, from the metadata.

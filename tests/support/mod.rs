@@ -10,6 +10,7 @@
 
 #![allow(dead_code)]
 
+pub mod chaos;
 pub mod config;
 pub mod daemon;
 pub mod kafka;
@@ -261,7 +262,14 @@ fn read_topic_within(properties: &[(&str, &str)], topic: &str, expected: Option<
         let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
-        let m = msg.unwrap();
+        // A transient error (a leader moving after a fault) is retried until the deadline.
+        let m = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("reading {topic}: {e}; polling on");
+                continue;
+            }
+        };
         next.insert(m.partition(), m.offset() + 1);
         if m.offset() >= marks[&m.partition()].1 {
             continue;

@@ -1,0 +1,294 @@
+//! What the fault suites (`tests/chaos.rs`, the fast subset `make test`
+//! runs, and `tests/chaos_cluster.rs`, which only `make chaos` runs) share:
+//! one scenario at a time, the result row `make chaos` prints, publisher
+//! load through databus, a bare librdkafka producer beside it under the same
+//! fault, and the tally of what was acknowledged against what is in Kafka.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use databus::resp::Frame;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+
+use super::{cmd_bytes, ok, Client, Record};
+
+/// One scenario at a time, also under plain `cargo test`: faults and load
+/// of one must not leak into another's counts or bounds.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One scenario's outcome, appended as a JSON line to `CHAOS_RESULTS`
+/// (default `target/chaos-results.jsonl`).
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Row {
+    pub scenario: &'static str,
+    pub acknowledged: Option<usize>,
+    pub in_kafka: Option<usize>,
+    pub lost: Option<usize>,
+    pub duplicated: Option<usize>,
+    pub redelivered: Option<usize>,
+    pub recover_ms: Option<u128>,
+    pub note: String,
+}
+
+impl Row {
+    pub fn record(&self) {
+        let path = std::env::var("CHAOS_RESULTS")
+            .unwrap_or_else(|_| format!("{}/target/chaos-results.jsonl", env!("CARGO_MANIFEST_DIR")));
+        let mut line = serde_json::to_string(self).unwrap();
+        line.push('\n');
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .unwrap_or_else(|e| panic!("writing {path}: {e}"));
+        eprintln!("chaos: {line}");
+    }
+}
+
+/// What a set of publisher connections saw.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Values (each record's key and value are the same unique string) that got `+OK`.
+    pub acked: Vec<String>,
+    /// Values that got an error reply, with the reply.
+    pub failed: Vec<(String, String)>,
+    /// When the load started and when it was stopped: the longest stall
+    /// counts from the one and up to the other too.
+    pub started: Option<Instant>,
+    pub ended: Option<Instant>,
+    /// When each of `acked` got its `+OK`, in the same order.
+    pub acked_at: Vec<Instant>,
+    /// Replies that came later than the bound after their request was sent.
+    pub slow: usize,
+}
+
+/// `conns` publisher connections, each sending `depth` SETs at a time and
+/// reading their replies, until stopped or until the server closes them.
+pub struct Load {
+    started: Instant,
+    acks: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<Outcome>>,
+}
+
+impl Outcome {
+    /// The first `+OK` after `at`.
+    pub fn first_ok_after(&self, at: Instant) -> Option<Instant> {
+        self.acked_at.iter().filter(|t| **t > at).min().copied()
+    }
+
+    /// The longest time without any `+OK`, over all connections.
+    pub fn longest_stall(&self) -> Duration {
+        let mut at = self.acked_at.clone();
+        at.extend(self.started.iter().chain(&self.ended));
+        at.sort();
+        at.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
+    }
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, auth: &str, conns: usize, depth: usize, slow_after: Duration) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acks = Arc::new(AtomicUsize::new(0));
+        let threads = (0..conns)
+            .map(|k| {
+                let (stop, auth, acks) = (stop.clone(), auth.to_owned(), acks.clone());
+                thread::spawn(move || {
+                    let mut out = Outcome::default();
+                    let mut c = Client::connect(addr);
+                    c.stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                    assert_eq!(c.call(&["AUTH", &auth]), ok());
+                    let mut seq = 0;
+                    'load: while !stop.load(Ordering::SeqCst) {
+                        let batch: Vec<String> = (0..depth)
+                            .map(|_| {
+                                seq += 1;
+                                format!("c{k}-{seq}")
+                            })
+                            .collect();
+                        let wire: Vec<u8> = batch
+                            .iter()
+                            .flat_map(|v| cmd_bytes(&[b"SET", v.as_bytes(), v.as_bytes()]))
+                            .collect();
+                        let sent = Instant::now();
+                        if c.stream.write_all(&wire).is_err() {
+                            break;
+                        }
+                        for v in batch {
+                            let reply = c.read();
+                            if sent.elapsed() > slow_after {
+                                out.slow += 1;
+                            }
+                            match reply {
+                                Some(r) if r == ok() => {
+                                    acks.fetch_add(1, Ordering::SeqCst);
+                                    out.acked.push(v);
+                                    out.acked_at.push(Instant::now());
+                                }
+                                Some(Frame::Error(e)) => out.failed.push((v, e)),
+                                Some(other) => panic!("SET answered {other:?}"),
+                                None => break 'load,
+                            }
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        Load { started: Instant::now(), acks, stop, threads }
+    }
+
+    /// Records acknowledged so far.
+    pub fn acks(&self) -> usize {
+        self.acks.load(Ordering::SeqCst)
+    }
+
+    pub fn finish(self) -> Outcome {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut all =
+            Outcome { started: Some(self.started), ended: Some(Instant::now()), ..Outcome::default() };
+        for t in self.threads {
+            let o = t.join().expect("publisher thread");
+            all.acked.extend(o.acked);
+            all.failed.extend(o.failed);
+            all.acked_at.extend(o.acked_at);
+            all.slow += o.slow;
+        }
+        all
+    }
+}
+
+/// Compares what was acknowledged with what is in the topic.
+pub struct Tally {
+    pub acknowledged: usize,
+    pub in_kafka: usize,
+    pub lost: usize,
+    pub duplicated: usize,
+}
+
+pub fn tally(acked: &[String], records: &[Record]) -> Tally {
+    let mut seen: HashMap<&[u8], usize> = HashMap::new();
+    for r in records {
+        *seen.entry(r.value.as_slice()).or_default() += 1;
+    }
+    let lost = acked.iter().filter(|v| !seen.contains_key(v.as_bytes())).count();
+    let duplicated = acked.iter().filter(|v| seen.get(v.as_bytes()).is_some_and(|n| *n > 1)).count();
+    Tally { acknowledged: acked.len(), in_kafka: records.len(), lost, duplicated }
+}
+
+/// A bare librdkafka producer beside databus under the same fault: acks=all
+/// and idempotence as databus, librdkafka's defaults otherwise, the same
+/// message timeout; `threads` threads each produce one record and wait for
+/// its delivery report before the next (as a client at depth 1 waits for
+/// `+OK`). Values are `bare{k}-{seq}`.
+pub struct BareLoad {
+    started: Instant,
+    acks: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<Outcome>>,
+    _producer: Arc<ThreadedProducer<Reports>>,
+}
+
+/// Hands each delivery report to the thread waiting for it.
+pub struct Reports;
+
+impl ClientContext for Reports {}
+
+impl ProducerContext for Reports {
+    type DeliveryOpaque = Box<SyncSender<Result<(), String>>>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, to: Self::DeliveryOpaque) {
+        let _ = to.send(result.as_ref().map(|_| ()).map_err(|(e, _): &(KafkaError, _)| e.to_string()));
+    }
+}
+
+impl BareLoad {
+    pub fn start(brokers: &str, topic: &str, threads: usize, timeout: Duration) -> BareLoad {
+        let producer: ThreadedProducer<Reports> = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", timeout.as_millis().to_string())
+            .create_with_context(Reports)
+            .expect("a bare producer");
+        let producer = Arc::new(producer);
+        let stop = Arc::new(AtomicBool::new(false));
+        let acks = Arc::new(AtomicUsize::new(0));
+        let threads = (0..threads)
+            .map(|k| {
+                let (stop, producer, topic, acks) =
+                    (stop.clone(), producer.clone(), topic.to_owned(), acks.clone());
+                thread::spawn(move || {
+                    let mut out = Outcome::default();
+                    let mut seq = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        seq += 1;
+                        let value = format!("bare{k}-{seq}");
+                        let (tx, rx) = sync_channel(1);
+                        let record =
+                            BaseRecord::with_opaque_to(&topic, Box::new(tx)).key(&value).payload(&value);
+                        if let Err((e, _)) = producer.send(record) {
+                            out.failed.push((value, e.to_string()));
+                            thread::sleep(Duration::from_millis(10));
+                            continue;
+                        }
+                        match rx.recv() {
+                            Ok(Ok(())) => {
+                                acks.fetch_add(1, Ordering::SeqCst);
+                                out.acked.push(value);
+                                out.acked_at.push(Instant::now());
+                            }
+                            Ok(Err(e)) => out.failed.push((value, e)),
+                            Err(_) => break,
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        BareLoad { started: Instant::now(), acks, stop, threads, _producer: producer }
+    }
+
+    /// Records acknowledged so far.
+    pub fn acks(&self) -> usize {
+        self.acks.load(Ordering::SeqCst)
+    }
+
+    pub fn finish(self) -> Outcome {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut all =
+            Outcome { started: Some(self.started), ended: Some(Instant::now()), ..Outcome::default() };
+        for t in self.threads {
+            let o = t.join().expect("bare producer thread");
+            all.acked.extend(o.acked);
+            all.failed.extend(o.failed);
+            all.acked_at.extend(o.acked_at);
+        }
+        all
+    }
+}
+
+/// Waits (bounded by `within`) until both loads have acknowledged a record
+/// after this call: the cluster serves again, through databus and beside it.
+pub fn await_both_acknowledge(databus: &Load, bare: &BareLoad, within: Duration) {
+    let (ours, theirs) = (databus.acks(), bare.acks());
+    let deadline = Instant::now() + within;
+    while (databus.acks() == ours || bare.acks() == theirs) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+}
