@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::kafka::{self, Cluster, KafkaSasl, KafkaTls, ProducerSettings, SubscriberSettings};
+use crate::kafka::{self, Cluster, GroupProtocol, KafkaSasl, KafkaTls, ProducerSettings, SubscriberSettings};
 use crate::resp::Limits;
 use crate::tls::TlsSettings;
 
@@ -111,6 +111,7 @@ pub(crate) struct RawCluster {
     /// Extra librdkafka properties.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    pub group_protocol: Option<String>,
 }
 
 /// `[clusters.<name>.tls]`: its presence turns TLS on.
@@ -512,7 +513,17 @@ impl RawConfig {
                     ));
                 }
             }
-            let cluster = Cluster { brokers, tls, sasl, properties: c.properties };
+            let group_protocol = match c.group_protocol.as_deref() {
+                None | Some("classic") => GroupProtocol::Classic,
+                Some("consumer") => GroupProtocol::Consumer,
+                Some(other) => {
+                    return Err(err(
+                        &format!("clusters.{name}.group_protocol"),
+                        format!("`{other}` is not classic or consumer"),
+                    ))
+                }
+            };
+            let cluster = Cluster { brokers, tls, sasl, properties: c.properties, group_protocol };
             kafka::check_cluster(&cluster, &producer, &subscriber).map_err(|e| {
                 let key = match &e.property {
                     Some(p) => format!("clusters.{name}.properties.\"{p}\""),

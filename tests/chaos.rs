@@ -761,17 +761,34 @@ fn leader_sigkill_in_a_three_broker_cluster_loses_nothing() {
 /// Scenario 5: subscribers of one group join and leave every few seconds
 /// while records flow, each committing what it processed: nothing lost, and
 /// a record comes twice only if it was uncommitted when its holder left.
+/// Under the classic group protocol (eager rebalances)...
 #[test]
 fn rebalance_storm_loses_nothing() {
+    storm("5. rebalance storm: 3 members joining and leaving every 5-8 s", "chaos_storm", "");
+}
+
+/// ...and under KIP-848's consumer protocol (`group_protocol = "consumer"`),
+/// where the broker moves only the partitions a member takes or frees.
+#[test]
+fn rebalance_storm_under_the_consumer_protocol_loses_nothing() {
+    storm(
+        "5b. rebalance storm, group_protocol = consumer (KIP-848)",
+        "chaos_storm848",
+        "[clusters.cluster1]\ngroup_protocol = \"consumer\"\n",
+    );
+}
+
+fn storm(scenario: &'static str, name: &str, cluster: &str) {
     let _serial = serial();
     const RECORDS: usize = 1500;
-    let db = TestDb::new("chaos_storm");
-    let topic = unique("t_chaos_storm");
-    let group = unique("g_chaos_storm");
+    let db = TestDb::new(name);
+    let topic = unique(&format!("t_{name}"));
+    let group = unique(&format!("g_{name}"));
     db.add_app(1, "app_key1", "app_secret1", "cluster1");
     db.add_grant(1, &group, 3, &topic);
     create_topic(&topic, 4);
-    let config = test_config(&db, "", "[subscriber]\nwait_timeout_ms = 500\nbatch_size = 10\n");
+    let sections = format!("[subscriber]\nwait_timeout_ms = 500\nbatch_size = 10\n{cluster}");
+    let config = test_config(&db, "", &sections);
     let server = TestServer::start(&config);
     let addr = server.addr;
     let sub_auth = format!("app_key1:app_secret1@{group}/topic={topic}&role=sub&offset=old");
@@ -856,7 +873,7 @@ fn rebalance_storm_loses_nothing() {
     }
     let committed = committed(&group, &topic, 4);
     Row {
-        scenario: "5. rebalance storm: 3 members joining and leaving every 5-8 s",
+        scenario,
         acknowledged: Some(RECORDS),
         in_kafka: Some(all.len()),
         lost: Some(lost),

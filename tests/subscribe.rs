@@ -166,7 +166,22 @@ fn foreign_records_of_any_bytes_are_delivered() {
 
 #[test]
 fn commit_then_reconnect_resumes_after_the_commit() {
-    let f = fixture("resume", 1);
+    resume_after_the_commit(fixture("resume", 1));
+}
+
+/// The same under KIP-848's consumer group protocol (`group_protocol =
+/// "consumer"` on the cluster): joining, committing, leaving and joining
+/// again through the broker-driven protocol.
+#[test]
+fn commit_then_reconnect_resumes_under_the_consumer_protocol() {
+    resume_after_the_commit(Fixture::new(
+        "resume848",
+        1,
+        "[clusters.cluster1]\ngroup_protocol = \"consumer\"\n",
+    ));
+}
+
+fn resume_after_the_commit(f: Fixture) {
     f.publish("", &numbered("m", 10));
     let mut c = f.subscriber("");
     let first = drain_json(&mut c, 10);

@@ -17,7 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use rdkafka::config::ClientConfig;
 
 use super::broker_errors::{because, BrokerErrors};
-use super::Cluster;
+use super::{Cluster, GroupProtocol};
 use crate::metrics::LagGauge;
 
 #[derive(Debug, Clone)]
@@ -50,7 +50,6 @@ pub(crate) fn consumer_config(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", reset)
-        .set("session.timeout.ms", settings.session_timeout.as_millis().to_string())
         // librdkafka pauses a partition's fetching for a second when its
         // local queue fills; with a backlog that stalls MGETs for up to
         // 0.7 s (measured, BENCHMARKS.md). Resume after 10 ms instead.
@@ -58,6 +57,16 @@ pub(crate) fn consumer_config(
         // Prefetch at most this many records per partition, so a
         // subscriber on a backlog holds megabytes, not tens of them.
         .set("queued.min.messages", "10000");
+    match cluster.group_protocol {
+        GroupProtocol::Classic => {
+            config.set("session.timeout.ms", settings.session_timeout.as_millis().to_string());
+        }
+        // The session timeout and the assignor are the broker's then;
+        // librdkafka refuses them.
+        GroupProtocol::Consumer => {
+            config.set("group.protocol", "consumer");
+        }
+    }
     if !settings.stats_interval.is_zero() {
         config.set("statistics.interval.ms", settings.stats_interval.as_millis().to_string());
     }

@@ -31,6 +31,23 @@ pub(crate) struct Cluster {
     pub sasl: Option<KafkaSasl>,
     /// Extra librdkafka properties, applied after databus's own defaults.
     pub properties: BTreeMap<String, String>,
+    /// How subscribers' consumer groups rebalance.
+    pub group_protocol: GroupProtocol,
+}
+
+/// The consumer group protocol of a cluster's subscribers
+/// (`[clusters.X] group_protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum GroupProtocol {
+    /// The classic protocol: the group stops while a member joins or leaves
+    /// (eager rebalance), its session timeout set by databus.
+    #[default]
+    Classic,
+    /// KIP-848 (Kafka 4.0+): the broker assigns partitions incrementally,
+    /// so a member's arrival or departure moves only the partitions it
+    /// takes or frees; its session timeout is the broker's
+    /// `group.consumer.session.timeout.ms`.
+    Consumer,
 }
 
 /// TLS to the brokers. Without a CA file, the system's CA store is used
@@ -89,6 +106,7 @@ impl fmt::Debug for Cluster {
             .field("tls", &self.tls)
             .field("sasl", &self.sasl)
             .field("properties", &properties)
+            .field("group_protocol", &self.group_protocol)
             .finish()
     }
 }
@@ -208,6 +226,7 @@ mod tests {
             tls: None,
             sasl: None,
             properties: properties.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            group_protocol: GroupProtocol::Classic,
         }
     }
 
