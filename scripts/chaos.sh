@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make chaos`: runs the fault suite (tests/chaos.rs and tests/chaos_cluster.rs) one scenario at a time
 # and prints its results as a markdown table (scenario, records
-# acknowledged, records in Kafka, lost, duplicated, redelivered, time to
-# recover), also written to bench/chaos.md; exits non-zero when a scenario failed
+# acknowledged, records in Kafka, lost, duplicated, present but never
+# acknowledged, out of order per key, redelivered, time to recover), also written to bench/chaos.md; exits non-zero when a scenario failed
 # (its row is still in the table). Needs the services of
 # `make test` (the Makefile starts them) and DATABUS_* from services.sh env.
 set -euo pipefail
@@ -22,11 +22,12 @@ rows.sort(key=lambda r: r["scenario"])
 cell = lambda v: "—" if v is None else str(v)
 rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "?"
 lines = [f"### make chaos ({datetime.datetime.utcnow():%Y-%m-%dT%H:%MZ}, {rev})", "",
-         "| scenario | acknowledged | in Kafka | lost | duplicated | redelivered | recovered after (ms) | note |",
-         "|---|---|---|---|---|---|---|---|"]
+         "| scenario | acknowledged | in Kafka | lost | duplicated | present, never acknowledged | out of order per key | redelivered | recovered after (ms) | note |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
 for r in rows:
     lines.append("| " + " | ".join([r["scenario"], cell(r["acknowledged"]), cell(r["in_kafka"]), cell(r["lost"]),
-                                     cell(r["duplicated"]), cell(r["redelivered"]), cell(r["recover_ms"]), r["note"]]) + " |")
+                                     cell(r["duplicated"]), cell(r.get("unacknowledged")), cell(r.get("out_of_order")),
+                                     cell(r["redelivered"]), cell(r["recover_ms"]), r["note"]]) + " |")
 text = "\n".join(lines) + "\n"
 open(sys.argv[2], "w").write(text)
 print(text)

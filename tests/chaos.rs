@@ -14,6 +14,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use databus::resp::Frame;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::Offset;
 use support::chaos::*;
 use support::*;
@@ -104,6 +106,8 @@ fn frozen_broker_fails_sets_in_time_and_recovers() {
         in_kafka: Some(t.in_kafka),
         lost: Some(t.lost),
         duplicated: Some(t.duplicated),
+        unacknowledged: Some(t.unacknowledged),
+        out_of_order: Some(t.out_of_order),
         recover_ms: recovered.map(|r| r.duration_since(thawed).as_millis()),
         note: format!("{} SETs got errors, {} replies later than {:?}", out.failed.len(), out.slow, bound),
         ..Row::default()
@@ -114,7 +118,11 @@ fn frozen_broker_fails_sets_in_time_and_recovers() {
         assert!(e.starts_with("TRYAGAIN publish failed: "), "{e}");
     }
     assert_eq!(out.slow, 0, "replies waited longer than {bound:?}");
-    assert_eq!((t.lost, t.duplicated), (0, 0), "acknowledged records lost or duplicated");
+    assert_eq!(
+        (t.lost, t.duplicated, t.out_of_order),
+        (0, 0, 0),
+        "acknowledged records lost, duplicated or out of order"
+    );
     assert!(recovered.is_some(), "no SET acknowledged after the broker was thawed");
 }
 
@@ -205,6 +213,8 @@ fn sigterm_under_load_keeps_every_acknowledgement() {
         in_kafka: Some(t.in_kafka),
         lost: Some(t.lost),
         duplicated: Some(t.duplicated),
+        unacknowledged: Some(t.unacknowledged),
+        out_of_order: Some(t.out_of_order),
         recover_ms: None,
         note: format!(
             "exit code {} after {} ms; {} SETs refused; {commits_kept}/{} acknowledged commits kept",
@@ -219,7 +229,11 @@ fn sigterm_under_load_keeps_every_acknowledgement() {
     assert!(status.success(), "exit status {status}; log:\n{}", daemon.log());
     assert!(took <= bound, "exit took {took:?}, over {bound:?}");
     assert!(t.acknowledged > 0);
-    assert_eq!((t.lost, t.duplicated), (0, 0), "acknowledged records lost or duplicated");
+    assert_eq!(
+        (t.lost, t.duplicated, t.out_of_order),
+        (0, 0, 0),
+        "acknowledged records lost, duplicated or out of order"
+    );
     assert_eq!(commits_kept, acked_commits.len(), "committed {committed:?}, acknowledged {acked_commits:?}");
 }
 
@@ -437,13 +451,25 @@ impl Consumed {
 }
 
 /// MGET, committing after every `commit_every`-th batch, until `stop`,
-/// until `enough`, or until the server goes away.
+/// until `enough`, or until the server goes away; then, with `quit`, a
+/// clean `QUIT` (else the connection is dropped, as a killed client's is).
 fn subscribe(
     addr: SocketAddr,
     auth: &str,
     commit_every: usize,
     stop: &AtomicBool,
     enough: &dyn Fn(&Consumed) -> bool,
+) -> Consumed {
+    subscribe_then(addr, auth, commit_every, stop, enough, false)
+}
+
+fn subscribe_then(
+    addr: SocketAddr,
+    auth: &str,
+    commit_every: usize,
+    stop: &AtomicBool,
+    enough: &dyn Fn(&Consumed) -> bool,
+    quit: bool,
 ) -> Consumed {
     let mut out = Consumed::default();
     let mut batches = 0;
@@ -452,14 +478,22 @@ fn subscribe(
     // for a session timeout) answers TRYAGAIN: retry, as clients do.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut c = loop {
-        let mut c = Client::connect(addr);
+        // Nothing listens while a restarted databus comes back: retry.
+        let Some(mut c) = Client::try_connect(addr) else {
+            assert!(Instant::now() < deadline, "databus at {addr} did not come back within 60 s");
+            thread::sleep(Duration::from_millis(100));
+            continue;
+        };
         c.stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        match c.call(&["AUTH", auth]) {
-            r if r == ok() => break c,
-            Frame::Error(e) if e.starts_with("TRYAGAIN") && Instant::now() < deadline => {
+        c.send(&[b"AUTH", auth.as_bytes()]);
+        match c.read() {
+            Some(r) if r == ok() => break c,
+            Some(Frame::Error(e)) if e.starts_with("TRYAGAIN") && Instant::now() < deadline => {
                 out.refused += 1;
                 thread::sleep(Duration::from_millis(200));
             }
+            // Closed by a databus that is stopping: connect again.
+            None if Instant::now() < deadline => thread::sleep(Duration::from_millis(100)),
             other => panic!("AUTH answered {other:?}"),
         }
     };
@@ -504,9 +538,18 @@ fn subscribe(
                     out.lost_uncommitted.extend(handed.into_iter().map(|o| (p, o)));
                 }
                 Some(other) => panic!("commit answered {other:?}"),
-                None => return out,
+                // No answer (databus went away): the commit may or may not
+                // have been made, so its records count as uncommitted.
+                None => {
+                    out.lost_uncommitted.extend(handed.into_iter().map(|o| (p, o)));
+                    return out;
+                }
             }
         }
+    }
+    if quit {
+        let _ = c.stream.write_all(&cmd_bytes(&[b"QUIT"]));
+        let _ = c.read();
     }
     out
 }
@@ -646,6 +689,7 @@ fn databus_sigkill_resumes_each_group_after_its_last_commit() {
         note: format!(
             "{handed} records handed out before the kill; every group resumed at its last commit, none skipped"
         ),
+        ..Row::default()
     }
     .record();
 }
@@ -706,13 +750,19 @@ fn broker_sigkill_loses_and_duplicates_no_acknowledged_record() {
         in_kafka: Some(t.in_kafka),
         lost: Some(t.lost),
         duplicated: Some(t.duplicated),
+        unacknowledged: Some(t.unacknowledged),
+        out_of_order: Some(t.out_of_order),
         recover_ms: recovered.map(|r| r.duration_since(back_at).as_millis()),
         note: format!("{} SETs got errors (may or may not be in Kafka)", out.failed.len()),
         ..Row::default()
     }
     .record();
     assert!(recovered.is_some(), "no SET acknowledged after the broker returned");
-    assert_eq!((t.lost, t.duplicated), (0, 0), "acknowledged records lost or duplicated");
+    assert_eq!(
+        (t.lost, t.duplicated, t.out_of_order),
+        (0, 0, 0),
+        "acknowledged records lost, duplicated or out of order"
+    );
 }
 
 /// Scenario 8: in a three-broker cluster (replication 3,
@@ -745,6 +795,8 @@ fn leader_sigkill_in_a_three_broker_cluster_loses_nothing() {
         in_kafka: Some(t.in_kafka),
         lost: Some(t.lost),
         duplicated: Some(t.duplicated),
+        unacknowledged: Some(t.unacknowledged),
+        out_of_order: Some(t.out_of_order),
         recover_ms: out.first_ok_after(killed_at).map(|r| r.duration_since(killed_at).as_millis()),
         note: format!(
             "broker {leader} down 10 s; {} SETs got errors; longest stall between acknowledgements {} ms",
@@ -754,7 +806,11 @@ fn leader_sigkill_in_a_three_broker_cluster_loses_nothing() {
         ..Row::default()
     }
     .record();
-    assert_eq!((t.lost, t.duplicated), (0, 0), "acknowledged records lost or duplicated");
+    assert_eq!(
+        (t.lost, t.duplicated, t.out_of_order),
+        (0, 0, 0),
+        "acknowledged records lost, duplicated or out of order"
+    );
     assert!(out.first_ok_after(killed_at).is_some(), "no SET acknowledged after the kill");
 }
 
@@ -778,7 +834,27 @@ fn rebalance_storm_under_the_consumer_protocol_loses_nothing() {
     );
 }
 
+/// Scenario 12, a consumer bounce: the storm's members leave by `QUIT` or
+/// by dropping the connection (as a killed client's is closed), in turn,
+/// while databus itself is stopped cleanly and started again on the same
+/// port twice; records are produced directly to Kafka meanwhile. Nothing is
+/// lost, nothing committed comes again (a record comes twice only if its
+/// holder had not committed it), and the final commits cover the topic.
+#[test]
+fn consumer_bounce_with_databus_restarts_repeats_nothing_committed() {
+    storm_with(
+        "12. consumer bounce: members QUIT or drop, databus restarted twice",
+        "chaos_bounce",
+        "",
+        true,
+    );
+}
+
 fn storm(scenario: &'static str, name: &str, cluster: &str) {
+    storm_with(scenario, name, cluster, false)
+}
+
+fn storm_with(scenario: &'static str, name: &str, cluster: &str, bounce: bool) {
     let _serial = serial();
     const RECORDS: usize = 1500;
     let db = TestDb::new(name);
@@ -788,21 +864,36 @@ fn storm(scenario: &'static str, name: &str, cluster: &str) {
     db.add_grant(1, &group, 3, &topic);
     create_topic(&topic, 4);
     let sections = format!("[subscriber]\nwait_timeout_ms = 500\nbatch_size = 10\n{cluster}");
-    let config = test_config(&db, "", &sections);
-    let server = TestServer::start(&config);
-    let addr = server.addr;
+    // A fixed port, so that a restarted server is where its clients reconnect.
+    let config =
+        test_config(&db, "", &sections).replace("127.0.0.1:0", &format!("127.0.0.1:{}", free_port()));
+    let mut server = Some(TestServer::start(&config));
+    let addr = server.as_ref().unwrap().addr;
     let sub_auth = format!("app_key1:app_secret1@{group}/topic={topic}&role=sub&offset=old");
 
     let publishing = Arc::new(AtomicBool::new(true));
     let publisher = {
         let (publishing, auth) =
             (publishing.clone(), format!("app_key1:app_secret1@{group}/topic={topic}&role=pub"));
+        let topic = topic.clone();
         thread::spawn(move || {
-            let mut c = Client::connect(addr);
-            assert_eq!(c.call(&["AUTH", &auth]), ok());
-            for i in 0..RECORDS {
-                assert_eq!(c.call(&["SET", &format!("k{i}"), &format!("v{i}")]), ok());
-                thread::sleep(Duration::from_millis(15));
+            if bounce {
+                // Straight to Kafka: databus comes and goes.
+                let producer: ThreadedProducer<DefaultProducerContext> =
+                    ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+                for i in 0..RECORDS {
+                    let (k, v) = (format!("k{i}"), format!("v{i}"));
+                    producer.send(BaseRecord::to(&topic).key(&k).payload(&v)).map_err(|(e, _)| e).unwrap();
+                    thread::sleep(Duration::from_millis(15));
+                }
+                producer.flush(Duration::from_secs(30)).unwrap();
+            } else {
+                let mut c = Client::connect(addr);
+                assert_eq!(c.call(&["AUTH", &auth]), ok());
+                for i in 0..RECORDS {
+                    assert_eq!(c.call(&["SET", &format!("k{i}"), &format!("v{i}")]), ok());
+                    thread::sleep(Duration::from_millis(15));
+                }
             }
             publishing.store(false, Ordering::SeqCst);
         })
@@ -818,7 +909,8 @@ fn storm(scenario: &'static str, name: &str, cluster: &str) {
                     let stay = Duration::from_millis(5000 + ((k * 1100 + round * 900) % 3000));
                     let joined = Instant::now();
                     let never = AtomicBool::new(false);
-                    sessions.push(subscribe(addr, &auth, 1, &never, &|_| joined.elapsed() > stay));
+                    let quit = bounce && round % 2 == 1;
+                    sessions.push(subscribe_then(addr, &auth, 1, &never, &|_| joined.elapsed() > stay, quit));
                     round += 1;
                     thread::sleep(Duration::from_millis(1000));
                 }
@@ -826,6 +918,17 @@ fn storm(scenario: &'static str, name: &str, cluster: &str) {
             })
         })
         .collect();
+    let mut restarts = 0;
+    if bounce {
+        for _ in 0..2 {
+            thread::sleep(Duration::from_secs(6));
+            // A clean stop: commits in flight are answered, then every
+            // connection closes; its members' uncommitted records go back.
+            drop(server.take());
+            server = Some(TestServer::start(&config));
+            restarts += 1;
+        }
+    }
     publisher.join().unwrap();
     let mut sessions: Vec<Consumed> = storm.into_iter().flat_map(|t| t.join().unwrap()).collect();
     let members = sessions.len();
@@ -881,9 +984,11 @@ fn storm(scenario: &'static str, name: &str, cluster: &str) {
         redelivered: Some(duplicated.len()),
         recover_ms: None,
         note: format!(
-            "{members} memberships ({refused} AUTHs answered TRYAGAIN, group full, and retried); \
+            "{members} memberships ({refused} AUTHs answered TRYAGAIN, group full, and retried; \
+             {restarts} databus restarts); \
              every redelivered record was uncommitted when its holder left"
         ),
+        ..Row::default()
     }
     .record();
     assert_eq!(all.len(), RECORDS);

@@ -40,6 +40,10 @@ pub struct Row {
     pub lost: Option<usize>,
     pub duplicated: Option<usize>,
     pub redelivered: Option<usize>,
+    /// In the log though never acknowledged (allowed).
+    pub unacknowledged: Option<usize>,
+    /// Records of a key in the log out of the order they were sent (must be 0).
+    pub out_of_order: Option<usize>,
     pub recover_ms: Option<u128>,
     pub note: String,
 }
@@ -121,9 +125,10 @@ impl Load {
                                 format!("c{k}-{seq}")
                             })
                             .collect();
+                        // Eight keys per connection, so order per key is checked.
                         let wire: Vec<u8> = batch
                             .iter()
-                            .flat_map(|v| cmd_bytes(&[b"SET", v.as_bytes(), v.as_bytes()]))
+                            .flat_map(|v| cmd_bytes(&[b"SET", key_of(v).as_bytes(), v.as_bytes()]))
                             .collect();
                         let sent = Instant::now();
                         if c.stream.write_all(&wire).is_err() {
@@ -173,12 +178,33 @@ impl Load {
     }
 }
 
-/// Compares what was acknowledged with what is in the topic.
+/// The key of a load's value `<prefix>-<seq>`: one of eight per prefix
+/// (connection or thread), `<prefix>/<seq % 8>`.
+pub fn key_of(value: &str) -> String {
+    format!("{}/{}", prefix_of(value), seq_of(value) % 8)
+}
+
+fn prefix_of(value: &str) -> &str {
+    value.rsplit_once('-').map_or(value, |(p, _)| p)
+}
+
+fn seq_of(value: &str) -> u64 {
+    value.rsplit_once('-').and_then(|(_, n)| n.parse().ok()).unwrap_or(0)
+}
+
+/// Compares what was acknowledged with what is in the topic: lost
+/// (acknowledged, not in the log: must be 0), duplicated (in the log twice:
+/// must be 0 with idempotence), present but never acknowledged (allowed:
+/// the reply was an error or never came), and out of order (two records of
+/// one key, sent in one order by one connection, in the other order in the
+/// log: must be 0).
 pub struct Tally {
     pub acknowledged: usize,
     pub in_kafka: usize,
     pub lost: usize,
     pub duplicated: usize,
+    pub unacknowledged: usize,
+    pub out_of_order: usize,
 }
 
 pub fn tally(acked: &[String], records: &[Record]) -> Tally {
@@ -188,7 +214,26 @@ pub fn tally(acked: &[String], records: &[Record]) -> Tally {
     }
     let lost = acked.iter().filter(|v| !seen.contains_key(v.as_bytes())).count();
     let duplicated = acked.iter().filter(|v| seen.get(v.as_bytes()).is_some_and(|n| *n > 1)).count();
-    Tally { acknowledged: acked.len(), in_kafka: records.len(), lost, duplicated }
+    let acked_set: std::collections::HashSet<&[u8]> = acked.iter().map(|v| v.as_bytes()).collect();
+    let unacknowledged = seen.keys().filter(|v| !acked_set.contains(*v)).count();
+    // Records of one key are in one partition; `records` is in log order.
+    let mut last: HashMap<&[u8], u64> = HashMap::new();
+    let mut out_of_order = 0;
+    for r in records {
+        let seq = seq_of(std::str::from_utf8(&r.value).unwrap_or_default());
+        let before = last.insert(r.key.as_slice(), seq);
+        if before.is_some_and(|b| b >= seq) {
+            out_of_order += 1;
+        }
+    }
+    Tally {
+        acknowledged: acked.len(),
+        in_kafka: records.len(),
+        lost,
+        duplicated,
+        unacknowledged,
+        out_of_order,
+    }
 }
 
 /// A bare librdkafka producer beside databus under the same fault: acks=all
@@ -239,9 +284,10 @@ impl BareLoad {
                     while !stop.load(Ordering::SeqCst) {
                         seq += 1;
                         let value = format!("bare{k}-{seq}");
+                        let key = key_of(&value);
                         let (tx, rx) = sync_channel(1);
                         let record =
-                            BaseRecord::with_opaque_to(&topic, Box::new(tx)).key(&value).payload(&value);
+                            BaseRecord::with_opaque_to(&topic, Box::new(tx)).key(&key).payload(&value);
                         if let Err((e, _)) = producer.send(record) {
                             out.failed.push((value, e.to_string()));
                             thread::sleep(Duration::from_millis(10));

@@ -458,9 +458,14 @@ pub fn cmd_bytes(args: &[&[u8]]) -> Vec<u8> {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).unwrap();
+        Client::try_connect(addr).unwrap_or_else(|| panic!("nothing listens on {addr}"))
+    }
+
+    /// A connection, or `None` when nothing listens (a server restarting).
+    pub fn try_connect(addr: SocketAddr) -> Option<Client> {
+        let stream = TcpStream::connect(addr).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        Client { stream, buf: Vec::new() }
+        Some(Client { stream, buf: Vec::new() })
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
