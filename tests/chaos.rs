@@ -440,6 +440,26 @@ struct Consumed {
     /// What happened when, for a failure message: MGET batches (partition,
     /// first and last offset) and commits.
     events: Vec<(Instant, String)>,
+    /// When an MGET handed out records of a partition.
+    served: Vec<(Instant, i32)>,
+}
+
+/// The longest time any partition went without records handed out, over
+/// all sessions, between `from` and `to` (while records kept coming, this
+/// is how long a rebalance left it unserved).
+fn longest_unserved(sessions: &[Consumed], partitions: i32, from: Instant, to: Instant) -> Duration {
+    (0..partitions)
+        .map(|p| {
+            let mut at: Vec<Instant> =
+                sessions.iter().flat_map(|s| &s.served).filter(|(_, q)| *q == p).map(|(t, _)| *t).collect();
+            at.retain(|t| *t >= from && *t <= to);
+            at.push(from);
+            at.push(to);
+            at.sort();
+            at.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
+        })
+        .max()
+        .unwrap_or_default()
 }
 
 impl Consumed {
@@ -512,7 +532,9 @@ fn subscribe_then(
             ranges.entry(p).or_insert((o, o)).1 = o;
         }
         if !ranges.is_empty() {
-            out.events.push((Instant::now(), format!("MGET {ranges:?}")));
+            let now = Instant::now();
+            out.served.extend(ranges.keys().map(|&p| (now, p)));
+            out.events.push((now, format!("MGET {ranges:?}")));
         }
         thread::sleep(Duration::from_millis(20));
         if batches % commit_every != 0 {
@@ -899,6 +921,7 @@ fn storm_with(scenario: &'static str, name: &str, cluster: &str, bounce: bool) {
         })
     };
     // Three members, each staying 5-8 s, then leaving for a second.
+    let storm_started = Instant::now();
     let storm: Vec<thread::JoinHandle<Vec<Consumed>>> = (0..3u64)
         .map(|k| {
             let (publishing, auth) = (publishing.clone(), sub_auth.clone());
@@ -930,7 +953,10 @@ fn storm_with(scenario: &'static str, name: &str, cluster: &str, bounce: bool) {
         }
     }
     publisher.join().unwrap();
+    let published_at = Instant::now();
     let mut sessions: Vec<Consumed> = storm.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    // After the first members' join, while records keep coming.
+    let unserved = longest_unserved(&sessions, 4, storm_started + Duration::from_secs(3), published_at);
     let members = sessions.len();
     let refused: usize = sessions.iter().map(|s| s.refused).sum();
 
@@ -985,8 +1011,9 @@ fn storm_with(scenario: &'static str, name: &str, cluster: &str, bounce: bool) {
         recover_ms: None,
         note: format!(
             "{members} memberships ({refused} AUTHs answered TRYAGAIN, group full, and retried; \
-             {restarts} databus restarts); \
-             every redelivered record was uncommitted when its holder left"
+             {restarts} databus restarts); longest a partition went unserved {} ms; \
+             every redelivered record was uncommitted when its holder left",
+            unserved.as_millis()
         ),
         ..Row::default()
     }
