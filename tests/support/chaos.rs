@@ -236,9 +236,11 @@ pub fn tally(acked: &[String], records: &[Record]) -> Tally {
     }
 }
 
-/// A bare librdkafka producer beside databus under the same fault: acks=all
-/// and idempotence as databus, librdkafka's defaults otherwise, the same
-/// message timeout; `threads` threads each produce one record and wait for
+/// A bare librdkafka producer beside databus under the same fault: acks=all,
+/// idempotence and the partitioner as databus (so that the same keys wait
+/// on the same partition: with librdkafka's default `consistent_random` the
+/// frozen leader's partition held other keys, and the stalls differed by 2x
+/// for that alone), librdkafka's defaults otherwise, the same message timeout; `threads` threads each produce one record and wait for
 /// its delivery report before the next (as a client at depth 1 waits for
 /// `+OK`). Values are `bare{k}-{seq}`.
 pub struct BareLoad {
@@ -268,6 +270,7 @@ impl BareLoad {
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
+            .set("partitioner", "murmur2_random")
             .set("message.timeout.ms", timeout.as_millis().to_string())
             .create_with_context(Reports)
             .expect("a bare producer");
