@@ -212,15 +212,7 @@ fn redis_crate_with_explicit_auth() {
 /// The node_modules directory of `scripts/nodeenv.sh` (which installs the
 /// pinned versions if needed).
 fn node_modules() -> PathBuf {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/nodeenv.sh");
-    let out = Command::new(&script).output().unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "{} failed (it needs node, npm and the npm registry):\n{}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    PathBuf::from(script_output("nodeenv.sh", &[], "it needs node, npm and the npm registry"))
 }
 
 /// The consuming half, the same for both libraries: `mget()` and `set()`
@@ -324,18 +316,7 @@ fn node_redis_with_defaults() {
 /// of `tests/clients/<kind>` (pinned versions from the Go module proxy or
 /// Maven Central): the Go binary, or the Java classpath.
 fn client_program(kind: &str) -> String {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/clientenv.sh");
-    let out = Command::new(&script)
-        .arg(kind)
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "{} {kind} failed:\n{}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    script_output("clientenv.sh", &[kind], "Go 1.26+ or Java 17 with Maven, and their registries")
 }
 
 /// One client program's session against a server with the default MGET wait

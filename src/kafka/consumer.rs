@@ -5,6 +5,7 @@
 //! waiting for a session timeout.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -191,9 +192,9 @@ const METADATA_RETRY: Duration = Duration::from_millis(250);
 #[derive(Default)]
 pub(crate) struct ConsumerErrors {
     errors: BrokerErrors,
-    /// When librdkafka last reported a failed connection, until a metadata
-    /// answer clears it.
-    failed_at: Mutex<Option<Instant>>,
+    /// librdkafka reported a failed connection that no metadata answer has
+    /// cleared since.
+    failing: AtomicBool,
     /// The cluster's ACLs refusing the group or the topic, since taken.
     denied: Mutex<Option<KafkaError>>,
     /// The topic and where its lag goes; absent in the config check.
@@ -251,7 +252,7 @@ impl ConsumerErrors {
     }
 
     fn failed(&self) {
-        *self.failed_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        self.failing.store(true, Ordering::Relaxed);
     }
 
     /// Whether a failed connection was reported that no metadata answer has
@@ -259,11 +260,11 @@ impl ConsumerErrors {
     /// failure once every 30 s at most, while an MGET waits 1.5 s by default,
     /// so "a failure during this MGET" would miss most of an outage.
     fn failing(&self) -> bool {
-        self.failed_at.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+        self.failing.load(Ordering::Relaxed)
     }
 
     fn answered(&self) {
-        *self.failed_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.failing.store(false, Ordering::Relaxed);
     }
 }
 
@@ -325,7 +326,7 @@ impl GroupConsumer {
         let consumer: BaseConsumer<ConsumerErrors> = consumer_config(cluster, group, reset, settings)
             .create_with_context(ConsumerErrors {
                 errors: BrokerErrors::default(),
-                failed_at: Mutex::default(),
+                failing: AtomicBool::new(false),
                 denied: Mutex::default(),
                 lag: Some((topic.to_owned(), lag)),
             })

@@ -199,12 +199,9 @@ impl Session {
             }
             _ => CommandError::RequestTooLong { max: self.limits().max_request_len },
         };
-        error.to_frame()
-    }
-
-    /// Counts the reply to a dropped request, named by its command.
-    fn count_dropped(&self, command: &[u8], frame: &Frame) {
-        self.ctx.metrics.command(if command.is_empty() { b"?" } else { command }, error_code(frame));
+        let frame = error.to_frame();
+        self.ctx.metrics.command(if name.is_empty() { b"?" } else { name }, error_code(&frame));
+        frame
     }
 
     /// Why the server wants this connection to end, if it does.
@@ -813,7 +810,6 @@ fn take_requests(
             Ok(Parsed::Oversized(o)) => {
                 conn.consume(o.header);
                 let reply = session.oversized(&o);
-                session.count_dropped(o.command.as_deref().unwrap_or_default(), &reply);
                 session.discarding = Some((o.rest, reply));
             }
             Err(e) => {

@@ -97,6 +97,20 @@ impl Outcome {
     }
 
     /// The longest time without any `+OK`, over all connections.
+    /// Stops a load's threads and adds up what they saw.
+    fn gather(started: Instant, stop: &AtomicBool, threads: Vec<thread::JoinHandle<Outcome>>) -> Outcome {
+        stop.store(true, Ordering::SeqCst);
+        let mut all = Outcome { started: Some(started), ended: Some(Instant::now()), ..Outcome::default() };
+        for t in threads {
+            let o = t.join().expect("load thread");
+            all.acked.extend(o.acked);
+            all.failed.extend(o.failed);
+            all.acked_at.extend(o.acked_at);
+            all.slow += o.slow;
+        }
+        all
+    }
+
     pub fn longest_stall(&self) -> Duration {
         let mut at = self.acked_at.clone();
         at.extend(self.started.iter().chain(&self.ended));
@@ -164,17 +178,7 @@ impl Load {
     }
 
     pub fn finish(self) -> Outcome {
-        self.stop.store(true, Ordering::SeqCst);
-        let mut all =
-            Outcome { started: Some(self.started), ended: Some(Instant::now()), ..Outcome::default() };
-        for t in self.threads {
-            let o = t.join().expect("publisher thread");
-            all.acked.extend(o.acked);
-            all.failed.extend(o.failed);
-            all.acked_at.extend(o.acked_at);
-            all.slow += o.slow;
-        }
-        all
+        Outcome::gather(self.started, &self.stop, self.threads)
     }
 }
 
@@ -205,6 +209,17 @@ pub struct Tally {
     pub duplicated: usize,
     pub unacknowledged: usize,
     pub out_of_order: usize,
+}
+
+impl Tally {
+    /// Nothing acknowledged lost, nothing duplicated, nothing out of order.
+    pub fn assert_clean(&self, whose: &str) {
+        assert_eq!(
+            (self.lost, self.duplicated, self.out_of_order),
+            (0, 0, 0),
+            "{whose} records lost, duplicated or out of order"
+        );
+    }
 }
 
 pub fn tally(acked: &[String], records: &[Record]) -> Tally {
@@ -319,16 +334,7 @@ impl BareLoad {
     }
 
     pub fn finish(self) -> Outcome {
-        self.stop.store(true, Ordering::SeqCst);
-        let mut all =
-            Outcome { started: Some(self.started), ended: Some(Instant::now()), ..Outcome::default() };
-        for t in self.threads {
-            let o = t.join().expect("bare producer thread");
-            all.acked.extend(o.acked);
-            all.failed.extend(o.failed);
-            all.acked_at.extend(o.acked_at);
-        }
-        all
+        Outcome::gather(self.started, &self.stop, self.threads)
     }
 }
 

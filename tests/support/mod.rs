@@ -520,20 +520,28 @@ pub fn err(text: &str) -> Frame {
     Frame::Error(text.into())
 }
 
-/// The venv's python, from `scripts/pyvenv.sh` (which creates it if needed).
-pub fn venv_python() -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pyvenv.sh");
+/// What one of the project's installer scripts (`scripts/<name>`, which
+/// installs or builds what a test needs if missing) prints on stdout,
+/// trimmed; `needs` says what it needs when it fails.
+pub fn script_output(name: &str, args: &[&str], needs: &str) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(name);
     let out: Output = Command::new(&script)
+        .args(args)
         .stderr(Stdio::piped())
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
     assert!(
         out.status.success(),
-        "{} failed (it needs python3 with venv and PyPI access):\n{}",
+        "{} {args:?} failed ({needs}):\n{}",
         script.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The venv's python, from `scripts/pyvenv.sh` (which creates it if needed).
+pub fn venv_python() -> PathBuf {
+    PathBuf::from(script_output("pyvenv.sh", &[], "it needs python3 with venv and PyPI access"))
 }
 
 /// What the group must have committed after processing `messages` (JSON
