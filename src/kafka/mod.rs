@@ -3,6 +3,7 @@
 pub(crate) mod broker_errors;
 pub(crate) mod clusters;
 pub(crate) mod consumer;
+pub(crate) mod health;
 pub(crate) mod probe;
 pub(crate) mod producer;
 

@@ -8,8 +8,13 @@
 //! holds are purged from its queue at once (never sent, so surely not
 //! written) and answered with the broker's reason, and until the brokers
 //! answer it again a new record is answered so without being queued.
+//!
+//! When its records stall, a producer looks at the partitions it writes to
+//! (`health.rs`), so that a record that then times out says why: a leader
+//! or an in-sync replica unreachable, an ISR below the replicas.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -24,12 +29,23 @@ use rdkafka::producer::{
 use rdkafka::{ClientContext, Message};
 
 use super::broker_errors::{because, BrokerErrors};
+use super::health::{Health, MetadataClient};
 use super::{Cluster, Clusters};
 
 /// How often a refused producer asks the brokers for metadata, to learn
 /// that they accept it again (librdkafka connects only on demand, and a
 /// refused producer holds no records that would make one).
 const REFUSED_RECHECK: Duration = Duration::from_secs(1);
+
+/// How often a producer's watcher checks that its records still move: when
+/// records are in flight and none was acknowledged over one such period,
+/// it looks at the health of the partitions it writes to.
+const STALL_CHECK: Duration = Duration::from_secs(1);
+
+/// One in this many acknowledged records tells the producer's [`Health`]
+/// its topic (a timed-out record always does): enough to know the topics in
+/// use, without a lock per record.
+const TOPIC_SAMPLE: u64 = 64;
 
 #[derive(Debug, Clone)]
 pub(crate) struct ProducerSettings {
@@ -79,8 +95,18 @@ pub(crate) enum PublishError {
         #[source]
         cause: KafkaError,
     },
-    #[error("cluster '{cluster}' did not acknowledge the record within {ms} ms{}", because(.cause))]
-    Timeout { cluster: String, ms: u128, cause: Option<String> },
+    #[error(
+        "cluster '{cluster}' did not acknowledge the record within {ms} ms{}{}",
+        partition.as_ref().map(|p| format!(": {p}")).unwrap_or_default(),
+        because(.cause)
+    )]
+    Timeout {
+        cluster: String,
+        ms: u128,
+        /// What is wrong with the record's partition, if databus found out.
+        partition: Option<String>,
+        cause: Option<String>,
+    },
     #[error("cluster '{cluster}' refused databus: {reason}")]
     Refused { cluster: String, reason: String },
     #[error("producer closed before the record was acknowledged")]
@@ -143,13 +169,17 @@ enum DeliverySender {
 /// Holds the producer of a record handed to [`Publish::publish_then`], so
 /// that replacing the producer does not cut the record short; drop it once
 /// the record is settled, never on the delivery thread.
-pub(crate) struct KeepAlive(Option<Arc<ClusterProducer>>);
+pub(crate) struct KeepAlive {
+    producer: Option<Arc<ClusterProducer>>,
+    /// The record's topic, for the error if its verdict never comes.
+    topic: Box<str>,
+}
 
 impl KeepAlive {
     /// The error for a record whose verdict never came, as a waiting
     /// [`PendingDelivery`] gives it.
     pub(crate) fn timed_out(&self) -> PublishError {
-        timed_out(reports_of(&self.0))
+        never_reported(reports_of(&self.producer), &self.topic)
     }
 }
 
@@ -163,7 +193,9 @@ pub(crate) struct PendingDelivery {
     rx: Receiver<Result<Delivered, PublishError>>,
     deadline: Instant,
     /// Keeps a replaced producer alive until its records are settled.
-    _producer: Option<Arc<ClusterProducer>>,
+    producer: Option<Arc<ClusterProducer>>,
+    /// The record's topic, for the error if its verdict never comes.
+    topic: Box<str>,
     /// The verdict, once [`PendingDelivery::is_settled`] has seen it.
     settled: Option<Result<Delivered, PublishError>>,
 }
@@ -174,7 +206,7 @@ impl PendingDelivery {
     pub(crate) fn acknowledged(partition: i32, offset: i64) -> PendingDelivery {
         let (tx, rx) = mpsc::sync_channel(1);
         let _ = tx.send(Ok(Delivered { partition, offset }));
-        PendingDelivery { rx, deadline: Instant::now(), _producer: None, settled: None }
+        PendingDelivery { rx, deadline: Instant::now(), producer: None, topic: "".into(), settled: None }
     }
 
     /// Whether the broker's verdict is in, without waiting for it.
@@ -195,7 +227,7 @@ impl PendingDelivery {
         };
         match verdict {
             Ok(verdict) => verdict,
-            Err(RecvTimeoutError::Timeout) => Err(timed_out(reports_of(&self._producer))),
+            Err(RecvTimeoutError::Timeout) => Err(never_reported(reports_of(&self.producer), &self.topic)),
             Err(RecvTimeoutError::Disconnected) => Err(PublishError::Closed),
         }
     }
@@ -211,14 +243,15 @@ const PURGED: KafkaError = KafkaError::MessageProduction(RDKafkaErrorCode::Purge
 fn judge(
     reports: &DeliveryReports,
     topic: &str,
+    partition: i32,
     report: Result<Delivered, KafkaError>,
 ) -> Result<Delivered, PublishError> {
     match report {
         Ok(d) => Ok(d),
-        Err(TIMED_OUT) => Err(timed_out(Some(reports))),
+        Err(TIMED_OUT) => Err(timed_out(Some(reports), reports.health.of(topic, partition))),
         Err(PURGED) => {
             Err(reports
-                .refused(reports.errors.refusal().or_else(|| reports.errors.get()).unwrap_or_default()))
+                .refusal(reports.errors.refusal().or_else(|| reports.errors.get()).unwrap_or_default()))
         }
         Err(e) => Err(rejected(e, topic)),
     }
@@ -235,16 +268,25 @@ fn rejected(error: KafkaError, topic: &str) -> PublishError {
 }
 
 /// The error of a record that was not acknowledged within the produce
-/// timeout, with the last broker error its producer saw.
-fn timed_out(reports: Option<&DeliveryReports>) -> PublishError {
+/// timeout, with what is known of its partition and the last broker error
+/// its producer saw.
+fn timed_out(reports: Option<&DeliveryReports>, partition: Option<String>) -> PublishError {
     match reports {
         Some(r) => PublishError::Timeout {
             cluster: r.cluster.clone(),
             ms: r.timeout.as_millis(),
+            partition,
             cause: r.errors.get(),
         },
-        None => PublishError::Timeout { cluster: String::new(), ms: 0, cause: None },
+        None => PublishError::Timeout { cluster: String::new(), ms: 0, partition, cause: None },
     }
+}
+
+/// The error of a record for `topic` whose delivery report did not come
+/// within a second after its timeout: its partition is not known, so it
+/// says what is known of the topic's.
+fn never_reported(reports: Option<&DeliveryReports>, topic: &str) -> PublishError {
+    timed_out(reports, reports.and_then(|r| r.health.of_topic(topic)))
 }
 
 /// Where publishers send records; a trait so command logic can be tested
@@ -272,7 +314,7 @@ pub(crate) trait Publish: Send + Sync {
     ) -> Result<KeepAlive, PublishError> {
         let pending = self.publish(cluster, lane, record)?;
         settle(pending.wait());
-        Ok(KeepAlive(None))
+        Ok(KeepAlive { producer: None, topic: record.topic.into() })
     }
 }
 
@@ -281,26 +323,48 @@ struct DeliveryReports {
     /// The cluster and produce timeout, for the errors of timed-out records.
     cluster: String,
     timeout: Duration,
-    /// Wakes the producer's purger (see [`spawn_purger`]) on a refusal.
-    purge: SyncSender<()>,
+    /// Wakes the producer's watcher (see [`spawn_watcher`]).
+    wake: SyncSender<Wake>,
+    /// The brokers refused the producer since its watcher last purged.
+    purge: AtomicBool,
+    /// Records acknowledged so far, for the watcher to see a stall.
+    acknowledged: AtomicU64,
+    /// What is known of the partitions the producer writes to.
+    health: Health,
+}
+
+/// What wakes a producer's watcher before its next check.
+enum Wake {
+    /// The brokers refused the producer: purge its queue (see
+    /// `DeliveryReports::purge`).
+    Refused,
+    /// A record for this topic timed out.
+    TimedOut(String),
 }
 
 impl ClientContext for DeliveryReports {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         if self.errors.log(level, fac, message) {
-            let _ = self.purge.try_send(());
+            self.refused();
         }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
         if self.errors.record(&error, reason) {
-            let _ = self.purge.try_send(());
+            self.refused();
         }
     }
 }
 
 impl DeliveryReports {
-    fn refused(&self, reason: String) -> PublishError {
+    /// Asks the watcher to purge the queue (a flag, so that no wake-up of
+    /// another kind crowds it out).
+    fn refused(&self) {
+        self.purge.store(true, Ordering::Relaxed);
+        let _ = self.wake.try_send(Wake::Refused);
+    }
+
+    fn refusal(&self, reason: String) -> PublishError {
         PublishError::Refused { cluster: self.cluster.clone(), reason }
     }
 }
@@ -309,14 +373,24 @@ impl ProducerContext for DeliveryReports {
     type DeliveryOpaque = Box<DeliverySender>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, reply: Box<DeliverySender>) {
-        let (report, topic) = match result {
+        let (report, topic, partition) = match result {
             Ok(m) => {
                 self.errors.accepted();
-                (Ok(Delivered { partition: m.partition(), offset: m.offset() }), m.topic())
+                if self.acknowledged.fetch_add(1, Ordering::Relaxed) % TOPIC_SAMPLE == 0 {
+                    self.health.wrote_to(m.topic());
+                }
+                self.health.acknowledged(m.topic(), m.partition());
+                (Ok(Delivered { partition: m.partition(), offset: m.offset() }), m.topic(), m.partition())
             }
-            Err((e, m)) => (Err(e.clone()), m.topic()),
+            Err((e, m)) => {
+                if *e == TIMED_OUT {
+                    self.health.wrote_to(m.topic());
+                    let _ = self.wake.try_send(Wake::TimedOut(m.topic().to_owned()));
+                }
+                (Err(e.clone()), m.topic(), m.partition())
+            }
         };
-        let verdict = judge(self, topic, report);
+        let verdict = judge(self, topic, partition, report);
         match *reply {
             // The waiter may have given up already; nothing to do then.
             DeliverySender::Waiter(tx) => {
@@ -327,37 +401,115 @@ impl ProducerContext for DeliveryReports {
     }
 }
 
-/// A thread per producer that, each time the brokers refuse it, purges the
-/// records waiting in its queue: none was sent, so each is answered with the
-/// refusal at once (by its delivery report) instead of at the produce
-/// timeout. While refused, it asks for metadata every [`REFUSED_RECHECK`]
-/// and ends the refusal once the brokers answer. It holds the producer
-/// weakly and ends with it; it runs apart from the delivery thread, which
-/// must never drop the last reference.
-fn spawn_purger(producer: &Arc<ClusterProducer>, refusals: Receiver<()>) {
+/// A thread per producer, apart from the delivery thread (which must never
+/// drop the last reference): it holds the producer weakly and ends with it.
+///
+/// - Each time the brokers refuse the producer it purges the records waiting
+///   in its queue: none was sent, so each is answered with the refusal at
+///   once (by its delivery report) instead of at the produce timeout. While
+///   refused, it asks for metadata every [`REFUSED_RECHECK`] and ends the
+///   refusal once the brokers answer.
+/// - When records are in flight and none was acknowledged for a
+///   [`STALL_CHECK`], and when a record times out, it looks at the health of
+///   the topics concerned (each at most once per [`STALL_CHECK`]), for the
+///   errors of the records that time out next.
+fn spawn_watcher(producer: &Arc<ClusterProducer>, cluster: Cluster, wakes: Receiver<Wake>) {
     let weak = Arc::downgrade(producer);
-    let spawned = thread::Builder::new().name("databus-purger".into()).spawn(move || loop {
-        let Some(refused) = weak.upgrade().map(|p| p.kafka.context().errors.refusal().is_some()) else {
-            return;
-        };
-        let event = if refused {
-            refusals.recv_timeout(REFUSED_RECHECK)
-        } else {
-            refusals.recv().map_err(|_| RecvTimeoutError::Disconnected)
-        };
-        let Some(producer) = weak.upgrade() else { return };
-        match event {
-            Ok(()) => producer.kafka.purge(PurgeConfig::default().queue()),
-            Err(RecvTimeoutError::Timeout) => {
-                if producer.kafka.client().fetch_metadata(None, REFUSED_RECHECK).is_ok() {
-                    producer.kafka.context().errors.accepted();
+    let spawned = thread::Builder::new().name("databus-watcher".into()).spawn(move || {
+        let mut watch = Watch::new(cluster);
+        loop {
+            let Some(refused) = weak.upgrade().map(|p| p.kafka.context().errors.refusal().is_some()) else {
+                return;
+            };
+            let wait = if refused {
+                REFUSED_RECHECK
+            } else {
+                watch.next_check.saturating_duration_since(Instant::now())
+            };
+            let event = wakes.recv_timeout(wait);
+            let Some(producer) = weak.upgrade() else { return };
+            let reports = producer.kafka.context();
+            match event {
+                Ok(Wake::Refused) => {}
+                Ok(Wake::TimedOut(topic)) => watch.diagnose(&producer, vec![topic]),
+                Err(RecvTimeoutError::Timeout) if refused => {
+                    if producer.kafka.client().fetch_metadata(None, REFUSED_RECHECK).is_ok() {
+                        reports.errors.accepted();
+                    }
                 }
+                Err(RecvTimeoutError::Timeout) => {
+                    if watch.stalled(&producer) {
+                        watch.diagnose(&producer, reports.health.topics());
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
             }
-            Err(RecvTimeoutError::Disconnected) => return,
+            if reports.purge.swap(false, Ordering::Relaxed) {
+                producer.kafka.purge(PurgeConfig::default().queue());
+            }
         }
     });
     if let Err(e) = spawned {
-        log::warn!("cannot start the purger of a producer ({e}): refused records wait for their timeout");
+        log::warn!("cannot start the watcher of a producer ({e}): refused records wait for their timeout");
+    }
+}
+
+/// What a producer's watcher remembers between checks.
+struct Watch {
+    next_check: Instant,
+    /// Records acknowledged at the last check.
+    acknowledged: u64,
+    /// When each topic was last diagnosed.
+    diagnosed: HashMap<String, Instant>,
+    cluster: Cluster,
+    /// Created on the first diagnosis.
+    metadata: Option<MetadataClient>,
+}
+
+impl Watch {
+    fn new(cluster: Cluster) -> Watch {
+        Watch {
+            next_check: Instant::now() + STALL_CHECK,
+            acknowledged: 0,
+            diagnosed: HashMap::new(),
+            cluster,
+            metadata: None,
+        }
+    }
+
+    /// Whether, since the last check, records were in flight and none was
+    /// acknowledged; schedules the next check.
+    fn stalled(&mut self, producer: &ClusterProducer) -> bool {
+        self.next_check = Instant::now() + STALL_CHECK;
+        let acknowledged = producer.kafka.context().acknowledged.load(Ordering::Relaxed);
+        let stalled = acknowledged == self.acknowledged && producer.kafka.in_flight_count() > 0;
+        self.acknowledged = acknowledged;
+        stalled
+    }
+
+    /// Diagnoses those of `topics` not diagnosed within a [`STALL_CHECK`].
+    fn diagnose(&mut self, producer: &ClusterProducer, mut topics: Vec<String>) {
+        let now = Instant::now();
+        topics.retain(|t| self.diagnosed.get(t).is_none_or(|at| now.duration_since(*at) >= STALL_CHECK));
+        if topics.is_empty() {
+            return;
+        }
+        let health = &producer.kafka.context().health;
+        if self.metadata.is_none() {
+            match MetadataClient::new(&self.cluster) {
+                Ok(client) => self.metadata = Some(client),
+                Err(e) => log::warn!("cannot create a metadata client to see why records stall: {e}"),
+            }
+        }
+        match &self.metadata {
+            Some(client) => client.diagnose(health, &topics),
+            None => health.diagnose(producer.kafka.client(), &topics),
+        }
+        if self.diagnosed.len() > 256 {
+            self.diagnosed.clear();
+        }
+        let now = Instant::now();
+        self.diagnosed.extend(topics.into_iter().map(|t| (t, now)));
     }
 }
 
@@ -405,17 +557,20 @@ impl Producers {
         }
         let config =
             self.clusters.get(cluster).ok_or_else(|| PublishError::UnknownCluster(cluster.to_owned()))?;
-        let (purge, refusals) = mpsc::sync_channel(1);
+        let (wake, wakes) = mpsc::sync_channel(8);
         let kafka = producer_config(&config, &self.settings)
             .create_with_context(DeliveryReports {
                 errors: BrokerErrors::default(),
                 cluster: cluster.to_owned(),
                 timeout: self.settings.timeout,
-                purge,
+                wake,
+                purge: AtomicBool::new(false),
+                acknowledged: AtomicU64::new(0),
+                health: Health::default(),
             })
             .map_err(|cause| PublishError::Create { cluster: cluster.to_owned(), cause })?;
         let producer = Arc::new(ClusterProducer { kafka });
-        spawn_purger(&producer, refusals);
+        spawn_watcher(&producer, config, wakes);
         live.insert(slot.clone(), producer.clone());
         log::info!("producer {} of cluster '{cluster}' created", slot.1);
         Ok(producer)
@@ -477,7 +632,13 @@ impl Publish for Producers {
         let (tx, rx) = mpsc::sync_channel(1);
         let deadline = Instant::now() + self.settings.timeout;
         let producer = self.enqueue(cluster, lane, record, DeliverySender::Waiter(tx))?;
-        Ok(PendingDelivery { rx, deadline, _producer: Some(producer), settled: None })
+        Ok(PendingDelivery {
+            rx,
+            deadline,
+            producer: Some(producer),
+            topic: record.topic.into(),
+            settled: None,
+        })
     }
 
     fn publish_then(
@@ -488,7 +649,7 @@ impl Publish for Producers {
         settle: Settle,
     ) -> Result<KeepAlive, PublishError> {
         let producer = self.enqueue(cluster, lane, record, DeliverySender::Call(settle))?;
-        Ok(KeepAlive(Some(producer)))
+        Ok(KeepAlive { producer: Some(producer), topic: record.topic.into() })
     }
 }
 
@@ -504,7 +665,7 @@ impl Producers {
         let producer = self.producer(cluster, lane)?;
         let reports = producer.kafka.context();
         if let Some(reason) = reports.errors.refusal() {
-            return Err(reports.refused(reason));
+            return Err(reports.refusal(reason));
         }
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (key, value) in record.headers {
@@ -531,11 +692,40 @@ impl Producers {
                     return Err(PublishError::Timeout {
                         cluster: cluster.to_owned(),
                         ms: timeout.as_millis(),
+                        partition: None,
                         cause: Some("the local queue stayed full".into()),
                     })
                 }
                 Err((e, _)) => return Err(rejected(e, record.topic)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_says_what_is_known_of_the_partition_and_the_brokers() {
+        let timeout = |partition: Option<&str>, cause: Option<&str>| {
+            PublishError::Timeout {
+                cluster: "c".into(),
+                ms: 5000,
+                partition: partition.map(Into::into),
+                cause: cause.map(Into::into),
+            }
+            .to_string()
+        };
+        assert_eq!(timeout(None, None), "cluster 'c' did not acknowledge the record within 5000 ms");
+        assert_eq!(
+            timeout(Some("partition 0 of topic 't': it has no leader"), Some("Connection refused")),
+            "cluster 'c' did not acknowledge the record within 5000 ms: partition 0 of topic 't': it has \
+             no leader (last broker error: Connection refused)"
+        );
+        assert_eq!(
+            timeout(None, Some("Connection refused")),
+            "cluster 'c' did not acknowledge the record within 5000 ms (last broker error: Connection refused)"
+        );
     }
 }

@@ -71,6 +71,8 @@ pub struct Outcome {
     pub acked: Vec<String>,
     /// Values that got an error reply, with the reply.
     pub failed: Vec<(String, String)>,
+    /// When each of `failed` got its error, in the same order.
+    pub failed_at: Vec<Instant>,
     /// When the load started and when it was stopped: the longest stall
     /// counts from the one and up to the other too.
     pub started: Option<Instant>,
@@ -96,7 +98,6 @@ impl Outcome {
         self.acked_at.iter().filter(|t| **t > at).min().copied()
     }
 
-    /// The longest time without any `+OK`, over all connections.
     /// Stops a load's threads and adds up what they saw.
     fn gather(started: Instant, stop: &AtomicBool, threads: Vec<thread::JoinHandle<Outcome>>) -> Outcome {
         stop.store(true, Ordering::SeqCst);
@@ -105,12 +106,14 @@ impl Outcome {
             let o = t.join().expect("load thread");
             all.acked.extend(o.acked);
             all.failed.extend(o.failed);
+            all.failed_at.extend(o.failed_at);
             all.acked_at.extend(o.acked_at);
             all.slow += o.slow;
         }
         all
     }
 
+    /// The longest time without any `+OK`, over all connections.
     pub fn longest_stall(&self) -> Duration {
         let mut at = self.acked_at.clone();
         at.extend(self.started.iter().chain(&self.ended));
@@ -159,7 +162,10 @@ impl Load {
                                     out.acked.push(v);
                                     out.acked_at.push(Instant::now());
                                 }
-                                Some(Frame::Error(e)) => out.failed.push((v, e)),
+                                Some(Frame::Error(e)) => {
+                                    out.failed.push((v, e));
+                                    out.failed_at.push(Instant::now());
+                                }
                                 Some(other) => panic!("SET answered {other:?}"),
                                 None => break 'load,
                             }
@@ -308,6 +314,7 @@ impl BareLoad {
                             BaseRecord::with_opaque_to(&topic, Box::new(tx)).key(&key).payload(&value);
                         if let Err((e, _)) = producer.send(record) {
                             out.failed.push((value, e.to_string()));
+                            out.failed_at.push(Instant::now());
                             thread::sleep(Duration::from_millis(10));
                             continue;
                         }
@@ -317,7 +324,10 @@ impl BareLoad {
                                 out.acked.push(value);
                                 out.acked_at.push(Instant::now());
                             }
-                            Ok(Err(e)) => out.failed.push((value, e)),
+                            Ok(Err(e)) => {
+                                out.failed.push((value, e));
+                                out.failed_at.push(Instant::now());
+                            }
                             Err(_) => break,
                         }
                     }
