@@ -55,12 +55,7 @@ mysql_cmd=(mariadb -h "$host" -P "$port" -u "$user")
 DROP DATABASE IF EXISTS $db;
 CREATE DATABASE $db;
 USE $db;
-CREATE TABLE app_tb (id INT AUTO_INCREMENT PRIMARY KEY, app_key VARCHAR(45) NOT NULL,
-  app_secret VARCHAR(64) NOT NULL, cluster VARCHAR(45) NOT NULL,
-  created_at BIGINT NULL, deleted_at BIGINT NULL, updated_at BIGINT NULL);
-CREATE TABLE auth_tb (id INT AUTO_INCREMENT PRIMARY KEY, app_id INT NOT NULL,
-  group_name VARCHAR(45) NULL, operation TINYINT DEFAULT 0, topic VARCHAR(45) NOT NULL,
-  created_at BIGINT NULL, deleted_at BIGINT NULL, updated_at BIGINT NULL);
+$(cat scripts/schema.sql)
 INSERT INTO app_tb (id, app_key, app_secret, cluster) VALUES (1, 'rb_key', 'rb_secret', 'bench');
 INSERT INTO auth_tb (app_id, group_name, operation, topic) VALUES (1, '$group', 2, '$topic');
 SQL

@@ -32,6 +32,7 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SCHEMA_SQL="$SCRIPT_DIR/schema.sql"
 SAMPLE_SQL="$SCRIPT_DIR/sample.sql"
 
 : "${HOME:=$(getent passwd "$(id -u)" | cut -d: -f6)}"
@@ -190,13 +191,14 @@ sample_present() {
 }
 
 load_sample() {
-	[[ -r $SAMPLE_SQL ]] || die "sample SQL not found: $SAMPLE_SQL"
+	[[ -r $SCHEMA_SQL && -r $SAMPLE_SQL ]] || die "sample SQL not found: $SCHEMA_SQL, $SAMPLE_SQL"
 	if sample_present; then
 		MYSQL_SAMPLE_ACTION="sample databus_db present"
 		return
 	fi
 	log "loading $SAMPLE_SQL into $DB_HOST:$DB_PORT as $DB_USER"
-	db <"$SAMPLE_SQL" || die "loading $SAMPLE_SQL into $DB_HOST:$DB_PORT as $DB_USER failed"
+	{ printf 'CREATE DATABASE IF NOT EXISTS databus_db;\nUSE databus_db;\n'; cat "$SCHEMA_SQL" "$SAMPLE_SQL"; } | db ||
+		die "loading $SAMPLE_SQL into $DB_HOST:$DB_PORT as $DB_USER failed"
 	sample_present || die "loaded $SAMPLE_SQL but databus_db.app_tb/auth_tb row 1 is missing"
 	MYSQL_SAMPLE_ACTION="loaded sample databus_db"
 }

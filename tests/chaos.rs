@@ -7,7 +7,7 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -227,88 +227,6 @@ fn sigterm_under_load_keeps_every_acknowledgement() {
     assert!(t.acknowledged > 0);
     t.assert_clean("acknowledged");
     assert_eq!(commits_kept, acked_commits.len(), "committed {committed:?}, acknowledged {acked_commits:?}");
-}
-
-/// A TCP relay in front of a store, so the test can take the store away
-/// (connections refused, open ones cut) and give it back on the same port
-/// without stopping the shared server.
-struct Relay {
-    port: u16,
-    up: Arc<AtomicBool>,
-    open: Arc<std::sync::Mutex<Vec<TcpStream>>>,
-    accept: Option<thread::JoinHandle<()>>,
-    target: String,
-}
-
-impl Relay {
-    fn start(target: &str) -> Relay {
-        let mut r = Relay {
-            port: free_port(),
-            up: Arc::new(AtomicBool::new(false)),
-            open: Arc::default(),
-            accept: None,
-            target: target.to_owned(),
-        };
-        r.restore();
-        r
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Refuses new connections and cuts the open ones.
-    fn cut(&mut self) {
-        self.up.store(false, Ordering::SeqCst);
-        if let Some(h) = self.accept.take() {
-            h.join().unwrap();
-        }
-        for s in self.open.lock().unwrap().drain(..) {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-    }
-
-    fn restore(&mut self) {
-        let listener = std::net::TcpListener::bind(self.addr()).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        self.up.store(true, Ordering::SeqCst);
-        let (up, open, target) = (self.up.clone(), self.open.clone(), self.target.clone());
-        self.accept = Some(thread::spawn(move || {
-            while up.load(Ordering::SeqCst) {
-                let client = match listener.accept() {
-                    Ok((c, _)) => c,
-                    Err(_) => {
-                        thread::sleep(Duration::from_millis(10));
-                        continue;
-                    }
-                };
-                client.set_nonblocking(false).unwrap();
-                let Ok(server) = TcpStream::connect(&target) else { continue };
-                for (from, to) in [(&client, &server), (&server, &client)] {
-                    let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
-                    thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
-                }
-                open.lock().unwrap().extend([client, server]);
-            }
-        }));
-    }
-}
-
-/// The value of an unlabeled sample in the admin port's `/metrics`.
-fn metric(admin: &str, name: &str) -> f64 {
-    let text = std::process::Command::new("curl")
-        .args(["-sS", &format!("http://{admin}/metrics")])
-        .output()
-        .unwrap();
-    let text = String::from_utf8(text.stdout).unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} in {text}"));
-    line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
 /// Scenario 6 for one store: the store unreachable across several refresh

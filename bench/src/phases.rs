@@ -18,10 +18,15 @@ use serde_json::{json, Value};
 
 use crate::options::Opts;
 use crate::procfs::{rss_kib, threads, Cpu, CpuPerMsg, CpuSnap};
-use crate::report::round;
 use crate::resp::{auth_string, RespConn};
 use crate::setup::Databus;
 use crate::{Res, PARTITIONER, PRODUCE_TIMEOUT_MS};
+
+/// `x` rounded to `places` decimals, for the reports.
+pub(crate) fn round(x: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (x * f).round() / f
+}
 
 // ---------------------------------------------------------------------------
 // Records

@@ -6,14 +6,9 @@ use std::fmt::Write as _;
 use serde_json::{json, Value};
 
 use crate::options::{env_str, Opts};
-use crate::phases::{ConsumeRun, Percentiles, PubCase, RssRun};
+use crate::phases::{round, ConsumeRun, Percentiles, PubCase, RssRun};
 use crate::procfs::{CpuPerMsg, Machine};
 use crate::PARTITIONER;
-
-pub(crate) fn round(x: f64, places: i32) -> f64 {
-    let f = 10f64.powi(places);
-    (x * f).round() / f
-}
 
 fn fmt_rate(x: f64) -> String {
     if x >= 1000.0 {

@@ -130,16 +130,13 @@ pub(crate) fn reset_database(opts: &Opts, grants: &[(String, u8, String)]) -> Re
     conn.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))?;
     conn.query_drop(format!("CREATE DATABASE `{db}`"))?;
     conn.query_drop(format!("USE `{db}`"))?;
-    conn.query_drop(
-        "CREATE TABLE app_tb (id INT AUTO_INCREMENT PRIMARY KEY, app_key VARCHAR(45) NOT NULL,
-           app_secret VARCHAR(64) NOT NULL, cluster VARCHAR(45) NOT NULL,
-           created_at BIGINT NULL, deleted_at BIGINT NULL, updated_at BIGINT NULL)",
-    )?;
-    conn.query_drop(
-        "CREATE TABLE auth_tb (id INT AUTO_INCREMENT PRIMARY KEY, app_id INT NOT NULL,
-           group_name VARCHAR(45) NULL, operation TINYINT DEFAULT 0, topic VARCHAR(45) NOT NULL,
-           created_at BIGINT NULL, deleted_at BIGINT NULL, updated_at BIGINT NULL)",
-    )?;
+    // The seed's schema: scripts/schema.sql, the one copy, whose
+    // statements end with ";" and hold no other.
+    let schema = include_str!("../../scripts/schema.sql");
+    let schema: String = schema.lines().filter(|l| !l.starts_with("--")).collect::<Vec<_>>().join("\n");
+    for statement in schema.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        conn.query_drop(statement)?;
+    }
     conn.exec_drop(
         "INSERT INTO app_tb (id, app_key, app_secret, cluster) VALUES (1, ?, ?, ?)",
         (APP_KEY, APP_SECRET, CLUSTER),

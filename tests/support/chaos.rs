@@ -2,11 +2,12 @@
 //! runs, and `tests/chaos_cluster.rs`, which only `make chaos` runs) share:
 //! one scenario at a time, the result row `make chaos` prints, publisher
 //! load through databus, a bare librdkafka producer beside it under the same
-//! fault, and the tally of what was acknowledged against what is in Kafka.
+//! fault, the tally of what was acknowledged against what is in Kafka, a
+//! TCP relay to take a store away, and a reader of databus's `/metrics`.
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
-use super::{cmd_bytes, ok, Client, Record};
+use super::{cmd_bytes, free_port, ok, Client, Record};
 
 /// One scenario at a time, also under plain `cargo test`: faults and load
 /// of one must not leak into another's counts or bounds.
@@ -356,4 +357,87 @@ pub fn await_both_acknowledge(databus: &Load, bare: &BareLoad, within: Duration)
     while (databus.acks() == ours || bare.acks() == theirs) && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A TCP relay in front of a store, so the test can take the store away
+/// (connections refused, open ones cut) and give it back on the same port
+/// without stopping the shared server.
+pub struct Relay {
+    port: u16,
+    up: Arc<AtomicBool>,
+    open: Arc<std::sync::Mutex<Vec<TcpStream>>>,
+    accept: Option<thread::JoinHandle<()>>,
+    target: String,
+}
+
+impl Relay {
+    pub fn start(target: &str) -> Relay {
+        let mut r = Relay {
+            port: free_port(),
+            up: Arc::new(AtomicBool::new(false)),
+            open: Arc::default(),
+            accept: None,
+            target: target.to_owned(),
+        };
+        r.restore();
+        r
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Refuses new connections and cuts the open ones.
+    pub fn cut(&mut self) {
+        self.up.store(false, Ordering::SeqCst);
+        if let Some(h) = self.accept.take() {
+            h.join().unwrap();
+        }
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Accepts connections again, on the same port.
+    pub fn restore(&mut self) {
+        let listener = std::net::TcpListener::bind(self.addr()).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        self.up.store(true, Ordering::SeqCst);
+        let (up, open, target) = (self.up.clone(), self.open.clone(), self.target.clone());
+        self.accept = Some(thread::spawn(move || {
+            while up.load(Ordering::SeqCst) {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(_) => {
+                        thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = TcpStream::connect(&target) else { continue };
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
+                    thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+                open.lock().unwrap().extend([client, server]);
+            }
+        }));
+    }
+}
+
+/// The value of an unlabeled sample in the admin port's `/metrics`.
+pub fn metric(admin: &str, name: &str) -> f64 {
+    let text = std::process::Command::new("curl")
+        .args(["-sS", &format!("http://{admin}/metrics")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} in {text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
 }

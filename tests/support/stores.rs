@@ -7,6 +7,10 @@ use std::path::PathBuf;
 
 use redis::Commands;
 
+use std::time::{Duration, Instant};
+
+use databus::resp::Frame;
+
 use super::*;
 
 /// Rows of a store, editable while a server runs on it.
