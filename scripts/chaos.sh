@@ -18,7 +18,9 @@ CHAOS_RESULTS=$results cargo test --test chaos --test chaos_cluster -- --test-th
 python3 - "$results" "$out" <<'PY'
 import json, sys, subprocess, datetime
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-rows.sort(key=lambda r: r["scenario"])
+import re
+order = lambda r: (lambda m: (int(m.group(1)), m.group(2)) if m else (1 << 30, r["scenario"]))(re.match(r"(\d+)(\w*)\.", r["scenario"]))
+rows.sort(key=order)
 cell = lambda v: "—" if v is None else str(v)
 rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "?"
 lines = [f"### make chaos ({datetime.datetime.utcnow():%Y-%m-%dT%H:%MZ}, {rev})", "",

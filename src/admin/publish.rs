@@ -20,7 +20,7 @@ use tiny_http::Request;
 
 use super::{header, json, Reply};
 use crate::auth::{AuthError, AuthRequest, Role};
-use crate::kafka::{OutRecord, PendingDelivery, PublishError, StartOffset};
+use crate::kafka::{Delivery, PublishError, Record, StartOffset};
 use crate::session::Context;
 
 #[derive(Deserialize)]
@@ -155,27 +155,20 @@ fn publish(
 
     let meter = ctx.metrics.publisher(&group, &grant.topic, &grant.cluster);
     let started = Instant::now();
-    let pending: Vec<Result<PendingDelivery, PublishError>> = records
+    let pending: Vec<Result<Delivery, PublishError>> = records
         .iter()
         .map(|(key, value, metadata)| {
-            let color = ("color", req.color.as_bytes());
-            let with_metadata;
-            let headers: &[(&str, &[u8])] = match metadata {
-                Some(m) => {
-                    with_metadata = [color, ("metadata", m.as_slice())];
-                    &with_metadata
-                }
-                None => std::slice::from_ref(&color),
-            };
-            let record = OutRecord { topic: &grant.topic, key: key.as_bytes(), value, headers };
-            ctx.kafka.publish(&grant.cluster, lane, &record)
+            let record = Record::new(&grant.topic, key.as_bytes(), value)
+                .color(&req.color)
+                .metadata(metadata.as_deref());
+            ctx.kafka.send(&grant.cluster, lane, &record)
         })
         .collect();
     let offsets = pending
         .into_iter()
         .zip(&records)
         .map(|(p, (_, value, _))| {
-            let verdict = p.and_then(PendingDelivery::wait);
+            let verdict = p.and_then(Delivery::wait);
             meter.finish(started, value.len(), verdict.as_ref().err().map(PublishError::cause));
             match verdict {
                 Ok(d) => serde_json::json!({"partition": d.partition, "offset": d.offset, "error_code": 0}),

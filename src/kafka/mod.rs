@@ -18,8 +18,7 @@ pub(crate) use clusters::Clusters;
 pub use consumer::StartOffset;
 pub(crate) use consumer::{ConsumeError, GroupConsumer, Memberships, SubscriberSettings};
 pub(crate) use producer::{
-    Delivered, KeepAlive, OutRecord, PendingDelivery, ProducerSettings, Producers, Publish, PublishError,
-    Settle,
+    Delivered, Delivery, KeepAlive, ProducerSettings, Producers, Publish, PublishError, Record,
 };
 
 /// One Kafka cluster as `databus.toml` names it.

@@ -1,7 +1,8 @@
-//! Publishing. One idempotent librdkafka producer per cluster, shared by all
-//! publisher connections of that cluster. `publish` only enqueues; the caller
-//! holds a [`PendingDelivery`] and waits on it before replying, so a pipelined
-//! burst is produced concurrently and still answered in order.
+//! Publishing. One idempotent librdkafka producer per cluster lane, shared
+//! by the publisher connections of that cluster. [`Publish::send`] only
+//! enqueues a [`Record`]; the caller holds the [`Delivery`] and waits on it
+//! (or has it call back) before replying, so a pipelined burst is produced
+//! concurrently and still answered in order. RESP and HTTP publish alike.
 //!
 //! When the brokers refuse the producer (its SASL login or the TLS
 //! handshake), waiting out the produce timeout helps nobody: the records it
@@ -16,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -139,12 +140,39 @@ impl PublishError {
     }
 }
 
-/// One record to produce.
-pub(crate) struct OutRecord<'a> {
+/// One record to produce, with databus's headers: the publisher's `color`
+/// (always, empty when it has none) and, from `HSET` or HTTP, its
+/// `metadata`.
+pub(crate) struct Record<'a> {
     pub topic: &'a str,
     pub key: &'a [u8],
     pub value: &'a [u8],
-    pub headers: &'a [(&'a str, &'a [u8])],
+    color: &'a [u8],
+    metadata: Option<&'a [u8]>,
+}
+
+impl<'a> Record<'a> {
+    pub(crate) fn new(topic: &'a str, key: &'a [u8], value: &'a [u8]) -> Record<'a> {
+        Record { topic, key, value, color: b"", metadata: None }
+    }
+
+    pub(crate) fn color(self, color: &'a str) -> Record<'a> {
+        Record { color: color.as_bytes(), ..self }
+    }
+
+    pub(crate) fn metadata(self, metadata: Option<&'a [u8]>) -> Record<'a> {
+        Record { metadata, ..self }
+    }
+
+    /// The Kafka headers: `color`, then `metadata` if any.
+    pub(crate) fn headers(&self) -> Vec<(&'static str, &'a [u8])> {
+        let mut headers = Vec::with_capacity(2);
+        headers.push(("color", self.color));
+        if let Some(m) = self.metadata {
+            headers.push(("metadata", m));
+        }
+        headers
+    }
 }
 
 /// Where an acknowledged record landed.
@@ -154,30 +182,99 @@ pub(crate) struct Delivered {
     pub offset: i64,
 }
 
-/// Called once with a record's verdict, on the thread that serves
-/// librdkafka's delivery reports (see [`Publish::publish_then`]).
+/// A record's verdict, handed to [`Delivery::then`]: called exactly once,
+/// on the thread that serves librdkafka's delivery reports (or at once on
+/// the caller's, if the verdict was already in).
 pub(crate) type Settle = Box<dyn FnOnce(Result<Delivered, PublishError>) + Send + Sync>;
 
-/// Where a record's delivery report goes.
-enum DeliverySender {
-    /// A [`PendingDelivery`], which its connection waits on.
-    Waiter(SyncSender<Result<Delivered, PublishError>>),
-    /// A callback that acts on the verdict itself.
-    Call(Settle),
+/// Where a record's verdict meets whoever wants it: shared by its
+/// [`Delivery`] and its delivery report.
+#[derive(Default)]
+struct Slot {
+    verdict: Mutex<Verdict>,
+    settled: Condvar,
 }
 
-/// Holds the producer of a record handed to [`Publish::publish_then`], so
-/// that replacing the producer does not cut the record short; drop it once
-/// the record is settled, never on the delivery thread.
+#[derive(Default)]
+enum Verdict {
+    /// Not yet in, and nobody asked to be called.
+    #[default]
+    Pending,
+    /// Not yet in; this is to be called with it.
+    Then(Settle),
+    /// In, not yet taken.
+    In(Result<Delivered, PublishError>),
+    /// Taken, or handed to the callback.
+    Gone,
+}
+
+impl Slot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Verdict> {
+        self.verdict.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The verdict arrives: to the callback if there is one (outside the
+    /// lock), else kept for the waiter.
+    fn settle(&self, verdict: Result<Delivered, PublishError>) {
+        let mut slot = self.lock();
+        match std::mem::replace(&mut *slot, Verdict::Gone) {
+            Verdict::Then(settle) => {
+                drop(slot);
+                settle(verdict);
+            }
+            Verdict::Pending => {
+                *slot = Verdict::In(verdict);
+                drop(slot);
+                self.settled.notify_one();
+            }
+            // A second report for one record: librdkafka sends none.
+            earlier => *slot = earlier,
+        }
+    }
+}
+
+/// The delivery report's end of a [`Slot`]. A record librdkafka drops
+/// without a report (its producer destroyed with the record still queued)
+/// is settled as [`PublishError::Closed`].
+struct Reporter(Arc<Slot>);
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        let unsettled = matches!(*self.0.lock(), Verdict::Pending | Verdict::Then(_));
+        if unsettled {
+            self.0.settle(Err(PublishError::Closed));
+        }
+    }
+}
+
+/// A record handed to a producer, until its verdict is in: look at it
+/// ([`Delivery::is_settled`]), wait for it ([`Delivery::wait`]), or have it
+/// called back ([`Delivery::then`]).
+///
+/// It keeps the record's producer alive (a replaced producer must not cut
+/// its records short), and it never leaves the thread that sent the record
+/// (it is neither `Send` nor `Sync`, and a [`Settle`] must be `Send`): so
+/// the thread that serves delivery reports never holds, and never drops,
+/// the last reference to its own producer.
+pub(crate) struct Delivery {
+    slot: Arc<Slot>,
+    /// When librdkafka fails the record (`message.timeout.ms`).
+    deadline: Instant,
+    keep: KeepAlive,
+}
+
+/// What a [`Delivery`] handed to a callback leaves its caller to hold until
+/// the callback has run: the record's producer.
 pub(crate) struct KeepAlive {
     producer: Option<Arc<ClusterProducer>>,
     /// The record's topic, for the error if its verdict never comes.
     topic: Box<str>,
+    _this_thread: std::marker::PhantomData<*const ()>,
 }
 
 impl KeepAlive {
-    /// The error for a record whose verdict never came, as a waiting
-    /// [`PendingDelivery`] gives it.
+    /// The error for a record whose verdict never came, as
+    /// [`Delivery::wait`] gives it.
     pub(crate) fn timed_out(&self) -> PublishError {
         never_reported(reports_of(&self.producer), &self.topic)
     }
@@ -188,47 +285,80 @@ fn reports_of(producer: &Option<Arc<ClusterProducer>>) -> Option<&DeliveryReport
     producer.as_ref().map(|p| &**p.kafka.context())
 }
 
-/// A record handed to the producer, not yet acknowledged.
-pub(crate) struct PendingDelivery {
-    rx: Receiver<Result<Delivered, PublishError>>,
-    deadline: Instant,
-    /// Keeps a replaced producer alive until its records are settled.
-    producer: Option<Arc<ClusterProducer>>,
-    /// The record's topic, for the error if its verdict never comes.
-    topic: Box<str>,
-    /// The verdict, once [`PendingDelivery::is_settled`] has seen it.
-    settled: Option<Result<Delivered, PublishError>>,
-}
+impl Delivery {
+    fn new(
+        slot: Arc<Slot>,
+        deadline: Instant,
+        producer: Option<Arc<ClusterProducer>>,
+        topic: &str,
+    ) -> Delivery {
+        let keep = KeepAlive { producer, topic: topic.into(), _this_thread: std::marker::PhantomData };
+        Delivery { slot, deadline, keep }
+    }
 
-impl PendingDelivery {
     /// An already acknowledged record, for doubles of [`Publish`].
     #[cfg(test)]
-    pub(crate) fn acknowledged(partition: i32, offset: i64) -> PendingDelivery {
-        let (tx, rx) = mpsc::sync_channel(1);
-        let _ = tx.send(Ok(Delivered { partition, offset }));
-        PendingDelivery { rx, deadline: Instant::now(), producer: None, topic: "".into(), settled: None }
+    pub(crate) fn acknowledged(partition: i32, offset: i64) -> Delivery {
+        let slot = Arc::new(Slot::default());
+        slot.settle(Ok(Delivered { partition, offset }));
+        Delivery::new(slot, Instant::now(), None, "")
+    }
+
+    /// A record whose verdict comes when the returned reporter is settled
+    /// (or dropped), for doubles of [`Publish`] that answer from another
+    /// thread.
+    #[cfg(test)]
+    pub(crate) fn pending(
+        timeout: Duration,
+    ) -> (Delivery, impl FnOnce(Result<Delivered, PublishError>) + Send) {
+        let slot = Arc::new(Slot::default());
+        let reporter = Reporter(slot.clone());
+        (Delivery::new(slot, Instant::now() + timeout, None, ""), move |verdict| reporter.0.settle(verdict))
+    }
+
+    /// When the caller stops waiting for the verdict: librdkafka fails the
+    /// record at its deadline, and the extra second only guards against a
+    /// lost report.
+    pub(crate) fn answer_by(&self) -> Instant {
+        self.deadline + Duration::from_secs(1)
     }
 
     /// Whether the broker's verdict is in, without waiting for it.
-    pub(crate) fn is_settled(&mut self) -> bool {
-        if self.settled.is_none() {
-            self.settled = self.rx.try_recv().ok();
-        }
-        self.settled.is_some()
+    pub(crate) fn is_settled(&self) -> bool {
+        matches!(*self.slot.lock(), Verdict::In(_))
     }
 
-    /// Waits for the broker's verdict. librdkafka itself fails the record at
-    /// `message.timeout.ms`; the extra second only guards against a lost report.
-    pub(crate) fn wait(mut self) -> Result<Delivered, PublishError> {
-        let left = self.deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
-        let verdict = match self.settled.take() {
-            Some(v) => Ok(v),
-            None => self.rx.recv_timeout(left),
-        };
-        match verdict {
-            Ok(verdict) => verdict,
-            Err(RecvTimeoutError::Timeout) => Err(never_reported(reports_of(&self.producer), &self.topic)),
-            Err(RecvTimeoutError::Disconnected) => Err(PublishError::Closed),
+    /// Has `settle` called with the verdict: at once, here, if it is in;
+    /// else on the delivery thread when it comes. Keep the [`KeepAlive`]
+    /// until then.
+    pub(crate) fn then(self, settle: Settle) -> KeepAlive {
+        let mut slot = self.slot.lock();
+        match std::mem::replace(&mut *slot, Verdict::Gone) {
+            Verdict::In(verdict) => {
+                drop(slot);
+                settle(verdict);
+            }
+            _ => *slot = Verdict::Then(settle),
+        }
+        self.keep
+    }
+
+    /// Waits for the broker's verdict, until [`Delivery::answer_by`].
+    pub(crate) fn wait(self) -> Result<Delivered, PublishError> {
+        let by = self.answer_by();
+        let mut slot = self.slot.lock();
+        loop {
+            if let Verdict::In(_) = *slot {
+                let Verdict::In(verdict) = std::mem::replace(&mut *slot, Verdict::Gone) else {
+                    unreachable!()
+                };
+                return verdict;
+            }
+            let left = by.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.keep.timed_out());
+            }
+            slot = self.slot.settled.wait_timeout(slot, left).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 }
@@ -294,28 +424,7 @@ fn never_reported(reports: Option<&DeliveryReports>, topic: &str) -> PublishErro
 pub(crate) trait Publish: Send + Sync {
     /// Enqueues `record` for `cluster`. Every record of one `lane` (a
     /// connection) goes through the same producer, so their order holds.
-    fn publish(
-        &self,
-        cluster: &str,
-        lane: usize,
-        record: &OutRecord<'_>,
-    ) -> Result<PendingDelivery, PublishError>;
-
-    /// Enqueues `record` like [`Publish::publish`], and calls `settle` with
-    /// the broker's verdict exactly once, on the thread that serves delivery
-    /// reports, unless this returns an error (then never). The caller keeps
-    /// the [`KeepAlive`] until `settle` has run.
-    fn publish_then(
-        &self,
-        cluster: &str,
-        lane: usize,
-        record: &OutRecord<'_>,
-        settle: Settle,
-    ) -> Result<KeepAlive, PublishError> {
-        let pending = self.publish(cluster, lane, record)?;
-        settle(pending.wait());
-        Ok(KeepAlive { producer: None, topic: record.topic.into() })
-    }
+    fn send(&self, cluster: &str, lane: usize, record: &Record<'_>) -> Result<Delivery, PublishError>;
 }
 
 struct DeliveryReports {
@@ -370,9 +479,9 @@ impl DeliveryReports {
 }
 
 impl ProducerContext for DeliveryReports {
-    type DeliveryOpaque = Box<DeliverySender>;
+    type DeliveryOpaque = Box<Reporter>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, reply: Box<DeliverySender>) {
+    fn delivery(&self, result: &DeliveryResult<'_>, reporter: Box<Reporter>) {
         let (report, topic, partition) = match result {
             Ok(m) => {
                 self.errors.accepted();
@@ -390,14 +499,9 @@ impl ProducerContext for DeliveryReports {
                 (Err(e.clone()), m.topic(), m.partition())
             }
         };
-        let verdict = judge(self, topic, partition, report);
-        match *reply {
-            // The waiter may have given up already; nothing to do then.
-            DeliverySender::Waiter(tx) => {
-                let _ = tx.send(verdict);
-            }
-            DeliverySender::Call(settle) => settle(verdict),
-        }
+        // The waiter may have given up already: the verdict is then dropped
+        // with the slot.
+        reporter.0.settle(judge(self, topic, partition, report));
     }
 }
 
@@ -623,57 +727,35 @@ impl Producers {
 }
 
 impl Publish for Producers {
-    fn publish(
-        &self,
-        cluster: &str,
-        lane: usize,
-        record: &OutRecord<'_>,
-    ) -> Result<PendingDelivery, PublishError> {
-        let (tx, rx) = mpsc::sync_channel(1);
+    fn send(&self, cluster: &str, lane: usize, record: &Record<'_>) -> Result<Delivery, PublishError> {
+        let slot = Arc::new(Slot::default());
         let deadline = Instant::now() + self.settings.timeout;
-        let producer = self.enqueue(cluster, lane, record, DeliverySender::Waiter(tx))?;
-        Ok(PendingDelivery {
-            rx,
-            deadline,
-            producer: Some(producer),
-            topic: record.topic.into(),
-            settled: None,
-        })
-    }
-
-    fn publish_then(
-        &self,
-        cluster: &str,
-        lane: usize,
-        record: &OutRecord<'_>,
-        settle: Settle,
-    ) -> Result<KeepAlive, PublishError> {
-        let producer = self.enqueue(cluster, lane, record, DeliverySender::Call(settle))?;
-        Ok(KeepAlive { producer: Some(producer), topic: record.topic.into() })
+        let producer = self.enqueue(cluster, lane, record, Reporter(slot.clone()))?;
+        Ok(Delivery::new(slot, deadline, Some(producer), record.topic))
     }
 }
 
 impl Producers {
-    /// Hands `record` to its lane's producer; its report goes to `reply`.
+    /// Hands `record` to its lane's producer; its report goes to `reporter`.
     fn enqueue(
         &self,
         cluster: &str,
         lane: usize,
-        record: &OutRecord<'_>,
-        reply: DeliverySender,
+        record: &Record<'_>,
+        reporter: Reporter,
     ) -> Result<Arc<ClusterProducer>, PublishError> {
         let producer = self.producer(cluster, lane)?;
         let reports = producer.kafka.context();
         if let Some(reason) = reports.errors.refusal() {
             return Err(reports.refusal(reason));
         }
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-        for (key, value) in record.headers {
-            headers = headers.insert(Header { key, value: Some(*value) });
+        let mut headers = OwnedHeaders::new_with_capacity(2);
+        for (key, value) in record.headers() {
+            headers = headers.insert(Header { key, value: Some(value) });
         }
         let timeout = self.settings.timeout;
         let deadline = Instant::now() + timeout;
-        let mut base = BaseRecord::with_opaque_to(record.topic, Box::new(reply))
+        let mut base = BaseRecord::with_opaque_to(record.topic, Box::new(reporter))
             .key(record.key)
             .payload(record.value)
             .headers(headers);
@@ -705,6 +787,68 @@ impl Producers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const AT: Delivered = Delivered { partition: 1, offset: 7 };
+
+    #[test]
+    fn a_delivery_is_waited_for_across_threads() {
+        let (delivery, report) = Delivery::pending(Duration::from_secs(5));
+        assert!(!delivery.is_settled());
+        let reporter = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(50));
+            report(Ok(AT));
+        });
+        assert_eq!(delivery.wait(), Ok(AT));
+        reporter.join().unwrap();
+    }
+
+    #[test]
+    fn a_delivery_seen_settled_is_still_waited_for() {
+        let (delivery, report) = Delivery::pending(Duration::from_secs(5));
+        report(Err(PublishError::Closed));
+        assert!(delivery.is_settled());
+        assert!(delivery.is_settled(), "looking does not take the verdict");
+        assert_eq!(delivery.wait(), Err(PublishError::Closed));
+    }
+
+    #[test]
+    fn a_callback_runs_once_where_the_verdict_is() {
+        let (tx, rx) = mpsc::channel();
+        // Set before the verdict: runs on the reporting thread.
+        let (delivery, report) = Delivery::pending(Duration::from_secs(5));
+        let to = tx.clone();
+        let _keep = delivery.then(Box::new(move |v| to.send((v, thread::current().id())).unwrap()));
+        let reporter = thread::spawn(move || {
+            report(Ok(AT));
+            thread::current().id()
+        });
+        let reporter = reporter.join().unwrap();
+        assert_eq!(rx.recv().unwrap(), (Ok(AT), reporter));
+        // Set after it: runs at once, here.
+        let (delivery, report) = Delivery::pending(Duration::from_secs(5));
+        report(Ok(AT));
+        let _keep = delivery.then(Box::new(move |v| tx.send((v, thread::current().id())).unwrap()));
+        assert_eq!(rx.recv().unwrap(), (Ok(AT), thread::current().id()));
+        assert!(rx.try_recv().is_err(), "each callback ran once");
+    }
+
+    #[test]
+    fn a_record_dropped_without_a_report_is_closed() {
+        let (tx, rx) = mpsc::channel();
+        let slot = Arc::new(Slot::default());
+        let delivery = Delivery::new(slot.clone(), Instant::now() + Duration::from_secs(5), None, "t");
+        let _keep = delivery.then(Box::new(move |v| tx.send(v).unwrap()));
+        drop(Reporter(slot));
+        assert_eq!(rx.recv().unwrap(), Err(PublishError::Closed));
+    }
+
+    #[test]
+    fn a_verdict_that_never_comes_times_out_after_the_grace_second() {
+        let (delivery, _report) = Delivery::pending(Duration::ZERO);
+        let started = Instant::now();
+        assert!(matches!(delivery.wait(), Err(PublishError::Timeout { .. })));
+        assert!(started.elapsed() >= Duration::from_secs(1));
+    }
 
     #[test]
     fn a_timeout_says_what_is_known_of_the_partition_and_the_brokers() {

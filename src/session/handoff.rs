@@ -73,18 +73,13 @@ impl Handoff {
         !matches!(*self.state(), State::Idle | State::Abandoned)
     }
 
-    /// Marks a reply as handed over, before the record is enqueued (its
-    /// verdict may come at once); `deadline` is when the connection stops
-    /// waiting for it.
+    /// Marks a reply as handed over, before the verdict's callback is set
+    /// (it may run at once); `deadline` is when the connection stops waiting
+    /// for it.
     pub(crate) fn hand(&self, deadline: Instant) {
         let mut state = self.state();
         debug_assert!(matches!(*state, State::Idle));
         *state = State::Out { deadline };
-    }
-
-    /// The record was not enqueued after all: no verdict will come.
-    pub(crate) fn cancel(&self) {
-        *self.state() = State::Idle;
     }
 
     /// The delivery thread's side: makes the reply with `reply` (not called

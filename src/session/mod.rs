@@ -18,7 +18,7 @@ use crate::auth::{parse_auth_string, AuthCache, AuthStringError, Role};
 use crate::config::Settings;
 use crate::kafka::consumer::Member;
 use crate::kafka::{
-    Clusters, Delivered, GroupConsumer, KeepAlive, Memberships, PendingDelivery, Publish, PublishError,
+    Clusters, Delivered, Delivery, GroupConsumer, KeepAlive, Memberships, Publish, PublishError,
 };
 use crate::metrics::{Metrics, OpenConnection, PublishMeter};
 use crate::resp::{discard, parse_request, Discard, Frame, Limits, Oversized, Parsed};
@@ -48,7 +48,7 @@ pub(crate) struct Context {
 /// A reply in the making: either known now, or waiting for the broker.
 pub(crate) enum Reply {
     Now(Frame),
-    Delivery(Box<Delivery>),
+    Delivery(Box<Awaited>),
 }
 
 /// A record whose reply was handed to the delivery thread: what keeps its
@@ -60,8 +60,8 @@ pub(crate) struct Handed {
 }
 
 /// A published record waiting for the broker, and what to count when it is settled.
-pub(crate) struct Delivery {
-    pending: PendingDelivery,
+pub(crate) struct Awaited {
+    pending: Delivery,
     tally: Tally,
 }
 
@@ -110,7 +110,7 @@ impl Reply {
         match self {
             Reply::Now(frame) => frame,
             Reply::Delivery(d) => {
-                let Delivery { pending, tally } = *d;
+                let Awaited { pending, tally } = *d;
                 tally.answer(pending.wait())
             }
         }
@@ -272,28 +272,26 @@ impl Session {
             return Some(self.handle(args));
         };
         let tally = Tally::start(p, command, args);
-        let (to, counted) = (handoff.clone(), tally.clone());
-        let settle = Box::new(move |verdict| to.settle(|| counted.answer(verdict)));
-        // librdkafka fails the record at the produce timeout; the extra
-        // second only guards against a lost report, as PendingDelivery does.
-        handoff.hand(tally.started + self.ctx.settings.producer.timeout + Duration::from_secs(1));
         let kafka = self.ctx.kafka.as_ref();
         let enqueued = match command {
-            b"set" => p.set(args, p.enqueue_then(kafka, settle)),
-            _ => p.hset(args, p.enqueue_then(kafka, settle)),
+            b"set" => p.set(args, kafka),
+            _ => p.hset(args, kafka),
         };
-        match enqueued {
-            Ok(keep_alive) => {
-                *handed = Some(Handed { keep_alive, tally });
-                None
-            }
+        let delivery = match enqueued {
+            Ok(d) => d,
             Err(e) => {
-                handoff.cancel();
                 let frame = e.to_frame();
                 self.ctx.metrics.command(&args[0], error_code(&frame));
-                Some(Reply::Now(frame))
+                return Some(Reply::Now(frame));
             }
-        }
+        };
+        // Handed over before the callback is set: the verdict may be in
+        // already, and then the callback runs at once.
+        handoff.hand(delivery.answer_by());
+        let (to, counted) = (handoff.clone(), tally.clone());
+        let keep_alive = delivery.then(Box::new(move |verdict| to.settle(|| counted.answer(verdict))));
+        *handed = Some(Handed { keep_alive, tally });
+        None
     }
 
     /// Handles one request. `args` is never empty.
@@ -325,8 +323,8 @@ impl Session {
             (State::Unauthenticated, b"auth") => self.auth(args).into(),
             (State::Unauthenticated, _) => Reply::Now(CommandError::NoAuth.to_frame()),
             (_, b"auth") => Reply::Now(CommandError::AlreadyAuthenticated.to_frame()),
-            (State::Publisher(p), b"set") => delivery(p, b"set", args, p.set(args, p.enqueue(kafka))),
-            (State::Publisher(p), b"hset") => delivery(p, b"hset", args, p.hset(args, p.enqueue(kafka))),
+            (State::Publisher(p), b"set") => delivery(p, b"set", args, p.set(args, kafka)),
+            (State::Publisher(p), b"hset") => delivery(p, b"hset", args, p.hset(args, kafka)),
             (State::Subscriber(s), b"mget") => {
                 let hung_up = || self.hang_up.as_ref().is_some_and(HangUpWatch::hung_up);
                 s.mget(args, &self.interrupt, &hung_up).into()
@@ -498,10 +496,10 @@ fn delivery(
     p: &Publisher,
     command: &'static [u8],
     args: &[Vec<u8>],
-    r: Result<PendingDelivery, CommandError>,
+    r: Result<Delivery, CommandError>,
 ) -> Reply {
     match r {
-        Ok(pending) => Reply::Delivery(Box::new(Delivery { pending, tally: Tally::start(p, command, args) })),
+        Ok(pending) => Reply::Delivery(Box::new(Awaited { pending, tally: Tally::start(p, command, args) })),
         Err(e) => Reply::Now(e.to_frame()),
     }
 }
@@ -638,7 +636,7 @@ fn take_back(conn: &mut Connection, handed: &mut Option<Handed>) -> bool {
             conn.queue_bytes(&bytes);
             true
         }
-        // As a waiting PendingDelivery answers and counts it.
+        // As a waiting Delivery answers and counts it.
         TakenBack::Lost => match handed.as_ref() {
             Some(h) => {
                 conn.queue(&h.tally.answer(Err(h.keep_alive.timed_out())));
@@ -834,7 +832,7 @@ mod tests {
     use super::*;
     use crate::auth::{Grant, Snapshot};
     use crate::config::Settings;
-    use crate::kafka::{OutRecord, PublishError};
+    use crate::kafka::{PublishError, Record};
     use std::path::Path;
     use std::sync::Mutex;
 
@@ -848,13 +846,8 @@ mod tests {
     }
 
     impl Publish for FakeKafka {
-        fn publish(
-            &self,
-            cluster: &str,
-            _lane: usize,
-            r: &OutRecord<'_>,
-        ) -> Result<PendingDelivery, PublishError> {
-            let headers = r.headers.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect();
+        fn send(&self, cluster: &str, _lane: usize, r: &Record<'_>) -> Result<Delivery, PublishError> {
+            let headers = r.headers().iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect();
             self.sent.lock().unwrap().push((
                 cluster.into(),
                 r.topic.into(),
@@ -862,7 +855,7 @@ mod tests {
                 r.value.to_vec(),
                 headers,
             ));
-            Ok(PendingDelivery::acknowledged(0, 0))
+            Ok(Delivery::acknowledged(0, 0))
         }
     }
 

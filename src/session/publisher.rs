@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::kafka::{KeepAlive, OutRecord, PendingDelivery, Publish, PublishError, Settle};
+use crate::kafka::{Delivery, Publish, Record};
 use crate::metrics::PublishMeter;
 use crate::proto::decode_metadata;
 
@@ -22,71 +22,42 @@ pub(crate) struct Publisher {
 }
 
 impl Publisher {
-    /// `SET key value`: the record goes to `send` (see [`Publisher::enqueue`]).
-    pub(crate) fn set<T>(&self, args: &[Vec<u8>], send: impl Enqueue<T>) -> Result<T, CommandError> {
+    /// `SET key value`: the record goes to `kafka` on the connection's lane.
+    pub(crate) fn set(&self, args: &[Vec<u8>], kafka: &dyn Publish) -> Result<Delivery, CommandError> {
         let [_, key, value] = args else {
             return Err(CommandError::WrongArgs("set"));
         };
-        self.produce(key, value, None, send)
+        self.produce(key, value, None, kafka)
     }
 
     /// `HSET key metadata value`.
-    pub(crate) fn hset<T>(&self, args: &[Vec<u8>], send: impl Enqueue<T>) -> Result<T, CommandError> {
+    pub(crate) fn hset(&self, args: &[Vec<u8>], kafka: &dyn Publish) -> Result<Delivery, CommandError> {
         let [_, key, metadata, value] = args else {
             return Err(CommandError::WrongArgs("hset"));
         };
         if decode_metadata(metadata).is_none() {
             return Err(CommandError::BadMetadata);
         }
-        self.produce(key, value, Some(metadata), send)
+        self.produce(key, value, Some(metadata), kafka)
     }
 
-    /// Enqueues a record on the connection's lane, its reply to be waited
-    /// for.
-    pub(crate) fn enqueue<'a>(&'a self, kafka: &'a dyn Publish) -> impl Enqueue<PendingDelivery> + 'a {
-        move |record: &OutRecord<'_>| kafka.publish(&self.cluster, self.lane, record)
-    }
-
-    /// Enqueues a record on the connection's lane, `settle` to be called
-    /// with its verdict.
-    pub(crate) fn enqueue_then<'a>(
-        &'a self,
-        kafka: &'a dyn Publish,
-        settle: Settle,
-    ) -> impl Enqueue<KeepAlive> + 'a {
-        move |record: &OutRecord<'_>| kafka.publish_then(&self.cluster, self.lane, record, settle)
-    }
-
-    fn produce<T>(
+    fn produce(
         &self,
         key: &[u8],
         value: &[u8],
         metadata: Option<&[u8]>,
-        send: impl Enqueue<T>,
-    ) -> Result<T, CommandError> {
+        kafka: &dyn Publish,
+    ) -> Result<Delivery, CommandError> {
         if value.len() > self.max_value_size {
             return Err(CommandError::ValueTooLarge {
                 len: value.len() as u64,
                 max: self.max_value_size as u64,
             });
         }
-        let color = ("color", self.color.as_bytes());
-        let with_metadata;
-        let headers: &[(&str, &[u8])] = match metadata {
-            Some(m) => {
-                with_metadata = [color, ("metadata", m)];
-                &with_metadata
-            }
-            None => std::slice::from_ref(&color),
-        };
-        let record = OutRecord { topic: &self.topic, key, value, headers };
-        send(&record).map_err(|e| {
+        let record = Record::new(&self.topic, key, value).color(&self.color).metadata(metadata);
+        kafka.send(&self.cluster, self.lane, &record).map_err(|e| {
             self.meter.refused(e.cause());
             CommandError::Publish(e)
         })
     }
 }
-
-/// How a publisher's record is handed to Kafka.
-pub(crate) trait Enqueue<T>: FnOnce(&OutRecord<'_>) -> Result<T, PublishError> {}
-impl<T, F: FnOnce(&OutRecord<'_>) -> Result<T, PublishError>> Enqueue<T> for F {}
