@@ -37,24 +37,6 @@ pub(crate) struct Metrics {
     produce_errors: IntCounterVec,
 }
 
-/// The commands counted under their own name; anything else is "other".
-const COMMANDS: &[&str] = &[
-    "auth",
-    "hello",
-    "ping",
-    "quit",
-    "echo",
-    "select",
-    "client",
-    "command",
-    "config",
-    "info",
-    "set",
-    "hset",
-    "mget",
-    "http_publish",
-];
-
 impl Default for Metrics {
     fn default() -> Metrics {
         Metrics::new()
@@ -198,11 +180,11 @@ impl Metrics {
         self.refused.with_label_values(&[reason]).inc();
     }
 
-    /// A command answered with `reply_code` (`None` for success).
-    pub(crate) fn command(&self, name: &[u8], error_code: Option<&str>) {
-        let lower = name.to_ascii_lowercase();
-        let name = COMMANDS.iter().find(|c| c.as_bytes() == lower.as_slice()).copied().unwrap_or("other");
-        self.commands.with_label_values(&[name, error_code.unwrap_or("ok")]).inc();
+    /// A command answered with `error_code` (`None` for success), under
+    /// its `label`: the command table's name (`session::commands::label`,
+    /// `other` for any name databus does not know) or `http_publish`.
+    pub(crate) fn command(&self, label: &'static str, error_code: Option<&str>) {
+        self.commands.with_label_values(&[label, error_code.unwrap_or("ok")]).inc();
     }
 
     /// The counters of a publisher of `group` on `topic` in `cluster`.
@@ -307,8 +289,8 @@ impl PublishMeter {
     }
 
     /// Counts the SET/HSET that carried the record.
-    pub(crate) fn command(&self, name: &[u8], error_code: Option<&str>) {
-        self.metrics.command(name, error_code);
+    pub(crate) fn command(&self, label: &'static str, error_code: Option<&str>) {
+        self.metrics.command(label, error_code);
     }
 
     /// A record the producer would not even take, and why.
@@ -381,10 +363,11 @@ mod tests {
     fn counts_and_bounded_labels() {
         let m = Arc::new(Metrics::new());
         let open = m.connection("pub");
-        m.command(b"SET", None);
-        m.command(b"SET", Some("TRYAGAIN"));
-        m.command(b"flushall", Some("ERR"));
-        m.command(b"something-else", Some("ERR"));
+        let label = crate::session::commands::label;
+        m.command(label(b"SET"), None);
+        m.command(label(b"SET"), Some("TRYAGAIN"));
+        m.command(label(b"flushall"), Some("ERR"));
+        m.command(label(b"something-else"), Some("ERR"));
         let meter = m.publisher("g", "t", "c1");
         meter.finish(Instant::now(), 5, None);
         meter.finish(Instant::now(), 5, Some("closed"));

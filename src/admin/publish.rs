@@ -64,7 +64,7 @@ pub(super) fn handle(request: &mut Request, ctx: &Context, max_body: usize, lane
         }
     };
     let status = reply.status_code().0;
-    ctx.metrics.command(b"http_publish", (status != 200).then(|| status.to_string()).as_deref());
+    ctx.metrics.command("http_publish", (status != 200).then(|| status.to_string()).as_deref());
     reply
 }
 

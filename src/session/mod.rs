@@ -2,6 +2,7 @@
 //! subscriber), the dispatch table that says which commands each state
 //! accepts, and the loop that reads requests and writes replies in order.
 
+pub(crate) mod commands;
 pub(crate) mod connection;
 pub(crate) mod error;
 pub(crate) mod handoff;
@@ -23,6 +24,7 @@ use crate::kafka::{
 use crate::metrics::{Metrics, OpenConnection, PublishMeter};
 use crate::resp::{discard, parse_request, Discard, Frame, Limits, Oversized, Parsed};
 
+use commands::Name;
 pub(crate) use connection::Stream;
 use connection::{Connection, HangUpWatch, ReadOutcome};
 use error::shown_name;
@@ -69,13 +71,14 @@ pub(crate) struct Awaited {
 #[derive(Clone)]
 struct Tally {
     meter: Arc<PublishMeter>,
-    command: &'static [u8],
+    /// The command's metric label.
+    command: &'static str,
     started: Instant,
     value_len: usize,
 }
 
 impl Tally {
-    fn start(p: &Publisher, command: &'static [u8], args: &[Vec<u8>]) -> Tally {
+    fn start(p: &Publisher, command: &'static str, args: &[Vec<u8>]) -> Tally {
         Tally {
             meter: p.meter.clone(),
             command,
@@ -200,7 +203,7 @@ impl Session {
             _ => CommandError::RequestTooLong { max: self.limits().max_request_len },
         };
         let frame = error.to_frame();
-        self.ctx.metrics.command(if name.is_empty() { b"?" } else { name }, error_code(&frame));
+        self.ctx.metrics.command(commands::label(name), error_code(&frame));
         frame
     }
 
@@ -263,25 +266,23 @@ impl Session {
         handoff: &Arc<Handoff>,
         handed: &mut Option<Handed>,
     ) -> Option<Reply> {
-        let command: &'static [u8] = match args[0].to_ascii_lowercase().as_slice() {
-            b"set" => b"set",
-            b"hset" => b"hset",
-            _ => return Some(self.handle(args)),
-        };
-        let State::Publisher(p) = &self.state else {
+        let spec = commands::lookup(&args[0]);
+        let (State::Publisher(p), Some(spec @ commands::Spec { name: Name::Set | Name::Hset, .. })) =
+            (&self.state, spec)
+        else {
             return Some(self.handle(args));
         };
-        let tally = Tally::start(p, command, args);
+        let tally = Tally::start(p, spec.text, args);
         let kafka = self.ctx.kafka.as_ref();
-        let enqueued = match command {
-            b"set" => p.set(args, kafka),
+        let enqueued = match spec.name {
+            Name::Set => p.set(args, kafka),
             _ => p.hset(args, kafka),
         };
         let delivery = match enqueued {
             Ok(d) => d,
             Err(e) => {
                 let frame = e.to_frame();
-                self.ctx.metrics.command(&args[0], error_code(&frame));
+                self.ctx.metrics.command(spec.text, error_code(&frame));
                 return Some(Reply::Now(frame));
             }
         };
@@ -299,40 +300,52 @@ impl Session {
         let reply = self.dispatch(args);
         // A delivery is counted once the broker has spoken.
         if let Reply::Now(frame) = &reply {
-            self.ctx.metrics.command(&args[0], error_code(frame));
+            self.ctx.metrics.command(commands::label(&args[0]), error_code(frame));
         }
         reply
     }
 
+    /// The role the connection authenticated with, if it has.
+    fn role(&self) -> Option<Role> {
+        match self.state {
+            State::Unauthenticated => None,
+            State::Publisher(_) => Some(Role::Pub),
+            State::Subscriber(_) => Some(Role::Sub),
+        }
+    }
+
     fn dispatch(&mut self, args: &[Vec<u8>]) -> Reply {
-        let name = args[0].to_ascii_lowercase();
+        let spec = match commands::permit(&args[0], self.role()) {
+            Ok(spec) => spec,
+            Err(e) => return Reply::Now(e.to_frame()),
+        };
         let kafka = self.ctx.kafka.as_ref();
-        match (&mut self.state, name.as_slice()) {
-            (_, b"ping") => Reply::Now(ping(args)),
-            (_, b"quit") => {
+        match (spec.name, &mut self.state) {
+            (Name::Ping, _) => Reply::Now(ping(args)),
+            (Name::Quit, _) => {
                 self.close();
                 Reply::Now(Frame::ok())
             }
-            (_, b"hello") => self.hello(args).into(),
-            (_, b"echo") => setup::echo(args).into(),
-            (_, b"select") => setup::select(args).into(),
-            (_, b"client") => setup::client(args, &mut self.client).into(),
-            (_, b"command") => setup::command(args, &self.client).into(),
-            (_, b"config") => setup::config(args, &self.client).into(),
-            (_, b"info") => Reply::Now(setup::info(args)),
-            (State::Unauthenticated, b"auth") => self.auth(args).into(),
-            (State::Unauthenticated, _) => Reply::Now(CommandError::NoAuth.to_frame()),
-            (_, b"auth") => Reply::Now(CommandError::AlreadyAuthenticated.to_frame()),
-            (State::Publisher(p), b"set") => delivery(p, b"set", args, p.set(args, kafka)),
-            (State::Publisher(p), b"hset") => delivery(p, b"hset", args, p.hset(args, kafka)),
-            (State::Subscriber(s), b"mget") => {
+            (Name::Hello, _) => self.hello(args).into(),
+            (Name::Echo, _) => setup::echo(args).into(),
+            (Name::Select, _) => setup::select(args).into(),
+            (Name::Client, _) => setup::client(args, &mut self.client).into(),
+            (Name::Command, _) => setup::command(args, &self.client).into(),
+            (Name::Config, _) => setup::config(args, &self.client).into(),
+            (Name::Info, _) => Reply::Now(setup::info(args)),
+            (Name::Auth, State::Unauthenticated) => self.auth(args).into(),
+            (Name::Auth, _) => Reply::Now(CommandError::AlreadyAuthenticated.to_frame()),
+            (Name::Set, State::Publisher(p)) => delivery(p, spec.text, args, p.set(args, kafka)),
+            (Name::Hset, State::Publisher(p)) => delivery(p, spec.text, args, p.hset(args, kafka)),
+            (Name::Mget, State::Subscriber(s)) => {
                 let hung_up = || self.hang_up.as_ref().is_some_and(HangUpWatch::hung_up);
                 s.mget(args, &self.interrupt, &hung_up).into()
             }
-            (State::Subscriber(s), b"set") => s.commit(args).into(),
-            (State::Publisher(_), b"mget") => not_allowed(&args[0], Role::Pub),
-            (State::Subscriber(_), b"hset") => not_allowed(&args[0], Role::Sub),
-            _ => Reply::Now(CommandError::UnknownCommand(shown_name(&args[0])).to_frame()),
+            (Name::Set, State::Subscriber(s)) => s.commit(args).into(),
+            // `permit` let through only what the table allows the role.
+            (Name::Set | Name::Hset | Name::Mget, _) => {
+                unreachable!("{:?} permitted to {:?}", spec.name, self.role())
+            }
         }
     }
 
@@ -494,7 +507,7 @@ impl Session {
 /// The reply to a SET/HSET: the broker's verdict to wait for, or an error now.
 fn delivery(
     p: &Publisher,
-    command: &'static [u8],
+    command: &'static str,
     args: &[Vec<u8>],
     r: Result<Delivery, CommandError>,
 ) -> Reply {
@@ -502,10 +515,6 @@ fn delivery(
         Ok(pending) => Reply::Delivery(Box::new(Awaited { pending, tally: Tally::start(p, command, args) })),
         Err(e) => Reply::Now(e.to_frame()),
     }
-}
-
-fn not_allowed(name: &[u8], role: Role) -> Reply {
-    Reply::Now(CommandError::NotAllowed { command: shown_name(name), role }.to_frame())
 }
 
 fn ping(args: &[Vec<u8>]) -> Frame {

@@ -8,6 +8,7 @@
 
 use crate::resp::Frame;
 
+use super::commands::{lookup, Spec, COMMANDS};
 use super::error::{shown_name, CommandError};
 
 /// What a client told about itself, and the protocol it chose.
@@ -40,27 +41,6 @@ impl ClientInfo {
 fn bulk(s: impl AsRef<[u8]>) -> Frame {
     Frame::Bulk(s.as_ref().to_vec())
 }
-
-/// Commands that need no AUTH, marked so in `COMMAND`.
-const NO_AUTH: &[&str] = &["fast", "no-auth", "loading", "stale"];
-
-/// databus's commands as `COMMAND` describes them: name, arity (negative:
-/// at least that many), flags, and a one-line summary.
-const COMMANDS: &[(&str, i64, &[&str], &str)] = &[
-    ("auth", -2, NO_AUTH, "Authenticates: AUTH key:secret@group/topic=T&role=pub|sub"),
-    ("hello", -1, NO_AUTH, "Chooses protocol 2 or 3, optionally with AUTH and SETNAME"),
-    ("ping", -1, NO_AUTH, "Answers PONG, or echoes its argument"),
-    ("quit", -1, NO_AUTH, "Closes the connection"),
-    ("echo", 2, NO_AUTH, "Echoes its argument"),
-    ("client", -2, NO_AUTH, "CLIENT SETINFO|SETNAME|GETNAME|ID|INFO, about this connection"),
-    ("select", 2, NO_AUTH, "Only database 0 exists"),
-    ("command", -1, NO_AUTH, "Describes these commands"),
-    ("config", -2, NO_AUTH, "CONFIG GET answers nothing: databus is configured by its file"),
-    ("info", -1, NO_AUTH, "The server section: databus and its version"),
-    ("set", 3, &["write"], "Publisher: produce key and value; subscriber: commit partition and offset"),
-    ("hset", 4, &["write"], "Publisher: produce key, metadata and value"),
-    ("mget", -1, &["readonly"], "Subscriber: the next batch of messages, json (default) or pb"),
-];
 
 /// `ECHO message`.
 pub(crate) fn echo(args: &[Vec<u8>]) -> Result<Frame, CommandError> {
@@ -134,11 +114,11 @@ pub(crate) fn client(args: &[Vec<u8>], info: &mut ClientInfo) -> Result<Frame, C
     }
 }
 
-fn command_entry(&(name, arity, flags, _): &(&str, i64, &[&str], &str)) -> Frame {
+fn command_entry(c: &Spec) -> Frame {
     Frame::Array(vec![
-        bulk(name),
-        Frame::Integer(arity),
-        Frame::Array(flags.iter().map(|f| Frame::Simple((*f).to_owned())).collect()),
+        bulk(c.text),
+        Frame::Integer(c.arity),
+        Frame::Array(c.flags.iter().map(|f| Frame::Simple((*f).to_owned())).collect()),
         Frame::Integer(0),
         Frame::Integer(0),
         Frame::Integer(0),
@@ -149,10 +129,6 @@ fn command_entry(&(name, arity, flags, _): &(&str, i64, &[&str], &str)) -> Frame
     ])
 }
 
-fn find(name: &[u8]) -> Option<&'static (&'static str, i64, &'static [&'static str], &'static str)> {
-    COMMANDS.iter().find(|c| c.0.as_bytes().eq_ignore_ascii_case(name))
-}
-
 /// `COMMAND`, `COMMAND COUNT|LIST|INFO name…|DOCS [name…]`.
 pub(crate) fn command(args: &[Vec<u8>], info: &ClientInfo) -> Result<Frame, CommandError> {
     let Some(sub) = args.get(1) else {
@@ -161,25 +137,25 @@ pub(crate) fn command(args: &[Vec<u8>], info: &ClientInfo) -> Result<Frame, Comm
     let names = &args[2..];
     match sub.to_ascii_lowercase().as_slice() {
         b"count" => Ok(Frame::Integer(COMMANDS.len() as i64)),
-        b"list" => Ok(Frame::Array(COMMANDS.iter().map(|c| bulk(c.0)).collect())),
+        b"list" => Ok(Frame::Array(COMMANDS.iter().map(|c| bulk(c.text)).collect())),
         b"info" => {
-            Ok(Frame::Array(names.iter().map(|n| find(n).map_or(Frame::Null, command_entry)).collect()))
+            Ok(Frame::Array(names.iter().map(|n| lookup(n).map_or(Frame::Null, command_entry)).collect()))
         }
         b"docs" => {
             let chosen: Vec<_> = if names.is_empty() {
                 COMMANDS.iter().collect()
             } else {
-                names.iter().filter_map(|n| find(n)).collect()
+                names.iter().filter_map(|n| lookup(n)).collect()
             };
             let docs = chosen
                 .into_iter()
-                .map(|&(name, _, _, summary)| {
+                .map(|c| {
                     let doc = info.map(vec![
-                        (bulk("summary"), bulk(summary)),
+                        (bulk("summary"), bulk(c.summary)),
                         (bulk("since"), bulk("0.1.0")),
                         (bulk("group"), bulk("databus")),
                     ]);
-                    (bulk(name), doc)
+                    (bulk(c.text), doc)
                 })
                 .collect();
             Ok(info.map(docs))

@@ -1,0 +1,242 @@
+//! databus's commands, one table: each command's name, arity, flags, who may
+//! use it and its one-line summary. The table drives dispatch (which
+//! command a request names, and whether its sender may use it: `NOAUTH`
+//! before AUTH, "not allowed for role" after), the `COMMAND` replies and the
+//! metric labels. A command's arguments are still checked by the command
+//! itself, against the same arity: AUTH's wrong arity closes the
+//! connection, as any refused AUTH does, which a check made here would not.
+
+use crate::auth::Role;
+
+use super::error::{shown_name, CommandError};
+
+/// The commands, as dispatch tells them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Name {
+    Auth,
+    Hello,
+    Ping,
+    Quit,
+    Echo,
+    Client,
+    Select,
+    Command,
+    Config,
+    Info,
+    Set,
+    Hset,
+    Mget,
+}
+
+/// Who may use a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Who {
+    /// Anyone, authenticated or not.
+    Anyone,
+    /// A connection authenticated with one of these roles.
+    Roles(&'static [Role]),
+}
+
+/// One command as the table declares it.
+#[derive(Debug)]
+pub(crate) struct Spec {
+    pub name: Name,
+    /// Lower case, as `COMMAND` and the metrics show it.
+    pub text: &'static str,
+    /// Arguments including the name; negative: at least that many.
+    pub arity: i64,
+    pub flags: &'static [&'static str],
+    pub who: Who,
+    pub summary: &'static str,
+}
+
+/// Flags of the commands that need no AUTH, as `COMMAND` shows them.
+const NO_AUTH: &[&str] = &["fast", "no-auth", "loading", "stale"];
+const PUB: &[Role] = &[Role::Pub];
+const SUB: &[Role] = &[Role::Sub];
+const PUB_OR_SUB: &[Role] = &[Role::Pub, Role::Sub];
+
+pub(crate) const COMMANDS: &[Spec] = &[
+    Spec {
+        name: Name::Auth,
+        text: "auth",
+        arity: -2,
+        flags: NO_AUTH,
+        who: Who::Anyone,
+        summary: "Authenticates: AUTH key:secret@group/topic=T&role=pub|sub",
+    },
+    Spec {
+        name: Name::Hello,
+        text: "hello",
+        arity: -1,
+        flags: NO_AUTH,
+        who: Who::Anyone,
+        summary: "Chooses protocol 2 or 3, optionally with AUTH and SETNAME",
+    },
+    Spec {
+        name: Name::Ping,
+        text: "ping",
+        arity: -1,
+        flags: NO_AUTH,
+        who: Who::Anyone,
+        summary: "Answers PONG, or echoes its argument",
+    },
+    Spec {
+        name: Name::Quit,
+        text: "quit",
+        arity: -1,
+        flags: NO_AUTH,
+        who: Who::Anyone,
+        summary: "Closes the connection",
+    },
+    Spec {
+        name: Name::Echo,
+        text: "echo",
+        arity: 2,
+        flags: NO_AUTH,
+        who: Who::Anyone,
+        summary: "Echoes its argument",
+    },
+    Spec {
+        name: Name::Client,
+        text: "client",
+        arity: -2,
+        flags: NO_AUTH,
+        who: Who::Anyone,
+        summary: "CLIENT SETINFO|SETNAME|GETNAME|ID|INFO, about this connection",
+    },
+    Spec {
+        name: Name::Select,
+        text: "select",
+        arity: 2,
+        flags: NO_AUTH,
+        who: Who::Anyone,
+        summary: "Only database 0 exists",
+    },
+    Spec {
+        name: Name::Command,
+        text: "command",
+        arity: -1,
+        flags: NO_AUTH,
+        who: Who::Anyone,
+        summary: "Describes these commands",
+    },
+    Spec {
+        name: Name::Config,
+        text: "config",
+        arity: -2,
+        flags: NO_AUTH,
+        who: Who::Anyone,
+        summary: "CONFIG GET answers nothing: databus is configured by its file",
+    },
+    Spec {
+        name: Name::Info,
+        text: "info",
+        arity: -1,
+        flags: NO_AUTH,
+        who: Who::Anyone,
+        summary: "The server section: databus and its version",
+    },
+    Spec {
+        name: Name::Set,
+        text: "set",
+        arity: 3,
+        flags: &["write"],
+        who: Who::Roles(PUB_OR_SUB),
+        summary: "Publisher: produce key and value; subscriber: commit partition and offset",
+    },
+    Spec {
+        name: Name::Hset,
+        text: "hset",
+        arity: 4,
+        flags: &["write"],
+        who: Who::Roles(PUB),
+        summary: "Publisher: produce key, metadata and value",
+    },
+    Spec {
+        name: Name::Mget,
+        text: "mget",
+        arity: -1,
+        flags: &["readonly"],
+        who: Who::Roles(SUB),
+        summary: "Subscriber: the next batch of messages, json (default) or pb",
+    },
+];
+
+/// The command `name` names, in any case.
+pub(crate) fn lookup(name: &[u8]) -> Option<&'static Spec> {
+    COMMANDS.iter().find(|c| c.text.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// The label a request named `name` is counted under: its command's, or
+/// `other` for anything databus does not know (so a client cannot grow the
+/// metrics with names of its own).
+pub(crate) fn label(name: &[u8]) -> &'static str {
+    lookup(name).map_or("other", |c| c.text)
+}
+
+/// The command a request names, if a connection of `role` (`None`: not
+/// yet authenticated) may use it; else the error it gets.
+pub(crate) fn permit(name: &[u8], role: Option<Role>) -> Result<&'static Spec, CommandError> {
+    let spec = lookup(name);
+    match (spec, role) {
+        (Some(s), _) if s.who == Who::Anyone => Ok(s),
+        (_, None) => Err(CommandError::NoAuth),
+        (None, Some(_)) => Err(CommandError::UnknownCommand(shown_name(name))),
+        (Some(s), Some(role)) => match s.who {
+            Who::Roles(roles) if roles.contains(&role) => Ok(s),
+            _ => Err(CommandError::NotAllowed { command: shown_name(name), role }),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_is_in_the_table_once() {
+        for (i, c) in COMMANDS.iter().enumerate() {
+            assert_eq!(lookup(c.text.to_uppercase().as_bytes()).map(|s| s.name), Some(c.name));
+            assert!(COMMANDS[i + 1..].iter().all(|d| d.name != c.name && d.text != c.text), "{c:?} twice");
+            assert_eq!(c.text, c.text.to_lowercase());
+        }
+    }
+
+    #[test]
+    fn labels_are_the_commands_or_other() {
+        assert_eq!(label(b"SET"), "set");
+        assert_eq!(label(b"mGeT"), "mget");
+        assert_eq!(label(b"flushall"), "other");
+        assert_eq!(label(b""), "other");
+    }
+
+    #[test]
+    fn who_may_use_what() {
+        let name = |r: Result<&Spec, CommandError>| r.map(|s| s.name);
+        // Before AUTH: the setup commands, nothing else, known or not.
+        assert_eq!(name(permit(b"PING", None)), Ok(Name::Ping));
+        assert_eq!(name(permit(b"auth", None)), Ok(Name::Auth));
+        assert_eq!(name(permit(b"set", None)), Err(CommandError::NoAuth));
+        assert_eq!(name(permit(b"flushall", None)), Err(CommandError::NoAuth));
+        // After: each role its own, with SET meaning produce or commit.
+        assert_eq!(name(permit(b"set", Some(Role::Pub))), Ok(Name::Set));
+        assert_eq!(name(permit(b"set", Some(Role::Sub))), Ok(Name::Set));
+        assert_eq!(name(permit(b"HSET", Some(Role::Pub))), Ok(Name::Hset));
+        assert_eq!(name(permit(b"mget", Some(Role::Sub))), Ok(Name::Mget));
+        assert_eq!(
+            name(permit(b"MGET", Some(Role::Pub))),
+            Err(CommandError::NotAllowed { command: "MGET".into(), role: Role::Pub })
+        );
+        assert_eq!(
+            name(permit(b"hset", Some(Role::Sub))),
+            Err(CommandError::NotAllowed { command: "hset".into(), role: Role::Sub })
+        );
+        assert_eq!(
+            name(permit(b"flushall", Some(Role::Sub))),
+            Err(CommandError::UnknownCommand("flushall".into()))
+        );
+        // AUTH again is the command's own business (already authenticated).
+        assert_eq!(name(permit(b"auth", Some(Role::Pub))), Ok(Name::Auth));
+    }
+}
