@@ -1,14 +1,20 @@
 //! databus's commands, one table: each command's name, arity, flags, who may
-//! use it and its one-line summary. The table drives dispatch (which
-//! command a request names, and whether its sender may use it: `NOAUTH`
-//! before AUTH, "not allowed for role" after), the `COMMAND` replies and the
-//! metric labels. A command's arguments are still checked by the command
+//! use it, its one-line summary and how it runs (`cmd/`). The table drives
+//! dispatch (which command a request names, whether its sender may use it:
+//! `NOAUTH` before AUTH, "not allowed for role" after, and the command's
+//! `run`), the `COMMAND` replies and the metric labels. A command's arguments are still checked by the command
 //! itself, against the same arity: AUTH's wrong arity closes the
 //! connection, as any refused AUTH does, which a check made here would not.
 
 use crate::auth::Role;
 
+use super::cmd;
 use super::error::{shown_name, CommandError};
+use super::{Reply, Session};
+
+/// How a command is carried out: parsed from the request's arguments and
+/// applied to the session (one file each in `cmd/`).
+pub(crate) type Run = fn(&mut Session, &[Vec<u8>]) -> Reply;
 
 /// The commands, as dispatch tells them apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +44,6 @@ pub(crate) enum Who {
 }
 
 /// One command as the table declares it.
-#[derive(Debug)]
 pub(crate) struct Spec {
     pub name: Name,
     /// Lower case, as `COMMAND` and the metrics show it.
@@ -48,6 +53,13 @@ pub(crate) struct Spec {
     pub flags: &'static [&'static str],
     pub who: Who,
     pub summary: &'static str,
+    pub run: Run,
+}
+
+impl std::fmt::Debug for Spec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spec").field("name", &self.name).field("arity", &self.arity).finish()
+    }
 }
 
 /// Flags of the commands that need no AUTH, as `COMMAND` shows them.
@@ -64,6 +76,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         flags: NO_AUTH,
         who: Who::Anyone,
         summary: "Authenticates: AUTH key:secret@group/topic=T&role=pub|sub",
+        run: cmd::auth::run,
     },
     Spec {
         name: Name::Hello,
@@ -72,6 +85,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         flags: NO_AUTH,
         who: Who::Anyone,
         summary: "Chooses protocol 2 or 3, optionally with AUTH and SETNAME",
+        run: cmd::hello::run,
     },
     Spec {
         name: Name::Ping,
@@ -80,6 +94,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         flags: NO_AUTH,
         who: Who::Anyone,
         summary: "Answers PONG, or echoes its argument",
+        run: cmd::ping::run,
     },
     Spec {
         name: Name::Quit,
@@ -88,6 +103,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         flags: NO_AUTH,
         who: Who::Anyone,
         summary: "Closes the connection",
+        run: cmd::quit::run,
     },
     Spec {
         name: Name::Echo,
@@ -96,6 +112,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         flags: NO_AUTH,
         who: Who::Anyone,
         summary: "Echoes its argument",
+        run: cmd::echo::run,
     },
     Spec {
         name: Name::Client,
@@ -104,6 +121,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         flags: NO_AUTH,
         who: Who::Anyone,
         summary: "CLIENT SETINFO|SETNAME|GETNAME|ID|INFO, about this connection",
+        run: cmd::client::run,
     },
     Spec {
         name: Name::Select,
@@ -112,6 +130,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         flags: NO_AUTH,
         who: Who::Anyone,
         summary: "Only database 0 exists",
+        run: cmd::select::run,
     },
     Spec {
         name: Name::Command,
@@ -120,6 +139,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         flags: NO_AUTH,
         who: Who::Anyone,
         summary: "Describes these commands",
+        run: cmd::command::run,
     },
     Spec {
         name: Name::Config,
@@ -128,6 +148,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         flags: NO_AUTH,
         who: Who::Anyone,
         summary: "CONFIG GET answers nothing: databus is configured by its file",
+        run: cmd::config::run,
     },
     Spec {
         name: Name::Info,
@@ -136,6 +157,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         flags: NO_AUTH,
         who: Who::Anyone,
         summary: "The server section: databus and its version",
+        run: cmd::info::run,
     },
     Spec {
         name: Name::Set,
@@ -144,6 +166,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         flags: &["write"],
         who: Who::Roles(PUB_OR_SUB),
         summary: "Publisher: produce key and value; subscriber: commit partition and offset",
+        run: cmd::set::run,
     },
     Spec {
         name: Name::Hset,
@@ -152,6 +175,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         flags: &["write"],
         who: Who::Roles(PUB),
         summary: "Publisher: produce key, metadata and value",
+        run: cmd::hset::run,
     },
     Spec {
         name: Name::Mget,
@@ -160,6 +184,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         flags: &["readonly"],
         who: Who::Roles(SUB),
         summary: "Subscriber: the next batch of messages, json (default) or pb",
+        run: cmd::mget::run,
     },
 ];
 

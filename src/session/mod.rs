@@ -2,6 +2,7 @@
 //! subscriber), the dispatch table that says which commands each state
 //! accepts, and the loop that reads requests and writes replies in order.
 
+pub(crate) mod cmd;
 pub(crate) mod commands;
 pub(crate) mod connection;
 pub(crate) mod error;
@@ -15,19 +16,15 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::auth::{parse_auth_string, AuthCache, AuthStringError, Role};
+use crate::auth::{AuthCache, Role};
 use crate::config::Settings;
-use crate::kafka::consumer::Member;
-use crate::kafka::{
-    Clusters, Delivered, Delivery, GroupConsumer, KeepAlive, Memberships, Publish, PublishError,
-};
+use crate::kafka::{Clusters, Delivered, Delivery, KeepAlive, Memberships, Publish, PublishError};
 use crate::metrics::{Metrics, OpenConnection, PublishMeter};
 use crate::resp::{discard, parse_request, Discard, Frame, Limits, Oversized, Parsed};
 
 use commands::Name;
 pub(crate) use connection::Stream;
 use connection::{Connection, HangUpWatch, ReadOutcome};
-use error::shown_name;
 pub(crate) use error::CommandError;
 use handoff::{Handoff, TakenBack};
 use publisher::Publisher;
@@ -78,13 +75,8 @@ struct Tally {
 }
 
 impl Tally {
-    fn start(p: &Publisher, command: &'static str, args: &[Vec<u8>]) -> Tally {
-        Tally {
-            meter: p.meter.clone(),
-            command,
-            started: Instant::now(),
-            value_len: args.last().map_or(0, Vec::len),
-        }
+    fn start(p: &Publisher, command: &'static str, value_len: usize) -> Tally {
+        Tally { meter: p.meter.clone(), command, started: Instant::now(), value_len }
     }
 
     /// The reply to the record, counted.
@@ -272,11 +264,11 @@ impl Session {
         else {
             return Some(self.handle(args));
         };
-        let tally = Tally::start(p, spec.text, args);
+        let tally = Tally::start(p, spec.text, args.last().map_or(0, Vec::len));
         let kafka = self.ctx.kafka.as_ref();
         let enqueued = match spec.name {
-            Name::Set => p.set(args, kafka),
-            _ => p.hset(args, kafka),
+            Name::Set => cmd::set::Set::parse(args).and_then(|c| c.produce(p, kafka)),
+            _ => cmd::hset::Hset::parse(args).and_then(|c| c.produce(p, kafka)),
         };
         let delivery = match enqueued {
             Ok(d) => d,
@@ -315,212 +307,10 @@ impl Session {
     }
 
     fn dispatch(&mut self, args: &[Vec<u8>]) -> Reply {
-        let spec = match commands::permit(&args[0], self.role()) {
-            Ok(spec) => spec,
-            Err(e) => return Reply::Now(e.to_frame()),
-        };
-        let kafka = self.ctx.kafka.as_ref();
-        match (spec.name, &mut self.state) {
-            (Name::Ping, _) => Reply::Now(ping(args)),
-            (Name::Quit, _) => {
-                self.close();
-                Reply::Now(Frame::ok())
-            }
-            (Name::Hello, _) => self.hello(args).into(),
-            (Name::Echo, _) => setup::echo(args).into(),
-            (Name::Select, _) => setup::select(args).into(),
-            (Name::Client, _) => setup::client(args, &mut self.client).into(),
-            (Name::Command, _) => setup::command(args, &self.client).into(),
-            (Name::Config, _) => setup::config(args, &self.client).into(),
-            (Name::Info, _) => Reply::Now(setup::info(args)),
-            (Name::Auth, State::Unauthenticated) => self.auth(args).into(),
-            (Name::Auth, _) => Reply::Now(CommandError::AlreadyAuthenticated.to_frame()),
-            (Name::Set, State::Publisher(p)) => delivery(p, spec.text, args, p.set(args, kafka)),
-            (Name::Hset, State::Publisher(p)) => delivery(p, spec.text, args, p.hset(args, kafka)),
-            (Name::Mget, State::Subscriber(s)) => {
-                let hung_up = || self.hang_up.as_ref().is_some_and(HangUpWatch::hung_up);
-                s.mget(args, &self.interrupt, &hung_up).into()
-            }
-            (Name::Set, State::Subscriber(s)) => s.commit(args).into(),
-            // `permit` let through only what the table allows the role.
-            (Name::Set | Name::Hset | Name::Mget, _) => {
-                unreachable!("{:?} permitted to {:?}", spec.name, self.role())
-            }
+        match commands::permit(&args[0], self.role()) {
+            Ok(spec) => (spec.run)(self, args),
+            Err(e) => Reply::Now(e.to_frame()),
         }
-    }
-
-    /// `HELLO [2|3 [AUTH <username> <string>] [SETNAME <name>]]`, which
-    /// redis-py 8 and go-redis v9 open with: the protocol, optionally an AUTH
-    /// (the username is ignored), and the server's description. Without AUTH
-    /// it is answered before authentication too (protocol negotiation only;
-    /// AUTH is still required for anything else). Every reply databus sends
-    /// is valid RESP3 too, so protocol 3 changes only the shape of the maps
-    /// (HELLO's, COMMAND DOCS', CONFIG GET's).
-    fn hello(&mut self, args: &[Vec<u8>]) -> Result<Frame, CommandError> {
-        let proto = match args.get(1) {
-            None => self.client.protocol,
-            Some(v) => match v.as_slice() {
-                b"2" => 2,
-                b"3" => 3,
-                _ => return Err(CommandError::NoProto),
-            },
-        };
-        let mut auth = None;
-        let mut name = None;
-        let mut rest = args.get(2..).unwrap_or_default();
-        while let Some(option) = rest.first() {
-            match (option.to_ascii_lowercase().as_slice(), rest) {
-                (b"auth", [_, user, pass, tail @ ..]) => {
-                    auth = Some([b"auth".to_vec(), user.clone(), pass.clone()]);
-                    rest = tail;
-                }
-                (b"setname", [_, n, tail @ ..]) => {
-                    name = Some(n.clone());
-                    rest = tail;
-                }
-                _ => return Err(CommandError::HelloSyntax(shown_name(option))),
-            }
-        }
-        match (&self.state, auth) {
-            // Refused the first time, the connection stays open (still
-            // unauthenticated, the auth timeout running): go-redis v9 answers
-            // a refused HELLO with a plain `AUTH` of the same password and
-            // reports that reply, so it must get WRONGPASS there, not a
-            // closed socket. Any later refusal closes the connection, as a
-            // refused AUTH always does, so a connection gets two guesses.
-            (State::Unauthenticated, Some(auth)) if !self.hello_refused => {
-                self.hello_refused = true;
-                self.try_auth(&auth).inspect_err(|e| self.ctx.metrics.refused(e.code()))?;
-            }
-            (State::Unauthenticated, Some(auth)) => {
-                self.auth(&auth)?;
-            }
-            (State::Publisher(_) | State::Subscriber(_), Some(_)) => {
-                return Err(CommandError::AlreadyAuthenticated)
-            }
-            (_, None) => {}
-        }
-        if let Some(name) = name {
-            setup::client(&[b"client".to_vec(), b"setname".to_vec(), name], &mut self.client)?;
-        }
-        self.client.protocol = proto;
-        let bulk = |s: &str| Frame::Bulk(s.as_bytes().to_vec());
-        Ok(self.client.map(vec![
-            (bulk("server"), bulk("databus")),
-            (bulk("version"), bulk(env!("CARGO_PKG_VERSION"))),
-            (bulk("proto"), Frame::Integer(proto)),
-            (bulk("id"), Frame::Integer(self.client.id as i64)),
-            (bulk("mode"), bulk("standalone")),
-            (bulk("role"), bulk("master")),
-            (bulk("modules"), Frame::Array(Vec::new())),
-        ]))
-    }
-
-    /// `AUTH <string>`, or `AUTH <username> <string>` as clients that always
-    /// send a username do; the username is ignored. Any failure closes the
-    /// connection.
-    fn auth(&mut self, args: &[Vec<u8>]) -> Result<Frame, CommandError> {
-        let result = self.try_auth(args);
-        if let Err(e) = &result {
-            self.ctx.metrics.refused(e.code());
-            self.close();
-        }
-        result
-    }
-
-    fn try_auth(&mut self, args: &[Vec<u8>]) -> Result<Frame, CommandError> {
-        let raw = match args {
-            [_, s] | [_, _, s] => s,
-            _ => return Err(CommandError::WrongArgs("auth")),
-        };
-        let text = std::str::from_utf8(raw).map_err(|_| AuthStringError::NotUtf8)?;
-        let req = parse_auth_string(text)?;
-        // Registered before the check: a refresh that changes this group
-        // after the check then finds this connection and closes it.
-        if let Some(r) = &self.registration {
-            r.set_group(&req.group);
-        }
-        let settings = &self.ctx.settings;
-        // One table for the check and the join, whatever SIGHUP does meanwhile.
-        let clusters = self.ctx.clusters.now();
-        let checked = self.ctx.auth.snapshot().check(&req, |cluster| clusters.contains_key(cluster));
-        let grant = match checked {
-            Ok(g) => g,
-            Err(e) => {
-                log::info!("auth refused for {}: {e}", self.peer);
-                return Err(e.into());
-            }
-        };
-        let cluster = grant.cluster.clone();
-        self.state = match req.role {
-            Role::Pub => State::Publisher(Publisher {
-                meter: Arc::new(self.ctx.metrics.publisher(&req.group, &grant.topic, &grant.cluster)),
-                cluster: grant.cluster,
-                topic: grant.topic,
-                color: req.color.clone(),
-                max_value_size: settings.max_value_size,
-                lane: self.client.id as usize,
-            }),
-            Role::Sub => {
-                // A colored subscriber is a group of its own, so it never takes
-                // partitions (and their uncolored messages) from the plain one.
-                let group = match req.color.as_str() {
-                    "" => req.group.clone(),
-                    color => format!("{}-{color}", req.group),
-                };
-                let member =
-                    Member { cluster: &grant.cluster, group: &group, topic: &grant.topic, start: req.offset };
-                let consumer = GroupConsumer::join(
-                    &clusters[&grant.cluster],
-                    member,
-                    &settings.subscriber,
-                    &self.ctx.members,
-                    self.ctx.metrics.lag(&group, &grant.topic),
-                )
-                .map_err(|e| {
-                    log::info!("subscriber {} refused: {e}", self.peer);
-                    CommandError::Join(e)
-                })?;
-                State::Subscriber(Box::new(Subscriber::new(
-                    consumer,
-                    &req.color,
-                    req.wait,
-                    settings.subscriber.clone(),
-                    self.ctx.metrics.subscriber(&group, &grant.topic),
-                )))
-            }
-        };
-        self._open = self.ctx.metrics.connection(&req.role.to_string());
-        log::info!(
-            "auth ok for {}: key={} group={} topic={} role={} color={:?} cluster={cluster}",
-            self.peer,
-            req.key,
-            req.group,
-            req.topic,
-            req.role,
-            req.color
-        );
-        Ok(Frame::ok())
-    }
-}
-
-/// The reply to a SET/HSET: the broker's verdict to wait for, or an error now.
-fn delivery(
-    p: &Publisher,
-    command: &'static str,
-    args: &[Vec<u8>],
-    r: Result<Delivery, CommandError>,
-) -> Reply {
-    match r {
-        Ok(pending) => Reply::Delivery(Box::new(Awaited { pending, tally: Tally::start(p, command, args) })),
-        Err(e) => Reply::Now(e.to_frame()),
-    }
-}
-
-fn ping(args: &[Vec<u8>]) -> Frame {
-    match args {
-        [_, msg] => Frame::Bulk(msg.clone()),
-        _ => Frame::Simple("PONG".into()),
     }
 }
 

@@ -1,11 +1,11 @@
-//! The publisher role: `SET key value` and `HSET key metadata value` become
-//! Kafka records on the granted topic, stamped with the connection's color.
+//! The publisher role: `SET key value` and `HSET key metadata value` (see
+//! `cmd/`) become Kafka records on the granted topic, stamped with the
+//! connection's color.
 
 use std::sync::Arc;
 
 use crate::kafka::{Delivery, Publish, Record};
 use crate::metrics::PublishMeter;
-use crate::proto::decode_metadata;
 
 use super::error::CommandError;
 
@@ -22,26 +22,9 @@ pub(crate) struct Publisher {
 }
 
 impl Publisher {
-    /// `SET key value`: the record goes to `kafka` on the connection's lane.
-    pub(crate) fn set(&self, args: &[Vec<u8>], kafka: &dyn Publish) -> Result<Delivery, CommandError> {
-        let [_, key, value] = args else {
-            return Err(CommandError::WrongArgs("set"));
-        };
-        self.produce(key, value, None, kafka)
-    }
-
-    /// `HSET key metadata value`.
-    pub(crate) fn hset(&self, args: &[Vec<u8>], kafka: &dyn Publish) -> Result<Delivery, CommandError> {
-        let [_, key, metadata, value] = args else {
-            return Err(CommandError::WrongArgs("hset"));
-        };
-        if decode_metadata(metadata).is_none() {
-            return Err(CommandError::BadMetadata);
-        }
-        self.produce(key, value, Some(metadata), kafka)
-    }
-
-    fn produce(
+    /// Produces `key value` (and `metadata`, from HSET) on the
+    /// connection's lane, its verdict to come.
+    pub(crate) fn produce(
         &self,
         key: &[u8],
         value: &[u8],

@@ -66,11 +66,11 @@ impl Subscriber {
     /// wait would have ended).
     pub(crate) fn mget(
         &mut self,
-        args: &[Vec<u8>],
+        format: Format,
+        wait: Option<Duration>,
         interrupt: &InterruptFlag,
         hung_up: &dyn Fn() -> bool,
     ) -> Result<Frame, CommandError> {
-        let (format, wait) = mget_args(args)?;
         let wait = wait.unwrap_or(self.wait);
         let started = Instant::now();
         let deadline = started + wait;
@@ -137,10 +137,7 @@ impl Subscriber {
 
     /// `SET <partition> <offset>`: the record at `offset` and all before it
     /// are processed; the group's committed position becomes `offset + 1`.
-    pub(crate) fn commit(&self, args: &[Vec<u8>]) -> Result<Frame, CommandError> {
-        let [_, partition, offset] = args else {
-            return Err(CommandError::WrongArgs("set"));
-        };
+    pub(crate) fn commit(&self, partition: &[u8], offset: &[u8]) -> Result<Frame, CommandError> {
         let partition: i32 = parse_non_negative(partition).ok_or(CommandError::BadPartition)?;
         let offset: i64 = parse_non_negative(offset).ok_or(CommandError::BadOffset)?;
         if offset == i64::MAX {
@@ -172,7 +169,7 @@ type MgetArgs = (Format, Option<Duration>);
 
 /// `MGET [pb|json|""] [BLOCK ms]`: the encoding, and the wait if the call
 /// names one.
-fn mget_args(args: &[Vec<u8>]) -> Result<MgetArgs, CommandError> {
+pub(crate) fn mget_args(args: &[Vec<u8>]) -> Result<MgetArgs, CommandError> {
     let format = |f: &[u8]| match f.to_ascii_lowercase().as_slice() {
         b"" | b"json" => Ok(Format::Json),
         b"pb" => Ok(Format::Protobuf),

@@ -1,0 +1,121 @@
+//! `AUTH <string>`, or `AUTH <username> <string>` as clients that always
+//! send a username do; the username is ignored. Any failure closes the
+//! connection (HELLO's first refusal aside, see `hello.rs`).
+
+use std::sync::Arc;
+
+use crate::auth::{parse_auth_string, AuthStringError, Role};
+use crate::kafka::consumer::Member;
+use crate::kafka::GroupConsumer;
+use crate::resp::Frame;
+use crate::session::publisher::Publisher;
+use crate::session::subscriber::Subscriber;
+use crate::session::{CommandError, Reply, Session, State};
+
+/// The AUTH string.
+pub(crate) struct Auth<'a>(&'a [u8]);
+
+impl<'a> Auth<'a> {
+    pub(crate) fn parse(args: &'a [Vec<u8>]) -> Result<Auth<'a>, CommandError> {
+        match args {
+            [_, string] | [_, _, string] => Ok(Auth(string)),
+            _ => Err(CommandError::WrongArgs("auth")),
+        }
+    }
+}
+
+pub(crate) fn run(session: &mut Session, args: &[Vec<u8>]) -> Reply {
+    if session.is_authenticated() {
+        return Reply::Now(CommandError::AlreadyAuthenticated.to_frame());
+    }
+    let result = Auth::parse(args).and_then(|a| try_auth(session, a.0));
+    refused_closes(session, result).into()
+}
+
+/// Authenticates with `string`; a refusal closes the connection.
+pub(crate) fn auth(session: &mut Session, string: &[u8]) -> Result<Frame, CommandError> {
+    let result = try_auth(session, string);
+    refused_closes(session, result)
+}
+
+/// Counts a refusal and closes the connection after its reply.
+fn refused_closes(session: &mut Session, result: Result<Frame, CommandError>) -> Result<Frame, CommandError> {
+    if let Err(e) = &result {
+        session.ctx.metrics.refused(e.code());
+        session.close();
+    }
+    result
+}
+
+/// Checks `string` against the grants and takes the role it asks for; the
+/// connection stays open whatever the outcome.
+pub(crate) fn try_auth(session: &mut Session, string: &[u8]) -> Result<Frame, CommandError> {
+    let text = std::str::from_utf8(string).map_err(|_| AuthStringError::NotUtf8)?;
+    let req = parse_auth_string(text)?;
+    // Registered before the check: a refresh that changes this group
+    // after the check then finds this connection and closes it.
+    if let Some(r) = &session.registration {
+        r.set_group(&req.group);
+    }
+    let settings = &session.ctx.settings;
+    // One table for the check and the join, whatever SIGHUP does meanwhile.
+    let clusters = session.ctx.clusters.now();
+    let checked = session.ctx.auth.snapshot().check(&req, |cluster| clusters.contains_key(cluster));
+    let grant = match checked {
+        Ok(g) => g,
+        Err(e) => {
+            log::info!("auth refused for {}: {e}", session.peer);
+            return Err(e.into());
+        }
+    };
+    let cluster = grant.cluster.clone();
+    session.state = match req.role {
+        Role::Pub => State::Publisher(Publisher {
+            meter: Arc::new(session.ctx.metrics.publisher(&req.group, &grant.topic, &grant.cluster)),
+            cluster: grant.cluster,
+            topic: grant.topic,
+            color: req.color.clone(),
+            max_value_size: settings.max_value_size,
+            lane: session.client.id as usize,
+        }),
+        Role::Sub => {
+            // A colored subscriber is a group of its own, so it never takes
+            // partitions (and their uncolored messages) from the plain one.
+            let group = match req.color.as_str() {
+                "" => req.group.clone(),
+                color => format!("{}-{color}", req.group),
+            };
+            let member =
+                Member { cluster: &grant.cluster, group: &group, topic: &grant.topic, start: req.offset };
+            let consumer = GroupConsumer::join(
+                &clusters[&grant.cluster],
+                member,
+                &settings.subscriber,
+                &session.ctx.members,
+                session.ctx.metrics.lag(&group, &grant.topic),
+            )
+            .map_err(|e| {
+                log::info!("subscriber {} refused: {e}", session.peer);
+                CommandError::Join(e)
+            })?;
+            State::Subscriber(Box::new(Subscriber::new(
+                consumer,
+                &req.color,
+                req.wait,
+                settings.subscriber.clone(),
+                session.ctx.metrics.subscriber(&group, &grant.topic),
+            )))
+        }
+    };
+    session._open = session.ctx.metrics.connection(&req.role.to_string());
+    log::info!(
+        "auth ok for {}: key={} group={} topic={} role={} color={:?} cluster={cluster}",
+        session.peer,
+        req.key,
+        req.group,
+        req.topic,
+        req.role,
+        req.color
+    );
+    Ok(Frame::ok())
+}

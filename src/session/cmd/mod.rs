@@ -1,0 +1,31 @@
+//! databus's commands, one file each in the shape of mini-redis's `cmd/`:
+//! a typed value parsed from the request's arguments (`parse`) and applied
+//! to the connection's session (`apply`). The table in `commands.rs` names
+//! each, says who may use it, and points at its `run`; adding a command is
+//! one file here and one line there.
+
+pub(crate) mod auth;
+pub(crate) mod client;
+pub(crate) mod command;
+pub(crate) mod config;
+pub(crate) mod echo;
+pub(crate) mod hello;
+pub(crate) mod hset;
+pub(crate) mod info;
+pub(crate) mod mget;
+pub(crate) mod ping;
+pub(crate) mod quit;
+pub(crate) mod select;
+pub(crate) mod set;
+
+use crate::resp::Frame;
+
+/// A bulk string.
+pub(crate) fn bulk(s: impl AsRef<[u8]>) -> Frame {
+    Frame::Bulk(s.as_ref().to_vec())
+}
+
+#[cfg(test)]
+pub(crate) fn args(parts: &[&str]) -> Vec<Vec<u8>> {
+    parts.iter().map(|p| p.as_bytes().to_vec()).collect()
+}

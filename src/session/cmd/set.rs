@@ -1,0 +1,49 @@
+//! `SET`: a publisher's `SET key value` produces a record; a subscriber's
+//! `SET partition offset` commits that offset of its group.
+
+use crate::kafka::{Delivery, Publish};
+use crate::session::publisher::Publisher;
+use crate::session::{Awaited, CommandError, Reply, Session, State, Tally};
+
+pub(crate) struct Set<'a> {
+    /// The key, or the partition.
+    first: &'a [u8],
+    /// The value, or the offset.
+    second: &'a [u8],
+}
+
+impl<'a> Set<'a> {
+    pub(crate) fn parse(args: &'a [Vec<u8>]) -> Result<Set<'a>, CommandError> {
+        match args {
+            [_, first, second] => Ok(Set { first, second }),
+            _ => Err(CommandError::WrongArgs("set")),
+        }
+    }
+
+    /// Produces `key value` through `p`'s lane.
+    pub(crate) fn produce(&self, p: &Publisher, kafka: &dyn Publish) -> Result<Delivery, CommandError> {
+        p.produce(self.first, self.second, None, kafka)
+    }
+
+    pub(crate) fn apply(self, session: &mut Session) -> Reply {
+        let kafka = session.ctx.kafka.as_ref();
+        match &mut session.state {
+            State::Publisher(p) => {
+                let tally = Tally::start(p, "set", self.second.len());
+                match self.produce(p, kafka) {
+                    Ok(pending) => Reply::Delivery(Box::new(Awaited { pending, tally })),
+                    Err(e) => Reply::Now(e.to_frame()),
+                }
+            }
+            State::Subscriber(s) => s.commit(self.first, self.second).into(),
+            State::Unauthenticated => Reply::Now(CommandError::NoAuth.to_frame()),
+        }
+    }
+}
+
+pub(crate) fn run(session: &mut Session, args: &[Vec<u8>]) -> Reply {
+    match Set::parse(args) {
+        Ok(set) => set.apply(session),
+        Err(e) => Reply::Now(e.to_frame()),
+    }
+}
