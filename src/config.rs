@@ -1,39 +1,24 @@
 //! Configuration in two steps: serde reads `databus.toml` into [`RawConfig`]
 //! exactly as written, then [`RawConfig::validate`] turns it into [`Settings`],
-//! naming the file, the key and the problem when something is wrong.
+//! naming the file, the key and the problem when something is wrong. This
+//! module converts the top level and the auth stores, section by section;
+//! `kafka::settings` converts the Kafka sections. Every numeric key is one
+//! `keys::Number` constant with its range and default, and `keys()` gathers
+//! them with the other keys into the table the tests and the README's
+//! configuration table are checked against.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::kafka::{self, Cluster, GroupProtocol, KafkaSasl, KafkaTls, ProducerSettings, SubscriberSettings};
+use crate::kafka::settings::{RawCluster, RawProducer, RawSubscriber};
+use crate::kafka::{Cluster, ProducerSettings, SubscriberSettings};
+pub use crate::keys::ConfigError;
+use crate::keys::{Check, Number, MAX_MS};
 use crate::resp::Limits;
 use crate::tls::TlsSettings;
-
-/// A configuration problem, always tied to the file it came from.
-#[derive(Debug)]
-pub struct ConfigError {
-    pub path: PathBuf,
-    /// Dotted key the problem is about; empty when the file as a whole is at fault.
-    pub key: String,
-    pub problem: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "config {}: {}", self.path.display(), self.problem)
-        } else {
-            write!(f, "config {}: key `{}`: {}", self.path.display(), self.key, self.problem)
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// `databus.toml` as written; every field but `addr`, `auth` and the chosen
 /// store's section has a default.
@@ -51,7 +36,7 @@ pub(crate) struct RawConfig {
     pub auth: Option<String>,
     pub log_level: Option<String>,
     pub max_clients: Option<usize>,
-    pub listen_backlog: Option<u32>,
+    pub listen_backlog: Option<u64>,
     pub auth_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub max_value_size: Option<usize>,
@@ -80,62 +65,6 @@ pub(crate) struct RawConfig {
     _apps: Vec<toml::Value>,
     #[serde(default, rename = "grants")]
     _grants: Vec<toml::Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawProducer {
-    pub timeout_ms: Option<u64>,
-    pub partitioner: Option<String>,
-    pub linger_ms: Option<u64>,
-    pub instances: Option<usize>,
-    pub max_in_flight: Option<usize>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawSubscriber {
-    pub batch_size: Option<usize>,
-    pub tick_ms: Option<u64>,
-    pub wait_timeout_ms: Option<u64>,
-    pub idle_timeout_ms: Option<u64>,
-    pub session_timeout_ms: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawCluster {
-    pub brokers: Option<Vec<String>>,
-    pub tls: Option<RawKafkaTls>,
-    pub sasl: Option<RawKafkaSasl>,
-    /// Extra librdkafka properties.
-    #[serde(default)]
-    pub properties: BTreeMap<String, String>,
-    pub group_protocol: Option<String>,
-}
-
-/// `[clusters.<name>.tls]`: its presence turns TLS on.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawKafkaTls {
-    pub ca_file: Option<PathBuf>,
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-}
-
-/// `[clusters.<name>.sasl]`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawKafkaSasl {
-    pub mechanism: Option<String>,
-    pub username: Option<String>,
-    pub password: Option<String>,
-}
-
-impl fmt::Debug for RawKafkaSasl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RawKafkaSasl").field("mechanism", &self.mechanism).finish_non_exhaustive()
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,28 +161,94 @@ pub struct Settings {
     pub(crate) source: Option<PathBuf>,
 }
 
-/// Longest duration any `*_ms` key may hold: a week.
-const MAX_MS: u64 = 7 * 24 * 3600 * 1000;
-/// An empty `MGET` answers after 1.5 s by default: before the shortest read
-/// timeout common clients set on their own (Jedis's 2 s; go-redis's is 5 s),
-/// so they work with their defaults. A client that wants the seed's long
-/// poll asks for it (`wait=30000` in AUTH, or `MGET BLOCK 30000`).
-const DEFAULT_WAIT_MS: u64 = 1500;
+pub(crate) const AUTH_TIMEOUT_MS: Number = Number::millis("auth_timeout_ms", 5_000);
+pub(crate) const IDLE_TIMEOUT_MS: Number = Number::millis("idle_timeout_ms", 300_000);
+pub(crate) const REFRESH_INTERVAL_MS: Number = Number::millis("refresh_interval_ms", 60_000);
+/// Each tick asks every cluster in use for metadata: not a spin.
+pub(crate) const HEALTH_INTERVAL_MS: Number = Number::count("health_interval_ms", 5_000, 100, MAX_MS);
+pub(crate) const MAX_CLIENTS: Number = Number::count("max_clients", 10_000, 1, 1_000_000);
+pub(crate) const LISTEN_BACKLOG: Number = Number::count("listen_backlog", 4096, 1, 65_535);
+/// librdkafka's own ceiling for `message.max.bytes`.
+pub(crate) const MAX_VALUE_SIZE: Number = Number::count("max_value_size", 1_000_000, 1, 1_000_000_000);
+/// At least `max_value_size` + [`REQUEST_OVERHEAD_MIN`]; by default
+/// `max_value_size` + [`DEFAULT_REQUEST_OVERHEAD`].
+pub(crate) const MAX_REQUEST_LEN: Number = Number::derived("max_request_len", 1, 1 << 30);
+/// At least `max_request_len`; by default the larger of that and
+/// [`DEFAULT_DISCARD_LEN`].
+pub(crate) const MAX_DISCARD_LEN: Number = Number::derived("max_discard_len", 1, 1 << 40);
+pub(crate) const MAX_ARGS: Number = Number::count("max_args", 1024, 4, 1 << 20);
+pub(crate) const MAX_INLINE_LEN: Number = Number::count("max_inline_len", 64 * 1024, 64, 1 << 30);
+pub(crate) const UNAUTH_MAX_REQUEST_LEN: Number =
+    Number::count("unauth_max_request_len", 16 * 1024, 256, 64 * 1024);
+pub(crate) const UNAUTH_MAX_ARGS: Number = Number::count("unauth_max_args", 10, 2, 64);
+pub(crate) const THREAD_STACK_KIB: Number = Number::count("thread_stack_kib", 256, 64, 1 << 20);
+/// By default 4 × `max_value_size` + 64 KiB (a JSON body escapes a value's
+/// bytes, up to 6 characters each), at most `MAX_REQUEST_LEN`'s maximum.
+pub(crate) const ADMIN_MAX_BODY: Number = Number::derived("admin_max_body", 1024, 1 << 30);
 /// Redis's own ceiling for `databases`.
-const MAX_REDIS_DB: u64 = i32::MAX as u64;
+pub(crate) const REDIS_DB: Number = Number::count("redis.db", 0, 0, i32::MAX as u64);
+pub(crate) const REDIS_TIMEOUT_MS: Number = Number::millis("redis.timeout_ms", 3000);
+
+/// The numeric keys of the top level and the auth stores.
+#[cfg(test)]
+const NUMBERS: &[Number] = &[
+    AUTH_TIMEOUT_MS,
+    IDLE_TIMEOUT_MS,
+    REFRESH_INTERVAL_MS,
+    HEALTH_INTERVAL_MS,
+    MAX_CLIENTS,
+    LISTEN_BACKLOG,
+    MAX_VALUE_SIZE,
+    MAX_REQUEST_LEN,
+    MAX_DISCARD_LEN,
+    MAX_ARGS,
+    MAX_INLINE_LEN,
+    UNAUTH_MAX_REQUEST_LEN,
+    UNAUTH_MAX_ARGS,
+    THREAD_STACK_KIB,
+    ADMIN_MAX_BODY,
+    REDIS_DB,
+    REDIS_TIMEOUT_MS,
+];
+
+/// The other keys of the top level and the auth stores.
+#[cfg(test)]
+const OTHER_KEYS: &[&str] = &[
+    "addr",
+    "tls_addr",
+    "tls_cert",
+    "tls_key",
+    "tls_ca",
+    "admin_addr",
+    "auth",
+    "log_level",
+    "mysql.url",
+    "redis.addr",
+    "redis.password",
+    "[[apps]]",
+    "[[grants]]",
+];
+
+/// Every key of `databus.toml`, numbers with their ranges: the table the
+/// README's configuration table and the tests are checked against.
+#[cfg(test)]
+pub(crate) fn keys() -> (Vec<Number>, Vec<&'static str>) {
+    use crate::kafka::settings;
+    let numbers = NUMBERS.iter().chain(settings::NUMBERS).copied().collect();
+    let others = OTHER_KEYS.iter().chain(settings::OTHER_KEYS).copied().collect();
+    (numbers, others)
+}
+
 /// Room beside the value that `max_request_len` must leave, and its default.
 const REQUEST_OVERHEAD_MIN: usize = 1024;
 const DEFAULT_REQUEST_OVERHEAD: usize = 64 * 1024;
-const MAX_REQUEST_LEN: usize = 1 << 30;
 /// A publisher's request up to 64 MiB is read and dropped, however far over
 /// `max_request_len` (a value a client library retries on a fresh connection
 /// would otherwise turn a clear size error into a confusing one); longer is a
 /// protocol error and a close.
 const DEFAULT_DISCARD_LEN: usize = 64 << 20;
-const MAX_DISCARD_LEN: usize = 1 << 40;
 
-const PARTITIONERS: &[&str] =
-    &["murmur2_random", "murmur2", "consistent_random", "consistent", "fnv1a_random", "fnv1a", "random"];
+const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace", "off"];
 
 impl Settings {
     /// Reads and validates the file at `path`.
@@ -284,256 +279,34 @@ impl RawConfig {
     }
 
     pub(crate) fn validate(self, path: &Path) -> Result<Settings, ConfigError> {
-        let err =
-            |key: &str, problem: String| ConfigError { path: path.to_owned(), key: key.to_owned(), problem };
-        // Every number is bounded here, so no later `Instant + Duration` or
-        // size arithmetic can overflow.
-        let within = |key: &str, v: u64, min: u64, max: u64| {
-            if (min..=max).contains(&v) {
-                Ok(v)
-            } else {
-                Err(err(key, format!("{v} is outside {min}..={max}")))
-            }
-        };
-        let ms = |key: &str, v: Option<u64>, default: u64| {
-            within(key, v.unwrap_or(default), 1, MAX_MS).map(Duration::from_millis)
-        };
-        let size = |key: &str, v: Option<usize>, default: usize, min: usize, max: usize| {
-            within(key, v.unwrap_or(default) as u64, min as u64, max as u64).map(|v| v as usize)
-        };
-
+        let check = Check { path };
         if self.max_bulk_len.is_some() {
-            return Err(err(
+            return Err(check.err(
                 "max_bulk_len",
-                "replaced by `max_request_len`, which bounds the whole request, not one argument".into(),
+                "replaced by `max_request_len`, which bounds the whole request, not one argument",
             ));
         }
-        let addr = self.addr.ok_or_else(|| err("addr", "missing (e.g. \"0.0.0.0:6205\")".into()))?;
-        if addr.parse::<SocketAddr>().is_err() && !addr.contains(':') {
-            return Err(err("addr", format!("`{addr}` is not host:port")));
-        }
-
-        let tls = match (self.tls_addr, self.tls_cert, self.tls_key) {
-            (None, None, None) if self.tls_ca.is_none() => None,
-            (Some(tls_addr), Some(cert), Some(key)) => {
-                for (field, path) in
-                    [("tls_cert", Some(&cert)), ("tls_key", Some(&key)), ("tls_ca", self.tls_ca.as_ref())]
-                {
-                    if let Some(path) = path.filter(|p| !p.is_file()) {
-                        return Err(err(field, format!("`{}` is not a readable file", path.display())));
-                    }
-                }
-                if tls_addr.parse::<SocketAddr>().is_err() && !tls_addr.contains(':') {
-                    return Err(err("tls_addr", format!("`{tls_addr}` is not host:port")));
-                }
-                Some(TlsSettings { addr: tls_addr, cert, key, ca: self.tls_ca })
-            }
-            (None, ..) => {
-                return Err(err(
-                    "tls_addr",
-                    "missing: tls_cert, tls_key and tls_ca need a TLS listener".into(),
-                ))
-            }
-            (Some(_), None, _) => {
-                return Err(err("tls_cert", "missing: tls_addr needs a certificate".into()))
-            }
-            (Some(_), Some(_), None) => {
-                return Err(err("tls_key", "missing: tls_addr needs the certificate's key".into()))
-            }
-        };
-
-        let admin = match self.admin_addr {
-            None => None,
-            Some(admin_addr) => {
-                if admin_addr.parse::<SocketAddr>().is_err() && !admin_addr.contains(':') {
-                    return Err(err("admin_addr", format!("`{admin_addr}` is not host:port")));
-                }
-                Some(AdminSettings {
-                    addr: admin_addr,
-                    max_body: 0,
-                    // Each tick asks every cluster in use for metadata: not a spin.
-                    interval: Duration::from_millis(within(
-                        "health_interval_ms",
-                        self.health_interval_ms.unwrap_or(5_000),
-                        100,
-                        MAX_MS,
-                    )?),
-                })
-            }
-        };
-
-        let auth = match self.auth.as_deref() {
-            None => return Err(err("auth", "missing: \"mysql\", \"redis\" or \"file\"".into())),
-            Some("mysql") => {
-                let url = self
-                    .mysql
-                    .and_then(|m| m.url)
-                    .ok_or_else(|| err("mysql.url", "missing: auth = \"mysql\" needs [mysql] url".into()))?;
-                if !url.starts_with("mysql://") {
-                    return Err(err("mysql.url", "must start with mysql://".into()));
-                }
-                AuthSource::Mysql { url }
-            }
-            Some("redis") => {
-                let r = self.redis.ok_or_else(|| {
-                    err("redis", "missing: auth = \"redis\" needs a [redis] section".into())
-                })?;
-                let addr =
-                    r.addr.ok_or_else(|| err("redis.addr", "missing (e.g. \"127.0.0.1:6379\")".into()))?;
-                let db = r.db.unwrap_or(0);
-                if db < 0 {
-                    return Err(err("redis.db", "must not be negative".into()));
-                }
-                within("redis.db", db.unsigned_abs(), 0, MAX_REDIS_DB)?;
-                let timeout = ms("redis.timeout_ms", r.timeout_ms, 3000)?;
-                AuthSource::Redis { addr, db, password: r.password, timeout }
-            }
-            Some("file") => AuthSource::File { path: path.to_owned() },
-            Some(other) => {
-                return Err(err("auth", format!("`{other}` is not one of \"mysql\", \"redis\", \"file\"")))
-            }
-        };
-
-        let log_level = self.log_level.unwrap_or_else(|| "info".into());
-        if !["error", "warn", "info", "debug", "trace", "off"].contains(&log_level.as_str()) {
-            return Err(err(
-                "log_level",
-                format!("`{log_level}` is not one of error, warn, info, debug, trace, off"),
-            ));
-        }
-
-        let max_clients = size("max_clients", self.max_clients, 10_000, 1, 1_000_000)?;
-        // librdkafka's own ceiling for `message.max.bytes`.
-        let max_value_size = size("max_value_size", self.max_value_size, 1_000_000, 1, 1_000_000_000)?;
-        // A value just over max_value_size must still reach the command, so it
-        // gets a clear error and the connection survives; only a request far
-        // larger is a protocol error.
-        let request_floor = max_value_size + REQUEST_OVERHEAD_MIN;
-        let max_request_len = size(
-            "max_request_len",
-            self.max_request_len,
-            max_value_size + DEFAULT_REQUEST_OVERHEAD,
-            request_floor,
-            MAX_REQUEST_LEN,
-        )?;
-        // A publisher's request longer than that, up to this, is dropped as
-        // it streams in and answered with an error; the connection stays.
-        let max_discard_len = size(
-            "max_discard_len",
-            self.max_discard_len,
-            DEFAULT_DISCARD_LEN.max(max_request_len),
-            max_request_len,
-            MAX_DISCARD_LEN,
-        )?;
-        let publisher = Limits {
-            max_bulk_len: max_request_len,
-            max_array_len: size("max_args", self.max_args, 1024, 4, 1 << 20)?,
-            max_inline_len: size("max_inline_len", self.max_inline_len, 64 * 1024, 64, MAX_REQUEST_LEN)?,
-            max_request_len,
-            max_discard_len,
-        };
-        let unauth_len =
-            size("unauth_max_request_len", self.unauth_max_request_len, 16 * 1024, 256, 64 * 1024)?;
-        let unauthenticated = Limits {
-            max_bulk_len: unauth_len,
-            max_array_len: size("unauth_max_args", self.unauth_max_args, 10, 2, 64)?,
-            max_inline_len: unauth_len,
-            max_request_len: unauth_len,
-            max_discard_len: 0,
-        };
-        let limits = RequestLimits { unauthenticated, publisher, subscriber: RequestLimits::SUBSCRIBER };
-
-        let p = self.producer;
-        let producer = ProducerSettings {
-            timeout: ms("producer.timeout_ms", p.timeout_ms, 10_000)?,
-            partitioner: p.partitioner.unwrap_or_else(|| "murmur2_random".into()),
-            // 0 is a valid linger: send at once.
-            linger: Duration::from_millis(within(
-                "producer.linger_ms",
-                p.linger_ms.unwrap_or(0),
-                0,
-                900_000,
-            )?),
-            instances: size("producer.instances", p.instances, 1, 1, 64)?,
-            // librdkafka's ceiling for an idempotent producer is 5.
-            max_in_flight: size("producer.max_in_flight", p.max_in_flight, 1, 1, 5)?,
-        };
-        if !PARTITIONERS.contains(&producer.partitioner.as_str()) {
-            return Err(err(
-                "producer.partitioner",
-                format!("`{}` is not one of {}", producer.partitioner, PARTITIONERS.join(", ")),
-            ));
-        }
-        if producer.linger >= producer.timeout {
-            return Err(err("producer.linger_ms", "must be below producer.timeout_ms".into()));
-        }
-
-        let s = self.subscriber;
-        let subscriber = SubscriberSettings {
-            batch_size: size("subscriber.batch_size", s.batch_size, 100, 1, 100_000)?,
-            tick: ms("subscriber.tick_ms", s.tick_ms, 100)?,
-            wait_timeout: ms("subscriber.wait_timeout_ms", s.wait_timeout_ms, DEFAULT_WAIT_MS)?,
-            idle_timeout: ms("subscriber.idle_timeout_ms", s.idle_timeout_ms, 40_000)?,
-            session_timeout: ms("subscriber.session_timeout_ms", s.session_timeout_ms, 45_000)?,
-            // The consumer lag of /metrics comes from these statistics.
-            stats_interval: admin.as_ref().map_or(Duration::ZERO, |a| a.interval),
-        };
-        let admin = match admin {
-            None => None,
-            Some(a) => {
-                // A JSON body escapes a value's bytes, up to 6 characters each.
-                let default = (4 * max_value_size + 64 * 1024).min(MAX_REQUEST_LEN);
-                let max_body = size("admin_max_body", self.admin_max_body, default, 1024, MAX_REQUEST_LEN)?;
-                Some(AdminSettings { max_body, ..a })
-            }
-        };
-
+        let addr = self.addr.clone().ok_or_else(|| check.err("addr", "missing (e.g. \"0.0.0.0:6205\")"))?;
+        check.host_port("addr", &addr)?;
+        let tls = self.tls(check)?;
+        let max_value_size = check.size(MAX_VALUE_SIZE, self.max_value_size)?;
+        let admin = self.admin(max_value_size, check)?;
+        let auth = self.auth_source(path, check)?;
+        let log_level = self.log_level.clone().unwrap_or_else(|| "info".into());
+        check.one_of("log_level", &log_level, LOG_LEVELS)?;
+        let max_clients = check.size(MAX_CLIENTS, self.max_clients)?;
+        let limits = self.limits(max_value_size, check)?;
+        let producer = ProducerSettings::from_raw(self.producer, check)?;
+        let stats_interval = admin.as_ref().map_or(Duration::ZERO, |a| a.interval);
+        let subscriber = SubscriberSettings::from_raw(self.subscriber, stats_interval, check)?;
         if self.clusters.is_empty() {
-            return Err(err("clusters", "at least one [clusters.<name>] section is needed".into()));
+            return Err(check.err("clusters", "at least one [clusters.<name>] section is needed"));
         }
         let mut clusters = BTreeMap::new();
         for (name, c) in self.clusters {
-            let key = format!("clusters.{name}.brokers");
-            let brokers = c.brokers.ok_or_else(|| err(&key, "missing".into()))?;
-            if brokers.is_empty() {
-                return Err(err(&key, "must list at least one broker".into()));
-            }
-            if let Some(b) = brokers.iter().find(|b| !b.contains(':')) {
-                return Err(err(&key, format!("`{b}` is not host:port")));
-            }
-            let tls = c.tls.map(|t| kafka_tls(&name, t)).transpose().map_err(|(k, p)| err(&k, p))?;
-            let sasl = c.sasl.map(|s| kafka_sasl(&name, s)).transpose().map_err(|(k, p)| err(&k, p))?;
-            if tls.is_some() || sasl.is_some() {
-                if let Some(p) =
-                    c.properties.keys().find(|p| kafka::SECURITY_PROPERTIES.contains(&p.as_str()))
-                {
-                    return Err(err(
-                        &format!("clusters.{name}.properties.\"{p}\""),
-                        format!("set by the [clusters.{name}.tls] and [clusters.{name}.sasl] sections; remove it here"),
-                    ));
-                }
-            }
-            let group_protocol = match c.group_protocol.as_deref() {
-                None | Some("classic") => GroupProtocol::Classic,
-                Some("consumer") => GroupProtocol::Consumer,
-                Some(other) => {
-                    return Err(err(
-                        &format!("clusters.{name}.group_protocol"),
-                        format!("`{other}` is not classic or consumer"),
-                    ))
-                }
-            };
-            let cluster = Cluster { brokers, tls, sasl, properties: c.properties, group_protocol };
-            kafka::check_cluster(&cluster, &producer, &subscriber).map_err(|e| {
-                let key = match &e.property {
-                    Some(p) => format!("clusters.{name}.properties.\"{p}\""),
-                    None => format!("clusters.{name}.properties"),
-                };
-                err(&key, format!("librdkafka: {}", e.reason))
-            })?;
+            let cluster = Cluster::from_raw(&name, c, &producer, &subscriber, check)?;
             clusters.insert(name, cluster);
         }
-
         Ok(Settings {
             addr,
             tls,
@@ -541,55 +314,138 @@ impl RawConfig {
             auth,
             log_level,
             max_clients,
-            listen_backlog: size("listen_backlog", self.listen_backlog.map(|v| v as usize), 4096, 1, 65_535)?
-                as u32,
-            auth_timeout: ms("auth_timeout_ms", self.auth_timeout_ms, 5_000)?,
-            idle_timeout: ms("idle_timeout_ms", self.idle_timeout_ms, 300_000)?,
+            listen_backlog: check.number(LISTEN_BACKLOG, self.listen_backlog)? as u32,
+            auth_timeout: check.millis(AUTH_TIMEOUT_MS, self.auth_timeout_ms)?,
+            idle_timeout: check.millis(IDLE_TIMEOUT_MS, self.idle_timeout_ms)?,
             max_value_size,
             limits,
-            refresh_interval: ms("refresh_interval_ms", self.refresh_interval_ms, 60_000)?,
-            thread_stack_size: size("thread_stack_kib", self.thread_stack_kib, 256, 64, 1 << 20)? * 1024,
+            refresh_interval: check.millis(REFRESH_INTERVAL_MS, self.refresh_interval_ms)?,
+            thread_stack_size: check.size(THREAD_STACK_KIB, self.thread_stack_kib)? * 1024,
             producer,
             subscriber,
             clusters,
             source: None,
         })
     }
-}
 
-/// A cluster's TLS section, with every file checked now so that a missing
-/// one stops startup, not the first SET.
-fn kafka_tls(cluster: &str, raw: RawKafkaTls) -> Result<KafkaTls, (String, String)> {
-    for (field, path) in
-        [("ca_file", &raw.ca_file), ("cert_file", &raw.cert_file), ("key_file", &raw.key_file)]
-    {
-        if let Some(path) = path {
-            if !path.is_file() {
-                let key = format!("clusters.{cluster}.tls.{field}");
-                return Err((key, format!("`{}` is not a readable file", path.display())));
+    /// The client TLS listener: `tls_addr`, `tls_cert`, `tls_key` and the
+    /// optional `tls_ca` go together.
+    fn tls(&self, check: Check<'_>) -> Result<Option<TlsSettings>, ConfigError> {
+        match (&self.tls_addr, &self.tls_cert, &self.tls_key) {
+            (None, None, None) if self.tls_ca.is_none() => Ok(None),
+            (Some(tls_addr), Some(cert), Some(key)) => {
+                for (field, path) in
+                    [("tls_cert", Some(cert)), ("tls_key", Some(key)), ("tls_ca", self.tls_ca.as_ref())]
+                {
+                    if let Some(path) = path.filter(|p| !p.is_file()) {
+                        return Err(check.err(field, format!("`{}` is not a readable file", path.display())));
+                    }
+                }
+                check.host_port("tls_addr", tls_addr)?;
+                Ok(Some(TlsSettings {
+                    addr: tls_addr.clone(),
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    ca: self.tls_ca.clone(),
+                }))
+            }
+            (None, ..) => {
+                Err(check.err("tls_addr", "missing: tls_cert, tls_key and tls_ca need a TLS listener"))
+            }
+            (Some(_), None, _) => Err(check.err("tls_cert", "missing: tls_addr needs a certificate")),
+            (Some(_), Some(_), None) => {
+                Err(check.err("tls_key", "missing: tls_addr needs the certificate's key"))
             }
         }
     }
-    if raw.cert_file.is_some() != raw.key_file.is_some() {
-        return Err((format!("clusters.{cluster}.tls"), "cert_file and key_file go together".into()));
-    }
-    Ok(KafkaTls { ca_file: raw.ca_file, cert_file: raw.cert_file, key_file: raw.key_file })
-}
 
-fn kafka_sasl(cluster: &str, raw: RawKafkaSasl) -> Result<KafkaSasl, (String, String)> {
-    let key = |field: &str| format!("clusters.{cluster}.sasl.{field}");
-    let mechanism = raw.mechanism.unwrap_or_else(|| "SCRAM-SHA-512".into()).to_ascii_uppercase();
-    if !kafka::SASL_MECHANISMS.contains(&mechanism.as_str()) {
-        return Err((
-            key("mechanism"),
-            format!("`{mechanism}` is not one of {}", kafka::SASL_MECHANISMS.join(", ")),
-        ));
+    /// The admin HTTP port, if `admin_addr` is set.
+    fn admin(&self, max_value_size: usize, check: Check<'_>) -> Result<Option<AdminSettings>, ConfigError> {
+        let Some(admin_addr) = &self.admin_addr else { return Ok(None) };
+        check.host_port("admin_addr", admin_addr)?;
+        let interval = Duration::from_millis(check.number(HEALTH_INTERVAL_MS, self.health_interval_ms)?);
+        let default = (4 * max_value_size as u64 + 64 * 1024).min(ADMIN_MAX_BODY.max);
+        let max_body = check.derived(ADMIN_MAX_BODY, self.admin_max_body.map(|v| v as u64), default, 0)?;
+        Ok(Some(AdminSettings { addr: admin_addr.clone(), max_body: max_body as usize, interval }))
     }
-    let username =
-        raw.username.filter(|u| !u.is_empty()).ok_or_else(|| (key("username"), "missing".into()))?;
-    let password =
-        raw.password.filter(|p| !p.is_empty()).ok_or_else(|| (key("password"), "missing".into()))?;
-    Ok(KafkaSasl { mechanism, username, password })
+
+    /// `auth` and the chosen store's section.
+    fn auth_source(&self, path: &Path, check: Check<'_>) -> Result<AuthSource, ConfigError> {
+        match self.auth.as_deref() {
+            None => Err(check.err("auth", "missing: \"mysql\", \"redis\" or \"file\"")),
+            Some("mysql") => {
+                let url =
+                    self.mysql.as_ref().and_then(|m| m.url.clone()).ok_or_else(|| {
+                        check.err("mysql.url", "missing: auth = \"mysql\" needs [mysql] url")
+                    })?;
+                if !url.starts_with("mysql://") {
+                    return Err(check.err("mysql.url", "must start with mysql://"));
+                }
+                Ok(AuthSource::Mysql { url })
+            }
+            Some("redis") => {
+                let r = self
+                    .redis
+                    .as_ref()
+                    .ok_or_else(|| check.err("redis", "missing: auth = \"redis\" needs a [redis] section"))?;
+                let addr = r
+                    .addr
+                    .clone()
+                    .ok_or_else(|| check.err("redis.addr", "missing (e.g. \"127.0.0.1:6379\")"))?;
+                let db = r.db.unwrap_or(0);
+                if db < 0 {
+                    return Err(check.err("redis.db", "must not be negative"));
+                }
+                check.number(REDIS_DB, Some(db.unsigned_abs()))?;
+                let timeout = check.millis(REDIS_TIMEOUT_MS, r.timeout_ms)?;
+                Ok(AuthSource::Redis { addr, db, password: r.password.clone(), timeout })
+            }
+            Some("file") => Ok(AuthSource::File { path: path.to_owned() }),
+            Some(other) => {
+                Err(check.err("auth", format!("`{other}` is not one of \"mysql\", \"redis\", \"file\"")))
+            }
+        }
+    }
+
+    /// The request bounds of each connection state.
+    fn limits(&self, max_value_size: usize, check: Check<'_>) -> Result<RequestLimits, ConfigError> {
+        let size = |n: Number, raw: Option<usize>, default: usize, min: usize| {
+            check.derived(n, raw.map(|v| v as u64), default as u64, min as u64).map(|v| v as usize)
+        };
+        // A value just over max_value_size must still reach the command, so it
+        // gets a clear error and the connection survives; only a request far
+        // larger is a protocol error.
+        let max_request_len = size(
+            MAX_REQUEST_LEN,
+            self.max_request_len,
+            max_value_size + DEFAULT_REQUEST_OVERHEAD,
+            max_value_size + REQUEST_OVERHEAD_MIN,
+        )?;
+        // A publisher's request longer than that, up to this, is dropped as
+        // it streams in and answered with an error; the connection stays.
+        let max_discard_len = size(
+            MAX_DISCARD_LEN,
+            self.max_discard_len,
+            DEFAULT_DISCARD_LEN.max(max_request_len),
+            max_request_len,
+        )?;
+        let publisher = Limits {
+            max_bulk_len: max_request_len,
+            max_array_len: check.size(MAX_ARGS, self.max_args)?,
+            max_inline_len: check.size(MAX_INLINE_LEN, self.max_inline_len)?,
+            max_request_len,
+            max_discard_len,
+        };
+        let unauth_len = check.size(UNAUTH_MAX_REQUEST_LEN, self.unauth_max_request_len)?;
+        let unauthenticated = Limits {
+            max_bulk_len: unauth_len,
+            max_array_len: check.size(UNAUTH_MAX_ARGS, self.unauth_max_args)?,
+            max_inline_len: unauth_len,
+            max_request_len: unauth_len,
+            max_discard_len: 0,
+        };
+        Ok(RequestLimits { unauthenticated, publisher, subscriber: RequestLimits::SUBSCRIBER })
+    }
 }
 
 #[cfg(test)]
@@ -692,48 +548,58 @@ url = "mysql://root@127.0.0.1:3306/databus_db"
         assert_eq!(e.key, "max_bulk_len");
     }
 
+    /// A config that reaches `key`: its section, the store it belongs to.
+    fn with_key(key: &str, value: &str) -> String {
+        match key.split_once('.') {
+            Some(("redis", field)) => format!(
+                "{}[redis]\naddr = \"h:1\"\n{field} = {value}\n",
+                MINIMAL.replace("auth = \"mysql\"", "auth = \"redis\"")
+            ),
+            Some((section, field)) => format!("{MINIMAL}\n[{section}]\n{field} = {value}\n"),
+            None if key == "admin_max_body" || key == "health_interval_ms" => {
+                format!("admin_addr = \"127.0.0.1:0\"\n{key} = {value}\n{MINIMAL}")
+            }
+            None => format!("{key} = {value}\n{MINIMAL}"),
+        }
+    }
+
     #[test]
     fn every_number_is_bounded() {
-        for key in [
-            "auth_timeout_ms",
-            "idle_timeout_ms",
-            "refresh_interval_ms",
-            "max_clients",
-            "max_value_size",
-            "max_request_len",
-            "max_discard_len",
-            "max_args",
-            "max_inline_len",
-            "thread_stack_kib",
-            "unauth_max_args",
-            "unauth_max_request_len",
-        ] {
-            // TOML integers stop at i64::MAX.
-            for v in [0, i64::MAX as u64] {
-                let e = load(&format!("{key} = {v}\n{MINIMAL}")).unwrap_err();
-                assert_eq!(e.key, key, "{key} = {v}: {e}");
+        let (numbers, _) = keys();
+        for n in &numbers {
+            // TOML integers stop at i64::MAX; below the minimum is only
+            // possible where it is above 0.
+            let below = (n.min > 0).then(|| n.min - 1);
+            for v in below.into_iter().chain([i64::MAX as u64]) {
+                let e = load(&with_key(n.key, &v.to_string())).unwrap_err();
+                assert_eq!(e.key, n.key, "{} = {v}: {e}", n.key);
+            }
+            // Its default (or its maximum, for a derived one) is accepted.
+            if let Some(d) = n.default {
+                let s = load(&with_key(n.key, &d.to_string()));
+                assert!(s.is_ok(), "{} = {d}: {}", n.key, s.unwrap_err());
             }
         }
-        for (section, key) in [
-            ("producer", "timeout_ms"),
-            ("producer", "linger_ms"),
-            ("subscriber", "batch_size"),
-            ("subscriber", "tick_ms"),
-            ("subscriber", "wait_timeout_ms"),
-            ("subscriber", "idle_timeout_ms"),
-            ("subscriber", "session_timeout_ms"),
-        ] {
-            let e = load(&format!("{MINIMAL}\n[{section}]\n{key} = {}\n", i64::MAX)).unwrap_err();
-            assert_eq!(e.key, format!("{section}.{key}"), "{e}");
-        }
-        let redis = MINIMAL.replace("auth = \"mysql\"", "auth = \"redis\"") + "[redis]\naddr = \"h:1\"\n";
-        let e = load(&format!("{redis}timeout_ms = {}\n", i64::MAX)).unwrap_err();
-        assert_eq!(e.key, "redis.timeout_ms");
-        let e = load(&format!("{redis}db = -1\n")).unwrap_err();
+        let e = load(&with_key("redis.db", "-1")).unwrap_err();
         assert_eq!(e.key, "redis.db");
         // The largest accepted values leave every deadline computable.
         let s = load(&format!("idle_timeout_ms = {MAX_MS}\nauth_timeout_ms = {MAX_MS}\n{MINIMAL}")).unwrap();
         assert!(std::time::Instant::now().checked_add(s.idle_timeout).is_some());
+    }
+
+    #[test]
+    fn the_readme_documents_every_key_and_no_other() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("| key | default | meaning |").expect("the README's configuration table");
+        let table: Vec<&str> = readme[start..].lines().skip(2).take_while(|l| l.starts_with('|')).collect();
+        let documented: std::collections::BTreeSet<&str> = table
+            .iter()
+            .flat_map(|row| row.split('|').nth(1).unwrap_or_default().split('`').skip(1).step_by(2))
+            .collect();
+        let (numbers, others) = keys();
+        let known: std::collections::BTreeSet<&str> =
+            numbers.iter().map(|n| n.key).chain(others.iter().copied()).collect();
+        assert_eq!(documented, known, "README table vs the key table");
     }
 
     #[test]

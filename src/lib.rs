@@ -26,6 +26,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod kafka;
+pub(crate) mod keys;
 pub mod metrics;
 pub mod proto;
 pub mod resp;

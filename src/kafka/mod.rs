@@ -6,6 +6,7 @@ pub(crate) mod consumer;
 pub(crate) mod health;
 pub(crate) mod probe;
 pub(crate) mod producer;
+pub(crate) mod settings;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,0 +1,231 @@
+//! The Kafka sections of `databus.toml`, as written (serde) and as
+//! databus uses them: `[producer]`, `[subscriber]` and
+//! `[clusters.<name>]` with its `tls` and `sasl`. Each key's range and
+//! default is spelled once, here.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{Cluster, GroupProtocol, KafkaSasl, KafkaTls, ProducerSettings, SubscriberSettings};
+use crate::keys::{Check, ConfigError, Number};
+
+pub(crate) const PRODUCER_TIMEOUT_MS: Number = Number::millis("producer.timeout_ms", 10_000);
+/// 0 is a valid linger: send at once.
+pub(crate) const PRODUCER_LINGER_MS: Number = Number::count("producer.linger_ms", 0, 0, 900_000);
+pub(crate) const PRODUCER_INSTANCES: Number = Number::count("producer.instances", 1, 1, 64);
+/// librdkafka's ceiling for an idempotent producer is 5.
+pub(crate) const PRODUCER_MAX_IN_FLIGHT: Number = Number::count("producer.max_in_flight", 1, 1, 5);
+pub(crate) const SUBSCRIBER_BATCH_SIZE: Number = Number::count("subscriber.batch_size", 100, 1, 100_000);
+pub(crate) const SUBSCRIBER_TICK_MS: Number = Number::millis("subscriber.tick_ms", 100);
+/// An empty `MGET` answers after 1.5 s by default: before the shortest read
+/// timeout common clients set on their own (Jedis's 2 s; go-redis's is 5 s),
+/// so they work with their defaults. A client that wants the seed's long
+/// poll asks for it (`wait=30000` in AUTH, or `MGET BLOCK 30000`).
+pub(crate) const SUBSCRIBER_WAIT_TIMEOUT_MS: Number = Number::millis("subscriber.wait_timeout_ms", 1500);
+pub(crate) const SUBSCRIBER_IDLE_TIMEOUT_MS: Number = Number::millis("subscriber.idle_timeout_ms", 40_000);
+pub(crate) const SUBSCRIBER_SESSION_TIMEOUT_MS: Number =
+    Number::millis("subscriber.session_timeout_ms", 45_000);
+
+/// The numeric keys of these sections.
+#[cfg(test)]
+pub(crate) const NUMBERS: &[Number] = &[
+    PRODUCER_TIMEOUT_MS,
+    PRODUCER_LINGER_MS,
+    PRODUCER_INSTANCES,
+    PRODUCER_MAX_IN_FLIGHT,
+    SUBSCRIBER_BATCH_SIZE,
+    SUBSCRIBER_TICK_MS,
+    SUBSCRIBER_WAIT_TIMEOUT_MS,
+    SUBSCRIBER_IDLE_TIMEOUT_MS,
+    SUBSCRIBER_SESSION_TIMEOUT_MS,
+];
+
+/// The other keys of these sections.
+#[cfg(test)]
+pub(crate) const OTHER_KEYS: &[&str] = &[
+    "producer.partitioner",
+    "clusters.<name>.brokers",
+    "clusters.<name>.tls",
+    "clusters.<name>.sasl",
+    "clusters.<name>.group_protocol",
+    "clusters.<name>.properties",
+];
+
+const PARTITIONERS: &[&str] =
+    &["murmur2_random", "murmur2", "consistent_random", "consistent", "fnv1a_random", "fnv1a", "random"];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProducer {
+    pub timeout_ms: Option<u64>,
+    pub partitioner: Option<String>,
+    pub linger_ms: Option<u64>,
+    pub instances: Option<usize>,
+    pub max_in_flight: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSubscriber {
+    pub batch_size: Option<usize>,
+    pub tick_ms: Option<u64>,
+    pub wait_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub session_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCluster {
+    pub brokers: Option<Vec<String>>,
+    pub tls: Option<RawKafkaTls>,
+    pub sasl: Option<RawKafkaSasl>,
+    /// Extra librdkafka properties.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    pub group_protocol: Option<String>,
+}
+
+/// `[clusters.<name>.tls]`: its presence turns TLS on.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKafkaTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[clusters.<name>.sasl]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKafkaSasl {
+    pub mechanism: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for RawKafkaSasl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawKafkaSasl").field("mechanism", &self.mechanism).finish_non_exhaustive()
+    }
+}
+
+impl ProducerSettings {
+    /// `[producer]`.
+    pub(crate) fn from_raw(p: RawProducer, check: Check<'_>) -> Result<ProducerSettings, ConfigError> {
+        let partitioner = p.partitioner.unwrap_or_else(|| "murmur2_random".into());
+        check.one_of("producer.partitioner", &partitioner, PARTITIONERS)?;
+        let producer = ProducerSettings {
+            timeout: check.millis(PRODUCER_TIMEOUT_MS, p.timeout_ms)?,
+            partitioner,
+            linger: check.millis(PRODUCER_LINGER_MS, p.linger_ms)?,
+            instances: check.size(PRODUCER_INSTANCES, p.instances)?,
+            max_in_flight: check.size(PRODUCER_MAX_IN_FLIGHT, p.max_in_flight)?,
+        };
+        if producer.linger >= producer.timeout {
+            return Err(check.err(PRODUCER_LINGER_MS.key, "must be below producer.timeout_ms"));
+        }
+        Ok(producer)
+    }
+}
+
+impl SubscriberSettings {
+    /// `[subscriber]`; `stats_interval` is the health interval, which the
+    /// consumer lag of `/metrics` comes from (zero without an admin port).
+    pub(crate) fn from_raw(
+        s: RawSubscriber,
+        stats_interval: Duration,
+        check: Check<'_>,
+    ) -> Result<SubscriberSettings, ConfigError> {
+        Ok(SubscriberSettings {
+            batch_size: check.size(SUBSCRIBER_BATCH_SIZE, s.batch_size)?,
+            tick: check.millis(SUBSCRIBER_TICK_MS, s.tick_ms)?,
+            wait_timeout: check.millis(SUBSCRIBER_WAIT_TIMEOUT_MS, s.wait_timeout_ms)?,
+            idle_timeout: check.millis(SUBSCRIBER_IDLE_TIMEOUT_MS, s.idle_timeout_ms)?,
+            session_timeout: check.millis(SUBSCRIBER_SESSION_TIMEOUT_MS, s.session_timeout_ms)?,
+            stats_interval,
+        })
+    }
+}
+
+impl Cluster {
+    /// `[clusters.<name>]`, checked with librdkafka against the producer
+    /// and subscriber settings it will be used with.
+    pub(crate) fn from_raw(
+        name: &str,
+        c: RawCluster,
+        producer: &ProducerSettings,
+        subscriber: &SubscriberSettings,
+        check: Check<'_>,
+    ) -> Result<Cluster, ConfigError> {
+        let key = format!("clusters.{name}.brokers");
+        let brokers = c.brokers.ok_or_else(|| check.err(&key, "missing"))?;
+        if brokers.is_empty() {
+            return Err(check.err(&key, "must list at least one broker"));
+        }
+        if let Some(b) = brokers.iter().find(|b| !b.contains(':')) {
+            return Err(check.err(&key, format!("`{b}` is not host:port")));
+        }
+        let tls = c.tls.map(|t| kafka_tls(name, t, check)).transpose()?;
+        let sasl = c.sasl.map(|s| kafka_sasl(name, s, check)).transpose()?;
+        if tls.is_some() || sasl.is_some() {
+            if let Some(p) = c.properties.keys().find(|p| super::SECURITY_PROPERTIES.contains(&p.as_str())) {
+                return Err(check.err(
+                    &format!("clusters.{name}.properties.\"{p}\""),
+                    format!("set by the [clusters.{name}.tls] and [clusters.{name}.sasl] sections; remove it here"),
+                ));
+            }
+        }
+        let group_protocol = match c.group_protocol.as_deref() {
+            None | Some("classic") => GroupProtocol::Classic,
+            Some("consumer") => GroupProtocol::Consumer,
+            Some(other) => {
+                return Err(check.err(
+                    &format!("clusters.{name}.group_protocol"),
+                    format!("`{other}` is not classic or consumer"),
+                ))
+            }
+        };
+        let cluster = Cluster { brokers, tls, sasl, properties: c.properties, group_protocol };
+        super::check_cluster(&cluster, producer, subscriber).map_err(|e| {
+            let key = match &e.property {
+                Some(p) => format!("clusters.{name}.properties.\"{p}\""),
+                None => format!("clusters.{name}.properties"),
+            };
+            check.err(&key, format!("librdkafka: {}", e.reason))
+        })?;
+        Ok(cluster)
+    }
+}
+
+/// A cluster's TLS section, with every file checked now so that a missing
+/// one stops startup, not the first SET.
+fn kafka_tls(cluster: &str, raw: RawKafkaTls, check: Check<'_>) -> Result<KafkaTls, ConfigError> {
+    for (field, path) in
+        [("ca_file", &raw.ca_file), ("cert_file", &raw.cert_file), ("key_file", &raw.key_file)]
+    {
+        if let Some(path) = path.as_ref().filter(|p| !p.is_file()) {
+            let key = format!("clusters.{cluster}.tls.{field}");
+            return Err(check.err(&key, format!("`{}` is not a readable file", path.display())));
+        }
+    }
+    if raw.cert_file.is_some() != raw.key_file.is_some() {
+        return Err(check.err(&format!("clusters.{cluster}.tls"), "cert_file and key_file go together"));
+    }
+    Ok(KafkaTls { ca_file: raw.ca_file, cert_file: raw.cert_file, key_file: raw.key_file })
+}
+
+fn kafka_sasl(cluster: &str, raw: RawKafkaSasl, check: Check<'_>) -> Result<KafkaSasl, ConfigError> {
+    let key = |field: &str| format!("clusters.{cluster}.sasl.{field}");
+    let mechanism = raw.mechanism.unwrap_or_else(|| "SCRAM-SHA-512".into()).to_ascii_uppercase();
+    check.one_of(&key("mechanism"), &mechanism, super::SASL_MECHANISMS)?;
+    let username =
+        raw.username.filter(|u| !u.is_empty()).ok_or_else(|| check.err(&key("username"), "missing"))?;
+    let password =
+        raw.password.filter(|p| !p.is_empty()).ok_or_else(|| check.err(&key("password"), "missing"))?;
+    Ok(KafkaSasl { mechanism, username, password })
+}
