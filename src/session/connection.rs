@@ -1,5 +1,5 @@
 //! Buffered IO of one client socket: reads append to a buffer the parser
-//! looks at, replies are queued and written in one go. The caller says how
+//! looks at; replies go out through the connection's [`Outbox`]. The caller says how
 //! much unparsed input it accepts, so the buffer never outgrows the request
 //! bound of the connection's state.
 
@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 use super::handoff::Handoff;
-use crate::resp::Frame;
+use super::outbox::Outbox;
 
 /// A client's byte stream: the socket itself, or TLS over it.
 pub(crate) enum Stream {
-    /// Shared with the connection's [`Handoff`], which writes to it too.
+    /// Shared with the connection's [`Handoff`], through which the
+    /// delivery thread writes a handed-over reply.
     Plain(Arc<TcpStream>),
     Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
 }
@@ -85,12 +86,10 @@ pub(crate) struct Connection {
     input: Vec<u8>,
     /// Bytes of `input` already parsed.
     start: usize,
-    output: Vec<u8>,
     /// The socket's read timeout as last set, to skip a syscall per read.
     read_timeout: Option<Duration>,
-    /// Where a reply is handed to the delivery thread (a publisher on a
-    /// plain socket only; made at its first request that could be).
-    handoff: Option<Arc<Handoff>>,
+    /// The replies, in order, and the only way out to the socket.
+    pub(crate) outbox: Outbox,
 }
 
 /// Tells, without blocking or taking anything from it, whether the client
@@ -120,14 +119,11 @@ impl Connection {
     pub(crate) fn new(stream: Stream, write_timeout: Duration) -> io::Result<Connection> {
         stream.socket().set_nodelay(true)?;
         stream.socket().set_write_timeout(Some(write_timeout))?;
-        Ok(Connection {
-            stream,
-            input: Vec::new(),
-            start: 0,
-            output: Vec::new(),
-            read_timeout: None,
-            handoff: None,
-        })
+        let plain = match &stream {
+            Stream::Plain(socket) => Some(socket.clone()),
+            Stream::Tls(_) => None,
+        };
+        Ok(Connection { stream, input: Vec::new(), start: 0, read_timeout: None, outbox: Outbox::new(plain) })
     }
 
     /// Completes a TLS handshake within `timeout` (nothing to do for a plain
@@ -161,42 +157,13 @@ impl Connection {
         self.stream.socket().set_write_timeout(Some(timeout))
     }
 
-    /// The handoff, if a reply can be handed over now: the socket is plain
-    /// TCP, nothing is queued or buffered, and no reply is out.
+    /// The handoff, if a reply can be handed over now: no input is
+    /// buffered, and the outbox can (see [`Outbox::free_handoff`]).
     pub(crate) fn free_handoff(&mut self) -> Option<Arc<Handoff>> {
-        if !self.output.is_empty() || self.start < self.input.len() {
+        if self.start < self.input.len() {
             return None;
         }
-        if self.handoff.is_none() {
-            let Stream::Plain(socket) = &self.stream else { return None };
-            self.handoff = Some(Handoff::new(socket.clone()));
-        }
-        self.handoff.clone().filter(|h| h.is_idle())
-    }
-
-    /// Shuts the socket down when the delivery thread shares it, so the
-    /// client sees the close now, not when a late verdict lets go of it.
-    pub(crate) fn shut_down_shared(&self) {
-        if self.handoff.is_some() {
-            let _ = self.stream.socket().shutdown(std::net::Shutdown::Both);
-        }
-    }
-
-    /// Whether a reply handed to the delivery thread is still out: nothing
-    /// may be queued before it is taken back.
-    pub(crate) fn reply_out(&self) -> bool {
-        self.handoff.as_ref().is_some_and(|h| h.is_out())
-    }
-
-    /// The handoff, if one was ever made.
-    pub(crate) fn handoff(&self) -> Option<&Arc<Handoff>> {
-        self.handoff.as_ref()
-    }
-
-    /// Queues bytes already encoded (a handed-over reply the delivery
-    /// thread left).
-    pub(crate) fn queue_bytes(&mut self, bytes: &[u8]) {
-        self.output.extend_from_slice(bytes);
+        self.outbox.free_handoff()
     }
 
     /// Unparsed input.
@@ -206,11 +173,6 @@ impl Connection {
 
     pub(crate) fn consume(&mut self, n: usize) {
         self.start += n;
-    }
-
-    /// Bytes of replies queued and not yet written.
-    pub(crate) fn queued(&self) -> usize {
-        self.output.len()
     }
 
     /// Waits up to `timeout` for more input, keeping at most `max_buffered`
@@ -285,19 +247,8 @@ impl Connection {
         }
     }
 
-    pub(crate) fn queue(&mut self, frame: &Frame) {
-        frame.encode(&mut self.output);
-    }
-
+    /// Writes what the outbox has encoded.
     pub(crate) fn flush(&mut self) -> io::Result<()> {
-        if self.output.is_empty() {
-            return Ok(());
-        }
-        let result = self.stream.write_all(&self.output).and_then(|()| self.stream.flush());
-        self.output.clear();
-        if self.output.capacity() > KEEP_CAPACITY {
-            self.output = Vec::new();
-        }
-        result
+        self.outbox.flush(&mut self.stream)
     }
 }

@@ -7,12 +7,12 @@ pub(crate) mod commands;
 pub(crate) mod connection;
 pub(crate) mod error;
 pub(crate) mod handoff;
+pub(crate) mod outbox;
 pub(crate) mod publisher;
 pub(crate) mod registry;
 pub(crate) mod setup;
 pub(crate) mod subscriber;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ use commands::Name;
 pub(crate) use connection::Stream;
 use connection::{Connection, HangUpWatch, ReadOutcome};
 pub(crate) use error::CommandError;
-use handoff::{Handoff, TakenBack};
+use handoff::Handoff;
 use publisher::Publisher;
 use registry::{Interrupt, InterruptFlag, Registration};
 use setup::ClientInfo;
@@ -252,17 +252,12 @@ impl Session {
     /// over and answers `None`, with what it needs until its verdict is in
     /// `handed`; anything else, or a record refused before it was enqueued,
     /// is handled as [`Session::handle`] does.
-    fn handle_handing_off(
-        &mut self,
-        args: &[Vec<u8>],
-        handoff: &Arc<Handoff>,
-        handed: &mut Option<Handed>,
-    ) -> Option<Reply> {
+    fn handle_handing_off(&mut self, args: &[Vec<u8>], handoff: &Arc<Handoff>) -> Result<Handed, Reply> {
         let spec = commands::lookup(&args[0]);
         let (State::Publisher(p), Some(spec @ commands::Spec { name: Name::Set | Name::Hset, .. })) =
             (&self.state, spec)
         else {
-            return Some(self.handle(args));
+            return Err(self.handle(args));
         };
         let tally = Tally::start(p, spec.text, args.last().map_or(0, Vec::len));
         let kafka = self.ctx.kafka.as_ref();
@@ -275,7 +270,7 @@ impl Session {
             Err(e) => {
                 let frame = e.to_frame();
                 self.ctx.metrics.command(spec.text, error_code(&frame));
-                return Some(Reply::Now(frame));
+                return Err(Reply::Now(frame));
             }
         };
         // Handed over before the callback is set: the verdict may be in
@@ -283,8 +278,7 @@ impl Session {
         handoff.hand(delivery.answer_by());
         let (to, counted) = (handoff.clone(), tally.clone());
         let keep_alive = delivery.then(Box::new(move |verdict| to.settle(|| counted.answer(verdict))));
-        *handed = Some(Handed { keep_alive, tally });
-        None
+        Ok(Handed { keep_alive, tally })
     }
 
     /// Handles one request. `args` is never empty.
@@ -349,25 +343,23 @@ pub(crate) fn serve(stream: Stream, ctx: Arc<Context>, registration: Registratio
     }
     let mut session = Session::new(ctx, peer, Some(registration));
     session.hang_up = conn.hang_up_watch().ok();
-    let mut handed = None;
-    serve_requests(&mut conn, &mut session, &mut handed);
+    serve_requests(&mut conn, &mut session);
     // The session ends first, as it always did: a subscriber leaves its
     // group before its client can see the close (and join again).
     drop(session);
     // A reply handed to the delivery thread still goes out before the close.
-    if take_back(&mut conn, &mut handed) {
+    if conn.outbox.take_back() {
         let _ = conn.flush();
     }
     // The delivery thread may still hold the socket (a verdict that came
     // too late): say goodbye now rather than when it lets go.
-    conn.shut_down_shared();
+    conn.outbox.shut_down_shared();
 }
 
 /// The rounds of [`serve`], until the connection is to close.
-fn serve_requests(conn: &mut Connection, session: &mut Session, handed: &mut Option<Handed>) {
+fn serve_requests(conn: &mut Connection, session: &mut Session) {
     let peer = session.peer.clone();
     let connected = Instant::now();
-    let mut replies = VecDeque::new();
     let mut write_timeout_set = false;
     // Whether the client has sent a request before the previous one's reply:
     // only then is it worth looking for more input while a reply waits for
@@ -377,11 +369,12 @@ fn serve_requests(conn: &mut Connection, session: &mut Session, handed: &mut Opt
     let mut pipelining = false;
     loop {
         // A request that came while a reply was out: the client pipelines.
-        pipelining |= !conn.buffered().is_empty() && conn.reply_out();
-        // Nothing is queued before a handed-over reply is out of the way.
-        take_back(conn, handed);
-        let backlog = take_requests(conn, session, &mut replies, !pipelining, handed);
-        pipelining |= replies.len() > 1;
+        pipelining |= !conn.buffered().is_empty() && conn.outbox.reply_out();
+        // A handed-over reply not written yet is waited for now: the next
+        // requests' replies go behind it.
+        conn.outbox.take_back();
+        let backlog = take_requests(conn, session, !pipelining);
+        pipelining |= conn.outbox.waiting() > 1;
         if session.is_authenticated() && !write_timeout_set {
             if let Err(e) = conn.set_write_timeout(session.read_timeout()) {
                 log::debug!("{peer}: {e}");
@@ -390,9 +383,7 @@ fn serve_requests(conn: &mut Connection, session: &mut Session, handed: &mut Opt
             write_timeout_set = true;
         }
         if session.is_closing() {
-            for reply in replies.drain(..) {
-                conn.queue(&reply.resolve());
-            }
+            conn.outbox.answer_all();
             let _ = conn.flush();
             return;
         }
@@ -404,8 +395,8 @@ fn serve_requests(conn: &mut Connection, session: &mut Session, handed: &mut Opt
             }
             return;
         }
-        let step = if !replies.is_empty() {
-            await_reply(conn, session, &mut replies, backlog || !pipelining)
+        let step = if conn.outbox.waiting() > 0 {
+            await_reply(conn, session, backlog || !pipelining)
         } else if backlog {
             Step::Continue
         } else {
@@ -415,38 +406,6 @@ fn serve_requests(conn: &mut Connection, session: &mut Session, handed: &mut Opt
             return;
         }
     }
-}
-
-/// Takes a reply handed to the delivery thread back, waiting for its
-/// verdict if it has not come, and queues whatever of it is still to be
-/// written; returns whether anything was queued.
-fn take_back(conn: &mut Connection, handed: &mut Option<Handed>) -> bool {
-    let Some(handoff) = conn.handoff().cloned() else {
-        return false;
-    };
-    if !handoff.is_out() {
-        // Written by the delivery thread (or answered for): the producer may go.
-        *handed = None;
-        return false;
-    }
-    let queued = match handoff.take_back() {
-        TakenBack::Nothing => false,
-        TakenBack::Write(bytes) => {
-            conn.queue_bytes(&bytes);
-            true
-        }
-        // As a waiting Delivery answers and counts it.
-        TakenBack::Lost => match handed.as_ref() {
-            Some(h) => {
-                conn.queue(&h.tally.answer(Err(h.keep_alive.timed_out())));
-                true
-            }
-            None => false,
-        },
-    };
-    // Its verdict is in (or given up on): the producer may go.
-    *handed = None;
-    queued
 }
 
 /// Whether the connection goes on after a step of [`serve`].
@@ -461,13 +420,8 @@ enum Step {
 /// with nothing to take (or `no_read_ahead`: complete requests still
 /// buffered, or a client that does not pipeline), waits for that reply and
 /// queues it with any settled after it.
-fn await_reply(
-    conn: &mut Connection,
-    session: &Session,
-    replies: &mut VecDeque<Reply>,
-    no_read_ahead: bool,
-) -> Step {
-    if !no_read_ahead && replies.len() < MAX_PENDING_REPLIES {
+fn await_reply(conn: &mut Connection, session: &Session, no_read_ahead: bool) -> Step {
+    if !no_read_ahead && conn.outbox.waiting() < MAX_PENDING_REPLIES {
         match conn.read_available(session.max_buffered()) {
             ReadOutcome::Data => return Step::Continue,
             ReadOutcome::TimedOut | ReadOutcome::Closed => {}
@@ -477,9 +431,7 @@ fn await_reply(
             }
         }
     }
-    let reply = replies.pop_front().expect("called with a pending reply");
-    conn.queue(&reply.resolve());
-    answer_settled(conn, replies);
+    conn.outbox.answer_next();
     Step::Continue
 }
 
@@ -494,10 +446,10 @@ fn wait_for_input(conn: &mut Connection, session: &Session, connected: Instant) 
         Interrupt::GrantChanged => {
             log::info!("{peer}: grant changed, closing");
             // A handed-over reply goes first: `serve` takes it back.
-            if conn.reply_out() {
+            if conn.outbox.reply_out() {
                 return Step::Continue;
             }
-            conn.queue(&CommandError::GrantChanged.to_frame());
+            conn.outbox.push_now(CommandError::GrantChanged.to_frame());
             let _ = conn.flush();
             return Step::Stop;
         }
@@ -509,7 +461,7 @@ fn wait_for_input(conn: &mut Connection, session: &Session, connected: Instant) 
     };
     // While a reply is handed over, look now and then whether the delivery
     // thread left some of it to write (a client that reads nothing).
-    let handed = conn.reply_out();
+    let handed = conn.outbox.reply_out();
     let timeout = if handed { timeout.min(HANDOFF_CHECK) } else { timeout };
     let outcome = if timeout.is_zero() {
         ReadOutcome::TimedOut
@@ -524,7 +476,7 @@ fn wait_for_input(conn: &mut Connection, session: &Session, connected: Instant) 
         ReadOutcome::TimedOut if handed => Step::Continue,
         ReadOutcome::TimedOut if !session.is_authenticated() => {
             log::info!("{peer}: no AUTH within {:?}, closing", session.read_timeout());
-            conn.queue(&CommandError::AuthTimeout.to_frame());
+            conn.outbox.push_now(CommandError::AuthTimeout.to_frame());
             let _ = conn.flush();
             Step::Stop
         }
@@ -548,16 +500,10 @@ fn wait_for_input(conn: &mut Connection, session: &Session, connected: Instant) 
 ///
 /// With `may_hand_off` (a client that does not pipeline), a request that is
 /// the only one outstanding, with nothing queued, may have its reply handed
-/// to the delivery thread (see [`handoff`]); `handed` then says what for.
-fn take_requests(
-    conn: &mut Connection,
-    session: &mut Session,
-    replies: &mut VecDeque<Reply>,
-    may_hand_off: bool,
-    handed: &mut Option<Handed>,
-) -> bool {
+/// to the delivery thread (see [`handoff`]).
+fn take_requests(conn: &mut Connection, session: &mut Session, may_hand_off: bool) -> bool {
     while !session.is_closing() {
-        if replies.len() >= MAX_PENDING_REPLIES || conn.queued() >= OUTPUT_HIGH_WATER {
+        if conn.outbox.waiting() >= MAX_PENDING_REPLIES || conn.outbox.queued_bytes() >= OUTPUT_HIGH_WATER {
             return true;
         }
         // An oversized request is answered once its last byte is in (so it
@@ -571,13 +517,12 @@ fn take_requests(
                         return false;
                     }
                     let (_, reply) = session.discarding.take().expect("checked");
-                    replies.push_back(Reply::Now(reply));
-                    answer_settled(conn, replies);
+                    conn.outbox.push_now(reply);
                 }
                 Err(e) => {
                     log::info!("{}: protocol error in an oversized request, closing: {e}", session.peer);
                     session.discarding = None;
-                    replies.push_back(Reply::Now(CommandError::Protocol(e).to_frame()));
+                    conn.outbox.push_now(CommandError::Protocol(e).to_frame());
                     session.close();
                     continue;
                 }
@@ -589,18 +534,11 @@ fn take_requests(
                 if args.is_empty() {
                     continue;
                 }
-                let handoff = if may_hand_off && replies.is_empty() && session.is_publisher() {
-                    conn.free_handoff()
-                } else {
-                    None
-                };
-                let reply = match handoff {
-                    Some(h) => session.handle_handing_off(&args, &h, handed),
-                    None => Some(session.handle(&args)),
-                };
-                if let Some(reply) = reply {
-                    replies.push_back(reply);
-                    answer_settled(conn, replies);
+                let handoff = if may_hand_off && session.is_publisher() { conn.free_handoff() } else { None };
+                match handoff.map(|h| session.handle_handing_off(&args, &h)) {
+                    Some(Ok(handed)) => conn.outbox.hand(handed),
+                    Some(Err(reply)) => conn.outbox.push(reply),
+                    None => conn.outbox.push(session.handle(&args)),
                 }
             }
             Ok(Parsed::Incomplete) => return false,
@@ -611,19 +549,12 @@ fn take_requests(
             }
             Err(e) => {
                 log::info!("{}: protocol error, closing: {e}", session.peer);
-                replies.push_back(Reply::Now(CommandError::Protocol(e).to_frame()));
+                conn.outbox.push_now(CommandError::Protocol(e).to_frame());
                 session.close();
             }
         }
     }
     false
-}
-
-/// Queues, in order, the replies at the front that need no more waiting.
-fn answer_settled(conn: &mut Connection, replies: &mut VecDeque<Reply>) {
-    while replies.front_mut().is_some_and(Reply::is_ready) {
-        conn.queue(&replies.pop_front().expect("checked").resolve());
-    }
 }
 
 #[cfg(test)]
