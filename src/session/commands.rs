@@ -16,24 +16,6 @@ use super::{Reply, Session};
 /// applied to the session (one file each in `cmd/`).
 pub(crate) type Run = fn(&mut Session, &[Vec<u8>]) -> Reply;
 
-/// The commands, as dispatch tells them apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Name {
-    Auth,
-    Hello,
-    Ping,
-    Quit,
-    Echo,
-    Client,
-    Select,
-    Command,
-    Config,
-    Info,
-    Set,
-    Hset,
-    Mget,
-}
-
 /// Who may use a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Who {
@@ -45,7 +27,6 @@ pub(crate) enum Who {
 
 /// One command as the table declares it.
 pub(crate) struct Spec {
-    pub name: Name,
     /// Lower case, as `COMMAND` and the metrics show it.
     pub text: &'static str,
     /// Arguments including the name; negative: at least that many.
@@ -58,7 +39,7 @@ pub(crate) struct Spec {
 
 impl std::fmt::Debug for Spec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Spec").field("name", &self.name).field("arity", &self.arity).finish()
+        f.debug_struct("Spec").field("text", &self.text).field("arity", &self.arity).finish()
     }
 }
 
@@ -70,7 +51,6 @@ const PUB_OR_SUB: &[Role] = &[Role::Pub, Role::Sub];
 
 pub(crate) const COMMANDS: &[Spec] = &[
     Spec {
-        name: Name::Auth,
         text: "auth",
         arity: -2,
         flags: NO_AUTH,
@@ -79,7 +59,6 @@ pub(crate) const COMMANDS: &[Spec] = &[
         run: cmd::auth::run,
     },
     Spec {
-        name: Name::Hello,
         text: "hello",
         arity: -1,
         flags: NO_AUTH,
@@ -88,7 +67,6 @@ pub(crate) const COMMANDS: &[Spec] = &[
         run: cmd::hello::run,
     },
     Spec {
-        name: Name::Ping,
         text: "ping",
         arity: -1,
         flags: NO_AUTH,
@@ -97,7 +75,6 @@ pub(crate) const COMMANDS: &[Spec] = &[
         run: cmd::ping::run,
     },
     Spec {
-        name: Name::Quit,
         text: "quit",
         arity: -1,
         flags: NO_AUTH,
@@ -106,7 +83,6 @@ pub(crate) const COMMANDS: &[Spec] = &[
         run: cmd::quit::run,
     },
     Spec {
-        name: Name::Echo,
         text: "echo",
         arity: 2,
         flags: NO_AUTH,
@@ -115,7 +91,6 @@ pub(crate) const COMMANDS: &[Spec] = &[
         run: cmd::echo::run,
     },
     Spec {
-        name: Name::Client,
         text: "client",
         arity: -2,
         flags: NO_AUTH,
@@ -124,7 +99,6 @@ pub(crate) const COMMANDS: &[Spec] = &[
         run: cmd::client::run,
     },
     Spec {
-        name: Name::Select,
         text: "select",
         arity: 2,
         flags: NO_AUTH,
@@ -133,7 +107,6 @@ pub(crate) const COMMANDS: &[Spec] = &[
         run: cmd::select::run,
     },
     Spec {
-        name: Name::Command,
         text: "command",
         arity: -1,
         flags: NO_AUTH,
@@ -142,7 +115,6 @@ pub(crate) const COMMANDS: &[Spec] = &[
         run: cmd::command::run,
     },
     Spec {
-        name: Name::Config,
         text: "config",
         arity: -2,
         flags: NO_AUTH,
@@ -151,7 +123,6 @@ pub(crate) const COMMANDS: &[Spec] = &[
         run: cmd::config::run,
     },
     Spec {
-        name: Name::Info,
         text: "info",
         arity: -1,
         flags: NO_AUTH,
@@ -160,7 +131,6 @@ pub(crate) const COMMANDS: &[Spec] = &[
         run: cmd::info::run,
     },
     Spec {
-        name: Name::Set,
         text: "set",
         arity: 3,
         flags: &["write"],
@@ -169,7 +139,6 @@ pub(crate) const COMMANDS: &[Spec] = &[
         run: cmd::set::run,
     },
     Spec {
-        name: Name::Hset,
         text: "hset",
         arity: 4,
         flags: &["write"],
@@ -178,7 +147,6 @@ pub(crate) const COMMANDS: &[Spec] = &[
         run: cmd::hset::run,
     },
     Spec {
-        name: Name::Mget,
         text: "mget",
         arity: -1,
         flags: &["readonly"],
@@ -222,8 +190,8 @@ mod tests {
     #[test]
     fn every_command_is_in_the_table_once() {
         for (i, c) in COMMANDS.iter().enumerate() {
-            assert_eq!(lookup(c.text.to_uppercase().as_bytes()).map(|s| s.name), Some(c.name));
-            assert!(COMMANDS[i + 1..].iter().all(|d| d.name != c.name && d.text != c.text), "{c:?} twice");
+            assert_eq!(lookup(c.text.to_uppercase().as_bytes()).map(|s| s.text), Some(c.text));
+            assert!(COMMANDS[i + 1..].iter().all(|d| d.text != c.text), "{c:?} twice");
             assert_eq!(c.text, c.text.to_lowercase());
         }
     }
@@ -238,17 +206,17 @@ mod tests {
 
     #[test]
     fn who_may_use_what() {
-        let name = |r: Result<&Spec, CommandError>| r.map(|s| s.name);
+        let name = |r: Result<&Spec, CommandError>| r.map(|s| s.text);
         // Before AUTH: the setup commands, nothing else, known or not.
-        assert_eq!(name(permit(b"PING", None)), Ok(Name::Ping));
-        assert_eq!(name(permit(b"auth", None)), Ok(Name::Auth));
+        assert_eq!(name(permit(b"PING", None)), Ok("ping"));
+        assert_eq!(name(permit(b"auth", None)), Ok("auth"));
         assert_eq!(name(permit(b"set", None)), Err(CommandError::NoAuth));
         assert_eq!(name(permit(b"flushall", None)), Err(CommandError::NoAuth));
         // After: each role its own, with SET meaning produce or commit.
-        assert_eq!(name(permit(b"set", Some(Role::Pub))), Ok(Name::Set));
-        assert_eq!(name(permit(b"set", Some(Role::Sub))), Ok(Name::Set));
-        assert_eq!(name(permit(b"HSET", Some(Role::Pub))), Ok(Name::Hset));
-        assert_eq!(name(permit(b"mget", Some(Role::Sub))), Ok(Name::Mget));
+        assert_eq!(name(permit(b"set", Some(Role::Pub))), Ok("set"));
+        assert_eq!(name(permit(b"set", Some(Role::Sub))), Ok("set"));
+        assert_eq!(name(permit(b"HSET", Some(Role::Pub))), Ok("hset"));
+        assert_eq!(name(permit(b"mget", Some(Role::Sub))), Ok("mget"));
         assert_eq!(
             name(permit(b"MGET", Some(Role::Pub))),
             Err(CommandError::NotAllowed { command: "MGET".into(), role: Role::Pub })
@@ -262,6 +230,6 @@ mod tests {
             Err(CommandError::UnknownCommand("flushall".into()))
         );
         // AUTH again is the command's own business (already authenticated).
-        assert_eq!(name(permit(b"auth", Some(Role::Pub))), Ok(Name::Auth));
+        assert_eq!(name(permit(b"auth", Some(Role::Pub))), Ok("auth"));
     }
 }

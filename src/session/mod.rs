@@ -22,7 +22,6 @@ use crate::kafka::{Clusters, Delivered, Delivery, KeepAlive, Memberships, Publis
 use crate::metrics::{Metrics, OpenConnection, PublishMeter};
 use crate::resp::{discard, parse_request, Discard, Frame, Limits, Oversized, Parsed};
 
-use commands::Name;
 pub(crate) use connection::Stream;
 use connection::{Connection, HangUpWatch, ReadOutcome};
 pub(crate) use error::CommandError;
@@ -249,20 +248,20 @@ impl Session {
 
     /// Handles one request whose reply may be written by the delivery
     /// thread (see [`handoff`]): a publisher's `SET` or `HSET` is handed
-    /// over and answers `None`, with what it needs until its verdict is in
-    /// `handed`; anything else, or a record refused before it was enqueued,
-    /// is handled as [`Session::handle`] does.
+    /// over, and what it needs until its verdict is in comes back, for the
+    /// head of the outbox; anything else, or a record refused before it was
+    /// enqueued, is handled as [`Session::handle`] does, its reply the `Err`.
     fn handle_handing_off(&mut self, args: &[Vec<u8>], handoff: &Arc<Handoff>) -> Result<Handed, Reply> {
         let spec = commands::lookup(&args[0]);
-        let (State::Publisher(p), Some(spec @ commands::Spec { name: Name::Set | Name::Hset, .. })) =
+        let (State::Publisher(p), Some(spec @ commands::Spec { text: "set" | "hset", .. })) =
             (&self.state, spec)
         else {
             return Err(self.handle(args));
         };
         let tally = Tally::start(p, spec.text, args.last().map_or(0, Vec::len));
         let kafka = self.ctx.kafka.as_ref();
-        let enqueued = match spec.name {
-            Name::Set => cmd::set::Set::parse(args).and_then(|c| c.produce(p, kafka)),
+        let enqueued = match spec.text {
+            "set" => cmd::set::Set::parse(args).and_then(|c| c.produce(p, kafka)),
             _ => cmd::hset::Hset::parse(args).and_then(|c| c.produce(p, kafka)),
         };
         let delivery = match enqueued {
