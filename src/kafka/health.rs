@@ -9,7 +9,7 @@
 //! ISR still lists the dead followers and the leader waits for them. Either
 //! way the record's timeout alone says nothing. So when its records stall, a
 //! producer's watcher (see `producer.rs`) asks for the metadata of the
-//! topics it writes, tries a TCP connection to each broker that leads or
+//! topics its cluster's producers write (one look at a time per cluster), tries a TCP connection to each broker that leads or
 //! follows in sync, and keeps what it finds per partition, for the errors
 //! of the records that then time out. It asks through a client of its own
 //! ([`MetadataClient`]): a broker serves one request of a connection at a
@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::client::Client;
 use rdkafka::config::RDKafkaLogLevel;
@@ -81,13 +81,17 @@ fn brokers_to_probe(partitions: &[PartitionState]) -> BTreeSet<i32> {
     partitions.iter().flat_map(|p| p.isr.iter().copied().chain([p.leader])).filter(|&b| b >= 0).collect()
 }
 
-/// What a producer knows of its topics' partitions. A finding stays until a
-/// later diagnosis replaces it or a record of its partition is
+/// What a cluster's producers know of their topics' partitions. A finding
+/// stays until a later look replaces it or a record of its partition is
 /// acknowledged: a cluster that lost its controller quorum may stop
 /// answering metadata requests for a while, and the findings from before
 /// are still the best account of why records time out.
 #[derive(Default)]
 pub(crate) struct Health {
+    /// The cluster, for the metadata client.
+    cluster: Cluster,
+    /// One look at a time, whichever producer's watcher asks.
+    looking: Mutex<Looking>,
     /// Per (topic, partition), what keeps it from acknowledging records.
     found: Mutex<HashMap<(String, i32), String>>,
     /// Whether `found` holds anything, read without its lock on every
@@ -97,7 +101,49 @@ pub(crate) struct Health {
     topics: Mutex<BTreeSet<String>>,
 }
 
+/// The client that looks, made at the first look, and when each topic was
+/// last looked at.
+#[derive(Default)]
+struct Looking {
+    client: Option<MetadataClient>,
+    /// The client could not be made (said once).
+    failed: bool,
+    looked: HashMap<String, Instant>,
+}
+
 impl Health {
+    pub(crate) fn new(cluster: Cluster) -> Health {
+        Health { cluster, ..Health::default() }
+    }
+
+    /// Looks at those of `topics` not looked at within `every`, unless
+    /// another producer of the cluster is looking now; `stop` is asked
+    /// between topics (a refusal to serve first).
+    pub(crate) fn look(&self, mut topics: Vec<String>, every: Duration, stop: &dyn Fn() -> bool) {
+        let Ok(mut looking) = self.looking.try_lock() else { return };
+        let now = Instant::now();
+        topics.retain(|t| looking.looked.get(t).is_none_or(|at| now.duration_since(*at) >= every));
+        if topics.is_empty() {
+            return;
+        }
+        if looking.client.is_none() && !looking.failed {
+            match MetadataClient::new(&self.cluster) {
+                Ok(client) => looking.client = Some(client),
+                Err(e) => {
+                    log::warn!("cannot create a metadata client to see why records stall: {e}");
+                    looking.failed = true;
+                }
+            }
+        }
+        let Some(client) = &looking.client else { return };
+        client.diagnose(self, &topics, stop);
+        if looking.looked.len() > MAX_TOPICS * 4 {
+            looking.looked.clear();
+        }
+        let now = Instant::now();
+        looking.looked.extend(topics.into_iter().map(|t| (t, now)));
+    }
+
     /// Remembers that the producer writes to `topic`.
     pub(crate) fn wrote_to(&self, topic: &str) {
         let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
@@ -143,7 +189,7 @@ impl Health {
             [] => None,
             [(p, why)] => Some(format!("partition {p} of topic '{topic}': {why}")),
             many => Some(format!(
-                "topic '{topic}': {}",
+                "a partition of topic '{topic}': {}",
                 many.iter().map(|(p, why)| format!("partition {p}: {why}")).collect::<Vec<_>>().join("; ")
             )),
         }
@@ -151,11 +197,15 @@ impl Health {
 
     /// Asks the cluster about `topics` and keeps what is wrong with their
     /// partitions, replacing what was known of them. A topic whose metadata
-    /// cannot be had keeps its earlier findings (they age out).
-    pub(crate) fn diagnose<C: ClientContext>(&self, client: &Client<C>, topics: &[String]) {
+    /// cannot be had keeps its earlier findings. Stops early (keeping what
+    /// it found) when `stop` says so.
+    fn diagnose<C: ClientContext>(&self, client: &Client<C>, topics: &[String], stop: &dyn Fn() -> bool) {
         let mut states: BTreeMap<&str, Vec<PartitionState>> = BTreeMap::new();
         let mut addresses: HashMap<i32, String> = HashMap::new();
         for topic in topics {
+            if stop() {
+                break;
+            }
             let Ok(metadata) = client.fetch_metadata(Some(topic), METADATA_TIMEOUT) else { continue };
             for b in metadata.brokers() {
                 addresses.insert(b.id(), format!("{}:{}", b.host(), b.port()));
@@ -202,8 +252,8 @@ impl MetadataClient {
     }
 
     /// As [`Health::diagnose`] through this client.
-    pub(crate) fn diagnose(&self, health: &Health, topics: &[String]) {
-        health.diagnose(self.0.client(), topics);
+    fn diagnose(&self, health: &Health, topics: &[String], stop: &dyn Fn() -> bool) {
+        health.diagnose(self.0.client(), topics, stop);
         // Serves the events its connections queued (errors), so they do
         // not pile up.
         self.0.poll(Duration::ZERO);
@@ -319,7 +369,7 @@ mod tests {
         find(2, "1 of 3 replicas in sync");
         assert_eq!(
             health.of_topic("t").as_deref(),
-            Some("topic 't': partition 0: it has no leader; partition 2: 1 of 3 replicas in sync")
+            Some("a partition of topic 't': partition 0: it has no leader; partition 2: 1 of 3 replicas in sync")
         );
         assert_eq!(health.of_topic("u"), None);
         health.acknowledged("u", 0);

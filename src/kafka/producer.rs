@@ -30,7 +30,7 @@ use rdkafka::producer::{
 use rdkafka::{ClientContext, Message};
 
 use super::broker_errors::{because, BrokerErrors};
-use super::health::{Health, MetadataClient};
+use super::health::Health;
 use super::{Cluster, Clusters};
 
 /// How often a refused producer asks the brokers for metadata, to learn
@@ -438,8 +438,9 @@ struct DeliveryReports {
     purge: AtomicBool,
     /// Records acknowledged so far, for the watcher to see a stall.
     acknowledged: AtomicU64,
-    /// What is known of the partitions the producer writes to.
-    health: Health,
+    /// What is known of the partitions the cluster's producers write to
+    /// (one per cluster, shared by its lanes).
+    health: Arc<Health>,
 }
 
 /// What wakes a producer's watcher before its next check.
@@ -517,10 +518,10 @@ impl ProducerContext for DeliveryReports {
 ///   [`STALL_CHECK`], and when a record times out, it looks at the health of
 ///   the topics concerned (each at most once per [`STALL_CHECK`]), for the
 ///   errors of the records that time out next.
-fn spawn_watcher(producer: &Arc<ClusterProducer>, cluster: Cluster, wakes: Receiver<Wake>) {
+fn spawn_watcher(producer: &Arc<ClusterProducer>, wakes: Receiver<Wake>) {
     let weak = Arc::downgrade(producer);
     let spawned = thread::Builder::new().name("databus-watcher".into()).spawn(move || {
-        let mut watch = Watch::new(cluster);
+        let mut watch = Watch { next_check: Instant::now() + STALL_CHECK, acknowledged: 0 };
         loop {
             let Some(refused) = weak.upgrade().map(|p| p.kafka.context().errors.refusal().is_some()) else {
                 return;
@@ -533,9 +534,12 @@ fn spawn_watcher(producer: &Arc<ClusterProducer>, cluster: Cluster, wakes: Recei
             let event = wakes.recv_timeout(wait);
             let Some(producer) = weak.upgrade() else { return };
             let reports = producer.kafka.context();
+            // A refusal is served first, and stops a look at the health.
+            purge_if_refused(&producer);
+            let refusal = || reports.purge.load(Ordering::Relaxed);
             match event {
                 Ok(Wake::Refused) => {}
-                Ok(Wake::TimedOut(topic)) => watch.diagnose(&producer, vec![topic]),
+                Ok(Wake::TimedOut(topic)) => reports.health.look(vec![topic], STALL_CHECK, &refusal),
                 Err(RecvTimeoutError::Timeout) if refused => {
                     if producer.kafka.client().fetch_metadata(None, REFUSED_RECHECK).is_ok() {
                         reports.errors.accepted();
@@ -543,18 +547,24 @@ fn spawn_watcher(producer: &Arc<ClusterProducer>, cluster: Cluster, wakes: Recei
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     if watch.stalled(&producer) {
-                        watch.diagnose(&producer, reports.health.topics());
+                        reports.health.look(reports.health.topics(), STALL_CHECK, &refusal);
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => return,
             }
-            if reports.purge.swap(false, Ordering::Relaxed) {
-                producer.kafka.purge(PurgeConfig::default().queue());
-            }
+            purge_if_refused(&producer);
         }
     });
     if let Err(e) = spawned {
         log::warn!("cannot start the watcher of a producer ({e}): refused records wait for their timeout");
+    }
+}
+
+/// Purges the producer's queue if the brokers refused it since the last
+/// purge: none of those records was sent.
+fn purge_if_refused(producer: &ClusterProducer) {
+    if producer.kafka.context().purge.swap(false, Ordering::Relaxed) {
+        producer.kafka.purge(PurgeConfig::default().queue());
     }
 }
 
@@ -563,24 +573,9 @@ struct Watch {
     next_check: Instant,
     /// Records acknowledged at the last check.
     acknowledged: u64,
-    /// When each topic was last diagnosed.
-    diagnosed: HashMap<String, Instant>,
-    cluster: Cluster,
-    /// Created on the first diagnosis.
-    metadata: Option<MetadataClient>,
 }
 
 impl Watch {
-    fn new(cluster: Cluster) -> Watch {
-        Watch {
-            next_check: Instant::now() + STALL_CHECK,
-            acknowledged: 0,
-            diagnosed: HashMap::new(),
-            cluster,
-            metadata: None,
-        }
-    }
-
     /// Whether, since the last check, records were in flight and none was
     /// acknowledged; schedules the next check.
     fn stalled(&mut self, producer: &ClusterProducer) -> bool {
@@ -589,31 +584,6 @@ impl Watch {
         let stalled = acknowledged == self.acknowledged && producer.kafka.in_flight_count() > 0;
         self.acknowledged = acknowledged;
         stalled
-    }
-
-    /// Diagnoses those of `topics` not diagnosed within a [`STALL_CHECK`].
-    fn diagnose(&mut self, producer: &ClusterProducer, mut topics: Vec<String>) {
-        let now = Instant::now();
-        topics.retain(|t| self.diagnosed.get(t).is_none_or(|at| now.duration_since(*at) >= STALL_CHECK));
-        if topics.is_empty() {
-            return;
-        }
-        let health = &producer.kafka.context().health;
-        if self.metadata.is_none() {
-            match MetadataClient::new(&self.cluster) {
-                Ok(client) => self.metadata = Some(client),
-                Err(e) => log::warn!("cannot create a metadata client to see why records stall: {e}"),
-            }
-        }
-        match &self.metadata {
-            Some(client) => client.diagnose(health, &topics),
-            None => health.diagnose(producer.kafka.client(), &topics),
-        }
-        if self.diagnosed.len() > 256 {
-            self.diagnosed.clear();
-        }
-        let now = Instant::now();
-        self.diagnosed.extend(topics.into_iter().map(|t| (t, now)));
     }
 }
 
@@ -640,11 +610,14 @@ pub(crate) struct Producers {
     clusters: Arc<Clusters>,
     settings: ProducerSettings,
     live: Mutex<HashMap<(String, usize), Arc<ClusterProducer>>>,
+    /// Per cluster, shared by its lanes' producers: one look at a stall,
+    /// through one metadata client.
+    health: Mutex<HashMap<String, Arc<Health>>>,
 }
 
 impl Producers {
     pub(crate) fn new(clusters: Arc<Clusters>, settings: ProducerSettings) -> Producers {
-        Producers { clusters, settings, live: Mutex::new(HashMap::new()) }
+        Producers { clusters, settings, live: Mutex::new(HashMap::new()), health: Mutex::default() }
     }
 
     fn producer(&self, cluster: &str, lane: usize) -> Result<Arc<ClusterProducer>, PublishError> {
@@ -661,6 +634,10 @@ impl Producers {
         }
         let config =
             self.clusters.get(cluster).ok_or_else(|| PublishError::UnknownCluster(cluster.to_owned()))?;
+        let health = {
+            let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+            health.entry(cluster.to_owned()).or_insert_with(|| Arc::new(Health::new(config.clone()))).clone()
+        };
         let (wake, wakes) = mpsc::sync_channel(8);
         let kafka = producer_config(&config, &self.settings)
             .create_with_context(DeliveryReports {
@@ -670,11 +647,11 @@ impl Producers {
                 wake,
                 purge: AtomicBool::new(false),
                 acknowledged: AtomicU64::new(0),
-                health: Health::default(),
+                health,
             })
             .map_err(|cause| PublishError::Create { cluster: cluster.to_owned(), cause })?;
         let producer = Arc::new(ClusterProducer { kafka });
-        spawn_watcher(&producer, config, wakes);
+        spawn_watcher(&producer, wakes);
         live.insert(slot.clone(), producer.clone());
         log::info!("producer {} of cluster '{cluster}' created", slot.1);
         Ok(producer)
@@ -695,6 +672,8 @@ impl Producers {
 
     /// Drops the producers of the clusters `go` names, saying `why`.
     fn let_go(&self, go: impl Fn(&str) -> bool, why: &str) {
+        // New producers of those clusters look with their new settings.
+        self.health.lock().unwrap_or_else(|e| e.into_inner()).retain(|name, _| !go(name));
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         live.retain(|(name, lane), _| {
             let gone = go(name);

@@ -117,15 +117,14 @@ impl fmt::Debug for RawKafkaSasl {
 impl ProducerSettings {
     /// `[producer]`.
     pub(crate) fn from_raw(p: RawProducer, check: Check<'_>) -> Result<ProducerSettings, ConfigError> {
-        let partitioner = p.partitioner.unwrap_or_else(|| "murmur2_random".into());
-        check.one_of("producer.partitioner", &partitioner, PARTITIONERS)?;
         let producer = ProducerSettings {
             timeout: check.millis(PRODUCER_TIMEOUT_MS, p.timeout_ms)?,
-            partitioner,
+            partitioner: p.partitioner.unwrap_or_else(|| "murmur2_random".into()),
             linger: check.millis(PRODUCER_LINGER_MS, p.linger_ms)?,
             instances: check.size(PRODUCER_INSTANCES, p.instances)?,
             max_in_flight: check.size(PRODUCER_MAX_IN_FLIGHT, p.max_in_flight)?,
         };
+        check.one_of("producer.partitioner", &producer.partitioner, PARTITIONERS)?;
         if producer.linger >= producer.timeout {
             return Err(check.err(PRODUCER_LINGER_MS.key, "must be below producer.timeout_ms"));
         }

@@ -43,7 +43,8 @@ impl Outbox {
 
     /// Replies waiting to be encoded, a handed-over one aside.
     pub(crate) fn waiting(&self) -> usize {
-        self.queue.iter().filter(|e| matches!(e, Entry::Reply(_))).count()
+        // A handed-over reply is only ever at the head.
+        self.queue.len() - usize::from(matches!(self.queue.front(), Some(Entry::Handed(_))))
     }
 
     /// Bytes encoded and not yet written.
@@ -144,10 +145,19 @@ impl Outbox {
         }
     }
 
-    /// Encodes the reply at the front, waiting for it if need be.
+    /// Encodes the reply at the front, waiting for it if need be; a
+    /// handed-over one is taken back instead.
     fn encode_front(&mut self) {
-        if let Some(Entry::Reply(reply)) = self.queue.pop_front() {
-            reply.resolve().encode(&mut self.output);
+        match self.queue.front() {
+            Some(Entry::Reply(_)) => {
+                if let Some(Entry::Reply(reply)) = self.queue.pop_front() {
+                    reply.resolve().encode(&mut self.output);
+                }
+            }
+            Some(Entry::Handed(_)) => {
+                self.take_back();
+            }
+            None => {}
         }
     }
 
