@@ -84,7 +84,7 @@ fn frozen_broker_fails_sets_in_time_and_recovers() {
     let broker = OwnBroker::start();
     let timeout = Duration::from_millis(2000);
     let f = OnOwnBroker::start("chaos_frozen", &broker.addr(), 3, 2, "[producer]\ntimeout_ms = 2000\n");
-    // A reply may take the produce timeout plus the second PendingDelivery
+    // A reply may take the produce timeout plus the second Delivery::wait
     // allows for a lost report, plus scheduling slack: never more.
     let bound = timeout + Duration::from_millis(1500);
     let load = Load::start(f.server.addr, &f.auth("pub"), 4, 1, bound);
