@@ -165,13 +165,8 @@ impl<'a> Record<'a> {
     }
 
     /// The Kafka headers: `color`, then `metadata` if any.
-    pub(crate) fn headers(&self) -> Vec<(&'static str, &'a [u8])> {
-        let mut headers = Vec::with_capacity(2);
-        headers.push(("color", self.color));
-        if let Some(m) = self.metadata {
-            headers.push(("metadata", m));
-        }
-        headers
+    pub(crate) fn headers(&self) -> impl Iterator<Item = (&'static str, &'a [u8])> {
+        std::iter::once(("color", self.color)).chain(self.metadata.map(|m| ("metadata", m)))
     }
 }
 

@@ -576,7 +576,7 @@ mod tests {
 
     impl Publish for FakeKafka {
         fn send(&self, cluster: &str, _lane: usize, r: &Record<'_>) -> Result<Delivery, PublishError> {
-            let headers = r.headers().iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect();
+            let headers = r.headers().map(|(k, v)| (k.to_string(), v.to_vec())).collect();
             self.sent.lock().unwrap().push((
                 cluster.into(),
                 r.topic.into(),
