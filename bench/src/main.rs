@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+mod grid;
 mod options;
 mod phases;
 mod procfs;
@@ -24,7 +25,7 @@ use std::fs;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::options::Opts;
+use crate::options::{env_str, Opts};
 use crate::phases::{
     consume_databus, consume_direct, direct_producer, latency, percentiles, prefill, publish_databus,
     publish_direct, rss_publishers, rss_subscribers, PubCase, PubRun,
@@ -96,6 +97,11 @@ fn run() -> Res<()> {
         (0..opts.idle_subscribers).map(|i| format!("bench_{run_id}_idle{i}")).collect();
     let mut grants: Vec<(String, u8, String)> =
         topics.iter().map(|topic| ("bench_pub".to_owned(), 2, topic.clone())).collect();
+    // The grid's topics are fixed and kept (grid.rs says why).
+    let grid_topics: Vec<String> = opts.grid_partitions.iter().map(|&p| grid::grid_topic(p)).collect();
+    if opts.phases.grid {
+        grants.extend(grid_topics.iter().map(|topic| ("bench_pub".to_owned(), 2, topic.clone())));
+    }
     grants.push((json_group.clone(), 1, cons_topic.clone()));
     grants.push((pb_group.clone(), 1, cons_topic.clone()));
     grants.extend(idle_groups.iter().map(|g| (g.clone(), 1, idle_topic.clone())));
@@ -190,6 +196,28 @@ fn run() -> Res<()> {
         consume = Some([("direct BaseConsumer", direct), ("MGET json", json), ("MGET pb", pb)]);
         created.delete(std::slice::from_ref(&cons_topic));
     }
+    // 4. The grid: redis-benchmark against databus and the Go databus,
+    // beside the bare producer, on each grid topic.
+    let mut grid_cells = Vec::new();
+    let mut go_in_grid = false;
+    if opts.phases.grid {
+        grid::prepare_database(&opts, &grid_topics)?;
+        let mut fronts = vec![grid::Front {
+            name: grid::DATABUS,
+            addr: databus.addr,
+            pid: Some(databus.pid()),
+            auth: Box::new(move |topic: &str| auth_string("bench_pub", topic, "pub", "")),
+        }];
+        if let Some(go) = grid::Front::go_databus(&opts)? {
+            go_in_grid = true;
+            fronts.push(go);
+        }
+        for (&parts, topic) in opts.grid_partitions.iter().zip(&grid_topics) {
+            grid::prepare_topic(&opts, topic, parts)?;
+            eprintln!("databus-bench: grid on {topic}");
+            grid_cells.extend(grid::run(&opts, &fronts, &producer, parts)?);
+        }
+    }
     if opts.phases.memory {
         // A few batches per partition for the subscribers of the memory phase.
         let fill = 3 * 100 * opts.partitions.max(1) as usize;
@@ -225,8 +253,23 @@ fn run() -> Res<()> {
         memory: memory.as_ref(),
         log_lines,
     };
-    let md = report.markdown();
-    let js = report.json();
+    let mut md = report.markdown();
+    let mut js = report.json();
+    if opts.phases.grid {
+        let g = grid::Grid { opts: &opts, cells: &grid_cells, go: go_in_grid };
+        md.push('\n');
+        md.push_str(&g.markdown());
+        js["grid"] = g.json();
+        let stem = if opts.quick { "grid-quick" } else { "grid" };
+        let title = format!(
+            "databus{} and a bare librdkafka producer on Apache Kafka, {} ({})",
+            if go_in_grid { ", the Go databus" } else { "" },
+            env_str("BENCH_DATE").unwrap_or_default(),
+            env_str("BENCH_GIT_COMMIT").unwrap_or_default()
+        );
+        fs::create_dir_all(&opts.out_dir)?;
+        fs::write(opts.out_dir.join(format!("{stem}.svg")), g.svg(&title))?;
+    }
     // A smoke run never replaces the recorded full results.
     let stem = if opts.quick { "results-quick" } else { "results" };
     fs::create_dir_all(&opts.out_dir)?;

@@ -44,27 +44,39 @@ pub(crate) struct Opts {
     pub(crate) repeat: usize,
     /// Fewest pipelines each publish case at depth > 1 sends per connection.
     pub(crate) bursts: usize,
+    /// The grid (`grid.rs`): clients, pipeline depths, partition counts,
+    /// rounds, and a factor on the requests per cell.
+    pub(crate) grid_clients: Vec<usize>,
+    pub(crate) grid_pipelines: Vec<usize>,
+    pub(crate) grid_partitions: Vec<i32>,
+    pub(crate) grid_rounds: usize,
+    pub(crate) grid_scale: f64,
+    /// The Go databus's address (ip:port) and pid, when it is in the run.
+    pub(crate) go_databus: Option<String>,
+    pub(crate) go_databus_pid: Option<u32>,
 }
 
-/// Which parts run (`BENCH_PHASES=publish,latency,consume,memory`, default all).
+/// Which parts run (`BENCH_PHASES=publish,latency,consume,grid,memory`, default all).
 pub(crate) struct Phases {
     pub(crate) publish: bool,
     pub(crate) latency: bool,
     pub(crate) consume: bool,
+    pub(crate) grid: bool,
     pub(crate) memory: bool,
 }
 
 impl Phases {
     fn from_env() -> Res<Phases> {
         let Some(list) = env_str("BENCH_PHASES") else {
-            return Ok(Phases { publish: true, latency: true, consume: true, memory: true });
+            return Ok(Phases { publish: true, latency: true, consume: true, grid: true, memory: true });
         };
-        let mut p = Phases { publish: false, latency: false, consume: false, memory: false };
+        let mut p = Phases { publish: false, latency: false, consume: false, grid: false, memory: false };
         for name in list.split(',').map(str::trim) {
             match name {
                 "publish" => p.publish = true,
                 "latency" => p.latency = true,
                 "consume" => p.consume = true,
+                "grid" => p.grid = true,
                 "memory" => p.memory = true,
                 _ => return Err(format!("BENCH_PHASES: unknown phase '{name}'").into()),
             }
@@ -147,6 +159,16 @@ impl Opts {
             phases: Phases::from_env()?,
             repeat: env_num("BENCH_REPEAT", pick(3, 1))?.max(1),
             bursts: env_num("BENCH_BURSTS", pick(400, 40))?,
+            grid_clients: env_list("BENCH_GRID_CLIENTS", &[1, 10, 50, 100])?,
+            grid_pipelines: env_list("BENCH_GRID_PIPELINES", &[1, 16])?,
+            grid_partitions: env_list("BENCH_GRID_PARTITIONS", &[3, 12])?
+                .into_iter()
+                .map(|p| p as i32)
+                .collect(),
+            grid_rounds: env_num("BENCH_GRID_ROUNDS", 1)?.max(1),
+            grid_scale: env_num("BENCH_GRID_SCALE", if quick { 0.1 } else { 1.0 })?,
+            go_databus: env_str("BENCH_GO_DATABUS"),
+            go_databus_pid: env_str("BENCH_GO_DATABUS_PID").and_then(|v| v.trim().parse().ok()),
         })
     }
 

@@ -31,13 +31,13 @@ pub(crate) fn round(x: f64, places: i32) -> f64 {
 // ---------------------------------------------------------------------------
 // Records
 
-fn key_of(n: usize) -> Vec<u8> {
+pub(crate) fn key_of(n: usize) -> Vec<u8> {
     format!("k{n}").into_bytes()
 }
 
 /// A JSON object of exactly `size` bytes (when `size` allows one), so the
 /// JSON MGET embeds it and a consumer could parse it.
-fn value_of(n: usize, size: usize) -> Vec<u8> {
+pub(crate) fn value_of(n: usize, size: usize) -> Vec<u8> {
     let mut v = format!("{{\"n\":{n},\"pad\":\"").into_bytes();
     if v.len() + 2 > size {
         let mut digits = n.to_string().into_bytes();
@@ -59,24 +59,51 @@ fn color_header() -> OwnedHeaders {
 
 #[derive(Default)]
 pub(crate) struct Waiter {
-    /// (acknowledged, failed, first error)
-    state: Mutex<(usize, usize, Option<String>)>,
+    state: Mutex<Tally>,
     done: Condvar,
 }
 
+#[derive(Default)]
+struct Tally {
+    acknowledged: usize,
+    failed: usize,
+    first_error: Option<String>,
+    /// When each report came, if asked for ([`Waiter::timed`]).
+    times: Option<Vec<Instant>>,
+}
+
 impl Waiter {
-    /// Waits until `total` records were reported since this waiter was made.
-    fn wait_for(&self, total: usize) -> Res<(usize, Option<String>)> {
+    /// A waiter that also notes when each report came.
+    pub(crate) fn timed() -> Waiter {
+        let w = Waiter::default();
+        w.lock().times = Some(Vec::new());
+        w
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tally> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `total` records were reported since this waiter was made;
+    /// returns (failed, first error).
+    pub(crate) fn wait_for(&self, total: usize) -> Res<(usize, Option<String>)> {
         let deadline = Instant::now() + Duration::from_millis(PRODUCE_TIMEOUT_MS + 5_000);
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        while s.0 + s.1 < total {
+        let mut s = self.lock();
+        while s.acknowledged + s.failed < total {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(format!("direct producer: {} of {total} reports", s.0 + s.1).into());
+                return Err(
+                    format!("direct producer: {} of {total} reports", s.acknowledged + s.failed).into()
+                );
             }
             s = self.done.wait_timeout(s, left).unwrap_or_else(|e| e.into_inner()).0;
         }
-        Ok((s.1, s.2.clone()))
+        Ok((s.failed, s.first_error.clone()))
+    }
+
+    /// The times of the reports noted so far (a timed waiter), cleared.
+    pub(crate) fn take_times(&self) -> Vec<Instant> {
+        self.lock().times.as_mut().map(std::mem::take).unwrap_or_default()
     }
 }
 
@@ -88,13 +115,16 @@ impl ProducerContext for Reports {
     type DeliveryOpaque = Arc<Waiter>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, waiter: Arc<Waiter>) {
-        let mut s = waiter.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = waiter.lock();
         match result {
-            Ok(_) => s.0 += 1,
+            Ok(_) => s.acknowledged += 1,
             Err((e, _)) => {
-                s.1 += 1;
-                s.2.get_or_insert_with(|| e.to_string());
+                s.failed += 1;
+                s.first_error.get_or_insert_with(|| e.to_string());
             }
+        }
+        if let Some(times) = s.times.as_mut() {
+            times.push(Instant::now());
         }
         drop(s);
         waiter.done.notify_all();
@@ -116,7 +146,13 @@ pub(crate) fn direct_producer(opts: &Opts) -> Res<Direct> {
 }
 
 /// Enqueues one record, waiting while librdkafka's queue is full.
-fn direct_send(p: &Direct, topic: &str, key: &[u8], value: &[u8], waiter: &Arc<Waiter>) -> Res<()> {
+pub(crate) fn direct_send(
+    p: &Direct,
+    topic: &str,
+    key: &[u8],
+    value: &[u8],
+    waiter: &Arc<Waiter>,
+) -> Res<()> {
     let mut record =
         BaseRecord::with_opaque_to(topic, waiter.clone()).key(key).payload(value).headers(color_header());
     loop {
@@ -187,7 +223,7 @@ fn shares(messages: usize, conns: usize) -> Vec<(usize, usize)> {
 
 /// Runs `conns` workers, each doing `work(first, count)` after a common start;
 /// times from the start to the last worker's end.
-fn timed_workers<W, S>(conns: usize, messages: usize, cpu: &Cpu, setup: S) -> Res<PubRun>
+pub(crate) fn timed_workers<W, S>(conns: usize, messages: usize, cpu: &Cpu, setup: S) -> Res<PubRun>
 where
     S: Fn(usize) -> Res<W> + Sync,
     W: FnOnce(usize, usize) -> Res<(usize, Option<String>)>,

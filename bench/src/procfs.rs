@@ -4,16 +4,88 @@
 use std::fs;
 use std::thread;
 
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: &str, clk_tck: f64) -> Option<f64> {
+/// Two fields of /proc/<pid>/stat summed, in seconds: `first` is the
+/// field's number in proc(5) (utime is 14, cutime 16).
+fn stat_seconds(pid: &str, first: usize, clk_tck: f64) -> Option<f64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces; fields resume after its ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Field 3 (state) is fields[0]: utime (14) and stime (15) are [11], [12].
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / clk_tck)
+    // Field 3 (state) is fields[0].
+    let a: f64 = fields.get(first - 3)?.parse().ok()?;
+    let b: f64 = fields.get(first - 2)?.parse().ok()?;
+    Some((a + b) / clk_tck)
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: &str, clk_tck: f64) -> Option<f64> {
+    stat_seconds(pid, 14, clk_tck)
+}
+
+/// utime + stime of a process (`None`: this one), in seconds.
+pub(crate) fn cpu_of(pid: Option<u32>, clk_tck: f64) -> Option<f64> {
+    cpu_seconds(&pid.map_or("self".into(), |p| p.to_string()), clk_tck)
+}
+
+/// cutime + cstime of this process: the CPU of the children it waited for
+/// (a load generator run as a child), in seconds.
+pub(crate) fn children_cpu(clk_tck: f64) -> f64 {
+    stat_seconds("self", 16, clk_tck).unwrap_or(0.0)
+}
+
+/// Voluntary and involuntary context switches of every live thread of a
+/// process (`None`: this one).
+pub(crate) fn context_switches(pid: Option<u32>) -> u64 {
+    let dir = format!("/proc/{}/task", pid.map_or("self".into(), |p| p.to_string()));
+    let Ok(tasks) = fs::read_dir(dir) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| {
+                    l.starts_with("voluntary_ctxt_switches") || l.starts_with("nonvoluntary_ctxt_switches")
+                })
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+/// The pid of the process listening on TCP `port` (IPv4 or IPv6), from
+/// /proc/net/tcp* and the processes' open sockets.
+pub(crate) fn pid_listening(port: u16) -> Option<u32> {
+    let hex = format!(":{port:04X}");
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address, ..., st = 0A (LISTEN), ..., inode
+            if f.len() > 9 && f[1].ends_with(&hex) && f[3] == "0A" {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
+        let pid: u32 = p.file_name().to_str()?.parse().ok()?;
+        let fds = fs::read_dir(p.path().join("fd")).ok()?;
+        fds.flatten()
+            .any(|fd| {
+                fs::read_link(fd.path()).is_ok_and(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str()))
+            })
+            .then_some(pid)
+    })
+}
+
+/// Busy time of all CPUs of the machine, in seconds.
+pub(crate) fn machine_busy(clk_tck: f64) -> f64 {
+    machine_busy_seconds(clk_tck)
 }
 
 fn status_field(pid: u32, field: &str) -> Option<u64> {
@@ -135,5 +207,15 @@ mod tests {
     fn proc_stat_of_self_parses() {
         assert!(cpu_seconds("self", 100.0).is_some());
         assert!(rss_kib(std::process::id()) > 0);
+        assert!(context_switches(None) > 0);
+    }
+
+    #[test]
+    fn the_listener_of_a_port_is_found() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert_eq!(pid_listening(port), Some(std::process::id()));
+        drop(l);
+        assert_eq!(pid_listening(port), None);
     }
 }

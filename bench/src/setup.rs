@@ -17,6 +17,7 @@ use mysql::prelude::Queryable;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::options::{env_str, Opts};
 use crate::resp::RespConn;
@@ -41,21 +42,47 @@ impl Topics {
         Ok(topics)
     }
 
-    /// Deletes the groups, best effort; a group whose member has not left
-    /// yet stays (the broker expires it).
+    /// Deletes the groups, best effort: a group that was never made counts
+    /// as deleted; one whose members are still leaving is tried again for
+    /// up to 20 s.
     fn delete_groups(&mut self) {
-        let groups = std::mem::take(&mut self.groups);
+        let mut groups = std::mem::take(&mut self.groups);
         if self.keep || groups.is_empty() {
             return;
         }
-        let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
+        let total = groups.len();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let failed = match block_on(self.admin.delete_groups(&refs, &options)) {
-            Ok(results) => results.iter().filter(|r| r.is_err()).count(),
-            Err(_) => groups.len(),
-        };
-        if failed > 0 {
-            eprintln!("databus-bench: {failed} of {} consumer groups were not deleted", groups.len());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut last = None;
+        while !groups.is_empty() {
+            let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
+            let left: Vec<String> = match block_on(self.admin.delete_groups(&refs, &options)) {
+                Ok(results) => results
+                    .into_iter()
+                    .filter_map(|r| match r {
+                        Ok(_) | Err((_, RDKafkaErrorCode::GroupIdNotFound)) => None,
+                        Err((g, e)) => {
+                            last = Some(e);
+                            Some(g)
+                        }
+                    })
+                    .collect(),
+                Err(e) => {
+                    eprintln!("databus-bench: deleting consumer groups: {e}");
+                    groups.clone()
+                }
+            };
+            groups = left;
+            if groups.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            thread::sleep(Duration::from_millis(500));
+        }
+        if !groups.is_empty() {
+            eprintln!(
+                "databus-bench: {} of {total} consumer groups were not deleted (last error: {last:?})",
+                groups.len()
+            );
         }
     }
 

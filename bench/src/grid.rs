@@ -1,0 +1,668 @@
+//! The grid: `redis-benchmark -t set` against databus and, when
+//! `BENCH_GO_DATABUS` names one, the Go databus, beside a bare librdkafka
+//! producer used the same way (c threads, P records in flight each, waiting
+//! for each batch's delivery reports), at every (clients c, pipeline P) of
+//! the grid, on a 3- and a 12-partition topic, all in one run on one broker.
+//! Each cell reports requests/s, p50/p99 and the CPU per SET of every
+//! process (server, load generator, broker) and the server's context
+//! switches per SET.
+//!
+//! The Go databus reads its grants from MySQL once a minute, so the grid's
+//! topics and grants are fixed and persistent: database `databus_grid`
+//! (tables `auth_tb`/`app_tb` and the views `auth`/`app` the Go code
+//! queries) grants the seed's sample app (`app_key1`, cluster `cluster1`)
+//! the topics `bench_grid_p<N>`, each in group `group_bench_grid_p<N>`
+//! (the Go databus keeps one grant per group), which keep records for
+//! ten minutes only. The bench creates them if absent and never deletes
+//! them, so a Go databus started once keeps working across runs.
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_executor::block_on;
+use mysql::prelude::Queryable;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+use serde_json::{json, Value};
+
+use crate::options::Opts;
+use crate::phases::{
+    direct_send, key_of, percentiles, round, timed_workers, value_of, Direct, Percentiles, Waiter,
+};
+use crate::procfs::{children_cpu, context_switches, cpu_of, machine_busy, pid_listening, Cpu};
+use crate::Res;
+
+/// Where the Go databus finds its grants.
+pub(crate) const GRID_DATABASE: &str = "databus_grid";
+/// The seed's sample app and cluster (`scripts/sample.sql`).
+const SEED_KEY: &str = "app_key1";
+const SEED_SECRET: &str = "app_secret1";
+const SEED_CLUSTER: &str = "cluster1";
+
+pub(crate) fn grid_topic(partitions: i32) -> String {
+    format!("bench_grid_p{partitions}")
+}
+
+/// The group of the seed's app on a grid topic: the Go databus keeps one
+/// grant per group name, so each topic has a group of its own.
+fn seed_group(topic: &str) -> String {
+    format!("group_{topic}")
+}
+
+/// The auth string of the seed's app on a grid topic (the Go databus's;
+/// databus's own grid grant is the bench app's).
+fn seed_auth(topic: &str) -> String {
+    format!("{SEED_KEY}:{SEED_SECRET}@{}/topic={topic}&role=pub", seed_group(topic))
+}
+
+/// A Redis-protocol front of the broker: databus or the Go databus.
+pub(crate) struct Front {
+    pub(crate) name: &'static str,
+    pub(crate) addr: SocketAddr,
+    /// Whose CPU and context switches are the server's.
+    pub(crate) pid: Option<u32>,
+    /// AUTH string for a topic.
+    pub(crate) auth: Box<dyn Fn(&str) -> String>,
+}
+
+impl Front {
+    pub(crate) fn go_databus(opts: &Opts) -> Res<Option<Front>> {
+        let Some(addr) = &opts.go_databus else {
+            return Ok(None);
+        };
+        let addr: SocketAddr =
+            addr.parse().map_err(|_| format!("BENCH_GO_DATABUS={addr:?} is not an ip:port"))?;
+        let pid = opts.go_databus_pid.or_else(|| pid_listening(addr.port()));
+        if pid.is_none() {
+            eprintln!(
+                "databus-bench: the Go databus's pid is unknown (set BENCH_GO_DATABUS_PID): no CPU for it"
+            );
+        }
+        Ok(Some(Front { name: "Go databus", addr, pid, auth: Box::new(seed_auth) }))
+    }
+}
+
+/// One peer's result in one cell.
+#[derive(Clone)]
+pub(crate) struct Shot {
+    pub(crate) requests: usize,
+    pub(crate) rps: f64,
+    pub(crate) p50: f64,
+    pub(crate) p99: f64,
+    pub(crate) errors: usize,
+    /// µs per SET: the server (for the bare producer: the whole client
+    /// process), the load generator, the broker.
+    pub(crate) server_us: Option<f64>,
+    pub(crate) loadgen_us: Option<f64>,
+    pub(crate) broker_us: Option<f64>,
+    pub(crate) others_us: f64,
+    pub(crate) ctx_switches: Option<f64>,
+}
+
+pub(crate) struct Cell {
+    pub(crate) partitions: i32,
+    pub(crate) clients: usize,
+    pub(crate) pipeline: usize,
+    pub(crate) round: usize,
+    /// (peer name, result)
+    pub(crate) shots: Vec<(&'static str, Shot)>,
+}
+
+impl Cell {
+    pub(crate) fn shot(&self, name: &str) -> Option<&Shot> {
+        self.shots.iter().find(|(n, _)| *n == name).map(|(_, s)| s)
+    }
+}
+
+pub(crate) const DATABUS: &str = "databus";
+pub(crate) const GO: &str = "Go databus";
+pub(crate) const BARE: &str = "bare librdkafka";
+
+/// Requests per cell: enough for a few seconds at the rates each cell
+/// reaches on a 2-core machine, times `BENCH_GRID_SCALE`.
+fn requests(opts: &Opts, clients: usize, pipeline: usize) -> usize {
+    let base = if pipeline == 1 {
+        10_000 * clients.div_ceil(5)
+    } else {
+        (40_000 * clients.div_ceil(5)).min(300_000)
+    };
+    ((base as f64 * opts.grid_scale) as usize).max(clients * pipeline * 10)
+}
+
+/// Creates the grid database (tables, views, the seed's grant on every grid
+/// topic) unless present.
+pub(crate) fn prepare_database(opts: &Opts, topics: &[String]) -> Res<()> {
+    let mut conn = mysql::Conn::new(mysql::Opts::from_url(&opts.mysql_url)?)?;
+    conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS `{GRID_DATABASE}`"))?;
+    conn.query_drop(format!("USE `{GRID_DATABASE}`"))?;
+    let schema = include_str!("../../scripts/schema.sql");
+    let schema: String = schema.lines().filter(|l| !l.starts_with("--")).collect::<Vec<_>>().join("\n");
+    for statement in schema.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        conn.query_drop(statement)?;
+    }
+    // The Go databus's query: `FROM auth LEFT JOIN app ON auth.app_id=app.id`.
+    conn.query_drop("CREATE OR REPLACE VIEW auth AS SELECT * FROM auth_tb")?;
+    conn.query_drop("CREATE OR REPLACE VIEW app AS SELECT * FROM app_tb")?;
+    conn.exec_drop(
+        "INSERT IGNORE INTO app_tb (id, app_key, app_secret, cluster) VALUES (1, ?, ?, ?)",
+        (SEED_KEY, SEED_SECRET, SEED_CLUSTER),
+    )?;
+    for topic in topics {
+        let group = seed_group(topic);
+        let have: Option<i64> = conn.exec_first(
+            "SELECT id FROM auth_tb WHERE app_id = 1 AND topic = ? AND group_name = ?",
+            (topic, &group),
+        )?;
+        if have.is_none() {
+            conn.exec_drop(
+                "INSERT INTO auth_tb (app_id, group_name, operation, topic) VALUES (1, ?, 3, ?)",
+                (&group, topic),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates a grid topic unless present (records kept ten minutes, so runs
+/// do not fill the broker's disk); errs if it has another partition count.
+pub(crate) fn prepare_topic(opts: &Opts, topic: &str, partitions: i32) -> Res<()> {
+    let admin: AdminClient<DefaultClientContext> = opts.client_config().create()?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(opts.replication))
+        .set("retention.ms", "600000")
+        .set("segment.ms", "120000");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for r in block_on(admin.create_topics([&new], &options))? {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => return Err(format!("create topic {t}: {e}").into()),
+        }
+    }
+    let probe: BaseConsumer = opts.client_config().create()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let md = probe.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+        if let Some(t) = md.topics().iter().find(|t| t.error().is_none() && !t.partitions().is_empty()) {
+            let have = t.partitions().len() as i32;
+            if have != partitions {
+                return Err(
+                    format!("topic {topic} has {have} partitions, not {partitions}: delete it").into()
+                );
+            }
+            if t.partitions().iter().all(|p| p.leader() >= 0) {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("topic {topic} did not appear on {}", opts.brokers).into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// CPU seconds and context switches around one timed run.
+struct Usage {
+    server: Option<f64>,
+    children: f64,
+    me: f64,
+    broker: Option<f64>,
+    machine: f64,
+    switches: u64,
+}
+
+impl Usage {
+    fn now(opts: &Opts, server: Option<u32>) -> Usage {
+        let t = opts.clk_tck;
+        Usage {
+            server: server.and_then(|p| cpu_of(Some(p), t)),
+            children: children_cpu(t),
+            me: cpu_of(None, t).unwrap_or(0.0),
+            broker: opts.broker_pid.and_then(|p| cpu_of(Some(p), t)),
+            machine: machine_busy(t),
+            switches: server.map_or_else(|| context_switches(None), |p| context_switches(Some(p))),
+        }
+    }
+}
+
+/// `redis-benchmark -t set` against a front: (requests/s, p50, p99, errors).
+fn redis_benchmark(
+    opts: &Opts,
+    front: &Front,
+    topic: &str,
+    clients: usize,
+    pipeline: usize,
+    n: usize,
+) -> Res<Shot> {
+    let before = Usage::now(opts, front.pid);
+    let out = Command::new("redis-benchmark")
+        .args(["-h", &front.addr.ip().to_string(), "-p", &front.addr.port().to_string()])
+        .args(["-a", &(front.auth)(topic), "-t", "set", "-r", "100000", "--csv"])
+        .args(["-d", &opts.value_size.to_string(), "-n", &n.to_string()])
+        .args(["-c", &clients.to_string(), "-P", &pipeline.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("redis-benchmark: {e} (apt-get install redis-tools)"))?;
+    let after = Usage::now(opts, front.pid);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // "SET","rps","avg","min","p50","p95","p99","max"
+    let line = stdout.lines().rfind(|l| l.starts_with("\"SET\"")).ok_or_else(|| {
+        format!("redis-benchmark against {} c={clients} P={pipeline} printed no result: {stderr}", front.name)
+    })?;
+    let f: Vec<f64> = line.split(',').skip(1).filter_map(|v| v.trim_matches('"').parse().ok()).collect();
+    if f.len() < 7 {
+        return Err(format!("redis-benchmark: cannot read {line:?}").into());
+    }
+    let errors = stderr.lines().filter(|l| l.contains("Error from server")).count();
+    if errors > 0 {
+        eprintln!(
+            "databus-bench: {} c={clients} P={pipeline}: {errors} error replies, first: {}",
+            front.name,
+            stderr.lines().find(|l| l.contains("Error from server")).unwrap_or_default()
+        );
+    }
+    let us = |s: f64| s * 1e6 / n as f64;
+    let server = after.server.zip(before.server).map(|(a, b)| us(a - b));
+    let loadgen = us(after.children - before.children);
+    let broker = after.broker.zip(before.broker).map(|(a, b)| us(a - b));
+    let machine = us(after.machine - before.machine);
+    let me = us(after.me - before.me);
+    Ok(Shot {
+        requests: n,
+        rps: f[0],
+        p50: f[3],
+        p99: f[5],
+        errors,
+        server_us: server,
+        loadgen_us: Some(loadgen),
+        broker_us: broker,
+        others_us: (machine - server.unwrap_or(0.0) - loadgen - broker.unwrap_or(0.0) - me).max(0.0),
+        ctx_switches: front.pid.map(|_| (after.switches - before.switches) as f64 / n as f64),
+    })
+}
+
+/// The bare producer used the way redis-benchmark uses a front: `clients`
+/// threads, each enqueuing `pipeline` records and waiting for their
+/// reports; a record's latency runs from its batch's first send to its
+/// report (as redis-benchmark times a pipelined request from its batch's
+/// write to its reply).
+fn bare(opts: &Opts, producer: &Direct, topic: &str, clients: usize, pipeline: usize, n: usize) -> Res<Shot> {
+    let cpu = Cpu { databus_pid: None, broker_pid: opts.broker_pid, clk_tck: opts.clk_tck };
+    let latencies = Mutex::new(Vec::with_capacity(n));
+    let value_size = opts.value_size;
+    let switches = context_switches(None);
+    let setup = |_: usize| -> Res<_> {
+        let latencies = &latencies;
+        Ok(move |first: usize, count: usize| -> Res<(usize, Option<String>)> {
+            let waiter = Arc::new(Waiter::timed());
+            let mut mine = Vec::with_capacity(count);
+            let (mut n, end) = (first, first + count);
+            while n < end {
+                let batch = pipeline.min(end - n);
+                let started = Instant::now();
+                for i in n..n + batch {
+                    direct_send(producer, topic, &key_of(i % 100_000), &value_of(i, value_size), &waiter)?;
+                }
+                n += batch;
+                waiter.wait_for(n - first)?;
+                mine.extend(waiter.take_times().into_iter().map(|t| t - started));
+            }
+            latencies.lock().unwrap_or_else(|e| e.into_inner()).append(&mut mine);
+            waiter.wait_for(count)
+        })
+    };
+    let run = timed_workers(clients, n, &cpu, setup)?;
+    let switches = context_switches(None) - switches;
+    let mut lat: Vec<Duration> = latencies.into_inner().unwrap_or_else(|e| e.into_inner());
+    let p: Percentiles = percentiles(&mut lat);
+    Ok(Shot {
+        requests: n,
+        rps: n as f64 / run.seconds,
+        p50: p.p50,
+        p99: p.p99,
+        errors: run.errors,
+        server_us: Some(run.cpu.bench),
+        loadgen_us: None,
+        broker_us: run.cpu.broker,
+        others_us: run.cpu.others,
+        ctx_switches: Some(switches as f64 / n as f64),
+    })
+}
+
+/// Every cell of the grid on one topic, the peers in turn within each cell.
+pub(crate) fn run(opts: &Opts, fronts: &[Front], producer: &Direct, partitions: i32) -> Res<Vec<Cell>> {
+    let topic = grid_topic(partitions);
+    // Untimed: every peer learns the topic's partitions and leaders.
+    for f in fronts {
+        redis_benchmark(opts, f, &topic, 10, 1, 2_000)?;
+    }
+    bare(opts, producer, &topic, 10, 1, 2_000)?;
+    let mut cells = Vec::new();
+    for round in 1..=opts.grid_rounds {
+        for &clients in &opts.grid_clients {
+            for &pipeline in &opts.grid_pipelines {
+                let n = requests(opts, clients, pipeline);
+                let mut shots = Vec::new();
+                for f in fronts {
+                    shots.push((f.name, redis_benchmark(opts, f, &topic, clients, pipeline, n)?));
+                }
+                shots.push((BARE, bare(opts, producer, &topic, clients, pipeline, n)?));
+                let line: Vec<String> = shots
+                    .iter()
+                    .map(|(name, s)| format!("{name} {:.0}/s p99 {:.2} ms", s.rps, s.p99))
+                    .collect();
+                eprintln!("databus-bench: grid {partitions}p c={clients} P={pipeline}: {}", line.join(", "));
+                cells.push(Cell { partitions, clients, pipeline, round, shots });
+            }
+        }
+    }
+    Ok(cells)
+}
+
+// ---------------------------------------------------------------------------
+// The report
+
+fn opt(x: Option<f64>, places: usize) -> String {
+    x.map_or("–".into(), |v| format!("{v:.places$}"))
+}
+
+fn ratio(a: Option<&Shot>, b: Option<&Shot>) -> Option<f64> {
+    Some(a?.rps / b?.rps)
+}
+
+/// The median (by requests/s) of the rounds of one cell and peer.
+fn median<'a>(cells: &'a [Cell], partitions: i32, c: usize, p: usize, peer: &str) -> Option<&'a Shot> {
+    let mut shots: Vec<&Shot> = cells
+        .iter()
+        .filter(|x| x.partitions == partitions && x.clients == c && x.pipeline == p)
+        .filter_map(|x| x.shot(peer))
+        .collect();
+    shots.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    shots.get(shots.len() / 2).copied()
+}
+
+pub(crate) struct Grid<'a> {
+    pub(crate) opts: &'a Opts,
+    pub(crate) cells: &'a [Cell],
+    pub(crate) go: bool,
+}
+
+struct GridTarget {
+    partitions: i32,
+    clients: usize,
+    pipeline: usize,
+    name: String,
+    value: f64,
+    met: bool,
+}
+
+impl Grid<'_> {
+    fn keys(&self) -> Vec<(i32, usize, usize)> {
+        let mut k = Vec::new();
+        for &parts in &self.opts.grid_partitions {
+            for &c in &self.opts.grid_clients {
+                for &p in &self.opts.grid_pipelines {
+                    k.push((parts, c, p));
+                }
+            }
+        }
+        k
+    }
+
+    fn targets(&self) -> Vec<GridTarget> {
+        let mut t = Vec::new();
+        for (parts, c, p) in self.keys() {
+            let m = |peer| median(self.cells, parts, c, p, peer);
+            let mut push = |name: String, value: Option<f64>, met: fn(f64) -> bool| {
+                if let Some(v) = value {
+                    t.push(GridTarget {
+                        partitions: parts,
+                        clients: c,
+                        pipeline: p,
+                        name,
+                        value: v,
+                        met: met(v),
+                    });
+                }
+            };
+            if self.go {
+                push("databus / Go databus ≥ 1.5".into(), ratio(m(DATABUS), m(GO)), |v| v >= 1.5);
+            }
+            push("databus / bare librdkafka ≥ 0.9".into(), ratio(m(DATABUS), m(BARE)), |v| v >= 0.9);
+            if p == 16 && (c == 50 || c == 100) {
+                let limit = if c == 50 { "5" } else { "10" };
+                let f = if c == 50 { |v: f64| v < 5.0 } else { |v: f64| v < 10.0 };
+                push(format!("databus p99 < {limit} ms"), m(DATABUS).map(|s| s.p99), f);
+            }
+        }
+        t
+    }
+
+    pub(crate) fn markdown(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let peers: Vec<&str> = [DATABUS, GO, BARE].into_iter().filter(|p| *p != GO || self.go).collect();
+        let _ = writeln!(
+            s,
+            "### The grid: `redis-benchmark -t set -r 100000 -d {}` against each front, a bare librdkafka \
+             producer used the same way\n",
+            self.opts.value_size
+        );
+        let _ = writeln!(
+            s,
+            "Median of {} round(s) per cell; peers in turn within each cell. CPU in µs per SET: \
+             server (for the bare producer, its whole process) / load generator (redis-benchmark) / broker. \
+             Context switches per SET of the server process (for the bare producer, of its process).\n",
+            self.opts.grid_rounds
+        );
+        for &parts in &self.opts.grid_partitions {
+            let _ = writeln!(s, "#### {parts} partitions (topic `{}`)\n", grid_topic(parts));
+            let mut head = String::from("| c | P |");
+            let mut rule = String::from("|---:|---:|");
+            for p in &peers {
+                let _ = write!(head, " {p} rps | p50 / p99 ms | CPU µs/SET | ctx sw/SET |");
+                rule.push_str("---:|---:|---:|---:|");
+            }
+            if self.go {
+                head.push_str(" databus / Go |");
+                rule.push_str("---:|");
+            }
+            head.push_str(" databus / bare |");
+            rule.push_str("---:|");
+            let _ = writeln!(s, "{head}\n{rule}");
+            for &c in &self.opts.grid_clients {
+                for &p in &self.opts.grid_pipelines {
+                    let _ = write!(s, "| {c} | {p} |");
+                    for peer in &peers {
+                        match median(self.cells, parts, c, p, peer) {
+                            Some(x) => {
+                                let _ = write!(
+                                    s,
+                                    " {:.0} | {:.2} / {:.2} | {} / {} / {} | {} |",
+                                    x.rps,
+                                    x.p50,
+                                    x.p99,
+                                    opt(x.server_us, 1),
+                                    opt(x.loadgen_us, 1),
+                                    opt(x.broker_us, 1),
+                                    opt(x.ctx_switches, 2)
+                                );
+                            }
+                            None => s.push_str(" – | – | – | – |"),
+                        }
+                    }
+                    let m = |peer| median(self.cells, parts, c, p, peer);
+                    if self.go {
+                        let _ = write!(s, " {} |", opt(ratio(m(DATABUS), m(GO)), 2));
+                    }
+                    let _ = writeln!(s, " {} |", opt(ratio(m(DATABUS), m(BARE)), 2));
+                }
+            }
+            s.push('\n');
+        }
+        let errors: usize = self.cells.iter().flat_map(|c| c.shots.iter()).map(|(_, s)| s.errors).sum();
+        if errors > 0 {
+            let _ = writeln!(s, "**{errors} error replies or failed records in the grid.**\n");
+        }
+        let targets = self.targets();
+        let met = targets.iter().filter(|t| t.met).count();
+        let _ = writeln!(s, "#### Grid targets: {met} of {} met\n", targets.len());
+        let _ =
+            writeln!(s, "| partitions | c | P | target | measured | met |\n|---:|---:|---:|---|---:|---|");
+        for t in &targets {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {:.2} | {} |",
+                t.partitions,
+                t.clients,
+                t.pipeline,
+                t.name,
+                t.value,
+                if t.met { "yes" } else { "**no**" }
+            );
+        }
+        s
+    }
+
+    pub(crate) fn json(&self) -> Value {
+        let shot = |s: &Shot| {
+            json!({
+                "requests": s.requests, "rps": round(s.rps, 1), "p50_ms": s.p50, "p99_ms": round(s.p99, 3),
+                "errors": s.errors,
+                "server_cpu_us_per_set": s.server_us.map(|v| round(v, 2)),
+                "loadgen_cpu_us_per_set": s.loadgen_us.map(|v| round(v, 2)),
+                "broker_cpu_us_per_set": s.broker_us.map(|v| round(v, 2)),
+                "others_cpu_us_per_set": round(s.others_us, 2),
+                "context_switches_per_set": s.ctx_switches.map(|v| round(v, 3)),
+            })
+        };
+        let cells: Vec<Value> = self
+            .cells
+            .iter()
+            .map(|c| {
+                let shots: serde_json::Map<String, Value> =
+                    c.shots.iter().map(|(n, s)| (n.to_string(), shot(s))).collect();
+                json!({"partitions": c.partitions, "clients": c.clients, "pipeline": c.pipeline,
+                       "round": c.round, "peers": shots})
+            })
+            .collect();
+        let targets: Vec<Value> = self
+            .targets()
+            .iter()
+            .map(|t| {
+                json!({"partitions": t.partitions, "clients": t.clients, "pipeline": t.pipeline,
+                            "target": t.name, "measured": round(t.value, 3), "met": t.met})
+            })
+            .collect();
+        json!({"cells": cells, "targets": targets})
+    }
+
+    /// A chart of the grid: per partition count, requests/s and p99 of each
+    /// peer at every cell, log scales, as an SVG image.
+    pub(crate) fn svg(&self, title: &str) -> String {
+        use std::fmt::Write as _;
+        let peers: Vec<(&str, &str)> = [(DATABUS, "#1f77b4"), (GO, "#2ca02c"), (BARE, "#ff7f0e")]
+            .into_iter()
+            .filter(|(p, _)| *p != GO || self.go)
+            .collect();
+        let cells: Vec<(usize, usize)> = self
+            .opts
+            .grid_clients
+            .iter()
+            .flat_map(|&c| self.opts.grid_pipelines.iter().map(move |&p| (c, p)))
+            .collect();
+        let (pw, ph, left, top) = (560.0, 220.0, 70.0, 50.0);
+        let panels = self.opts.grid_partitions.len();
+        let (w, h) = (left + 2.0 * pw + 40.0, top + panels as f64 * (ph + 70.0) + 40.0);
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">"#
+        );
+        let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+        let _ = writeln!(s, r#"<text x="{left}" y="20" font-size="14" font-weight="bold">{title}</text>"#);
+        for (i, (name, color)) in peers.iter().enumerate() {
+            let x = left + i as f64 * 150.0;
+            let _ = writeln!(
+                s,
+                r#"<rect x="{x}" y="30" width="12" height="12" fill="{color}"/><text x="{}" y="40">{name}</text>"#,
+                x + 16.0
+            );
+        }
+        for (row, &parts) in self.opts.grid_partitions.iter().enumerate() {
+            let y0 = top + row as f64 * (ph + 70.0) + 20.0;
+            for (col, (label, lo, hi)) in
+                [("requests/s", 1e3, 1e6), ("p99 ms", 0.1, 100.0)].into_iter().enumerate()
+            {
+                let x0 = left + col as f64 * (pw + 20.0);
+                let plot_w = pw - 50.0;
+                let _ = writeln!(
+                    s,
+                    r#"<text x="{x0}" y="{}" font-weight="bold">{parts} partitions: {label} (log scale)</text>"#,
+                    y0 - 6.0
+                );
+                let _ = writeln!(
+                    s,
+                    r##"<rect x="{x0}" y="{y0}" width="{plot_w}" height="{ph}" fill="none" stroke="#999"/>"##
+                );
+                let ys = |v: f64| {
+                    y0 + ph - (v.max(lo).min(hi).log10() - lo.log10()) / (hi.log10() - lo.log10()) * ph
+                };
+                let mut v = lo;
+                while v <= hi * 1.0001 {
+                    let y = ys(v);
+                    let _ = writeln!(
+                        s,
+                        r##"<line x1="{x0}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
+                        x0 + plot_w,
+                        x0 - 4.0,
+                        y + 4.0,
+                        if v >= 1e3 { format!("{}k", v / 1e3) } else { format!("{v}") }
+                    );
+                    v *= 10.0;
+                }
+                let slot = plot_w / cells.len() as f64;
+                let bar = (slot - 8.0) / peers.len() as f64;
+                for (j, &(c, p)) in cells.iter().enumerate() {
+                    let sx = x0 + j as f64 * slot + 4.0;
+                    let _ = writeln!(
+                        s,
+                        r#"<text x="{:.1}" y="{}" text-anchor="middle">c{c} P{p}</text>"#,
+                        sx + slot / 2.0 - 4.0,
+                        y0 + ph + 14.0
+                    );
+                    for (k, (peer, color)) in peers.iter().enumerate() {
+                        let Some(shot) = median(self.cells, parts, c, p, peer) else { continue };
+                        let v = if col == 0 { shot.rps } else { shot.p99 };
+                        let y = ys(v);
+                        let _ = writeln!(
+                            s,
+                            r#"<rect x="{:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{color}"><title>{peer} c={c} P={p}: {v:.2}</title></rect>"#,
+                            sx + k as f64 * bar,
+                            bar - 1.0,
+                            y0 + ph - y
+                        );
+                    }
+                }
+            }
+        }
+        s.push_str("</svg>\n");
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_grant_is_the_go_databus_auth() {
+        assert_eq!(
+            seed_auth("bench_grid_p3"),
+            "app_key1:app_secret1@group_bench_grid_p3/topic=bench_grid_p3&role=pub"
+        );
+    }
+}
