@@ -2,9 +2,9 @@
 # `make bench`: builds databus and databus-bench in release mode and runs the
 # bench against the services `make bench` set up (or those named by
 # DATABUS_BROKERS / DATABUS_MYSQL_URL). Prints a markdown table and writes
-# bench/results.md and bench/results.json, then runs redis-benchmark against
-# databus (scripts/bench-redis-benchmark.sh: bench/redis-benchmark.{md,csv}).
-# BENCH_QUICK=1 is a smoke run of
+# bench/results.md, bench/results.json and the grid's chart bench/grid.svg
+# (the grid drives databus, and the Go databus when BENCH_GO_DATABUS names
+# it, with redis-benchmark). BENCH_QUICK=1 is a smoke run of
 # under a minute that writes bench/results-quick.* instead. See BENCHMARKS.md
 # for every knob.
 #
@@ -59,9 +59,20 @@ fi
 export BENCH_DATE BENCH_GIT_COMMIT
 export BENCH_CLK_TCK=${BENCH_CLK_TCK:-$(getconf CLK_TCK)}
 
-target/release/databus-bench
-
-# redis-benchmark against databus on the same broker (BENCH_REDIS_BENCHMARK=0 skips it).
-if [[ ${BENCH_REDIS_BENCHMARK:-1} != 0 ]]; then
-	scripts/bench-redis-benchmark.sh
+# The grid's load generator, and perf for its Kafka requests per SET.
+scripts/services.sh bench-tools >/dev/null
+if ! command -v perf >/dev/null; then
+	echo "bench.sh: perf not found (apt-get install linux-perf): the grid has no Kafka requests per SET" >&2
 fi
+
+# Kafka's Java producer as a peer in the grid: GridProducer against the
+# jars of the broker scripts/kafka.sh installs.
+if [[ -z ${BENCH_JAVA_CLASSPATH:-} ]] && command -v javac >/dev/null; then
+	libs=$(scripts/kafka.sh libs | tail -1)
+	classes="$RUN_DIR/java"
+	mkdir -p "$classes"
+	javac -nowarn -d "$classes" -cp "$libs/*" bench/java/GridProducer.java
+	export BENCH_JAVA_CLASSPATH="$classes:$libs/*"
+fi
+
+target/release/databus-bench

@@ -12,6 +12,7 @@
 #   scripts/services.sh topic NAME PARTITIONS
 #                                   create a topic on the broker (DATABUS_BROKERS or ours)
 #   scripts/services.sh test-tools  install what only the tests use (openssl, curl, hiredis, systemd-analyze...), if missing
+#   scripts/services.sh bench-tools install what only make bench uses (redis-benchmark, perf, javac), if missing
 #
 # Environment (all optional):
 #   DATABUS_MYSQL_URL    mysql://user:pass@host:port of your own MySQL: nothing is installed or
@@ -415,6 +416,17 @@ cmd_test_tools() {
 	echo "test tools: openssl, redis-benchmark, curl, cc, hiredis, objdump, systemd-analyze present${missing[*]:+ (installed ${missing[*]})}"
 }
 
+# What only make bench uses besides the services: redis-benchmark drives the
+# grid, perf counts its Kafka requests per SET, javac builds the Java peer.
+cmd_bench_tools() {
+	local missing=()
+	have redis-benchmark || missing+=(redis-tools)
+	have perf || missing+=(linux-perf)
+	have javac || missing+=(openjdk-17-jdk-headless)
+	((${#missing[@]} == 0)) || apt_install "${missing[@]}"
+	echo "bench tools: redis-benchmark, perf, javac present${missing[*]:+ (installed ${missing[*]})}"
+}
+
 # ---------------------------------------------------------------------------------------------
 
 cmd_env() {
@@ -459,6 +471,7 @@ topic)
 	"$KAFKA" topic "${DATABUS_BROKERS:-127.0.0.1:$KAFKA_PORT}" "$2" "$3" >/dev/null
 	;;
 test-tools) cmd_test_tools ;;
+bench-tools) cmd_bench_tools ;;
 -h | --help | help) usage ;;
 *)
 	usage >&2

@@ -67,6 +67,9 @@ pub(crate) struct Front {
     pub(crate) pid: Option<u32>,
     /// AUTH string for a topic.
     pub(crate) auth: Box<dyn Fn(&str) -> String>,
+    /// The syscall its Kafka client sends requests with, if only those use
+    /// it (the Go databus writes to clients and brokers alike).
+    pub(crate) sends: Option<&'static str>,
 }
 
 impl Front {
@@ -82,7 +85,7 @@ impl Front {
                 "databus-bench: the Go databus's pid is unknown (set BENCH_GO_DATABUS_PID): no CPU for it"
             );
         }
-        Ok(Some(Front { name: "Go databus", addr, pid, auth: Box::new(seed_auth) }))
+        Ok(Some(Front { name: GO, addr, pid, auth: Box::new(seed_auth), sends: None }))
     }
 }
 
@@ -101,6 +104,48 @@ pub(crate) struct Shot {
     pub(crate) broker_us: Option<f64>,
     pub(crate) others_us: f64,
     pub(crate) ctx_switches: Option<f64>,
+    /// `sendmsg` calls per SET of the server process: librdkafka sends each
+    /// request with one, so this is Kafka requests per SET (perf's syscall
+    /// tracepoint; `None` without perf).
+    pub(crate) requests_per_set: Option<f64>,
+}
+
+/// Counts a process's calls of some syscalls while it lives (`perf stat` on
+/// the syscall tracepoints, which cost the traced process next to nothing).
+struct SendCount(Option<std::process::Child>);
+
+/// How librdkafka sends a request, and how the JVM does (a gathering
+/// write; its plain `write`s wake its selector).
+pub(crate) const LIBRDKAFKA_SENDS: &str = "syscalls:sys_enter_sendmsg";
+const JVM_SENDS: &str = "syscalls:sys_enter_writev";
+
+impl SendCount {
+    fn start(pid: Option<u32>, events: &str) -> SendCount {
+        let Some(pid) = pid else { return SendCount(None) };
+        let child = Command::new("perf")
+            .args(["stat", "-x", ",", "-e", events, "-p", &pid.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .ok();
+        // perf attaches in a few ms; a run is seconds long.
+        std::thread::sleep(Duration::from_millis(100));
+        SendCount(child)
+    }
+
+    fn stop(self, sets: usize) -> Option<f64> {
+        let child = self.0?;
+        let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+        let out = child.wait_with_output().ok()?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        let counts: Vec<f64> = text
+            .lines()
+            .filter(|l| l.contains("sys_enter_"))
+            .filter_map(|l| l.split(',').next()?.trim().parse().ok())
+            .collect();
+        (!counts.is_empty()).then(|| counts.iter().sum::<f64>() / sets as f64)
+    }
 }
 
 pub(crate) struct Cell {
@@ -121,6 +166,7 @@ impl Cell {
 pub(crate) const DATABUS: &str = "databus";
 pub(crate) const GO: &str = "Go databus";
 pub(crate) const BARE: &str = "bare librdkafka";
+pub(crate) const JAVA: &str = "Java producer";
 
 /// Requests per cell: enough for a few seconds at the rates each cell
 /// reaches on a 2-core machine, times `BENCH_GRID_SCALE`.
@@ -236,6 +282,10 @@ fn redis_benchmark(
     pipeline: usize,
     n: usize,
 ) -> Res<Shot> {
+    let sends = match front.sends {
+        Some(events) => SendCount::start(front.pid, events),
+        None => SendCount(None),
+    };
     let before = Usage::now(opts, front.pid);
     let out = Command::new("redis-benchmark")
         .args(["-h", &front.addr.ip().to_string(), "-p", &front.addr.port().to_string()])
@@ -246,6 +296,7 @@ fn redis_benchmark(
         .output()
         .map_err(|e| format!("redis-benchmark: {e} (apt-get install redis-tools)"))?;
     let after = Usage::now(opts, front.pid);
+    let requests_per_set = sends.stop(n);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     // "SET","rps","avg","min","p50","p95","p99","max"
@@ -281,6 +332,7 @@ fn redis_benchmark(
         broker_us: broker,
         others_us: (machine - server.unwrap_or(0.0) - loadgen - broker.unwrap_or(0.0) - me).max(0.0),
         ctx_switches: front.pid.map(|_| (after.switches - before.switches) as f64 / n as f64),
+        requests_per_set,
     })
 }
 
@@ -294,6 +346,7 @@ fn bare(opts: &Opts, producer: &Direct, topic: &str, clients: usize, pipeline: u
     let latencies = Mutex::new(Vec::with_capacity(n));
     let value_size = opts.value_size;
     let switches = context_switches(None);
+    let sends = SendCount::start(Some(std::process::id()), LIBRDKAFKA_SENDS);
     let setup = |_: usize| -> Res<_> {
         let latencies = &latencies;
         Ok(move |first: usize, count: usize| -> Res<(usize, Option<String>)> {
@@ -316,6 +369,7 @@ fn bare(opts: &Opts, producer: &Direct, topic: &str, clients: usize, pipeline: u
     };
     let run = timed_workers(clients, n, &cpu, setup)?;
     let switches = context_switches(None) - switches;
+    let requests_per_set = sends.stop(n);
     let mut lat: Vec<Duration> = latencies.into_inner().unwrap_or_else(|e| e.into_inner());
     let p: Percentiles = percentiles(&mut lat);
     Ok(Shot {
@@ -329,6 +383,58 @@ fn bare(opts: &Opts, producer: &Direct, topic: &str, clients: usize, pipeline: u
         broker_us: run.cpu.broker,
         others_us: run.cpu.others,
         ctx_switches: Some(switches as f64 / n as f64),
+        requests_per_set,
+    })
+}
+
+/// Kafka's Java producer used the same way (`bench/java/GridProducer.java`,
+/// which scripts/bench.sh compiles): a JVM per shot, timed from the line
+/// that starts it (after its warm-up) to its result.
+fn java(opts: &Opts, classpath: &str, topic: &str, clients: usize, pipeline: usize, n: usize) -> Res<Shot> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = Command::new(&opts.java)
+        .args(["-Xmx512m", "-cp", classpath, "GridProducer", &opts.brokers, topic])
+        .args([clients, pipeline, n, opts.value_size].map(|v| v.to_string()))
+        .args([opts.linger_ms.to_string(), opts.max_in_flight.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", opts.java))?;
+    let pid = child.id();
+    let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+    let mut next = || -> Res<String> { Ok(lines.next().ok_or("GridProducer exited early")??) };
+    if next()? != "ready" {
+        return Err("GridProducer did not warm up".into());
+    }
+    let sends = SendCount::start(Some(pid), JVM_SENDS);
+    let before = Usage::now(opts, Some(pid));
+    writeln!(child.stdin.as_mut().ok_or("no stdin")?, "go")?;
+    let result = next()?;
+    let after = Usage::now(opts, Some(pid));
+    let requests_per_set = sends.stop(n);
+    let _ = child.wait();
+    // result <rps> <p50> <p99> <errors> <cpu s>
+    let f: Vec<f64> = result.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    if !result.starts_with("result ") || f.len() != 5 {
+        return Err(format!("GridProducer: cannot read {result:?}").into());
+    }
+    let us = |s: f64| s * 1e6 / n as f64;
+    let broker = after.broker.zip(before.broker).map(|(a, b)| us(a - b));
+    let server = us(f[4]);
+    let me = us(after.me - before.me);
+    Ok(Shot {
+        requests: n,
+        rps: f[0],
+        p50: f[1],
+        p99: f[2],
+        errors: f[3] as usize,
+        server_us: Some(server),
+        loadgen_us: None,
+        broker_us: broker,
+        others_us: (us(after.machine - before.machine) - server - broker.unwrap_or(0.0) - me).max(0.0),
+        ctx_switches: Some((after.switches - before.switches) as f64 / n as f64),
+        requests_per_set,
     })
 }
 
@@ -350,6 +456,9 @@ pub(crate) fn run(opts: &Opts, fronts: &[Front], producer: &Direct, partitions: 
                     shots.push((f.name, redis_benchmark(opts, f, &topic, clients, pipeline, n)?));
                 }
                 shots.push((BARE, bare(opts, producer, &topic, clients, pipeline, n)?));
+                if let Some(cp) = &opts.java_classpath {
+                    shots.push((JAVA, java(opts, cp, &topic, clients, pipeline, n)?));
+                }
                 let line: Vec<String> = shots
                     .iter()
                     .map(|(name, s)| format!("{name} {:.0}/s p99 {:.2} ms", s.rps, s.p99))
@@ -387,7 +496,6 @@ fn median<'a>(cells: &'a [Cell], partitions: i32, c: usize, p: usize, peer: &str
 pub(crate) struct Grid<'a> {
     pub(crate) opts: &'a Opts,
     pub(crate) cells: &'a [Cell],
-    pub(crate) go: bool,
 }
 
 struct GridTarget {
@@ -400,6 +508,14 @@ struct GridTarget {
 }
 
 impl Grid<'_> {
+    /// The peers measured, in the order of the tables.
+    fn peers(&self) -> Vec<&'static str> {
+        [DATABUS, GO, BARE, JAVA]
+            .into_iter()
+            .filter(|p| self.cells.iter().any(|c| c.shot(p).is_some()))
+            .collect()
+    }
+
     fn keys(&self) -> Vec<(i32, usize, usize)> {
         let mut k = Vec::new();
         for &parts in &self.opts.grid_partitions {
@@ -416,8 +532,9 @@ impl Grid<'_> {
         let mut t = Vec::new();
         for (parts, c, p) in self.keys() {
             let m = |peer| median(self.cells, parts, c, p, peer);
-            let mut push = |name: String, value: Option<f64>, met: fn(f64) -> bool| {
+            let mut push = |name: &str, value: Option<f64>, met: &dyn Fn(f64) -> bool| {
                 if let Some(v) = value {
+                    let name = name.to_owned();
                     t.push(GridTarget {
                         partitions: parts,
                         clients: c,
@@ -428,14 +545,13 @@ impl Grid<'_> {
                     });
                 }
             };
-            if self.go {
-                push("databus / Go databus ≥ 1.5".into(), ratio(m(DATABUS), m(GO)), |v| v >= 1.5);
+            push("databus / Go databus ≥ 1.5", ratio(m(DATABUS), m(GO)), &|v| v >= 1.5);
+            push("databus / bare librdkafka ≥ 0.9", ratio(m(DATABUS), m(BARE)), &|v| v >= 0.9);
+            if p == 16 && c == 50 {
+                push("databus p99 < 5 ms", m(DATABUS).map(|s| s.p99), &|v| v < 5.0);
             }
-            push("databus / bare librdkafka ≥ 0.9".into(), ratio(m(DATABUS), m(BARE)), |v| v >= 0.9);
-            if p == 16 && (c == 50 || c == 100) {
-                let limit = if c == 50 { "5" } else { "10" };
-                let f = if c == 50 { |v: f64| v < 5.0 } else { |v: f64| v < 10.0 };
-                push(format!("databus p99 < {limit} ms"), m(DATABUS).map(|s| s.p99), f);
+            if p == 16 && c == 100 {
+                push("databus p99 < 10 ms", m(DATABUS).map(|s| s.p99), &|v| v < 10.0);
             }
         }
         t
@@ -444,61 +560,84 @@ impl Grid<'_> {
     pub(crate) fn markdown(&self) -> String {
         use std::fmt::Write as _;
         let mut s = String::new();
-        let peers: Vec<&str> = [DATABUS, GO, BARE].into_iter().filter(|p| *p != GO || self.go).collect();
+        let peers = self.peers();
+        let o = self.opts;
         let _ = writeln!(
             s,
-            "### The grid: `redis-benchmark -t set -r 100000 -d {}` against each front, a bare librdkafka \
-             producer used the same way\n",
-            self.opts.value_size
+            "### The grid: `redis-benchmark -t set -r 100000 -d {}` against each front; the bare producers \
+             used the same way\n",
+            o.value_size
         );
         let _ = writeln!(
             s,
-            "Median of {} round(s) per cell; peers in turn within each cell. CPU in µs per SET: \
-             server (for the bare producer, its whole process) / load generator (redis-benchmark) / broker. \
-             Context switches per SET of the server process (for the bare producer, of its process).\n",
-            self.opts.grid_rounds
+            "Median of {} round(s) per cell, the peers in turn within each cell; producers with `acks=all`, \
+             idempotence, `linger.ms` {}, {} in flight (the Go databus: sarama's defaults). \
+             CPU in µs per SET: the server process (for a bare producer: its whole process) / the broker. \
+             Then per SET: the load generator's CPU (redis-benchmark), the server's context switches (all \
+             its threads) and its Kafka requests (`sendmsg` calls of librdkafka, `writev` of the JVM; \
+             counted by perf's syscall tracepoints).\n",
+            o.grid_rounds, o.linger_ms, o.max_in_flight
         );
-        for &parts in &self.opts.grid_partitions {
+        for &parts in &o.grid_partitions {
             let _ = writeln!(s, "#### {parts} partitions (topic `{}`)\n", grid_topic(parts));
             let mut head = String::from("| c | P |");
             let mut rule = String::from("|---:|---:|");
             for p in &peers {
-                let _ = write!(head, " {p} rps | p50 / p99 ms | CPU µs/SET | ctx sw/SET |");
-                rule.push_str("---:|---:|---:|---:|");
+                let _ = write!(head, " {p} rps | p99 ms | CPU µs/SET |");
+                rule.push_str("---:|---:|---:|");
             }
-            if self.go {
-                head.push_str(" databus / Go |");
+            for p in peers.iter().filter(|p| **p != DATABUS) {
+                let _ = write!(head, " databus / {p} |");
                 rule.push_str("---:|");
             }
-            head.push_str(" databus / bare |");
-            rule.push_str("---:|");
             let _ = writeln!(s, "{head}\n{rule}");
-            for &c in &self.opts.grid_clients {
-                for &p in &self.opts.grid_pipelines {
+            for &c in &o.grid_clients {
+                for &p in &o.grid_pipelines {
+                    let m = |peer| median(self.cells, parts, c, p, peer);
                     let _ = write!(s, "| {c} | {p} |");
                     for peer in &peers {
-                        match median(self.cells, parts, c, p, peer) {
+                        match m(peer) {
                             Some(x) => {
                                 let _ = write!(
                                     s,
-                                    " {:.0} | {:.2} / {:.2} | {} / {} / {} | {} |",
+                                    " {:.0} | {:.2} | {} / {} |",
                                     x.rps,
-                                    x.p50,
                                     x.p99,
                                     opt(x.server_us, 1),
-                                    opt(x.loadgen_us, 1),
-                                    opt(x.broker_us, 1),
-                                    opt(x.ctx_switches, 2)
+                                    opt(x.broker_us, 1)
                                 );
                             }
-                            None => s.push_str(" – | – | – | – |"),
+                            None => s.push_str(" – | – | – |"),
                         }
                     }
-                    let m = |peer| median(self.cells, parts, c, p, peer);
-                    if self.go {
-                        let _ = write!(s, " {} |", opt(ratio(m(DATABUS), m(GO)), 2));
+                    for peer in peers.iter().filter(|p| **p != DATABUS) {
+                        let _ = write!(s, " {} |", opt(ratio(m(DATABUS), m(peer)), 2));
                     }
-                    let _ = writeln!(s, " {} |", opt(ratio(m(DATABUS), m(BARE)), 2));
+                    s.push('\n');
+                }
+            }
+            let _ = writeln!(s, "\nPer SET, {parts} partitions: load generator CPU µs / server context switches / Kafka requests\n");
+            let mut head = String::from("| c | P |");
+            let mut rule = String::from("|---:|---:|");
+            for p in &peers {
+                let _ = write!(head, " {p} |");
+                rule.push_str("---:|");
+            }
+            let _ = writeln!(s, "{head}\n{rule}");
+            for &c in &o.grid_clients {
+                for &p in &o.grid_pipelines {
+                    let _ = write!(s, "| {c} | {p} |");
+                    for peer in &peers {
+                        let x = median(self.cells, parts, c, p, peer);
+                        let _ = write!(
+                            s,
+                            " {} / {} / {} |",
+                            opt(x.and_then(|x| x.loadgen_us), 1),
+                            opt(x.and_then(|x| x.ctx_switches), 2),
+                            opt(x.and_then(|x| x.requests_per_set), 3)
+                        );
+                    }
+                    s.push('\n');
                 }
             }
             s.push('\n');
@@ -537,6 +676,7 @@ impl Grid<'_> {
                 "broker_cpu_us_per_set": s.broker_us.map(|v| round(v, 2)),
                 "others_cpu_us_per_set": round(s.others_us, 2),
                 "context_switches_per_set": s.ctx_switches.map(|v| round(v, 3)),
+                "kafka_requests_per_set": s.requests_per_set.map(|v| round(v, 4)),
             })
         };
         let cells: Vec<Value> = self
@@ -564,10 +704,8 @@ impl Grid<'_> {
     /// peer at every cell, log scales, as an SVG image.
     pub(crate) fn svg(&self, title: &str) -> String {
         use std::fmt::Write as _;
-        let peers: Vec<(&str, &str)> = [(DATABUS, "#1f77b4"), (GO, "#2ca02c"), (BARE, "#ff7f0e")]
-            .into_iter()
-            .filter(|(p, _)| *p != GO || self.go)
-            .collect();
+        let colors = [(DATABUS, "#1f77b4"), (GO, "#2ca02c"), (BARE, "#ff7f0e"), (JAVA, "#9467bd")];
+        let peers: Vec<(&str, &str)> = colors.into_iter().filter(|(p, _)| self.peers().contains(p)).collect();
         let cells: Vec<(usize, usize)> = self
             .opts
             .grid_clients

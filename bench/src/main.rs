@@ -199,7 +199,6 @@ fn run() -> Res<()> {
     // 4. The grid: redis-benchmark against databus and the Go databus,
     // beside the bare producer, on each grid topic.
     let mut grid_cells = Vec::new();
-    let mut go_in_grid = false;
     if opts.phases.grid {
         grid::prepare_database(&opts, &grid_topics)?;
         let mut fronts = vec![grid::Front {
@@ -207,9 +206,9 @@ fn run() -> Res<()> {
             addr: databus.addr,
             pid: Some(databus.pid()),
             auth: Box::new(move |topic: &str| auth_string("bench_pub", topic, "pub", "")),
+            sends: Some(grid::LIBRDKAFKA_SENDS),
         }];
         if let Some(go) = grid::Front::go_databus(&opts)? {
-            go_in_grid = true;
             fronts.push(go);
         }
         for (&parts, topic) in opts.grid_partitions.iter().zip(&grid_topics) {
@@ -256,14 +255,13 @@ fn run() -> Res<()> {
     let mut md = report.markdown();
     let mut js = report.json();
     if opts.phases.grid {
-        let g = grid::Grid { opts: &opts, cells: &grid_cells, go: go_in_grid };
+        let g = grid::Grid { opts: &opts, cells: &grid_cells };
         md.push('\n');
         md.push_str(&g.markdown());
         js["grid"] = g.json();
         let stem = if opts.quick { "grid-quick" } else { "grid" };
         let title = format!(
-            "databus{} and a bare librdkafka producer on Apache Kafka, {} ({})",
-            if go_in_grid { ", the Go databus" } else { "" },
+            "databus and its peers on Apache Kafka, {} ({})",
             env_str("BENCH_DATE").unwrap_or_default(),
             env_str("BENCH_GIT_COMMIT").unwrap_or_default()
         );

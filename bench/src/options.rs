@@ -31,6 +31,8 @@ pub(crate) struct Opts {
     pub(crate) value_size: usize,
     pub(crate) linger_ms: u64,
     pub(crate) max_in_flight: u64,
+    /// `producer.instances` of databus; its default when unset.
+    pub(crate) producer_instances: Option<usize>,
     /// Extra librdkafka properties for databus's cluster and the direct clients.
     pub(crate) kafka_properties: Vec<(String, String)>,
     /// `subscriber.batch_size`; databus's default when unset.
@@ -54,6 +56,10 @@ pub(crate) struct Opts {
     /// The Go databus's address (ip:port) and pid, when it is in the run.
     pub(crate) go_databus: Option<String>,
     pub(crate) go_databus_pid: Option<u32>,
+    /// Where `GridProducer` and the Kafka jars are (scripts/bench.sh sets
+    /// it); the Java producer is in the grid when set.
+    pub(crate) java_classpath: Option<String>,
+    pub(crate) java: String,
 }
 
 /// Which parts run (`BENCH_PHASES=publish,latency,consume,grid,memory`, default all).
@@ -149,6 +155,9 @@ impl Opts {
             value_size: env_num("BENCH_VALUE_SIZE", 100)?,
             linger_ms: env_num("BENCH_LINGER_MS", 0)?,
             max_in_flight: env_num("BENCH_MAX_IN_FLIGHT", 1)?,
+            producer_instances: env_str("BENCH_PRODUCER_INSTANCES")
+                .map(|v| v.parse().map_err(|_| format!("BENCH_PRODUCER_INSTANCES={v:?} is not a number")))
+                .transpose()?,
             kafka_properties,
             sub_batch: env_str("BENCH_SUB_BATCH")
                 .map(|v| v.parse().map_err(|_| format!("BENCH_SUB_BATCH={v:?} is not a number")))
@@ -169,6 +178,8 @@ impl Opts {
             grid_scale: env_num("BENCH_GRID_SCALE", if quick { 0.1 } else { 1.0 })?,
             go_databus: env_str("BENCH_GO_DATABUS"),
             go_databus_pid: env_str("BENCH_GO_DATABUS_PID").and_then(|v| v.trim().parse().ok()),
+            java_classpath: env_str("BENCH_JAVA_CLASSPATH"),
+            java: env_str("JAVA").unwrap_or_else(|| "java".into()),
         })
     }
 

@@ -201,6 +201,9 @@ impl Databus {
         let _ = writeln!(c, "{}", opts.config_top);
         let _ =
             writeln!(c, "[producer]\nlinger_ms = {}\nmax_in_flight = {}", opts.linger_ms, opts.max_in_flight);
+        if let Some(n) = opts.producer_instances {
+            let _ = writeln!(c, "instances = {n}");
+        }
         let _ = writeln!(c, "[subscriber]\nwait_timeout_ms = {SUB_WAIT_TIMEOUT_MS}");
         if let Some(b) = opts.sub_batch {
             let _ = writeln!(c, "batch_size = {b}");
