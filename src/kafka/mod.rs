@@ -179,6 +179,11 @@ pub(crate) fn client_config(cluster: &Cluster) -> ClientConfig {
     // librdkafka backs off up to 10 s between reconnects; a restarted broker
     // should be used again within a second.
     config.set("reconnect.backoff.max.ms", "1000");
+    // No KIP-714 client telemetry: databus reports through /metrics, and
+    // with it on every librdkafka instance keeps a dozen HDR histograms per
+    // broker it knows, about 290 KiB per subscriber (BENCHMARKS.md, memory).
+    // `properties` may turn it back on.
+    config.set("enable.metrics.push", "false");
     // librdkafka's own log lines go through `log` via the contexts; keep
     // them to warnings so a down broker does not flood the output, unless
     // the operator asked for librdkafka's `debug` contexts (they come out at
@@ -237,5 +242,12 @@ mod tests {
         let debug = client_config(&cluster(&[("debug", "cgrp")]));
         assert!(matches!(debug.log_level, RDKafkaLogLevel::Debug));
         assert_eq!(debug.get("debug"), Some("cgrp"));
+    }
+
+    #[test]
+    fn client_telemetry_is_off_unless_the_cluster_turns_it_on() {
+        assert_eq!(client_config(&cluster(&[])).get("enable.metrics.push"), Some("false"));
+        let on = client_config(&cluster(&[("enable.metrics.push", "true")]));
+        assert_eq!(on.get("enable.metrics.push"), Some("true"));
     }
 }
