@@ -126,18 +126,19 @@ impl ConsumeError {
     }
 }
 
-/// One consumed record, copied out of librdkafka's buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct InMessage {
-    pub topic: String,
+/// One consumed record, borrowed from librdkafka's buffer while it is
+/// looked at ([`GroupConsumer::poll`]): encoding it copies it once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InMessage<'a> {
+    pub topic: &'a str,
     pub partition: i32,
     pub offset: i64,
-    pub key: Vec<u8>,
-    pub value: Vec<u8>,
+    pub key: &'a [u8],
+    pub value: &'a [u8],
     /// Milliseconds since the epoch; 0 when the record has none.
     pub timestamp_ms: i64,
-    pub color: Vec<u8>,
-    pub metadata: Option<Vec<u8>>,
+    pub color: &'a [u8],
+    pub metadata: Option<&'a [u8]>,
 }
 
 /// Subscriber connections per (cluster, group, topic) on this databus,
@@ -429,24 +430,26 @@ impl GroupConsumer {
     /// polling are transient (it retries on its own) and only logged, but
     /// for the cluster's ACLs refusing the group or the topic, which are
     /// kept for [`GroupConsumer::take_denied`].
-    pub(crate) fn poll(&self, timeout: Duration) -> Option<InMessage> {
+    /// Waits up to `timeout` for the next record and has `look` make what
+    /// the caller keeps of it, while it is still in librdkafka's buffer.
+    pub(crate) fn poll<R>(&self, timeout: Duration, look: impl FnOnce(InMessage<'_>) -> R) -> Option<R> {
         match self.consumer.poll(timeout)? {
             Ok(m) => {
+                let headers = m.headers();
                 let header = |name: &str| {
-                    m.headers().and_then(|h| {
-                        h.iter().find(|h| h.key == name).map(|h| h.value.unwrap_or_default().to_vec())
-                    })
+                    headers
+                        .and_then(|h| h.iter().find(|h| h.key == name).map(|h| h.value.unwrap_or_default()))
                 };
-                Some(InMessage {
-                    topic: m.topic().to_owned(),
+                Some(look(InMessage {
+                    topic: m.topic(),
                     partition: m.partition(),
                     offset: m.offset(),
-                    key: m.key().unwrap_or_default().to_vec(),
-                    value: m.payload().unwrap_or_default().to_vec(),
+                    key: m.key().unwrap_or_default(),
+                    value: m.payload().unwrap_or_default(),
                     timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
                     color: header("color").unwrap_or_default(),
                     metadata: header("metadata"),
-                })
+                }))
             }
             Err(e) => {
                 log::debug!("consumer of '{}': {e}", self.topic);

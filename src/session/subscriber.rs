@@ -3,6 +3,7 @@
 //! (JSON and protobuf `MessagePB`) live here too, as pure functions.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -102,19 +103,23 @@ impl Subscriber {
                 looked = now;
             }
             // Short polls, so an interrupt or a hang-up is seen promptly.
-            let Some(msg) = self.consumer.poll((until - now).min(tick)) else {
+            let (color, handed_out) = (&self.color, &mut self.handed_out);
+            let polled = self.consumer.poll((until - now).min(tick), |msg| {
+                if msg.color != color.as_slice() {
+                    return None;
+                }
+                let handed = handed_out.entry(msg.partition).or_insert(-1);
+                if msg.offset <= *handed {
+                    return None;
+                }
+                *handed = msg.offset;
+                Some((msg.value.len(), encode(&msg, format)))
+            });
+            let Some(Some((len, encoded))) = polled else {
                 continue;
             };
-            if msg.color != self.color {
-                continue;
-            }
-            let handed = self.handed_out.entry(msg.partition).or_insert(-1);
-            if msg.offset <= *handed {
-                continue;
-            }
-            *handed = msg.offset;
-            bytes += msg.value.len();
-            batch.push(Frame::Bulk(encode(&msg, format)));
+            bytes += len;
+            batch.push(Frame::Bulk(encoded));
             if flush_at.is_none() {
                 let ticks = (started.elapsed().as_nanos() / tick.as_nanos().max(1)) as u32 + 1;
                 flush_at = Some(started + tick * ticks);
@@ -197,13 +202,13 @@ fn parse_non_negative<T: std::str::FromStr + Default + PartialOrd>(raw: &[u8]) -
 
 /// One message as an `MGET` element.
 pub(crate) fn encode(msg: &InMessage, format: Format) -> Vec<u8> {
-    let metadata = msg.metadata.as_deref().and_then(decode_metadata).unwrap_or_default();
+    let metadata = msg.metadata.and_then(decode_metadata).unwrap_or_default();
     match format {
         Format::Json => encode_json(msg, &metadata),
         Format::Protobuf => MessagePb {
-            key: String::from_utf8_lossy(&msg.key).into_owned(),
-            value: msg.value.clone(),
-            topic: msg.topic.clone(),
+            key: String::from_utf8_lossy(msg.key).into_owned(),
+            value: msg.value.to_vec(),
+            topic: msg.topic.to_owned(),
             partition: msg.partition,
             offset: msg.offset,
             timestamp: msg.timestamp_ms.div_euclid(1000),
@@ -220,28 +225,28 @@ pub(crate) fn encode(msg: &InMessage, format: Format) -> Vec<u8> {
 pub(crate) fn encode_json(msg: &InMessage, metadata: &HashMap<String, String>) -> Vec<u8> {
     let mut out = Vec::with_capacity(msg.value.len() + msg.key.len() + msg.topic.len() + 96);
     out.extend_from_slice(b"{\"key\":");
-    let key_base64 = write_text_or_base64(&mut out, &msg.key);
+    let key_base64 = write_text_or_base64(&mut out, msg.key);
     if key_base64 {
         out.extend_from_slice(b",\"key_encoding\":\"base64\"");
     }
     out.extend_from_slice(b",\"value\":");
     // Checked as UTF-8 first: serde_json does not validate ignored strings.
-    let is_json = std::str::from_utf8(&msg.value)
+    let is_json = std::str::from_utf8(msg.value)
         .is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok());
     if is_json {
         out.extend_from_slice(msg.value.trim_ascii());
-    } else if write_text_or_base64(&mut out, &msg.value) {
+    } else if write_text_or_base64(&mut out, msg.value) {
         out.extend_from_slice(b",\"value_encoding\":\"base64\"");
     }
     out.extend_from_slice(b",\"topic\":");
-    write_json_string(&mut out, &msg.topic);
-    let numbers = format!(
+    write_json_string(&mut out, msg.topic);
+    let _ = write!(
+        out,
         ",\"partition\":{},\"offset\":{},\"timestamp\":{},\"metadata\":",
         msg.partition,
         msg.offset,
         msg.timestamp_ms.div_euclid(1000)
     );
-    out.extend_from_slice(numbers.as_bytes());
     serde_json::to_writer(&mut out, metadata).expect("a map of strings always serializes");
     out.push(b'}');
     out
@@ -270,16 +275,16 @@ fn write_json_string(out: &mut Vec<u8>, s: &str) {
 mod tests {
     use super::*;
 
-    fn msg(key: &[u8], value: &[u8], metadata: Option<&[u8]>) -> InMessage {
+    fn msg<'a>(key: &'a [u8], value: &'a [u8], metadata: Option<&'a [u8]>) -> InMessage<'a> {
         InMessage {
-            topic: "t".into(),
+            topic: "t",
             partition: 2,
             offset: 5,
-            key: key.to_vec(),
-            value: value.to_vec(),
+            key,
+            value,
             timestamp_ms: 1_700_000_000_999,
-            color: Vec::new(),
-            metadata: metadata.map(<[u8]>::to_vec),
+            color: &[],
+            metadata,
         }
     }
 
