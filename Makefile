@@ -19,6 +19,7 @@ run: services build
 ## Set up the services and run every check and test.
 test: services lint
 	@$(SERVICES) test-tools
+	@$(WITH_ENV); $(SERVICES) sweep
 	@$(WITH_ENV); cargo test --workspace --all-targets
 
 ## Run the example client (example_cli/) against the databus of `make run`.

@@ -13,6 +13,7 @@
 #                                   create a topic on the broker (DATABUS_BROKERS or ours)
 #   scripts/services.sh test-tools  install what only the tests use (openssl, curl, hiredis, systemd-analyze...), if missing
 #   scripts/services.sh bench-tools install what only make bench uses (redis-benchmark, perf, javac), if missing
+#   scripts/services.sh sweep       delete the topics and groups earlier test runs left on our broker
 #
 # Environment (all optional):
 #   DATABUS_MYSQL_URL    mysql://user:pass@host:port of your own MySQL: nothing is installed or
@@ -416,6 +417,38 @@ cmd_test_tools() {
 	echo "test tools: openssl, redis-benchmark, curl, cc, hiredis, objdump, systemd-analyze present${missing[*]:+ (installed ${missing[*]})}"
 }
 
+# The topics and consumer groups earlier test runs left on our own broker:
+# every test makes its own (tests/support `unique`: t_<what>_<pid>_<n>_<nanos>,
+# g_<what>_...) and none deletes them, so a long-lived machine piles them up
+# (1,545 topics and 619 groups after a day of CI here), which slows the
+# broker. Only the local broker of this script is swept, never a cluster
+# named by DATABUS_BROKERS; `make test` sweeps before its tests.
+cmd_sweep() {
+	if [[ -n ${DATABUS_BROKERS:-} && $DATABUS_BROKERS != "127.0.0.1:$KAFKA_PORT" ]]; then
+		echo "sweep: DATABUS_BROKERS names another cluster; nothing swept"
+		return
+	fi
+	local brokers="127.0.0.1:$KAFKA_PORT" left='^[tg]_[a-z0-9_]+_[0-9]+_[0-9]+_[0-9]+$'
+	local topics groups
+	topics=$("$KAFKA" tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$brokers" --list 2>/dev/null | grep -E "$left" || true)
+	groups=$("$KAFKA" tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --bootstrap-server "$brokers" --list 2>/dev/null | grep -E "$left" || true)
+	if [[ -n $topics ]]; then
+		# One call with a regex: TopicCommand's --topic takes one.
+		"$KAFKA" tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$brokers" --delete \
+			--topic '^t_[a-z0-9_]+_[0-9]+_[0-9]+_[0-9]+$' >/dev/null 2>&1 || true
+	fi
+	if [[ -n $groups ]]; then
+		# A group with members still in it stays (best effort); 200 per call.
+		xargs -n 200 <<<"$groups" | while read -r chunk; do
+			local args=()
+			for g in $chunk; do args+=(--group "$g"); done
+			"$KAFKA" tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --bootstrap-server "$brokers" \
+				--delete "${args[@]}" >/dev/null 2>&1 || true
+		done
+	fi
+	echo "sweep: $(grep -c . <<<"$topics") topics and $(grep -c . <<<"$groups") consumer groups of earlier test runs deleted from $brokers"
+}
+
 # What only make bench uses besides the services: redis-benchmark drives the
 # grid, perf counts its Kafka requests per SET, javac builds the Java peer.
 cmd_bench_tools() {
@@ -472,6 +505,7 @@ topic)
 	;;
 test-tools) cmd_test_tools ;;
 bench-tools) cmd_bench_tools ;;
+sweep) cmd_sweep ;;
 -h | --help | help) usage ;;
 *)
 	usage >&2
