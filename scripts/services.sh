@@ -417,7 +417,7 @@ cmd_test_tools() {
 	echo "test tools: openssl, redis-benchmark, curl, cc, hiredis, objdump, systemd-analyze present${missing[*]:+ (installed ${missing[*]})}"
 }
 
-# The topics and consumer groups earlier test runs left on our own broker:
+# The topics and consumer groups earlier test (and bench) runs left on our own broker:
 # every test makes its own (tests/support `unique`: t_<what>_<pid>_<n>_<nanos>,
 # g_<what>_...) and none deletes them, so a long-lived machine piles them up
 # (1,545 topics and 619 groups after a day of CI here), which slows the
@@ -428,14 +428,17 @@ cmd_sweep() {
 		echo "sweep: DATABUS_BROKERS names another cluster; nothing swept"
 		return
 	fi
-	local brokers="127.0.0.1:$KAFKA_PORT" left='^[tg]_[a-z0-9_]+_[0-9]+_[0-9]+_[0-9]+$'
+	# Test names, and those of a bench run that died before its cleanup
+	# (bench_<run id in hex>_...; never the kept bench_grid_p<N>).
+	local brokers="127.0.0.1:$KAFKA_PORT" left='^([tg]_[a-z0-9_]+_[0-9]+_[0-9]+_[0-9]+|bench_[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]?_[a-z0-9_]+)$'
 	local topics groups
 	topics=$("$KAFKA" tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$brokers" --list 2>/dev/null | grep -E "$left" || true)
 	groups=$("$KAFKA" tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --bootstrap-server "$brokers" --list 2>/dev/null | grep -E "$left" || true)
 	if [[ -n $topics ]]; then
-		# One call with a regex: TopicCommand's --topic takes one.
+		# One call with a regex: TopicCommand's --topic takes one (with no
+		# comma: it reads commas as "|").
 		"$KAFKA" tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$brokers" --delete \
-			--topic '^t_[a-z0-9_]+_[0-9]+_[0-9]+_[0-9]+$' >/dev/null 2>&1 || true
+			--topic "$left" >/dev/null 2>&1 || true
 	fi
 	if [[ -n $groups ]]; then
 		# A group with members still in it stays (best effort); 200 per call.
