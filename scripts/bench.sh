@@ -60,7 +60,10 @@ export BENCH_DATE BENCH_GIT_COMMIT
 export BENCH_CLK_TCK=${BENCH_CLK_TCK:-$(getconf CLK_TCK)}
 
 # The grid's load generator, and perf for its Kafka requests per SET.
-scripts/services.sh bench-tools >/dev/null
+# (perf and javac are optional: without them the grid has no Kafka requests
+# per SET, or no Java producer.)
+scripts/services.sh bench-tools >/dev/null || echo "bench.sh: could not install every bench tool (see above)" >&2
+command -v redis-benchmark >/dev/null || { echo "bench.sh: redis-benchmark is required (apt-get install redis-tools)" >&2; exit 1; }
 if ! command -v perf >/dev/null; then
 	echo "bench.sh: perf not found (apt-get install linux-perf): the grid has no Kafka requests per SET" >&2
 fi

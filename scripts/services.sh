@@ -417,31 +417,47 @@ cmd_test_tools() {
 	echo "test tools: openssl, redis-benchmark, curl, cc, hiredis, objdump, systemd-analyze present${missing[*]:+ (installed ${missing[*]})}"
 }
 
-# The topics and consumer groups earlier test (and bench) runs left on our own broker:
-# every test makes its own (tests/support `unique`: t_<what>_<pid>_<n>_<nanos>,
-# g_<what>_...) and none deletes them, so a long-lived machine piles them up
-# (1,545 topics and 619 groups after a day of CI here), which slows the
-# broker. Only the local broker of this script is swept, never a cluster
-# named by DATABUS_BROKERS; `make test` sweeps before its tests.
+# The topics and consumer groups earlier test (and bench) runs left on our
+# own broker: every test makes its own (tests/support `unique`:
+# t_<what>_<pid>_<n>_<nanos>, g_<what>_...) and none deletes them, so a
+# long-lived machine piles them up (1,545 topics and 619 groups after a day
+# of CI here), which slows the broker. Only the broker this script started
+# is swept, never a cluster named by DATABUS_BROKERS; a name whose test
+# process still runs, or whose bench run (bench_<hex run id>_..., its start
+# in seconds mod 2^24) is under six hours old, is kept. `make test` sweeps
+# before its tests.
 cmd_sweep() {
-	if [[ -n ${DATABUS_BROKERS:-} && $DATABUS_BROKERS != "127.0.0.1:$KAFKA_PORT" ]]; then
-		echo "sweep: DATABUS_BROKERS names another cluster; nothing swept"
+	local brokers="127.0.0.1:$KAFKA_PORT"
+	if [[ ${DATABUS_BROKERS:-$brokers} != "$brokers" ]] || ! kafka_pid_alive "$RUN_DIR/kafka.pid"; then
+		echo "sweep: not the broker of services.sh; nothing swept"
 		return
 	fi
-	# Test names, and those of a bench run that died before its cleanup
-	# (bench_<run id in hex>_...; never the kept bench_grid_p<N>).
-	local brokers="127.0.0.1:$KAFKA_PORT" left='^([tg]_[a-z0-9_]+_[0-9]+_[0-9]+_[0-9]+|bench_[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]?_[a-z0-9_]+)$'
+	local tests='^[tg]_[a-z0-9_]+_([0-9]+)_[0-9]+_[0-9]+$' bench='^bench_([0-9a-f]{1,6})_[a-z0-9_]+$'
+	local now=$(($(date +%s) % 16777216))
+	stale() {
+		local name
+		while read -r name; do
+			if [[ $name =~ $tests ]]; then
+				kill -0 "${BASH_REMATCH[1]}" 2>/dev/null || echo "$name"
+			elif [[ $name =~ $bench ]]; then
+				local age=$(((now - 16#${BASH_REMATCH[1]} + 16777216) % 16777216))
+				((age < 21600)) || echo "$name"
+			fi
+		done
+	}
 	local topics groups
-	topics=$("$KAFKA" tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$brokers" --list 2>/dev/null | grep -E "$left" || true)
-	groups=$("$KAFKA" tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --bootstrap-server "$brokers" --list 2>/dev/null | grep -E "$left" || true)
+	topics=$("$KAFKA" tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$brokers" --list 2>/dev/null | stale)
+	groups=$("$KAFKA" tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --bootstrap-server "$brokers" --list 2>/dev/null | stale)
+	# 200 names per call. TopicCommand takes one regex (and reads a comma
+	# as "|"); the names hold only [a-z0-9_], so they need no escaping.
 	if [[ -n $topics ]]; then
-		# One call with a regex: TopicCommand's --topic takes one (with no
-		# comma: it reads commas as "|").
-		"$KAFKA" tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$brokers" --delete \
-			--topic "$left" >/dev/null 2>&1 || true
+		xargs -n 200 <<<"$topics" | while read -r chunk; do
+			"$KAFKA" tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$brokers" --delete \
+				--topic "^(${chunk// /|})\$" >/dev/null 2>&1 || echo "sweep: deleting some topics failed" >&2
+		done
 	fi
 	if [[ -n $groups ]]; then
-		# A group with members still in it stays (best effort); 200 per call.
+		# A group with members in it stays: best effort.
 		xargs -n 200 <<<"$groups" | while read -r chunk; do
 			local args=()
 			for g in $chunk; do args+=(--group "$g"); done
@@ -449,7 +465,7 @@ cmd_sweep() {
 				--delete "${args[@]}" >/dev/null 2>&1 || true
 		done
 	fi
-	echo "sweep: $(grep -c . <<<"$topics") topics and $(grep -c . <<<"$groups") consumer groups of earlier test runs deleted from $brokers"
+	echo "sweep: asked $brokers to delete $(grep -c . <<<"$topics") topics and $(grep -c . <<<"$groups") consumer groups left by earlier test and bench runs"
 }
 
 # What only make bench uses besides the services: redis-benchmark drives the

@@ -7,6 +7,8 @@
 // Protocol with the bench: prints "ready" once warmed up, waits for a line
 // on stdin, runs, then prints one line:
 //   result <rps> <p50 ms> <p99 ms> <errors> <cpu seconds of this JVM in the run>
+// and keeps its client threads until the next line on stdin, so that the
+// bench can count their context switches in /proc before they exit.
 //
 // scripts/bench.sh compiles it against the Kafka jars of scripts/kafka.sh.
 
@@ -53,34 +55,54 @@ public final class GridProducer {
             byte[] value = new byte[valueSize];
             Arrays.fill(value, (byte) 'x');
             // Warm-up: metadata, the producer id, the JIT.
-            run(producer, topic, Math.min(clients, 10), 1, 2000, value, null);
+            CountDownLatch none = new CountDownLatch(0);
+            for (Thread t : run(producer, topic, Math.min(clients, 10), 1, 2000, value, null, none)) {
+                t.join();
+            }
             System.out.println("ready");
             System.out.flush();
-            new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8)).readLine();
+            BufferedReader stdin = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+            stdin.readLine();
             com.sun.management.OperatingSystemMXBean os =
                 (com.sun.management.OperatingSystemMXBean) ManagementFactory.getOperatingSystemMXBean();
             long cpu0 = os.getProcessCpuTime();
             long[] latencies = new long[requests];
+            errors.set(0);
+            CountDownLatch release = new CountDownLatch(1);
             long t0 = System.nanoTime();
-            long errors = run(producer, topic, clients, pipeline, requests, value, latencies);
+            List<Thread> threads = run(producer, topic, clients, pipeline, requests, value, latencies, release);
+            finished.await();
             double seconds = (System.nanoTime() - t0) / 1e9;
             double cpu = (os.getProcessCpuTime() - cpu0) / 1e9;
             Arrays.sort(latencies);
             System.out.printf("result %.1f %.3f %.3f %d %.3f%n", requests / seconds,
                 latencies[Math.max(0, (int) Math.ceil(0.50 * requests) - 1)] / 1e6,
-                latencies[Math.max(0, (int) Math.ceil(0.99 * requests) - 1)] / 1e6, errors, cpu);
+                latencies[Math.max(0, (int) Math.ceil(0.99 * requests) - 1)] / 1e6, errors.get(), cpu);
+            System.out.flush();
+            stdin.readLine();
+            release.countDown();
+            for (Thread t : threads) {
+                t.join();
+            }
         }
     }
 
+    static CountDownLatch finished;
+    static final AtomicLong errors = new AtomicLong();
+
     /// `clients` threads, `pipeline` records at a time each; a record's
-    /// latency runs from its batch's first send to its acknowledgement.
-    static long run(KafkaProducer<byte[], byte[]> producer, String topic, int clients, int pipeline,
-            int requests, byte[] value, long[] latencies) throws InterruptedException {
-        AtomicLong errors = new AtomicLong();
+    /// latency runs from its batch's first send to the batch's first
+    /// acknowledgement (as redis-benchmark counts a pipeline).
+    /// Each thread counts down `finished` when its share is acknowledged,
+    /// then waits for `release` before it ends.
+    static List<Thread> run(KafkaProducer<byte[], byte[]> producer, String topic, int clients, int pipeline,
+            int requests, byte[] value, long[] latencies, CountDownLatch release) {
+        finished = new CountDownLatch(clients);
         List<Thread> threads = new ArrayList<>();
         for (int c = 0; c < clients; c++) {
             final int first = (int) ((long) requests * c / clients);
             final int end = (int) ((long) requests * (c + 1) / clients);
+            final CountDownLatch done = finished;
             Thread t = new Thread(() -> {
                 int n = first;
                 while (n < end) {
@@ -107,15 +129,27 @@ public final class GridProducer {
                     } catch (InterruptedException e) {
                         return;
                     }
+                    if (latencies != null) {
+                        // As redis-benchmark counts a pipeline: every record
+                        // of the batch at the time of its first acknowledgement.
+                        long firstAck = Long.MAX_VALUE;
+                        for (int i = n; i < n + batch; i++) {
+                            firstAck = Math.min(firstAck, latencies[i]);
+                        }
+                        Arrays.fill(latencies, n, n + batch, firstAck);
+                    }
                     n += batch;
+                }
+                done.countDown();
+                try {
+                    release.await();
+                } catch (InterruptedException e) {
+                    // ends now
                 }
             });
             t.start();
             threads.add(t);
         }
-        for (Thread t : threads) {
-            t.join();
-        }
-        return errors.get();
+        return threads;
     }
 }

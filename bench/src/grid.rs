@@ -33,7 +33,9 @@ use crate::options::Opts;
 use crate::phases::{
     direct_send, key_of, percentiles, round, timed_workers, value_of, Direct, Percentiles, Waiter,
 };
-use crate::procfs::{children_cpu, context_switches, cpu_of, machine_busy, pid_listening, Cpu};
+use crate::procfs::{
+    children_cpu, context_switches, cpu_of, machine_busy, pid_listening, thread_context_switches, Cpu,
+};
 use crate::Res;
 
 /// Where the Go databus finds its grants.
@@ -331,24 +333,28 @@ fn redis_benchmark(
         loadgen_us: Some(loadgen),
         broker_us: broker,
         others_us: (machine - server.unwrap_or(0.0) - loadgen - broker.unwrap_or(0.0) - me).max(0.0),
-        ctx_switches: front.pid.map(|_| (after.switches - before.switches) as f64 / n as f64),
+        ctx_switches: front.pid.map(|_| after.switches.saturating_sub(before.switches) as f64 / n as f64),
         requests_per_set,
     })
 }
 
 /// The bare producer used the way redis-benchmark uses a front: `clients`
 /// threads, each enqueuing `pipeline` records and waiting for their
-/// reports; a record's latency runs from its batch's first send to its
-/// report (as redis-benchmark times a pipelined request from its batch's
-/// write to its reply).
+/// reports. Latency as redis-benchmark counts it: every request of a
+/// pipeline gets the time from the pipeline's write to its first reply, so
+/// here every record of a batch the time from its first send to the
+/// batch's first report.
 fn bare(opts: &Opts, producer: &Direct, topic: &str, clients: usize, pipeline: usize, n: usize) -> Res<Shot> {
     let cpu = Cpu { databus_pid: None, broker_pid: opts.broker_pid, clk_tck: opts.clk_tck };
     let latencies = Mutex::new(Vec::with_capacity(n));
     let value_size = opts.value_size;
+    // The live threads now (librdkafka's; the workers start after this)
+    // and, as each worker ends, its own.
     let switches = context_switches(None);
+    let worker_switches = std::sync::atomic::AtomicU64::new(0);
     let sends = SendCount::start(Some(std::process::id()), LIBRDKAFKA_SENDS);
     let setup = |_: usize| -> Res<_> {
-        let latencies = &latencies;
+        let (latencies, worker_switches) = (&latencies, &worker_switches);
         Ok(move |first: usize, count: usize| -> Res<(usize, Option<String>)> {
             let waiter = Arc::new(Waiter::timed());
             let mut mine = Vec::with_capacity(count);
@@ -361,14 +367,19 @@ fn bare(opts: &Opts, producer: &Direct, topic: &str, clients: usize, pipeline: u
                 }
                 n += batch;
                 waiter.wait_for(n - first)?;
-                mine.extend(waiter.take_times().into_iter().map(|t| t - started));
+                // As redis-benchmark counts a pipeline: every request of it
+                // at the time of its first reply.
+                let first_report = waiter.take_times().into_iter().min().unwrap_or(started);
+                mine.extend(std::iter::repeat_n(first_report - started, batch));
             }
             latencies.lock().unwrap_or_else(|e| e.into_inner()).append(&mut mine);
-            waiter.wait_for(count)
+            let done = waiter.wait_for(count);
+            worker_switches.fetch_add(thread_context_switches(), std::sync::atomic::Ordering::Relaxed);
+            done
         })
     };
     let run = timed_workers(clients, n, &cpu, setup)?;
-    let switches = context_switches(None) - switches;
+    let switches = context_switches(None).saturating_sub(switches) + worker_switches.into_inner();
     let requests_per_set = sends.stop(n);
     let mut lat: Vec<Duration> = latencies.into_inner().unwrap_or_else(|e| e.into_inner());
     let p: Percentiles = percentiles(&mut lat);
@@ -409,10 +420,15 @@ fn java(opts: &Opts, classpath: &str, topic: &str, clients: usize, pipeline: usi
     }
     let sends = SendCount::start(Some(pid), JVM_SENDS);
     let before = Usage::now(opts, Some(pid));
-    writeln!(child.stdin.as_mut().ok_or("no stdin")?, "go")?;
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    writeln!(stdin, "go")?;
     let result = next()?;
+    // Its workers wait for this line before they exit, so that their
+    // context switches are still in /proc.
     let after = Usage::now(opts, Some(pid));
     let requests_per_set = sends.stop(n);
+    writeln!(stdin, "exit")?;
+    drop(stdin);
     let _ = child.wait();
     // result <rps> <p50> <p99> <errors> <cpu s>
     let f: Vec<f64> = result.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
@@ -433,7 +449,7 @@ fn java(opts: &Opts, classpath: &str, topic: &str, clients: usize, pipeline: usi
         loadgen_us: None,
         broker_us: broker,
         others_us: (us(after.machine - before.machine) - server - broker.unwrap_or(0.0) - me).max(0.0),
-        ctx_switches: Some((after.switches - before.switches) as f64 / n as f64),
+        ctx_switches: Some(after.switches.saturating_sub(before.switches) as f64 / n as f64),
         requests_per_set,
     })
 }
@@ -572,6 +588,8 @@ impl Grid<'_> {
             s,
             "Median of {} round(s) per cell, the peers in turn within each cell; producers with `acks=all`, \
              idempotence, `linger.ms` {}, {} in flight (the Go databus: sarama's defaults). \
+             p99 as redis-benchmark counts it (a pipeline's write to its first reply, for each of its \
+             requests; the bare producers: a batch's first send to its first acknowledgement). \
              CPU in µs per SET: the server process (for a bare producer: its whole process) / the broker. \
              Then per SET: the load generator's CPU (redis-benchmark), the server's context switches (all \
              its threads) and its Kafka requests (`sendmsg` calls of librdkafka, `writev` of the JVM; \

@@ -33,8 +33,17 @@ pub(crate) fn children_cpu(clk_tck: f64) -> f64 {
     stat_seconds("self", 16, clk_tck).unwrap_or(0.0)
 }
 
-/// Voluntary and involuntary context switches of every live thread of a
-/// process (`None`: this one).
+/// Voluntary and involuntary context switches in a thread's `status`.
+fn switches_in(status: &str) -> u64 {
+    status
+        .lines()
+        .filter(|l| l.starts_with("voluntary_ctxt_switches") || l.starts_with("nonvoluntary_ctxt_switches"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Context switches of every live thread of a process (`None`: this one).
+/// A thread that has exited is not counted: see [`thread_context_switches`].
 pub(crate) fn context_switches(pid: Option<u32>) -> u64 {
     let dir = format!("/proc/{}/task", pid.map_or("self".into(), |p| p.to_string()));
     let Ok(tasks) = fs::read_dir(dir) else {
@@ -43,16 +52,14 @@ pub(crate) fn context_switches(pid: Option<u32>) -> u64 {
     tasks
         .flatten()
         .filter_map(|t| fs::read_to_string(t.path().join("status")).ok())
-        .flat_map(|status| {
-            status
-                .lines()
-                .filter(|l| {
-                    l.starts_with("voluntary_ctxt_switches") || l.starts_with("nonvoluntary_ctxt_switches")
-                })
-                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .collect::<Vec<_>>()
-        })
+        .map(|s| switches_in(&s))
         .sum()
+}
+
+/// Context switches of the calling thread so far: a worker reads its own
+/// before it exits, since an exited thread leaves `/proc/<pid>/task`.
+pub(crate) fn thread_context_switches() -> u64 {
+    fs::read_to_string("/proc/thread-self/status").map_or(0, |s| switches_in(&s))
 }
 
 /// The pid of the process listening on TCP `port` (IPv4 or IPv6), from
@@ -208,6 +215,8 @@ mod tests {
         assert!(cpu_seconds("self", 100.0).is_some());
         assert!(rss_kib(std::process::id()) > 0);
         assert!(context_switches(None) > 0);
+        std::thread::yield_now();
+        assert!(thread_context_switches() <= context_switches(None));
     }
 
     #[test]

@@ -426,12 +426,11 @@ impl GroupConsumer {
         })
     }
 
-    /// The next record within `timeout`. Errors librdkafka reports while
-    /// polling are transient (it retries on its own) and only logged, but
-    /// for the cluster's ACLs refusing the group or the topic, which are
-    /// kept for [`GroupConsumer::take_denied`].
     /// Waits up to `timeout` for the next record and has `look` make what
     /// the caller keeps of it, while it is still in librdkafka's buffer.
+    /// Errors librdkafka reports while polling are transient (it retries on
+    /// its own) and only logged, but for the cluster's ACLs refusing the
+    /// group or the topic, which are kept for [`GroupConsumer::take_denied`].
     pub(crate) fn poll<R>(&self, timeout: Duration, look: impl FnOnce(InMessage<'_>) -> R) -> Option<R> {
         match self.consumer.poll(timeout)? {
             Ok(m) => {
