@@ -329,10 +329,14 @@ fn a_rotated_sasl_password_is_taken_on_sighup() {
     let b = Binary::start("rotate", &topic, 3, &sections(SASL_PASSWORD));
     let d = &b.daemon;
 
-    // One client publishing one SET at a time throughout.
+    // One client publishing one SET at a time throughout; `fresh` once one
+    // is acknowledged after the broker's restart (`restarted`).
     let stop = Arc::new(AtomicBool::new(false));
+    let fresh = Arc::new(AtomicBool::new(false));
+    let restarted: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
     let publisher = {
         let (stop, auth, addr) = (stop.clone(), b.auth("pub"), d.addr);
+        let (fresh, restarted) = (fresh.clone(), restarted.clone());
         std::thread::spawn(move || {
             let mut c = Client::connect(addr);
             assert_eq!(c.call(&["AUTH", &auth]), ok());
@@ -343,7 +347,13 @@ fn a_rotated_sasl_password_is_taken_on_sighup() {
                 }
                 let v = format!("v{i}");
                 match c.call(&["SET", &v, &v]) {
-                    r if r == ok() => acked.push((v, Instant::now())),
+                    r if r == ok() => {
+                        let at = Instant::now();
+                        if restarted.lock().unwrap().is_some_and(|t| at > t) {
+                            fresh.store(true, Ordering::SeqCst);
+                        }
+                        acked.push((v, at));
+                    }
                     Frame::Error(e) if e.starts_with("TRYAGAIN") => failed += 1,
                     other => panic!("SET answered {other:?}"),
                 }
@@ -368,11 +378,19 @@ fn a_rotated_sasl_password_is_taken_on_sighup() {
     assert_eq!(subscriber.call(&["AUTH", &format!("{}&offset=old", b.auth("sub"))]), ok());
 
     broker.restart();
-    let restarted = Instant::now();
-    std::thread::sleep(Duration::from_secs(3));
+    let restarted_at = Instant::now();
+    *restarted.lock().unwrap() = Some(restarted_at);
+    // A SET in flight across the restart may wait for librdkafka to
+    // reconnect and log in again: publish until one made after the restart
+    // is acknowledged, or past the produce timeout (30 s).
+    let deadline = restarted_at + Duration::from_secs(40);
+    while !fresh.load(Ordering::SeqCst) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
     let (acked, failed) = publisher.join().unwrap();
-    let after = acked.iter().filter(|(_, at)| *at > restarted).count();
+    let after = acked.iter().filter(|(_, at)| *at > restarted_at).count();
     eprintln!("{} acknowledged ({after} after the broker restart), {failed} refused", acked.len());
     assert!(after > 0, "no SET acknowledged after the restart: the new password is not in use");
 
