@@ -36,6 +36,7 @@ use crate::phases::{
 use crate::procfs::{
     children_cpu, context_switches, cpu_of, machine_busy, pid_listening, thread_context_switches, Cpu,
 };
+use crate::setup::create_tables;
 use crate::Res;
 
 /// Where the Go databus finds its grants.
@@ -187,11 +188,7 @@ pub(crate) fn prepare_database(opts: &Opts, topics: &[String]) -> Res<()> {
     let mut conn = mysql::Conn::new(mysql::Opts::from_url(&opts.mysql_url)?)?;
     conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS `{GRID_DATABASE}`"))?;
     conn.query_drop(format!("USE `{GRID_DATABASE}`"))?;
-    let schema = include_str!("../../scripts/schema.sql");
-    let schema: String = schema.lines().filter(|l| !l.starts_with("--")).collect::<Vec<_>>().join("\n");
-    for statement in schema.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-        conn.query_drop(statement)?;
-    }
+    create_tables(&mut conn)?;
     // The Go databus's query: `FROM auth LEFT JOIN app ON auth.app_id=app.id`.
     conn.query_drop("CREATE OR REPLACE VIEW auth AS SELECT * FROM auth_tb")?;
     conn.query_drop("CREATE OR REPLACE VIEW app AS SELECT * FROM app_tb")?;

@@ -157,13 +157,7 @@ pub(crate) fn reset_database(opts: &Opts, grants: &[(String, u8, String)]) -> Re
     conn.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))?;
     conn.query_drop(format!("CREATE DATABASE `{db}`"))?;
     conn.query_drop(format!("USE `{db}`"))?;
-    // The seed's schema: scripts/schema.sql, the one copy, whose
-    // statements end with ";" and hold no other.
-    let schema = include_str!("../../scripts/schema.sql");
-    let schema: String = schema.lines().filter(|l| !l.starts_with("--")).collect::<Vec<_>>().join("\n");
-    for statement in schema.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-        conn.query_drop(statement)?;
-    }
+    create_tables(&mut conn)?;
     conn.exec_drop(
         "INSERT INTO app_tb (id, app_key, app_secret, cluster) VALUES (1, ?, ?, ?)",
         (APP_KEY, APP_SECRET, CLUSTER),
@@ -172,6 +166,17 @@ pub(crate) fn reset_database(opts: &Opts, grants: &[(String, u8, String)]) -> Re
         "INSERT INTO auth_tb (app_id, group_name, operation, topic) VALUES (1, ?, ?, ?)",
         grants.iter().map(|(g, op, t)| (g, op, t)),
     )?;
+    Ok(())
+}
+
+/// The seed's tables in the current database: scripts/schema.sql, the one
+/// copy, whose statements end with ";" and hold no other.
+pub(crate) fn create_tables(conn: &mut mysql::Conn) -> Res<()> {
+    let schema = include_str!("../../scripts/schema.sql");
+    let schema: String = schema.lines().filter(|l| !l.starts_with("--")).collect::<Vec<_>>().join("\n");
+    for statement in schema.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        conn.query_drop(statement)?;
+    }
     Ok(())
 }
 
