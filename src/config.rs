@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::kafka::settings::{RawCluster, RawProducer, RawSubscriber};
 use crate::kafka::{Cluster, ProducerSettings, SubscriberSettings};
+use crate::queue::{QueueSettings, RawQueue};
 pub use crate::keys::ConfigError;
 use crate::keys::{Check, Number, MAX_MS};
 use crate::resp::Limits;
@@ -54,6 +55,8 @@ pub(crate) struct RawConfig {
     pub producer: RawProducer,
     #[serde(default)]
     pub subscriber: RawSubscriber,
+    #[serde(default)]
+    pub queue: RawQueue,
     #[serde(default)]
     pub clusters: BTreeMap<String, RawCluster>,
     pub mysql: Option<RawMysql>,
@@ -108,16 +111,17 @@ pub(crate) struct RequestLimits {
     pub unauthenticated: Limits,
     /// A publisher's largest SET/HSET: the value, key, metadata and framing.
     pub publisher: Limits,
-    /// A subscriber only sends MGET, commits and PING: a few hundred bytes.
+    /// A subscriber sends MGET, commits and PING, or queue mode's commands
+    /// (an XACK of up to a thousand IDs): short arguments, 64 KiB in all.
     pub subscriber: Limits,
 }
 
 impl RequestLimits {
     pub(crate) const SUBSCRIBER: Limits = Limits {
         max_bulk_len: 512,
-        max_array_len: 8,
+        max_array_len: 1024,
         max_inline_len: 512,
-        max_request_len: 512,
+        max_request_len: 64 * 1024,
         max_discard_len: 0,
     };
 }
@@ -155,6 +159,7 @@ pub struct Settings {
     pub(crate) thread_stack_size: usize,
     pub(crate) producer: ProducerSettings,
     pub(crate) subscriber: SubscriberSettings,
+    pub(crate) queue: QueueSettings,
     pub(crate) clusters: BTreeMap<String, Cluster>,
     /// The file the settings came from, which SIGHUP re-reads for the
     /// clusters; `None` when they came from a string.
@@ -234,8 +239,9 @@ const OTHER_KEYS: &[&str] = &[
 #[cfg(test)]
 pub(crate) fn keys() -> (Vec<Number>, Vec<&'static str>) {
     use crate::kafka::settings;
-    let numbers = NUMBERS.iter().chain(settings::NUMBERS).copied().collect();
-    let others = OTHER_KEYS.iter().chain(settings::OTHER_KEYS).copied().collect();
+    use crate::queue;
+    let numbers = NUMBERS.iter().chain(settings::NUMBERS).chain(queue::NUMBERS).copied().collect();
+    let others = OTHER_KEYS.iter().chain(settings::OTHER_KEYS).chain(queue::OTHER_KEYS).copied().collect();
     (numbers, others)
 }
 
@@ -299,6 +305,7 @@ impl RawConfig {
         let producer = ProducerSettings::from_raw(self.producer, check)?;
         let stats_interval = admin.as_ref().map_or(Duration::ZERO, |a| a.interval);
         let subscriber = SubscriberSettings::from_raw(self.subscriber, stats_interval, check)?;
+        let queue = QueueSettings::from_raw(self.queue, check)?;
         if self.clusters.is_empty() {
             return Err(check.err("clusters", "at least one [clusters.<name>] section is needed"));
         }
@@ -323,6 +330,7 @@ impl RawConfig {
             thread_stack_size: check.size(THREAD_STACK_KIB, self.thread_stack_kib)? * 1024,
             producer,
             subscriber,
+            queue,
             clusters,
             source: None,
         })
@@ -526,7 +534,7 @@ url = "mysql://root@127.0.0.1:3306/databus_db"
             (10, 16_384, 16_384)
         );
         assert_eq!((l.publisher.max_request_len, l.publisher.max_array_len), (1_065_536, 1024));
-        assert_eq!(l.subscriber.max_request_len, 512);
+        assert_eq!(l.subscriber.max_request_len, 65_536);
         let s = load(&format!(
             "max_value_size = 100\nmax_request_len = 2000\nunauth_max_args = 4\nunauth_max_request_len = 1000\n{MINIMAL}"
         ))

@@ -9,6 +9,8 @@
 //!   the publisher and subscriber commands, buffered IO.
 //! - [`auth`]: the AUTH string, the grant cache and the stores it is read from.
 //! - [`kafka`]: librdkafka producers (and consumers) per cluster.
+//! - [`queue`]: queue mode's shared group members and their pending
+//!   entries (Redis Streams consumer groups over Kafka).
 //! - [`config`]: `databus.toml`, validated into the settings each module owns.
 //! - [`cli`]: the command line.
 //! - [`check`]: `databus check`, the config, store and cluster check before a restart.
@@ -29,6 +31,7 @@ pub mod kafka;
 pub(crate) mod keys;
 pub mod metrics;
 pub mod proto;
+pub(crate) mod queue;
 pub mod resp;
 pub mod server;
 pub mod session;

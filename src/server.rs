@@ -185,6 +185,7 @@ pub fn start(settings: Settings) -> Result<Running, StartError> {
         auth: cache,
         kafka: producers.clone(),
         members: Arc::new(Memberships::default()),
+        queues: Arc::default(),
         metrics,
     });
     let admin = match &settings.admin {
@@ -291,6 +292,8 @@ fn accept_loop(
     }
     connections.interrupt_all();
     pool.join();
+    // The queue groups commit what their consumers acknowledged, and leave.
+    ctx.queues.close_all();
 }
 
 /// Makes sure there is a thread for every open connection, doubling so that

@@ -168,6 +168,15 @@ pub(crate) struct Membership {
     key: (String, String, String),
 }
 
+impl Membership {
+    /// Counts `member` (a queue group's shared member, which has no limit).
+    pub(crate) fn count(registry: &Arc<Memberships>, member: Member<'_>) -> Membership {
+        let key = (member.cluster.to_owned(), member.group.to_owned(), member.topic.to_owned());
+        *registry.count.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_default() += 1;
+        Membership { registry: registry.clone(), key }
+    }
+}
+
 impl Drop for Membership {
     fn drop(&mut self) {
         let mut count = self.registry.count.lock().unwrap_or_else(|e| e.into_inner());

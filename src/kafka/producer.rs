@@ -149,11 +149,16 @@ pub(crate) struct Record<'a> {
     pub value: &'a [u8],
     color: &'a [u8],
     metadata: Option<&'a [u8]>,
+    /// Headers of `XADD`'s fields and of dead letters.
+    fields: &'a [(String, Vec<u8>)],
+    /// Produced with no key (`XADD` without a `key` field): spread by the
+    /// partitioner, not hashed as an empty key.
+    keyless: bool,
 }
 
 impl<'a> Record<'a> {
     pub(crate) fn new(topic: &'a str, key: &'a [u8], value: &'a [u8]) -> Record<'a> {
-        Record { topic, key, value, color: b"", metadata: None }
+        Record { topic, key, value, color: b"", metadata: None, fields: &[], keyless: false }
     }
 
     pub(crate) fn color(self, color: &'a str) -> Record<'a> {
@@ -164,9 +169,23 @@ impl<'a> Record<'a> {
         Record { metadata, ..self }
     }
 
-    /// The Kafka headers: `color`, then `metadata` if any.
-    pub(crate) fn headers(&self) -> impl Iterator<Item = (&'static str, &'a [u8])> {
-        std::iter::once(("color", self.color)).chain(self.metadata.map(|m| ("metadata", m)))
+    pub(crate) fn fields(self, fields: &'a [(String, Vec<u8>)]) -> Record<'a> {
+        Record { fields, ..self }
+    }
+
+    pub(crate) fn keyless(self) -> Record<'a> {
+        Record { keyless: true, ..self }
+    }
+
+    pub(crate) fn is_keyless(&self) -> bool {
+        self.keyless
+    }
+
+    /// The Kafka headers: `color`, then `metadata` if any, then the fields.
+    pub(crate) fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> {
+        std::iter::once(("color", self.color))
+            .chain(self.metadata.map(|m| ("metadata", m)))
+            .chain(self.fields.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
     }
 }
 
@@ -729,10 +748,11 @@ impl Producers {
         }
         let timeout = self.settings.timeout;
         let deadline = Instant::now() + timeout;
-        let mut base = BaseRecord::with_opaque_to(record.topic, Box::new(reporter))
-            .key(record.key)
-            .payload(record.value)
-            .headers(headers);
+        let mut base =
+            BaseRecord::with_opaque_to(record.topic, Box::new(reporter)).payload(record.value).headers(headers);
+        if !record.is_keyless() {
+            base = base.key(record.key);
+        }
         loop {
             match producer.kafka.send(base) {
                 Ok(()) => return Ok(producer),

@@ -63,6 +63,32 @@ pub(crate) enum CommandError {
     BadOffset,
     #[error("partition {0} is not assigned to this connection")]
     NotOwned(i32),
+    #[error("this connection is a queue consumer (its group is consumed with XREADGROUP here): MGET and SET partition offset need a connection of their own")]
+    QueueOnly,
+    #[error("this connection consumes with MGET: the stream commands need a connection that has not used MGET or SET")]
+    ClassicOnly,
+    #[error("No such key '{key}' or consumer group '{group}'{}", .command.map(|c| format!(" in {c} with GROUP option")).unwrap_or_default())]
+    NoGroup { key: String, group: String, command: Option<&'static str> },
+    #[error("this connection may use stream '{0}' only")]
+    OtherStream(String),
+    #[error("consumer group '{asked}' is not this connection's: it authenticated for group '{granted}'")]
+    OtherGroup { asked: String, granted: String },
+    #[error("Invalid stream ID specified as stream command argument")]
+    BadStreamId,
+    #[error("databus assigns entry IDs (<partition>-<offset>): XADD takes * only")]
+    ExplicitId,
+    #[error("databus does not trim streams (MAXLEN, MINID): the topic's retention does")]
+    Trim,
+    #[error("field 'color' is databus's own header: AUTH's color= sets it")]
+    ColorField,
+    #[error("field names must be UTF-8 (they become Kafka header names)")]
+    FieldName,
+    #[error("syntax error")]
+    Syntax,
+    #[error("timeout is not an integer or out of range")]
+    BadTimeout,
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 impl CommandError {
@@ -89,6 +115,8 @@ impl CommandError {
             | CommandError::Consume(ConsumeError::Denied { .. }) => "NOPERM",
             CommandError::Join(e) | CommandError::Consume(e) if e.may_pass() => "TRYAGAIN",
             CommandError::MaxClients => "TRYAGAIN",
+            CommandError::NoGroup { .. } => "NOGROUP",
+            CommandError::OtherStream(_) | CommandError::OtherGroup { .. } => "NOPERM",
             _ => "ERR",
         }
     }

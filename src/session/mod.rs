@@ -9,6 +9,7 @@ pub(crate) mod error;
 pub(crate) mod handoff;
 pub(crate) mod outbox;
 pub(crate) mod publisher;
+pub(crate) mod queue;
 pub(crate) mod registry;
 pub(crate) mod setup;
 pub(crate) mod subscriber;
@@ -40,6 +41,8 @@ pub(crate) struct Context {
     pub kafka: Arc<dyn Publish>,
     /// Subscribers per group on this databus.
     pub members: Arc<Memberships>,
+    /// Queue mode's shared group members on this databus.
+    pub queues: Arc<crate::queue::Queues>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -71,17 +74,20 @@ struct Tally {
     command: &'static str,
     started: Instant,
     value_len: usize,
+    /// Answered with the entry ID (`XADD`), not `+OK`.
+    with_id: bool,
 }
 
 impl Tally {
     fn start(p: &Publisher, command: &'static str, value_len: usize) -> Tally {
-        Tally { meter: p.meter.clone(), command, started: Instant::now(), value_len }
+        Tally { meter: p.meter.clone(), command, started: Instant::now(), value_len, with_id: false }
     }
 
     /// The reply to the record, counted.
     fn answer(&self, verdict: Result<Delivered, PublishError>) -> Frame {
         self.meter.finish(self.started, self.value_len, verdict.as_ref().err().map(PublishError::cause));
         let frame = match verdict {
+            Ok(d) if self.with_id => Frame::Bulk(crate::queue::EntryId::of(d.partition, d.offset).to_string().into_bytes()),
             Ok(_) => Frame::ok(),
             Err(e) => CommandError::Publish(e).to_frame(),
         };
@@ -129,6 +135,8 @@ enum State {
     Unauthenticated,
     Publisher(Publisher),
     Subscriber(Box<Subscriber>),
+    /// A subscriber that turned to queue mode (see [`queue`]).
+    Queue(Box<queue::QueueReader>),
 }
 
 /// The command-level state of one connection, free of IO so it can be tested
@@ -219,7 +227,7 @@ impl Session {
         match self.state {
             State::Unauthenticated => &limits.unauthenticated,
             State::Publisher(_) => &limits.publisher,
-            State::Subscriber(_) => &limits.subscriber,
+            State::Subscriber(_) | State::Queue(_) => &limits.subscriber,
         }
     }
 
@@ -235,6 +243,7 @@ impl Session {
             State::Unauthenticated => self.ctx.settings.auth_timeout,
             State::Publisher(_) => self.ctx.settings.idle_timeout,
             State::Subscriber(ref s) => s.idle_timeout(),
+            State::Queue(ref q) => q.idle_timeout,
         }
     }
 
@@ -295,7 +304,7 @@ impl Session {
         match self.state {
             State::Unauthenticated => None,
             State::Publisher(_) => Some(Role::Pub),
-            State::Subscriber(_) => Some(Role::Sub),
+            State::Subscriber(_) | State::Queue(_) => Some(Role::Sub),
         }
     }
 
@@ -611,6 +620,7 @@ mod tests {
             auth: Arc::new(AuthCache::new(Snapshot::new(vec![grant]))),
             kafka: kafka.clone(),
             members: Arc::default(),
+            queues: Arc::default(),
             metrics: Arc::default(),
         };
         (Session::new(Arc::new(ctx), "test".into(), None), kafka)

@@ -220,7 +220,7 @@ mod tests {
 
     fn tally() -> Tally {
         let meter = Arc::new(Arc::new(Metrics::new()).publisher("g", "t", "c"));
-        Tally { meter, command: "set", started: Instant::now(), value_len: 1 }
+        Tally { meter, command: "set", started: Instant::now(), value_len: 1, with_id: false }
     }
 
     /// Hands a SET's reply over as the session does; `report` is the fake

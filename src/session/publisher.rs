@@ -31,14 +31,30 @@ impl Publisher {
         metadata: Option<&[u8]>,
         kafka: &dyn Publish,
     ) -> Result<Delivery, CommandError> {
-        if value.len() > self.max_value_size {
-            return Err(CommandError::ValueTooLarge {
-                len: value.len() as u64,
-                max: self.max_value_size as u64,
-            });
-        }
         let record = Record::new(&self.topic, key, value).color(&self.color).metadata(metadata);
-        kafka.send(&self.cluster, self.lane, &record).map_err(|e| {
+        self.send(&record, value.len(), kafka)
+    }
+
+    /// Produces `XADD`'s record: its `key` (none: spread by the
+    /// partitioner), `value` and the other fields as headers.
+    pub(crate) fn produce_fields(
+        &self,
+        key: Option<&[u8]>,
+        value: &[u8],
+        fields: &[(String, Vec<u8>)],
+        kafka: &dyn Publish,
+    ) -> Result<Delivery, CommandError> {
+        let size = value.len() + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        let record = Record::new(&self.topic, key.unwrap_or_default(), value).color(&self.color).fields(fields);
+        let record = if key.is_none() { record.keyless() } else { record };
+        self.send(&record, size, kafka)
+    }
+
+    fn send(&self, record: &Record<'_>, size: usize, kafka: &dyn Publish) -> Result<Delivery, CommandError> {
+        if size > self.max_value_size {
+            return Err(CommandError::ValueTooLarge { len: size as u64, max: self.max_value_size as u64 });
+        }
+        kafka.send(&self.cluster, self.lane, record).map_err(|e| {
             self.meter.refused(e.cause());
             CommandError::Publish(e)
         })

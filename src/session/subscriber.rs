@@ -11,6 +11,8 @@ use prost::Message;
 
 use crate::auth::parse_wait_ms;
 use crate::kafka::consumer::{GroupConsumer, InMessage, SubscriberSettings};
+use crate::kafka::StartOffset;
+use crate::queue::QueueKey;
 use crate::metrics::SubscribeMeter;
 use crate::proto::{decode_metadata, MessagePb};
 use crate::resp::Frame;
@@ -26,7 +28,16 @@ pub(crate) enum Format {
 
 /// A connection authenticated with `role=sub`.
 pub(crate) struct Subscriber {
-    pub consumer: GroupConsumer,
+    /// The connection's own group member; `None` once it turned to queue
+    /// mode, or when it came while its group is consumed in queue mode on
+    /// this databus (see `session/queue.rs`).
+    pub consumer: Option<GroupConsumer>,
+    /// The shared member queue mode would use.
+    pub queue: QueueKey,
+    /// Where a new group starts, for queue mode's member.
+    pub start: StartOffset,
+    /// `MGET` or a commit was used: the connection is a classic subscriber.
+    pub classic: bool,
     /// Only messages with exactly this `color` header are handed out.
     pub color: Vec<u8>,
     pub settings: SubscriberSettings,
@@ -42,7 +53,9 @@ pub(crate) struct Subscriber {
 
 impl Subscriber {
     pub(crate) fn new(
-        consumer: GroupConsumer,
+        consumer: Option<GroupConsumer>,
+        queue: QueueKey,
+        start: StartOffset,
         color: &str,
         wait: Option<Duration>,
         settings: SubscriberSettings,
@@ -51,6 +64,9 @@ impl Subscriber {
         let wait = wait.unwrap_or(settings.wait_timeout);
         Subscriber {
             consumer,
+            queue,
+            start,
+            classic: false,
             color: color.as_bytes().to_vec(),
             settings,
             wait,
@@ -72,6 +88,8 @@ impl Subscriber {
         interrupt: &InterruptFlag,
         hung_up: &dyn Fn() -> bool,
     ) -> Result<Frame, CommandError> {
+        let Some(consumer) = &self.consumer else { return Err(CommandError::QueueOnly) };
+        self.classic = true;
         let wait = wait.unwrap_or(self.wait);
         let started = Instant::now();
         let deadline = started + wait;
@@ -89,7 +107,7 @@ impl Subscriber {
         let mut looked = started;
         while batch.len() < self.settings.batch_size && !interrupt.is_set() {
             let now = Instant::now();
-            let until = flush_at.unwrap_or_else(|| match self.consumer.failing() {
+            let until = flush_at.unwrap_or_else(|| match consumer.failing() {
                 true => deadline - probe,
                 false => deadline,
             });
@@ -104,7 +122,7 @@ impl Subscriber {
             }
             // Short polls, so an interrupt or a hang-up is seen promptly.
             let (color, handed_out) = (&self.color, &mut self.handed_out);
-            let polled = self.consumer.poll((until - now).min(tick), |msg| {
+            let polled = consumer.poll((until - now).min(tick), |msg| {
                 if msg.color != color.as_slice() {
                     return None;
                 }
@@ -129,11 +147,11 @@ impl Subscriber {
         // Nothing came: say so only if Kafka was there to ask, and would let
         // databus read.
         if batch.is_empty() && !interrupt.is_set() {
-            if let Some(e) = self.consumer.take_denied() {
+            if let Some(e) = consumer.take_denied() {
                 return Err(CommandError::Consume(e));
             }
             let left = deadline.saturating_duration_since(Instant::now()).max(MIN_PROBE);
-            if let Some(e) = self.consumer.unreachable(left) {
+            if let Some(e) = consumer.unreachable(left) {
                 return Err(CommandError::Consume(e));
             }
         }
@@ -142,16 +160,18 @@ impl Subscriber {
 
     /// `SET <partition> <offset>`: the record at `offset` and all before it
     /// are processed; the group's committed position becomes `offset + 1`.
-    pub(crate) fn commit(&self, partition: &[u8], offset: &[u8]) -> Result<Frame, CommandError> {
+    pub(crate) fn commit(&mut self, partition: &[u8], offset: &[u8]) -> Result<Frame, CommandError> {
+        let Some(consumer) = &self.consumer else { return Err(CommandError::QueueOnly) };
+        self.classic = true;
         let partition: i32 = parse_non_negative(partition).ok_or(CommandError::BadPartition)?;
         let offset: i64 = parse_non_negative(offset).ok_or(CommandError::BadOffset)?;
         if offset == i64::MAX {
             return Err(CommandError::BadOffset);
         }
-        if !self.consumer.owns(partition) {
+        if !consumer.owns(partition) {
             return Err(CommandError::NotOwned(partition));
         }
-        let committed = self.consumer.commit(partition, offset + 1);
+        let committed = consumer.commit(partition, offset + 1);
         self.meter.commit(committed.is_ok());
         committed?;
         Ok(Frame::ok())

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::auth::{parse_auth_string, AuthStringError, Role};
 use crate::kafka::consumer::Member;
 use crate::kafka::GroupConsumer;
+use crate::queue::QueueKey;
 use crate::resp::Frame;
 use crate::session::publisher::Publisher;
 use crate::session::subscriber::Subscriber;
@@ -85,21 +86,38 @@ pub(crate) fn try_auth(session: &mut Session, string: &[u8]) -> Result<Frame, Co
                 "" => req.group.clone(),
                 color => format!("{}-{color}", req.group),
             };
-            let member =
-                Member { cluster: &grant.cluster, group: &group, topic: &grant.topic, start: req.offset };
-            let consumer = GroupConsumer::join(
-                &clusters[&grant.cluster],
-                member,
-                &settings.subscriber,
-                &session.ctx.members,
-                session.ctx.metrics.lag(&group, &grant.topic),
-            )
-            .map_err(|e| {
-                log::info!("subscriber {} refused: {e}", session.peer);
-                CommandError::Join(e)
-            })?;
+            let queue = QueueKey {
+                cluster: grant.cluster.clone(),
+                group: group.clone(),
+                topic: grant.topic.clone(),
+                color: req.color.clone(),
+            };
+            // While the group is consumed in queue mode here, a newcomer is
+            // a queue consumer: joining as a member of its own would take
+            // partitions (and their pending entries) from the shared one.
+            let consumer = match session.ctx.queues.has(&queue) {
+                true => None,
+                false => {
+                    let member =
+                        Member { cluster: &grant.cluster, group: &group, topic: &grant.topic, start: req.offset };
+                    let joined = GroupConsumer::join(
+                        &clusters[&grant.cluster],
+                        member,
+                        &settings.subscriber,
+                        &session.ctx.members,
+                        session.ctx.metrics.lag(&group, &grant.topic),
+                    )
+                    .map_err(|e| {
+                        log::info!("subscriber {} refused: {e}", session.peer);
+                        CommandError::Join(e)
+                    })?;
+                    Some(joined)
+                }
+            };
             State::Subscriber(Box::new(Subscriber::new(
                 consumer,
+                queue,
+                req.offset,
                 &req.color,
                 req.wait,
                 settings.subscriber.clone(),

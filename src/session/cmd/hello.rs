@@ -65,7 +65,7 @@ impl<'a> Hello<'a> {
             (State::Unauthenticated, Some(string)) => {
                 auth(session, string)?;
             }
-            (State::Publisher(_) | State::Subscriber(_), Some(_)) => {
+            (State::Publisher(_) | State::Subscriber(_) | State::Queue(_), Some(_)) => {
                 return Err(CommandError::AlreadyAuthenticated)
             }
             (_, None) => {}

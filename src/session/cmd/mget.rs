@@ -18,6 +18,9 @@ impl Mget {
     }
 
     pub(crate) fn apply(self, session: &mut Session) -> Reply {
+        if matches!(session.state, State::Queue(_)) {
+            return Reply::Now(CommandError::QueueOnly.to_frame());
+        }
         let State::Subscriber(s) = &mut session.state else {
             // The command table lets only subscribers through.
             return Reply::Now(CommandError::NoAuth.to_frame());

@@ -17,6 +17,14 @@ pub(crate) mod ping;
 pub(crate) mod quit;
 pub(crate) mod select;
 pub(crate) mod set;
+pub(crate) mod xack;
+pub(crate) mod xadd;
+pub(crate) mod xautoclaim;
+pub(crate) mod xclaim;
+pub(crate) mod xgroup;
+pub(crate) mod xinfo;
+pub(crate) mod xpending;
+pub(crate) mod xreadgroup;
 
 use crate::resp::Frame;
 

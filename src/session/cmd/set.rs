@@ -36,6 +36,7 @@ impl<'a> Set<'a> {
                 }
             }
             State::Subscriber(s) => s.commit(self.first, self.second).into(),
+            State::Queue(_) => Reply::Now(CommandError::QueueOnly.to_frame()),
             State::Unauthenticated => Reply::Now(CommandError::NoAuth.to_frame()),
         }
     }

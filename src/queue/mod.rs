@@ -1,0 +1,549 @@
+//! Queue mode: Redis Streams consumer groups over Kafka. All queue
+//! consumers of one (cluster, group, topic) on this databus share one Kafka
+//! group member, a [`QueueGroup`]: its thread polls Kafka into the group's
+//! [`Book`] (the entries ready, the pending entries list, the consumers),
+//! commits per partition the offset below which every entry is
+//! acknowledged, and hands entries past their deliveries to the dead-letter
+//! topic. Consumers may outnumber partitions: they are names in the book,
+//! not Kafka members. The commands (`XREADGROUP`, `XACK`, ...) are in
+//! `session/queue.rs`.
+//!
+//! Why a thread per group, not polling from the readers: a thousand idle
+//! consumers then wait on one condition variable, and librdkafka is polled
+//! (its rebalances served, its poll interval kept) whether anyone reads.
+
+pub(crate) mod book;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde::Deserialize;
+
+use crate::keys::{Check, ConfigError, Number, MAX_MS};
+use crate::kafka::broker_errors::BrokerErrors;
+use crate::kafka::consumer::{consumer_config, Member, Membership, StartOffset};
+use crate::kafka::{Cluster, ConsumeError, Memberships, Publish, Record, SubscriberSettings};
+
+pub(crate) use book::{Book, BookSettings, ClaimOptions, Entry, EntryId};
+
+/// `[queue]` of `databus.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawQueue {
+    pub visibility_timeout_ms: Option<u64>,
+    pub max_deliveries: Option<u64>,
+    pub dead_letter_topic: Option<String>,
+    pub max_pending: Option<usize>,
+    pub linger_ms: Option<u64>,
+}
+
+/// Off by default, as in Redis: a pending entry stays its consumer's until
+/// `XCLAIM`/`XAUTOCLAIM` moves it, which is what clients written for Redis
+/// expect. Share-group style redelivery is one setting away.
+pub(crate) const QUEUE_VISIBILITY_TIMEOUT_MS: Number = Number::count("queue.visibility_timeout_ms", 0, 0, MAX_MS);
+/// Kafka share groups' `group.share.delivery.count.limit` default.
+pub(crate) const QUEUE_MAX_DELIVERIES: Number = Number::count("queue.max_deliveries", 5, 0, 1_000_000);
+/// Bounds the entries a group holds for redelivery (their keys, values and
+/// headers stay in memory while pending).
+pub(crate) const QUEUE_MAX_PENDING: Number = Number::count("queue.max_pending", 10_000, 1, 10_000_000);
+/// How long a group's Kafka member stays after its last consumer left, so a
+/// consumer that reconnects finds its pending entries.
+pub(crate) const QUEUE_LINGER_MS: Number = Number::count("queue.linger_ms", 60_000, 0, MAX_MS);
+const DEFAULT_DEAD_LETTER_TOPIC: &str = "{topic}.dlq";
+
+#[cfg(test)]
+pub(crate) const NUMBERS: &[Number] =
+    &[QUEUE_VISIBILITY_TIMEOUT_MS, QUEUE_MAX_DELIVERIES, QUEUE_MAX_PENDING, QUEUE_LINGER_MS];
+#[cfg(test)]
+pub(crate) const OTHER_KEYS: &[&str] = &["queue.dead_letter_topic"];
+
+#[derive(Debug, Clone)]
+pub(crate) struct QueueSettings {
+    pub book: BookSettings,
+    /// The dead-letter topic's name, `{topic}` standing for the stream's.
+    pub dead_letter_topic: String,
+    pub linger: Duration,
+}
+
+impl QueueSettings {
+    pub(crate) fn from_raw(raw: RawQueue, check: Check<'_>) -> Result<QueueSettings, ConfigError> {
+        let visibility = check.number(QUEUE_VISIBILITY_TIMEOUT_MS, raw.visibility_timeout_ms)?;
+        let dead_letter_topic = raw.dead_letter_topic.unwrap_or_else(|| DEFAULT_DEAD_LETTER_TOPIC.into());
+        let example = dead_letter_topic.replace("{topic}", "t");
+        if example.is_empty()
+            || example.len() > 249
+            || !example.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(check.err(
+                "queue.dead_letter_topic",
+                "must be a Kafka topic name (letters, digits, '.', '_', '-'), `{topic}` standing for the stream's",
+            ));
+        }
+        Ok(QueueSettings {
+            book: BookSettings {
+                max_pending: check.number(QUEUE_MAX_PENDING, raw.max_pending.map(|n| n as u64))? as usize,
+                visibility_timeout: (visibility > 0).then(|| Duration::from_millis(visibility)),
+                max_deliveries: check.number(QUEUE_MAX_DELIVERIES, raw.max_deliveries)?,
+            },
+            dead_letter_topic,
+            linger: Duration::from_millis(check.number(QUEUE_LINGER_MS, raw.linger_ms)?),
+        })
+    }
+}
+
+impl Default for QueueSettings {
+    fn default() -> QueueSettings {
+        QueueSettings {
+            book: BookSettings { max_pending: 10_000, visibility_timeout: None, max_deliveries: 5 },
+            dead_letter_topic: DEFAULT_DEAD_LETTER_TOPIC.into(),
+            linger: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Which group member a queue consumer shares.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct QueueKey {
+    pub cluster: String,
+    /// The Kafka group: the auth group, or `<group>-<color>`.
+    pub group: String,
+    pub topic: String,
+    /// Only records with this `color` header are entries.
+    pub color: String,
+}
+
+/// The queue groups of this databus.
+#[derive(Default)]
+pub(crate) struct Queues {
+    groups: Mutex<HashMap<QueueKey, Arc<QueueGroup>>>,
+}
+
+/// How often the group's thread commits, settles dead letters, pauses or
+/// resumes fetching, and wakes waiting readers (a visibility timeout that
+/// passed).
+const HOUSEKEEPING: Duration = Duration::from_millis(100);
+/// Most entries fetched ahead of the readers; fetching pauses above it.
+const PREFETCH: usize = 1000;
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an assignment waits for the committed offsets' metadata.
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Queues {
+    fn lock(&self) -> MutexGuard<'_, HashMap<QueueKey, Arc<QueueGroup>>> {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the group has a member on this databus.
+    pub(crate) fn has(&self, key: &QueueKey) -> bool {
+        self.lock().contains_key(key)
+    }
+
+    /// The group's shared member, made (and joined to Kafka) if this databus
+    /// has none yet.
+    pub(crate) fn attach(
+        self: &Arc<Self>,
+        key: &QueueKey,
+        join: JoinWith<'_>,
+    ) -> Result<Attached, ConsumeError> {
+        let mut groups = self.lock();
+        let group = match groups.get(key) {
+            Some(g) => g.clone(),
+            None => {
+                let g = Arc::new(QueueGroup::join(key, join, Arc::downgrade(self))?);
+                groups.insert(key.clone(), g.clone());
+                g
+            }
+        };
+        group.shared.attached.fetch_add(1, Ordering::SeqCst);
+        Ok(Attached { group })
+    }
+
+    /// Stops every group: each commits what is acknowledged and leaves.
+    pub(crate) fn close_all(&self) {
+        let groups: Vec<Arc<QueueGroup>> = self.lock().drain().map(|(_, g)| g).collect();
+        for g in &groups {
+            g.shared.stop.store(true, Ordering::SeqCst);
+        }
+        for g in groups {
+            if let Some(t) = g.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// What making a group's member needs.
+pub(crate) struct JoinWith<'a> {
+    pub cluster: &'a Cluster,
+    pub start: StartOffset,
+    pub subscriber: &'a SubscriberSettings,
+    pub settings: &'a QueueSettings,
+    pub members: &'a Arc<Memberships>,
+    pub publish: Arc<dyn Publish>,
+}
+
+/// What the group's thread, its librdkafka callbacks and its readers share.
+pub(crate) struct Shared {
+    book: Mutex<Book>,
+    /// Signalled when entries come or are acknowledged.
+    more: Condvar,
+    topic: String,
+    attached: AtomicUsize,
+    stop: AtomicBool,
+    errors: BrokerErrors,
+}
+
+impl Shared {
+    pub(crate) fn book(&self) -> MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One group's Kafka member and its book.
+pub(crate) struct QueueGroup {
+    pub key: QueueKey,
+    pub shared: Arc<Shared>,
+    consumer: Arc<BaseConsumer<QueueContext>>,
+    publish: Arc<dyn Publish>,
+    dead_letter_topic: String,
+    thread: Mutex<Option<thread::JoinHandle<()>>>,
+}
+
+/// A queue consumer connection's hold on its group: the group's member
+/// lingers after the last one is dropped.
+pub(crate) struct Attached {
+    pub group: Arc<QueueGroup>,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.group.shared.attached.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// librdkafka's callbacks: rebalances move partitions in and out of the
+/// book; failed commits are tried again.
+pub(crate) struct QueueContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for QueueContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.shared.errors.log(level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.shared.errors.record(&error, reason);
+    }
+}
+
+impl ConsumerContext for QueueContext {
+    /// Before partitions go: commit what is acknowledged in them, so the
+    /// next owner hands out only the rest; then they leave the book.
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else { return };
+        let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        let due: Vec<(i32, i64, String)> = {
+            let mut book = self.shared.book();
+            book.commits().into_iter().filter(|(p, _, _)| revoked.contains(p)).collect()
+        };
+        if let Some(tpl) = commit_list(&self.shared.topic, &due) {
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                log::warn!("queue group on '{}': commit before a rebalance failed: {e}", self.shared.topic);
+            }
+        }
+        let mut book = self.shared.book();
+        for p in revoked {
+            book.revoke(p);
+        }
+        self.shared.more.notify_all();
+    }
+
+    /// New partitions: the acknowledged ranges the last commit left in its
+    /// metadata are not handed out again.
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(tpl) = rebalance else { return };
+        let committed = consumer.committed_offsets((*tpl).clone(), COMMITTED_TIMEOUT);
+        let mut book = self.shared.book();
+        for e in tpl.elements() {
+            let ranges = committed
+                .as_ref()
+                .ok()
+                .and_then(|c| c.find_partition(&self.shared.topic, e.partition()))
+                .map(|c| book::parse_metadata(c.metadata()))
+                .unwrap_or_default();
+            book.assign(e.partition(), ranges);
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            log::info!("queue group on '{}': commit failed, trying again: {e}", self.shared.topic);
+            let mut book = self.shared.book();
+            for e in offsets.elements() {
+                book.commit_failed(e.partition());
+            }
+        }
+    }
+}
+
+/// The offsets and metadata to commit, as librdkafka takes them.
+fn commit_list(topic: &str, due: &[(i32, i64, String)]) -> Option<TopicPartitionList> {
+    if due.is_empty() {
+        return None;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (partition, offset, metadata) in due {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)).ok()?;
+        if let Some(mut e) = tpl.find_partition(topic, *partition) {
+            e.set_metadata(metadata);
+        }
+    }
+    Some(tpl)
+}
+
+impl QueueGroup {
+    fn join(key: &QueueKey, with: JoinWith<'_>, registry: Weak<Queues>) -> Result<QueueGroup, ConsumeError> {
+        let reset = match with.start {
+            StartOffset::Latest => "latest",
+            StartOffset::Earliest => "earliest",
+        };
+        let shared = Arc::new(Shared {
+            book: Mutex::new(Book::new(with.settings.book)),
+            more: Condvar::new(),
+            topic: key.topic.clone(),
+            attached: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            errors: BrokerErrors::default(),
+        });
+        let consumer: BaseConsumer<QueueContext> = consumer_config(with.cluster, &key.group, reset, with.subscriber)
+            .create_with_context(QueueContext { shared: shared.clone() })
+            .map_err(ConsumeError::Create)?;
+        let metadata = consumer.fetch_metadata(Some(&key.topic), METADATA_TIMEOUT).map_err(|e| {
+            ConsumeError::Metadata {
+                cluster: key.cluster.clone(),
+                topic: key.topic.clone(),
+                cause: Box::new(e),
+                last_error: shared.errors.get(),
+            }
+        })?;
+        let found = metadata.topics().iter().find(|t| t.name() == key.topic);
+        if found.filter(|t| t.error().is_none()).is_none_or(|t| t.partitions().is_empty()) {
+            return Err(ConsumeError::NoTopic(key.topic.clone()));
+        }
+        consumer.subscribe(&[&key.topic]).map_err(ConsumeError::Create)?;
+        let membership = Membership::count(
+            with.members,
+            Member { cluster: &key.cluster, group: &key.group, topic: &key.topic, start: with.start },
+        );
+        let consumer = Arc::new(consumer);
+        let poller = Poller {
+            consumer: consumer.clone(),
+            shared: shared.clone(),
+            key: key.clone(),
+            color: key.color.as_bytes().to_vec(),
+            linger: with.settings.linger,
+            registry,
+            _membership: membership,
+        };
+        let thread = thread::Builder::new()
+            .name(format!("queue-{}", key.topic))
+            .spawn(move || poller.run())
+            .map_err(|e| ConsumeError::Create(rdkafka::error::KafkaError::ClientCreation(e.to_string())))?;
+        Ok(QueueGroup {
+            key: key.clone(),
+            shared,
+            consumer,
+            publish: with.publish,
+            dead_letter_topic: with.settings.dead_letter_topic.replace("{topic}", &key.topic),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Produces entries past their deliveries to the dead-letter topic and
+    /// waits for the broker: each is acknowledged once stored there, or
+    /// handed out again if refused. (Rare, so the reader that met them
+    /// waits; a record's delivery stays on the thread that produced it.)
+    pub(crate) fn dead_letter(&self, entries: Vec<Arc<Entry>>) {
+        let mut sent = Vec::new();
+        for e in entries {
+            let mut headers = e.headers.clone();
+            let (partition, offset) = e.id.record().unwrap_or_default();
+            headers.push(("databus-dead-letter-topic".into(), self.key.topic.as_bytes().to_vec()));
+            headers.push(("databus-dead-letter-partition".into(), partition.to_string().into_bytes()));
+            headers.push(("databus-dead-letter-offset".into(), offset.to_string().into_bytes()));
+            headers.push(("databus-dead-letter-group".into(), self.key.group.as_bytes().to_vec()));
+            let record = Record::new(&self.dead_letter_topic, &e.key, &e.value).fields(&headers);
+            let record = if e.key.is_empty() { record.keyless() } else { record };
+            match self.publish.send(&self.key.cluster, 0, &record) {
+                Ok(d) => sent.push((e.id, d)),
+                Err(err) => {
+                    log::warn!("dead letter {} of '{}' refused: {err}", e.id, self.key.topic);
+                    self.shared.book().dead_lettered(e.id, false);
+                }
+            }
+        }
+        for (id, d) in sent {
+            let stored = match d.wait() {
+                Ok(_) => true,
+                Err(e) => {
+                    log::warn!("dead letter {id} of '{}' not stored: {e}", self.key.topic);
+                    false
+                }
+            };
+            self.shared.book().dead_lettered(id, stored);
+        }
+        self.notify();
+    }
+
+    /// Waits on the book until `wake` or `timeout`; returns the book.
+    pub(crate) fn wait<'a>(&self, book: MutexGuard<'a, Book>, timeout: Duration) -> MutexGuard<'a, Book> {
+        match self.shared.more.wait_timeout(book, timeout) {
+            Ok((b, _)) => b,
+            Err(e) => e.into_inner().0,
+        }
+    }
+
+    /// Wakes the readers waiting on the book (an acknowledgement made room).
+    pub(crate) fn notify(&self) {
+        self.shared.more.notify_all();
+    }
+
+    /// The topic's partitions and their low and high watermarks.
+    pub(crate) fn watermarks(&self) -> Vec<(i32, i64, i64)> {
+        let Ok(m) = self.consumer.fetch_metadata(Some(&self.key.topic), METADATA_TIMEOUT) else {
+            return Vec::new();
+        };
+        let partitions: Vec<i32> =
+            m.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+        partitions
+            .into_iter()
+            .filter_map(|p| {
+                let (lo, hi) = self.consumer.fetch_watermarks(&self.key.topic, p, METADATA_TIMEOUT).ok()?;
+                Some((p, lo, hi))
+            })
+            .collect()
+    }
+}
+
+/// The group's thread.
+struct Poller {
+    consumer: Arc<BaseConsumer<QueueContext>>,
+    shared: Arc<Shared>,
+    key: QueueKey,
+    color: Vec<u8>,
+    linger: Duration,
+    registry: Weak<Queues>,
+    // Uncounted once the thread ends, after the consumer has left.
+    _membership: Membership,
+}
+
+impl Poller {
+    fn run(self) {
+        let mut last_housekeeping = Instant::now();
+        let mut alone_since: Option<Instant> = None;
+        let mut paused = false;
+        while !self.shared.stop.load(Ordering::SeqCst) {
+            self.poll_once();
+            if last_housekeeping.elapsed() < HOUSEKEEPING {
+                continue;
+            }
+            last_housekeeping = Instant::now();
+            self.commit(CommitMode::Async);
+            paused = self.pause_or_resume(paused);
+            self.shared.more.notify_all();
+            if self.shared.attached.load(Ordering::SeqCst) > 0 {
+                alone_since = None;
+            } else if alone_since.get_or_insert_with(Instant::now).elapsed() >= self.linger && self.leave() {
+                break;
+            }
+        }
+        self.commit(CommitMode::Sync);
+        self.consumer.unsubscribe();
+        log::info!("queue group '{}' on '{}' left", self.key.group, self.key.topic);
+    }
+
+    /// Takes the group out of the registry if still nobody is attached
+    /// (checked under the registry's lock, which attaching holds too).
+    fn leave(&self) -> bool {
+        let Some(registry) = self.registry.upgrade() else { return true };
+        let mut groups = registry.lock();
+        if self.shared.attached.load(Ordering::SeqCst) > 0 {
+            return false;
+        }
+        self.shared.stop.store(true, Ordering::SeqCst);
+        groups.remove(&self.key);
+        true
+    }
+
+    fn poll_once(&self) {
+        match self.consumer.poll(HOUSEKEEPING) {
+            Some(Ok(m)) => {
+                let headers = m.headers();
+                let mut color: &[u8] = b"";
+                let mut kept = Vec::new();
+                if let Some(h) = headers {
+                    for h in h.iter() {
+                        if h.key == "color" {
+                            color = h.value.unwrap_or_default();
+                        } else {
+                            kept.push((h.key.to_owned(), h.value.unwrap_or_default().to_vec()));
+                        }
+                    }
+                }
+                let mut book = self.shared.book();
+                if color != self.color.as_slice() {
+                    book.skip(m.partition(), m.offset());
+                    return;
+                }
+                let entry = Entry {
+                    id: EntryId::of(m.partition(), m.offset()),
+                    key: m.key().unwrap_or_default().to_vec(),
+                    value: m.payload().unwrap_or_default().to_vec(),
+                    headers: kept,
+                };
+                if book.push(entry) {
+                    self.shared.more.notify_all();
+                }
+            }
+            Some(Err(e)) => log::debug!("queue group on '{}': {e}", self.key.topic),
+            None => {}
+        }
+    }
+
+    fn commit(&self, mode: CommitMode) {
+        let due = self.shared.book().commits();
+        if let Some(tpl) = commit_list(&self.key.topic, &due) {
+            if let Err(e) = self.consumer.commit(&tpl, mode) {
+                log::info!("queue group on '{}': commit failed, trying again: {e}", self.key.topic);
+                let mut book = self.shared.book();
+                for (p, _, _) in due {
+                    book.commit_failed(p);
+                }
+            }
+        }
+    }
+
+    /// Pauses fetching while the readers are `PREFETCH` entries behind;
+    /// resumes below half of it. Returns whether paused.
+    fn pause_or_resume(&self, paused: bool) -> bool {
+        let ready = self.shared.book().ready_len();
+        let Ok(assignment) = self.consumer.assignment() else { return paused };
+        if ready >= PREFETCH {
+            let _ = self.consumer.pause(&assignment);
+            true
+        } else if paused && ready < PREFETCH / 2 {
+            let _ = self.consumer.resume(&assignment);
+            false
+        } else {
+            paused
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! `XADD <topic> [NOMKSTREAM] * field value [field value ...]`: a
+//! publisher's record, answered with its entry ID `<partition>-<offset>`
+//! once the broker has it. Field `key` is the record's key (none: the
+//! partitioner spreads the records), `value` its value, every other field a
+//! header, in order.
+
+use crate::session::{Awaited, CommandError, Reply, Session, State, Tally};
+
+pub(crate) struct Xadd<'a> {
+    stream: &'a [u8],
+    key: Option<&'a [u8]>,
+    value: &'a [u8],
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+impl<'a> Xadd<'a> {
+    pub(crate) fn parse(args: &'a [Vec<u8>]) -> Result<Xadd<'a>, CommandError> {
+        let Some(stream) = args.get(1) else { return Err(CommandError::WrongArgs("xadd")) };
+        let mut at = 2;
+        while let Some(word) = args.get(at) {
+            match word.to_ascii_lowercase().as_slice() {
+                b"nomkstream" => at += 1,
+                b"maxlen" | b"minid" | b"limit" => return Err(CommandError::Trim),
+                _ => break,
+            }
+        }
+        let pairs = args.get(at + 1..).unwrap_or_default();
+        if pairs.is_empty() || pairs.len() % 2 != 0 {
+            return Err(CommandError::WrongArgs("xadd"));
+        }
+        if args[at] != b"*" {
+            return Err(match crate::queue::EntryId::parse(&args[at], 0) {
+                Some(_) => CommandError::ExplicitId,
+                None => CommandError::BadStreamId,
+            });
+        }
+        let (mut key, mut value, mut headers) = (None, None, Vec::new());
+        for pair in pairs.chunks(2) {
+            match pair[0].as_slice() {
+                b"key" if key.is_none() => key = Some(pair[1].as_slice()),
+                b"value" if value.is_none() => value = Some(pair[1].as_slice()),
+                b"color" => return Err(CommandError::ColorField),
+                name => {
+                    let name = std::str::from_utf8(name).map_err(|_| CommandError::FieldName)?;
+                    headers.push((name.to_owned(), pair[1].clone()));
+                }
+            }
+        }
+        Ok(Xadd { stream, key, value: value.unwrap_or_default(), headers })
+    }
+
+    pub(crate) fn apply(self, session: &mut Session) -> Reply {
+        let kafka = session.ctx.kafka.as_ref();
+        let State::Publisher(p) = &session.state else {
+            // The command table lets only publishers through.
+            return Reply::Now(CommandError::NoAuth.to_frame());
+        };
+        if self.stream != p.topic.as_bytes() {
+            return Reply::Now(CommandError::OtherStream(p.topic.clone()).to_frame());
+        }
+        let mut tally = Tally::start(p, "xadd", self.value.len());
+        tally.with_id = true;
+        match p.produce_fields(self.key, self.value, &self.headers, kafka) {
+            Ok(pending) => Reply::Delivery(Box::new(Awaited { pending, tally })),
+            Err(e) => Reply::Now(e.to_frame()),
+        }
+    }
+}
+
+pub(crate) fn run(session: &mut Session, args: &[Vec<u8>]) -> Reply {
+    match Xadd::parse(args) {
+        Ok(x) => x.apply(session),
+        Err(e) => Reply::Now(e.to_frame()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::cmd::args;
+
+    #[test]
+    fn fields_map_to_key_value_and_headers() {
+        let a = args(&["XADD", "t", "*", "a", "1", "key", "k", "value", "v", "key", "k2"]);
+        let x = Xadd::parse(&a).unwrap();
+        assert_eq!((x.key, x.value), (Some(&b"k"[..]), &b"v"[..]));
+        assert_eq!(x.headers, vec![("a".to_string(), b"1".to_vec()), ("key".to_string(), b"k2".to_vec())]);
+        let a = args(&["XADD", "t", "NOMKSTREAM", "*", "a", "1"]);
+        let x = Xadd::parse(&a).unwrap();
+        assert_eq!((x.key, x.value), (None, &b""[..]));
+        let err = |parts: &[&str]| Xadd::parse(&args(parts)).err();
+        assert_eq!(err(&["XADD", "t", "MAXLEN", "10", "*", "a", "1"]), Some(CommandError::Trim));
+        assert_eq!(err(&["XADD", "t", "minid", "0", "*", "a", "1"]), Some(CommandError::Trim));
+        assert_eq!(err(&["XADD", "t", "1-1", "a", "1"]), Some(CommandError::ExplicitId));
+        assert_eq!(err(&["XADD", "t", "x-1", "a", "1"]), Some(CommandError::BadStreamId));
+        assert_eq!(err(&["XADD", "t", "*", "a"]), Some(CommandError::WrongArgs("xadd")));
+        assert_eq!(err(&["XADD", "t", "*"]), Some(CommandError::WrongArgs("xadd")));
+        assert_eq!(err(&["XADD", "t", "*", "color", "red"]), Some(CommandError::ColorField));
+    }
+}

@@ -1,0 +1,146 @@
+//! `XREADGROUP GROUP <group> <consumer> [COUNT n] [BLOCK ms] [NOACK]
+//! STREAMS <topic> <id>`: with `>`, new entries (or entries past the
+//! visibility timeout) for `consumer`, now pending for it; with an ID, its
+//! own pending entries after that ID. The first one makes a subscriber
+//! connection a queue consumer.
+
+use std::time::{Duration, Instant};
+
+use crate::auth::MAX_WAIT_MS;
+use crate::queue::EntryId;
+use crate::session::queue::{self, consumer_name, parse_count, parse_id, parse_ms, streams_frame};
+use crate::session::{CommandError, Reply, Session};
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Xreadgroup<'a> {
+    group: &'a [u8],
+    consumer: String,
+    count: Option<usize>,
+    block: Option<Duration>,
+    no_ack: bool,
+    stream: &'a [u8],
+    /// `None`: `>`.
+    after: Option<EntryId>,
+}
+
+impl<'a> Xreadgroup<'a> {
+    pub(crate) fn parse(args: &'a [Vec<u8>]) -> Result<Xreadgroup<'a>, CommandError> {
+        let [_, word, group, consumer, rest @ ..] = args else {
+            return Err(CommandError::WrongArgs("xreadgroup"));
+        };
+        if !word.eq_ignore_ascii_case(b"group") {
+            return Err(CommandError::Syntax);
+        }
+        let (mut count, mut block, mut no_ack) = (None, None, false);
+        let mut at = 0;
+        let streams = loop {
+            let Some(option) = rest.get(at) else { return Err(CommandError::Syntax) };
+            let value = rest.get(at + 1);
+            match (option.to_ascii_lowercase().as_slice(), value) {
+                (b"count", Some(n)) => {
+                    count = Some(parse_count(n)?).filter(|&n| n > 0);
+                    at += 2;
+                }
+                (b"block", Some(ms)) => {
+                    let ms = parse_ms(ms)?;
+                    // BLOCK 0 waits "forever": as long as any wait may.
+                    block = Some(Duration::from_millis(if ms == 0 { MAX_WAIT_MS } else { ms.min(MAX_WAIT_MS) }));
+                    at += 2;
+                }
+                (b"noack", _) => {
+                    no_ack = true;
+                    at += 1;
+                }
+                (b"streams", _) => break &rest[at + 1..],
+                _ => return Err(CommandError::Syntax),
+            }
+        };
+        if streams.is_empty() || streams.len() % 2 != 0 {
+            return Err(CommandError::Unsupported(
+                "Unbalanced 'xreadgroup' list of streams: for each stream key an ID or '>' must be specified.",
+            ));
+        }
+        if streams.len() > 2 {
+            // Only the granted topic can be read; the first other key is named.
+            return Err(CommandError::NoGroup {
+                key: crate::session::error::shown_name(&streams[1]),
+                group: crate::session::error::shown_name(group),
+                command: Some("XREADGROUP"),
+            });
+        }
+        let after = match streams[1].as_slice() {
+            b">" => None,
+            id => Some(parse_id(id)?),
+        };
+        Ok(Xreadgroup {
+            group,
+            consumer: consumer_name(consumer),
+            count,
+            block,
+            no_ack,
+            stream: &streams[0],
+            after,
+        })
+    }
+
+    pub(crate) fn apply(self, session: &mut Session) -> Result<crate::resp::Frame, CommandError> {
+        let reader = queue::reader(session)?;
+        reader.check(self.stream, self.group, Some("XREADGROUP"))?;
+        let topic = reader.topic.clone();
+        let group = reader.attached.group.clone();
+        let count = self.count.unwrap_or(DEFAULT_COUNT);
+        let session = &*session;
+        let crate::session::State::Queue(reader) = &session.state else { return Err(CommandError::NoAuth) };
+        let Some(after) = self.after else {
+            let until = self.block.map(|b| Instant::now() + b);
+            let handed = queue::wait_for(session, reader, until, |book| {
+                let h = book.deliver(&self.consumer, count, self.no_ack, Instant::now());
+                (!h.entries.is_empty() || !h.dead.is_empty()).then_some(h)
+            });
+            let handed = handed.unwrap_or_default();
+            if self.no_ack && !handed.entries.is_empty() {
+                group.notify();
+            }
+            if !handed.dead.is_empty() {
+                group.dead_letter(handed.dead);
+            }
+            return Ok(streams_frame(&session.client, &topic, &handed.entries, true));
+        };
+        let entries = group.shared.book().history(&self.consumer, after, count, Instant::now());
+        Ok(streams_frame(&session.client, &topic, &entries, false))
+    }
+}
+
+/// Entries one read hands out when it names no COUNT (Redis: all there
+/// are; here, bounded as an MGET batch is).
+const DEFAULT_COUNT: usize = 100;
+
+pub(crate) fn run(session: &mut Session, args: &[Vec<u8>]) -> Reply {
+    Xreadgroup::parse(args).and_then(|x| x.apply(session)).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::cmd::args;
+
+    #[test]
+    fn arguments() {
+        let a = args(&["XREADGROUP", "GROUP", "g", "c", "COUNT", "5", "BLOCK", "0", "NOACK", "STREAMS", "t", ">"]);
+        let x = Xreadgroup::parse(&a).unwrap();
+        assert_eq!((x.group, x.consumer.as_str(), x.count), (&b"g"[..], "c", Some(5)));
+        assert_eq!((x.block, x.no_ack, x.stream, x.after), (Some(Duration::from_millis(MAX_WAIT_MS)), true, &b"t"[..], None));
+        let a = args(&["xreadgroup", "group", "g", "c", "streams", "t", "0"]);
+        assert_eq!(Xreadgroup::parse(&a).unwrap().after, Some(EntryId::MIN));
+        let err = |parts: &[&str]| Xreadgroup::parse(&args(parts)).err();
+        assert_eq!(err(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "t", "x-y"]), Some(CommandError::BadStreamId));
+        assert_eq!(err(&["XREADGROUP", "GROUP", "g", "c", "t", ">"]), Some(CommandError::Syntax));
+        assert_eq!(err(&["XREADGROUP", "GROUP", "g", "c", "BLOCK", "x", "STREAMS", "t", ">"]), Some(CommandError::BadTimeout));
+        assert!(matches!(err(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "t"]), Some(CommandError::Unsupported(_))));
+        assert!(matches!(
+            err(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "t", "u", ">", ">"]),
+            Some(CommandError::NoGroup { .. })
+        ));
+        assert_eq!(err(&["XREADGROUP", "GROUP", "g"]), Some(CommandError::WrongArgs("xreadgroup")));
+    }
+}

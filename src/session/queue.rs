@@ -1,0 +1,202 @@
+//! Queue mode on a subscriber connection: the first stream command
+//! (`XREADGROUP`, `XACK`, `XPENDING`, ...) turns it into a [`QueueReader`] of
+//! its group's shared member (`queue/`), leaving the Kafka member of its
+//! own; `MGET` or a commit first keep it classic. The reply shapes of
+//! entries live here, for every stream command.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::queue::{Attached, Entry, EntryId, JoinWith};
+use crate::resp::Frame;
+
+use super::cmd::bulk;
+use super::connection::HangUpWatch;
+use super::error::CommandError;
+use super::setup::ClientInfo;
+use super::{Session, State};
+
+/// A subscriber connection in queue mode.
+pub(crate) struct QueueReader {
+    pub attached: Attached,
+    /// The auth group, the Redis group name.
+    pub group: String,
+    /// The granted topic, the stream key.
+    pub topic: String,
+    pub tick: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl QueueReader {
+    /// The stream and group a command names must be the connection's;
+    /// else Redis's answer for a stream or group that does not exist.
+    pub(crate) fn check(&self, key: &[u8], group: &[u8], command: Option<&'static str>) -> Result<(), CommandError> {
+        if key == self.topic.as_bytes() && group == self.group.as_bytes() {
+            return Ok(());
+        }
+        Err(CommandError::NoGroup { key: shown(key), group: shown(group), command })
+    }
+
+    /// Whether `key` and `group` are the connection's (XACK counts 0 otherwise).
+    pub(crate) fn is_ours(&self, key: &[u8], group: &[u8]) -> bool {
+        key == self.topic.as_bytes() && group == self.group.as_bytes()
+    }
+}
+
+/// A name from the wire inside an error reply: bounded, printable.
+fn shown(raw: &[u8]) -> String {
+    super::error::shown_name(raw)
+}
+
+/// The connection's queue reader, turning a subscriber that has not used
+/// `MGET` or a commit into one (it leaves its own group member first).
+pub(crate) fn reader(session: &mut Session) -> Result<&mut QueueReader, CommandError> {
+    if let State::Subscriber(s) = &mut session.state {
+        if s.classic {
+            return Err(CommandError::ClassicOnly);
+        }
+        // Gone before the shared member joins: its partitions go back.
+        s.consumer = None;
+        let clusters = session.ctx.clusters.now();
+        let key = s.queue.clone();
+        let Some(cluster) = clusters.get(&key.cluster) else {
+            return Err(CommandError::Unsupported("the grant's cluster is no longer configured"));
+        };
+        let settings = &session.ctx.settings;
+        let join = JoinWith {
+            cluster,
+            start: s.start,
+            subscriber: &settings.subscriber,
+            settings: &settings.queue,
+            members: &session.ctx.members,
+            publish: session.ctx.kafka.clone(),
+        };
+        let attached = session.ctx.queues.attach(&key, join).map_err(CommandError::Consume)?;
+        let group = match key.color.as_str() {
+            "" => key.group.clone(),
+            color => key.group.strip_suffix(&format!("-{color}")).unwrap_or(&key.group).to_owned(),
+        };
+        log::info!("{}: queue consumer of group '{}' on '{}'", session.peer, key.group, key.topic);
+        session.state = State::Queue(Box::new(QueueReader {
+            attached,
+            group,
+            topic: key.topic,
+            tick: settings.subscriber.tick,
+            idle_timeout: settings.subscriber.idle_timeout,
+        }));
+    }
+    match &mut session.state {
+        State::Queue(q) => Ok(q),
+        // The command table lets only subscribers through.
+        _ => Err(CommandError::NoAuth),
+    }
+}
+
+/// Whether the client went away, or the server wants the connection to end.
+pub(crate) fn should_stop(session: &Session) -> bool {
+    session.interrupt.is_set() || session.hang_up.as_ref().is_some_and(HangUpWatch::hung_up)
+}
+
+/// Waits on the group's book until `take` hands something out, `until`
+/// passes, or the connection should stop; `take` runs under the book's lock.
+pub(crate) fn wait_for<T>(
+    session: &Session,
+    reader: &QueueReader,
+    until: Option<Instant>,
+    mut take: impl FnMut(&mut crate::queue::Book) -> Option<T>,
+) -> Option<T> {
+    let group = &reader.attached.group;
+    let mut book = group.shared.book();
+    loop {
+        if let Some(got) = take(&mut book) {
+            return Some(got);
+        }
+        let now = Instant::now();
+        let Some(until) = until.filter(|u| *u > now) else { return None };
+        book = group.wait(book, (until - now).min(reader.tick));
+        if should_stop(session) {
+            drop(book);
+            return None;
+        }
+    }
+}
+
+/// An entry as stream commands reply with it: `[id, [field, value, ...]]`.
+pub(crate) fn entry_frame(e: &Entry) -> Frame {
+    let fields = e.fields().into_iter().flat_map(|(f, v)| [bulk(f), bulk(v)]).collect();
+    Frame::Array(vec![bulk(e.id.to_string()), Frame::Array(fields)])
+}
+
+pub(crate) fn entries_frame(entries: &[Arc<Entry>]) -> Frame {
+    Frame::Array(entries.iter().map(|e| entry_frame(e)).collect())
+}
+
+pub(crate) fn ids_frame(ids: impl Iterator<Item = EntryId>) -> Frame {
+    Frame::Array(ids.map(|id| bulk(id.to_string())).collect())
+}
+
+/// `XREADGROUP`'s reply: per stream its entries, a map in RESP3; nil when
+/// nothing came.
+pub(crate) fn streams_frame(client: &ClientInfo, topic: &str, entries: &[Arc<Entry>], nil_if_empty: bool) -> Frame {
+    if entries.is_empty() && nil_if_empty {
+        return Frame::Null;
+    }
+    let per_stream = (bulk(topic), entries_frame(entries));
+    match client.protocol {
+        3 => Frame::Map(vec![per_stream]),
+        _ => Frame::Array(vec![Frame::Array(vec![per_stream.0, per_stream.1])]),
+    }
+}
+
+/// An ID argument; Redis's error for a malformed one.
+pub(crate) fn parse_id(raw: &[u8]) -> Result<EntryId, CommandError> {
+    EntryId::parse(raw, 0).ok_or(CommandError::BadStreamId)
+}
+
+/// Milliseconds (`min-idle-time`, `IDLE`, `BLOCK`): a non-negative integer.
+pub(crate) fn parse_ms(raw: &[u8]) -> Result<u64, CommandError> {
+    std::str::from_utf8(raw).ok().and_then(|s| s.parse::<u64>().ok()).ok_or(CommandError::BadTimeout)
+}
+
+/// A `COUNT`: a non-negative integer.
+pub(crate) fn parse_count(raw: &[u8]) -> Result<usize, CommandError> {
+    std::str::from_utf8(raw).ok().and_then(|s| s.parse::<usize>().ok()).ok_or(CommandError::NotAnInteger)
+}
+
+/// A consumer name, as the book keeps it.
+pub(crate) fn consumer_name(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_and_streams_have_redis_shapes() {
+        let e = Arc::new(Entry {
+            id: EntryId::of(1, 7),
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            headers: vec![("h".into(), b"x".to_vec())],
+        });
+        let entry = Frame::Array(vec![
+            bulk("1-7"),
+            Frame::Array(vec![bulk("key"), bulk("k"), bulk("value"), bulk("v"), bulk("h"), bulk("x")]),
+        ]);
+        assert_eq!(entry_frame(&e), entry);
+        let mut client = ClientInfo::new(1, "p".into());
+        assert_eq!(
+            streams_frame(&client, "t", std::slice::from_ref(&e), true),
+            Frame::Array(vec![Frame::Array(vec![bulk("t"), Frame::Array(vec![entry.clone()])])])
+        );
+        assert_eq!(streams_frame(&client, "t", &[], true), Frame::Null);
+        client.protocol = 3;
+        assert_eq!(
+            streams_frame(&client, "t", &[e], true),
+            Frame::Map(vec![(bulk("t"), Frame::Array(vec![entry]))])
+        );
+        assert_eq!(parse_id(b"x"), Err(CommandError::BadStreamId));
+        assert_eq!(parse_ms(b"-1"), Err(CommandError::BadTimeout));
+    }
+}
