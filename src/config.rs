@@ -15,9 +15,9 @@ use serde::Deserialize;
 
 use crate::kafka::settings::{RawCluster, RawProducer, RawSubscriber};
 use crate::kafka::{Cluster, ProducerSettings, SubscriberSettings};
-use crate::queue::{QueueSettings, RawQueue};
 pub use crate::keys::ConfigError;
 use crate::keys::{Check, Number, MAX_MS};
+use crate::queue::{QueueSettings, RawQueue};
 use crate::resp::Limits;
 use crate::tls::TlsSettings;
 

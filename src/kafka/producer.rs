@@ -748,8 +748,9 @@ impl Producers {
         }
         let timeout = self.settings.timeout;
         let deadline = Instant::now() + timeout;
-        let mut base =
-            BaseRecord::with_opaque_to(record.topic, Box::new(reporter)).payload(record.value).headers(headers);
+        let mut base = BaseRecord::with_opaque_to(record.topic, Box::new(reporter))
+            .payload(record.value)
+            .headers(headers);
         if !record.is_keyless() {
             base = base.key(record.key);
         }

@@ -35,7 +35,8 @@ impl EntryId {
     /// parses an ID argument.
     pub(crate) fn parse(raw: &[u8], missing_seq: u64) -> Option<EntryId> {
         let text = std::str::from_utf8(raw).ok()?;
-        let number = |s: &str| (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?;
+        let number =
+            |s: &str| (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?;
         match text.split_once('-') {
             Some((ms, seq)) => Some(EntryId { ms: number(ms)?, seq: number(seq)? }),
             None => Some(EntryId { ms: number(text)?, seq: missing_seq }),
@@ -248,6 +249,10 @@ pub(crate) struct ClaimOptions {
     pub deliveries: Option<u64>,
 }
 
+/// `XPENDING`'s summary: the count, the lowest and highest pending ID, and
+/// entries per consumer.
+pub(crate) type Summary = (usize, Option<(EntryId, EntryId)>, Vec<(Arc<str>, usize)>);
+
 /// One queue group's state.
 #[derive(Debug)]
 pub(crate) struct Book {
@@ -401,7 +406,8 @@ impl Book {
             if no_ack {
                 self.settle(entry.id);
             } else {
-                let p = Pending { entry: entry.clone(), consumer: name.clone(), delivered: now, deliveries: 1 };
+                let p =
+                    Pending { entry: entry.clone(), consumer: name.clone(), delivered: now, deliveries: 1 };
                 self.pending.insert(entry.id, p);
             }
             handed.entries.push(entry);
@@ -421,9 +427,23 @@ impl Book {
 
     /// An `XREADGROUP` with an ID: `consumer`'s own pending entries after
     /// `after`, delivery counts unchanged (as Redis reads history).
-    pub(crate) fn history(&mut self, consumer: &str, after: EntryId, count: usize, now: Instant) -> Vec<Arc<Entry>> {
+    pub(crate) fn history(
+        &mut self,
+        consumer: &str,
+        after: EntryId,
+        count: usize,
+        now: Instant,
+    ) -> Vec<Arc<Entry>> {
         self.touch(consumer, now);
-        let Some(start) = after.next() else { return Vec::new() };
+        // `0` means all: Redis never makes ID 0-0, but partition 0's first
+        // record is 0-0.
+        let start = match after {
+            EntryId::MIN => EntryId::MIN,
+            _ => match after.next() {
+                Some(id) => id,
+                None => return Vec::new(),
+            },
+        };
         self.pending
             .range(start..)
             .filter(|(_, p)| &*p.consumer == consumer)
@@ -524,7 +544,8 @@ impl Book {
     ) -> (EntryId, Handed) {
         let name = self.touch(consumer, now);
         // Redis looks at ten times COUNT entries at most per call.
-        let scan: Vec<EntryId> = self.pending.range(start..).map(|(id, _)| *id).take(count * 10 + 1).collect();
+        let scan: Vec<EntryId> =
+            self.pending.range(start..).map(|(id, _)| *id).take(count * 10 + 1).collect();
         let mut handed = Handed::default();
         let mut next = EntryId::MIN;
         for (i, id) in scan.iter().enumerate() {
@@ -546,7 +567,7 @@ impl Book {
 
     /// `XPENDING key group`: the count, lowest and highest ID, and entries
     /// per consumer.
-    pub(crate) fn summary(&self) -> (usize, Option<(EntryId, EntryId)>, Vec<(Arc<str>, usize)>) {
+    pub(crate) fn summary(&self) -> Summary {
         let bounds = self.pending.keys().next().copied().zip(self.pending.keys().next_back().copied());
         let mut per: BTreeMap<Arc<str>, usize> = BTreeMap::new();
         for p in self.pending.values() {
@@ -584,7 +605,10 @@ impl Book {
         for p in self.pending.values() {
             *per.entry(&p.consumer).or_default() += 1;
         }
-        self.consumers.iter().map(|(name, seen)| (name.clone(), per.get(&**name).copied().unwrap_or(0), *seen)).collect()
+        self.consumers
+            .iter()
+            .map(|(name, seen)| (name.clone(), per.get(&**name).copied().unwrap_or(0), *seen))
+            .collect()
     }
 
     /// Partitions whose commit point moved since the last call: the offset
@@ -616,7 +640,12 @@ mod tests {
     use super::*;
 
     fn entry(partition: i32, offset: i64) -> Entry {
-        Entry { id: EntryId::of(partition, offset), key: b"k".to_vec(), value: b"v".to_vec(), headers: Vec::new() }
+        Entry {
+            id: EntryId::of(partition, offset),
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            headers: Vec::new(),
+        }
     }
 
     fn book(max_pending: usize, visibility: Option<u64>, max_deliveries: u64) -> Book {
@@ -715,6 +744,9 @@ mod tests {
         b.deliver("a", 2, false, now);
         b.deliver("b", 2, false, now);
         assert_eq!(ids(&b.history("a", EntryId::MIN, 10, now)), ["1-0", "1-1"]);
+        b.push(entry(0, 0));
+        b.deliver("c", 1, false, now);
+        assert_eq!(ids(&b.history("c", EntryId::MIN, 10, now)), ["0-0"], "0 means all, 0-0 too");
         assert_eq!(ids(&b.history("a", id("1-0"), 10, now)), ["1-1"]);
         assert_eq!(ids(&b.history("b", EntryId::MIN, 1, now)), ["1-2"]);
         assert!(b.history("c", EntryId::MIN, 10, now).is_empty());
@@ -751,11 +783,19 @@ mod tests {
         let h = b.deliver("c", 10, false, t1 + Duration::from_millis(1500));
         assert!(h.entries.is_empty());
         assert_eq!(ids(&h.dead), ["0-0", "0-1"]);
-        assert_eq!(b.commits(), vec![(0, 0, "".to_string())], "not acknowledged until the dead-letter topic has them");
+        assert_eq!(
+            b.commits(),
+            vec![(0, 0, "".to_string())],
+            "not acknowledged until the dead-letter topic has them"
+        );
         b.dead_lettered(id("0-0"), true);
         b.dead_lettered(id("0-1"), false);
         assert_eq!(b.commits(), vec![(0, 1, "".to_string())]);
-        assert_eq!(ids(&b.deliver("c", 10, false, t1).entries), ["0-1"], "refused by the dead-letter topic: again");
+        assert_eq!(
+            ids(&b.deliver("c", 10, false, t1).entries),
+            ["0-1"],
+            "refused by the dead-letter topic: again"
+        );
     }
 
     #[test]
@@ -769,7 +809,8 @@ mod tests {
         assert!(none.entries.is_empty());
         let got = b.claim("b", Duration::from_secs(5), &[id("0-0"), id("0-99")], ClaimOptions::default(), t1);
         assert_eq!(ids(&got.entries), ["0-0"]);
-        let (next, got) = b.auto_claim("b", Duration::from_secs(5), id("0-1"), 2, ClaimOptions::default(), t1);
+        let (next, got) =
+            b.auto_claim("b", Duration::from_secs(5), id("0-1"), 2, ClaimOptions::default(), t1);
         assert_eq!((next, ids(&got.entries)), (id("0-3"), vec!["0-1".into(), "0-2".into()]));
         let (next, got) = b.auto_claim("b", Duration::ZERO, id("0-3"), 100, ClaimOptions::default(), t1);
         assert_eq!((next, got.entries.len()), (EntryId::MIN, 27));
@@ -780,7 +821,10 @@ mod tests {
         assert_eq!(ids(&got.dead), ["0-0"]);
         let (count, bounds, per) = b.summary();
         assert_eq!((count, bounds), (29, Some((id("0-1"), id("0-29")))));
-        assert_eq!(per.iter().map(|(c, n)| (c.to_string(), *n)).collect::<Vec<_>>(), [("b".into(), 28), ("c".into(), 1)]);
+        assert_eq!(
+            per.iter().map(|(c, n)| (c.to_string(), *n)).collect::<Vec<_>>(),
+            [("b".into(), 28), ("c".into(), 1)]
+        );
     }
 
     #[test]

@@ -26,10 +26,10 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::Deserialize;
 
-use crate::keys::{Check, ConfigError, Number, MAX_MS};
 use crate::kafka::broker_errors::BrokerErrors;
 use crate::kafka::consumer::{consumer_config, Member, Membership, StartOffset};
 use crate::kafka::{Cluster, ConsumeError, Memberships, Publish, Record, SubscriberSettings};
+use crate::keys::{Check, ConfigError, Number, MAX_MS};
 
 pub(crate) use book::{Book, BookSettings, ClaimOptions, Entry, EntryId};
 
@@ -47,7 +47,8 @@ pub(crate) struct RawQueue {
 /// Off by default, as in Redis: a pending entry stays its consumer's until
 /// `XCLAIM`/`XAUTOCLAIM` moves it, which is what clients written for Redis
 /// expect. Share-group style redelivery is one setting away.
-pub(crate) const QUEUE_VISIBILITY_TIMEOUT_MS: Number = Number::count("queue.visibility_timeout_ms", 0, 0, MAX_MS);
+pub(crate) const QUEUE_VISIBILITY_TIMEOUT_MS: Number =
+    Number::count("queue.visibility_timeout_ms", 0, 0, MAX_MS);
 /// Kafka share groups' `group.share.delivery.count.limit` default.
 pub(crate) const QUEUE_MAX_DELIVERIES: Number = Number::count("queue.max_deliveries", 5, 0, 1_000_000);
 /// Bounds the entries a group holds for redelivery (their keys, values and
@@ -123,6 +124,28 @@ pub(crate) struct QueueKey {
 #[derive(Default)]
 pub(crate) struct Queues {
     groups: Mutex<HashMap<QueueKey, Arc<QueueGroup>>>,
+    /// Subscriber connections per group that have not read yet: each may
+    /// become a queue consumer.
+    undecided: Mutex<HashMap<QueueKey, usize>>,
+}
+
+/// A subscriber connection that has not chosen its mode yet; uncounted
+/// when dropped.
+pub(crate) struct Undecided {
+    queues: Arc<Queues>,
+    key: QueueKey,
+}
+
+impl Drop for Undecided {
+    fn drop(&mut self) {
+        let mut undecided = self.queues.undecided.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = undecided.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                undecided.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// How often the group's thread commits, settles dead letters, pauses or
@@ -138,6 +161,15 @@ const COMMITTED_TIMEOUT: Duration = Duration::from_secs(5);
 impl Queues {
     fn lock(&self) -> MutexGuard<'_, HashMap<QueueKey, Arc<QueueGroup>>> {
         self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a subscriber connection of `key` that has not read yet;
+    /// returns it and how many others there are.
+    pub(crate) fn undecided(self: &Arc<Self>, key: &QueueKey) -> (Undecided, usize) {
+        let mut undecided = self.undecided.lock().unwrap_or_else(|e| e.into_inner());
+        let n = undecided.entry(key.clone()).or_default();
+        *n += 1;
+        (Undecided { queues: self.clone(), key: key.clone() }, *n - 1)
     }
 
     /// Whether the group has a member on this databus.
@@ -323,9 +355,10 @@ impl QueueGroup {
             stop: AtomicBool::new(false),
             errors: BrokerErrors::default(),
         });
-        let consumer: BaseConsumer<QueueContext> = consumer_config(with.cluster, &key.group, reset, with.subscriber)
-            .create_with_context(QueueContext { shared: shared.clone() })
-            .map_err(ConsumeError::Create)?;
+        let consumer: BaseConsumer<QueueContext> =
+            consumer_config(with.cluster, &key.group, reset, with.subscriber)
+                .create_with_context(QueueContext { shared: shared.clone() })
+                .map_err(ConsumeError::Create)?;
         let metadata = consumer.fetch_metadata(Some(&key.topic), METADATA_TIMEOUT).map_err(|e| {
             ConsumeError::Metadata {
                 cluster: key.cluster.clone(),

@@ -87,7 +87,9 @@ impl Tally {
     fn answer(&self, verdict: Result<Delivered, PublishError>) -> Frame {
         self.meter.finish(self.started, self.value_len, verdict.as_ref().err().map(PublishError::cause));
         let frame = match verdict {
-            Ok(d) if self.with_id => Frame::Bulk(crate::queue::EntryId::of(d.partition, d.offset).to_string().into_bytes()),
+            Ok(d) if self.with_id => {
+                Frame::Bulk(crate::queue::EntryId::of(d.partition, d.offset).to_string().into_bytes())
+            }
             Ok(_) => Frame::ok(),
             Err(e) => CommandError::Publish(e).to_frame(),
         };

@@ -45,7 +45,8 @@ impl Publisher {
         kafka: &dyn Publish,
     ) -> Result<Delivery, CommandError> {
         let size = value.len() + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
-        let record = Record::new(&self.topic, key.unwrap_or_default(), value).color(&self.color).fields(fields);
+        let record =
+            Record::new(&self.topic, key.unwrap_or_default(), value).color(&self.color).fields(fields);
         let record = if key.is_none() { record.keyless() } else { record };
         self.send(&record, size, kafka)
     }

@@ -30,7 +30,12 @@ pub(crate) struct QueueReader {
 impl QueueReader {
     /// The stream and group a command names must be the connection's;
     /// else Redis's answer for a stream or group that does not exist.
-    pub(crate) fn check(&self, key: &[u8], group: &[u8], command: Option<&'static str>) -> Result<(), CommandError> {
+    pub(crate) fn check(
+        &self,
+        key: &[u8],
+        group: &[u8],
+        command: Option<&'static str>,
+    ) -> Result<(), CommandError> {
         if key == self.topic.as_bytes() && group == self.group.as_bytes() {
             return Ok(());
         }
@@ -112,7 +117,7 @@ pub(crate) fn wait_for<T>(
             return Some(got);
         }
         let now = Instant::now();
-        let Some(until) = until.filter(|u| *u > now) else { return None };
+        let until = until.filter(|u| *u > now)?;
         book = group.wait(book, (until - now).min(reader.tick));
         if should_stop(session) {
             drop(book);
@@ -137,7 +142,12 @@ pub(crate) fn ids_frame(ids: impl Iterator<Item = EntryId>) -> Frame {
 
 /// `XREADGROUP`'s reply: per stream its entries, a map in RESP3; nil when
 /// nothing came.
-pub(crate) fn streams_frame(client: &ClientInfo, topic: &str, entries: &[Arc<Entry>], nil_if_empty: bool) -> Frame {
+pub(crate) fn streams_frame(
+    client: &ClientInfo,
+    topic: &str,
+    entries: &[Arc<Entry>],
+    nil_if_empty: bool,
+) -> Frame {
     if entries.is_empty() && nil_if_empty {
         return Frame::Null;
     }

@@ -11,10 +11,11 @@ use prost::Message;
 
 use crate::auth::parse_wait_ms;
 use crate::kafka::consumer::{GroupConsumer, InMessage, SubscriberSettings};
+use crate::kafka::ConsumeError;
 use crate::kafka::StartOffset;
-use crate::queue::QueueKey;
 use crate::metrics::SubscribeMeter;
 use crate::proto::{decode_metadata, MessagePb};
+use crate::queue::{QueueKey, Undecided};
 use crate::resp::Frame;
 
 use super::error::CommandError;
@@ -38,6 +39,12 @@ pub(crate) struct Subscriber {
     pub start: StartOffset,
     /// `MGET` or a commit was used: the connection is a classic subscriber.
     pub classic: bool,
+    /// Counted among the group's connections that may turn to queue mode,
+    /// until it reads.
+    pub undecided: Option<Undecided>,
+    /// Why it has no member of its own, when AUTH found the group full of
+    /// connections that had not read yet: its MGET gets this.
+    pub refused: Option<ConsumeError>,
     /// Only messages with exactly this `color` header are handed out.
     pub color: Vec<u8>,
     pub settings: SubscriberSettings,
@@ -67,6 +74,8 @@ impl Subscriber {
             queue,
             start,
             classic: false,
+            undecided: None,
+            refused: None,
             color: color.as_bytes().to_vec(),
             settings,
             wait,
@@ -88,8 +97,8 @@ impl Subscriber {
         interrupt: &InterruptFlag,
         hung_up: &dyn Fn() -> bool,
     ) -> Result<Frame, CommandError> {
+        self.choose_classic()?;
         let Some(consumer) = &self.consumer else { return Err(CommandError::QueueOnly) };
-        self.classic = true;
         let wait = wait.unwrap_or(self.wait);
         let started = Instant::now();
         let deadline = started + wait;
@@ -161,8 +170,8 @@ impl Subscriber {
     /// `SET <partition> <offset>`: the record at `offset` and all before it
     /// are processed; the group's committed position becomes `offset + 1`.
     pub(crate) fn commit(&mut self, partition: &[u8], offset: &[u8]) -> Result<Frame, CommandError> {
+        self.choose_classic()?;
         let Some(consumer) = &self.consumer else { return Err(CommandError::QueueOnly) };
-        self.classic = true;
         let partition: i32 = parse_non_negative(partition).ok_or(CommandError::BadPartition)?;
         let offset: i64 = parse_non_negative(offset).ok_or(CommandError::BadOffset)?;
         if offset == i64::MAX {
@@ -175,6 +184,17 @@ impl Subscriber {
         self.meter.commit(committed.is_ok());
         committed?;
         Ok(Frame::ok())
+    }
+
+    /// The connection reads as a classic subscriber now; the refusal AUTH
+    /// held back, if any (which closes the connection).
+    fn choose_classic(&mut self) -> Result<(), CommandError> {
+        self.undecided = None;
+        if let Some(e) = self.refused.take() {
+            return Err(CommandError::Join(e));
+        }
+        self.classic = true;
+        Ok(())
     }
 
     /// How long the connection may stay silent.

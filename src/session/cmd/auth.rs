@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::auth::{parse_auth_string, AuthStringError, Role};
 use crate::kafka::consumer::Member;
-use crate::kafka::GroupConsumer;
+use crate::kafka::{ConsumeError, GroupConsumer};
 use crate::queue::QueueKey;
 use crate::resp::Frame;
 use crate::session::publisher::Publisher;
@@ -95,26 +95,42 @@ pub(crate) fn try_auth(session: &mut Session, string: &[u8]) -> Result<Frame, Co
             // While the group is consumed in queue mode here, a newcomer is
             // a queue consumer: joining as a member of its own would take
             // partitions (and their pending entries) from the shared one.
+            let (undecided, others_undecided) = session.ctx.queues.undecided(&queue);
+            let mut refused = None;
             let consumer = match session.ctx.queues.has(&queue) {
                 true => None,
                 false => {
-                    let member =
-                        Member { cluster: &grant.cluster, group: &group, topic: &grant.topic, start: req.offset };
+                    let member = Member {
+                        cluster: &grant.cluster,
+                        group: &group,
+                        topic: &grant.topic,
+                        start: req.offset,
+                    };
                     let joined = GroupConsumer::join(
                         &clusters[&grant.cluster],
                         member,
                         &settings.subscriber,
                         &session.ctx.members,
                         session.ctx.metrics.lag(&group, &grant.topic),
-                    )
-                    .map_err(|e| {
-                        log::info!("subscriber {} refused: {e}", session.peer);
-                        CommandError::Join(e)
-                    })?;
-                    Some(joined)
+                    );
+                    match joined {
+                        Ok(c) => Some(c),
+                        // The group is full, but of connections that may yet
+                        // turn to queue mode (which has no such limit): this
+                        // one may be a queue consumer too; its MGET gets
+                        // the refusal.
+                        Err(e @ ConsumeError::GroupFull { .. }) if others_undecided > 0 => {
+                            refused = Some(e);
+                            None
+                        }
+                        Err(e) => {
+                            log::info!("subscriber {} refused: {e}", session.peer);
+                            return Err(CommandError::Join(e));
+                        }
+                    }
                 }
             };
-            State::Subscriber(Box::new(Subscriber::new(
+            let mut subscriber = Subscriber::new(
                 consumer,
                 queue,
                 req.offset,
@@ -122,7 +138,10 @@ pub(crate) fn try_auth(session: &mut Session, string: &[u8]) -> Result<Frame, Co
                 req.wait,
                 settings.subscriber.clone(),
                 session.ctx.metrics.subscriber(&group, &grant.topic),
-            )))
+            );
+            subscriber.undecided = Some(undecided);
+            subscriber.refused = refused;
+            State::Subscriber(Box::new(subscriber))
         }
     };
     session._open = session.ctx.metrics.connection(&req.role.to_string());

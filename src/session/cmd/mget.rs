@@ -27,7 +27,11 @@ impl Mget {
         };
         let hang_up = &session.hang_up;
         let hung_up = || hang_up.as_ref().is_some_and(HangUpWatch::hung_up);
-        s.mget(self.format, self.wait, &session.interrupt, &hung_up).into()
+        let reply = s.mget(self.format, self.wait, &session.interrupt, &hung_up);
+        if matches!(reply, Err(CommandError::Join(_))) {
+            session.closing = true;
+        }
+        reply.into()
     }
 }
 

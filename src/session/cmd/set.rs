@@ -35,7 +35,13 @@ impl<'a> Set<'a> {
                     Err(e) => Reply::Now(e.to_frame()),
                 }
             }
-            State::Subscriber(s) => s.commit(self.first, self.second).into(),
+            State::Subscriber(s) => {
+                let reply = s.commit(self.first, self.second);
+                if matches!(reply, Err(CommandError::Join(_))) {
+                    session.closing = true;
+                }
+                reply.into()
+            }
             State::Queue(_) => Reply::Now(CommandError::QueueOnly.to_frame()),
             State::Unauthenticated => Reply::Now(CommandError::NoAuth.to_frame()),
         }

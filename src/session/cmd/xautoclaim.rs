@@ -49,7 +49,8 @@ fn apply(session: &mut Session, args: &[Vec<u8>]) -> Result<Frame, CommandError>
     let reader = queue::reader(session)?;
     reader.check(key, group, None)?;
     let group = reader.attached.group.clone();
-    let (next, handed) = group.shared.book().auto_claim(&consumer, min_idle, start, count, options, Instant::now());
+    let (next, handed) =
+        group.shared.book().auto_claim(&consumer, min_idle, start, count, options, Instant::now());
     let claimed = match options.just_id {
         true => ids_frame(handed.entries.iter().map(|e| e.id)),
         false => entries_frame(&handed.entries),

@@ -32,11 +32,13 @@ fn apply(session: &mut Session, args: &[Vec<u8>]) -> Result<Frame, CommandError>
         let value = rest.get(at + 1);
         match (arg.to_ascii_lowercase().as_slice(), value) {
             (b"idle", Some(ms)) => {
-                options.delivered = Some(now.checked_sub(Duration::from_millis(parse_ms(ms)?)).unwrap_or(now));
+                options.delivered =
+                    Some(now.checked_sub(Duration::from_millis(parse_ms(ms)?)).unwrap_or(now));
                 at += 2;
             }
             (b"time", Some(ms)) => {
-                let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+                let unix_now =
+                    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
                 let idle = unix_now.saturating_sub(parse_ms(ms)?);
                 options.delivered = Some(now.checked_sub(Duration::from_millis(idle)).unwrap_or(now));
                 at += 2;

@@ -44,7 +44,8 @@ impl<'a> Xreadgroup<'a> {
                 (b"block", Some(ms)) => {
                     let ms = parse_ms(ms)?;
                     // BLOCK 0 waits "forever": as long as any wait may.
-                    block = Some(Duration::from_millis(if ms == 0 { MAX_WAIT_MS } else { ms.min(MAX_WAIT_MS) }));
+                    block =
+                        Some(Duration::from_millis(if ms == 0 { MAX_WAIT_MS } else { ms.min(MAX_WAIT_MS) }));
                     at += 2;
                 }
                 (b"noack", _) => {
@@ -126,17 +127,42 @@ mod tests {
 
     #[test]
     fn arguments() {
-        let a = args(&["XREADGROUP", "GROUP", "g", "c", "COUNT", "5", "BLOCK", "0", "NOACK", "STREAMS", "t", ">"]);
+        let a = args(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "COUNT",
+            "5",
+            "BLOCK",
+            "0",
+            "NOACK",
+            "STREAMS",
+            "t",
+            ">",
+        ]);
         let x = Xreadgroup::parse(&a).unwrap();
         assert_eq!((x.group, x.consumer.as_str(), x.count), (&b"g"[..], "c", Some(5)));
-        assert_eq!((x.block, x.no_ack, x.stream, x.after), (Some(Duration::from_millis(MAX_WAIT_MS)), true, &b"t"[..], None));
+        assert_eq!(
+            (x.block, x.no_ack, x.stream, x.after),
+            (Some(Duration::from_millis(MAX_WAIT_MS)), true, &b"t"[..], None)
+        );
         let a = args(&["xreadgroup", "group", "g", "c", "streams", "t", "0"]);
         assert_eq!(Xreadgroup::parse(&a).unwrap().after, Some(EntryId::MIN));
         let err = |parts: &[&str]| Xreadgroup::parse(&args(parts)).err();
-        assert_eq!(err(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "t", "x-y"]), Some(CommandError::BadStreamId));
+        assert_eq!(
+            err(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "t", "x-y"]),
+            Some(CommandError::BadStreamId)
+        );
         assert_eq!(err(&["XREADGROUP", "GROUP", "g", "c", "t", ">"]), Some(CommandError::Syntax));
-        assert_eq!(err(&["XREADGROUP", "GROUP", "g", "c", "BLOCK", "x", "STREAMS", "t", ">"]), Some(CommandError::BadTimeout));
-        assert!(matches!(err(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "t"]), Some(CommandError::Unsupported(_))));
+        assert_eq!(
+            err(&["XREADGROUP", "GROUP", "g", "c", "BLOCK", "x", "STREAMS", "t", ">"]),
+            Some(CommandError::BadTimeout)
+        );
+        assert!(matches!(
+            err(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "t"]),
+            Some(CommandError::Unsupported(_))
+        ));
         assert!(matches!(
             err(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "t", "u", ">", ">"]),
             Some(CommandError::NoGroup { .. })
