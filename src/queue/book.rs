@@ -745,8 +745,8 @@ mod tests {
         b.deliver("b", 2, false, now);
         assert_eq!(ids(&b.history("a", EntryId::MIN, 10, now)), ["1-0", "1-1"]);
         b.push(entry(0, 0));
-        b.deliver("c", 1, false, now);
-        assert_eq!(ids(&b.history("c", EntryId::MIN, 10, now)), ["0-0"], "0 means all, 0-0 too");
+        b.deliver("d", 1, false, now);
+        assert_eq!(ids(&b.history("d", EntryId::MIN, 10, now)), ["0-0"], "0 means all, 0-0 too");
         assert_eq!(ids(&b.history("a", id("1-0"), 10, now)), ["1-1"]);
         assert_eq!(ids(&b.history("b", EntryId::MIN, 1, now)), ["1-2"]);
         assert!(b.history("c", EntryId::MIN, 10, now).is_empty());
