@@ -336,3 +336,180 @@ fn two_databus_instances_serve_one_group() {
     assert_eq!(unique.len(), acked.len(), "no entry acknowledged twice");
     assert_eq!(unique.into_iter().cloned().collect::<BTreeSet<_>>(), published.into_iter().collect());
 }
+
+// ---------------------------------------------------------------------------
+// redis-py and node-redis, each with its default options, through their own
+// stream methods: the same session, whose outcome the test checks.
+
+/// What a client's session printed: the IDs XADD answered, those the first
+/// consumer read, whether every entry's fields came back as added, the
+/// ones it acknowledged, those the second consumer claimed with XAUTOCLAIM
+/// (and acknowledged), and what was pending at the end.
+#[derive(serde::Deserialize, Debug)]
+struct StreamSession {
+    published: Vec<String>,
+    read: Vec<String>,
+    fields_ok: bool,
+    acked: Vec<String>,
+    claimed: Vec<String>,
+    pending_after: i64,
+}
+
+fn check_stream_session(f: &Fixture, what: &str, out: std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let s: StreamSession = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{what} printed no session ({e}): {}", String::from_utf8_lossy(&out.stdout))
+    });
+    let set = |v: &[String]| v.iter().cloned().collect::<BTreeSet<_>>();
+    assert_eq!(s.published.len(), 20);
+    assert_eq!(set(&s.read), set(&s.published), "{what}: every entry read once");
+    assert_eq!(s.read.len(), 20, "{what}: no entry twice");
+    assert!(s.fields_ok, "{what}: fields did not round-trip");
+    assert_eq!(s.acked.len(), 10);
+    let left: BTreeSet<String> = set(&s.published).difference(&set(&s.acked)).cloned().collect();
+    assert_eq!(set(&s.claimed), left, "{what}: XAUTOCLAIM took exactly the unacknowledged entries");
+    assert_eq!(s.pending_after, 0);
+    // Everything acknowledged: the group's commits reach the end of each partition.
+    let records = read_topic(&f.topic, 20);
+    let mut ends: BTreeMap<i32, rdkafka::Offset> = BTreeMap::new();
+    for r in &records {
+        ends.insert(r.partition, rdkafka::Offset::Offset(r.offset + 1));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let committed: BTreeMap<i32, rdkafka::Offset> = committed(&f.group, &f.topic, f.partitions)
+            .into_iter()
+            .filter(|(p, _)| ends.contains_key(p))
+            .collect();
+        if committed == ends {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{what}: committed {committed:?}, want {ends:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// redis-py with its defaults: RESP3 (redis-py 8 opens with `HELLO 3 AUTH`),
+/// the AUTH string as the password.
+const REDIS_PY_STREAMS: &str = r#"
+import json, os, time
+import redis
+
+port, topic, group = int(os.environ["PORT"]), os.environ["TOPIC"], os.environ["GROUP"]
+def client(auth):
+    return redis.Redis(host="127.0.0.1", port=port, password=auth)
+
+pub = client(os.environ["PUB_AUTH"])
+published = [pub.xadd(topic, {"key": f"k{i % 5}", "value": f"v{i}", "n": str(i)}).decode() for i in range(20)]
+pub.close()
+
+a = client(os.environ["SUB_AUTH"])
+assert a.xgroup_create(topic, group, id="0") is True
+entries, deadline = [], time.time() + 60
+while len(entries) < 20:
+    assert time.time() < deadline, f"only {len(entries)} entries"
+    # databus answers a RESP3 map; redis-py 8 hands it over as it does
+    # Redis's: [[stream, [(id, fields), ...]]], or [] for nil.
+    for name, items in a.xreadgroup(group, "a", {topic: ">"}, count=10, block=1000) or []:
+        assert name.decode() == topic
+        entries.extend(items)
+fields_ok = all(f[b"value"] == f"v{int(f[b'n'])}".encode() and f[b"key"] == f"k{int(f[b'n']) % 5}".encode() for _, f in entries)
+acked = [i.decode() for i, f in entries if int(f[b"n"]) % 2 == 0]
+assert a.xack(topic, group, *acked) == len(acked)
+assert a.xpending(topic, group)["pending"] == 10
+a.close()
+
+b = client(os.environ["SUB_AUTH"])
+reply = b.xautoclaim(topic, group, "b", 0, "0-0", count=100)
+claimed = [i.decode() for i, _ in reply[1]]
+assert b.xack(topic, group, *claimed) == len(claimed)
+pending_after = b.xpending(topic, group)["pending"]
+b.close()
+print(json.dumps({"published": published, "read": [i.decode() for i, _ in entries], "fields_ok": fields_ok,
+                  "acked": acked, "claimed": claimed, "pending_after": pending_after}))
+"#;
+
+#[test]
+fn redis_py_stream_methods_with_defaults() {
+    let f = Fixture::new("queue_py", 3, "");
+    let out = std::process::Command::new(venv_python())
+        .args(["-c", REDIS_PY_STREAMS])
+        .env("PORT", f.server.addr.port().to_string())
+        .env("TOPIC", &f.topic)
+        .env("GROUP", &f.group)
+        .env("PUB_AUTH", f.auth_string("pub", ""))
+        .env("SUB_AUTH", f.auth_string("sub", "&offset=old"))
+        .output()
+        .unwrap();
+    check_stream_session(&f, "redis-py", out);
+}
+
+/// node-redis with its defaults: RESP3 (`HELLO 3 AUTH ...`), so replies are
+/// maps where Redis 7 answers maps.
+const NODE_REDIS_STREAMS: &str = r#"
+const { createClient } = require('redis');
+const { PORT, TOPIC, GROUP, PUB_AUTH, SUB_AUTH } = process.env;
+(async () => {
+  const connect = async (password) => {
+    const c = createClient({ socket: { host: '127.0.0.1', port: Number(PORT) }, password });
+    c.on('error', (e) => { console.error('client error', e); process.exit(1); });
+    await c.connect();
+    return c;
+  };
+  const pub = await connect(PUB_AUTH);
+  const published = [];
+  for (let i = 0; i < 20; i++) {
+    published.push(await pub.xAdd(TOPIC, '*', { key: `k${i % 5}`, value: `v${i}`, n: String(i) }));
+  }
+  await pub.close();
+  const a = await connect(SUB_AUTH);
+  const created = await a.xGroupCreate(TOPIC, GROUP, '0');
+  if (created !== 'OK') throw new Error(`XGROUP CREATE: ${created}`);
+  const entries = [];
+  const deadline = Date.now() + 60000;
+  while (entries.length < 20) {
+    if (Date.now() > deadline) throw new Error(`only ${entries.length} entries`);
+    const reply = await a.xReadGroup(GROUP, 'a', { key: TOPIC, id: '>' }, { COUNT: 10, BLOCK: 1000 });
+    for (const stream of reply ?? []) {
+      if (stream.name !== TOPIC) throw new Error(`stream ${stream.name}`);
+      entries.push(...stream.messages);
+    }
+  }
+  const fieldsOk = entries.every((e) => e.message.value === `v${e.message.n}` && e.message.key === `k${Number(e.message.n) % 5}`);
+  const acked = entries.filter((e) => Number(e.message.n) % 2 === 0).map((e) => e.id);
+  if ((await a.xAck(TOPIC, GROUP, acked)) !== acked.length) throw new Error('XACK count');
+  const pending = await a.xPending(TOPIC, GROUP);
+  if (pending.pending !== 10) throw new Error(`XPENDING ${JSON.stringify(pending)}`);
+  await a.close();
+  const b = await connect(SUB_AUTH);
+  const claim = await b.xAutoClaim(TOPIC, GROUP, 'b', 0, '0-0', { COUNT: 100 });
+  const claimed = claim.messages.filter((m) => m).map((m) => m.id);
+  if ((await b.xAck(TOPIC, GROUP, claimed)) !== claimed.length) throw new Error('XACK of the claimed');
+  const after = await b.xPending(TOPIC, GROUP);
+  await b.close();
+  console.log(JSON.stringify({ published, read: entries.map((e) => e.id), fields_ok: fieldsOk, acked, claimed, pending_after: after.pending }));
+})().catch((e) => { console.error(e); process.exit(1); });
+"#;
+
+#[test]
+fn node_redis_stream_methods_with_defaults() {
+    let modules = script_output("nodeenv.sh", &[], "it needs node, npm and the npm registry");
+    let f = Fixture::new("queue_node", 3, "");
+    let out = std::process::Command::new("node")
+        .args(["-e", NODE_REDIS_STREAMS])
+        .env("NODE_PATH", &modules)
+        .env("PORT", f.server.addr.port().to_string())
+        .env("TOPIC", &f.topic)
+        .env("GROUP", &f.group)
+        .env("PUB_AUTH", f.auth_string("pub", ""))
+        .env("SUB_AUTH", f.auth_string("sub", "&offset=old"))
+        .output()
+        .unwrap();
+    check_stream_session(&f, "node-redis", out);
+}

@@ -16,6 +16,7 @@ mod grid;
 mod options;
 mod phases;
 mod procfs;
+mod queue;
 mod report;
 mod resp;
 mod setup;
@@ -93,6 +94,7 @@ fn run() -> Res<()> {
     let (warm_topic, lat_topic, cons_topic, idle_topic) = (t("warm"), t("latency"), t("consume"), t("idle"));
     topics.extend([warm_topic.clone(), lat_topic.clone(), cons_topic.clone(), idle_topic.clone()]);
     let (json_group, pb_group) = (format!("bench_{run_id}_json"), format!("bench_{run_id}_pb"));
+    let (queue_group, queue_idle_group) = (format!("bench_{run_id}_queue"), format!("bench_{run_id}_qidle"));
     let idle_groups: Vec<String> =
         (0..opts.idle_subscribers).map(|i| format!("bench_{run_id}_idle{i}")).collect();
     let mut grants: Vec<(String, u8, String)> =
@@ -104,9 +106,12 @@ fn run() -> Res<()> {
     }
     grants.push((json_group.clone(), 1, cons_topic.clone()));
     grants.push((pb_group.clone(), 1, cons_topic.clone()));
+    grants.push((queue_group.clone(), 1, cons_topic.clone()));
+    grants.push((queue_idle_group.clone(), 1, idle_topic.clone()));
     grants.extend(idle_groups.iter().map(|g| (g.clone(), 1, idle_topic.clone())));
     eprintln!("databus-bench: creating {} topics and database {}", topics.len(), opts.database);
-    let mut groups = vec![json_group.clone(), pb_group.clone()];
+    let mut groups =
+        vec![json_group.clone(), pb_group.clone(), queue_group.clone(), queue_idle_group.clone()];
     groups.extend(idle_groups.iter().cloned());
     // Deleted when the run ends, after databus and the direct producer are
     // gone: a client that still knows a topic asks for its metadata every
@@ -194,7 +199,21 @@ fn run() -> Res<()> {
         let json = consume_databus(databus.addr, &sub(&json_group), false, opts.consume_messages, &cpu)?;
         eprintln!("databus-bench: consume, MGET pb");
         let pb = consume_databus(databus.addr, &sub(&pb_group), true, opts.consume_messages, &cpu)?;
-        consume = Some([("direct BaseConsumer", direct), ("MGET json", json), ("MGET pb", pb)]);
+        eprintln!("databus-bench: consume, XREADGROUP + XACK");
+        let queue = queue::consume_queue(
+            databus.addr,
+            &sub(&queue_group),
+            &queue_group,
+            &cons_topic,
+            opts.consume_messages,
+            &cpu,
+        )?;
+        consume = Some([
+            ("direct BaseConsumer", direct),
+            ("MGET json", json),
+            ("MGET pb", pb),
+            ("XREADGROUP + XACK", queue),
+        ]);
     }
     // 4. The grid: redis-benchmark against databus and the Go databus,
     // beside the bare producer, on each grid topic.
@@ -237,7 +256,9 @@ fn run() -> Res<()> {
         let publishers = rss_publishers(&opts, &lat_topic, opts.idle_publishers)?;
         eprintln!("databus-bench: RSS with {} subscribers", idle_groups.len());
         let subscribers = rss_subscribers(&opts, &idle_groups, &idle_topic)?;
-        memory = Some((publishers, subscribers));
+        eprintln!("databus-bench: RSS with {} queue consumers of one group", opts.queue_consumers);
+        let queue = queue::rss_queue(&opts, &queue_idle_group, &idle_topic, opts.queue_consumers)?;
+        memory = Some((publishers, subscribers, queue));
     }
 
     let elapsed = started.elapsed().as_secs_f64();

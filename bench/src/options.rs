@@ -26,6 +26,8 @@ pub(crate) struct Opts {
     pub(crate) consume_messages: usize,
     pub(crate) idle_publishers: usize,
     pub(crate) idle_subscribers: usize,
+    /// Idle queue consumers of one group in the memory phase.
+    pub(crate) queue_consumers: usize,
     pub(crate) partitions: i32,
     pub(crate) replication: i32,
     pub(crate) value_size: usize,
@@ -150,6 +152,7 @@ impl Opts {
             consume_messages: env_num("BENCH_CONSUME_MESSAGES", pick(100_000, 10_000))?,
             idle_publishers: env_num("BENCH_IDLE_PUBLISHERS", pick(1_000, 200))?,
             idle_subscribers: env_num("BENCH_IDLE_SUBSCRIBERS", pick(50, 10))?,
+            queue_consumers: env_num("BENCH_QUEUE_CONSUMERS", pick(1000, 100))?,
             partitions: env_num("BENCH_PARTITIONS", 3)?,
             replication: env_num("BENCH_REPLICATION", 1)?,
             value_size: env_num("BENCH_VALUE_SIZE", 100)?,

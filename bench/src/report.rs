@@ -43,7 +43,7 @@ fn pct_json(p: &Percentiles) -> Value {
     json!({"p50_ms": round(p.p50, 3), "p99_ms": round(p.p99, 3), "p999_ms": round(p.p999, 3), "mean_ms": round(p.mean, 3), "max_ms": round(p.max, 3)})
 }
 
-pub(crate) type ConsumeRuns = [(&'static str, ConsumeRun); 3];
+pub(crate) type ConsumeRuns = [(&'static str, ConsumeRun); 4];
 
 pub(crate) struct Report<'a> {
     pub(crate) opts: &'a Opts,
@@ -56,7 +56,7 @@ pub(crate) struct Report<'a> {
     /// direct, json, pb
     pub(crate) consume: Option<&'a ConsumeRuns>,
     /// (idle publishers, subscribers)
-    pub(crate) memory: Option<&'a (RssRun, RssRun)>,
+    pub(crate) memory: Option<&'a (RssRun, RssRun, RssRun)>,
     pub(crate) log_lines: usize,
 }
 
@@ -89,7 +89,7 @@ impl Report<'_> {
                 met: added <= 0.3,
             });
         }
-        if let Some([(_, direct), (_, json), (_, pb)]) = self.consume {
+        if let Some([(_, direct), (_, json), (_, pb), _]) = self.consume {
             for (name, r) in
                 [("consume throughput MGET json / direct", json), ("consume throughput MGET pb / direct", pb)]
             {
@@ -107,7 +107,7 @@ impl Report<'_> {
                 met: worst <= 10.0,
             });
         }
-        if let Some((publishers, _)) = self.memory {
+        if let Some((publishers, _, _)) = self.memory {
             let per = publishers.per_conn_kib(publishers.after_kib);
             t.push(Target {
                 name: "RSS per idle publisher connection",
@@ -200,9 +200,16 @@ impl Report<'_> {
                     )),
                 );
             }
+            let [_, (_, json), _, (_, queue)] = runs;
+            let _ = writeln!(
+                s,
+                "\nQueue mode (`XREADGROUP COUNT 100` and an `XACK` of each batch, a group of its own on the same \
+                 records) against classic `MGET json`: {:.2}.",
+                queue.rate() / json.rate()
+            );
             s.push('\n');
         }
-        if let Some((p, q)) = self.memory {
+        if let Some((p, q, queue)) = self.memory {
             let _ = writeln!(s, "### databus memory (a fresh process for each row group)\n");
             let _ = writeln!(
                 s,
@@ -230,13 +237,38 @@ impl Report<'_> {
             }
             let _ = writeln!(
                 s,
-                "| {} subscribers (joined, first `MGET` served) | {} KiB | {} KiB | {:.1} KiB | {} → {} |\n",
+                "| {} subscribers (joined, first `MGET` served) | {} KiB | {} KiB | {:.1} KiB | {} → {} |",
                 q.connections,
                 q.before_kib,
                 q.after_kib,
                 q.per_conn_kib(q.after_kib),
                 q.threads_before,
                 q.threads_after
+            );
+            let _ = writeln!(
+                s,
+                "| {} queue consumers of one group (first `XREADGROUP` served) | {} KiB | {} KiB | {:.1} KiB | {} → {} |\n",
+                queue.connections,
+                queue.before_kib,
+                queue.after_kib,
+                queue.per_conn_kib(queue.after_kib),
+                queue.threads_before,
+                queue.threads_after
+            );
+            let n = queue.connections as f64;
+            let classic_threads =
+                (q.threads_after as f64 - q.threads_before as f64) / q.connections.max(1) as f64;
+            let _ = writeln!(
+                s,
+                "{} queue consumers cost {:.1} MiB and {} threads; {} classic subscribers' worth (each a Kafka \
+                 member, so a topic needs as many partitions) would cost {:.1} MiB and {:.0} threads, by the \
+                 per-subscriber figures above.\n",
+                queue.connections,
+                (queue.after_kib as f64 - queue.before_kib as f64) / 1024.0,
+                queue.threads_after as i64 - queue.threads_before as i64,
+                queue.connections,
+                q.per_conn_kib(q.after_kib) * n / 1024.0,
+                classic_threads * n
             );
         }
         let _ = writeln!(s, "### Targets\n\n| target | goal | measured | met |\n|---|---|---:|---|");
@@ -360,7 +392,9 @@ impl Report<'_> {
             })
         });
         let memory =
-            self.memory.map(|(p, q)| json!({"idle_publishers": p.to_json(), "subscribers": q.to_json()}));
+            self.memory.map(|(p, q, queue)| {
+                json!({"idle_publishers": p.to_json(), "subscribers": q.to_json(), "queue_consumers": queue.to_json()})
+            });
         let targets: Vec<Value> = self
             .targets()
             .iter()

@@ -16,6 +16,9 @@ pub enum Frame {
     Bulk(Vec<u8>),
     /// The RESP2 null bulk string, `$-1`.
     Null,
+    /// RESP3's null, `_`: what a connection that chose protocol 3 gets where
+    /// Redis answers null (a RESP3 parser reads `$-1` as a bulk string).
+    Null3,
     /// `*n` followed by n frames, which may themselves be arrays.
     Array(Vec<Frame>),
     /// RESP3's `%n` followed by n key/value pairs; only HELLO 3 replies with one.
@@ -46,6 +49,7 @@ impl Frame {
                 out.extend_from_slice(b"\r\n");
             }
             Frame::Null => out.extend_from_slice(b"$-1\r\n"),
+            Frame::Null3 => out.extend_from_slice(b"_\r\n"),
             Frame::Array(items) => {
                 push_header(out, b'*', items.len());
                 for item in items {

@@ -291,7 +291,7 @@ fn reply_at(
         return Ok(None);
     };
     let line = match kind {
-        b'+' | b'-' => {
+        b'+' | b'-' | b'_' => {
             let max = limits.max_inline_len;
             read_line(buf, pos + 1, max, E::ReplyLineTooLong { max })?
         }
@@ -305,6 +305,8 @@ fn reply_at(
     Ok(match kind {
         b'+' => Some((Frame::Simple(text()?), next)),
         b'-' => Some((Frame::Error(text()?), next)),
+        b'_' if line.is_empty() => Some((Frame::Null3, next)),
+        b'_' => return Err(E::UnknownReplyType(b'_')),
         b':' => Some((Frame::Integer(parse_int(line).ok_or(E::InvalidInteger)?), next)),
         b'$' => match bulk_len(line, limits)? {
             None => Some((Frame::Null, next)),
@@ -914,6 +916,8 @@ mod tests {
         assert_eq!(reply(b"$0\r\n\r\n"), Ok(Some((Frame::Bulk(vec![]), 6))));
         assert_eq!(reply(b"$-1\r\n"), Ok(Some((Frame::Null, 5))));
         assert_eq!(reply(b"*-1\r\n"), Ok(Some((Frame::Null, 5))));
+        assert_eq!(reply(b"_\r\n"), Ok(Some((Frame::Null3, 3))));
+        assert_eq!(reply(b"_x\r\n"), Err(ProtocolError::UnknownReplyType(b'_')));
         assert_eq!(reply(b"*0\r\n"), Ok(Some((Frame::Array(vec![]), 4))));
         assert_eq!(
             reply(b"*2\r\n*1\r\n:1\r\n$-1\r\n"),

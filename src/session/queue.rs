@@ -140,6 +140,14 @@ pub(crate) fn ids_frame(ids: impl Iterator<Item = EntryId>) -> Frame {
     Frame::Array(ids.map(|id| bulk(id.to_string())).collect())
 }
 
+/// Null, as the client's protocol writes it.
+pub(crate) fn nil(client: &ClientInfo) -> Frame {
+    match client.protocol {
+        3 => Frame::Null3,
+        _ => Frame::Null,
+    }
+}
+
 /// `XREADGROUP`'s reply: per stream its entries, a map in RESP3; nil when
 /// nothing came.
 pub(crate) fn streams_frame(
@@ -149,7 +157,7 @@ pub(crate) fn streams_frame(
     nil_if_empty: bool,
 ) -> Frame {
     if entries.is_empty() && nil_if_empty {
-        return Frame::Null;
+        return nil(client);
     }
     let per_stream = (bulk(topic), entries_frame(entries));
     match client.protocol {
@@ -202,6 +210,7 @@ mod tests {
         );
         assert_eq!(streams_frame(&client, "t", &[], true), Frame::Null);
         client.protocol = 3;
+        assert_eq!(streams_frame(&client, "t", &[], true), Frame::Null3);
         assert_eq!(
             streams_frame(&client, "t", &[e], true),
             Frame::Map(vec![(bulk("t"), Frame::Array(vec![entry]))])

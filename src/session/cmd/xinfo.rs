@@ -36,6 +36,7 @@ fn apply(session: &mut Session, args: &[Vec<u8>]) -> Result<Frame, CommandError>
     let client = &session.client;
     let now = Instant::now();
     let pair = |k: &str, v: Frame| (bulk(k), v);
+    let nil = || queue::nil(client);
     let reply = match sub.as_slice() {
         b"groups" => {
             let book = qgroup.shared.book();
@@ -46,7 +47,7 @@ fn apply(session: &mut Session, args: &[Vec<u8>]) -> Result<Frame, CommandError>
                 pair("pending", Frame::Integer(book.pending_len() as i64)),
                 pair("last-delivered-id", bulk(last.to_string())),
                 pair("entries-read", Frame::Integer(book.entries_read as i64)),
-                pair("lag", Frame::Null),
+                pair("lag", nil()),
             ]);
             Frame::Array(vec![info])
         }
@@ -86,8 +87,8 @@ fn apply(session: &mut Session, args: &[Vec<u8>]) -> Result<Frame, CommandError>
                 pair("entries-added", Frame::Integer(added)),
                 pair("recorded-first-entry-id", bulk("0-0")),
                 pair("groups", Frame::Integer(1)),
-                pair("first-entry", Frame::Null),
-                pair("last-entry", Frame::Null),
+                pair("first-entry", nil()),
+                pair("last-entry", nil()),
             ])
         }
     };

@@ -31,13 +31,14 @@ fn apply(session: &mut Session, args: &[Vec<u8>]) -> Result<Frame, CommandError>
         }
         _ => return Err(CommandError::Syntax),
     };
+    let nil = queue::nil(&session.client);
     let reader = queue::reader(session)?;
     reader.check(key, group, None)?;
     let book = reader.attached.group.shared.book();
     let Some((start, end, count, consumer)) = range else {
         let (count, bounds, per) = book.summary();
         let Some((low, high)) = bounds else {
-            return Ok(Frame::Array(vec![Frame::Integer(0), Frame::Null, Frame::Null, Frame::Null]));
+            return Ok(Frame::Array(vec![Frame::Integer(0), nil.clone(), nil.clone(), nil]));
         };
         let per = per.into_iter().map(|(c, n)| Frame::Array(vec![bulk(&*c), bulk(n.to_string())])).collect();
         return Ok(Frame::Array(vec![
