@@ -513,3 +513,18 @@ fn node_redis_stream_methods_with_defaults() {
         .unwrap();
     check_stream_session(&f, "node-redis", out);
 }
+
+#[test]
+fn at_the_pending_cap_reads_get_nothing_new_until_acknowledgements() {
+    let f = Fixture::new("queue_cap", 1, "[queue]\nmax_pending = 5\n");
+    xadd(&mut publisher(&f), &f.topic, 10);
+    let mut c = consumer(&f);
+    let first = read_n(&mut c, &f, "a", 5);
+    assert_eq!(first.len(), 5);
+    assert!(read(&mut c, &f, "b", 10).is_empty(), "the cap holds new entries back");
+    let n: i64 = c.xack(&f.topic, &f.group, &[&first[0].0, &first[1].0]).unwrap();
+    assert_eq!(n, 2);
+    let more = read_n(&mut c, &f, "b", 2);
+    assert!(ids(&more).is_disjoint(&ids(&first)));
+    assert!(read(&mut c, &f, "b", 10).is_empty(), "five pending again");
+}

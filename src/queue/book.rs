@@ -116,6 +116,11 @@ impl Entry {
         self.id.ms as i32
     }
 
+    /// The bytes it holds.
+    fn size(&self) -> usize {
+        self.key.len() + self.value.len() + self.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+    }
+
     fn offset(&self) -> i64 {
         self.id.seq as i64
     }
@@ -259,6 +264,8 @@ pub(crate) struct Book {
     settings: BookSettings,
     parts: BTreeMap<i32, Part>,
     ready: VecDeque<Arc<Entry>>,
+    /// What the ready entries hold, in bytes.
+    ready_bytes: usize,
     pending: BTreeMap<EntryId, Pending>,
     /// Entries handed to the dead-letter topic, not yet acknowledged there.
     dying: BTreeMap<EntryId, Arc<Entry>>,
@@ -274,6 +281,7 @@ impl Book {
             settings,
             parts: BTreeMap::new(),
             ready: VecDeque::new(),
+            ready_bytes: 0,
             pending: BTreeMap::new(),
             dying: BTreeMap::new(),
             consumers: BTreeMap::new(),
@@ -296,6 +304,7 @@ impl Book {
             return;
         }
         self.ready.retain(|e| e.partition() != partition);
+        self.ready_bytes = self.ready.iter().map(|e| e.size()).sum();
         let gone = |id: &EntryId| id.ms == partition as u64;
         self.pending.retain(|id, _| !gone(id));
         self.dying.retain(|id, _| !gone(id));
@@ -319,6 +328,7 @@ impl Book {
             return false;
         }
         part.outstanding.insert(offset);
+        self.ready_bytes += entry.size();
         self.ready.push_back(Arc::new(entry));
         true
     }
@@ -335,6 +345,10 @@ impl Book {
 
     pub(crate) fn ready_len(&self) -> usize {
         self.ready.len()
+    }
+
+    pub(crate) fn ready_bytes(&self) -> usize {
+        self.ready_bytes
     }
 
     pub(crate) fn pending_len(&self) -> usize {
@@ -401,6 +415,7 @@ impl Book {
         }
         while handed.entries.len() < count && (no_ack || self.pending.len() < self.settings.max_pending) {
             let Some(entry) = self.ready.pop_front() else { break };
+            self.ready_bytes -= entry.size();
             self.last_delivered = Some(entry.id);
             self.entries_read += 1;
             if no_ack {
@@ -471,6 +486,7 @@ impl Book {
         if stored {
             self.settle(id);
         } else {
+            self.ready_bytes += entry.size();
             self.ready.push_front(entry);
         }
     }

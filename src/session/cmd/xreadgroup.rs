@@ -99,6 +99,9 @@ impl<'a> Xreadgroup<'a> {
                 (!h.entries.is_empty() || !h.dead.is_empty()).then_some(h)
             });
             let handed = handed.unwrap_or_default();
+            if !handed.entries.is_empty() {
+                group.taken();
+            }
             if self.no_ack && !handed.entries.is_empty() {
                 group.notify();
             }
