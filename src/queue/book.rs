@@ -169,6 +169,9 @@ struct Part {
     acked_ahead: Vec<(i64, i64)>,
     /// What was last committed (offset and metadata).
     committed: Option<(i64, String)>,
+    /// Revoked by an eager rebalance, which revokes every partition: kept
+    /// until the new assignment says whether it comes back.
+    suspended: bool,
 }
 
 impl Part {
@@ -190,7 +193,12 @@ impl Part {
                 at = o;
             }
         }
-        ranges.extend(self.acked_ahead.iter().copied());
+        // What the last assignment's metadata said lies ahead, past what has
+        // been fetched since (below that, `outstanding` tells).
+        let fetched = self.next.unwrap_or(i64::MIN);
+        ranges.extend(
+            self.acked_ahead.iter().filter(|&&(_, hi)| hi >= fetched).map(|&(lo, hi)| (lo.max(fetched), hi)),
+        );
         let mut out = String::new();
         for (lo, hi) in ranges {
             let item = if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") };
@@ -270,6 +278,9 @@ pub(crate) struct Book {
     /// Entries handed to the dead-letter topic, not yet acknowledged there.
     dying: BTreeMap<EntryId, Arc<Entry>>,
     consumers: BTreeMap<Arc<str>, ConsumerSeen>,
+    /// No pending entry can pass the visibility timeout before this: `>`
+    /// reads look for expired entries only from then on.
+    next_expiry: Instant,
     /// The last entry a `>` read handed out, and how many it has.
     pub last_delivered: Option<EntryId>,
     pub entries_read: u64,
@@ -285,6 +296,7 @@ impl Book {
             pending: BTreeMap::new(),
             dying: BTreeMap::new(),
             consumers: BTreeMap::new(),
+            next_expiry: Instant::now(),
             last_delivered: None,
             entries_read: 0,
         }
@@ -295,6 +307,40 @@ impl Book {
     pub(crate) fn assign(&mut self, partition: i32, acked: Vec<(i64, i64)>) {
         self.revoke(partition);
         self.parts.insert(partition, Part { acked_ahead: acked, ..Part::default() });
+    }
+
+    /// An eager rebalance revoked `partitions` (all of them): they stay, with
+    /// their entries, until [`Book::reassigned`] says which come back.
+    pub(crate) fn suspend(&mut self, partitions: &[i32]) {
+        for p in partitions {
+            if let Some(part) = self.parts.get_mut(p) {
+                part.suspended = true;
+            }
+        }
+    }
+
+    /// The new assignment after a rebalance: suspended partitions in it
+    /// come back as they were (nobody else held them meanwhile); those not
+    /// in it leave. Returns the partitions that are new here, for
+    /// [`Book::assign`].
+    pub(crate) fn reassigned(&mut self, assigned: &[i32]) -> Vec<i32> {
+        let gone: Vec<i32> = self
+            .parts
+            .iter()
+            .filter(|(p, part)| part.suspended && !assigned.contains(p))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in gone {
+            self.revoke(p);
+        }
+        let mut new = Vec::new();
+        for p in assigned {
+            match self.parts.get_mut(p) {
+                Some(part) if part.suspended => part.suspended = false,
+                _ => new.push(*p),
+            }
+        }
+        new
     }
 
     /// A partition leaves this member: its entries leave the book (the new
@@ -389,7 +435,8 @@ impl Book {
     pub(crate) fn deliver(&mut self, consumer: &str, count: usize, no_ack: bool, now: Instant) -> Handed {
         let name = self.touch(consumer, now);
         let mut handed = Handed::default();
-        if let Some(timeout) = self.settings.visibility_timeout {
+        let timeout = self.settings.visibility_timeout.filter(|_| now >= self.next_expiry);
+        if let Some(timeout) = timeout {
             let expired: Vec<EntryId> = self
                 .pending
                 .iter()
@@ -409,9 +456,14 @@ impl Book {
                 }
                 p.consumer = name.clone();
                 p.delivered = now;
-                p.deliveries += 1;
+                p.deliveries = p.deliveries.saturating_add(1);
                 handed.entries.push(p.entry.clone());
             }
+        }
+        if let Some(timeout) = timeout {
+            // The earliest an entry left pending can expire: no scan before.
+            let earliest = self.pending.values().map(|p| p.delivered).min().unwrap_or(now);
+            self.next_expiry = earliest + timeout;
         }
         while handed.entries.len() < count && (no_ack || self.pending.len() < self.settings.max_pending) {
             let Some(entry) = self.ready.pop_front() else { break };
@@ -441,7 +493,8 @@ impl Book {
     }
 
     /// An `XREADGROUP` with an ID: `consumer`'s own pending entries after
-    /// `after`, delivery counts unchanged (as Redis reads history).
+    /// `after`, each delivered once more now (as Redis reads history: its
+    /// delivery count raised, its idle time reset).
     pub(crate) fn history(
         &mut self,
         consumer: &str,
@@ -460,10 +513,14 @@ impl Book {
             },
         };
         self.pending
-            .range(start..)
+            .range_mut(start..)
             .filter(|(_, p)| &*p.consumer == consumer)
             .take(count)
-            .map(|(_, p)| p.entry.clone())
+            .map(|(_, p)| {
+                p.delivered = now;
+                p.deliveries = p.deliveries.saturating_add(1);
+                p.entry.clone()
+            })
             .collect()
     }
 
@@ -514,9 +571,12 @@ impl Book {
         }
         p.consumer = name.clone();
         p.delivered = options.delivered.unwrap_or(now);
+        if let (Some(at), Some(timeout)) = (options.delivered, self.settings.visibility_timeout) {
+            self.next_expiry = self.next_expiry.min(at + timeout);
+        }
         match options.deliveries {
             Some(n) => p.deliveries = n,
-            None if !options.just_id => p.deliveries += 1,
+            None if !options.just_id => p.deliveries = p.deliveries.saturating_add(1),
             None => {}
         }
         Some(Ok(p.entry.clone()))
@@ -630,8 +690,20 @@ impl Book {
     /// Partitions whose commit point moved since the last call: the offset
     /// to commit and its metadata (the acknowledged ranges above it).
     pub(crate) fn commits(&mut self) -> Vec<(i32, i64, String)> {
+        self.commits_of(None)
+    }
+
+    /// [`Book::commits`] of `partitions` only (those being revoked).
+    pub(crate) fn commits_for(&mut self, partitions: &[i32]) -> Vec<(i32, i64, String)> {
+        self.commits_of(Some(partitions))
+    }
+
+    fn commits_of(&mut self, only: Option<&[i32]>) -> Vec<(i32, i64, String)> {
         let mut due = Vec::new();
         for (&partition, part) in self.parts.iter_mut() {
+            if only.is_some_and(|o| !o.contains(&partition)) || (only.is_none() && part.suspended) {
+                continue;
+            }
             let Some(point) = part.point() else { continue };
             let metadata = part.metadata();
             if part.committed.as_ref().is_some_and(|(o, m)| *o == point && *m == metadata) {
@@ -766,6 +838,38 @@ mod tests {
         assert_eq!(ids(&b.history("a", id("1-0"), 10, now)), ["1-1"]);
         assert_eq!(ids(&b.history("b", EntryId::MIN, 1, now)), ["1-2"]);
         assert!(b.history("c", EntryId::MIN, 10, now).is_empty());
+        let p = b.pending_range(id("1-1"), id("1-1"), 1, None, None);
+        assert_eq!(p[0].1.deliveries, 3, "read, then read twice as history");
+    }
+
+    #[test]
+    fn an_eager_rebalance_keeps_the_partitions_that_come_back() {
+        let mut b = book(100, None, 0);
+        let now = Instant::now();
+        b.push(entry(0, 0));
+        b.push(entry(1, 0));
+        b.deliver("a", 2, false, now);
+        b.suspend(&[0, 1]);
+        assert!(b.commits().is_empty(), "nothing committed while suspended");
+        assert_eq!(b.reassigned(&[1, 2]), vec![2]);
+        assert_eq!(b.partitions(), [1]);
+        assert_eq!(b.ack(&[id("0-0"), id("1-0")]), 1, "partition 0 went, partition 1 came back as it was");
+        assert!(!b.push(entry(1, 0)), "refetched from the commit: not handed out again");
+    }
+
+    #[test]
+    fn metadata_never_repeats_a_range() {
+        let mut b = book(100, None, 0);
+        let now = Instant::now();
+        b.assign(0, vec![(3, 4), (8, 9)]);
+        (0..4).for_each(|o| {
+            b.push(entry(0, o));
+        });
+        b.deliver("a", 10, false, now);
+        b.ack(&[id("0-1")]);
+        let (_, point, metadata) = b.commits().pop().unwrap();
+        assert_eq!((point, metadata.as_str()), (0, "1,3,4,8-9"));
+        assert!(!parse_metadata(&metadata).is_empty(), "it parses back");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -193,17 +193,34 @@ impl Queues {
         key: &QueueKey,
         join: JoinWith<'_>,
     ) -> Result<Attached, ConsumeError> {
+        if let Some(attached) = self.attach_existing(key) {
+            return Ok(attached);
+        }
+        // Joining Kafka takes a while: not under the registry's lock, which
+        // every subscriber's AUTH takes.
+        let made = Arc::new(QueueGroup::join(key, join, Arc::downgrade(self))?);
         let mut groups = self.lock();
         let group = match groups.get(key) {
-            Some(g) => g.clone(),
+            // Another connection made it meanwhile: that one serves; ours
+            // leaves.
+            Some(g) => {
+                made.shared.stop.store(true, Ordering::SeqCst);
+                g.clone()
+            }
             None => {
-                let g = Arc::new(QueueGroup::join(key, join, Arc::downgrade(self))?);
-                groups.insert(key.clone(), g.clone());
-                g
+                groups.insert(key.clone(), made.clone());
+                made
             }
         };
         group.shared.attached.fetch_add(1, Ordering::SeqCst);
         Ok(Attached { group })
+    }
+
+    fn attach_existing(&self, key: &QueueKey) -> Option<Attached> {
+        let groups = self.lock();
+        let group = groups.get(key)?.clone();
+        group.shared.attached.fetch_add(1, Ordering::SeqCst);
+        Some(Attached { group })
     }
 
     /// Stops every group: each commits what is acknowledged and leaves.
@@ -290,40 +307,51 @@ impl ClientContext for QueueContext {
 
 impl ConsumerContext for QueueContext {
     /// Before partitions go: commit what is acknowledged in them, so the
-    /// next owner hands out only the rest; then they leave the book.
+    /// next owner hands out only the rest. An incremental rebalance revokes
+    /// only what moves: it leaves the book now. An eager one revokes every
+    /// partition: they wait for the new assignment, and those that come
+    /// back keep their pending entries.
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(tpl) = rebalance else { return };
         let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        let due: Vec<(i32, i64, String)> = {
-            let mut book = self.shared.book();
-            book.commits().into_iter().filter(|(p, _, _)| revoked.contains(p)).collect()
-        };
+        let due = self.shared.book().commits_for(&revoked);
         if let Some(tpl) = commit_list(&self.shared.topic, &due) {
             if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
                 log::warn!("queue group on '{}': commit before a rebalance failed: {e}", self.shared.topic);
             }
         }
         let mut book = self.shared.book();
-        for p in revoked {
-            book.revoke(p);
+        match consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => revoked.iter().for_each(|p| book.revoke(*p)),
+            _ => book.suspend(&revoked),
         }
         self.shared.more.notify_all();
     }
 
-    /// New partitions: the acknowledged ranges the last commit left in its
-    /// metadata are not handed out again.
+    /// The new assignment (all of it after an eager rebalance, what is
+    /// added after an incremental one): partitions new here start from the
+    /// commit, skipping the acknowledged ranges its metadata lists.
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Assign(tpl) = rebalance else { return };
-        let committed = consumer.committed_offsets((*tpl).clone(), COMMITTED_TIMEOUT);
+        let assigned: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        let new = self.shared.book().reassigned(&assigned);
+        if new.is_empty() {
+            return;
+        }
+        let mut asked = TopicPartitionList::new();
+        for p in &new {
+            asked.add_partition(&self.shared.topic, *p);
+        }
+        let committed = consumer.committed_offsets(asked, COMMITTED_TIMEOUT);
         let mut book = self.shared.book();
-        for e in tpl.elements() {
+        for p in new {
             let ranges = committed
                 .as_ref()
                 .ok()
-                .and_then(|c| c.find_partition(&self.shared.topic, e.partition()))
+                .and_then(|c| c.find_partition(&self.shared.topic, p))
                 .map(|c| book::parse_metadata(c.metadata()))
                 .unwrap_or_default();
-            book.assign(e.partition(), ranges);
+            book.assign(p, ranges);
         }
     }
 
@@ -426,7 +454,9 @@ impl QueueGroup {
             headers.push(("databus-dead-letter-partition".into(), partition.to_string().into_bytes()));
             headers.push(("databus-dead-letter-offset".into(), offset.to_string().into_bytes()));
             headers.push(("databus-dead-letter-group".into(), self.key.group.as_bytes().to_vec()));
-            let record = Record::new(&self.dead_letter_topic, &e.key, &e.value).fields(&headers);
+            let record = Record::new(&self.dead_letter_topic, &e.key, &e.value)
+                .color(&self.key.color)
+                .fields(&headers);
             let record = if e.key.is_empty() { record.keyless() } else { record };
             match self.publish.send(&self.key.cluster, 0, &record) {
                 Ok(d) => sent.push((e.id, d)),
@@ -507,7 +537,6 @@ impl Poller {
             }
             last_housekeeping = Instant::now();
             self.commit(CommitMode::Async);
-            self.shared.more.notify_all();
             if self.shared.attached.load(Ordering::SeqCst) > 0 {
                 alone_since = None;
             } else if alone_since.get_or_insert_with(Instant::now).elapsed() >= self.linger && self.leave() {

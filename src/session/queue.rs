@@ -76,7 +76,16 @@ pub(crate) fn reader(session: &mut Session) -> Result<&mut QueueReader, CommandE
             members: &session.ctx.members,
             publish: session.ctx.kafka.clone(),
         };
-        let attached = session.ctx.queues.attach(&key, join).map_err(CommandError::Consume)?;
+        let attached = match session.ctx.queues.attach(&key, join) {
+            Ok(a) => a,
+            Err(e) => {
+                // Its own member is gone: the connection has nothing left to
+                // read with; the client reconnects.
+                log::info!("{}: queue consumer refused: {e}", session.peer);
+                session.close();
+                return Err(CommandError::Consume(e));
+            }
+        };
         let group = match key.color.as_str() {
             "" => key.group.clone(),
             color => key.group.strip_suffix(&format!("-{color}")).unwrap_or(&key.group).to_owned(),

@@ -94,21 +94,29 @@ impl<'a> Xreadgroup<'a> {
         let crate::session::State::Queue(reader) = &session.state else { return Err(CommandError::NoAuth) };
         let Some(after) = self.after else {
             let until = self.block.map(|b| Instant::now() + b);
-            let handed = queue::wait_for(session, reader, until, |book| {
-                let h = book.deliver(&self.consumer, count, self.no_ack, Instant::now());
-                (!h.entries.is_empty() || !h.dead.is_empty()).then_some(h)
-            });
-            let handed = handed.unwrap_or_default();
-            if !handed.entries.is_empty() {
-                group.taken();
+            loop {
+                let handed = queue::wait_for(session, reader, until, |book| {
+                    let h = book.deliver(&self.consumer, count, self.no_ack, Instant::now());
+                    (!h.entries.is_empty() || !h.dead.is_empty()).then_some(h)
+                });
+                let handed = handed.unwrap_or_default();
+                if !handed.entries.is_empty() {
+                    group.taken();
+                    if self.no_ack {
+                        group.notify();
+                    }
+                }
+                let only_dead = handed.entries.is_empty() && !handed.dead.is_empty();
+                if !handed.dead.is_empty() {
+                    group.dead_letter(handed.dead);
+                }
+                // What passed its deliveries went to the dead-letter topic:
+                // a blocking read waits on for entries.
+                if only_dead && until.is_some_and(|u| Instant::now() < u) {
+                    continue;
+                }
+                return Ok(streams_frame(&session.client, &topic, &handed.entries, true));
             }
-            if self.no_ack && !handed.entries.is_empty() {
-                group.notify();
-            }
-            if !handed.dead.is_empty() {
-                group.dead_letter(handed.dead);
-            }
-            return Ok(streams_frame(&session.client, &topic, &handed.entries, true));
         };
         let entries = group.shared.book().history(&self.consumer, after, count, Instant::now());
         Ok(streams_frame(&session.client, &topic, &entries, false))
