@@ -19,10 +19,12 @@ use redis::{Commands, Connection, Value};
 use support::*;
 
 fn connect(server: &TestServer, auth: &str) -> Connection {
-    let mut con = redis::Client::open(format!("redis://127.0.0.1:{}/", server.addr.port()))
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    connect_addr(server.addr, auth)
+}
+
+fn connect_addr(addr: std::net::SocketAddr, auth: &str) -> Connection {
+    let mut con =
+        redis::Client::open(format!("redis://127.0.0.1:{}/", addr.port())).unwrap().get_connection().unwrap();
     let _: () = redis::cmd("AUTH").arg(auth).query(&mut con).unwrap();
     con
 }
@@ -162,6 +164,13 @@ fn stream_methods_of_the_redis_crate() {
     assert!(error_of(other_stream).starts_with("NOPERM"));
     let pong: String = redis::cmd("PING").query(&mut c).unwrap();
     assert_eq!(pong, "PONG");
+
+    // Another consumer's entry: acknowledged and counted, as Redis counts it.
+    let mut bob = consumer(&f);
+    let theirs: i64 = bob.xack(&f.topic, &f.group, &[&by_key["k2"].id]).unwrap();
+    assert_eq!(theirs, 1);
+    let pending: StreamPendingReply = bob.xpending(&f.topic, &f.group).unwrap();
+    assert_eq!(pending.count(), 0);
 
     // A connection that used MGET stays classic.
     let mut classic = connect(&f.server, &f.auth_string("sub", "&color=blue"));
@@ -538,4 +547,100 @@ fn at_the_pending_cap_reads_get_nothing_new_until_acknowledgements() {
     let more = read_n(&mut c, &f, "b", 2);
     assert!(ids(&more).is_disjoint(&ids(&first)));
     assert!(read(&mut c, &f, "b", 10).is_empty(), "five pending again");
+}
+
+/// The group's committed offset and metadata per partition, as Kafka has them.
+fn committed_state(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, (i64, String)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    got.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => Some((e.partition(), (o, e.metadata().to_owned()))),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What databus commits once `acked` of `entries` are acknowledged: per
+/// partition the lowest unacknowledged offset, and the acknowledged runs
+/// above it as `a` or `a-b`, comma-separated.
+fn expected_state(entries: &[String], acked: &[String]) -> BTreeMap<i32, (i64, String)> {
+    let place = |id: &String| {
+        let (p, o) = id.split_once('-').unwrap();
+        (p.parse::<i32>().unwrap(), o.parse::<i64>().unwrap())
+    };
+    let acked: BTreeSet<(i32, i64)> = acked.iter().map(place).collect();
+    let mut per: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    for (p, o) in entries.iter().map(place) {
+        per.entry(p).or_default().push(o);
+    }
+    per.into_iter()
+        .map(|(p, mut offsets)| {
+            offsets.sort();
+            let end = offsets.last().unwrap() + 1;
+            let point = offsets.iter().copied().find(|o| !acked.contains(&(p, *o))).unwrap_or(end);
+            let mut runs: Vec<(i64, i64)> = Vec::new();
+            for o in offsets.into_iter().filter(|o| *o > point && acked.contains(&(p, *o))) {
+                match runs.last_mut() {
+                    Some((_, hi)) if *hi + 1 == o => *hi = o,
+                    _ => runs.push((o, o)),
+                }
+            }
+            let text: Vec<String> = runs
+                .iter()
+                .map(|&(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") })
+                .collect();
+            (p, (point, text.join(",")))
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_databus_hands_out_only_unacknowledged_entries_once_its_commit_is_in() {
+    let short_session = "[subscriber]\nsession_timeout_ms = 6000\n";
+    let f = Fixture::new("queue_kill", 2, short_session);
+    let published = xadd(&mut publisher(&f), &f.topic, 40);
+    // The binary, killed with SIGKILL: no shutdown commit, no leaving the
+    // group (the broker drops its member after the session timeout, the
+    // shortest the broker allows).
+    let port = free_port();
+    let dir = TempDir::new("queue_kill");
+    let config = daemon_config(port, &f.db.url(), &brokers(), short_session);
+    let path = dir.write("databus.toml", &config);
+    let mut daemon = Daemon::start(&["--conf", path.to_str().unwrap()], port);
+    let mut a = connect_addr(daemon.addr, &f.auth_string("sub", "&offset=old"));
+    let got = read_n(&mut a, &f, "a", 40);
+    let acked: Vec<String> = got.iter().step_by(3).map(|(id, _)| id.clone()).collect();
+    let n: i64 = a.xack(&f.topic, &f.group, &acked).unwrap();
+    assert_eq!(n as usize, acked.len());
+    // Its periodic commit (every 100 ms) carries the acknowledgements: the
+    // point below the first gap and the ranges above it.
+    let want = expected_state(&published, &acked);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while committed_state(&f.group, &f.topic, 2) != want {
+        assert!(
+            Instant::now() < deadline,
+            "committed {:?}, want {want:?}",
+            committed_state(&f.group, &f.topic, 2)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    daemon.signal("KILL");
+    daemon.wait_exit();
+    drop(a);
+    let mut b = consumer(&f);
+    let left: BTreeSet<String> = published.iter().filter(|id| !acked.contains(id)).cloned().collect();
+    let again = read_n(&mut b, &f, "b", left.len());
+    assert_eq!(ids(&again), left, "only the unacknowledged entries come again");
+    assert!(read(&mut b, &f, "b", 10).is_empty(), "and nothing else");
 }
