@@ -375,6 +375,18 @@ struct StreamSession {
     pending_after: i64,
 }
 
+/// Runs a client's session script against `f`'s server, topic and group.
+fn session_output(f: &Fixture, mut command: std::process::Command) -> std::process::Output {
+    command
+        .env("PORT", f.server.addr.port().to_string())
+        .env("TOPIC", &f.topic)
+        .env("GROUP", &f.group)
+        .env("PUB_AUTH", f.auth_string("pub", ""))
+        .env("SUB_AUTH", f.auth_string("sub", "&offset=old"))
+        .output()
+        .unwrap()
+}
+
 fn check_stream_session(f: &Fixture, what: &str, out: std::process::Output) {
     assert!(
         out.status.success(),
@@ -458,16 +470,9 @@ print(json.dumps({"published": published, "read": [i.decode() for i, _ in entrie
 #[test]
 fn redis_py_stream_methods_with_defaults() {
     let f = Fixture::new("queue_py", 3, "");
-    let out = std::process::Command::new(venv_python())
-        .args(["-c", REDIS_PY_STREAMS])
-        .env("PORT", f.server.addr.port().to_string())
-        .env("TOPIC", &f.topic)
-        .env("GROUP", &f.group)
-        .env("PUB_AUTH", f.auth_string("pub", ""))
-        .env("SUB_AUTH", f.auth_string("sub", "&offset=old"))
-        .output()
-        .unwrap();
-    check_stream_session(&f, "redis-py", out);
+    let mut python = std::process::Command::new(venv_python());
+    python.args(["-c", REDIS_PY_STREAMS]);
+    check_stream_session(&f, "redis-py", session_output(&f, python));
 }
 
 /// node-redis with its defaults: RESP3 (`HELLO 3 AUTH ...`), so replies are
@@ -521,17 +526,9 @@ const { PORT, TOPIC, GROUP, PUB_AUTH, SUB_AUTH } = process.env;
 fn node_redis_stream_methods_with_defaults() {
     let modules = script_output("nodeenv.sh", &[], "it needs node, npm and the npm registry");
     let f = Fixture::new("queue_node", 3, "");
-    let out = std::process::Command::new("node")
-        .args(["-e", NODE_REDIS_STREAMS])
-        .env("NODE_PATH", &modules)
-        .env("PORT", f.server.addr.port().to_string())
-        .env("TOPIC", &f.topic)
-        .env("GROUP", &f.group)
-        .env("PUB_AUTH", f.auth_string("pub", ""))
-        .env("SUB_AUTH", f.auth_string("sub", "&offset=old"))
-        .output()
-        .unwrap();
-    check_stream_session(&f, "node-redis", out);
+    let mut node = std::process::Command::new("node");
+    node.args(["-e", NODE_REDIS_STREAMS]).env("NODE_PATH", &modules);
+    check_stream_session(&f, "node-redis", session_output(&f, node));
 }
 
 #[test]

@@ -512,49 +512,75 @@ pub(crate) fn consume_databus(
     let mut conn = RespConn::auth(addr, auth)?;
     let cmd: &[&[u8]] = if pb { &[b"MGET", b"pb"] } else { &[b"MGET", b"json"] };
     let deadline = Instant::now() + Duration::from_secs(300);
-    let mut received = 0;
-    let mut started: Option<(Instant, CpuSnap, usize)> = None;
-    // Durations of the timed MGETs, and how many of them came back short.
-    let mut calls = Vec::new();
-    let mut short = 0;
-    let mut full = 0;
-    while received < messages {
+    let mut drain = Drain::default();
+    while drain.received < messages {
         if Instant::now() > deadline {
-            return Err(format!("MGET: {received} of {messages} in 300 s").into());
+            return Err(format!("MGET: {} of {messages} in 300 s", drain.received).into());
         }
         let t = Instant::now();
         let Frame::Array(items) = conn.call(cmd)? else {
             return Err("MGET did not return an array".into());
         };
-        if started.is_some() {
-            calls.push(t.elapsed());
-            full = full.max(items.len());
-            if items.len() < full {
-                short += 1;
+        if let Some(Frame::Bulk(first)) = items.first() {
+            // Check one element per batch, so a broken encoding cannot pass.
+            if pb {
+                MessagePb::decode(first.as_slice()).map_err(|e| format!("MGET pb element: {e}"))?;
+            } else {
+                serde_json::from_slice::<Value>(first).map_err(|e| format!("MGET json element: {e}"))?;
             }
         }
-        let Some(Frame::Bulk(first)) = items.first() else {
-            continue;
-        };
-        // Check one element per batch, so a broken encoding cannot pass.
-        if pb {
-            MessagePb::decode(first.as_slice()).map_err(|e| format!("MGET pb element: {e}"))?;
-        } else {
-            serde_json::from_slice::<Value>(first).map_err(|e| format!("MGET json element: {e}"))?;
+        drain.call(t, items.len(), cpu);
+    }
+    let run = drain.finish(cpu);
+    drop(conn);
+    run
+}
+
+/// The clock of a drain through databus: timed from the first non-empty
+/// reply; each later call's duration, and whether it returned fewer than
+/// the largest batch.
+#[derive(Default)]
+pub(crate) struct Drain {
+    pub(crate) received: usize,
+    started: Option<(Instant, CpuSnap, usize)>,
+    calls: Vec<Duration>,
+    short: usize,
+    full: usize,
+}
+
+impl Drain {
+    /// A call begun at `t` returned `n` messages.
+    pub(crate) fn call(&mut self, t: Instant, n: usize, cpu: &Cpu) {
+        if self.started.is_some() {
+            self.calls.push(t.elapsed());
+            self.full = self.full.max(n);
+            if n < self.full {
+                self.short += 1;
+            }
         }
-        received += items.len();
-        if started.is_none() {
-            started = Some((Instant::now(), cpu.snap(), items.len()));
+        if n == 0 {
+            return;
+        }
+        self.received += n;
+        if self.started.is_none() {
+            self.started = Some((Instant::now(), cpu.snap(), n));
         }
     }
-    let (t0, c0, first_batch) = started.ok_or("no message")?;
-    let seconds = t0.elapsed().as_secs_f64();
-    let timed = received - first_batch;
-    let cpu_used = Cpu::per_msg(c0, cpu.snap(), timed);
-    let databus_rss_kib = cpu.databus_pid.map(rss_kib);
-    drop(conn);
-    let mgets = Some(MgetStats { calls: calls.len(), short, time: percentiles(&mut calls) });
-    Ok(ConsumeRun { received, timed, seconds, cpu: cpu_used, databus_rss_kib, mgets })
+
+    /// The run, with databus's RSS now (its reader still connected).
+    pub(crate) fn finish(mut self, cpu: &Cpu) -> Res<ConsumeRun> {
+        let (t0, c0, first_batch) = self.started.ok_or("no message")?;
+        let seconds = t0.elapsed().as_secs_f64();
+        let timed = self.received - first_batch;
+        let cpu_used = Cpu::per_msg(c0, cpu.snap(), timed);
+        let databus_rss_kib = cpu.databus_pid.map(rss_kib);
+        let mgets = Some(MgetStats {
+            calls: self.calls.len(),
+            short: self.short,
+            time: percentiles(&mut self.calls),
+        });
+        Ok(ConsumeRun { received: self.received, timed, seconds, cpu: cpu_used, databus_rss_kib, mgets })
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use databus::resp::Frame;
 
 use crate::options::Opts;
-use crate::phases::{percentiles, ConsumeRun, MgetStats, RssRun};
-use crate::procfs::{rss_kib, threads, Cpu, CpuSnap};
+use crate::phases::{ConsumeRun, Drain, RssRun};
+use crate::procfs::{rss_kib, threads, Cpu};
 use crate::resp::{auth_string, RespConn};
 use crate::setup::Databus;
 use crate::Res;
@@ -74,13 +74,10 @@ pub(crate) fn consume_queue(
         b">",
     ];
     let deadline = Instant::now() + Duration::from_secs(300);
-    let mut received = 0;
-    let mut started: Option<(Instant, CpuSnap, usize)> = None;
-    let mut calls = Vec::new();
-    let (mut short, mut full) = (0, 0);
-    while received < messages {
+    let mut drain = Drain::default();
+    while drain.received < messages {
         if Instant::now() > deadline {
-            return Err(format!("XREADGROUP: {received} of {messages} in 300 s").into());
+            return Err(format!("XREADGROUP: {} of {messages} in 300 s", drain.received).into());
         }
         let t = Instant::now();
         let ids = entry_ids(conn.call(&read)?)?;
@@ -93,26 +90,12 @@ pub(crate) fn consume_queue(
             Frame::Integer(n) if n as usize == ids.len() => {}
             other => return Err(format!("XACK of {} entries: {other:?}", ids.len()).into()),
         }
-        if started.is_some() {
-            calls.push(t.elapsed());
-            full = full.max(ids.len());
-            if ids.len() < full {
-                short += 1;
-            }
-        }
-        received += ids.len();
-        if started.is_none() {
-            started = Some((Instant::now(), cpu.snap(), ids.len()));
-        }
+        // A read and its XACK are one call.
+        drain.call(t, ids.len(), cpu);
     }
-    let (t0, c0, first_batch) = started.ok_or("no entry")?;
-    let seconds = t0.elapsed().as_secs_f64();
-    let timed = received - first_batch;
-    let cpu_used = Cpu::per_msg(c0, cpu.snap(), timed);
-    let databus_rss_kib = cpu.databus_pid.map(rss_kib);
+    let run = drain.finish(cpu);
     drop(conn);
-    let mgets = Some(MgetStats { calls: calls.len(), short, time: percentiles(&mut calls) });
-    Ok(ConsumeRun { received, timed, seconds, cpu: cpu_used, databus_rss_kib, mgets })
+    run
 }
 
 /// `count` queue consumers of one group on a fresh databus, each

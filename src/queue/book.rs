@@ -582,6 +582,23 @@ impl Book {
         Some(Ok(p.entry.clone()))
     }
 
+    /// [`Book::claim_one`], its outcome put in `handed`.
+    fn claim_into(
+        &mut self,
+        handed: &mut Handed,
+        name: &Arc<str>,
+        id: EntryId,
+        min_idle: Duration,
+        options: ClaimOptions,
+        now: Instant,
+    ) {
+        match self.claim_one(name, id, min_idle, options, now) {
+            Some(Ok(e)) => handed.entries.push(e),
+            Some(Err(e)) => handed.dead.push(e),
+            None => {}
+        }
+    }
+
     /// `XCLAIM`: the entries of `ids` idle at least `min_idle` become
     /// `consumer`'s.
     pub(crate) fn claim(
@@ -595,11 +612,7 @@ impl Book {
         let name = self.touch(consumer, now);
         let mut handed = Handed::default();
         for id in ids {
-            match self.claim_one(&name, *id, min_idle, options, now) {
-                Some(Ok(e)) => handed.entries.push(e),
-                Some(Err(e)) => handed.dead.push(e),
-                None => {}
-            }
+            self.claim_into(&mut handed, &name, *id, min_idle, options, now);
         }
         if !handed.entries.is_empty() {
             self.active(&name, now);
@@ -629,11 +642,7 @@ impl Book {
                 next = *id;
                 break;
             }
-            match self.claim_one(&name, *id, min_idle, options, now) {
-                Some(Ok(e)) => handed.entries.push(e),
-                Some(Err(e)) => handed.dead.push(e),
-                None => {}
-            }
+            self.claim_into(&mut handed, &name, *id, min_idle, options, now);
         }
         if !handed.entries.is_empty() {
             self.active(&name, now);

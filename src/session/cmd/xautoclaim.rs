@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::queue::ClaimOptions;
 use crate::resp::Frame;
 use crate::session::cmd::bulk;
-use crate::session::queue::{self, consumer_name, entries_frame, ids_frame, parse_count, parse_id, parse_ms};
+use crate::session::queue::{self, consumer_name, entries_frame, ids_frame, parse_count, parse_ms};
 use crate::session::{CommandError, Reply, Session};
 
 /// Redis's default COUNT, and its ceiling.
@@ -44,7 +44,6 @@ fn apply(session: &mut Session, args: &[Vec<u8>]) -> Result<Frame, CommandError>
             _ => return Err(CommandError::Syntax),
         }
     }
-    let _ = parse_id;
     let consumer = consumer_name(consumer);
     let reader = queue::reader(session)?;
     reader.check(key, group, None)?;
