@@ -35,6 +35,9 @@ pub(crate) struct Metrics {
     queue_depth: IntGaugeVec,
     broker_up: IntGaugeVec,
     produce_errors: IntCounterVec,
+    queue_pending: IntGaugeVec,
+    queue_entries: IntCounterVec,
+    queue_commit_failures: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -155,6 +158,22 @@ impl Metrics {
                 "Records not acknowledged, by cluster and cause.",
                 &["cluster", "cause"],
             ),
+            queue_pending: gauges(
+                "databus_queue_pending",
+                "Queue mode: entries handed out and not acknowledged (the pending entries list), per group.",
+                &["group", "topic"],
+            ),
+            queue_entries: counters(
+                "databus_queue_entries_total",
+                "Queue mode: entries by event (delivered, redelivered after the visibility timeout, \
+                 claimed, dead_lettered, acknowledged).",
+                &["group", "topic", "event"],
+            ),
+            queue_commit_failures: counters(
+                "databus_queue_commit_failures_total",
+                "Queue mode: offset commits Kafka did not acknowledge (each is tried again).",
+                &["group", "topic"],
+            ),
             registry,
         }
     }
@@ -215,6 +234,17 @@ impl Metrics {
             group: group.to_owned(),
             topic: topic.to_owned(),
             partitions: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The numbers of a queue group's shared member.
+    pub(crate) fn queue(&self, group: &str, topic: &str) -> QueueMeter {
+        let event = |e: &str| self.queue_entries.with_label_values(&[group, topic, e]);
+        QueueMeter {
+            pending: self.queue_pending.with_label_values(&[group, topic]),
+            events: QUEUE_EVENTS.map(event),
+            commit_failures: self.queue_commit_failures.with_label_values(&[group, topic]),
+            seen: Mutex::default(),
         }
     }
 
@@ -318,6 +348,32 @@ impl SubscribeMeter {
 
     pub(crate) fn commit(&self, ok: bool) {
         if ok { &self.commits_ok } else { &self.commits_failed }.inc();
+    }
+}
+
+/// The events of [`QueueMeter::set`]'s totals, in their order.
+pub(crate) const QUEUE_EVENTS: [&str; 5] = ["delivered", "redelivered", "claimed", "dead_lettered", "acknowledged"];
+
+/// A queue group's numbers. Its member counts from zero each time it joins;
+/// the counters take what it counted since the last look.
+pub(crate) struct QueueMeter {
+    pending: IntGauge,
+    events: [IntCounter; 5],
+    commit_failures: IntCounter,
+    /// The totals of the last look: the events', then commit failures.
+    seen: Mutex<[u64; 6]>,
+}
+
+impl QueueMeter {
+    /// `events`: the member's totals so far, in [`QUEUE_EVENTS`]' order.
+    pub(crate) fn set(&self, pending: usize, events: [u64; 5], commit_failures: u64) {
+        self.pending.set(pending as i64);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, total) in events.into_iter().chain([commit_failures]).enumerate() {
+            let counter = self.events.get(i).unwrap_or(&self.commit_failures);
+            counter.inc_by(total.saturating_sub(seen[i]));
+            seen[i] = total;
+        }
     }
 }
 

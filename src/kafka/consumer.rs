@@ -306,21 +306,49 @@ fn denial(error: KafkaError, group: &str, topic: &str) -> Option<ConsumeError> {
     Some(ConsumeError::Denied { what, cause: error })
 }
 
+/// The partitions of `topic` with their low and high watermarks, all within
+/// `timeout` (one metadata request, then one per partition).
+pub(crate) fn watermarks<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
+    let deadline = Instant::now() + timeout;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let metadata = consumer.fetch_metadata(Some(topic), left())?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    partitions
+        .into_iter()
+        .map(|p| consumer.fetch_watermarks(topic, p, left()).map(|(lo, hi)| (p, lo, hi)))
+        .collect()
+}
+
 /// A subscriber's consumer and its place in the group.
 pub(crate) struct GroupConsumer {
     consumer: BaseConsumer<ConsumerErrors>,
     cluster: String,
     group: String,
     topic: String,
+    /// Whether it asked to join the group (see [`GroupConsumer::subscribe`]).
+    subscribed: bool,
     // Declared after `consumer`, so the member count drops only once the
     // consumer has left the group.
     _membership: Membership,
 }
 
 impl GroupConsumer {
-    /// Joins `group` on `topic`, unless the group already has a member for
-    /// every partition (counting this databus's members and those the
-    /// cluster reports, whichever is more).
+    /// Makes a member of `group` on `topic` and counts it, unless the group
+    /// already has a member for every partition (counting this databus's
+    /// members and those the cluster reports, whichever is more), after
+    /// checking that the cluster answers and lets databus use the topic and
+    /// the group. It joins Kafka's group at [`GroupConsumer::subscribe`]:
+    /// a connection that turns to queue mode never joins (and never makes
+    /// the group rebalance).
     pub(crate) fn join(
         cluster: &Cluster,
         member: Member<'_>,
@@ -425,14 +453,69 @@ impl GroupConsumer {
             *count.entry(key.clone()).or_default() += 1;
         }
         let membership = Membership { registry: registry.clone(), key };
-        consumer.subscribe(&[topic]).map_err(ConsumeError::Create)?;
         Ok(GroupConsumer {
             consumer,
             cluster: cluster_name.to_owned(),
             group: group.to_owned(),
             topic: topic.to_owned(),
+            subscribed: false,
             _membership: membership,
         })
+    }
+
+    /// Joins the group (at the connection's first MGET or commit); the
+    /// partitions come with the next polls.
+    pub(crate) fn subscribe(&mut self) -> Result<(), ConsumeError> {
+        if !self.subscribed {
+            self.consumer.subscribe(&[&self.topic]).map_err(ConsumeError::Create)?;
+            self.subscribed = true;
+        }
+        Ok(())
+    }
+
+    /// The group's committed offsets of `partitions` (`None` where it has
+    /// none) within `timeout`; asked without joining the group.
+    pub(crate) fn committed(
+        &self,
+        partitions: &[i32],
+        timeout: Duration,
+    ) -> Result<Vec<(i32, Option<i64>)>, KafkaError> {
+        let mut asked = TopicPartitionList::new();
+        for p in partitions {
+            asked.add_partition(&self.topic, *p);
+        }
+        let got = self.consumer.committed_offsets(asked, timeout)?;
+        Ok(got
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => (e.partition(), Some(o)),
+                _ => (e.partition(), None),
+            })
+            .collect())
+    }
+
+    /// The topic's partitions with their low and high watermarks, all
+    /// within `timeout`.
+    pub(crate) fn watermarks(&self, timeout: Duration) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
+        watermarks(&self.consumer, &self.topic, timeout)
+    }
+
+    /// Commits `offsets` ((partition, next offset)) as a client outside the
+    /// group, which Kafka takes while the group has no members; waits for
+    /// the broker's answer.
+    pub(crate) fn commit_outside(&self, offsets: &[(i32, i64)]) -> Result<(), KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in offsets {
+            tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o))?;
+        }
+        self.consumer.commit(&tpl, CommitMode::Sync)
+    }
+
+    /// Members the cluster reports in the group, within `timeout`.
+    pub(crate) fn remote_members(&self, timeout: Duration) -> Result<usize, KafkaError> {
+        let list = self.consumer.fetch_group_list(Some(&self.group), timeout)?;
+        Ok(list.groups().iter().map(|g| g.members().len()).sum())
     }
 
     /// Waits up to `timeout` for the next record and has `look` make what

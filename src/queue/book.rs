@@ -167,7 +167,7 @@ struct Part {
     /// Offsets acknowledged before this assignment (from the commit's
     /// metadata), not fetched yet: inclusive ranges, ascending.
     acked_ahead: Vec<(i64, i64)>,
-    /// What was last committed (offset and metadata).
+    /// What Kafka last acknowledged as committed (offset and metadata).
     committed: Option<(i64, String)>,
     /// Revoked by an eager rebalance, which revokes every partition: kept
     /// until the new assignment says whether it comes back.
@@ -262,6 +262,28 @@ pub(crate) struct ClaimOptions {
     pub deliveries: Option<u64>,
 }
 
+/// What a group did since its member joined, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    /// Entries handed out by `>` reads for the first time.
+    pub delivered: u64,
+    /// Entries handed out again by a `>` read once past the visibility timeout.
+    pub redelivered: u64,
+    /// Entries moved to another consumer by `XCLAIM`/`XAUTOCLAIM`.
+    pub claimed: u64,
+    /// Entries the dead-letter topic has stored.
+    pub dead_lettered: u64,
+    /// Entries `XACK` acknowledged.
+    pub acknowledged: u64,
+}
+
+impl Counts {
+    /// In `metrics::QUEUE_EVENTS`' order.
+    pub(crate) fn totals(&self) -> [u64; 5] {
+        [self.delivered, self.redelivered, self.claimed, self.dead_lettered, self.acknowledged]
+    }
+}
+
 /// `XPENDING`'s summary: the count, the lowest and highest pending ID, and
 /// entries per consumer.
 pub(crate) type Summary = (usize, Option<(EntryId, EntryId)>, Vec<(Arc<str>, usize)>);
@@ -284,6 +306,7 @@ pub(crate) struct Book {
     /// The last entry a `>` read handed out, and how many it has.
     pub last_delivered: Option<EntryId>,
     pub entries_read: u64,
+    counts: Counts,
 }
 
 impl Book {
@@ -299,6 +322,7 @@ impl Book {
             next_expiry: Instant::now(),
             last_delivered: None,
             entries_read: 0,
+            counts: Counts::default(),
         }
     }
 
@@ -458,6 +482,7 @@ impl Book {
                 p.delivered = now;
                 p.deliveries = p.deliveries.saturating_add(1);
                 handed.entries.push(p.entry.clone());
+                self.counts.redelivered += 1;
             }
         }
         if let Some(timeout) = timeout {
@@ -470,6 +495,7 @@ impl Book {
             self.ready_bytes -= entry.size();
             self.last_delivered = Some(entry.id);
             self.entries_read += 1;
+            self.counts.delivered += 1;
             if no_ack {
                 self.settle(entry.id);
             } else {
@@ -531,6 +557,7 @@ impl Book {
             if self.pending.remove(id).is_some() {
                 self.settle(*id);
                 acked += 1;
+                self.counts.acknowledged += 1;
             }
         }
         acked
@@ -542,6 +569,7 @@ impl Book {
         let Some(entry) = self.dying.remove(&id) else { return };
         if stored {
             self.settle(id);
+            self.counts.dead_lettered += 1;
         } else {
             self.ready_bytes += entry.size();
             self.ready.push_front(entry);
@@ -579,6 +607,7 @@ impl Book {
             None if !options.just_id => p.deliveries = p.deliveries.saturating_add(1),
             None => {}
         }
+        self.counts.claimed += 1;
         Some(Ok(p.entry.clone()))
     }
 
@@ -696,40 +725,76 @@ impl Book {
             .collect()
     }
 
-    /// Partitions whose commit point moved since the last call: the offset
-    /// to commit and its metadata (the acknowledged ranges above it).
-    pub(crate) fn commits(&mut self) -> Vec<(i32, i64, String)> {
-        self.commits_of(None)
+    /// Partitions held (and not suspended) whose state differs from what
+    /// Kafka last acknowledged: the commits to send.
+    pub(crate) fn due_commits(&self) -> Vec<Commit> {
+        self.commits_where(|_, part| !part.suspended, true)
     }
 
-    /// [`Book::commits`] of `partitions` only (those being revoked).
-    pub(crate) fn commits_for(&mut self, partitions: &[i32]) -> Vec<(i32, i64, String)> {
-        self.commits_of(Some(partitions))
+    /// The whole current state of `partitions`, whatever was committed
+    /// before: what the commit before a revocation sends.
+    pub(crate) fn state_of(&self, partitions: &[i32]) -> Vec<Commit> {
+        self.commits_where(|p, _| partitions.contains(&p), false)
     }
 
-    fn commits_of(&mut self, only: Option<&[i32]>) -> Vec<(i32, i64, String)> {
+    /// The whole current state of every partition held: what the commit at
+    /// a graceful stop sends.
+    pub(crate) fn state(&self) -> Vec<Commit> {
+        self.commits_where(|_, part| !part.suspended, false)
+    }
+
+    fn commits_where(&self, wanted: impl Fn(i32, &Part) -> bool, only_changed: bool) -> Vec<Commit> {
         let mut due = Vec::new();
-        for (&partition, part) in self.parts.iter_mut() {
-            if only.is_some_and(|o| !o.contains(&partition)) || (only.is_none() && part.suspended) {
+        for (&partition, part) in &self.parts {
+            if !wanted(partition, part) {
                 continue;
             }
-            let Some(point) = part.point() else { continue };
+            let Some(offset) = part.point() else { continue };
             let metadata = part.metadata();
-            if part.committed.as_ref().is_some_and(|(o, m)| *o == point && *m == metadata) {
+            if only_changed && part.committed.as_ref().is_some_and(|(o, m)| *o == offset && *m == metadata) {
                 continue;
             }
-            part.committed = Some((point, metadata.clone()));
-            due.push((partition, point, metadata));
+            due.push(Commit { partition, offset, metadata });
         }
         due
     }
 
-    /// The commit of `partition` did not go through: try again next time.
-    pub(crate) fn commit_failed(&mut self, partition: i32) {
-        if let Some(part) = self.parts.get_mut(&partition) {
-            part.committed = None;
+    /// Kafka acknowledged `commits`: they count from now on (a partition
+    /// that left meanwhile is not held, so nothing is kept of it).
+    pub(crate) fn committed(&mut self, commits: &[Commit]) {
+        for c in commits {
+            if let Some(part) = self.parts.get_mut(&c.partition) {
+                part.committed = Some((c.offset, c.metadata.clone()));
+            }
         }
     }
+
+    /// Per partition that has fetched something: one past the highest
+    /// offset fetched, and how many of its entries wait to be handed out.
+    pub(crate) fn fetched(&self) -> HashMap<i32, (i64, usize)> {
+        let mut fetched: HashMap<i32, (i64, usize)> =
+            self.parts.iter().filter_map(|(p, part)| Some((*p, (part.next?, 0)))).collect();
+        for e in &self.ready {
+            if let Some((_, ready)) = fetched.get_mut(&e.partition()) {
+                *ready += 1;
+            }
+        }
+        fetched
+    }
+
+    /// Counters of what the group did, for `/metrics`.
+    pub(crate) fn counts(&self) -> Counts {
+        self.counts
+    }
+}
+
+/// One partition's commit: the offset below which every entry is
+/// acknowledged, and the acknowledged ranges above it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Commit {
+    pub partition: i32,
+    pub offset: i64,
+    pub metadata: String,
 }
 
 #[cfg(test)]
@@ -758,6 +823,13 @@ mod tests {
 
     fn ids(entries: &[Arc<Entry>]) -> Vec<String> {
         entries.iter().map(|e| e.id.to_string()).collect()
+    }
+
+    /// The commits due, acknowledged by Kafka at once.
+    fn commits(b: &mut Book) -> Vec<(i32, i64, String)> {
+        let due = b.due_commits();
+        b.committed(&due);
+        due.into_iter().map(|c| (c.partition, c.offset, c.metadata)).collect()
     }
 
     fn id(s: &str) -> EntryId {
@@ -804,16 +876,39 @@ mod tests {
         assert!(!b.push(entry(7, 0)), "a partition not held");
         assert_eq!(ids(&b.deliver("a", 2, false, now).entries), ["0-0", "0-1"]);
         assert_eq!(ids(&b.deliver("b", 10, false, now).entries), ["0-2", "0-3", "0-4"]);
-        assert_eq!(b.commits(), vec![(0, 0, "".to_string())]);
+        assert_eq!(commits(&mut b), vec![(0, 0, "".to_string())]);
         // Acks above the gap at 0-0 do not move the point, but are remembered.
         assert_eq!(b.ack(&[id("0-1"), id("0-3"), id("0-3"), id("9-9")]), 2);
-        assert_eq!(b.commits(), vec![(0, 0, "1,3".to_string())]);
+        assert_eq!(commits(&mut b), vec![(0, 0, "1,3".to_string())]);
         assert_eq!(b.ack(&[id("0-0")]), 1);
-        assert_eq!(b.commits(), vec![(0, 2, "3".to_string())]);
-        assert!(b.commits().is_empty(), "nothing moved");
+        assert_eq!(commits(&mut b), vec![(0, 2, "3".to_string())]);
+        assert!(commits(&mut b).is_empty(), "nothing moved");
         assert_eq!(b.ack(&[id("0-2"), id("0-4")]), 2);
-        assert_eq!(b.commits(), vec![(0, 5, "".to_string())]);
+        assert_eq!(commits(&mut b), vec![(0, 5, "".to_string())]);
         assert_eq!(b.pending_len(), 0);
+    }
+
+    #[test]
+    fn a_commit_counts_once_kafka_acknowledged_it() {
+        let mut b = book(100, None, 0);
+        let now = Instant::now();
+        (0..4).for_each(|o| assert!(b.push(entry(0, o))));
+        b.deliver("a", 4, false, now);
+        b.ack(&[id("0-0"), id("0-2")]);
+        let sent = b.due_commits();
+        assert_eq!(sent, vec![Commit { partition: 0, offset: 1, metadata: "2".into() }]);
+        // Not acknowledged (the coordinator was away): due again, whole.
+        assert_eq!(b.due_commits(), sent, "a failed commit is sent again");
+        b.committed(&sent);
+        assert!(b.due_commits().is_empty());
+        // Before a revocation and at a stop the whole state goes, whatever
+        // was committed before.
+        assert_eq!(b.state_of(&[0, 5]), sent);
+        assert_eq!(b.state(), sent);
+        b.ack(&[id("0-1")]);
+        assert_eq!(b.due_commits(), vec![Commit { partition: 0, offset: 3, metadata: "".into() }]);
+        let counts = b.counts();
+        assert_eq!((counts.delivered, counts.acknowledged), (4, 3));
     }
 
     #[test]
@@ -830,7 +925,7 @@ mod tests {
         let mut b2 = book(100, None, 0);
         b2.assign(0, vec![(5, 6)]);
         b2.push(entry(0, 2));
-        assert_eq!(b2.commits(), vec![(0, 2, "5-6".to_string())]);
+        assert_eq!(commits(&mut b2), vec![(0, 2, "5-6".to_string())]);
     }
 
     #[test]
@@ -859,7 +954,7 @@ mod tests {
         b.push(entry(1, 0));
         b.deliver("a", 2, false, now);
         b.suspend(&[0, 1]);
-        assert!(b.commits().is_empty(), "nothing committed while suspended");
+        assert!(commits(&mut b).is_empty(), "nothing committed while suspended");
         assert_eq!(b.reassigned(&[1, 2]), vec![2]);
         assert_eq!(b.partitions(), [1]);
         assert_eq!(b.ack(&[id("0-0"), id("1-0")]), 1, "partition 0 went, partition 1 came back as it was");
@@ -876,7 +971,7 @@ mod tests {
         });
         b.deliver("a", 10, false, now);
         b.ack(&[id("0-1")]);
-        let (_, point, metadata) = b.commits().pop().unwrap();
+        let (_, point, metadata) = commits(&mut b).pop().unwrap();
         assert_eq!((point, metadata.as_str()), (0, "1,3,4,8-9"));
         assert!(!parse_metadata(&metadata).is_empty(), "it parses back");
     }
@@ -913,13 +1008,13 @@ mod tests {
         assert!(h.entries.is_empty());
         assert_eq!(ids(&h.dead), ["0-0", "0-1"]);
         assert_eq!(
-            b.commits(),
+            commits(&mut b),
             vec![(0, 0, "".to_string())],
             "not acknowledged until the dead-letter topic has them"
         );
         b.dead_lettered(id("0-0"), true);
         b.dead_lettered(id("0-1"), false);
-        assert_eq!(b.commits(), vec![(0, 1, "".to_string())]);
+        assert_eq!(commits(&mut b), vec![(0, 1, "".to_string())]);
         assert_eq!(
             ids(&b.deliver("c", 10, false, t1).entries),
             ["0-1"],
@@ -979,7 +1074,7 @@ mod tests {
         b.deliver("a", 4000, false, now);
         let every_other: Vec<EntryId> = (1..4000).step_by(2).map(|o| EntryId::of(0, o)).collect();
         b.ack(&every_other);
-        let (_, _, metadata) = b.commits().pop().unwrap();
+        let (_, _, metadata) = commits(&mut b).pop().unwrap();
         assert!(metadata.len() <= MAX_METADATA && metadata.starts_with("1,3,5"), "{}", metadata.len());
         assert!(!parse_metadata(&metadata).is_empty());
     }

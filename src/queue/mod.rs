@@ -15,23 +15,24 @@
 pub(crate) mod book;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::Deserialize;
 
 use crate::kafka::broker_errors::BrokerErrors;
-use crate::kafka::consumer::{consumer_config, Member, Membership, StartOffset};
+use crate::kafka::consumer::{self, consumer_config, Member, Membership, StartOffset};
 use crate::kafka::{Cluster, ConsumeError, Memberships, Publish, Record, SubscriberSettings};
 use crate::keys::{Check, ConfigError, Number, MAX_MS};
+use crate::metrics::QueueMeter;
 
-pub(crate) use book::{Book, BookSettings, ClaimOptions, Entry, EntryId};
+pub(crate) use book::{Book, BookSettings, ClaimOptions, Commit, Entry, EntryId};
 
 /// `[queue]` of `databus.toml`.
 #[derive(Debug, Default, Deserialize)]
@@ -164,6 +165,9 @@ const PREFETCH_BYTES: usize = 16 << 20;
 /// Records taken from librdkafka per lock of the book.
 const POLL_BATCH: usize = 500;
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a queue command waits on the brokers: under a client's default
+/// read timeout (Jedis: 2 s).
+const BROKER_WAIT: Duration = Duration::from_millis(1500);
 /// How long an assignment waits for the committed offsets' metadata.
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -245,6 +249,7 @@ pub(crate) struct JoinWith<'a> {
     pub settings: &'a QueueSettings,
     pub members: &'a Arc<Memberships>,
     pub publish: Arc<dyn Publish>,
+    pub meter: QueueMeter,
 }
 
 /// What the group's thread, its librdkafka callbacks and its readers share.
@@ -259,6 +264,12 @@ pub(crate) struct Shared {
     attached: AtomicUsize,
     stop: AtomicBool,
     errors: BrokerErrors,
+    /// Held from reading the book's commits until Kafka answered them, so
+    /// commits reach Kafka in the order the book moved: an older one
+    /// never lands after a newer one.
+    commit_order: Mutex<()>,
+    /// Commits Kafka did not acknowledge (each is tried again).
+    commit_failures: AtomicU64,
 }
 
 impl Shared {
@@ -272,8 +283,10 @@ pub(crate) struct QueueGroup {
     pub key: QueueKey,
     pub shared: Arc<Shared>,
     consumer: Arc<BaseConsumer<QueueContext>>,
-    publish: Arc<dyn Publish>,
-    dead_letter_topic: String,
+    /// Where the group starts on a partition it has no commit for.
+    start: StartOffset,
+    /// To the group's dead-letter thread (see [`QueueGroup::dead_letter`]).
+    dead_letters: Mutex<mpsc::Sender<Vec<Arc<Entry>>>>,
     thread: Mutex<Option<thread::JoinHandle<()>>>,
 }
 
@@ -314,12 +327,7 @@ impl ConsumerContext for QueueContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(tpl) = rebalance else { return };
         let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        let due = self.shared.book().commits_for(&revoked);
-        if let Some(tpl) = commit_list(&self.shared.topic, &due) {
-            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
-                log::warn!("queue group on '{}': commit before a rebalance failed: {e}", self.shared.topic);
-            }
-        }
+        commit(consumer, &self.shared, "before a rebalance", |book| book.state_of(&revoked));
         let mut book = self.shared.book();
         match consumer.rebalance_protocol() {
             RebalanceProtocol::Cooperative => revoked.iter().for_each(|p| book.revoke(*p)),
@@ -354,28 +362,53 @@ impl ConsumerContext for QueueContext {
             book.assign(p, ranges);
         }
     }
+}
 
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        if let Err(e) = result {
-            log::info!("queue group on '{}': commit failed, trying again: {e}", self.shared.topic);
-            let mut book = self.shared.book();
-            for e in offsets.elements() {
-                book.commit_failed(e.partition());
-            }
+/// Commits what `pick` takes from the book and waits for Kafka's answer:
+/// a commit counts (in the book) only once Kafka acknowledged it; one that
+/// failed stays due, so the next tick sends it again. librdkafka defers a
+/// commit made while the group has no coordinator until one answers (up to
+/// the session timeout): it lands the moment the coordinator is back.
+/// Synchronous because librdkafka reports an asynchronous manual commit to
+/// no callback that rust-rdkafka serves: its outcome would be unknown.
+/// `when` names the commit in the log (`None`: the periodic one, whose
+/// caller logs a run of failures once).
+fn commit<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    shared: &Shared,
+    when: &str,
+    pick: impl FnOnce(&Book) -> Vec<Commit>,
+) -> Option<Result<(), KafkaError>> {
+    let _order = shared.commit_order.lock().unwrap_or_else(|e| e.into_inner());
+    let commits = pick(&shared.book());
+    let tpl = commit_list(&shared.topic, &commits)?;
+    let result = consumer.commit(&tpl, CommitMode::Sync);
+    match &result {
+        Ok(()) => shared.book().committed(&commits),
+        Err(_) => {
+            shared.commit_failures.fetch_add(1, Ordering::Relaxed);
         }
     }
+    if !when.is_empty() {
+        let what = commits.iter().map(|c| format!("{}@{}", c.partition, c.offset)).collect::<Vec<_>>();
+        match &result {
+            Ok(()) => log::info!("queue group on '{}': committed {when}: {}", shared.topic, what.join(" ")),
+            Err(e) => log::warn!("queue group on '{}': commit {when} failed: {e}", shared.topic),
+        }
+    }
+    Some(result)
 }
 
 /// The offsets and metadata to commit, as librdkafka takes them.
-fn commit_list(topic: &str, due: &[(i32, i64, String)]) -> Option<TopicPartitionList> {
+fn commit_list(topic: &str, due: &[Commit]) -> Option<TopicPartitionList> {
     if due.is_empty() {
         return None;
     }
     let mut tpl = TopicPartitionList::new();
-    for (partition, offset, metadata) in due {
-        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)).ok()?;
-        if let Some(mut e) = tpl.find_partition(topic, *partition) {
-            e.set_metadata(metadata);
+    for c in due {
+        tpl.add_partition_offset(topic, c.partition, Offset::Offset(c.offset)).ok()?;
+        if let Some(mut e) = tpl.find_partition(topic, c.partition) {
+            e.set_metadata(&c.metadata);
         }
     }
     Some(tpl)
@@ -395,6 +428,8 @@ impl QueueGroup {
             attached: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             errors: BrokerErrors::default(),
+            commit_order: Mutex::new(()),
+            commit_failures: AtomicU64::new(0),
         });
         let consumer: BaseConsumer<QueueContext> =
             consumer_config(with.cluster, &key.group, reset, with.subscriber)
@@ -418,6 +453,25 @@ impl QueueGroup {
             Member { cluster: &key.cluster, group: &key.group, topic: &key.topic, start: with.start },
         );
         let consumer = Arc::new(consumer);
+        let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
+            thread::Builder::new()
+                .name(format!("{name}-{}", key.topic))
+                .spawn(run)
+                .map_err(|e| ConsumeError::Create(KafkaError::ClientCreation(e.to_string())))
+        };
+        let (dead_letters, letters) = mpsc::channel();
+        let dead_letterer = DeadLetters {
+            shared: shared.clone(),
+            key: key.clone(),
+            publish: with.publish,
+            topic: with.settings.dead_letter_topic.replace("{topic}", &key.topic),
+        };
+        // Ends once the group (the sender) is gone.
+        spawn("dlq", Box::new(move || dead_letterer.run(letters)))?;
+        let committer = {
+            let (consumer, shared) = (consumer.clone(), shared.clone());
+            spawn("commit", Box::new(move || commit_periodically(&consumer, &shared)))?
+        };
         let poller = Poller {
             consumer: consumer.clone(),
             shared: shared.clone(),
@@ -425,59 +479,38 @@ impl QueueGroup {
             color: key.color.as_bytes().to_vec(),
             linger: with.settings.linger,
             registry,
+            meter: with.meter,
+            committer: Some(committer),
             _membership: membership,
         };
-        let thread = thread::Builder::new()
-            .name(format!("queue-{}", key.topic))
-            .spawn(move || poller.run())
-            .map_err(|e| ConsumeError::Create(rdkafka::error::KafkaError::ClientCreation(e.to_string())))?;
+        let thread = spawn("queue", Box::new(move || poller.run()))?;
         Ok(QueueGroup {
             key: key.clone(),
             shared,
             consumer,
-            publish: with.publish,
-            dead_letter_topic: with.settings.dead_letter_topic.replace("{topic}", &key.topic),
+            start: with.start,
+            dead_letters: Mutex::new(dead_letters),
             thread: Mutex::new(Some(thread)),
         })
     }
 
-    /// Produces entries past their deliveries to the dead-letter topic and
-    /// waits for the broker: each is acknowledged once stored there, or
-    /// handed out again if refused. (Rare, so the reader that met them
-    /// waits; a record's delivery stays on the thread that produced it.)
+    /// Hands entries past their deliveries to the group's dead-letter
+    /// thread, which produces them to the dead-letter topic: each is
+    /// acknowledged once stored there, or handed out again if refused.
+    /// Meanwhile they are neither pending nor ready (the book's `dying`),
+    /// so the command that met them answers at once.
     pub(crate) fn dead_letter(&self, entries: Vec<Arc<Entry>>) {
-        let mut sent = Vec::new();
-        for e in entries {
-            let mut headers = e.headers.clone();
-            let (partition, offset) = e.id.record().unwrap_or_default();
-            headers.push(("databus-dead-letter-topic".into(), self.key.topic.as_bytes().to_vec()));
-            headers.push(("databus-dead-letter-partition".into(), partition.to_string().into_bytes()));
-            headers.push(("databus-dead-letter-offset".into(), offset.to_string().into_bytes()));
-            headers.push(("databus-dead-letter-group".into(), self.key.group.as_bytes().to_vec()));
-            let record = Record::new(&self.dead_letter_topic, &e.key, &e.value)
-                .color(&self.key.color)
-                .fields(&headers);
-            let record = if e.key.is_empty() { record.keyless() } else { record };
-            match self.publish.send(&self.key.cluster, 0, &record) {
-                Ok(d) => sent.push((e.id, d)),
-                Err(err) => {
-                    log::warn!("dead letter {} of '{}' refused: {err}", e.id, self.key.topic);
-                    self.shared.book().dead_lettered(e.id, false);
-                }
-            }
+        if entries.is_empty() {
+            return;
         }
-        for (id, d) in sent {
-            let stored = match d.wait() {
-                Ok(_) => true,
-                Err(e) => {
-                    log::warn!("dead letter {id} of '{}' not stored: {e}", self.key.topic);
-                    false
-                }
-            };
-            self.shared.book().dead_lettered(id, stored);
+        let sender = self.dead_letters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(mpsc::SendError(entries)) = sender.send(entries) {
+            // The group is stopping: they stay outstanding (uncommitted),
+            // so the next member hands them out again.
+            log::info!("{} dead letters of '{}' left for the next member", entries.len(), self.key.topic);
         }
-        self.notify();
     }
+
 
     /// Waits on the book until `wake` or `timeout`; returns the book.
     pub(crate) fn wait<'a>(&self, book: MutexGuard<'a, Book>, timeout: Duration) -> MutexGuard<'a, Book> {
@@ -497,20 +530,122 @@ impl QueueGroup {
         self.shared.room.notify_one();
     }
 
-    /// The topic's partitions and their low and high watermarks.
+    /// The topic's partitions and their low and high watermarks, within
+    /// [`BROKER_WAIT`]; none if the brokers did not answer in time.
     pub(crate) fn watermarks(&self) -> Vec<(i32, i64, i64)> {
-        let Ok(m) = self.consumer.fetch_metadata(Some(&self.key.topic), METADATA_TIMEOUT) else {
-            return Vec::new();
+        consumer::watermarks(&self.consumer, &self.key.topic, BROKER_WAIT).unwrap_or_default()
+    }
+
+    /// Entries not yet handed out, as `XINFO GROUPS` reports `lag`: per
+    /// partition, past what this member fetched (plus what it fetched and
+    /// has not handed out), or past the group's commit where it fetched
+    /// nothing; `None` when the brokers did not answer within
+    /// [`BROKER_WAIT`].
+    pub(crate) fn lag(&self) -> Option<i64> {
+        let deadline = Instant::now() + BROKER_WAIT;
+        let left = || deadline.saturating_duration_since(Instant::now());
+        let marks = consumer::watermarks(&self.consumer, &self.key.topic, left()).ok()?;
+        let fetched = self.shared.book().fetched();
+        let mut asked = TopicPartitionList::new();
+        for (p, _, _) in &marks {
+            if !fetched.contains_key(p) {
+                asked.add_partition(&self.key.topic, *p);
+            }
+        }
+        let committed = match asked.count() {
+            0 => TopicPartitionList::new(),
+            _ => self.consumer.committed_offsets(asked, left()).ok()?,
         };
-        let partitions: Vec<i32> =
-            m.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
-        partitions
-            .into_iter()
-            .filter_map(|p| {
-                let (lo, hi) = self.consumer.fetch_watermarks(&self.key.topic, p, METADATA_TIMEOUT).ok()?;
-                Some((p, lo, hi))
-            })
-            .collect()
+        let mut lag = 0;
+        for (p, low, high) in marks {
+            lag += match fetched.get(&p) {
+                Some(&(next, ready)) => (high - next).max(0) + ready as i64,
+                None => match committed.find_partition(&self.key.topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => (high - o).max(0),
+                    _ if self.start == StartOffset::Earliest => high - low,
+                    _ => 0,
+                },
+            };
+        }
+        Some(lag)
+    }
+}
+
+/// The group's dead-letter thread: produces the entries past their
+/// deliveries and waits for the broker's verdict, off every command's
+/// reply path (a broker down holds it for the produce timeout). A record's
+/// delivery stays on the thread that produced it.
+struct DeadLetters {
+    shared: Arc<Shared>,
+    key: QueueKey,
+    publish: Arc<dyn Publish>,
+    topic: String,
+}
+
+impl DeadLetters {
+    /// Until the group's [`QueueGroup`] (the sender) is gone.
+    fn run(self, letters: mpsc::Receiver<Vec<Arc<Entry>>>) {
+        for entries in letters {
+            self.send(entries);
+        }
+    }
+
+    fn send(&self, entries: Vec<Arc<Entry>>) {
+        let mut sent = Vec::new();
+        for e in entries {
+            let mut headers = e.headers.clone();
+            let (partition, offset) = e.id.record().unwrap_or_default();
+            headers.push(("databus-dead-letter-topic".into(), self.key.topic.as_bytes().to_vec()));
+            headers.push(("databus-dead-letter-partition".into(), partition.to_string().into_bytes()));
+            headers.push(("databus-dead-letter-offset".into(), offset.to_string().into_bytes()));
+            headers.push(("databus-dead-letter-group".into(), self.key.group.as_bytes().to_vec()));
+            let record = Record::new(&self.topic, &e.key, &e.value).color(&self.key.color).fields(&headers);
+            let record = if e.key.is_empty() { record.keyless() } else { record };
+            match self.publish.send(&self.key.cluster, 0, &record) {
+                Ok(d) => sent.push((e.id, d)),
+                Err(err) => {
+                    log::warn!("dead letter {} of '{}' refused: {err}", e.id, self.key.topic);
+                    self.shared.book().dead_lettered(e.id, false);
+                }
+            }
+        }
+        for (id, d) in sent {
+            let stored = match d.wait() {
+                Ok(_) => true,
+                Err(e) => {
+                    log::warn!("dead letter {id} of '{}' not stored: {e}", self.key.topic);
+                    false
+                }
+            };
+            self.shared.book().dead_lettered(id, stored);
+        }
+        self.shared.more.notify_all();
+    }
+}
+
+/// Commits what is acknowledged every `HOUSEKEEPING`, until the group
+/// stops; a failed commit stays due and goes again at the next tick. A run
+/// of failures is logged once, at its start and at its end.
+fn commit_periodically(consumer: &BaseConsumer<QueueContext>, shared: &Shared) {
+    let mut failing_since: Option<Instant> = None;
+    while !shared.stop.load(Ordering::SeqCst) {
+        thread::sleep(HOUSEKEEPING);
+        match commit(consumer, shared, "", Book::due_commits) {
+            Some(Ok(())) => {
+                if let Some(since) = failing_since.take() {
+                    log::info!(
+                        "queue group on '{}': commits go through again after {} ms of failures",
+                        shared.topic,
+                        since.elapsed().as_millis()
+                    );
+                }
+            }
+            Some(Err(e)) if failing_since.is_none() => {
+                failing_since = Some(Instant::now());
+                log::warn!("queue group on '{}': commit failed, trying again: {e}", shared.topic);
+            }
+            _ => {}
+        }
     }
 }
 
@@ -522,12 +657,15 @@ struct Poller {
     color: Vec<u8>,
     linger: Duration,
     registry: Weak<Queues>,
+    meter: QueueMeter,
+    /// The periodic commits' thread, joined when the group stops.
+    committer: Option<thread::JoinHandle<()>>,
     // Uncounted once the thread ends, after the consumer has left.
     _membership: Membership,
 }
 
 impl Poller {
-    fn run(self) {
+    fn run(mut self) {
         let mut last_housekeeping = Instant::now();
         let mut alone_since: Option<Instant> = None;
         while !self.shared.stop.load(Ordering::SeqCst) {
@@ -536,16 +674,32 @@ impl Poller {
                 continue;
             }
             last_housekeeping = Instant::now();
-            self.commit(CommitMode::Async);
+            self.report(false);
             if self.shared.attached.load(Ordering::SeqCst) > 0 {
                 alone_since = None;
             } else if alone_since.get_or_insert_with(Instant::now).elapsed() >= self.linger && self.leave() {
                 break;
             }
         }
-        self.commit(CommitMode::Sync);
+        // The committer first: the last commit sends the whole state,
+        // after any periodic one.
+        if let Some(t) = self.committer.take() {
+            let _ = t.join();
+        }
+        commit(&self.consumer, &self.shared, "at a stop", Book::state);
+        self.report(true);
         self.consumer.unsubscribe();
         log::info!("queue group '{}' on '{}' left", self.key.group, self.key.topic);
+    }
+
+    /// Hands the book's numbers to `/metrics`; none pending once `left`
+    /// (the next member hands those entries out again).
+    fn report(&self, left: bool) {
+        let (pending, counts) = {
+            let book = self.shared.book();
+            (if left { 0 } else { book.pending_len() }, book.counts())
+        };
+        self.meter.set(pending, counts.totals(), self.shared.commit_failures.load(Ordering::Relaxed));
     }
 
     /// Takes the group out of the registry if still nobody is attached
@@ -631,18 +785,5 @@ impl Poller {
             value: m.payload().unwrap_or_default().to_vec(),
             headers: kept,
         })
-    }
-
-    fn commit(&self, mode: CommitMode) {
-        let due = self.shared.book().commits();
-        if let Some(tpl) = commit_list(&self.key.topic, &due) {
-            if let Err(e) = self.consumer.commit(&tpl, mode) {
-                log::info!("queue group on '{}': commit failed, trying again: {e}", self.key.topic);
-                let mut book = self.shared.book();
-                for (p, _, _) in due {
-                    book.commit_failed(p);
-                }
-            }
-        }
     }
 }

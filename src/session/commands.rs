@@ -207,7 +207,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         arity: -2,
         flags: &["write"],
         who: Who::Roles(SUB),
-        summary: "Queue consumer: CREATE (the granted group only) and CREATECONSUMER",
+        summary: "Queue consumer: CREATE and SETID (the granted group only, at 0 or $) and CREATECONSUMER",
         run: cmd::xgroup::run,
     },
     Spec {

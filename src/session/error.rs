@@ -87,6 +87,18 @@ pub(crate) enum CommandError {
     Syntax,
     #[error("timeout is not an integer or out of range")]
     BadTimeout,
+    #[error("Consumer Group name already exists")]
+    BusyGroup,
+    #[error("consumers are reading group '{0}' (on this databus or another): XGROUP SETID moves its offsets only while nobody reads")]
+    GroupReading(String),
+    #[error("databus starts a group at 0 (the earliest entry of every partition) or $ (past the latest)")]
+    GroupStart,
+    #[error("cannot {what}: {cause}")]
+    Kafka {
+        what: &'static str,
+        #[source]
+        cause: rdkafka::error::KafkaError,
+    },
     #[error("{0}")]
     Unsupported(&'static str),
 }
@@ -114,7 +126,8 @@ impl CommandError {
             | CommandError::Join(ConsumeError::Denied { .. })
             | CommandError::Consume(ConsumeError::Denied { .. }) => "NOPERM",
             CommandError::Join(e) | CommandError::Consume(e) if e.may_pass() => "TRYAGAIN",
-            CommandError::MaxClients => "TRYAGAIN",
+            CommandError::MaxClients | CommandError::Kafka { .. } => "TRYAGAIN",
+            CommandError::BusyGroup => "BUSYGROUP",
             CommandError::NoGroup { .. } => "NOGROUP",
             CommandError::OtherStream(_) | CommandError::OtherGroup { .. } => "NOPERM",
             _ => "ERR",

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::queue::{Attached, Entry, EntryId, JoinWith};
+use crate::queue::{Attached, Entry, EntryId, JoinWith, QueueKey};
 use crate::resp::Frame;
 
 use super::cmd::bulk;
@@ -75,6 +75,7 @@ pub(crate) fn reader(session: &mut Session) -> Result<&mut QueueReader, CommandE
             settings: &settings.queue,
             members: &session.ctx.members,
             publish: session.ctx.kafka.clone(),
+            meter: session.ctx.metrics.queue(&key.group, &key.topic),
         };
         let attached = match session.ctx.queues.attach(&key, join) {
             Ok(a) => a,
@@ -86,10 +87,7 @@ pub(crate) fn reader(session: &mut Session) -> Result<&mut QueueReader, CommandE
                 return Err(CommandError::Consume(e));
             }
         };
-        let group = match key.color.as_str() {
-            "" => key.group.clone(),
-            color => key.group.strip_suffix(&format!("-{color}")).unwrap_or(&key.group).to_owned(),
-        };
+        let group = redis_group(&key);
         log::info!("{}: queue consumer of group '{}' on '{}'", session.peer, key.group, key.topic);
         session.state = State::Queue(Box::new(QueueReader {
             attached,
@@ -103,6 +101,15 @@ pub(crate) fn reader(session: &mut Session) -> Result<&mut QueueReader, CommandE
         State::Queue(q) => Ok(q),
         // The command table lets only subscribers through.
         _ => Err(CommandError::NoAuth),
+    }
+}
+
+/// The group's name as the client knows it: the auth group (the Kafka
+/// group of a colored subscriber has the color after it).
+pub(crate) fn redis_group(key: &QueueKey) -> String {
+    match key.color.as_str() {
+        "" => key.group.clone(),
+        color => key.group.strip_suffix(&format!("-{color}")).unwrap_or(&key.group).to_owned(),
     }
 }
 

@@ -194,6 +194,11 @@ impl Subscriber {
             return Err(CommandError::Join(e));
         }
         self.classic = true;
+        // Joins Kafka's group only now: a connection that turns to queue
+        // mode never joins it.
+        if let Some(consumer) = &mut self.consumer {
+            consumer.subscribe().map_err(CommandError::Consume)?;
+        }
         Ok(())
     }
 

@@ -1,49 +1,184 @@
-//! `XGROUP CREATE <topic> <group> <id> [MKSTREAM] [ENTRIESREAD n]`: `+OK`
-//! for the connection's own group (it exists: the grant made it; where it
-//! starts is AUTH's `offset=`), `NOPERM` for any other. `XGROUP
-//! CREATECONSUMER` adds a consumer name. The rest (DESTROY, SETID,
-//! DELCONSUMER) would move Kafka's offsets or drop pending entries, and is
-//! refused.
+//! `XGROUP CREATE <topic> <group> 0|$ [MKSTREAM] [ENTRIESREAD n]` and
+//! `XGROUP SETID <topic> <group> 0|$ [ENTRIESREAD n]` with Redis's meaning,
+//! for the connection's own group (the grant made it; any other is
+//! `NOPERM`): a group "exists" once it has committed offsets or members.
+//! CREATE of a new group commits every partition's earliest offset (`0`)
+//! or its high watermark (`$`), overriding AUTH's `offset=`; of an existing
+//! one it answers `BUSYGROUP`, which clients expect and catch. SETID moves
+//! the committed offsets the same way, while nobody reads (Kafka takes a
+//! commit from outside a group only while it has no members).
+//! `XGROUP CREATECONSUMER` adds a consumer name. DESTROY and DELCONSUMER
+//! would drop pending entries, and are refused.
+//!
+//! Neither CREATE nor SETID makes the connection a queue consumer: they
+//! use the connection's own Kafka client, which has not joined the group
+//! (it joins at a first MGET; see `GroupConsumer::subscribe`).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use crate::kafka::GroupConsumer;
 use crate::resp::Frame;
-use crate::session::queue::{self, consumer_name};
-use crate::session::{CommandError, Reply, Session};
+use crate::session::error::shown_name;
+use crate::session::queue::{self, consumer_name, redis_group};
+use crate::session::{CommandError, Reply, Session, State};
+
+/// Longest XGROUP waits on the brokers: under a client's default read
+/// timeout (Jedis: 2 s).
+const BROKER_WAIT: Duration = Duration::from_millis(1500);
 
 pub(crate) fn run(session: &mut Session, args: &[Vec<u8>]) -> Reply {
     apply(session, args).into()
 }
 
+/// Where `CREATE` or `SETID` puts the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// `0`: every partition's earliest entry.
+    Earliest,
+    /// `$`: past every partition's latest entry.
+    Latest,
+}
+
+impl Start {
+    fn parse(raw: &[u8]) -> Result<Start, CommandError> {
+        match raw {
+            b"0" | b"0-0" => Ok(Start::Earliest),
+            b"$" => Ok(Start::Latest),
+            _ => Err(CommandError::GroupStart),
+        }
+    }
+}
+
+/// What a `CREATE` or `SETID` asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Move {
+    /// A new group only.
+    Create(Start),
+    SetId(Start),
+}
+
 fn apply(session: &mut Session, args: &[Vec<u8>]) -> Result<Frame, CommandError> {
     let Some(sub) = args.get(1) else { return Err(CommandError::WrongArgs("xgroup")) };
     match (sub.to_ascii_lowercase().as_slice(), &args[2..]) {
-        (b"create", [key, group, _id, ..]) => {
-            let reader = queue::reader(session)?;
-            if key != reader.topic.as_bytes() {
-                return Err(CommandError::OtherStream(reader.topic.clone()));
-            }
-            if group != reader.group.as_bytes() {
-                return Err(CommandError::OtherGroup {
-                    asked: crate::session::error::shown_name(group),
-                    granted: reader.group.clone(),
-                });
-            }
-            Ok(Frame::ok())
+        (b"create", [key, group, id, options @ ..]) => {
+            check_options(options, true)?;
+            position(session, key, group, Move::Create(Start::parse(id)?))
+        }
+        (b"setid", [key, group, id, options @ ..]) => {
+            check_options(options, false)?;
+            position(session, key, group, Move::SetId(Start::parse(id)?))
         }
         (b"createconsumer", [key, group, consumer]) => {
             let reader = queue::reader(session)?;
             reader.check(key, group, None)?;
-            let created = reader.attached.group.shared.book().create_consumer(&consumer_name(consumer), Instant::now());
+            let created =
+                reader.attached.group.shared.book().create_consumer(&consumer_name(consumer), Instant::now());
             Ok(Frame::Integer(created as i64))
         }
-        (b"create" | b"createconsumer", _) => Err(CommandError::WrongArgs("xgroup")),
-        (b"destroy" | b"setid" | b"delconsumer", _) => Err(CommandError::Unsupported(
-            "databus keeps consumer groups as Kafka does: XGROUP DESTROY, SETID and DELCONSUMER are not supported",
+        (b"create" | b"setid" | b"createconsumer", _) => Err(CommandError::WrongArgs("xgroup")),
+        (b"destroy" | b"delconsumer", _) => Err(CommandError::Unsupported(
+            "databus keeps consumer groups as Kafka does: XGROUP DESTROY and DELCONSUMER are not supported",
         )),
-        _ => Err(CommandError::UnknownSubcommand {
-            command: "xgroup",
-            sub: crate::session::error::shown_name(sub),
-        }),
+        _ => Err(CommandError::UnknownSubcommand { command: "xgroup", sub: shown_name(sub) }),
+    }
+}
+
+/// `MKSTREAM` (CREATE only; the topic exists, the grant says so) and
+/// `ENTRIESREAD n` (ignored: Kafka counts the lag itself).
+fn check_options(options: &[Vec<u8>], create: bool) -> Result<(), CommandError> {
+    let mut at = 0;
+    while at < options.len() {
+        let option = options[at].to_ascii_lowercase();
+        match option.as_slice() {
+            b"mkstream" if create => at += 1,
+            b"entriesread" if at + 1 < options.len() => {
+                let n = std::str::from_utf8(&options[at + 1]).ok().and_then(|s| s.parse::<i64>().ok());
+                if n.is_none_or(|n| n < -1) {
+                    return Err(CommandError::NotAnInteger);
+                }
+                at += 2;
+            }
+            _ => return Err(CommandError::Syntax),
+        }
+    }
+    Ok(())
+}
+
+/// Checks the names, then commits the group's new start, if the group is
+/// new (CREATE) or idle (SETID).
+fn position(session: &mut Session, key: &[u8], group: &[u8], how: Move) -> Result<Frame, CommandError> {
+    let (topic, granted, consumer) = match &session.state {
+        // Its group's member is up on this databus.
+        State::Queue(q) => (q.topic.clone(), q.group.clone(), None),
+        State::Subscriber(s) if s.classic => return Err(CommandError::ClassicOnly),
+        State::Subscriber(s) => {
+            let up_here = session.ctx.queues.has(&s.queue);
+            (s.queue.topic.clone(), redis_group(&s.queue), s.consumer.as_ref().filter(|_| !up_here))
+        }
+        // The command table lets only subscribers through.
+        _ => return Err(CommandError::NoAuth),
+    };
+    if key != topic.as_bytes() {
+        return Err(CommandError::OtherStream(topic));
+    }
+    if group != granted.as_bytes() {
+        return Err(CommandError::OtherGroup { asked: shown_name(group), granted });
+    }
+    // No client of its own (the group's member is up here, or AUTH found
+    // the group full): the group has members.
+    let Some(consumer) = consumer else {
+        return Err(match how {
+            Move::Create(_) => CommandError::BusyGroup,
+            Move::SetId(_) => CommandError::GroupReading(granted),
+        });
+    };
+    move_group(consumer, &granted, how)?;
+    Ok(Frame::ok())
+}
+
+fn move_group(consumer: &GroupConsumer, group: &str, how: Move) -> Result<(), CommandError> {
+    let deadline = Instant::now() + BROKER_WAIT;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let kafka = |what| move |cause| CommandError::Kafka { what, cause };
+    let marks = consumer.watermarks(left()).map_err(kafka("read the topic's offsets"))?;
+    let members = consumer.remote_members(left()).map_err(kafka("describe the group"))?;
+    let start = match how {
+        Move::Create(start) => {
+            let partitions: Vec<i32> = marks.iter().map(|(p, _, _)| *p).collect();
+            let committed = consumer.committed(&partitions, left()).map_err(kafka("read the group's offsets"))?;
+            if members > 0 || committed.iter().any(|(_, o)| o.is_some()) {
+                return Err(CommandError::BusyGroup);
+            }
+            start
+        }
+        Move::SetId(_) if members > 0 => return Err(CommandError::GroupReading(group.to_owned())),
+        Move::SetId(start) => start,
+    };
+    let offsets: Vec<(i32, i64)> = marks
+        .iter()
+        .map(|&(p, low, high)| (p, if start == Start::Earliest { low } else { high }))
+        .collect();
+    consumer.commit_outside(&offsets).map_err(kafka("commit the group's offsets"))?;
+    log::info!("group '{group}' starts at {start:?} ({how:?}): {offsets:?}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_and_options() {
+        assert_eq!(Start::parse(b"0"), Ok(Start::Earliest));
+        assert_eq!(Start::parse(b"0-0"), Ok(Start::Earliest));
+        assert_eq!(Start::parse(b"$"), Ok(Start::Latest));
+        assert_eq!(Start::parse(b"1-0"), Err(CommandError::GroupStart));
+        let args = |a: &[&str]| a.iter().map(|s| s.as_bytes().to_vec()).collect::<Vec<_>>();
+        assert_eq!(check_options(&args(&["MKSTREAM"]), true), Ok(()));
+        assert_eq!(check_options(&args(&["mkstream", "ENTRIESREAD", "5"]), true), Ok(()));
+        assert_eq!(check_options(&args(&["MKSTREAM"]), false), Err(CommandError::Syntax));
+        assert_eq!(check_options(&args(&["ENTRIESREAD"]), true), Err(CommandError::Syntax));
+        assert_eq!(check_options(&args(&["ENTRIESREAD", "x"]), true), Err(CommandError::NotAnInteger));
+        assert_eq!(check_options(&args(&["other"]), true), Err(CommandError::Syntax));
     }
 }

@@ -39,6 +39,8 @@ fn apply(session: &mut Session, args: &[Vec<u8>]) -> Result<Frame, CommandError>
     let nil = || queue::nil(client);
     let reply = match sub.as_slice() {
         b"groups" => {
+            // Asked of the brokers before the book's lock is taken.
+            let lag = qgroup.lag();
             let book = qgroup.shared.book();
             let last = book.last_delivered.unwrap_or(EntryId::MIN);
             let info = client.map(vec![
@@ -47,7 +49,7 @@ fn apply(session: &mut Session, args: &[Vec<u8>]) -> Result<Frame, CommandError>
                 pair("pending", Frame::Integer(book.pending_len() as i64)),
                 pair("last-delivered-id", bulk(last.to_string())),
                 pair("entries-read", Frame::Integer(book.entries_read as i64)),
-                pair("lag", nil()),
+                pair("lag", lag.map_or_else(nil, Frame::Integer)),
             ]);
             Frame::Array(vec![info])
         }
