@@ -282,7 +282,10 @@ impl Shared {
 pub(crate) struct QueueGroup {
     pub key: QueueKey,
     pub shared: Arc<Shared>,
-    consumer: Arc<BaseConsumer<QueueContext>>,
+    /// A client of the group that never joins it, for what commands ask of
+    /// the brokers (watermarks, commits): the member's connections carry
+    /// its fetches, which the brokers answer first (up to 500 ms each).
+    side: BaseConsumer,
     /// Where the group starts on a partition it has no commit for.
     start: StartOffset,
     /// To the group's dead-letter thread (see [`QueueGroup::dead_letter`]).
@@ -453,6 +456,9 @@ impl QueueGroup {
             Member { cluster: &key.cluster, group: &key.group, topic: &key.topic, start: with.start },
         );
         let consumer = Arc::new(consumer);
+        let side: BaseConsumer = consumer_config(with.cluster, &key.group, reset, with.subscriber)
+            .create()
+            .map_err(ConsumeError::Create)?;
         let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
             thread::Builder::new()
                 .name(format!("{name}-{}", key.topic))
@@ -473,7 +479,7 @@ impl QueueGroup {
             spawn("commit", Box::new(move || commit_periodically(&consumer, &shared)))?
         };
         let poller = Poller {
-            consumer: consumer.clone(),
+            consumer,
             shared: shared.clone(),
             key: key.clone(),
             color: key.color.as_bytes().to_vec(),
@@ -487,7 +493,7 @@ impl QueueGroup {
         Ok(QueueGroup {
             key: key.clone(),
             shared,
-            consumer,
+            side,
             start: with.start,
             dead_letters: Mutex::new(dead_letters),
             thread: Mutex::new(Some(thread)),
@@ -533,7 +539,10 @@ impl QueueGroup {
     /// The topic's partitions and their low and high watermarks, within
     /// [`BROKER_WAIT`]; none if the brokers did not answer in time.
     pub(crate) fn watermarks(&self) -> Vec<(i32, i64, i64)> {
-        consumer::watermarks(&self.consumer, &self.key.topic, BROKER_WAIT).unwrap_or_default()
+        consumer::watermarks(&self.side, &self.key.topic, BROKER_WAIT).unwrap_or_else(|e| {
+            log::info!("queue group on '{}': no watermarks within {BROKER_WAIT:?}: {e}", self.key.topic);
+            Vec::new()
+        })
     }
 
     /// Entries not yet handed out, as `XINFO GROUPS` reports `lag`: per
@@ -544,7 +553,7 @@ impl QueueGroup {
     pub(crate) fn lag(&self) -> Option<i64> {
         let deadline = Instant::now() + BROKER_WAIT;
         let left = || deadline.saturating_duration_since(Instant::now());
-        let marks = consumer::watermarks(&self.consumer, &self.key.topic, left()).ok()?;
+        let marks = consumer::watermarks(&self.side, &self.key.topic, left()).ok()?;
         let fetched = self.shared.book().fetched();
         let mut asked = TopicPartitionList::new();
         for (p, _, _) in &marks {
@@ -554,7 +563,7 @@ impl QueueGroup {
         }
         let committed = match asked.count() {
             0 => TopicPartitionList::new(),
-            _ => self.consumer.committed_offsets(asked, left()).ok()?,
+            _ => self.side.committed_offsets(asked, left()).ok()?,
         };
         let mut lag = 0;
         for (p, low, high) in marks {
