@@ -963,3 +963,138 @@ fn storm_with(scenario: &'static str, name: &str, cluster: &str, bounce: bool) {
         assert_eq!(committed[&p], Offset::Offset(end), "partition {p}: final commit");
     }
 }
+
+/// Scenario 13: queue mode's acknowledgements kept through an outage of the
+/// group's coordinator (the only broker). A consumer reads 30 entries; with
+/// the broker down it XACKs 15 (each reply 1, the commits fail) and its
+/// XAUTOCLAIM dead-letters the other 15 (`max_deliveries = 1`), answering
+/// within a client's 2 s read timeout though the dead-letter topic cannot
+/// take them yet. Once the broker is back, the commits that failed go
+/// again; after a graceful stop (SIGTERM) Kafka has every partition
+/// committed to its end, the dead-letter topic has the 15, and a restarted
+/// databus hands nothing out again.
+#[test]
+fn queue_acknowledgements_survive_a_coordinator_outage_and_a_graceful_restart() {
+    let _serial = serial();
+    let mut broker = OwnBroker::start();
+    let db = TestDb::new("chaos_queue_commit");
+    let topic = unique("t_chaos_queue_commit");
+    let group = unique("g_chaos_queue_commit");
+    db.add_app(1, "key1", "secret1", "cluster1");
+    db.add_grant(1, &group, 3, &topic);
+    let addr = broker.addr();
+    create_topic_on(&addr, &topic, 2);
+    create_topic_on(&addr, &format!("{topic}.dlq"), 1);
+    // Dead letters wait for the broker's return (the default 30 s would do;
+    // the test config's 5 s would not).
+    let extra = "[queue]\nmax_deliveries = 1\n[producer]\ntimeout_ms = 60000\n";
+    let start = || {
+        let port = free_port();
+        let config = daemon_config(port, &db.url(), &addr, extra);
+        let dir = TempDir::new("chaos_queue_commit");
+        let path = dir.write("databus.toml", &config);
+        (Daemon::start(&["--conf", path.to_str().unwrap()], port), dir)
+    };
+    let (mut daemon, _dir) = start();
+    let auth = |role: &str| format!("key1:secret1@{group}/topic={topic}&role={role}&offset=old");
+    let connect = |addr: SocketAddr, role: &str| {
+        let url = format!("redis://127.0.0.1:{}/", addr.port());
+        let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+        // Jedis's default: no queue command may hold a reply longer.
+        con.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let () = redis::cmd("AUTH").arg(auth(role)).query(&mut con).unwrap();
+        con
+    };
+    let mut publisher = connect(daemon.addr, "pub");
+    let published: Vec<String> = (0..30)
+        .map(|i| redis::cmd("XADD").arg(&topic).arg("*").arg("n").arg(i).query(&mut publisher).unwrap())
+        .collect();
+    let mut c = connect(daemon.addr, "sub");
+    let mut got: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < 30 {
+        assert!(Instant::now() < deadline, "only {} of 30 entries", got.len());
+        let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg(&["GROUP", &group, "c", "COUNT", "30", "BLOCK", "1000", "STREAMS", &topic, ">"])
+            .query(&mut c)
+            .unwrap();
+        got.extend(reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).map(|e| e.id));
+    }
+
+    broker.stop();
+    let down_at = Instant::now();
+    let (acked, dead) = got.split_at(15);
+    for id in acked {
+        let n: i64 = redis::cmd("XACK").arg(&topic).arg(&group).arg(id).query(&mut c).unwrap();
+        assert_eq!(n, 1, "XACK {id} with the coordinator down");
+    }
+    // Claimed a second time, each passes max_deliveries: dead-lettered, in
+    // the background (the reply lists them as its third element).
+    let mut dead_lettered = 0;
+    let mut start_id = "0-0".to_string();
+    while dead_lettered < dead.len() {
+        let reply: (String, Vec<redis::Value>, Vec<String>) = redis::cmd("XAUTOCLAIM")
+            .arg(&[&topic, &group, "c", "0", &start_id, "COUNT", "100"])
+            .query(&mut c)
+            .unwrap_or_else(|e| panic!("XAUTOCLAIM with the broker down: {e}"));
+        dead_lettered += reply.2.len();
+        if reply.0 == "0-0" {
+            break;
+        }
+        start_id = reply.0;
+    }
+    assert_eq!(dead_lettered, dead.len(), "every unacknowledged entry dead-lettered");
+    thread::sleep(Duration::from_secs(3));
+    broker.restart();
+    let back_at = Instant::now();
+
+    // The dead-letter topic takes the 15 once the broker is back.
+    let letters = read_topic_on(&addr, &format!("{topic}.dlq"), dead.len());
+    assert_eq!(letters.len(), dead.len());
+    // The commits that failed go again: Kafka has every partition done.
+    let ends: BTreeMap<i32, i64> = published.iter().fold(BTreeMap::new(), |mut ends, id| {
+        let (p, o) = id.split_once('-').unwrap();
+        let end = ends.entry(p.parse().unwrap()).or_insert(0);
+        *end = (*end).max(o.parse::<i64>().unwrap() + 1);
+        ends
+    });
+    let want: BTreeMap<i32, Offset> = ends.iter().map(|(p, o)| (*p, Offset::Offset(*o))).collect();
+    let committed = || committed_with(&[("bootstrap.servers", &addr)], &group, &topic, 2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed() != want {
+        assert!(Instant::now() < deadline, "committed {:?}, want {want:?}", committed());
+        thread::sleep(Duration::from_millis(200));
+    }
+    let recovered = back_at.elapsed();
+    drop(c);
+    daemon.signal("TERM");
+    daemon.wait_exit();
+    assert_eq!(committed(), want, "the stop's commit keeps the whole state");
+    let log = daemon.log();
+    assert!(log.contains("commit failed, trying again"), "a failed commit is logged:\n{log}");
+    assert!(log.contains("committed at a stop"), "the stop's commit is logged:\n{log}");
+
+    let (daemon, _dir2) = start();
+    let mut again = connect(daemon.addr, "sub");
+    let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREADGROUP")
+        .arg(&["GROUP", &group, "c2", "COUNT", "100", "BLOCK", "1500", "STREAMS", &topic, ">"])
+        .query(&mut again)
+        .unwrap();
+    let redelivered = reply.map_or(0, |r| r.keys.iter().map(|k| k.ids.len()).sum());
+    Row {
+        scenario: "13. queue XACKs and dead letters while the group's coordinator is down, then a graceful restart",
+        acknowledged: Some(acked.len()),
+        lost: Some(0),
+        redelivered: Some(redelivered),
+        recover_ms: Some(recovered.as_millis()),
+        note: format!(
+            "{} dead-lettered while down, {} in the dead-letter topic; broker down {} ms",
+            dead.len(),
+            letters.len(),
+            back_at.duration_since(down_at).as_millis()
+        ),
+        ..Row::default()
+    }
+    .record();
+    assert_eq!(redelivered, 0, "entries handed out again after a graceful restart");
+}

@@ -641,3 +641,110 @@ fn a_killed_databus_hands_out_only_unacknowledged_entries_once_its_commit_is_in(
     assert_eq!(ids(&again), left, "only the unacknowledged entries come again");
     assert!(read(&mut b, &f, "b", 10).is_empty(), "and nothing else");
 }
+
+/// One `XGROUP` call's reply, `OK` or the error.
+fn xgroup(con: &mut Connection, args: &[&str]) -> String {
+    match redis::cmd("XGROUP").arg(args).query::<String>(con) {
+        Ok(ok) => ok,
+        Err(e) => error_of::<String>(Err(e)),
+    }
+}
+
+/// `XINFO GROUPS`'s `lag` of the connection's group.
+fn lag(con: &mut Connection, topic: &str) -> Option<i64> {
+    let info: Vec<std::collections::HashMap<String, Value>> =
+        redis::cmd("XINFO").arg("GROUPS").arg(topic).query(con).unwrap();
+    match &info[0]["lag"] {
+        Value::Int(n) => Some(*n),
+        Value::Nil => None,
+        other => panic!("lag {other:?}"),
+    }
+}
+
+#[test]
+fn group_creation_and_setid_mean_what_they_mean_in_redis() {
+    // The member leaves as soon as its last consumer does, so the group
+    // is idle for SETID.
+    let f = Fixture::new("queue_create", 2, "[queue]\nlinger_ms = 0\n");
+    let backlog = xadd(&mut publisher(&f), &f.topic, 6);
+    // AUTH's default is offset=new; `XGROUP CREATE ... 0` overrides it.
+    let mut a = connect(&f.server, &f.auth_string("sub", ""));
+    assert_eq!(xgroup(&mut a, &["CREATE", &f.topic, &f.group, "1-5"]), "ERR databus starts a group at 0 (the earliest entry of every partition) or $ (past the latest)");
+    assert_eq!(xgroup(&mut a, &["CREATE", &f.topic, &f.group, "0", "MKSTREAM"]), "OK");
+    let got = read_n(&mut a, &f, "a", 6);
+    assert_eq!(ids(&got), backlog.iter().cloned().collect(), "the backlog, from the earliest entry");
+    assert_eq!(lag(&mut a, &f.topic), Some(0));
+    let more = xadd(&mut publisher(&f), &f.topic, 2);
+    assert_eq!(lag(&mut a, &f.topic), Some(2), "two entries not handed out yet");
+    // The group exists now (its member is up here): Redis's answer.
+    let mut b = connect(&f.server, &f.auth_string("sub", ""));
+    assert_eq!(xgroup(&mut b, &["CREATE", &f.topic, &f.group, "$"]), "BUSYGROUP Consumer Group name already exists");
+    let reading = xgroup(&mut b, &["SETID", &f.topic, &f.group, "0"]);
+    assert!(reading.starts_with("ERR consumers are reading group"), "{reading}");
+    let other = xgroup(&mut b, &["CREATE", &f.topic, "another_group", "0"]);
+    assert!(other.starts_with("NOPERM"), "{other}");
+    let got = read_n(&mut a, &f, "a", 2);
+    assert_eq!(ids(&got), more.iter().cloned().collect());
+    let all: Vec<String> = backlog.iter().chain(&more).cloned().collect();
+    let n: i64 = a.xack(&f.topic, &f.group, &all).unwrap();
+    assert_eq!(n, 8);
+    drop(a);
+    drop(b);
+
+    // Once the member has left, the group has commits: CREATE is refused,
+    // and SETID 0 moves it back to the earliest entry.
+    let mut c = connect(&f.server, &f.auth_string("sub", "&offset=old"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = xgroup(&mut c, &["SETID", &f.topic, &f.group, "0"]);
+        if reply == "OK" {
+            break;
+        }
+        assert!(reply.starts_with("ERR consumers are reading"), "{reply}");
+        assert!(Instant::now() < deadline, "the group still has members after 30 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(xgroup(&mut c, &["CREATE", &f.topic, &f.group, "0"]), "BUSYGROUP Consumer Group name already exists");
+    let again = read_n(&mut c, &f, "c", 8);
+    assert_eq!(ids(&again), all.iter().cloned().collect(), "SETID 0: everything again");
+    drop(c);
+
+    // `$` overrides offset=old: a group made at the end gets only what
+    // comes after.
+    let g = Fixture::new("queue_create_latest", 2, "");
+    xadd(&mut publisher(&g), &g.topic, 3);
+    let mut d = connect(&g.server, &g.auth_string("sub", "&offset=old"));
+    assert_eq!(xgroup(&mut d, &["CREATE", &g.topic, &g.group, "$"]), "OK");
+    let after = xadd(&mut publisher(&g), &g.topic, 2);
+    let got = read_n(&mut d, &g, "d", 2);
+    assert_eq!(ids(&got), after.iter().cloned().collect());
+    assert!(read(&mut d, &g, "d", 10).is_empty(), "nothing from before the group was made");
+}
+
+#[test]
+fn a_queue_consumer_never_joins_kafka_on_its_own() {
+    let f = Fixture::new("queue_no_join", 2, "");
+    let published = xadd(&mut publisher(&f), &f.topic, 4);
+    let mut a = consumer(&f);
+    let first = read_n(&mut a, &f, "a", 2);
+    // Another consumer connects: until it reads, and after, the group's
+    // only Kafka member is the shared one (a member of its own at AUTH
+    // would have made the group rebalance).
+    let mut b = consumer(&f);
+    let members = || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let admin: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+        let list = admin.fetch_group_list(Some(&f.group), Duration::from_secs(10)).unwrap();
+        list.groups().iter().map(|g| g.members().len()).sum::<usize>()
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(members(), 1, "a subscriber that has not read yet joined the group");
+    // Its first read finds the shared member up: the rest, at once.
+    let opts = StreamReadOptions::default().group(&f.group, "b").count(10).block(1000);
+    let reply: Option<StreamReadReply> = b.xread_options(&[&f.topic], &[">"], &opts).unwrap();
+    let rest: BTreeSet<String> =
+        reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).map(|e| e.id).collect();
+    let want: BTreeSet<String> = published.iter().filter(|id| !ids(&first).contains(*id)).cloned().collect();
+    assert_eq!(rest, want, "the entries left, within the read's BLOCK");
+    assert_eq!(members(), 1);
+}

@@ -306,26 +306,83 @@ fn denial(error: KafkaError, group: &str, topic: &str) -> Option<ConsumeError> {
     Some(ConsumeError::Denied { what, cause: error })
 }
 
-/// The partitions of `topic` with their low and high watermarks, all within
-/// `timeout` (one metadata request, then one per partition).
-pub(crate) fn watermarks<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
-    topic: &str,
-    timeout: Duration,
-) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
-    let deadline = Instant::now() + timeout;
-    let left = || deadline.saturating_duration_since(Instant::now());
-    let metadata = consumer.fetch_metadata(Some(topic), left())?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    partitions
-        .into_iter()
-        .map(|p| consumer.fetch_watermarks(topic, p, left()).map(|(lo, hi)| (p, lo, hi)))
-        .collect()
+/// A client of a group that never joins it, for what commands ask of the
+/// brokers about the group and its topic (watermarks, commits, members):
+/// a member's own connections carry its fetches, which the brokers answer
+/// first (up to `fetch.wait.max.ms`, 500 ms, each).
+pub(crate) struct GroupClient {
+    consumer: BaseConsumer,
+    group: String,
+    topic: String,
+}
+
+impl GroupClient {
+    pub(crate) fn new(
+        cluster: &Cluster,
+        group: &str,
+        topic: &str,
+        settings: &SubscriberSettings,
+    ) -> Result<GroupClient, ConsumeError> {
+        let consumer = consumer_config(cluster, group, "latest", settings).create().map_err(ConsumeError::Create)?;
+        Ok(GroupClient { consumer, group: group.to_owned(), topic: topic.to_owned() })
+    }
+
+    /// The group's committed offsets of `partitions` (`None` where it has
+    /// none) within `timeout`; asked without joining the group.
+    pub(crate) fn committed(
+        &self,
+        partitions: &[i32],
+        timeout: Duration,
+    ) -> Result<Vec<(i32, Option<i64>)>, KafkaError> {
+        let mut asked = TopicPartitionList::new();
+        for p in partitions {
+            asked.add_partition(&self.topic, *p);
+        }
+        let got = self.consumer.committed_offsets(asked, timeout)?;
+        Ok(got
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => (e.partition(), Some(o)),
+                _ => (e.partition(), None),
+            })
+            .collect())
+    }
+
+    /// The topic's partitions with their low and high watermarks, all
+    /// within `timeout`.
+    pub(crate) fn watermarks(&self, timeout: Duration) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
+        let deadline = Instant::now() + timeout;
+        let left = || deadline.saturating_duration_since(Instant::now());
+        let metadata = self.consumer.fetch_metadata(Some(&self.topic), left())?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == self.topic)
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        partitions
+            .into_iter()
+            .map(|p| self.consumer.fetch_watermarks(&self.topic, p, left()).map(|(lo, hi)| (p, lo, hi)))
+            .collect()
+    }
+
+    /// Commits `offsets` ((partition, next offset)) from outside the group,
+    /// which Kafka takes while the group has no members; waits for the
+    /// broker's answer.
+    pub(crate) fn commit(&self, offsets: &[(i32, i64)]) -> Result<(), KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in offsets {
+            tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o))?;
+        }
+        self.consumer.commit(&tpl, CommitMode::Sync)
+    }
+
+    /// Members the cluster reports in the group, within `timeout`.
+    pub(crate) fn members(&self, timeout: Duration) -> Result<usize, KafkaError> {
+        let list = self.consumer.fetch_group_list(Some(&self.group), timeout)?;
+        Ok(list.groups().iter().map(|g| g.members().len()).sum())
+    }
 }
 
 /// A subscriber's consumer and its place in the group.
@@ -471,51 +528,6 @@ impl GroupConsumer {
             self.subscribed = true;
         }
         Ok(())
-    }
-
-    /// The group's committed offsets of `partitions` (`None` where it has
-    /// none) within `timeout`; asked without joining the group.
-    pub(crate) fn committed(
-        &self,
-        partitions: &[i32],
-        timeout: Duration,
-    ) -> Result<Vec<(i32, Option<i64>)>, KafkaError> {
-        let mut asked = TopicPartitionList::new();
-        for p in partitions {
-            asked.add_partition(&self.topic, *p);
-        }
-        let got = self.consumer.committed_offsets(asked, timeout)?;
-        Ok(got
-            .elements()
-            .iter()
-            .map(|e| match e.offset() {
-                Offset::Offset(o) => (e.partition(), Some(o)),
-                _ => (e.partition(), None),
-            })
-            .collect())
-    }
-
-    /// The topic's partitions with their low and high watermarks, all
-    /// within `timeout`.
-    pub(crate) fn watermarks(&self, timeout: Duration) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
-        watermarks(&self.consumer, &self.topic, timeout)
-    }
-
-    /// Commits `offsets` ((partition, next offset)) as a client outside the
-    /// group, which Kafka takes while the group has no members; waits for
-    /// the broker's answer.
-    pub(crate) fn commit_outside(&self, offsets: &[(i32, i64)]) -> Result<(), KafkaError> {
-        let mut tpl = TopicPartitionList::new();
-        for (p, o) in offsets {
-            tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o))?;
-        }
-        self.consumer.commit(&tpl, CommitMode::Sync)
-    }
-
-    /// Members the cluster reports in the group, within `timeout`.
-    pub(crate) fn remote_members(&self, timeout: Duration) -> Result<usize, KafkaError> {
-        let list = self.consumer.fetch_group_list(Some(&self.group), timeout)?;
-        Ok(list.groups().iter().map(|g| g.members().len()).sum())
     }
 
     /// Waits up to `timeout` for the next record and has `look` make what

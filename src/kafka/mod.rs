@@ -17,7 +17,7 @@ use rdkafka::error::KafkaError;
 
 pub(crate) use clusters::Clusters;
 pub use consumer::StartOffset;
-pub(crate) use consumer::{ConsumeError, GroupConsumer, Memberships, SubscriberSettings};
+pub(crate) use consumer::{ConsumeError, GroupClient, GroupConsumer, Memberships, SubscriberSettings};
 pub(crate) use producer::{
     Delivered, Delivery, KeepAlive, ProducerSettings, Producers, Publish, PublishError, Record,
 };

@@ -27,8 +27,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::Deserialize;
 
 use crate::kafka::broker_errors::BrokerErrors;
-use crate::kafka::consumer::{self, consumer_config, Member, Membership, StartOffset};
-use crate::kafka::{Cluster, ConsumeError, Memberships, Publish, Record, SubscriberSettings};
+use crate::kafka::consumer::{consumer_config, Member, Membership, StartOffset};
+use crate::kafka::{Cluster, ConsumeError, GroupClient, Memberships, Publish, Record, SubscriberSettings};
 use crate::keys::{Check, ConfigError, Number, MAX_MS};
 use crate::metrics::QueueMeter;
 
@@ -282,10 +282,9 @@ impl Shared {
 pub(crate) struct QueueGroup {
     pub key: QueueKey,
     pub shared: Arc<Shared>,
-    /// A client of the group that never joins it, for what commands ask of
-    /// the brokers (watermarks, commits): the member's connections carry
-    /// its fetches, which the brokers answer first (up to 500 ms each).
-    side: BaseConsumer,
+    /// For what commands ask of the brokers (watermarks, commits): not
+    /// through the member, whose connections carry its fetches.
+    side: GroupClient,
     /// Where the group starts on a partition it has no commit for.
     start: StartOffset,
     /// To the group's dead-letter thread (see [`QueueGroup::dead_letter`]).
@@ -456,9 +455,7 @@ impl QueueGroup {
             Member { cluster: &key.cluster, group: &key.group, topic: &key.topic, start: with.start },
         );
         let consumer = Arc::new(consumer);
-        let side: BaseConsumer = consumer_config(with.cluster, &key.group, reset, with.subscriber)
-            .create()
-            .map_err(ConsumeError::Create)?;
+        let side = GroupClient::new(with.cluster, &key.group, &key.topic, with.subscriber)?;
         let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
             thread::Builder::new()
                 .name(format!("{name}-{}", key.topic))
@@ -539,7 +536,7 @@ impl QueueGroup {
     /// The topic's partitions and their low and high watermarks, within
     /// [`BROKER_WAIT`]; none if the brokers did not answer in time.
     pub(crate) fn watermarks(&self) -> Vec<(i32, i64, i64)> {
-        consumer::watermarks(&self.side, &self.key.topic, BROKER_WAIT).unwrap_or_else(|e| {
+        self.side.watermarks(BROKER_WAIT).unwrap_or_else(|e| {
             log::info!("queue group on '{}': no watermarks within {BROKER_WAIT:?}: {e}", self.key.topic);
             Vec::new()
         })
@@ -553,26 +550,21 @@ impl QueueGroup {
     pub(crate) fn lag(&self) -> Option<i64> {
         let deadline = Instant::now() + BROKER_WAIT;
         let left = || deadline.saturating_duration_since(Instant::now());
-        let marks = consumer::watermarks(&self.side, &self.key.topic, left()).ok()?;
+        let marks = self.side.watermarks(left()).ok()?;
         let fetched = self.shared.book().fetched();
-        let mut asked = TopicPartitionList::new();
-        for (p, _, _) in &marks {
-            if !fetched.contains_key(p) {
-                asked.add_partition(&self.key.topic, *p);
-            }
-        }
-        let committed = match asked.count() {
-            0 => TopicPartitionList::new(),
-            _ => self.side.committed_offsets(asked, left()).ok()?,
+        let unfetched: Vec<i32> = marks.iter().map(|m| m.0).filter(|p| !fetched.contains_key(p)).collect();
+        let committed: HashMap<i32, Option<i64>> = match unfetched.is_empty() {
+            true => HashMap::new(),
+            false => self.side.committed(&unfetched, left()).ok()?.into_iter().collect(),
         };
         let mut lag = 0;
         for (p, low, high) in marks {
             lag += match fetched.get(&p) {
                 Some(&(next, ready)) => (high - next).max(0) + ready as i64,
-                None => match committed.find_partition(&self.key.topic, p).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => (high - o).max(0),
-                    _ if self.start == StartOffset::Earliest => high - low,
-                    _ => 0,
+                None => match committed.get(&p).copied().flatten() {
+                    Some(o) => (high - o).max(0),
+                    None if self.start == StartOffset::Earliest => high - low,
+                    None => 0,
                 },
             };
         }

@@ -10,13 +10,12 @@
 //! `XGROUP CREATECONSUMER` adds a consumer name. DESTROY and DELCONSUMER
 //! would drop pending entries, and are refused.
 //!
-//! Neither CREATE nor SETID makes the connection a queue consumer: they
-//! use the connection's own Kafka client, which has not joined the group
-//! (it joins at a first MGET; see `GroupConsumer::subscribe`).
+//! Neither CREATE nor SETID makes the connection a queue consumer: they ask
+//! Kafka through a client that never joins the group.
 
 use std::time::{Duration, Instant};
 
-use crate::kafka::GroupConsumer;
+use crate::kafka::GroupClient;
 use crate::resp::Frame;
 use crate::session::error::shown_name;
 use crate::session::queue::{self, consumer_name, redis_group};
@@ -107,45 +106,46 @@ fn check_options(options: &[Vec<u8>], create: bool) -> Result<(), CommandError> 
 /// Checks the names, then commits the group's new start, if the group is
 /// new (CREATE) or idle (SETID).
 fn position(session: &mut Session, key: &[u8], group: &[u8], how: Move) -> Result<Frame, CommandError> {
-    let (topic, granted, consumer) = match &session.state {
-        // Its group's member is up on this databus.
-        State::Queue(q) => (q.topic.clone(), q.group.clone(), None),
+    let (key_of, granted) = match &session.state {
+        State::Queue(q) => (q.attached.group.key.clone(), q.group.clone()),
         State::Subscriber(s) if s.classic => return Err(CommandError::ClassicOnly),
-        State::Subscriber(s) => {
-            let up_here = session.ctx.queues.has(&s.queue);
-            (s.queue.topic.clone(), redis_group(&s.queue), s.consumer.as_ref().filter(|_| !up_here))
-        }
+        State::Subscriber(s) => (s.queue.clone(), redis_group(&s.queue)),
         // The command table lets only subscribers through.
         _ => return Err(CommandError::NoAuth),
     };
+    let topic = key_of.topic.clone();
     if key != topic.as_bytes() {
         return Err(CommandError::OtherStream(topic));
     }
     if group != granted.as_bytes() {
         return Err(CommandError::OtherGroup { asked: shown_name(group), granted });
     }
-    // No client of its own (the group's member is up here, or AUTH found
-    // the group full): the group has members.
-    let Some(consumer) = consumer else {
+    // The group's member is up on this databus.
+    if session.ctx.queues.has(&key_of) {
         return Err(match how {
             Move::Create(_) => CommandError::BusyGroup,
             Move::SetId(_) => CommandError::GroupReading(granted),
         });
+    }
+    let clusters = session.ctx.clusters.now();
+    let Some(cluster) = clusters.get(&key_of.cluster) else {
+        return Err(CommandError::Unsupported("the grant's cluster is no longer configured"));
     };
-    move_group(consumer, &granted, how)?;
+    let client = GroupClient::new(cluster, &key_of.group, &topic, &session.ctx.settings.subscriber)?;
+    move_group(&client, &granted, how)?;
     Ok(Frame::ok())
 }
 
-fn move_group(consumer: &GroupConsumer, group: &str, how: Move) -> Result<(), CommandError> {
+fn move_group(client: &GroupClient, group: &str, how: Move) -> Result<(), CommandError> {
     let deadline = Instant::now() + BROKER_WAIT;
     let left = || deadline.saturating_duration_since(Instant::now());
     let kafka = |what| move |cause| CommandError::Kafka { what, cause };
-    let marks = consumer.watermarks(left()).map_err(kafka("read the topic's offsets"))?;
-    let members = consumer.remote_members(left()).map_err(kafka("describe the group"))?;
+    let marks = client.watermarks(left()).map_err(kafka("read the topic's offsets"))?;
+    let members = client.members(left()).map_err(kafka("describe the group"))?;
     let start = match how {
         Move::Create(start) => {
             let partitions: Vec<i32> = marks.iter().map(|(p, _, _)| *p).collect();
-            let committed = consumer.committed(&partitions, left()).map_err(kafka("read the group's offsets"))?;
+            let committed = client.committed(&partitions, left()).map_err(kafka("read the group's offsets"))?;
             if members > 0 || committed.iter().any(|(_, o)| o.is_some()) {
                 return Err(CommandError::BusyGroup);
             }
@@ -158,7 +158,7 @@ fn move_group(consumer: &GroupConsumer, group: &str, how: Move) -> Result<(), Co
         .iter()
         .map(|&(p, low, high)| (p, if start == Start::Earliest { low } else { high }))
         .collect();
-    consumer.commit_outside(&offsets).map_err(kafka("commit the group's offsets"))?;
+    client.commit(&offsets).map_err(kafka("commit the group's offsets"))?;
     log::info!("group '{group}' starts at {start:?} ({how:?}): {offsets:?}");
     Ok(())
 }
