@@ -352,7 +352,8 @@ impl SubscribeMeter {
 }
 
 /// The events of [`QueueMeter::set`]'s totals, in their order.
-pub(crate) const QUEUE_EVENTS: [&str; 5] = ["delivered", "redelivered", "claimed", "dead_lettered", "acknowledged"];
+pub(crate) const QUEUE_EVENTS: [&str; 5] =
+    ["delivered", "redelivered", "claimed", "dead_lettered", "acknowledged"];
 
 /// A queue group's numbers. Its member counts from zero each time it joins;
 /// the counters take what it counted since the last look.

@@ -965,26 +965,34 @@ fn storm_with(scenario: &'static str, name: &str, cluster: &str, bounce: bool) {
 }
 
 /// Scenario 13: queue mode's acknowledgements kept through an outage of the
-/// group's coordinator (the only broker). A consumer reads 30 entries; with
-/// the broker down it XACKs 15 (each reply 1, the commits fail) and its
-/// XAUTOCLAIM dead-letters the other 15 (`max_deliveries = 1`), answering
-/// within a client's 2 s read timeout though the dead-letter topic cannot
-/// take them yet. Once the broker is back, the commits that failed go
-/// again; after a graceful stop (SIGTERM) Kafka has every partition
-/// committed to its end, the dead-letter topic has the 15, and a restarted
-/// databus hands nothing out again.
+/// group's coordinator (the only broker). On stream `acks`, a consumer
+/// reads 30 entries and, with the broker down, XACKs them all (each reply
+/// 1; the commit cannot go through). Nothing else changes that group's
+/// state afterwards, so only a commit sent again once the broker is back
+/// can bring Kafka's committed offsets to the end. On stream `dead`, with
+/// the broker down, an XAUTOCLAIM dead-letters 10 entries
+/// (`max_deliveries = 1`) and answers within a client's 2 s read timeout
+/// though the dead-letter topic cannot take them yet. After a graceful
+/// stop (SIGTERM) Kafka has both groups committed to their ends, the
+/// dead-letter topic has the 10, and a restarted databus hands nothing out
+/// again.
 #[test]
 fn queue_acknowledgements_survive_a_coordinator_outage_and_a_graceful_restart() {
     let _serial = serial();
     let mut broker = OwnBroker::start();
-    let db = TestDb::new("chaos_queue_commit");
-    let topic = unique("t_chaos_queue_commit");
-    let group = unique("g_chaos_queue_commit");
-    db.add_app(1, "key1", "secret1", "cluster1");
-    db.add_grant(1, &group, 3, &topic);
     let addr = broker.addr();
-    create_topic_on(&addr, &topic, 2);
-    create_topic_on(&addr, &format!("{topic}.dlq"), 1);
+    let db = TestDb::new("chaos_queue_commit");
+    db.add_app(1, "key1", "secret1", "cluster1");
+    let streams: Vec<(String, String)> = ["acks", "dead"]
+        .iter()
+        .map(|s| (unique(&format!("t_chaos_queue_{s}")), unique(&format!("g_chaos_queue_{s}"))))
+        .collect();
+    for (topic, group) in &streams {
+        db.add_grant(1, group, 3, topic);
+        create_topic_on(&addr, topic, 2);
+    }
+    let dlq = format!("{}.dlq", streams[1].0);
+    create_topic_on(&addr, &dlq, 1);
     // Dead letters wait for the broker's return (the default 30 s would do;
     // the test config's 5 s would not).
     let extra = "[queue]\nmax_deliveries = 1\n[producer]\ntimeout_ms = 60000\n";
@@ -996,91 +1004,106 @@ fn queue_acknowledgements_survive_a_coordinator_outage_and_a_graceful_restart() 
         (Daemon::start(&["--conf", path.to_str().unwrap()], port), dir)
     };
     let (mut daemon, _dir) = start();
-    let auth = |role: &str| format!("key1:secret1@{group}/topic={topic}&role={role}&offset=old");
-    let connect = |addr: SocketAddr, role: &str| {
-        let url = format!("redis://127.0.0.1:{}/", addr.port());
+    let connect = |at: SocketAddr, (topic, group): &(String, String), role: &str| {
+        let url = format!("redis://127.0.0.1:{}/", at.port());
         let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
         // Jedis's default: no queue command may hold a reply longer.
         con.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let () = redis::cmd("AUTH").arg(auth(role)).query(&mut con).unwrap();
+        let auth = format!("key1:secret1@{group}/topic={topic}&role={role}&offset=old");
+        let () = redis::cmd("AUTH").arg(auth).query(&mut con).unwrap();
         con
     };
-    let mut publisher = connect(daemon.addr, "pub");
-    let published: Vec<String> = (0..30)
-        .map(|i| redis::cmd("XADD").arg(&topic).arg("*").arg("n").arg(i).query(&mut publisher).unwrap())
-        .collect();
-    let mut c = connect(daemon.addr, "sub");
-    let mut got: Vec<String> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while got.len() < 30 {
-        assert!(Instant::now() < deadline, "only {} of 30 entries", got.len());
-        let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREADGROUP")
-            .arg(&["GROUP", &group, "c", "COUNT", "30", "BLOCK", "1000", "STREAMS", &topic, ">"])
-            .query(&mut c)
-            .unwrap();
-        got.extend(reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).map(|e| e.id));
+    let read = |con: &mut redis::Connection, (topic, group): &(String, String), n: usize| {
+        let mut got: Vec<String> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while got.len() < n {
+            assert!(Instant::now() < deadline, "only {} of {n} entries", got.len());
+            let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREADGROUP")
+                .arg(&["GROUP", group, "c", "COUNT", "100", "BLOCK", "1000", "STREAMS", topic, ">"])
+                .query(con)
+                .unwrap();
+            got.extend(reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).map(|e| e.id));
+        }
+        got
+    };
+    // Per stream, one past its last offset per partition: where its group
+    // is committed once every entry is done with.
+    let mut ends: Vec<BTreeMap<i32, Offset>> = Vec::new();
+    let mut consumers = Vec::new();
+    for (stream, n) in streams.iter().zip([30, 10]) {
+        let mut publisher = connect(daemon.addr, stream, "pub");
+        let mut end = BTreeMap::new();
+        for i in 0..n {
+            let id: String =
+                redis::cmd("XADD").arg(&stream.0).arg("*").arg("n").arg(i).query(&mut publisher).unwrap();
+            let (p, o) = id.split_once('-').unwrap();
+            end.insert(p.parse::<i32>().unwrap(), Offset::Offset(o.parse::<i64>().unwrap() + 1));
+        }
+        ends.push(end);
+        let mut c = connect(daemon.addr, stream, "sub");
+        assert_eq!(read(&mut c, stream, n).len(), n);
+        consumers.push(c);
     }
 
     broker.stop();
     let down_at = Instant::now();
-    let (acked, dead) = got.split_at(15);
-    for id in acked {
-        let n: i64 = redis::cmd("XACK").arg(&topic).arg(&group).arg(id).query(&mut c).unwrap();
+    let (topic, group) = &streams[0];
+    let acked = read_pending(&mut consumers[0], topic, group);
+    assert_eq!(acked.len(), 30);
+    for id in &acked {
+        let n: i64 = redis::cmd("XACK").arg(topic).arg(group).arg(id).query(&mut consumers[0]).unwrap();
         assert_eq!(n, 1, "XACK {id} with the coordinator down");
     }
     // Claimed a second time, each passes max_deliveries: dead-lettered, in
     // the background (the reply lists them as its third element).
-    let mut dead_lettered = 0;
-    let mut start_id = "0-0".to_string();
-    while dead_lettered < dead.len() {
-        let reply: (String, Vec<redis::Value>, Vec<String>) = redis::cmd("XAUTOCLAIM")
-            .arg(&[&topic, &group, "c", "0", &start_id, "COUNT", "100"])
-            .query(&mut c)
-            .unwrap_or_else(|e| panic!("XAUTOCLAIM with the broker down: {e}"));
-        dead_lettered += reply.2.len();
-        if reply.0 == "0-0" {
-            break;
-        }
-        start_id = reply.0;
-    }
-    assert_eq!(dead_lettered, dead.len(), "every unacknowledged entry dead-lettered");
+    let (topic, group) = &streams[1];
+    let reply: (String, Vec<redis::Value>, Vec<String>) = redis::cmd("XAUTOCLAIM")
+        .arg(&[topic, group, "c", "0", "0-0", "COUNT", "100"])
+        .query(&mut consumers[1])
+        .unwrap_or_else(|e| panic!("XAUTOCLAIM with the broker down: {e}"));
+    assert_eq!(reply.2.len(), 10, "every unacknowledged entry dead-lettered: {reply:?}");
     thread::sleep(Duration::from_secs(3));
     broker.restart();
     let back_at = Instant::now();
 
-    // The dead-letter topic takes the 15 once the broker is back.
-    let letters = read_topic_on(&addr, &format!("{topic}.dlq"), dead.len());
-    assert_eq!(letters.len(), dead.len());
-    // The commits that failed go again: Kafka has every partition done.
-    let ends: BTreeMap<i32, i64> = published.iter().fold(BTreeMap::new(), |mut ends, id| {
-        let (p, o) = id.split_once('-').unwrap();
-        let end = ends.entry(p.parse().unwrap()).or_insert(0);
-        *end = (*end).max(o.parse::<i64>().unwrap() + 1);
-        ends
-    });
-    let want: BTreeMap<i32, Offset> = ends.iter().map(|(p, o)| (*p, Offset::Offset(*o))).collect();
-    let committed = || committed_with(&[("bootstrap.servers", &addr)], &group, &topic, 2);
+    // The dead-letter topic takes the 10 once the broker is back.
+    let letters = read_topic_on(&addr, &dlq, 10);
+    assert_eq!(letters.len(), 10);
+    // The commit that could not go goes again: Kafka has both groups done.
+    let committed =
+        |i: usize| committed_with(&[("bootstrap.servers", &addr)], &streams[i].1, &streams[i].0, 2);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while committed() != want {
-        assert!(Instant::now() < deadline, "committed {:?}, want {want:?}", committed());
+    while committed(0) != ends[0] || committed(1) != ends[1] {
+        assert!(
+            Instant::now() < deadline,
+            "committed {:?} and {:?}, want {ends:?}",
+            committed(0),
+            committed(1)
+        );
         thread::sleep(Duration::from_millis(200));
     }
     let recovered = back_at.elapsed();
-    drop(c);
+    drop(consumers);
     daemon.signal("TERM");
     daemon.wait_exit();
-    assert_eq!(committed(), want, "the stop's commit keeps the whole state");
+    assert_eq!(
+        (committed(0), committed(1)),
+        (ends[0].clone(), ends[1].clone()),
+        "the stop's commit keeps it"
+    );
     let log = daemon.log();
-    assert!(log.contains("commit failed, trying again"), "a failed commit is logged:\n{log}");
     assert!(log.contains("committed at a stop"), "the stop's commit is logged:\n{log}");
 
     let (daemon, _dir2) = start();
-    let mut again = connect(daemon.addr, "sub");
-    let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREADGROUP")
-        .arg(&["GROUP", &group, "c2", "COUNT", "100", "BLOCK", "1500", "STREAMS", &topic, ">"])
-        .query(&mut again)
-        .unwrap();
-    let redelivered = reply.map_or(0, |r| r.keys.iter().map(|k| k.ids.len()).sum());
+    let mut redelivered = 0;
+    for stream in &streams {
+        let mut again = connect(daemon.addr, stream, "sub");
+        let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg(&["GROUP", &stream.1, "c2", "COUNT", "100", "BLOCK", "1500", "STREAMS", &stream.0, ">"])
+            .query(&mut again)
+            .unwrap();
+        redelivered += reply.map_or(0, |r| r.keys.iter().map(|k| k.ids.len()).sum::<usize>());
+    }
     Row {
         scenario: "13. queue XACKs and dead letters while the group's coordinator is down, then a graceful restart",
         acknowledged: Some(acked.len()),
@@ -1088,8 +1111,7 @@ fn queue_acknowledgements_survive_a_coordinator_outage_and_a_graceful_restart() 
         redelivered: Some(redelivered),
         recover_ms: Some(recovered.as_millis()),
         note: format!(
-            "{} dead-lettered while down, {} in the dead-letter topic; broker down {} ms",
-            dead.len(),
+            "10 dead-lettered while down, {} in the dead-letter topic; broker down {} ms; recovered = until both groups' commits were in",
             letters.len(),
             back_at.duration_since(down_at).as_millis()
         ),
@@ -1097,4 +1119,11 @@ fn queue_acknowledgements_survive_a_coordinator_outage_and_a_graceful_restart() 
     }
     .record();
     assert_eq!(redelivered, 0, "entries handed out again after a graceful restart");
+}
+
+/// The consumer `c`'s pending entries of `topic`, by XPENDING.
+fn read_pending(con: &mut redis::Connection, topic: &str, group: &str) -> Vec<String> {
+    let reply: redis::streams::StreamPendingCountReply =
+        redis::cmd("XPENDING").arg(&[topic, group, "-", "+", "100", "c"]).query(con).unwrap();
+    reply.ids.into_iter().map(|p| p.id).collect()
 }

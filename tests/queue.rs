@@ -669,7 +669,10 @@ fn group_creation_and_setid_mean_what_they_mean_in_redis() {
     let backlog = xadd(&mut publisher(&f), &f.topic, 6);
     // AUTH's default is offset=new; `XGROUP CREATE ... 0` overrides it.
     let mut a = connect(&f.server, &f.auth_string("sub", ""));
-    assert_eq!(xgroup(&mut a, &["CREATE", &f.topic, &f.group, "1-5"]), "ERR databus starts a group at 0 (the earliest entry of every partition) or $ (past the latest)");
+    assert_eq!(
+        xgroup(&mut a, &["CREATE", &f.topic, &f.group, "1-5"]),
+        "ERR databus starts a group at 0 (the earliest entry of every partition) or $ (past the latest)"
+    );
     assert_eq!(xgroup(&mut a, &["CREATE", &f.topic, &f.group, "0", "MKSTREAM"]), "OK");
     let got = read_n(&mut a, &f, "a", 6);
     assert_eq!(ids(&got), backlog.iter().cloned().collect(), "the backlog, from the earliest entry");
@@ -678,7 +681,10 @@ fn group_creation_and_setid_mean_what_they_mean_in_redis() {
     assert_eq!(lag(&mut a, &f.topic), Some(2), "two entries not handed out yet");
     // The group exists now (its member is up here): Redis's answer.
     let mut b = connect(&f.server, &f.auth_string("sub", ""));
-    assert_eq!(xgroup(&mut b, &["CREATE", &f.topic, &f.group, "$"]), "BUSYGROUP Consumer Group name already exists");
+    assert_eq!(
+        xgroup(&mut b, &["CREATE", &f.topic, &f.group, "$"]),
+        "BUSYGROUP Consumer Group name already exists"
+    );
     let reading = xgroup(&mut b, &["SETID", &f.topic, &f.group, "0"]);
     assert!(reading.starts_with("ERR consumers are reading group"), "{reading}");
     let other = xgroup(&mut b, &["CREATE", &f.topic, "another_group", "0"]);
@@ -704,7 +710,10 @@ fn group_creation_and_setid_mean_what_they_mean_in_redis() {
         assert!(Instant::now() < deadline, "the group still has members after 30 s");
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(xgroup(&mut c, &["CREATE", &f.topic, &f.group, "0"]), "BUSYGROUP Consumer Group name already exists");
+    assert_eq!(
+        xgroup(&mut c, &["CREATE", &f.topic, &f.group, "0"]),
+        "BUSYGROUP Consumer Group name already exists"
+    );
     let again = read_n(&mut c, &f, "c", 8);
     assert_eq!(ids(&again), all.iter().cloned().collect(), "SETID 0: everything again");
     drop(c);
@@ -733,7 +742,8 @@ fn a_queue_consumer_never_joins_kafka_on_its_own() {
     let mut b = consumer(&f);
     let members = || {
         use rdkafka::consumer::{BaseConsumer, Consumer};
-        let admin: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+        let admin: BaseConsumer =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
         let list = admin.fetch_group_list(Some(&f.group), Duration::from_secs(10)).unwrap();
         list.groups().iter().map(|g| g.members().len()).sum::<usize>()
     };

@@ -323,7 +323,8 @@ impl GroupClient {
         topic: &str,
         settings: &SubscriberSettings,
     ) -> Result<GroupClient, ConsumeError> {
-        let consumer = consumer_config(cluster, group, "latest", settings).create().map_err(ConsumeError::Create)?;
+        let consumer =
+            consumer_config(cluster, group, "latest", settings).create().map_err(ConsumeError::Create)?;
         Ok(GroupClient { consumer, group: group.to_owned(), topic: topic.to_owned() })
     }
 

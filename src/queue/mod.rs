@@ -514,7 +514,6 @@ impl QueueGroup {
         }
     }
 
-
     /// Waits on the book until `wake` or `timeout`; returns the book.
     pub(crate) fn wait<'a>(&self, book: MutexGuard<'a, Book>, timeout: Duration) -> MutexGuard<'a, Book> {
         match self.shared.more.wait_timeout(book, timeout) {

@@ -145,7 +145,8 @@ fn move_group(client: &GroupClient, group: &str, how: Move) -> Result<(), Comman
     let start = match how {
         Move::Create(start) => {
             let partitions: Vec<i32> = marks.iter().map(|(p, _, _)| *p).collect();
-            let committed = client.committed(&partitions, left()).map_err(kafka("read the group's offsets"))?;
+            let committed =
+                client.committed(&partitions, left()).map_err(kafka("read the group's offsets"))?;
             if members > 0 || committed.iter().any(|(_, o)| o.is_some()) {
                 return Err(CommandError::BusyGroup);
             }
@@ -154,10 +155,8 @@ fn move_group(client: &GroupClient, group: &str, how: Move) -> Result<(), Comman
         Move::SetId(_) if members > 0 => return Err(CommandError::GroupReading(group.to_owned())),
         Move::SetId(start) => start,
     };
-    let offsets: Vec<(i32, i64)> = marks
-        .iter()
-        .map(|&(p, low, high)| (p, if start == Start::Earliest { low } else { high }))
-        .collect();
+    let offsets: Vec<(i32, i64)> =
+        marks.iter().map(|&(p, low, high)| (p, if start == Start::Earliest { low } else { high })).collect();
     client.commit(&offsets).map_err(kafka("commit the group's offsets"))?;
     log::info!("group '{group}' starts at {start:?} ({how:?}): {offsets:?}");
     Ok(())
