@@ -550,25 +550,32 @@ struct Published {
     poison: bool,
 }
 
+/// Most entries scenario 13 publishes, one every `PACE`; every
+/// `POISON_EVERY`-th is poison.
+const MAX_ENTRIES: usize = 4000;
+const PACE: Duration = Duration::from_millis(25);
+const POISON_EVERY: usize = 97;
+
 /// One publisher: `XADD <topic> * value q-<n>` (and `poison 1` on every
-/// `poison_every`-th) every `pace`, up to `max` entries or until stopped,
-/// through slot A or, while A is down, B. An XADD that got an error is not
-/// acknowledged; the next one has a new value.
+/// `POISON_EVERY`-th) every `PACE`, up to `MAX_ENTRIES` or until stopped,
+/// none while paused, through slot A or, while A is down, B. An XADD that
+/// got an error is not acknowledged; the next one has a new value.
 fn publish_entries(
     slots: Vec<Arc<Slot>>,
     auth: String,
     topic: String,
     stop: Arc<AtomicBool>,
-    max: usize,
-    pace: Duration,
-    poison_every: usize,
+    pause: Arc<AtomicBool>,
 ) -> thread::JoinHandle<Vec<Published>> {
     use redis::Commands;
     thread::spawn(move || {
         let mut acked = Vec::new();
         let mut con: Option<redis::Connection> = None;
         let mut target = 0;
-        for n in 1..=max {
+        for n in 1..=MAX_ENTRIES {
+            while pause.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(50));
+            }
             if stop.load(Ordering::SeqCst) {
                 break;
             }
@@ -581,7 +588,7 @@ fn publish_entries(
                 continue;
             };
             let value = format!("q-{n}");
-            let poison = n % poison_every == 0;
+            let poison = n % POISON_EVERY == 0;
             let mut fields = vec![("value", value.clone())];
             if poison {
                 fields.push(("poison", "1".to_owned()));
@@ -594,7 +601,7 @@ fn publish_entries(
                     target = (target + 1) % slots.len();
                 }
             }
-            thread::sleep(pace);
+            thread::sleep(PACE);
         }
         acked
     })
@@ -693,7 +700,8 @@ fn redeliveries(log: &QueueLog) -> Vec<(&Ack, &Delivery)> {
 /// B, one group, 6 partitions, `max_deliveries = 3`, visibility timeout
 /// 2 s) under a steady XADD load through: A SIGKILLed and restarted; the
 /// broker that coordinates the group (and leads partitions of the topic)
-/// SIGKILLed for 15 s; B stopped with SIGTERM and started again. Every
+/// SIGKILLed for 15 s (publishing paused from 2 s into it until B's
+/// restart); B stopped with SIGTERM and started again. Every
 /// acknowledged XADD entry is handed out (the poison ones, never
 /// acknowledged, are in the dead-letter topic instead); every entry handed
 /// out again after its XACK returned 1 is in a class SPEC §8 allows (kill -9
@@ -736,14 +744,13 @@ fn queue_consumers_through_databus_and_coordinator_kills_and_a_graceful_restart(
     let t0 = Instant::now();
     let consumers = QueueConsumers::start(&slots, 3, &auth("sub"), &topic, &group);
     let stop_publishing = Arc::new(AtomicBool::new(false));
+    let pause_publishing = Arc::new(AtomicBool::new(false));
     let publisher = publish_entries(
         slots.clone(),
         auth("pub"),
         topic.clone(),
         stop_publishing.clone(),
-        4000,
-        Duration::from_millis(25),
-        97,
+        pause_publishing.clone(),
     );
     let (a1, b1) = (slots[0].now(), slots[1].now());
     consumers.await_first_delivery(a1, Duration::from_secs(60));
@@ -765,10 +772,17 @@ fn queue_consumers_through_databus_and_coordinator_kills_and_a_graceful_restart(
     let a_settled = a2_serves + Duration::from_secs(3);
     thread::sleep(Duration::from_secs(3));
 
-    // 2. The coordinator SIGKILLed for 15 s.
+    // 2. The coordinator SIGKILLed for 15 s. The commits of what is
+    // acknowledged meanwhile fail (the members' sessions time out before
+    // another broker coordinates). The publisher pauses 2 s into the outage
+    // until B2 serves: with no new acknowledgement a failed commit stays a
+    // partition's last before the graceful stop, which must retry it
+    // (SPEC §8), not leave it to be superseded by the next one.
     let down_at = Instant::now();
     cluster.node(coordinator).kill();
-    thread::sleep(Duration::from_secs(15));
+    thread::sleep(Duration::from_secs(2));
+    pause_publishing.store(true, Ordering::SeqCst);
+    thread::sleep(Duration::from_secs(13));
     cluster.restart(coordinator);
     cluster.await_in_sync(&topic);
     let broker_back = Instant::now();
@@ -786,6 +800,7 @@ fn queue_consumers_through_databus_and_coordinator_kills_and_a_graceful_restart(
     let b2 = slots[1].now();
     let b_restart = Instant::now();
     b = start(&slots[1]);
+    pause_publishing.store(false, Ordering::SeqCst);
     let b2_serves = consumers.await_first_delivery(b2, Duration::from_secs(60));
     thread::sleep(Duration::from_secs(5));
     stop_publishing.store(true, Ordering::SeqCst);
@@ -840,8 +855,14 @@ fn queue_consumers_through_databus_and_coordinator_kills_and_a_graceful_restart(
         classes.entry(windows.classify(ack, d)).or_default().push((ack, d));
     }
     let count = |c: Redelivery| classes.get(&c).map_or(0, Vec::len);
-    let commit_failures: Vec<String> =
-        logs.iter().map(|(p, text)| format!("{p} {}", text.matches("commit failed").count())).collect();
+    let commit_failures: Vec<String> = logs
+        .iter()
+        .map(|(p, text)| {
+            let (ours, librdkafka) =
+                (text.matches("commit failed").count(), text.matches("COMMITFAIL").count());
+            format!("{p} {ours} (librdkafka {librdkafka})")
+        })
+        .collect();
     let at = |i: Instant| format!("{:.1}s", i.saturating_duration_since(t0).as_secs_f64());
     eprintln!(
         "timeline: A killed {}, A2 serves {}, broker {coordinator} killed {}, back {}, B TERM {}, B exited {} \
@@ -891,7 +912,7 @@ fn queue_consumers_through_databus_and_coordinator_kills_and_a_graceful_restart(
         note: format!(
             "3 XREADGROUP consumers per process; {} poison entries ({} not in {topic}.dlq), {undelivered} \
              acknowledged entries never handed out; broker {coordinator} (the coordinator, leading \
-             partitions {led:?}) down 15 s; handed out again after XACK returned 1: kill -9 {}, rebalance \
+             partitions {led:?}) down 15 s, publishing paused from 2 s into it until B restarted; handed out again after XACK returned 1: kill -9 {}, rebalance \
              {}, coordinator {}, visibility timeout {}, after the graceful stop {}, unclassified {}; \
              commit failures logged: {}",
             poison.len(),
