@@ -350,7 +350,7 @@ fn below_min_isr_no_set_is_acknowledged_and_publishing_resumes() {
 }
 
 // ---------------------------------------------------------------------------
-// Scenario 13: queue mode (SPEC §8) on two databus processes through a
+// Scenario 14: queue mode (SPEC §8) on two databus processes through a
 // databus SIGKILL, a SIGKILL of the group's coordinator, and a graceful
 // restart.
 
@@ -550,7 +550,7 @@ struct Published {
     poison: bool,
 }
 
-/// Most entries scenario 13 publishes, one every `PACE`; every
+/// Most entries scenario 14 publishes, one every `PACE`; every
 /// `POISON_EVERY`-th is poison.
 const MAX_ENTRIES: usize = 4000;
 const PACE: Duration = Duration::from_millis(25);
@@ -696,7 +696,7 @@ fn redeliveries(log: &QueueLog) -> Vec<(&Ack, &Delivery)> {
         .collect()
 }
 
-/// Scenario 13: queue consumers (3 on each of two databus processes, A and
+/// Scenario 14: queue consumers (3 on each of two databus processes, A and
 /// B, one group, 6 partitions, `max_deliveries = 3`, visibility timeout
 /// 2 s) under a steady XADD load through: A SIGKILLed and restarted; the
 /// broker that coordinates the group (and leads partitions of the topic)
@@ -902,7 +902,7 @@ fn queue_consumers_through_databus_and_coordinator_kills_and_a_graceful_restart(
     }
     let mut row = Row {
         scenario:
-            "13. queue consumers on two databus processes: databus SIGKILL, coordinator SIGKILL, graceful \
+            "14. queue consumers on two databus processes: databus SIGKILL, coordinator SIGKILL, graceful \
                    restart",
         acknowledged: Some(published.len()),
         in_kafka: Some(in_kafka.len()),

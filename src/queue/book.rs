@@ -743,6 +743,11 @@ impl Book {
         self.commits_where(|_, part| !part.suspended, false)
     }
 
+    /// Whether Kafka has the whole current state of `partitions`.
+    pub(crate) fn is_committed(&self, partitions: &[i32]) -> bool {
+        self.commits_where(|p, _| partitions.contains(&p), true).is_empty()
+    }
+
     fn commits_where(&self, wanted: impl Fn(i32, &Part) -> bool, only_changed: bool) -> Vec<Commit> {
         let mut due = Vec::new();
         for (&partition, part) in &self.parts {
@@ -905,8 +910,10 @@ mod tests {
         // was committed before.
         assert_eq!(b.state_of(&[0, 5]), sent);
         assert_eq!(b.state(), sent);
+        assert!(b.is_committed(&[0]));
         b.ack(&[id("0-1")]);
         assert_eq!(b.due_commits(), vec![Commit { partition: 0, offset: 3, metadata: "".into() }]);
+        assert!(!b.is_committed(&[0]) && b.is_committed(&[1]));
         let counts = b.counts();
         assert_eq!((counts.delivered, counts.acknowledged), (4, 3));
     }

@@ -329,8 +329,19 @@ impl ConsumerContext for QueueContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(tpl) = rebalance else { return };
         let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        commit(consumer, &self.shared, "before a rebalance", |book| book.state_of(&revoked));
-        let mut book = self.shared.book();
+        // An XACK between the commit and the revocation would be lost (its
+        // entry handed out again by the next owner): the partitions leave
+        // under the same lock that saw their state committed, or after a
+        // few tries.
+        let mut tries = 0;
+        let mut book = loop {
+            tries += 1;
+            let sent = commit(consumer, &self.shared, "before a rebalance", |book| book.state_of(&revoked));
+            let book = self.shared.book();
+            if !matches!(sent, Some(Ok(()))) || book.is_committed(&revoked) || tries == 3 {
+                break book;
+            }
+        };
         match consumer.rebalance_protocol() {
             RebalanceProtocol::Cooperative => revoked.iter().for_each(|p| book.revoke(*p)),
             _ => book.suspend(&revoked),
