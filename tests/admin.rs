@@ -466,3 +466,78 @@ print(json.dumps({"offsets": reply["offsets"], "denied": denied}))
     let log = a.daemon.log();
     assert!(!log.contains(SECRET) && !log.contains("nope"), "a secret reached the log:\n{log}");
 }
+
+/// Queue mode's numbers move by exactly what the consumers did: entries
+/// delivered, claimed, dead-lettered (once the dead-letter topic has them)
+/// and acknowledged, the pending entries, no commit failures.
+#[test]
+fn queue_metrics_count_each_event() {
+    let python = venv_python();
+    let a = Admin::start("admin_queue", 1, &broker_list(), "[queue]\nmax_deliveries = 2\n");
+    create_topic(&format!("{}.dlq", a.topic), 1);
+    let gt = format!("group=\"{}\",topic=\"{}\"", a.group, a.topic);
+    let mut publisher = a.login("pub", "");
+    let ids: Vec<String> = (0..4)
+        .map(|i| match publisher.call(&["XADD", &a.topic, "*", "n", &i.to_string()]) {
+            Frame::Bulk(id) => String::from_utf8(id).unwrap(),
+            other => panic!("XADD: {other:?}"),
+        })
+        .collect();
+    let mut c = a.login("sub", "&offset=old");
+    let mut read = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read < 4 {
+        assert!(Instant::now() < deadline, "only {read} of 4 entries");
+        let reply = c.call(&[
+            "XREADGROUP",
+            "GROUP",
+            &a.group,
+            "c",
+            "COUNT",
+            "10",
+            "BLOCK",
+            "1000",
+            "STREAMS",
+            &a.topic,
+            ">",
+        ]);
+        if let Frame::Array(streams) = reply {
+            if let Some(Frame::Array(stream)) = streams.first() {
+                if let Some(Frame::Array(entries)) = stream.get(1) {
+                    read += entries.len();
+                }
+            }
+        }
+    }
+    assert_eq!(c.call(&["XACK", &a.topic, &a.group, &ids[0], &ids[1]]), Frame::Integer(2));
+    // Delivered twice now (the read, the claim): the next claim of it
+    // dead-letters it instead, and claims the fourth.
+    let claimed = c.call(&["XCLAIM", &a.topic, &a.group, "c2", "0", &ids[2], "JUSTID"]);
+    assert_eq!(claimed, Frame::Array(vec![Frame::Bulk(ids[2].clone().into_bytes())]));
+    let claimed = c.call(&["XCLAIM", &a.topic, &a.group, "c2", "0", &ids[2]]);
+    assert!(matches!(&claimed, Frame::Array(e) if e.len() == 1), "{claimed:?}");
+    let auto = c.call(&["XAUTOCLAIM", &a.topic, &a.group, "c3", "0", "0-0", "COUNT", "10"]);
+    let Frame::Array(auto) = auto else { panic!("XAUTOCLAIM: {auto:?}") };
+    assert_eq!(auto[2], Frame::Array(vec![Frame::Bulk(ids[2].clone().into_bytes())]), "dead-lettered");
+    let want = [
+        (format!("databus_queue_entries_total{{event=\"delivered\",{gt}}}"), 4.0),
+        (format!("databus_queue_entries_total{{event=\"acknowledged\",{gt}}}"), 2.0),
+        (format!("databus_queue_entries_total{{event=\"claimed\",{gt}}}"), 3.0),
+        (format!("databus_queue_entries_total{{event=\"dead_lettered\",{gt}}}"), 1.0),
+        (format!("databus_queue_entries_total{{event=\"redelivered\",{gt}}}"), 0.0),
+        (format!("databus_queue_pending{{{gt}}}"), 1.0),
+        (format!("databus_queue_commit_failures_total{{{gt}}}"), 0.0),
+    ];
+    // The group's thread hands its numbers over every 100 ms; the dead
+    // letter counts once the broker has it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = scrape(&python, &a.url);
+        let got: Vec<(String, f64)> = want.iter().map(|(k, _)| (k.clone(), sample(&m, k))).collect();
+        if got == want {
+            break;
+        }
+        assert!(Instant::now() < deadline, "queue metrics {got:?}, want {want:?}");
+        thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -164,7 +164,6 @@ const PREFETCH: usize = 10_000;
 const PREFETCH_BYTES: usize = 16 << 20;
 /// Records taken from librdkafka per lock of the book.
 const POLL_BATCH: usize = 500;
-const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a queue command waits on the brokers: under a client's default
 /// read timeout (Jedis: 2 s).
 const BROKER_WAIT: Duration = Duration::from_millis(1500);
@@ -448,7 +447,7 @@ impl QueueGroup {
             consumer_config(with.cluster, &key.group, reset, with.subscriber)
                 .create_with_context(QueueContext { shared: shared.clone() })
                 .map_err(ConsumeError::Create)?;
-        let metadata = consumer.fetch_metadata(Some(&key.topic), METADATA_TIMEOUT).map_err(|e| {
+        let metadata = consumer.fetch_metadata(Some(&key.topic), BROKER_WAIT).map_err(|e| {
             ConsumeError::Metadata {
                 cluster: key.cluster.clone(),
                 topic: key.topic.clone(),
