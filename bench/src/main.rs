@@ -17,6 +17,7 @@ mod options;
 mod phases;
 mod procfs;
 mod queue;
+mod relay;
 mod report;
 mod resp;
 mod setup;
@@ -51,7 +52,18 @@ pub(crate) const SUB_WAIT_TIMEOUT_MS: u64 = 3_000;
 pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
-    match run() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.as_slice() {
+        [relay, listen, target, delay_us] if relay == "relay" => match delay_us.parse::<u64>() {
+            Ok(us) => relay::run(listen, target, Duration::from_micros(us)),
+            Err(_) => Err(format!("relay: DELAY_US must be microseconds, not {delay_us:?}").into()),
+        },
+        [] => run(),
+        _ => Err("usage: databus-bench (the bench, set up by the environment), or \
+                  databus-bench relay LISTEN TARGET DELAY_US"
+            .into()),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("databus-bench: {e}");
