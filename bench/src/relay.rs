@@ -110,8 +110,7 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration, held: Arc<Mutex
         let mut stamps = Vec::new();
         // A chunk taken from the channel that was not due yet.
         let mut next: Option<(Instant, Vec<u8>)> = None;
-        loop {
-            let Some((read_at, chunk)) = next.take().or_else(|| due.recv().ok()) else { break };
+        while let Some((read_at, chunk)) = next.take().or_else(|| due.recv().ok()) {
             let now = Instant::now();
             if read_at + delay > now {
                 thread::sleep(read_at + delay - now);

@@ -447,14 +447,13 @@ impl QueueGroup {
             consumer_config(with.cluster, &key.group, reset, with.subscriber)
                 .create_with_context(QueueContext { shared: shared.clone() })
                 .map_err(ConsumeError::Create)?;
-        let metadata = consumer.fetch_metadata(Some(&key.topic), BROKER_WAIT).map_err(|e| {
-            ConsumeError::Metadata {
+        let metadata =
+            consumer.fetch_metadata(Some(&key.topic), BROKER_WAIT).map_err(|e| ConsumeError::Metadata {
                 cluster: key.cluster.clone(),
                 topic: key.topic.clone(),
                 cause: Box::new(e),
                 last_error: shared.errors.get(),
-            }
-        })?;
+            })?;
         let found = metadata.topics().iter().find(|t| t.name() == key.topic);
         if found.filter(|t| t.error().is_none()).is_none_or(|t| t.partitions().is_empty()) {
             return Err(ConsumeError::NoTopic(key.topic.clone()));
