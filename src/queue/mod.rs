@@ -166,7 +166,7 @@ const PREFETCH_BYTES: usize = 16 << 20;
 const POLL_BATCH: usize = 500;
 /// Longest a queue command waits on the brokers: under a client's default
 /// read timeout (Jedis: 2 s).
-const BROKER_WAIT: Duration = Duration::from_millis(1500);
+pub(crate) const BROKER_WAIT: Duration = Duration::from_millis(1500);
 /// How long an assignment waits for the committed offsets' metadata.
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -287,7 +287,7 @@ pub(crate) struct QueueGroup {
     /// Where the group starts on a partition it has no commit for.
     start: StartOffset,
     /// To the group's dead-letter thread (see [`QueueGroup::dead_letter`]).
-    dead_letters: Mutex<mpsc::Sender<Vec<Arc<Entry>>>>,
+    dead_letters: mpsc::Sender<Vec<Arc<Entry>>>,
     thread: Mutex<Option<thread::JoinHandle<()>>>,
 }
 
@@ -332,13 +332,20 @@ impl ConsumerContext for QueueContext {
         // entry handed out again by the next owner): the partitions leave
         // under the same lock that saw their state committed, or after a
         // few tries.
+        // Kafka acknowledging exactly the current state (the stop's commit
+        // before the close's revocation) needs no second commit.
         let mut tries = 0;
         let mut book = loop {
-            tries += 1;
-            let sent = commit(consumer, &self.shared, "before a rebalance", |book| book.state_of(&revoked));
             let book = self.shared.book();
-            if !matches!(sent, Some(Ok(()))) || book.is_committed(&revoked) || tries == 3 {
+            if book.is_committed(&revoked) || tries == 3 {
                 break book;
+            }
+            drop(book);
+            tries += 1;
+            let sent =
+                commit(consumer, &self.shared, Some("before a rebalance"), |book| book.state_of(&revoked));
+            if !matches!(sent, Some(Ok(()))) {
+                break self.shared.book();
             }
         };
         match consumer.rebalance_protocol() {
@@ -363,6 +370,11 @@ impl ConsumerContext for QueueContext {
             asked.add_partition(&self.shared.topic, *p);
         }
         let committed = consumer.committed_offsets(asked, COMMITTED_TIMEOUT);
+        if let Err(e) = &committed {
+            // The partitions start from the commit all the same; what its
+            // metadata says was acknowledged above it comes again.
+            log::warn!("queue group on '{}': no committed metadata for {new:?}: {e}", self.shared.topic);
+        }
         let mut book = self.shared.book();
         for p in new {
             let ranges = committed
@@ -388,7 +400,7 @@ impl ConsumerContext for QueueContext {
 fn commit<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     shared: &Shared,
-    when: &str,
+    when: Option<&str>,
     pick: impl FnOnce(&Book) -> Vec<Commit>,
 ) -> Option<Result<(), KafkaError>> {
     let _order = shared.commit_order.lock().unwrap_or_else(|e| e.into_inner());
@@ -401,7 +413,7 @@ fn commit<C: ConsumerContext>(
             shared.commit_failures.fetch_add(1, Ordering::Relaxed);
         }
     }
-    if !when.is_empty() {
+    if let Some(when) = when {
         let what = commits.iter().map(|c| format!("{}@{}", c.partition, c.offset)).collect::<Vec<_>>();
         match &result {
             Ok(()) => log::info!("queue group on '{}': committed {when}: {}", shared.topic, what.join(" ")),
@@ -458,18 +470,20 @@ impl QueueGroup {
         if found.filter(|t| t.error().is_none()).is_none_or(|t| t.partitions().is_empty()) {
             return Err(ConsumeError::NoTopic(key.topic.clone()));
         }
-        consumer.subscribe(&[&key.topic]).map_err(ConsumeError::Create)?;
+        let side = GroupClient::new(with.cluster, &key.group, &key.topic)?;
         let membership = Membership::count(
             with.members,
             Member { cluster: &key.cluster, group: &key.group, topic: &key.topic, start: with.start },
         );
         let consumer = Arc::new(consumer);
-        let side = GroupClient::new(with.cluster, &key.group, &key.topic, with.subscriber)?;
+        // Threads first, the subscription last: whatever fails before it
+        // stops the threads made so far, and no member joins that nothing
+        // polls.
         let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
-            thread::Builder::new()
-                .name(format!("{name}-{}", key.topic))
-                .spawn(run)
-                .map_err(|e| ConsumeError::Create(KafkaError::ClientCreation(e.to_string())))
+            thread::Builder::new().name(format!("{name}-{}", key.topic)).spawn(run).map_err(|e| {
+                shared.stop.store(true, Ordering::SeqCst);
+                ConsumeError::Create(KafkaError::ClientCreation(e.to_string()))
+            })
         };
         let (dead_letters, letters) = mpsc::channel();
         let dead_letterer = DeadLetters {
@@ -495,13 +509,18 @@ impl QueueGroup {
             committer: Some(committer),
             _membership: membership,
         };
+        let poller_consumer = poller.consumer.clone();
         let thread = spawn("queue", Box::new(move || poller.run()))?;
+        if let Err(e) = poller_consumer.subscribe(&[&key.topic]) {
+            shared.stop.store(true, Ordering::SeqCst);
+            return Err(ConsumeError::Create(e));
+        }
         Ok(QueueGroup {
             key: key.clone(),
             shared,
             side,
             start: with.start,
-            dead_letters: Mutex::new(dead_letters),
+            dead_letters,
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -510,16 +529,14 @@ impl QueueGroup {
     /// thread, which produces them to the dead-letter topic: each is
     /// acknowledged once stored there, or handed out again if refused.
     /// Meanwhile they are neither pending nor ready (the book's `dying`),
-    /// so the command that met them answers at once.
+    /// so the command that met them answers at once; they stay outstanding
+    /// (uncommitted) until stored. A dead letter the broker stores after
+    /// the member's last commit (at a stop) is in the dead-letter topic and
+    /// comes again from the stream too: at least once.
     pub(crate) fn dead_letter(&self, entries: Vec<Arc<Entry>>) {
-        if entries.is_empty() {
-            return;
-        }
-        let sender = self.dead_letters.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(mpsc::SendError(entries)) = sender.send(entries) {
-            // The group is stopping: they stay outstanding (uncommitted),
-            // so the next member hands them out again.
-            log::info!("{} dead letters of '{}' left for the next member", entries.len(), self.key.topic);
+        if !entries.is_empty() {
+            // The thread ends only once this group (the sender) is gone.
+            let _ = self.dead_letters.send(entries);
         }
     }
 
@@ -542,12 +559,9 @@ impl QueueGroup {
     }
 
     /// The topic's partitions and their low and high watermarks, within
-    /// [`BROKER_WAIT`]; none if the brokers did not answer in time.
-    pub(crate) fn watermarks(&self) -> Vec<(i32, i64, i64)> {
-        self.side.watermarks(BROKER_WAIT).unwrap_or_else(|e| {
-            log::info!("queue group on '{}': no watermarks within {BROKER_WAIT:?}: {e}", self.key.topic);
-            Vec::new()
-        })
+    /// [`BROKER_WAIT`].
+    pub(crate) fn watermarks(&self) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
+        self.side.watermarks(BROKER_WAIT)
     }
 
     /// Entries not yet handed out, as `XINFO GROUPS` reports `lag`: per
@@ -634,12 +648,14 @@ impl DeadLetters {
 
 /// Commits what is acknowledged every `HOUSEKEEPING`, until the group
 /// stops; a failed commit stays due and goes again at the next tick. A run
-/// of failures is logged once, at its start and at its end.
+/// of failures is logged once, at its start and at its end. At the stop,
+/// the whole state, whatever was committed before (one thread, so a stop
+/// during a coordinator outage waits for one held commit, not two).
 fn commit_periodically(consumer: &BaseConsumer<QueueContext>, shared: &Shared) {
     let mut failing_since: Option<Instant> = None;
     while !shared.stop.load(Ordering::SeqCst) {
         thread::sleep(HOUSEKEEPING);
-        match commit(consumer, shared, "", Book::due_commits) {
+        match commit(consumer, shared, None, Book::due_commits) {
             Some(Ok(())) => {
                 if let Some(since) = failing_since.take() {
                     log::info!(
@@ -656,6 +672,7 @@ fn commit_periodically(consumer: &BaseConsumer<QueueContext>, shared: &Shared) {
             _ => {}
         }
     }
+    commit(consumer, shared, Some("at a stop"), Book::state);
 }
 
 /// The group's thread.
@@ -690,12 +707,12 @@ impl Poller {
                 break;
             }
         }
-        // The committer first: the last commit sends the whole state,
-        // after any periodic one.
+        // Also when the registry is gone (`leave`): the committer ends with
+        // the stop's commit of the whole state.
+        self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.committer.take() {
             let _ = t.join();
         }
-        commit(&self.consumer, &self.shared, "at a stop", Book::state);
         self.report(true);
         self.consumer.unsubscribe();
         log::info!("queue group '{}' on '{}' left", self.key.group, self.key.topic);

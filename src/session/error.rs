@@ -89,7 +89,7 @@ pub(crate) enum CommandError {
     BadTimeout,
     #[error("Consumer Group name already exists")]
     BusyGroup,
-    #[error("consumers are reading group '{0}' (on this databus or another): XGROUP SETID moves its offsets only while nobody reads")]
+    #[error("consumers are reading group '{0}' (on this databus or another, or its member lingers queue.linger_ms after the last one left): XGROUP SETID moves its offsets only while nobody reads")]
     GroupReading(String),
     #[error("databus starts a group at 0 (the earliest entry of every partition) or $ (past the latest)")]
     GroupStart,

@@ -113,6 +113,30 @@ pub(crate) fn redis_group(key: &QueueKey) -> String {
     }
 }
 
+/// The connection's group (its shared member's key, and its name as the
+/// client knows it), after checking that `key` and `group` name it;
+/// without turning the connection to queue mode.
+pub(crate) fn group_of(
+    session: &Session,
+    key: &[u8],
+    group: &[u8],
+) -> Result<(QueueKey, String), CommandError> {
+    let (queue_key, granted) = match &session.state {
+        State::Queue(q) => (q.attached.group.key.clone(), q.group.clone()),
+        State::Subscriber(s) if s.classic => return Err(CommandError::ClassicOnly),
+        State::Subscriber(s) => (s.queue.clone(), redis_group(&s.queue)),
+        // The command table lets only subscribers through.
+        _ => return Err(CommandError::NoAuth),
+    };
+    if key != queue_key.topic.as_bytes() {
+        return Err(CommandError::OtherStream(queue_key.topic));
+    }
+    if group != granted.as_bytes() {
+        return Err(CommandError::OtherGroup { asked: shown(group), granted });
+    }
+    Ok((queue_key, granted))
+}
+
 /// Whether the client went away, or the server wants the connection to end.
 pub(crate) fn should_stop(session: &Session) -> bool {
     session.interrupt.is_set() || session.hang_up.as_ref().is_some_and(HangUpWatch::hung_up)

@@ -13,17 +13,14 @@
 //! Neither CREATE nor SETID makes the connection a queue consumer: they ask
 //! Kafka through a client that never joins the group.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::kafka::GroupClient;
+use crate::queue::BROKER_WAIT;
 use crate::resp::Frame;
 use crate::session::error::shown_name;
-use crate::session::queue::{self, consumer_name, redis_group};
-use crate::session::{CommandError, Reply, Session, State};
-
-/// Longest XGROUP waits on the brokers: under a client's default read
-/// timeout (Jedis: 2 s).
-const BROKER_WAIT: Duration = Duration::from_millis(1500);
+use crate::session::queue::{self, consumer_name};
+use crate::session::{CommandError, Reply, Session};
 
 pub(crate) fn run(session: &mut Session, args: &[Vec<u8>]) -> Reply {
     apply(session, args).into()
@@ -106,20 +103,8 @@ fn check_options(options: &[Vec<u8>], create: bool) -> Result<(), CommandError> 
 /// Checks the names, then commits the group's new start, if the group is
 /// new (CREATE) or idle (SETID).
 fn position(session: &mut Session, key: &[u8], group: &[u8], how: Move) -> Result<Frame, CommandError> {
-    let (key_of, granted) = match &session.state {
-        State::Queue(q) => (q.attached.group.key.clone(), q.group.clone()),
-        State::Subscriber(s) if s.classic => return Err(CommandError::ClassicOnly),
-        State::Subscriber(s) => (s.queue.clone(), redis_group(&s.queue)),
-        // The command table lets only subscribers through.
-        _ => return Err(CommandError::NoAuth),
-    };
+    let (key_of, granted) = queue::group_of(session, key, group)?;
     let topic = key_of.topic.clone();
-    if key != topic.as_bytes() {
-        return Err(CommandError::OtherStream(topic));
-    }
-    if group != granted.as_bytes() {
-        return Err(CommandError::OtherGroup { asked: shown_name(group), granted });
-    }
     // The group's member is up on this databus.
     if session.ctx.queues.has(&key_of) {
         return Err(match how {
@@ -131,7 +116,7 @@ fn position(session: &mut Session, key: &[u8], group: &[u8], how: Move) -> Resul
     let Some(cluster) = clusters.get(&key_of.cluster) else {
         return Err(CommandError::Unsupported("the grant's cluster is no longer configured"));
     };
-    let client = GroupClient::new(cluster, &key_of.group, &topic, &session.ctx.settings.subscriber)?;
+    let client = GroupClient::new(cluster, &key_of.group, &topic)?;
     move_group(&client, &granted, how)?;
     Ok(Frame::ok())
 }
@@ -157,7 +142,7 @@ fn move_group(client: &GroupClient, group: &str, how: Move) -> Result<(), Comman
     };
     let offsets: Vec<(i32, i64)> =
         marks.iter().map(|&(p, low, high)| (p, if start == Start::Earliest { low } else { high })).collect();
-    client.commit(&offsets).map_err(kafka("commit the group's offsets"))?;
+    client.commit(&offsets, left()).map_err(kafka("commit the group's offsets"))?;
     log::info!("group '{group}' starts at {start:?} ({how:?}): {offsets:?}");
     Ok(())
 }

@@ -71,7 +71,9 @@ fn apply(session: &mut Session, args: &[Vec<u8>]) -> Result<Frame, CommandError>
             )
         }
         _ => {
-            let marks = qgroup.watermarks();
+            let marks = qgroup
+                .watermarks()
+                .map_err(|cause| CommandError::Kafka { what: "read the topic's offsets", cause })?;
             let length: i64 = marks.iter().map(|(_, lo, hi)| hi - lo).sum();
             let added: i64 = marks.iter().map(|(_, _, hi)| hi).sum();
             let last = marks
