@@ -157,7 +157,7 @@ impl Opts {
             replication: env_num("BENCH_REPLICATION", 1)?,
             value_size: env_num("BENCH_VALUE_SIZE", 100)?,
             linger_ms: env_num("BENCH_LINGER_MS", 0)?,
-            max_in_flight: env_num("BENCH_MAX_IN_FLIGHT", 1)?,
+            max_in_flight: env_num("BENCH_MAX_IN_FLIGHT", 5)?,
             producer_instances: env_str("BENCH_PRODUCER_INSTANCES")
                 .map(|v| v.parse().map_err(|_| format!("BENCH_PRODUCER_INSTANCES={v:?} is not a number")))
                 .transpose()?,
@@ -173,7 +173,7 @@ impl Opts {
             bursts: env_num("BENCH_BURSTS", pick(400, 40))?,
             grid_clients: env_list("BENCH_GRID_CLIENTS", &[1, 10, 50, 100])?,
             grid_pipelines: env_list("BENCH_GRID_PIPELINES", &[1, 16])?,
-            grid_partitions: env_list("BENCH_GRID_PARTITIONS", &[3, 12])?
+            grid_partitions: env_list("BENCH_GRID_PARTITIONS", &[3, 12, 64])?
                 .into_iter()
                 .map(|p| p as i32)
                 .collect(),

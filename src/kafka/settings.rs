@@ -17,8 +17,11 @@ pub(crate) const PRODUCER_TIMEOUT_MS: Number = Number::millis("producer.timeout_
 /// 0 is a valid linger: send at once.
 pub(crate) const PRODUCER_LINGER_MS: Number = Number::count("producer.linger_ms", 0, 0, 900_000);
 pub(crate) const PRODUCER_INSTANCES: Number = Number::count("producer.instances", 1, 1, 64);
-/// librdkafka's ceiling for an idempotent producer is 5.
-pub(crate) const PRODUCER_MAX_IN_FLIGHT: Number = Number::count("producer.max_in_flight", 1, 1, 5);
+/// librdkafka's ceiling for an idempotent producer is 5, which keeps each
+/// partition's order. 5 since the bench crossed a network (BENCHMARKS.md,
+/// "Across a network"): with 1, every record waits for the request in
+/// flight to its partition's broker, a round trip each.
+pub(crate) const PRODUCER_MAX_IN_FLIGHT: Number = Number::count("producer.max_in_flight", 5, 1, 5);
 pub(crate) const SUBSCRIBER_BATCH_SIZE: Number = Number::count("subscriber.batch_size", 100, 1, 100_000);
 pub(crate) const SUBSCRIBER_TICK_MS: Number = Number::millis("subscriber.tick_ms", 100);
 /// An empty `MGET` answers after 1.5 s by default: before the shortest read
