@@ -22,7 +22,11 @@
 # (`databus-bench relay`) that holds every byte BENCH_RELAY_US each way:
 # databus, the bare and the Java producer all reach Kafka through it (point
 # a Go databus's cluster at $BENCH_RELAY_ADDR). BENCH_RELAY_US=0 runs on
-# DATABUS_BROKERS directly (loopback), as before.
+# DATABUS_BROKERS directly (loopback), as before. BENCH_RELAY_NODES=3 makes
+# it a three-broker cluster (.run/bench/relayed3; topics with replication 3
+# and min.insync.replicas 2 unless BENCH_REPLICATION says otherwise), each
+# broker behind a relay of its own; replication between the brokers is not
+# delayed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,10 +36,12 @@ PID_FILE="$RUN_DIR/databus.pid"
 mkdir -p "$RUN_DIR"
 
 RELAY_US=${BENCH_RELAY_US:-250}
+RELAY_NODES=${BENCH_RELAY_NODES:-1}
+# Node i's ports: its own listener, controller, the listener behind the
+# relay, and the relay's: BENCH_RELAY_PORT (19192) + 10 (i - 1) + 0..3.
+RELAY_BASE=${BENCH_RELAY_PORT:-19192}
 RELAYED_DIR="$RUN_DIR/relayed"
-# The relayed broker's ports: its own listener, controller, the listener
-# behind the relay, and the relay's.
-RELAY_PORTS=(${BENCH_RELAY_PORTS:-19192 19193 19194 19195})
+((RELAY_NODES == 1)) || RELAYED_DIR="$RUN_DIR/relayed$RELAY_NODES"
 
 kill_pid_file() {
 	local pid
@@ -47,9 +53,11 @@ kill_pid_file() {
 }
 
 cleanup() {
+	local f
 	kill_pid_file "$PID_FILE"
-	kill_pid_file "$RUN_DIR/relay.pid"
-	kill_pid_file "$RUN_DIR/relayed-kafka.pid"
+	for f in "$RUN_DIR"/relay*.pid "$RUN_DIR"/relayed-kafka*.pid; do
+		[[ -e $f ]] && kill_pid_file "$f"
+	done
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -65,29 +73,46 @@ fi
 cargo build --release -p databus -p databus-bench
 
 if ((RELAY_US > 0)); then
-	read -r kport cport inner relay <<<"${RELAY_PORTS[*]}"
 	mkdir -p "$RELAYED_DIR"
-	cat >"$RELAYED_DIR/relay.properties" <<-EOF
-		# the clients' listener (RELAYED) is reached through the delay relay
-		advertised.listeners=PLAINTEXT://127.0.0.1:$kport,RELAYED://127.0.0.1:$relay
-	EOF
-	scripts/kafka.sh node --dir "$RELAYED_DIR" --id 1 --port "$kport" --controller-port "$cport" \
-		--listener "RELAYED:PLAINTEXT:$inner" --props "$RELAYED_DIR/relay.properties" \
-		>"$RELAYED_DIR/kafka.log" 2>&1 &
-	echo $! >"$RUN_DIR/relayed-kafka.pid"
-	# The relay reads a line on stdin to print what it held; the fifo is kept open.
-	rm -f "$RUN_DIR/relay.in"
-	mkfifo "$RUN_DIR/relay.in"
-	target/release/databus-bench relay "127.0.0.1:$relay" "127.0.0.1:$inner" "$RELAY_US" \
-		<"$RUN_DIR/relay.in" >"$RUN_DIR/relay.log" 2>&1 &
-	echo $! >"$RUN_DIR/relay.pid"
-	exec 9>"$RUN_DIR/relay.in"
-	scripts/kafka.sh ready "127.0.0.1:$relay" 120 ||
-		{ tail -n 30 "$RELAYED_DIR/kafka.log" >&2; exit 1; }
-	export DATABUS_BROKERS="127.0.0.1:$relay" BENCH_RELAY_ADDR="127.0.0.1:$relay"
-	export BENCH_BROKER_PID=$(cat "$RUN_DIR/relayed-kafka.pid")
-	export BENCH_RELAY_US=$RELAY_US
-	echo "bench.sh: Kafka on 127.0.0.1:$kport, reached through a ${RELAY_US} µs (each way) relay on $BENCH_RELAY_ADDR" >&2
+	voters="" relays=""
+	for ((n = 1; n <= RELAY_NODES; n++)); do
+		voters+="${voters:+,}$n@127.0.0.1:$((RELAY_BASE + 10 * (n - 1) + 1))"
+		relays+="${relays:+,}127.0.0.1:$((RELAY_BASE + 10 * (n - 1) + 3))"
+	done
+	if ((RELAY_NODES > 1)); then
+		[[ -f $RELAYED_DIR/cluster.id ]] || scripts/kafka.sh new-cluster-id >"$RELAYED_DIR/cluster.id"
+		export BENCH_REPLICATION=${BENCH_REPLICATION:-$RELAY_NODES}
+	fi
+	broker_pids="" relay_fds=()
+	for ((n = 1; n <= RELAY_NODES; n++)); do
+		kport=$((RELAY_BASE + 10 * (n - 1))) cport=$((RELAY_BASE + 10 * (n - 1) + 1))
+		inner=$((RELAY_BASE + 10 * (n - 1) + 2)) relay=$((RELAY_BASE + 10 * (n - 1) + 3))
+		dir=$RELAYED_DIR
+		((RELAY_NODES == 1)) || dir="$RELAYED_DIR/node$n"
+		mkdir -p "$dir"
+		cat >"$dir/relay.properties" <<-EOF
+			# the clients' listener (RELAYED) is reached through the delay relay
+			advertised.listeners=PLAINTEXT://127.0.0.1:$kport,RELAYED://127.0.0.1:$relay
+		EOF
+		node_args=(--dir "$dir" --id "$n" --port "$kport" --controller-port "$cport" --voters "$voters"
+			--replication "$RELAY_NODES" --listener "RELAYED:PLAINTEXT:$inner" --props "$dir/relay.properties")
+		((RELAY_NODES == 1)) || node_args+=(--cluster-id "$(cat "$RELAYED_DIR/cluster.id")")
+		scripts/kafka.sh node "${node_args[@]}" >"$dir/kafka.log" 2>&1 &
+		echo $! >"$RUN_DIR/relayed-kafka$n.pid"
+		broker_pids+="${broker_pids:+,}$!"
+		# A relay prints what it held when it reads a line; its fifo stays open.
+		rm -f "$RUN_DIR/relay$n.in"
+		mkfifo "$RUN_DIR/relay$n.in"
+		exec {fd}<>"$RUN_DIR/relay$n.in"
+		relay_fds+=("$fd")
+		target/release/databus-bench relay "127.0.0.1:$relay" "127.0.0.1:$inner" "$RELAY_US" \
+			<"$RUN_DIR/relay$n.in" >"$RUN_DIR/relay$n.log" 2>&1 &
+		echo $! >"$RUN_DIR/relay$n.pid"
+	done
+	scripts/kafka.sh ready "$relays" 180 "$RELAY_NODES" ||
+		{ tail -n 30 "$RELAYED_DIR"/kafka.log "$RELAYED_DIR"/node*/kafka.log >&2 2>/dev/null; exit 1; }
+	export DATABUS_BROKERS=$relays BENCH_RELAY_ADDR=$relays BENCH_BROKER_PID=$broker_pids BENCH_RELAY_US=$RELAY_US
+	echo "bench.sh: $RELAY_NODES Kafka node(s) reached through ${RELAY_US} µs (each way) relays on $relays" >&2
 fi
 
 local_broker="127.0.0.1:${DATABUS_KAFKA_PORT:-9092}"
@@ -128,8 +153,8 @@ fi
 status=0
 target/release/databus-bench || status=$?
 if ((RELAY_US > 0)); then
-	echo >&9
+	for fd in "${relay_fds[@]}"; do echo >&"$fd"; done
 	sleep 0.5
-	grep '^relay:' "$RUN_DIR/relay.log" | tail -n 1 >&2 || true
+	grep -h '^relay: .* held' "$RUN_DIR"/relay[0-9]*.log >&2 || true
 fi
 exit "$status"

@@ -34,7 +34,7 @@ use crate::phases::{
     direct_send, key_of, percentiles, round, timed_workers, value_of, Direct, Percentiles, Waiter,
 };
 use crate::procfs::{
-    children_cpu, context_switches, cpu_of, machine_busy, pid_listening, thread_context_switches, Cpu,
+    children_cpu, context_switches, cpu_of, cpu_of_all, machine_busy, pid_listening, thread_context_switches, Cpu,
 };
 use crate::setup::create_tables;
 use crate::Res;
@@ -265,7 +265,7 @@ impl Usage {
             server: server.and_then(|p| cpu_of(Some(p), t)),
             children: children_cpu(t),
             me: cpu_of(None, t).unwrap_or(0.0),
-            broker: opts.broker_pid.and_then(|p| cpu_of(Some(p), t)),
+            broker: cpu_of_all(&opts.broker_pids, t),
             machine: machine_busy(t),
             switches: server.map_or_else(|| context_switches(None), |p| context_switches(Some(p))),
         }
@@ -342,7 +342,7 @@ fn redis_benchmark(
 /// here every record of a batch the time from its first send to the
 /// batch's first report.
 fn bare(opts: &Opts, producer: &Direct, topic: &str, clients: usize, pipeline: usize, n: usize) -> Res<Shot> {
-    let cpu = Cpu { databus_pid: None, broker_pid: opts.broker_pid, clk_tck: opts.clk_tck };
+    let cpu = Cpu { databus_pid: None, broker_pids: opts.broker_pids.clone(), clk_tck: opts.clk_tck };
     let latencies = Mutex::new(Vec::with_capacity(n));
     let value_size = opts.value_size;
     // The live threads now (librdkafka's; the workers start after this)

@@ -41,7 +41,8 @@ pub(crate) struct Opts {
     pub(crate) sub_batch: Option<usize>,
     /// Top-level TOML lines added to the generated config (tuning experiments).
     pub(crate) config_top: String,
-    pub(crate) broker_pid: Option<u32>,
+    /// The brokers whose CPU goes into the tables (a cluster's, summed).
+    pub(crate) broker_pids: Vec<u32>,
     pub(crate) clk_tck: f64,
     pub(crate) phases: Phases,
     /// Runs of each publish case; the median is reported.
@@ -166,7 +167,9 @@ impl Opts {
                 .map(|v| v.parse().map_err(|_| format!("BENCH_SUB_BATCH={v:?} is not a number")))
                 .transpose()?,
             config_top: env_str("BENCH_CONFIG_TOP").unwrap_or_default(),
-            broker_pid: env_str("BENCH_BROKER_PID").and_then(|v| v.trim().parse().ok()),
+            broker_pids: env_str("BENCH_BROKER_PID")
+                .map(|v| v.split([',', ' ']).filter_map(|p| p.trim().parse().ok()).collect())
+                .unwrap_or_default(),
             clk_tck,
             phases: Phases::from_env()?,
             repeat: env_num("BENCH_REPEAT", pick(3, 1))?.max(1),

@@ -135,8 +135,17 @@ pub(crate) struct CpuPerMsg {
 
 pub(crate) struct Cpu {
     pub(crate) databus_pid: Option<u32>,
-    pub(crate) broker_pid: Option<u32>,
+    pub(crate) broker_pids: Vec<u32>,
     pub(crate) clk_tck: f64,
+}
+
+/// The CPU seconds of `pids` together; `None` when there are none or one
+/// cannot be read.
+pub(crate) fn cpu_of_all(pids: &[u32], clk_tck: f64) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|p| cpu_of(Some(*p), clk_tck)).sum()
 }
 
 impl Cpu {
@@ -145,7 +154,7 @@ impl Cpu {
         CpuSnap {
             databus: of(self.databus_pid).unwrap_or(0.0),
             bench: cpu_seconds("self", self.clk_tck).unwrap_or(0.0),
-            broker: of(self.broker_pid),
+            broker: cpu_of_all(&self.broker_pids, self.clk_tck),
             machine: machine_busy_seconds(self.clk_tck),
         }
     }

@@ -422,7 +422,7 @@ impl Report<'_> {
                 "subscriber_batch_size": o.sub_batch,
                 "config_top": o.config_top,
                 "kafka_properties": o.kafka_properties.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
-                "broker_cpu_measured": o.broker_pid.is_some(),
+                "broker_cpu_measured": !o.broker_pids.is_empty(),
             },
             "publish": publish,
             "latency": latency,
