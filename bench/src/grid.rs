@@ -34,7 +34,8 @@ use crate::phases::{
     direct_send, key_of, percentiles, round, timed_workers, value_of, Direct, Percentiles, Waiter,
 };
 use crate::procfs::{
-    children_cpu, context_switches, cpu_of, cpu_of_all, machine_busy, pid_listening, thread_context_switches, Cpu,
+    children_cpu, context_switches, cpu_of, cpu_of_all, machine_busy, pid_listening, thread_context_switches,
+    Cpu,
 };
 use crate::setup::create_tables;
 use crate::Res;

@@ -132,8 +132,11 @@ fn run() -> Res<()> {
     reset_database(&opts, &grants)?;
 
     let databus = Databus::start(&opts, "databus")?;
-    let cpu =
-        Cpu { databus_pid: Some(databus.pid()), broker_pids: opts.broker_pids.clone(), clk_tck: opts.clk_tck };
+    let cpu = Cpu {
+        databus_pid: Some(databus.pid()),
+        broker_pids: opts.broker_pids.clone(),
+        clk_tck: opts.clk_tck,
+    };
     let producer = direct_producer(&opts)?;
     let pub_auth = |topic: &str| auth_string("bench_pub", topic, "pub", "");
 
