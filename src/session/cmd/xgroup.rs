@@ -46,7 +46,7 @@ impl Start {
 }
 
 /// What a `CREATE` or `SETID` asks for.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Move {
     /// A new group only.
     Create(Start),
@@ -127,29 +127,66 @@ fn move_group(client: &GroupClient, group: &str, how: Move) -> Result<(), Comman
     let kafka = |what| move |cause| CommandError::Kafka { what, cause };
     let marks = client.watermarks(left()).map_err(kafka("read the topic's offsets"))?;
     let members = client.members(left()).map_err(kafka("describe the group"))?;
-    let start = match how {
-        Move::Create(start) => {
+    // Whether the group has commits matters to CREATE only.
+    let committed = match how {
+        Move::Create(_) => {
             let partitions: Vec<i32> = marks.iter().map(|(p, _, _)| *p).collect();
             let committed =
                 client.committed(&partitions, left()).map_err(kafka("read the group's offsets"))?;
-            if members > 0 || committed.iter().any(|(_, o)| o.is_some()) {
-                return Err(CommandError::BusyGroup);
-            }
-            start
+            committed.iter().any(|(_, o)| o.is_some())
         }
-        Move::SetId(_) if members > 0 => return Err(CommandError::GroupReading(group.to_owned())),
-        Move::SetId(start) => start,
+        Move::SetId(_) => false,
     };
-    let offsets: Vec<(i32, i64)> =
-        marks.iter().map(|&(p, low, high)| (p, if start == Start::Earliest { low } else { high })).collect();
+    let (start, offsets) = decide(how, group, members, committed, &marks)?;
     client.commit(&offsets, left()).map_err(kafka("commit the group's offsets"))?;
     log::info!("group '{group}' starts at {start:?} ({how:?}): {offsets:?}");
     Ok(())
 }
 
+/// What Redis would do, given what Kafka says of the group (`members`,
+/// whether it has `committed` offsets) and the topic's watermarks: the
+/// start and the offsets to commit, or the refusal.
+fn decide(
+    how: Move,
+    group: &str,
+    members: usize,
+    committed: bool,
+    marks: &[(i32, i64, i64)],
+) -> Result<(Start, Vec<(i32, i64)>), CommandError> {
+    let start = match how {
+        Move::Create(_) if members > 0 || committed => return Err(CommandError::BusyGroup),
+        Move::SetId(_) if members > 0 => return Err(CommandError::GroupReading(group.to_owned())),
+        Move::Create(start) | Move::SetId(start) => start,
+    };
+    let offsets =
+        marks.iter().map(|&(p, low, high)| (p, if start == Start::Earliest { low } else { high })).collect();
+    Ok((start, offsets))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn create_and_setid_decide_as_redis_does() {
+        let marks = [(0, 5, 9), (1, 0, 0), (2, 3, 40)];
+        let earliest = Ok((Start::Earliest, vec![(0, 5), (1, 0), (2, 3)]));
+        let latest = Ok((Start::Latest, vec![(0, 9), (1, 0), (2, 40)]));
+        // A new group: where it was asked to start, AUTH's offset= aside.
+        assert_eq!(decide(Move::Create(Start::Earliest), "g", 0, false, &marks), earliest);
+        assert_eq!(decide(Move::Create(Start::Latest), "g", 0, false, &marks), latest);
+        // One that exists, by its commits or its members: BUSYGROUP.
+        assert_eq!(decide(Move::Create(Start::Earliest), "g", 0, true, &marks), Err(CommandError::BusyGroup));
+        assert_eq!(decide(Move::Create(Start::Latest), "g", 2, false, &marks), Err(CommandError::BusyGroup));
+        // SETID moves an idle group's offsets, commits or not; not while
+        // anyone reads.
+        assert_eq!(decide(Move::SetId(Start::Earliest), "g", 0, true, &marks), earliest);
+        assert_eq!(decide(Move::SetId(Start::Latest), "g", 0, false, &marks), latest);
+        assert_eq!(
+            decide(Move::SetId(Start::Earliest), "g", 1, true, &marks),
+            Err(CommandError::GroupReading("g".into()))
+        );
+    }
 
     #[test]
     fn starts_and_options() {
