@@ -15,7 +15,7 @@
 
 use std::time::Instant;
 
-use crate::kafka::GroupClient;
+use crate::kafka::{GroupClient, StartOffset};
 use crate::queue::BROKER_WAIT;
 use crate::resp::Frame;
 use crate::session::error::shown_name;
@@ -26,22 +26,13 @@ pub(crate) fn run(session: &mut Session, args: &[Vec<u8>]) -> Reply {
     apply(session, args).into()
 }
 
-/// Where `CREATE` or `SETID` puts the group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Start {
-    /// `0`: every partition's earliest entry.
-    Earliest,
-    /// `$`: past every partition's latest entry.
-    Latest,
-}
-
-impl Start {
-    fn parse(raw: &[u8]) -> Result<Start, CommandError> {
-        match raw {
-            b"0" | b"0-0" => Ok(Start::Earliest),
-            b"$" => Ok(Start::Latest),
-            _ => Err(CommandError::GroupStart),
-        }
+/// Where `CREATE` or `SETID` puts the group, as Redis spells it: `0` (or
+/// `0-0`) every partition's earliest entry, `$` past its latest.
+fn parse_start(raw: &[u8]) -> Result<StartOffset, CommandError> {
+    match raw {
+        b"0" | b"0-0" => Ok(StartOffset::Earliest),
+        b"$" => Ok(StartOffset::Latest),
+        _ => Err(CommandError::GroupStart),
     }
 }
 
@@ -49,8 +40,8 @@ impl Start {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Move {
     /// A new group only.
-    Create(Start),
-    SetId(Start),
+    Create(StartOffset),
+    SetId(StartOffset),
 }
 
 fn apply(session: &mut Session, args: &[Vec<u8>]) -> Result<Frame, CommandError> {
@@ -58,11 +49,11 @@ fn apply(session: &mut Session, args: &[Vec<u8>]) -> Result<Frame, CommandError>
     match (sub.to_ascii_lowercase().as_slice(), &args[2..]) {
         (b"create", [key, group, id, options @ ..]) => {
             check_options(options, true)?;
-            position(session, key, group, Move::Create(Start::parse(id)?))
+            position(session, key, group, Move::Create(parse_start(id)?))
         }
         (b"setid", [key, group, id, options @ ..]) => {
             check_options(options, false)?;
-            position(session, key, group, Move::SetId(Start::parse(id)?))
+            position(session, key, group, Move::SetId(parse_start(id)?))
         }
         (b"createconsumer", [key, group, consumer]) => {
             let reader = queue::reader(session)?;
@@ -152,14 +143,16 @@ fn decide(
     members: usize,
     committed: bool,
     marks: &[(i32, i64, i64)],
-) -> Result<(Start, Vec<(i32, i64)>), CommandError> {
+) -> Result<(StartOffset, Vec<(i32, i64)>), CommandError> {
     let start = match how {
         Move::Create(_) if members > 0 || committed => return Err(CommandError::BusyGroup),
         Move::SetId(_) if members > 0 => return Err(CommandError::GroupReading(group.to_owned())),
         Move::Create(start) | Move::SetId(start) => start,
     };
-    let offsets =
-        marks.iter().map(|&(p, low, high)| (p, if start == Start::Earliest { low } else { high })).collect();
+    let offsets = marks
+        .iter()
+        .map(|&(p, low, high)| (p, if start == StartOffset::Earliest { low } else { high }))
+        .collect();
     Ok((start, offsets))
 }
 
@@ -170,30 +163,36 @@ mod tests {
     #[test]
     fn create_and_setid_decide_as_redis_does() {
         let marks = [(0, 5, 9), (1, 0, 0), (2, 3, 40)];
-        let earliest = Ok((Start::Earliest, vec![(0, 5), (1, 0), (2, 3)]));
-        let latest = Ok((Start::Latest, vec![(0, 9), (1, 0), (2, 40)]));
+        let earliest = Ok((StartOffset::Earliest, vec![(0, 5), (1, 0), (2, 3)]));
+        let latest = Ok((StartOffset::Latest, vec![(0, 9), (1, 0), (2, 40)]));
         // A new group: where it was asked to start, AUTH's offset= aside.
-        assert_eq!(decide(Move::Create(Start::Earliest), "g", 0, false, &marks), earliest);
-        assert_eq!(decide(Move::Create(Start::Latest), "g", 0, false, &marks), latest);
+        assert_eq!(decide(Move::Create(StartOffset::Earliest), "g", 0, false, &marks), earliest);
+        assert_eq!(decide(Move::Create(StartOffset::Latest), "g", 0, false, &marks), latest);
         // One that exists, by its commits or its members: BUSYGROUP.
-        assert_eq!(decide(Move::Create(Start::Earliest), "g", 0, true, &marks), Err(CommandError::BusyGroup));
-        assert_eq!(decide(Move::Create(Start::Latest), "g", 2, false, &marks), Err(CommandError::BusyGroup));
+        assert_eq!(
+            decide(Move::Create(StartOffset::Earliest), "g", 0, true, &marks),
+            Err(CommandError::BusyGroup)
+        );
+        assert_eq!(
+            decide(Move::Create(StartOffset::Latest), "g", 2, false, &marks),
+            Err(CommandError::BusyGroup)
+        );
         // SETID moves an idle group's offsets, commits or not; not while
         // anyone reads.
-        assert_eq!(decide(Move::SetId(Start::Earliest), "g", 0, true, &marks), earliest);
-        assert_eq!(decide(Move::SetId(Start::Latest), "g", 0, false, &marks), latest);
+        assert_eq!(decide(Move::SetId(StartOffset::Earliest), "g", 0, true, &marks), earliest);
+        assert_eq!(decide(Move::SetId(StartOffset::Latest), "g", 0, false, &marks), latest);
         assert_eq!(
-            decide(Move::SetId(Start::Earliest), "g", 1, true, &marks),
+            decide(Move::SetId(StartOffset::Earliest), "g", 1, true, &marks),
             Err(CommandError::GroupReading("g".into()))
         );
     }
 
     #[test]
     fn starts_and_options() {
-        assert_eq!(Start::parse(b"0"), Ok(Start::Earliest));
-        assert_eq!(Start::parse(b"0-0"), Ok(Start::Earliest));
-        assert_eq!(Start::parse(b"$"), Ok(Start::Latest));
-        assert_eq!(Start::parse(b"1-0"), Err(CommandError::GroupStart));
+        assert_eq!(parse_start(b"0"), Ok(StartOffset::Earliest));
+        assert_eq!(parse_start(b"0-0"), Ok(StartOffset::Earliest));
+        assert_eq!(parse_start(b"$"), Ok(StartOffset::Latest));
+        assert_eq!(parse_start(b"1-0"), Err(CommandError::GroupStart));
         let args = |a: &[&str]| a.iter().map(|s| s.as_bytes().to_vec()).collect::<Vec<_>>();
         assert_eq!(check_options(&args(&["MKSTREAM"]), true), Ok(()));
         assert_eq!(check_options(&args(&["mkstream", "ENTRIESREAD", "5"]), true), Ok(()));
