@@ -112,6 +112,12 @@ impl BrokerErrors {
         refusal
     }
 
+    /// An error of databus's own producer: logged (at warn, throttled) and kept.
+    pub(crate) fn note(&self, error: &str) {
+        throttled(log::Level::Warn, &format!("producer: {error}"));
+        self.lock().last = Some(error.to_owned());
+    }
+
     /// The latest error, if any.
     pub(crate) fn get(&self) -> Option<String> {
         self.lock().last.clone()

@@ -31,7 +31,7 @@ use rdkafka::{ClientContext, Message};
 
 use super::broker_errors::{because, BrokerErrors};
 use super::health::Health;
-use super::{Cluster, Clusters};
+use super::{produce, Cluster, Clusters};
 
 /// How often a refused producer asks the brokers for metadata, to learn
 /// that they accept it again (librdkafka connects only on demand, and a
@@ -61,6 +61,58 @@ pub(crate) struct ProducerSettings {
     /// arrive while a request is out go together in the next one: batches
     /// grow with the load and a lone SET is sent at once (BENCHMARKS.md).
     pub max_in_flight: usize,
+    /// Which producer publishes (`producer.engine`).
+    pub engine: Engine,
+    /// How record batches are compressed (`producer.compression`).
+    pub compression: Compression,
+}
+
+/// The producer that publishes: librdkafka's, or databus's own
+/// (`produce/`), which sends one produce request per broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Engine {
+    Librdkafka,
+    Databus,
+}
+
+/// `producer.compression`: the codecs both engines speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    pub(crate) const NAMES: &'static [&'static str] = &["none", "gzip", "snappy", "lz4", "zstd"];
+
+    pub(crate) fn from_name(name: &str) -> Option<Compression> {
+        Some(match name {
+            "none" => Compression::None,
+            "gzip" => Compression::Gzip,
+            "snappy" => Compression::Snappy,
+            "lz4" => Compression::Lz4,
+            "zstd" => Compression::Zstd,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        Compression::NAMES[self as usize]
+    }
+
+    fn codec(self) -> kafka_protocol::records::Compression {
+        use kafka_protocol::records::Compression as C;
+        match self {
+            Compression::None => C::None,
+            Compression::Gzip => C::Gzip,
+            Compression::Snappy => C::Snappy,
+            Compression::Lz4 => C::Lz4,
+            Compression::Zstd => C::Zstd,
+        }
+    }
 }
 
 /// The librdkafka configuration of a cluster's producer: idempotent,
@@ -73,8 +125,27 @@ pub(crate) fn producer_config(cluster: &Cluster, settings: &ProducerSettings) ->
         .set("partitioner", &settings.partitioner)
         .set("message.timeout.ms", settings.timeout.as_millis().to_string())
         .set("linger.ms", settings.linger.as_millis().to_string())
-        .set("max.in.flight.requests.per.connection", settings.max_in_flight.to_string());
+        .set("max.in.flight.requests.per.connection", settings.max_in_flight.to_string())
+        .set("compression.codec", settings.compression.name());
     config
+}
+
+/// The configuration of databus's own producer for a cluster.
+fn own_config(name: &str, cluster: &Cluster, settings: &ProducerSettings) -> produce::Config {
+    produce::Config {
+        cluster: name.to_owned(),
+        brokers: cluster.brokers.clone(),
+        sasl: cluster.sasl.clone(),
+        timeout: settings.timeout,
+        linger: settings.linger,
+        max_in_flight: settings.max_in_flight,
+        partitioner: produce::Partitioner::from_name(&settings.partitioner)
+            .unwrap_or(produce::Partitioner::Murmur2Random),
+        compression: settings.compression.codec(),
+        // librdkafka's `batch.size` and `queue.buffering.max.messages`.
+        batch_bytes: 1_000_000,
+        max_records: 100_000,
+    }
 }
 
 /// Why a record was not acknowledged.
@@ -88,14 +159,12 @@ pub(crate) enum PublishError {
         #[source]
         cause: KafkaError,
     },
+    #[error("cannot start the producer of cluster '{cluster}': {cause}")]
+    Start { cluster: String, cause: String },
     #[error("kafka refused the record: {0}")]
-    Rejected(#[source] KafkaError),
+    Rejected(String),
     #[error("the cluster's ACLs do not let databus write to topic '{topic}': {cause}")]
-    Denied {
-        topic: String,
-        #[source]
-        cause: KafkaError,
-    },
+    Denied { topic: String, cause: String },
     #[error(
         "cluster '{cluster}' did not acknowledge the record within {ms} ms{}{}",
         partition.as_ref().map(|p| format!(": {p}")).unwrap_or_default(),
@@ -119,7 +188,7 @@ impl PublishError {
     pub(crate) fn cause(&self) -> &'static str {
         match self {
             PublishError::UnknownCluster(_) => "unknown_cluster",
-            PublishError::Create { .. } => "create",
+            PublishError::Create { .. } | PublishError::Start { .. } => "create",
             PublishError::Rejected(_) => "rejected",
             PublishError::Denied { .. } => "denied",
             PublishError::Timeout { .. } => "timeout",
@@ -133,6 +202,7 @@ impl PublishError {
         matches!(
             self,
             PublishError::Create { .. }
+                | PublishError::Start { .. }
                 | PublishError::Timeout { .. }
                 | PublishError::Refused { .. }
                 | PublishError::Closed
@@ -250,7 +320,30 @@ impl Slot {
 /// The delivery report's end of a [`Slot`]. A record librdkafka drops
 /// without a report (its producer destroyed with the record still queued)
 /// is settled as [`PublishError::Closed`].
-struct Reporter(Arc<Slot>);
+pub(crate) struct Reporter(Arc<Slot>);
+
+impl Reporter {
+    /// Hands the record's verdict to whoever waits for it.
+    pub(crate) fn settle(self, verdict: Result<Delivered, PublishError>) {
+        self.0.settle(verdict);
+    }
+
+    /// A reporter nobody listens to, for tests of what carries reporters.
+    #[cfg(test)]
+    pub(crate) fn nobody() -> Reporter {
+        Reporter(Arc::new(Slot::default()))
+    }
+
+    /// A reporter whose verdict is sent to `to`, for tests.
+    #[cfg(test)]
+    pub(crate) fn to(to: mpsc::Sender<Result<Delivered, PublishError>>) -> Reporter {
+        let slot = Arc::new(Slot::default());
+        *slot.lock() = Verdict::Then(Box::new(move |v| {
+            let _ = to.send(v);
+        }));
+        Reporter(slot)
+    }
+}
 
 impl Drop for Reporter {
     fn drop(&mut self) {
@@ -296,7 +389,7 @@ impl KeepAlive {
 
 /// The delivery context of a record's producer; absent for test doubles.
 fn reports_of(producer: &Option<Arc<ClusterProducer>>) -> Option<&DeliveryReports> {
-    producer.as_ref().map(|p| &**p.kafka.context())
+    producer.as_ref().map(|p| &*p.reports)
 }
 
 impl Delivery {
@@ -405,9 +498,9 @@ fn judge(
 fn rejected(error: KafkaError, topic: &str) -> PublishError {
     match error.rdkafka_error_code() {
         Some(RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::ClusterAuthorizationFailed) => {
-            PublishError::Denied { topic: topic.to_owned(), cause: error }
+            PublishError::Denied { topic: topic.to_owned(), cause: error.to_string() }
         }
-        _ => PublishError::Rejected(error),
+        _ => PublishError::Rejected(error.to_string()),
     }
 }
 
@@ -520,6 +613,45 @@ impl ProducerContext for DeliveryReports {
     }
 }
 
+/// databus's own producer reports to the same context as librdkafka's.
+impl produce::Context for DeliveryReports {
+    fn acknowledged(&self, topic: &str, partition: i32) {
+        self.errors.accepted();
+        if self.acknowledged.fetch_add(1, Ordering::Relaxed) % TOPIC_SAMPLE == 0 {
+            self.health.wrote_to(topic);
+        }
+        self.health.acknowledged(topic, partition);
+    }
+
+    fn failed(&self, failure: produce::Failure) -> PublishError {
+        match failure {
+            produce::Failure::Timeout { topic, partition } => {
+                self.health.wrote_to(&topic);
+                let known = match partition {
+                    Some(p) => self.health.of(&topic, p),
+                    None => self.health.of_topic(&topic),
+                };
+                let _ = self.wake.try_send(Wake::TimedOut(topic));
+                timed_out(Some(self), known)
+            }
+            // TOPIC_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED
+            produce::Failure::Rejected { topic, code: 29 | 31, message } => {
+                PublishError::Denied { topic, cause: message }
+            }
+            produce::Failure::Rejected { message, .. } => PublishError::Rejected(message),
+            produce::Failure::Refused(reason) => self.refusal(reason),
+        }
+    }
+
+    fn broker_error(&self, error: &str) {
+        self.errors.note(error);
+    }
+
+    fn accepted(&self) {
+        self.errors.accepted();
+    }
+}
+
 /// A thread per producer, apart from the delivery thread (which must never
 /// drop the last reference): it holds the producer weakly and ends with it.
 ///
@@ -537,7 +669,7 @@ fn spawn_watcher(producer: &Arc<ClusterProducer>, wakes: Receiver<Wake>) {
     let spawned = thread::Builder::new().name("databus-watcher".into()).spawn(move || {
         let mut watch = Watch { next_check: Instant::now() + STALL_CHECK, acknowledged: 0 };
         loop {
-            let Some(refused) = weak.upgrade().map(|p| p.kafka.context().errors.refusal().is_some()) else {
+            let Some(refused) = weak.upgrade().map(|p| p.is_refused()) else {
                 return;
             };
             let wait = if refused {
@@ -547,7 +679,7 @@ fn spawn_watcher(producer: &Arc<ClusterProducer>, wakes: Receiver<Wake>) {
             };
             let event = wakes.recv_timeout(wait);
             let Some(producer) = weak.upgrade() else { return };
-            let reports = producer.kafka.context();
+            let reports = &producer.reports;
             // A refusal is served first, and stops a look at the health.
             purge_if_refused(&producer);
             let refusal = || reports.purge.load(Ordering::Relaxed);
@@ -555,8 +687,10 @@ fn spawn_watcher(producer: &Arc<ClusterProducer>, wakes: Receiver<Wake>) {
                 Ok(Wake::Refused) => {}
                 Ok(Wake::TimedOut(topic)) => reports.health.look(vec![topic], STALL_CHECK, &refusal),
                 Err(RecvTimeoutError::Timeout) if refused => {
-                    if producer.kafka.client().fetch_metadata(None, REFUSED_RECHECK).is_ok() {
-                        reports.errors.accepted();
+                    if let Producing::Librdkafka(kafka) = &producer.engine {
+                        if kafka.client().fetch_metadata(None, REFUSED_RECHECK).is_ok() {
+                            reports.errors.accepted();
+                        }
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
@@ -577,8 +711,10 @@ fn spawn_watcher(producer: &Arc<ClusterProducer>, wakes: Receiver<Wake>) {
 /// Purges the producer's queue if the brokers refused it since the last
 /// purge: none of those records was sent.
 fn purge_if_refused(producer: &ClusterProducer) {
-    if producer.kafka.context().purge.swap(false, Ordering::Relaxed) {
-        producer.kafka.purge(PurgeConfig::default().queue());
+    if let Producing::Librdkafka(kafka) = &producer.engine {
+        if producer.reports.purge.swap(false, Ordering::Relaxed) {
+            kafka.purge(PurgeConfig::default().queue());
+        }
     }
 }
 
@@ -594,15 +730,59 @@ impl Watch {
     /// acknowledged; schedules the next check.
     fn stalled(&mut self, producer: &ClusterProducer) -> bool {
         self.next_check = Instant::now() + STALL_CHECK;
-        let acknowledged = producer.kafka.context().acknowledged.load(Ordering::Relaxed);
-        let stalled = acknowledged == self.acknowledged && producer.kafka.in_flight_count() > 0;
+        let acknowledged = producer.reports.acknowledged.load(Ordering::Relaxed);
+        let stalled = acknowledged == self.acknowledged && producer.in_flight() > 0;
         self.acknowledged = acknowledged;
         stalled
     }
 }
 
 struct ClusterProducer {
-    kafka: ThreadedProducer<DeliveryReports>,
+    engine: Producing,
+    /// The producer's context (librdkafka's holds it too).
+    reports: Arc<DeliveryReports>,
+}
+
+enum Producing {
+    Librdkafka(ThreadedProducer<DeliveryReports>),
+    Databus(produce::Producer),
+}
+
+impl ClusterProducer {
+    /// librdkafka's fatal error, if it hit one (an idempotent producer
+    /// fenced or out of sequence for good); databus's own producer bumps
+    /// its epoch or takes a new producer id instead.
+    fn fatal_error(&self) -> Option<String> {
+        match &self.engine {
+            Producing::Librdkafka(kafka) => {
+                kafka.client().fatal_error().map(|(code, reason)| format!("{code:?}: {reason}"))
+            }
+            Producing::Databus(_) => None,
+        }
+    }
+
+    /// Records handed over and not yet settled.
+    fn in_flight(&self) -> usize {
+        match &self.engine {
+            Producing::Librdkafka(kafka) => kafka.in_flight_count().max(0) as usize,
+            Producing::Databus(own) => own.held(),
+        }
+    }
+
+    /// Whether the brokers refuse it (librdkafka's: until a metadata
+    /// request passes; databus's own producer answers refusals itself).
+    fn is_refused(&self) -> bool {
+        matches!(self.engine, Producing::Librdkafka(_)) && self.reports.errors.refusal().is_some()
+    }
+
+    fn flush(&self, timeout: Duration) -> Result<(), String> {
+        match &self.engine {
+            Producing::Librdkafka(kafka) => kafka.flush(timeout).map_err(|e| e.to_string()),
+            Producing::Databus(own) => {
+                own.flush(timeout).then_some(()).ok_or_else(|| format!("{} records unsettled", own.held()))
+            }
+        }
+    }
 }
 
 /// The producers of every configured cluster, `instances` per cluster (one
@@ -638,10 +818,8 @@ impl Producers {
         let slot = (cluster.to_owned(), lane % self.settings.instances.max(1));
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = live.get(&slot) {
-            if let Some((code, reason)) = p.kafka.client().fatal_error() {
-                log::warn!(
-                    "producer for cluster '{cluster}' hit a fatal error ({code:?}: {reason}); re-creating it"
-                );
+            if let Some(error) = p.fatal_error() {
+                log::warn!("producer for cluster '{cluster}' hit a fatal error ({error}); re-creating it");
             } else {
                 return Ok(p.clone());
             }
@@ -653,18 +831,34 @@ impl Producers {
             health.entry(cluster.to_owned()).or_insert_with(|| Arc::new(Health::new(config.clone()))).clone()
         };
         let (wake, wakes) = mpsc::sync_channel(8);
-        let kafka = producer_config(&config, &self.settings)
-            .create_with_context(DeliveryReports {
-                errors: BrokerErrors::default(),
-                cluster: cluster.to_owned(),
-                timeout: self.settings.timeout,
-                wake,
-                purge: AtomicBool::new(false),
-                acknowledged: AtomicU64::new(0),
-                health,
-            })
-            .map_err(|cause| PublishError::Create { cluster: cluster.to_owned(), cause })?;
-        let producer = Arc::new(ClusterProducer { kafka });
+        let reports = DeliveryReports {
+            errors: BrokerErrors::default(),
+            cluster: cluster.to_owned(),
+            timeout: self.settings.timeout,
+            wake,
+            purge: AtomicBool::new(false),
+            acknowledged: AtomicU64::new(0),
+            health,
+        };
+        let producer = match self.settings.engine {
+            Engine::Librdkafka => {
+                let kafka: ThreadedProducer<DeliveryReports> = producer_config(&config, &self.settings)
+                    .create_with_context(reports)
+                    .map_err(|cause| PublishError::Create { cluster: cluster.to_owned(), cause })?;
+                let reports = kafka.context().clone();
+                ClusterProducer { engine: Producing::Librdkafka(kafka), reports }
+            }
+            Engine::Databus => {
+                let reports = Arc::new(reports);
+                let own = produce::Producer::start(
+                    own_config(cluster, &config, &self.settings),
+                    reports.clone(),
+                )
+                .map_err(|e| PublishError::Start { cluster: cluster.to_owned(), cause: e.to_string() })?;
+                ClusterProducer { engine: Producing::Databus(own), reports }
+            }
+        };
+        let producer = Arc::new(producer);
         spawn_watcher(&producer, wakes);
         live.insert(slot.clone(), producer.clone());
         log::info!("producer {} of cluster '{cluster}' created", slot.1);
@@ -703,7 +897,7 @@ impl Producers {
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         let mut depths: BTreeMap<String, usize> = BTreeMap::new();
         for ((name, _), p) in live.iter() {
-            *depths.entry(name.clone()).or_default() += p.kafka.in_flight_count().max(0) as usize;
+            *depths.entry(name.clone()).or_default() += p.in_flight();
         }
         depths.into_iter().collect()
     }
@@ -712,7 +906,7 @@ impl Producers {
     pub(crate) fn flush(&self, timeout: Duration) {
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         for ((name, lane), p) in live.iter() {
-            if let Err(e) = p.kafka.flush(timeout) {
+            if let Err(e) = p.flush(timeout) {
                 log::warn!("flushing producer {lane} of cluster '{name}': {e}");
             }
         }
@@ -738,7 +932,22 @@ impl Producers {
         reporter: Reporter,
     ) -> Result<Arc<ClusterProducer>, PublishError> {
         let producer = self.producer(cluster, lane)?;
-        let reports = producer.kafka.context();
+        let kafka = match &producer.engine {
+            Producing::Librdkafka(kafka) => kafka,
+            Producing::Databus(own) => {
+                let mut headers = record.headers();
+                let key = (!record.is_keyless()).then_some(record.key);
+                let outgoing = produce::Outgoing {
+                    topic: record.topic,
+                    key,
+                    value: record.value,
+                    headers: &mut headers,
+                };
+                own.send(outgoing, reporter)?;
+                return Ok(producer);
+            }
+        };
+        let reports = kafka.context();
         if let Some(reason) = reports.errors.refusal() {
             return Err(reports.refusal(reason));
         }
@@ -755,7 +964,7 @@ impl Producers {
             base = base.key(record.key);
         }
         loop {
-            match producer.kafka.send(base) {
+            match kafka.send(base) {
                 Ok(()) => return Ok(producer),
                 // The local queue is full: wait for deliveries to drain it,
                 // but never past this record's own deadline.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::producer::{Compression, Engine};
 use super::{Cluster, GroupProtocol, KafkaSasl, KafkaTls, ProducerSettings, SubscriberSettings};
 use crate::keys::{Check, ConfigError, Number};
 
@@ -51,12 +52,16 @@ pub(crate) const NUMBERS: &[Number] = &[
 #[cfg(test)]
 pub(crate) const OTHER_KEYS: &[&str] = &[
     "producer.partitioner",
+    "producer.engine",
+    "producer.compression",
     "clusters.<name>.brokers",
     "clusters.<name>.tls",
     "clusters.<name>.sasl",
     "clusters.<name>.group_protocol",
     "clusters.<name>.properties",
 ];
+
+const ENGINES: &[&str] = &["librdkafka", "databus"];
 
 const PARTITIONERS: &[&str] =
     &["murmur2_random", "murmur2", "consistent_random", "consistent", "fnv1a_random", "fnv1a", "random"];
@@ -69,6 +74,8 @@ pub(crate) struct RawProducer {
     pub linger_ms: Option<u64>,
     pub instances: Option<usize>,
     pub max_in_flight: Option<usize>,
+    pub engine: Option<String>,
+    pub compression: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,6 +133,19 @@ impl ProducerSettings {
             linger: check.millis(PRODUCER_LINGER_MS, p.linger_ms)?,
             instances: check.size(PRODUCER_INSTANCES, p.instances)?,
             max_in_flight: check.size(PRODUCER_MAX_IN_FLIGHT, p.max_in_flight)?,
+            engine: match p.engine.as_deref() {
+                None | Some("librdkafka") => Engine::Librdkafka,
+                Some("databus") => Engine::Databus,
+                Some(other) => {
+                    check.one_of("producer.engine", other, ENGINES)?;
+                    Engine::Librdkafka
+                }
+            },
+            compression: {
+                let name = p.compression.as_deref().unwrap_or("none");
+                check.one_of("producer.compression", name, Compression::NAMES)?;
+                Compression::from_name(name).unwrap_or(Compression::None)
+            },
         };
         check.one_of("producer.partitioner", &producer.partitioner, PARTITIONERS)?;
         if producer.linger >= producer.timeout {

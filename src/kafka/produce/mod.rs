@@ -1,0 +1,472 @@
+//! databus's own Kafka producer: one produce request per broker.
+//!
+//! librdkafka sends one produce request per partition, so depth-1
+//! publishers spread over P partitions make requests of about c/P records
+//! each, every one a round trip (BENCHMARKS.md, "Across a network"). This
+//! producer, like Kafka's Java producer, sarama and franz-go, sends each
+//! broker one request carrying a batch of every partition it leads that has
+//! records, up to `max_in_flight` requests in flight per connection.
+//!
+//! Synchronous, no async runtime: a thread per broker writes requests
+//! (`sender.rs`), a thread per connection reads their responses in order,
+//! and a control thread (`control.rs`) keeps the metadata, the producer id
+//! and the timeouts. Everything they share is one [`State`] under one
+//! mutex; records are encoded into their partition's open batch as they
+//! come (`batch.rs`), so a request is a copy of ready bytes.
+//!
+//! Idempotent, acks=all, as the librdkafka producer was: each partition's
+//! batches carry consecutive sequences under one producer id and epoch, so
+//! a batch sent again after a lost response is recognised by the broker,
+//! and a batch can never be written ahead of an earlier one. A batch that
+//! comes back with a retriable error goes back to the front of its
+//! partition in sequence order, and the partition then sends one batch at a
+//! time until the earlier ones are through ([`Partition::careful`]). A gap
+//! the broker cannot explain (its producer state lost, a batch that timed
+//! out after it may have been written) bumps the epoch (KIP-360), which
+//! restarts every partition's sequences at 0, once nothing is in flight.
+
+pub(crate) mod batch;
+mod control;
+#[cfg(test)]
+pub(crate) mod fake;
+pub(crate) mod partitioner;
+pub(crate) mod sasl;
+mod sender;
+pub(crate) mod wire;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use kafka_protocol::records::Compression;
+
+use self::batch::{Batch, Parts};
+pub(crate) use self::partitioner::Partitioner;
+use super::producer::Reporter;
+use super::{Delivered, KafkaSasl, PublishError};
+
+/// How this producer is set up.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// The cluster's name, for errors and logs.
+    pub cluster: String,
+    pub brokers: Vec<String>,
+    pub sasl: Option<KafkaSasl>,
+    /// How long a record may wait for its acknowledgement; also the
+    /// broker's wait for the in-sync replicas and a request's timeout.
+    pub timeout: Duration,
+    /// How long a partition's first record waits for others before its
+    /// batch may go (0: at once).
+    pub linger: Duration,
+    /// Produce requests in flight per broker connection, and batches per
+    /// partition (at most 5, which an idempotent producer's broker-side
+    /// deduplication covers).
+    pub max_in_flight: usize,
+    pub partitioner: Partitioner,
+    pub compression: Compression,
+    /// A partition's batch is closed at this many bytes of records.
+    pub batch_bytes: usize,
+    /// Records held (queued or in flight) at most; past it a record waits
+    /// for room, up to its timeout.
+    pub max_records: usize,
+}
+
+/// What a failed record failed of; the producer's context turns it into
+/// the error the client sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// Not acknowledged within the produce timeout.
+    Timeout { topic: String, partition: Option<i32> },
+    /// The broker refused the batch for good (its error name and message).
+    Rejected { topic: String, code: i16, message: String },
+    /// The brokers refused databus's login.
+    Refused(String),
+}
+
+/// Whom the producer tells what happens: the verdicts' errors, the
+/// acknowledgements (for the health of the partitions written to) and the
+/// brokers' errors (for the cause of a timeout).
+pub(crate) trait Context: Send + Sync + 'static {
+    fn acknowledged(&self, topic: &str, partition: i32);
+    fn failed(&self, failure: Failure) -> PublishError;
+    fn broker_error(&self, error: &str);
+    /// The brokers accepted the producer again after a refusal, or a first time.
+    fn accepted(&self) {}
+}
+
+/// A record for [`Producer::send`].
+pub(crate) struct Outgoing<'a, 'h> {
+    pub topic: &'a str,
+    /// `None`: a record with no key, spread by the partitioner.
+    pub key: Option<&'a [u8]>,
+    pub value: &'a [u8],
+    pub headers: &'h mut dyn Iterator<Item = (&'a str, &'a [u8])>,
+}
+
+/// A producer of one cluster. Dropping it stops its threads; records it
+/// still holds are settled as closed.
+pub(crate) struct Producer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: Config,
+    context: Arc<dyn Context>,
+    state: Mutex<State>,
+    /// Wakes the control thread: metadata wanted, a stop.
+    control: Condvar,
+    /// Wakes senders waiting for room in the queue and flushes.
+    settled: Condvar,
+}
+
+/// Everything the producer's threads share.
+struct State {
+    topics: HashMap<String, Topic>,
+    /// Per broker node id: its address and its sender's state.
+    links: HashMap<i32, Link>,
+    /// The producer id and epoch, once a broker gave them.
+    producer: Option<(i64, i16)>,
+    /// Records of topics whose metadata is not in yet.
+    waiting: Vec<Waiting>,
+    /// Records held: waiting, queued or in flight.
+    held: usize,
+    /// Produce requests in flight over every connection.
+    in_flight: usize,
+    /// The epoch is to be bumped as soon as nothing is in flight.
+    bump: bool,
+    /// The bump is to get a new producer id (the broker fenced this one).
+    new_id: bool,
+    /// A metadata refresh is wanted now.
+    metadata_due: bool,
+    /// Why the brokers refuse databus, while they do.
+    refused: Option<String>,
+    stopping: bool,
+}
+
+/// A topic as the last metadata showed it.
+#[derive(Default)]
+struct Topic {
+    partitions: Vec<Partition>,
+}
+
+/// One partition's batches.
+struct Partition {
+    /// The leader's node id; -1 when it has none.
+    leader: i32,
+    /// The batch records are appended to.
+    open: Option<Batch>,
+    /// Closed batches waiting to be sent, in order; a batch sent again is
+    /// put back at the front, in sequence order.
+    ready: VecDeque<Batch>,
+    /// Batches of this partition in flight.
+    in_flight: usize,
+    /// The sequence of the next record that gets one.
+    next_sequence: i32,
+    /// An error came back: one batch in flight at a time until every batch
+    /// that had a sequence is through, so the broker sees them in order.
+    careful: bool,
+    /// A batch the broker refused for good (so never wrote) left a gap at
+    /// this sequence: the batches after it take their sequences again from
+    /// here before the next is sent.
+    renumber_from: Option<i32>,
+}
+
+/// A record held until its topic's metadata is in.
+struct Waiting {
+    topic: String,
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    headers: Vec<(String, Vec<u8>)>,
+    reporter: Reporter,
+    at_ms: i64,
+    deadline: Instant,
+}
+
+/// A broker as the producer knows it.
+struct Link {
+    address: String,
+    /// Wakes its sender (records for it, room in flight, a stop).
+    wake: Arc<Condvar>,
+    /// Requests written and not yet answered, in order.
+    sent: VecDeque<Sent>,
+    /// Its sender has a connection (else it opens one when it has work).
+    connected: bool,
+    /// The metadata no longer names it: its sender ends when idle.
+    gone: bool,
+}
+
+/// A produce request in flight.
+struct Sent {
+    correlation: i32,
+    version: i16,
+    at: Instant,
+    batches: Vec<(String, i32, Batch)>,
+}
+
+/// Settled outside the state's lock: a record's reporter and its verdict.
+type Verdicts = Vec<(Reporter, Result<Delivered, PublishError>)>;
+
+fn settle(verdicts: Verdicts) {
+    for (reporter, verdict) in verdicts {
+        reporter.settle(verdict);
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Partition {
+    fn new(leader: i32) -> Partition {
+        Partition {
+            leader,
+            open: None,
+            ready: VecDeque::new(),
+            in_flight: 0,
+            next_sequence: 0,
+            careful: false,
+            renumber_from: None,
+        }
+    }
+
+    fn append(&mut self, config: &Config, at_ms: i64, record: Parts<'_, '_>, reporter: Reporter) {
+        let open = self.open.get_or_insert_with(|| Batch::new(at_ms, Instant::now() + config.timeout));
+        open.append(at_ms, record, reporter);
+        if open.size() >= config.batch_bytes {
+            self.ready.extend(self.open.take());
+        }
+    }
+
+    /// Whether a batch may be sent now, and which.
+    fn sendable(&self, max_in_flight: usize, linger: Duration) -> bool {
+        let room = if self.careful { self.in_flight == 0 } else { self.in_flight < max_in_flight };
+        room && (!self.ready.is_empty()
+            || self.open.as_ref().is_some_and(|b| linger.is_zero() || b.age() >= linger))
+    }
+
+    /// Takes the next batch to send, giving it its sequences.
+    fn take(&mut self) -> Option<Batch> {
+        if let Some(from) = self.renumber_from.take() {
+            self.renumber(from);
+        }
+        let mut batch = self.ready.pop_front().or_else(|| self.open.take())?;
+        if batch.sequence.is_none() {
+            batch.sequence = Some(self.next_sequence);
+            self.next_sequence = self.next_sequence.wrapping_add(batch.count());
+        }
+        batch.attempts += 1;
+        self.in_flight += 1;
+        Some(batch)
+    }
+
+    /// Gives the batches that have sequences new ones from `from` on, in
+    /// order.
+    fn renumber(&mut self, from: i32) {
+        let mut next = from;
+        for batch in self.ready.iter_mut().filter(|b| b.sequence.is_some()) {
+            batch.sequence = Some(next);
+            next = next.wrapping_add(batch.count());
+        }
+        self.next_sequence = next;
+    }
+
+    /// A batch that is to be sent again, at its place in sequence order.
+    fn put_back(&mut self, batch: Batch) {
+        let at = self
+            .ready
+            .iter()
+            .position(|b| b.sequence.is_none_or(|s| batch.sequence.is_some_and(|mine| mine < s)))
+            .unwrap_or(self.ready.len());
+        self.ready.insert(at, batch);
+    }
+
+    /// After a success: the partition goes back to full speed once no
+    /// batch with a sequence waits.
+    fn through(&mut self) {
+        if self.careful && self.in_flight == 0 && self.ready.iter().all(|b| b.sequence.is_none()) {
+            self.careful = false;
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes every sender (an epoch bump done, metadata changed, a stop).
+    fn wake_all(&self, state: &State) {
+        for link in state.links.values() {
+            link.wake.notify_one();
+        }
+    }
+}
+
+impl State {
+    /// Appends a record to its partition, or keeps it until its topic's
+    /// metadata is in. Returns the link to wake, if any.
+    fn place(&mut self, config: &Config, record: Waiting) -> Option<Arc<Condvar>> {
+        let Some(topic) = self.topics.get_mut(&record.topic).filter(|t| !t.partitions.is_empty()) else {
+            self.waiting.push(record);
+            self.metadata_due = true;
+            return None;
+        };
+        let count = topic.partitions.len() as i32;
+        let partition = config.partitioner.partition(record.key.as_deref(), count, rand_u32);
+        let p = &mut topic.partitions[partition as usize];
+        let mut headers = record.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
+        let parts = Parts { key: record.key.as_deref(), value: &record.value, headers: &mut headers };
+        p.append(config, record.at_ms, parts, record.reporter);
+        self.links.get(&p.leader).map(|l| l.wake.clone())
+    }
+
+    /// Fails every record held (a refusal): `failure` for each.
+    fn fail_queued(&mut self, context: &dyn Context, failure: &Failure, out: &mut Verdicts) {
+        for w in self.waiting.drain(..) {
+            out.push((w.reporter, Err(context.failed(failure.clone()))));
+            self.held -= 1;
+        }
+        for topic in self.topics.values_mut() {
+            for p in &mut topic.partitions {
+                // Batches that were sent keep their place: their outcome is
+                // the broker's.
+                let (sent, unsent): (VecDeque<Batch>, VecDeque<Batch>) =
+                    p.ready.drain(..).partition(|b| b.sequence.is_some());
+                p.ready = sent;
+                for batch in unsent.into_iter().chain(p.open.take()) {
+                    self.held -= batch.reporters.len();
+                    for reporter in batch.reporters {
+                        out.push((reporter, Err(context.failed(failure.clone()))));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A random number for the partitioners that pick at random.
+fn rand_u32() -> u32 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos() ^ now_ms() as u128);
+    h.finish() as u32
+}
+
+impl Producer {
+    /// Starts a producer: its control thread connects, gets a producer id
+    /// and the metadata of the topics records come for.
+    pub(crate) fn start(config: Config, context: Arc<dyn Context>) -> std::io::Result<Producer> {
+        let shared = Arc::new(Shared {
+            config,
+            context,
+            state: Mutex::new(State {
+                topics: HashMap::new(),
+                links: HashMap::new(),
+                producer: None,
+                waiting: Vec::new(),
+                held: 0,
+                in_flight: 0,
+                bump: false,
+                new_id: false,
+                metadata_due: false,
+                refused: None,
+                stopping: false,
+            }),
+            control: Condvar::new(),
+            settled: Condvar::new(),
+        });
+        control::spawn(shared.clone())?;
+        Ok(Producer { shared })
+    }
+
+    /// Queues `record`; its verdict goes to `reporter`. Fails at once while
+    /// the brokers refuse databus, or if the queue stayed full for the
+    /// whole produce timeout.
+    pub(crate) fn send(&self, record: Outgoing<'_, '_>, reporter: Reporter) -> Result<(), PublishError> {
+        let config = &self.shared.config;
+        let deadline = Instant::now() + config.timeout;
+        let mut state = self.shared.lock();
+        while state.held >= config.max_records {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(PublishError::Timeout {
+                    cluster: config.cluster.clone(),
+                    ms: config.timeout.as_millis(),
+                    partition: None,
+                    cause: Some("the local queue stayed full".into()),
+                });
+            }
+            state = self.shared.settled.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        if let Some(reason) = &state.refused {
+            return Err(self.shared.context.failed(Failure::Refused(reason.clone())));
+        }
+        state.held += 1;
+        let at_ms = now_ms();
+        let wake = match state.topics.get_mut(record.topic).filter(|t| !t.partitions.is_empty()) {
+            Some(topic) => {
+                let count = topic.partitions.len() as i32;
+                let partition = config.partitioner.partition(record.key, count, rand_u32);
+                let p = &mut topic.partitions[partition as usize];
+                let parts = Parts { key: record.key, value: record.value, headers: record.headers };
+                p.append(config, at_ms, parts, reporter);
+                let leader = p.leader;
+                state.links.get(&leader).map(|l| l.wake.clone())
+            }
+            None => {
+                let waiting = Waiting {
+                    topic: record.topic.to_owned(),
+                    key: record.key.map(<[u8]>::to_vec),
+                    value: record.value.to_vec(),
+                    headers: record.headers.map(|(k, v)| (k.to_owned(), v.to_vec())).collect(),
+                    reporter,
+                    at_ms,
+                    deadline,
+                };
+                state.waiting.push(waiting);
+                state.metadata_due = true;
+                self.shared.control.notify_one();
+                None
+            }
+        };
+        drop(state);
+        if let Some(wake) = wake {
+            wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Records held and not yet settled.
+    pub(crate) fn held(&self) -> usize {
+        self.shared.lock().held
+    }
+
+    /// Waits up to `timeout` until every record held is settled; false if
+    /// some still are not.
+    pub(crate) fn flush(&self, timeout: Duration) -> bool {
+        let by = Instant::now() + timeout;
+        let mut state = self.shared.lock();
+        while state.held > 0 {
+            let left = by.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = self.shared.settled.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        true
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.stopping = true;
+        self.shared.wake_all(&state);
+        drop(state);
+        self.shared.control.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests;

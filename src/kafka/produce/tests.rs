@@ -1,0 +1,262 @@
+//! The producer against a fake cluster (`fake.rs`): every record
+//! acknowledged once, written once, in order per key, whatever the broker
+//! does in between.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+
+use super::fake::{FakeCluster, UnknownProducerAnswer};
+use super::*;
+
+/// A context that counts and says plainly what failed.
+#[derive(Default)]
+struct Plain;
+
+impl Context for Plain {
+    fn acknowledged(&self, _: &str, _: i32) {}
+
+    fn failed(&self, failure: Failure) -> PublishError {
+        match failure {
+            Failure::Timeout { topic, partition } => PublishError::Timeout {
+                cluster: topic,
+                ms: 0,
+                partition: partition.map(|p| p.to_string()),
+                cause: None,
+            },
+            Failure::Rejected { message, .. } => PublishError::Rejected(message),
+            Failure::Refused(reason) => PublishError::Refused { cluster: String::new(), reason },
+        }
+    }
+
+    fn broker_error(&self, _: &str) {}
+}
+
+fn config(cluster: &FakeCluster, max_in_flight: usize) -> Config {
+    Config {
+        cluster: "fake".into(),
+        brokers: cluster.bootstrap(),
+        sasl: None,
+        timeout: Duration::from_secs(5),
+        linger: Duration::ZERO,
+        max_in_flight,
+        partitioner: Partitioner::Murmur2Random,
+        compression: Compression::None,
+        batch_bytes: 1_000_000,
+        max_records: 100_000,
+    }
+}
+
+type Verdict = Result<Delivered, PublishError>;
+
+/// Sends `value` with `key` to `topic`; the verdict comes on the receiver.
+fn send(producer: &Producer, topic: &str, key: &str, value: &str) -> mpsc::Receiver<Verdict> {
+    let (tx, rx) = mpsc::channel();
+    let mut headers = std::iter::once(("color", &b"red"[..]));
+    let record =
+        Outgoing { topic, key: Some(key.as_bytes()), value: value.as_bytes(), headers: &mut headers };
+    producer.send(record, Reporter::to(tx)).expect("queued");
+    rx
+}
+
+fn verdict(rx: &mpsc::Receiver<Verdict>) -> Verdict {
+    rx.recv_timeout(Duration::from_secs(20)).expect("a verdict within 20 s")
+}
+
+/// `clients` depth-1 publishers, each sending `each` records with its own
+/// key and waiting for each verdict; `meanwhile` runs once a third is in.
+/// Returns the verdicts per key.
+fn publish(
+    producer: &Producer,
+    topic: &str,
+    clients: usize,
+    each: usize,
+    meanwhile: impl FnOnce(),
+) -> HashMap<String, Vec<Verdict>> {
+    let mut meanwhile = Some(meanwhile);
+    let (tx, rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        for c in 0..clients {
+            let tx = tx.clone();
+            s.spawn(move || {
+                let key = format!("key-{c}");
+                let verdicts: Vec<Verdict> =
+                    (0..each).map(|i| verdict(&send(producer, topic, &key, &format!("{key}/{i}")))).collect();
+                tx.send((key, verdicts)).unwrap();
+            });
+        }
+        drop(tx);
+        let mut got = HashMap::new();
+        while let Ok((key, verdicts)) = rx.recv() {
+            got.insert(key, verdicts);
+            if got.len() == clients / 3 {
+                if let Some(f) = meanwhile.take() {
+                    f();
+                }
+            }
+        }
+        got
+    })
+}
+
+/// Every record of every key written exactly once, in order, at the
+/// offsets its verdict gave.
+fn assert_written_once_in_order(
+    cluster: &FakeCluster,
+    topic: &str,
+    partitions: i32,
+    verdicts: &HashMap<String, Vec<Verdict>>,
+) {
+    let mut written: HashMap<String, Vec<(String, i32, i64)>> = HashMap::new();
+    for p in 0..partitions {
+        for r in cluster.records(topic, p) {
+            let key = String::from_utf8(r.key.unwrap()).unwrap();
+            let value = String::from_utf8(r.value.unwrap()).unwrap();
+            assert_eq!(r.headers, [("color".to_string(), b"red".to_vec())]);
+            written.entry(key).or_default().push((value, p, r.offset));
+        }
+    }
+    for (key, verdicts) in verdicts {
+        let mine = written.remove(key).unwrap_or_default();
+        let values: Vec<&str> = mine.iter().map(|(v, _, _)| v.as_str()).collect();
+        let expected: Vec<String> = (0..verdicts.len()).map(|i| format!("{key}/{i}")).collect();
+        assert_eq!(values, expected, "{key}: each record once, in order");
+        for ((_, p, offset), verdict) in mine.iter().zip(verdicts) {
+            let d = verdict.as_ref().unwrap_or_else(|e| panic!("{key}: {e}"));
+            assert_eq!((d.partition, d.offset), (*p, *offset), "{key}: acknowledged where it was written");
+        }
+    }
+    assert!(written.is_empty(), "records nobody sent: {:?}", written.keys());
+}
+
+#[test]
+fn one_request_per_broker_carries_every_partition_with_records() {
+    let cluster = FakeCluster::start(1, &[("t", 12)]);
+    // Slow answers let records of many partitions gather behind the first request.
+    cluster.delay_responses(0, Duration::from_millis(30));
+    let producer = Producer::start(config(&cluster, 1), Arc::new(Plain)).unwrap();
+    let verdicts = publish(&producer, "t", 48, 5, || {});
+    assert_written_once_in_order(&cluster, "t", 12, &verdicts);
+    let widest = cluster.partitions_per_request().into_iter().max().unwrap();
+    assert!(widest >= 8, "a request carried up to {widest} partitions of 12");
+    assert!(
+        cluster.produce_requests(0) < 48 * 5 / 4,
+        "{} requests for 240 records",
+        cluster.produce_requests(0)
+    );
+}
+
+#[test]
+fn records_spread_over_brokers_go_to_each_partitions_leader() {
+    let cluster = FakeCluster::start(3, &[("t", 6)]);
+    let producer = Producer::start(config(&cluster, 5), Arc::new(Plain)).unwrap();
+    let verdicts = publish(&producer, "t", 30, 10, || {});
+    assert_written_once_in_order(&cluster, "t", 6, &verdicts);
+    for node in 0..3 {
+        assert!(cluster.produce_requests(node) > 0, "broker {node} led partitions and got none");
+    }
+}
+
+#[test]
+fn a_lost_response_is_sent_again_and_written_once() {
+    let cluster = FakeCluster::start(1, &[("t", 4)]);
+    let producer = Producer::start(config(&cluster, 5), Arc::new(Plain)).unwrap();
+    let verdicts = publish(&producer, "t", 20, 20, || cluster.write_but_drop_response(0, 3));
+    assert_written_once_in_order(&cluster, "t", 4, &verdicts);
+}
+
+#[test]
+fn a_leader_change_with_requests_in_flight_keeps_each_partitions_order() {
+    let cluster = FakeCluster::start(2, &[("t", 4)]);
+    cluster.delay_responses(0, Duration::from_millis(20));
+    let producer = Producer::start(config(&cluster, 5), Arc::new(Plain)).unwrap();
+    let verdicts = publish(&producer, "t", 24, 20, || {
+        cluster.move_leader("t", 0, 1);
+        cluster.move_leader("t", 2, 1);
+    });
+    assert_written_once_in_order(&cluster, "t", 4, &verdicts);
+}
+
+#[test]
+fn a_partition_refused_for_a_while_waits_while_the_others_go_on() {
+    let cluster = FakeCluster::start(1, &[("t", 3)]);
+    let producer = Producer::start(config(&cluster, 5), Arc::new(Plain)).unwrap();
+    // NOT_ENOUGH_REPLICAS, retriable.
+    let verdicts = publish(&producer, "t", 15, 20, || {
+        for p in 0..3 {
+            cluster.fail_next("t", p, 19, 4);
+        }
+    });
+    assert_written_once_in_order(&cluster, "t", 3, &verdicts);
+}
+
+#[test]
+fn a_batch_refused_for_good_fails_alone_and_the_next_take_its_sequences() {
+    let cluster = FakeCluster::start(1, &[("t", 1)]);
+    let producer = Producer::start(config(&cluster, 5), Arc::new(Plain)).unwrap();
+    assert!(verdict(&send(&producer, "t", "k", "first")).is_ok());
+    // MESSAGE_TOO_LARGE: not retriable.
+    cluster.fail_next("t", 0, 10, 1);
+    let refused = verdict(&send(&producer, "t", "k", "refused"));
+    assert!(
+        matches!(refused, Err(PublishError::Rejected(ref m)) if m.contains("MessageTooLarge")),
+        "{refused:?}"
+    );
+    let later: Vec<_> = (0..5).map(|i| send(&producer, "t", "k", &format!("later{i}"))).collect();
+    for rx in &later {
+        assert!(verdict(rx).is_ok());
+    }
+    let written: Vec<(String, i32)> = cluster
+        .records("t", 0)
+        .into_iter()
+        .map(|r| (String::from_utf8(r.value.unwrap()).unwrap(), r.sequence))
+        .collect();
+    let expected: Vec<(String, i32)> = std::iter::once("first".to_string())
+        .chain((0..5).map(|i| format!("later{i}")))
+        .enumerate()
+        .map(|(i, v)| (v, i as i32))
+        .collect();
+    assert_eq!(written, expected, "no gap where the refused batch was");
+}
+
+#[test]
+fn lost_producer_state_bumps_the_epoch_and_nothing_is_lost() {
+    let cluster = FakeCluster::start(1, &[("t", 2)]);
+    cluster.on_unknown_producer(UnknownProducerAnswer::UnknownProducerId);
+    let producer = Producer::start(config(&cluster, 5), Arc::new(Plain)).unwrap();
+    let verdicts = publish(&producer, "t", 10, 20, || {
+        cluster.forget_producers("t", 0);
+        cluster.forget_producers("t", 1);
+    });
+    assert_written_once_in_order(&cluster, "t", 2, &verdicts);
+    let epochs: Vec<i16> = cluster.records("t", 0).iter().map(|r| r.epoch).collect();
+    assert!(epochs.last() > epochs.first(), "the epoch was bumped: {epochs:?}");
+}
+
+#[test]
+fn a_broker_that_stays_down_times_records_out_and_one_that_returns_gets_them() {
+    let cluster = FakeCluster::start(1, &[("t", 1)]);
+    let mut config = config(&cluster, 5);
+    config.timeout = Duration::from_millis(1500);
+    let producer = Producer::start(config, Arc::new(Plain)).unwrap();
+    assert!(verdict(&send(&producer, "t", "k", "before")).is_ok());
+    cluster.stop_node(0);
+    let lost = verdict(&send(&producer, "t", "k", "while down"));
+    assert!(matches!(lost, Err(PublishError::Timeout { .. })), "{lost:?}");
+    cluster.start_node(0);
+    let back = send(&producer, "t", "k", "after");
+    assert!(verdict(&back).is_ok());
+    let values: Vec<String> =
+        cluster.records("t", 0).into_iter().map(|r| String::from_utf8(r.value.unwrap()).unwrap()).collect();
+    assert_eq!(values, ["before", "after"]);
+}
+
+#[test]
+fn records_for_a_topic_that_does_not_exist_time_out() {
+    let cluster = FakeCluster::start(1, &[("t", 1)]);
+    let mut config = config(&cluster, 5);
+    config.timeout = Duration::from_millis(800);
+    let producer = Producer::start(config, Arc::new(Plain)).unwrap();
+    let lost = verdict(&send(&producer, "nope", "k", "v"));
+    assert!(matches!(lost, Err(PublishError::Timeout { partition: None, .. })), "{lost:?}");
+    assert!(producer.flush(Duration::from_secs(1)), "nothing held after the timeout");
+}

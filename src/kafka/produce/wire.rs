@@ -1,0 +1,336 @@
+//! One blocking connection to a broker: connect, learn the API versions
+//! the broker speaks, log in (SASL PLAIN or SCRAM), then size-prefixed
+//! requests and responses with correlation ids. Reading and writing may
+//! happen on two threads ([`Conn::split`]): the sender writes requests
+//! while the reader takes their responses, in order, as Kafka answers them.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
+    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+
+use super::sasl::{self, Scram, ScramHash};
+use crate::kafka::KafkaSasl;
+
+/// The client id in every request header.
+const CLIENT_ID: StrBytes = StrBytes::from_static_str("databus");
+
+/// The largest response databus reads (a produce or metadata response is
+/// far smaller; a larger length is a broken stream).
+const MAX_RESPONSE: usize = 64 << 20;
+
+/// Why a connection failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum WireError {
+    /// The connection broke or could not be made: anything in flight on it
+    /// may or may not have been written.
+    #[error("{0}")]
+    Io(String),
+    /// The broker refused databus's login: no use trying again at once.
+    #[error("{0}")]
+    Refused(String),
+    /// The broker's answer made no sense.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl From<io::Error> for WireError {
+    fn from(e: io::Error) -> WireError {
+        WireError::Io(e.to_string())
+    }
+}
+
+/// The highest version of each API databus uses that both it and the
+/// broker speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Versions {
+    pub produce: i16,
+    pub metadata: i16,
+    pub init_producer_id: i16,
+}
+
+/// The versions databus speaks, up to which it asks: Produce 9 (flexible,
+/// names topics by name; 3 is Kafka's oldest), Metadata 12, InitProducerId 4.
+const OURS: [(ApiKey, i16, i16); 3] =
+    [(ApiKey::Produce, 3, 9), (ApiKey::Metadata, 1, 12), (ApiKey::InitProducerId, 0, 4)];
+
+/// A connected, logged-in broker connection.
+pub(crate) struct Conn {
+    stream: TcpStream,
+    pub versions: Versions,
+    next_correlation: i32,
+    pub address: String,
+}
+
+impl Conn {
+    /// Connects to `address`, learns its versions and logs in.
+    pub(crate) fn open(
+        address: &str,
+        sasl: Option<&KafkaSasl>,
+        timeout: Duration,
+    ) -> Result<Conn, WireError> {
+        let addr = address
+            .to_socket_addrs()
+            .map_err(|e| WireError::Io(format!("{address}: {e}")))?
+            .next()
+            .ok_or_else(|| WireError::Io(format!("{address}: no address")))?;
+        let stream = TcpStream::connect_timeout(&addr, timeout)
+            .map_err(|e| WireError::Io(format!("{address}: {e}")))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        let placeholder = Versions { produce: 3, metadata: 1, init_producer_id: 0 };
+        let mut conn =
+            Conn { stream, versions: placeholder, next_correlation: 0, address: address.to_owned() };
+        conn.versions = conn.api_versions()?;
+        if let Some(sasl) = sasl {
+            conn.login(sasl)?;
+        }
+        Ok(conn)
+    }
+
+    /// Asks the broker which versions it speaks (ApiVersions v3, or v0 if
+    /// it does not speak v3).
+    fn api_versions(&mut self) -> Result<Versions, WireError> {
+        let request = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("databus"))
+            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+        let mut response = self.call(&request, 3)?;
+        if response.error_code == 35 {
+            // UNSUPPORTED_VERSION: the broker lists what it speaks in a v0 answer.
+            response = self.call(&ApiVersionsRequest::default(), 0)?;
+        }
+        if response.error_code != 0 {
+            return Err(WireError::Protocol(format!(
+                "{}: ApiVersions failed with error {}",
+                self.address, response.error_code
+            )));
+        }
+        let pick = |key: ApiKey, low: i16, high: i16| -> Result<i16, WireError> {
+            let theirs = response.api_keys.iter().find(|k| k.api_key == key as i16);
+            match theirs {
+                Some(k) if k.max_version >= low && k.min_version <= high => Ok(k.max_version.min(high)),
+                _ => Err(WireError::Protocol(format!(
+                    "{}: the broker speaks no version of {key:?} in {low}..={high}",
+                    self.address
+                ))),
+            }
+        };
+        let [(p, pl, ph), (m, ml, mh), (i, il, ih)] = OURS;
+        Ok(Versions {
+            produce: pick(p, pl, ph)?,
+            metadata: pick(m, ml, mh)?,
+            init_producer_id: pick(i, il, ih)?,
+        })
+    }
+
+    /// SASL: the handshake, then the mechanism's exchange in
+    /// SaslAuthenticate requests (KIP-152).
+    fn login(&mut self, sasl: &KafkaSasl) -> Result<(), WireError> {
+        let handshake =
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_string(sasl.mechanism.clone()));
+        let answer: SaslHandshakeResponse = self.call(&handshake, 1)?;
+        if answer.error_code != 0 {
+            let offered: Vec<&str> = answer.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(WireError::Refused(format!(
+                "SASL mechanism {} is not enabled on the broker (it offers {})",
+                sasl.mechanism,
+                offered.join(", ")
+            )));
+        }
+        let refused = |e: sasl::SaslError| WireError::Refused(format!("SASL authentication failed: {e}"));
+        match (sasl.mechanism.as_str(), ScramHash::from_mechanism(&sasl.mechanism)) {
+            ("PLAIN", _) => {
+                self.authenticate(sasl::plain(&sasl.username, &sasl.password))?;
+            }
+            (_, Some(hash)) => {
+                let (mut scram, first) =
+                    Scram::start(hash, &sasl.username, &sasl.password).map_err(refused)?;
+                let server_first = self.authenticate(first)?;
+                let last = scram.client_final(&server_first).map_err(refused)?;
+                let server_final = self.authenticate(last)?;
+                scram.finish(&server_final).map_err(refused)?;
+            }
+            (other, None) => {
+                return Err(WireError::Refused(format!("SASL mechanism {other} is not spoken by databus")))
+            }
+        }
+        Ok(())
+    }
+
+    fn authenticate(&mut self, bytes: Vec<u8>) -> Result<Bytes, WireError> {
+        let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(bytes));
+        let answer: SaslAuthenticateResponse = self.call(&request, 1)?;
+        if answer.error_code != 0 {
+            let message = answer.error_message.as_ref().map(|m| m.to_string()).unwrap_or_default();
+            return Err(WireError::Refused(format!("SASL authentication failed: {message}")));
+        }
+        Ok(answer.auth_bytes)
+    }
+
+    /// Sends `request` at `version` and waits for its response.
+    pub(crate) fn call<R: Request>(&mut self, request: &R, version: i16) -> Result<R::Response, WireError> {
+        let correlation = self.next_correlation();
+        let frame = frame(request, version, correlation)?;
+        self.stream.write_all(&frame)?;
+        let mut body = read_frame(&mut self.stream)?;
+        decode_response::<R>(&mut body, version, correlation)
+    }
+
+    pub(crate) fn next_correlation(&mut self) -> i32 {
+        self.next_correlation = self.next_correlation.wrapping_add(1);
+        self.next_correlation
+    }
+
+    /// The two halves: one writes requests, the other reads responses.
+    pub(crate) fn split(self) -> Result<(Writer, Reader), WireError> {
+        let read = self.stream.try_clone()?;
+        // The reader looks up every so often (at the stop, or to time out a
+        // request), so its reads return when nothing came.
+        read.set_read_timeout(Some(Duration::from_millis(100)))?;
+        Ok((
+            Writer { stream: self.stream, next_correlation: self.next_correlation, versions: self.versions },
+            Reader { stream: read, buffer: BytesMut::with_capacity(4096) },
+        ))
+    }
+}
+
+/// The writing half of a connection.
+pub(crate) struct Writer {
+    stream: TcpStream,
+    next_correlation: i32,
+    pub versions: Versions,
+}
+
+impl Writer {
+    pub(crate) fn next_correlation(&mut self) -> i32 {
+        self.next_correlation = self.next_correlation.wrapping_add(1);
+        self.next_correlation
+    }
+
+    pub(crate) fn write(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.stream.write_all(frame)
+    }
+
+    /// Closes the connection both ways: the reader's next read ends.
+    pub(crate) fn shutdown(&self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// The reading half of a connection.
+pub(crate) struct Reader {
+    stream: TcpStream,
+    buffer: BytesMut,
+}
+
+impl Reader {
+    /// Closes the connection both ways: the writer's next write fails.
+    pub(crate) fn shutdown(&self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// The next response's bytes (after the length), or `None` if none
+    /// came within the read timeout.
+    pub(crate) fn next(&mut self) -> Result<Option<Bytes>, WireError> {
+        loop {
+            if self.buffer.len() >= 4 {
+                let len =
+                    i32::from_be_bytes([self.buffer[0], self.buffer[1], self.buffer[2], self.buffer[3]]);
+                let len = usize::try_from(len)
+                    .ok()
+                    .filter(|l| *l <= MAX_RESPONSE)
+                    .ok_or_else(|| WireError::Protocol(format!("a response of {len} bytes")))?;
+                if self.buffer.len() >= 4 + len {
+                    self.buffer.advance(4);
+                    return Ok(Some(self.buffer.split_to(len).freeze()));
+                }
+                self.buffer.reserve(4 + len - self.buffer.len());
+            }
+            self.buffer.reserve(4096);
+            let start = self.buffer.len();
+            let capacity = self.buffer.capacity();
+            self.buffer.resize(capacity, 0);
+            match self.stream.read(&mut self.buffer[start..]) {
+                Ok(0) => {
+                    self.buffer.truncate(start);
+                    return Err(WireError::Io("the broker closed the connection".into()));
+                }
+                Ok(n) => self.buffer.truncate(start + n),
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    self.buffer.truncate(start);
+                    return Ok(None);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.buffer.truncate(start),
+                Err(e) => {
+                    self.buffer.truncate(start);
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+}
+
+/// A request as sent: length, header, body.
+pub(crate) fn frame<R: Request>(request: &R, version: i16, correlation: i32) -> Result<Vec<u8>, WireError> {
+    let bad = protocol_error(format!("cannot encode request {}", R::KEY));
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation)
+        .with_client_id(Some(CLIENT_ID));
+    let header_version = R::header_version(version);
+    let size =
+        header.compute_size(header_version).map_err(&bad)? + request.compute_size(version).map_err(&bad)?;
+    let mut out = Vec::with_capacity(4 + size);
+    out.put_i32(size as i32);
+    header.encode(&mut out, header_version).map_err(&bad)?;
+    request.encode(&mut out, version).map_err(&bad)?;
+    Ok(out)
+}
+
+/// Decodes the response of a request of type `R` sent at `version` with
+/// `correlation`.
+pub(crate) fn decode_response<R: Request>(
+    body: &mut Bytes,
+    version: i16,
+    correlation: i32,
+) -> Result<R::Response, WireError> {
+    let bad = protocol_error(format!("cannot decode the response to request {}", R::KEY));
+    // ApiVersions answers with header v0 whatever its version, so that a
+    // client that spoke too new a version can still read it.
+    let header_version =
+        if R::KEY == ApiKey::ApiVersions as i16 { 0 } else { R::Response::header_version(version) };
+    let header = ResponseHeader::decode(body, header_version).map_err(&bad)?;
+    if header.correlation_id != correlation {
+        return Err(WireError::Protocol(format!(
+            "a response to request {} came where {correlation} was expected",
+            header.correlation_id
+        )));
+    }
+    let response = R::Response::decode(body, version).map_err(&bad)?;
+    Ok(response)
+}
+
+/// The error of a message the crate could not encode or decode.
+fn protocol_error<E: std::fmt::Display>(what: String) -> impl Fn(E) -> WireError {
+    move |e| WireError::Protocol(format!("{what}: {e}"))
+}
+
+fn read_frame(stream: &mut TcpStream) -> Result<Bytes, WireError> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let len = usize::try_from(i32::from_be_bytes(len))
+        .ok()
+        .filter(|l| *l <= MAX_RESPONSE)
+        .ok_or_else(|| WireError::Protocol("a response of a negative or huge length".into()))?;
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body)?;
+    Ok(Bytes::from(body))
+}
