@@ -55,7 +55,7 @@ kill_pid_file() {
 cleanup() {
 	local f
 	kill_pid_file "$PID_FILE"
-	for f in "$RUN_DIR"/relay*.pid "$RUN_DIR"/relayed-kafka*.pid; do
+	for f in "$RUN_DIR"/databus-*.pid "$RUN_DIR"/relay*.pid "$RUN_DIR"/relayed-kafka*.pid; do
 		[[ -e $f ]] && kill_pid_file "$f"
 	done
 }

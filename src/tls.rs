@@ -12,7 +12,9 @@ use rustls::crypto::{ring, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+use crate::kafka::KafkaTls;
 
 /// Where the TLS listener listens and what it presents.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,4 +106,38 @@ fn client_verifier(
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         .build()
         .map_err(|e| TlsError::ClientCa { path: ca.to_owned(), cause: e.to_string() })
+}
+
+/// The client side of TLS to a cluster's brokers (databus's own producer):
+/// the CA file's certificates, or the system's when there is none, and the
+/// client certificate if the cluster names one.
+pub(crate) fn client_config(tls: &KafkaTls) -> Result<Arc<ClientConfig>, TlsError> {
+    let provider = Arc::new(ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    match &tls.ca_file {
+        Some(ca) => {
+            for cert in certificates(ca)? {
+                roots.add(cert).map_err(|e| TlsError::File { path: ca.clone(), cause: e.to_string() })?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                // One unreadable system certificate does not stop the others.
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let config = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| TlsError::File { path: key.clone(), cause: e.to_string() })?;
+            builder.with_client_auth_cert(certificates(cert)?, key)?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
 }

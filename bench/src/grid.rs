@@ -168,6 +168,8 @@ impl Cell {
 }
 
 pub(crate) const DATABUS: &str = "databus";
+/// databus with its own producer (`producer.engine = "databus"`).
+pub(crate) const DATABUS_OWN: &str = "databus own";
 pub(crate) const GO: &str = "Go databus";
 pub(crate) const BARE: &str = "bare librdkafka";
 pub(crate) const JAVA: &str = "Java producer";
@@ -524,7 +526,7 @@ struct GridTarget {
 impl Grid<'_> {
     /// The peers measured, in the order of the tables.
     fn peers(&self) -> Vec<&'static str> {
-        [DATABUS, GO, BARE, JAVA]
+        [DATABUS, DATABUS_OWN, GO, BARE, JAVA]
             .into_iter()
             .filter(|p| self.cells.iter().any(|c| c.shot(p).is_some()))
             .collect()

@@ -236,6 +236,8 @@ fn run() -> Res<()> {
     let mut grid_cells = Vec::new();
     if opts.phases.grid {
         grid::prepare_database(&opts, &grid_topics)?;
+        let own =
+            if opts.own_engine { Some(Databus::start_with(&opts, "databus-own", "databus")?) } else { None };
         let mut fronts = vec![grid::Front {
             name: grid::DATABUS,
             addr: databus.addr,
@@ -243,6 +245,15 @@ fn run() -> Res<()> {
             auth: Box::new(move |topic: &str| auth_string("bench_pub", topic, "pub", "")),
             sends: Some(grid::LIBRDKAFKA_SENDS),
         }];
+        if let Some(own) = &own {
+            fronts.push(grid::Front {
+                name: grid::DATABUS_OWN,
+                addr: own.addr,
+                pid: Some(own.pid()),
+                auth: Box::new(move |topic: &str| auth_string("bench_pub", topic, "pub", "")),
+                sends: Some(grid::LIBRDKAFKA_SENDS),
+            });
+        }
         if let Some(go) = grid::Front::go_databus(&opts)? {
             fronts.push(go);
         }

@@ -152,14 +152,6 @@ pub(crate) fn check_cluster(
         KafkaError::ClientConfig(_, description, _, _) => description,
         other => other.to_string(),
     };
-    if producer.engine == producer::Engine::Databus && cluster.tls.is_some() {
-        return Err(PropertyError {
-            property: None,
-            reason: "producer.engine \"databus\" does not speak TLS to the brokers yet; \
-                     use producer.engine = \"librdkafka\" for this cluster"
-                .into(),
-        });
-    }
     for (key, value) in &cluster.properties {
         let mut alone = ClientConfig::new();
         alone.set(key, value);

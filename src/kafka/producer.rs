@@ -131,11 +131,15 @@ pub(crate) fn producer_config(cluster: &Cluster, settings: &ProducerSettings) ->
 }
 
 /// The configuration of databus's own producer for a cluster.
-fn own_config(name: &str, cluster: &Cluster, settings: &ProducerSettings) -> produce::Config {
-    produce::Config {
+fn own_config(name: &str, cluster: &Cluster, settings: &ProducerSettings) -> Result<produce::Config, String> {
+    let tls = match &cluster.tls {
+        Some(tls) => Some(crate::tls::client_config(tls).map_err(|e| format!("TLS: {e}"))?),
+        None => None,
+    };
+    Ok(produce::Config {
         cluster: name.to_owned(),
         brokers: cluster.brokers.clone(),
-        sasl: cluster.sasl.clone(),
+        security: produce::wire::Security { tls, sasl: cluster.sasl.clone() },
         timeout: settings.timeout,
         linger: settings.linger,
         max_in_flight: settings.max_in_flight,
@@ -145,7 +149,7 @@ fn own_config(name: &str, cluster: &Cluster, settings: &ProducerSettings) -> pro
         // librdkafka's `batch.size` and `queue.buffering.max.messages`.
         batch_bytes: 1_000_000,
         max_records: 100_000,
-    }
+    })
 }
 
 /// Why a record was not acknowledged.
@@ -850,11 +854,9 @@ impl Producers {
             }
             Engine::Databus => {
                 let reports = Arc::new(reports);
-                let own = produce::Producer::start(
-                    own_config(cluster, &config, &self.settings),
-                    reports.clone(),
-                )
-                .map_err(|e| PublishError::Start { cluster: cluster.to_owned(), cause: e.to_string() })?;
+                let start = |cause: String| PublishError::Start { cluster: cluster.to_owned(), cause };
+                let own = own_config(cluster, &config, &self.settings).map_err(start)?;
+                let own = produce::Producer::start(own, reports.clone()).map_err(|e| start(e.to_string()))?;
                 ClusterProducer { engine: Producing::Databus(own), reports }
             }
         };

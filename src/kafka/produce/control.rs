@@ -54,7 +54,13 @@ fn run(shared: &Arc<Shared>) {
                 None => true,
                 Some(since) => (state.metadata_due && since >= METADATA_RETRY) || since >= METADATA_REFRESH,
             };
-        if !need_id && !need_metadata {
+        // While the brokers refuse databus, a new login is tried every
+        // second: records fail at once meanwhile, so no sender would.
+        let recheck = state.refused.is_some();
+        if recheck {
+            conn = None;
+        }
+        if !need_id && !need_metadata && !recheck {
             if !verdicts.is_empty() {
                 shared.settled.notify_all();
             }
@@ -78,8 +84,11 @@ fn run(shared: &Arc<Shared>) {
             None => {
                 turn += 1;
                 let address = &addresses[turn % addresses.len()];
-                match Conn::open(address, shared.config.sasl.as_ref(), shared.config.timeout) {
-                    Ok(c) => conn.insert(c),
+                match Conn::open(address, &shared.config.security, shared.config.timeout) {
+                    Ok(c) => {
+                        accepted(shared);
+                        conn.insert(c)
+                    }
                     Err(e) => {
                         failed(shared, address, e);
                         thread::sleep(TICK);
@@ -88,6 +97,9 @@ fn run(shared: &Arc<Shared>) {
                 }
             }
         };
+        if !need_id && !need_metadata {
+            continue;
+        }
         let asked = if need_id { producer_id(shared, c) } else { metadata(shared, c, topics) };
         match asked {
             Ok(()) if !need_id => last_metadata = Some(Instant::now()),
@@ -100,6 +112,14 @@ fn run(shared: &Arc<Shared>) {
             }
         }
     }
+}
+
+/// A login passed: any refusal is over.
+pub(super) fn accepted(shared: &Shared) {
+    if shared.lock().refused.take().is_some() {
+        log::info!("cluster '{}' accepts databus's producer again", shared.config.cluster);
+    }
+    shared.context.accepted();
 }
 
 /// A control connection failed: a refused login fails the records held.
@@ -174,6 +194,7 @@ fn metadata(shared: &Arc<Shared>, c: &mut Conn, topics: Vec<String>) -> Result<(
 fn apply(shared: &Arc<Shared>, response: MetadataResponse) {
     let mut state = shared.lock();
     let mut still_due = false;
+    let mut denied: Vec<String> = Vec::new();
     for broker in &response.brokers {
         let node = broker.node_id.0;
         let address = format!("{}:{}", broker.host.as_str(), broker.port);
@@ -204,6 +225,13 @@ fn apply(shared: &Arc<Shared>, response: MetadataResponse) {
     }
     for t in &response.topics {
         let Some(name) = t.name.as_ref().map(|n| n.0.to_string()) else { continue };
+        if t.error_code == TOPIC_AUTHORIZATION_FAILED {
+            // The cluster's ACLs: the records waiting for it fail now, and
+            // the next record asks again (the ACL may be granted meanwhile).
+            state.topics.remove(&name);
+            denied.push(name);
+            continue;
+        }
         if t.error_code != 0 {
             // Unknown (3), or being created (5): asked again shortly.
             still_due = true;
@@ -229,11 +257,29 @@ fn apply(shared: &Arc<Shared>, response: MetadataResponse) {
     state.metadata_due = still_due;
     let waiting = std::mem::take(&mut state.waiting);
     let config = &shared.config;
+    let mut verdicts = Verdicts::new();
     for w in waiting {
-        state.place(config, w);
+        if denied.contains(&w.topic) {
+            let failure = Failure::Rejected {
+                topic: w.topic.clone(),
+                code: TOPIC_AUTHORIZATION_FAILED,
+                message: "TopicAuthorizationFailed".into(),
+            };
+            verdicts.push((w.reporter, Err(shared.context.failed(failure))));
+            state.held -= 1;
+        } else {
+            state.place(config, w);
+        }
+    }
+    if !verdicts.is_empty() {
+        shared.settled.notify_all();
     }
     shared.wake_all(&state);
+    drop(state);
+    settle(verdicts);
 }
+
+const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
 
 /// Fails the records whose produce timeout passed before they were sent.
 fn expire(shared: &Shared, state: &mut State, verdicts: &mut Verdicts) {

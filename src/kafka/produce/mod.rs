@@ -43,7 +43,7 @@ use kafka_protocol::records::Compression;
 use self::batch::{Batch, Parts};
 pub(crate) use self::partitioner::Partitioner;
 use super::producer::Reporter;
-use super::{Delivered, KafkaSasl, PublishError};
+use super::{Delivered, PublishError};
 
 /// How this producer is set up.
 #[derive(Debug, Clone)]
@@ -51,7 +51,7 @@ pub(crate) struct Config {
     /// The cluster's name, for errors and logs.
     pub cluster: String,
     pub brokers: Vec<String>,
-    pub sasl: Option<KafkaSasl>,
+    pub security: wire::Security,
     /// How long a record may wait for its acknowledgement; also the
     /// broker's wait for the in-sync replicas and a request's timeout.
     pub timeout: Duration,

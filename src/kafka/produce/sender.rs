@@ -52,6 +52,13 @@ fn send(shared: &Arc<Shared>, node: i32) {
             if state.stopping {
                 return;
             }
+            // Its reader found the connection broken (and sent what was in
+            // flight back to the partitions): nothing more goes on it. Seen
+            // under the same lock as a request is registered below, so no
+            // request is left on a connection nobody reads.
+            if !state.links.get(&node).is_some_and(|l| l.connected) {
+                writer = None;
+            }
             let ready = state.producer.is_some()
                 && !state.bump
                 && has_work(&state, node, config.max_in_flight, config.linger);
@@ -69,9 +76,6 @@ fn send(shared: &Arc<Shared>, node: i32) {
             let wake = link.wake.clone();
             let wait = if config.linger.is_zero() { Duration::from_millis(100) } else { config.linger };
             state = wake.wait_timeout(state, wait).unwrap_or_else(|e| e.into_inner()).0;
-            if !state.links.get(&node).is_some_and(|l| l.connected) {
-                writer = None;
-            }
         };
         if let Some(address) = address {
             drop(state);
@@ -168,17 +172,14 @@ fn request(timeout: Duration, wires: Vec<(String, i32, Bytes)>) -> ProduceReques
 /// fails the records held.
 fn connect(shared: &Arc<Shared>, node: i32, address: &str) -> Option<Writer> {
     let config = &shared.config;
-    let opened = Conn::open(address, config.sasl.as_ref(), config.timeout).and_then(Conn::split);
+    let opened = Conn::open(address, &config.security, config.timeout).and_then(Conn::split);
     let mut state = shared.lock();
     match opened {
         Ok((writer, reader)) => {
             let link = state.links.get_mut(&node)?;
             link.connected = true;
-            if state.refused.take().is_some() {
-                log::info!("cluster '{}' accepts databus's producer again", config.cluster);
-            }
             drop(state);
-            shared.context.accepted();
+            super::control::accepted(shared);
             let shared = shared.clone();
             let spawned = thread::Builder::new()
                 .name(format!("databus-recv-{node}"))

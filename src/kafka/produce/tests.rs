@@ -35,7 +35,7 @@ fn config(cluster: &FakeCluster, max_in_flight: usize) -> Config {
     Config {
         cluster: "fake".into(),
         brokers: cluster.bootstrap(),
-        sasl: None,
+        security: Default::default(),
         timeout: Duration::from_secs(5),
         linger: Duration::ZERO,
         max_in_flight,

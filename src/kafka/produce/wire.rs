@@ -6,6 +6,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -60,36 +61,67 @@ pub(crate) struct Versions {
 const OURS: [(ApiKey, i16, i16); 3] =
     [(ApiKey::Produce, 3, 9), (ApiKey::Metadata, 1, 12), (ApiKey::InitProducerId, 0, 4)];
 
+/// How connections reach the brokers: TLS (rustls) if the cluster has a
+/// `tls` section, SASL if it has a `sasl` one.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Security {
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub sasl: Option<KafkaSasl>,
+}
+
+/// A TLS session, shared by a connection's writer and reader: each takes
+/// the lock only to encrypt and send, or to decrypt what it read, so the
+/// reader never holds it while it waits for the broker.
+type Tls = Arc<Mutex<rustls::ClientConnection>>;
+
+fn lock(tls: &Tls) -> std::sync::MutexGuard<'_, rustls::ClientConnection> {
+    tls.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A connected, logged-in broker connection.
 pub(crate) struct Conn {
     stream: TcpStream,
+    tls: Option<Tls>,
     pub versions: Versions,
     next_correlation: i32,
     pub address: String,
 }
 
 impl Conn {
-    /// Connects to `address`, learns its versions and logs in.
-    pub(crate) fn open(
-        address: &str,
-        sasl: Option<&KafkaSasl>,
-        timeout: Duration,
-    ) -> Result<Conn, WireError> {
+    /// Connects to `address`, shakes hands (TLS), learns its versions and
+    /// logs in (SASL). A certificate or a login the broker refuses, or one
+    /// of the broker's databus does not trust, is [`WireError::Refused`].
+    pub(crate) fn open(address: &str, security: &Security, timeout: Duration) -> Result<Conn, WireError> {
         let addr = address
             .to_socket_addrs()
             .map_err(|e| WireError::Io(format!("{address}: {e}")))?
             .next()
             .ok_or_else(|| WireError::Io(format!("{address}: no address")))?;
-        let stream = TcpStream::connect_timeout(&addr, timeout)
+        let mut stream = TcpStream::connect_timeout(&addr, timeout)
             .map_err(|e| WireError::Io(format!("{address}: {e}")))?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
+        let tls = match &security.tls {
+            None => None,
+            Some(config) => {
+                let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                    .map_err(|e| WireError::Refused(format!("SSL: {host} is not a server name: {e}")))?;
+                let mut session = rustls::ClientConnection::new(config.clone(), name)
+                    .map_err(|e| WireError::Refused(format!("SSL: {e}")))?;
+                while session.is_handshaking() {
+                    session.complete_io(&mut stream).map_err(classify)?;
+                }
+                Some(Arc::new(Mutex::new(session)))
+            }
+        };
         let placeholder = Versions { produce: 3, metadata: 1, init_producer_id: 0 };
         let mut conn =
-            Conn { stream, versions: placeholder, next_correlation: 0, address: address.to_owned() };
+            Conn { stream, tls, versions: placeholder, next_correlation: 0, address: address.to_owned() };
         conn.versions = conn.api_versions()?;
-        if let Some(sasl) = sasl {
+        if let Some(sasl) = &security.sasl {
             conn.login(sasl)?;
         }
         Ok(conn)
@@ -144,7 +176,7 @@ impl Conn {
                 offered.join(", ")
             )));
         }
-        let refused = |e: sasl::SaslError| WireError::Refused(format!("SASL authentication failed: {e}"));
+        let refused = |e: sasl::SaslError| WireError::Refused(format!("SASL authentication error: {e}"));
         match (sasl.mechanism.as_str(), ScramHash::from_mechanism(&sasl.mechanism)) {
             ("PLAIN", _) => {
                 self.authenticate(sasl::plain(&sasl.username, &sasl.password))?;
@@ -169,7 +201,7 @@ impl Conn {
         let answer: SaslAuthenticateResponse = self.call(&request, 1)?;
         if answer.error_code != 0 {
             let message = answer.error_message.as_ref().map(|m| m.to_string()).unwrap_or_default();
-            return Err(WireError::Refused(format!("SASL authentication failed: {message}")));
+            return Err(WireError::Refused(format!("SASL authentication error: {message}")));
         }
         Ok(answer.auth_bytes)
     }
@@ -178,8 +210,19 @@ impl Conn {
     pub(crate) fn call<R: Request>(&mut self, request: &R, version: i16) -> Result<R::Response, WireError> {
         let correlation = self.next_correlation();
         let frame = frame(request, version, correlation)?;
-        self.stream.write_all(&frame)?;
-        let mut body = read_frame(&mut self.stream)?;
+        let mut body = match &self.tls {
+            None => {
+                self.stream.write_all(&frame)?;
+                read_frame(&mut self.stream)?
+            }
+            Some(tls) => {
+                let mut session = lock(tls);
+                let mut stream = rustls::Stream::new(&mut *session, &mut self.stream);
+                stream.write_all(&frame).map_err(classify)?;
+                stream.flush().map_err(classify)?;
+                read_frame(&mut stream)?
+            }
+        };
         decode_response::<R>(&mut body, version, correlation)
     }
 
@@ -194,16 +237,51 @@ impl Conn {
         // The reader looks up every so often (at the stop, or to time out a
         // request), so its reads return when nothing came.
         read.set_read_timeout(Some(Duration::from_millis(100)))?;
-        Ok((
-            Writer { stream: self.stream, next_correlation: self.next_correlation, versions: self.versions },
-            Reader { stream: read, buffer: BytesMut::with_capacity(4096) },
-        ))
+        let writer = Writer {
+            stream: self.stream,
+            tls: self.tls.clone(),
+            next_correlation: self.next_correlation,
+            versions: self.versions,
+        };
+        let reader =
+            Reader { stream: read, tls: self.tls, buffer: BytesMut::with_capacity(4096), raw: Vec::new() };
+        Ok((writer, reader))
     }
+}
+
+/// A TLS failure, in the words librdkafka (OpenSSL) uses where the
+/// operator may know them: a broker certificate databus does not trust is
+/// "certificate verify failed", a client certificate the broker does not
+/// trust an "alert bad certificate". Those are refusals; anything else is
+/// a broken connection.
+fn classify(e: io::Error) -> WireError {
+    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) else {
+        return e.into();
+    };
+    let reason = match tls {
+        rustls::Error::InvalidCertificate(why) => format!("certificate verify failed: {why:?}"),
+        rustls::Error::AlertReceived(alert) => format!("alert {}", words(&format!("{alert:?}"))),
+        other => other.to_string(),
+    };
+    WireError::Refused(format!("SSL handshake failed: {reason}"))
+}
+
+/// `BadCertificate` as "bad certificate".
+fn words(camel: &str) -> String {
+    let mut out = String::new();
+    for c in camel.chars() {
+        if c.is_uppercase() && !out.is_empty() {
+            out.push(' ');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out
 }
 
 /// The writing half of a connection.
 pub(crate) struct Writer {
     stream: TcpStream,
+    tls: Option<Tls>,
     next_correlation: i32,
     pub versions: Versions,
 }
@@ -214,8 +292,28 @@ impl Writer {
         self.next_correlation
     }
 
-    pub(crate) fn write(&mut self, frame: &[u8]) -> io::Result<()> {
-        self.stream.write_all(frame)
+    /// Writes a whole request. In clear with sendmsg(2), as librdkafka
+    /// sends its requests, so the bench counts Kafka requests the same way
+    /// for both engines (the sessions' replies go out with send(2)).
+    pub(crate) fn write(&mut self, mut frame: &[u8]) -> io::Result<()> {
+        if let Some(tls) = &self.tls {
+            let mut session = lock(tls);
+            session.writer().write_all(frame)?;
+            while session.wants_write() {
+                session.write_tls(&mut &self.stream)?;
+            }
+            return Ok(());
+        }
+        let socket = socket2::SockRef::from(&self.stream);
+        while !frame.is_empty() {
+            match socket.send_vectored_with_flags(&[io::IoSlice::new(frame)], libc::MSG_NOSIGNAL) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => frame = &frame[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Closes the connection both ways: the reader's next read ends.
@@ -227,7 +325,11 @@ impl Writer {
 /// The reading half of a connection.
 pub(crate) struct Reader {
     stream: TcpStream,
+    tls: Option<Tls>,
+    /// Plain bytes read and not yet returned.
     buffer: BytesMut,
+    /// TLS records as read, before decryption.
+    raw: Vec<u8>,
 }
 
 impl Reader {
@@ -251,28 +353,63 @@ impl Reader {
                     self.buffer.advance(4);
                     return Ok(Some(self.buffer.split_to(len).freeze()));
                 }
-                self.buffer.reserve(4 + len - self.buffer.len());
             }
-            self.buffer.reserve(4096);
-            let start = self.buffer.len();
-            let capacity = self.buffer.capacity();
-            self.buffer.resize(capacity, 0);
-            match self.stream.read(&mut self.buffer[start..]) {
-                Ok(0) => {
-                    self.buffer.truncate(start);
-                    return Err(WireError::Io("the broker closed the connection".into()));
-                }
-                Ok(n) => self.buffer.truncate(start + n),
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                    self.buffer.truncate(start);
-                    return Ok(None);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.buffer.truncate(start),
-                Err(e) => {
-                    self.buffer.truncate(start);
-                    return Err(e.into());
-                }
+            if !self.fill()? {
+                return Ok(None);
             }
+        }
+    }
+
+    /// Reads what came; false if nothing did within the read timeout.
+    fn fill(&mut self) -> Result<bool, WireError> {
+        if let Some(tls) = &self.tls {
+            if drain(&mut lock(tls), &mut self.buffer)? > 0 {
+                return Ok(true);
+            }
+        }
+        self.raw.resize(16 * 1024, 0);
+        let n = match self.stream.read(&mut self.raw) {
+            Ok(0) => return Err(WireError::Io("the broker closed the connection".into())),
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                return Ok(false)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(tls) = &self.tls else {
+            self.buffer.extend_from_slice(&self.raw[..n]);
+            return Ok(true);
+        };
+        let mut session = lock(tls);
+        let mut records = &self.raw[..n];
+        while !records.is_empty() {
+            session.read_tls(&mut records)?;
+            session
+                .process_new_packets()
+                .map_err(|e| classify(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+            drain(&mut session, &mut self.buffer)?;
+        }
+        while session.wants_write() {
+            session.write_tls(&mut &self.stream)?;
+        }
+        Ok(true)
+    }
+}
+
+/// Moves the plain bytes a TLS session decrypted into `buffer`.
+fn drain(session: &mut rustls::ClientConnection, buffer: &mut BytesMut) -> Result<usize, WireError> {
+    let mut chunk = [0u8; 8192];
+    let mut moved = 0;
+    loop {
+        match session.reader().read(&mut chunk) {
+            Ok(0) => return Err(WireError::Io("the broker closed the TLS session".into())),
+            Ok(n) => {
+                buffer.extend_from_slice(&chunk[..n]);
+                moved += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(moved),
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -323,14 +460,14 @@ fn protocol_error<E: std::fmt::Display>(what: String) -> impl Fn(E) -> WireError
     move |e| WireError::Protocol(format!("{what}: {e}"))
 }
 
-fn read_frame(stream: &mut TcpStream) -> Result<Bytes, WireError> {
+fn read_frame(stream: &mut impl Read) -> Result<Bytes, WireError> {
     let mut len = [0u8; 4];
-    stream.read_exact(&mut len)?;
+    stream.read_exact(&mut len).map_err(classify)?;
     let len = usize::try_from(i32::from_be_bytes(len))
         .ok()
         .filter(|l| *l <= MAX_RESPONSE)
         .ok_or_else(|| WireError::Protocol("a response of a negative or huge length".into()))?;
     let mut body = vec![0u8; len];
-    stream.read_exact(&mut body)?;
+    stream.read_exact(&mut body).map_err(classify)?;
     Ok(Bytes::from(body))
 }
