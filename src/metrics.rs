@@ -145,7 +145,7 @@ impl Metrics {
             last_refresh: Mutex::new(Instant::now()),
             queue_depth: gauges(
                 "databus_producer_queue_depth",
-                "Records handed to librdkafka and not yet acknowledged, per cluster.",
+                "Records handed to the producer and not yet acknowledged, per cluster.",
                 &["cluster"],
             ),
             broker_up: gauges(

@@ -23,6 +23,27 @@ pub(crate) use producer::{
     Delivered, Delivery, KeepAlive, ProducerSettings, Producers, Publish, PublishError, Record,
 };
 
+/// What databus's own producer makes of bytes from a broker (the fuzz
+/// target `produce_response`): responses cut from the stream by their
+/// lengths, each decoded as a Produce response of every version the
+/// producer speaks. Returns how many decoded; never panics, whatever the
+/// bytes.
+pub fn decode_produce_responses(data: &[u8]) -> usize {
+    use kafka_protocol::messages::ProduceRequest;
+    let mut buffer = bytes::BytesMut::from(data);
+    let mut decoded = 0;
+    while let Ok(Some(frame)) = produce::wire::take_frame(&mut buffer) {
+        let correlation = frame.get(..4).map_or(0, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        for version in 3..=9 {
+            let mut body = frame.clone();
+            if produce::wire::decode_response::<ProduceRequest>(&mut body, version, correlation).is_ok() {
+                decoded += 1;
+            }
+        }
+    }
+    decoded
+}
+
 /// One Kafka cluster as `databus.toml` names it.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub(crate) struct Cluster {

@@ -63,8 +63,9 @@ fn verdict(rx: &mpsc::Receiver<Verdict>) -> Verdict {
 }
 
 /// `clients` depth-1 publishers, each sending `each` records with its own
-/// key and waiting for each verdict; `meanwhile` runs once a third is in.
-/// Returns the verdicts per key.
+/// key and waiting for each verdict; `meanwhile` runs once a third of the
+/// records are settled, while the rest are still to come. Returns the
+/// verdicts per key.
 fn publish(
     producer: &Producer,
     topic: &str,
@@ -72,29 +73,30 @@ fn publish(
     each: usize,
     meanwhile: impl FnOnce(),
 ) -> HashMap<String, Vec<Verdict>> {
-    let mut meanwhile = Some(meanwhile);
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let settled = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel();
     std::thread::scope(|s| {
         for c in 0..clients {
-            let tx = tx.clone();
+            let (tx, settled) = (tx.clone(), &settled);
             s.spawn(move || {
                 let key = format!("key-{c}");
-                let verdicts: Vec<Verdict> =
-                    (0..each).map(|i| verdict(&send(producer, topic, &key, &format!("{key}/{i}")))).collect();
+                let verdicts: Vec<Verdict> = (0..each)
+                    .map(|i| {
+                        let v = verdict(&send(producer, topic, &key, &format!("{key}/{i}")));
+                        settled.fetch_add(1, Ordering::Relaxed);
+                        v
+                    })
+                    .collect();
                 tx.send((key, verdicts)).unwrap();
             });
         }
         drop(tx);
-        let mut got = HashMap::new();
-        while let Ok((key, verdicts)) = rx.recv() {
-            got.insert(key, verdicts);
-            if got.len() == clients / 3 {
-                if let Some(f) = meanwhile.take() {
-                    f();
-                }
-            }
+        while settled.load(Ordering::Relaxed) < clients * each / 3 {
+            std::thread::sleep(Duration::from_millis(1));
         }
-        got
+        meanwhile();
+        rx.iter().collect()
     })
 }
 
@@ -259,4 +261,26 @@ fn records_for_a_topic_that_does_not_exist_time_out() {
     let lost = verdict(&send(&producer, "nope", "k", "v"));
     assert!(matches!(lost, Err(PublishError::Timeout { partition: None, .. })), "{lost:?}");
     assert!(producer.flush(Duration::from_secs(1)), "nothing held after the timeout");
+}
+
+#[test]
+fn a_request_unanswered_past_the_timeout_is_not_written_twice() {
+    let cluster = FakeCluster::start(1, &[("t", 1)]);
+    let mut config = config(&cluster, 5);
+    config.timeout = Duration::from_millis(1000);
+    let producer = Producer::start(config, Arc::new(Plain)).unwrap();
+    assert!(verdict(&send(&producer, "t", "k", "first")).is_ok());
+    // Longer than the timeout and its grace second: the connection is given
+    // up with the request in flight, whose outcome is then unknown.
+    cluster.delay_responses(0, Duration::from_millis(2500));
+    let slow = verdict(&send(&producer, "t", "k", "slow"));
+    assert!(matches!(slow, Err(PublishError::Timeout { .. })), "{slow:?}");
+    cluster.delay_responses(0, Duration::ZERO);
+    let after = send(&producer, "t", "k", "after");
+    assert!(verdict(&after).is_ok());
+    let values: Vec<String> =
+        cluster.records("t", 0).into_iter().map(|r| String::from_utf8(r.value.unwrap()).unwrap()).collect();
+    // "slow" may have been written (its answer was lost), but once at most,
+    // and before "after".
+    assert!(values == ["first", "after"] || values == ["first", "slow", "after"], "written: {values:?}");
 }

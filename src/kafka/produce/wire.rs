@@ -342,17 +342,8 @@ impl Reader {
     /// came within the read timeout.
     pub(crate) fn next(&mut self) -> Result<Option<Bytes>, WireError> {
         loop {
-            if self.buffer.len() >= 4 {
-                let len =
-                    i32::from_be_bytes([self.buffer[0], self.buffer[1], self.buffer[2], self.buffer[3]]);
-                let len = usize::try_from(len)
-                    .ok()
-                    .filter(|l| *l <= MAX_RESPONSE)
-                    .ok_or_else(|| WireError::Protocol(format!("a response of {len} bytes")))?;
-                if self.buffer.len() >= 4 + len {
-                    self.buffer.advance(4);
-                    return Ok(Some(self.buffer.split_to(len).freeze()));
-                }
+            if let Some(frame) = take_frame(&mut self.buffer)? {
+                return Ok(Some(frame));
             }
             if !self.fill()? {
                 return Ok(None);
@@ -395,6 +386,24 @@ impl Reader {
         }
         Ok(true)
     }
+}
+
+/// The first whole response in `buffer` (its bytes after the length),
+/// taken out of it; `None` until one is whole.
+pub(crate) fn take_frame(buffer: &mut BytesMut) -> Result<Option<Bytes>, WireError> {
+    if buffer.len() < 4 {
+        return Ok(None);
+    }
+    let len = i32::from_be_bytes([buffer[0], buffer[1], buffer[2], buffer[3]]);
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|l| *l <= MAX_RESPONSE)
+        .ok_or_else(|| WireError::Protocol(format!("a response of {len} bytes")))?;
+    if buffer.len() < 4 + len {
+        return Ok(None);
+    }
+    buffer.advance(4);
+    Ok(Some(buffer.split_to(len).freeze()))
 }
 
 /// Moves the plain bytes a TLS session decrypted into `buffer`.
