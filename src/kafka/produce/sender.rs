@@ -346,7 +346,7 @@ fn outcome(
     verdicts: &mut Verdicts,
 ) {
     let Some(p) = state.topics.get_mut(topic).and_then(|t| t.partitions.get_mut(partition as usize)) else {
-        return;
+        return forgotten(shared, state, topic, batch, verdicts);
     };
     match r.error_code {
         // 46: DUPLICATE_SEQUENCE_NUMBER, written before.
@@ -420,7 +420,7 @@ fn again(
     verdicts: &mut Verdicts,
 ) {
     let Some(p) = state.topics.get_mut(topic).and_then(|t| t.partitions.get_mut(partition as usize)) else {
-        return;
+        return forgotten(shared, state, topic, batch, verdicts);
     };
     p.in_flight -= 1;
     p.careful = true;
@@ -431,6 +431,17 @@ fn again(
     state.bump = true;
     state.held -= batch.reporters.len();
     let failure = Failure::Timeout { topic: topic.to_owned(), partition: Some(partition) };
+    for reporter in batch.reporters {
+        verdicts.push((reporter, Err(shared.context.failed(failure.clone()))));
+    }
+}
+
+/// A batch of a topic the producer no longer knows (its ACL denied since
+/// the batch was sent): its records fail as the broker would answer them.
+fn forgotten(shared: &Shared, state: &mut State, topic: &str, batch: Batch, verdicts: &mut Verdicts) {
+    state.held -= batch.reporters.len();
+    let failure =
+        Failure::Rejected { topic: topic.to_owned(), code: 29, message: "TopicAuthorizationFailed".into() };
     for reporter in batch.reporters {
         verdicts.push((reporter, Err(shared.context.failed(failure.clone()))));
     }
