@@ -22,7 +22,7 @@ test: services lint
 	@$(WITH_ENV); $(SERVICES) sweep
 	@$(WITH_ENV); cargo test --workspace --all-targets
 	@# The publishing, security and metrics tests again on the other producer engine.
-	@$(WITH_ENV); DATABUS_TEST_PRODUCER_ENGINE=databus cargo test --test publish --test kafka_security --test admin
+	@$(WITH_ENV); DATABUS_TEST_PRODUCER_ENGINE=librdkafka cargo test --test publish --test kafka_security --test admin
 
 ## Run the example client (example_cli/) against the databus of `make run`.
 run-example:

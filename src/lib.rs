@@ -8,7 +8,8 @@
 //! - [`session`]: one connection — its state, the per-role dispatch table,
 //!   the publisher and subscriber commands, buffered IO.
 //! - [`auth`]: the AUTH string, the grant cache and the stores it is read from.
-//! - [`kafka`]: librdkafka producers (and consumers) per cluster.
+//! - [`kafka`]: producers per cluster (databus's own, `kafka::produce`, or
+//!   librdkafka's) and librdkafka consumers.
 //! - [`queue`]: queue mode's shared group members and their pending
 //!   entries (Redis Streams consumer groups over Kafka).
 //! - [`config`]: `databus.toml`, validated into the settings each module owns.

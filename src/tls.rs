@@ -14,8 +14,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::kafka::KafkaTls;
-
 /// Where the TLS listener listens and what it presents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TlsSettings {
@@ -108,16 +106,19 @@ fn client_verifier(
         .map_err(|e| TlsError::ClientCa { path: ca.to_owned(), cause: e.to_string() })
 }
 
-/// The client side of TLS to a cluster's brokers (databus's own producer):
-/// the CA file's certificates, or the system's when there is none, and the
-/// client certificate if the cluster names one.
-pub(crate) fn client_config(tls: &KafkaTls) -> Result<Arc<ClientConfig>, TlsError> {
+/// The client side of TLS (databus's own producer to a cluster's brokers):
+/// the certificates of the `ca` file, or the system's when there is none,
+/// and a client certificate and its key (PEM files) if given.
+pub(crate) fn client_config(
+    ca: Option<&Path>,
+    client: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = Arc::new(ring::default_provider());
     let mut roots = RootCertStore::empty();
-    match &tls.ca_file {
+    match ca {
         Some(ca) => {
             for cert in certificates(ca)? {
-                roots.add(cert).map_err(|e| TlsError::File { path: ca.clone(), cause: e.to_string() })?;
+                roots.add(cert).map_err(|e| TlsError::File { path: ca.to_owned(), cause: e.to_string() })?;
             }
         }
         None => {
@@ -131,13 +132,13 @@ pub(crate) fn client_config(tls: &KafkaTls) -> Result<Arc<ClientConfig>, TlsErro
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots);
-    let config = match (&tls.cert_file, &tls.key_file) {
-        (Some(cert), Some(key)) => {
+    let config = match client {
+        Some((cert, key)) => {
             let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| TlsError::File { path: key.clone(), cause: e.to_string() })?;
+                .map_err(|e| TlsError::File { path: key.to_owned(), cause: e.to_string() })?;
             builder.with_client_auth_cert(certificates(cert)?, key)?
         }
-        _ => builder.with_no_client_auth(),
+        None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
 }

@@ -167,9 +167,10 @@ impl Cell {
     }
 }
 
+/// databus as shipped: its own producer (`producer.engine = "databus"`).
 pub(crate) const DATABUS: &str = "databus";
-/// databus with its own producer (`producer.engine = "databus"`).
-pub(crate) const DATABUS_OWN: &str = "databus own";
+/// databus on librdkafka's producer (`producer.engine = "librdkafka"`).
+pub(crate) const DATABUS_RDKAFKA: &str = "databus librdkafka";
 pub(crate) const GO: &str = "Go databus";
 pub(crate) const BARE: &str = "bare librdkafka";
 pub(crate) const JAVA: &str = "Java producer";
@@ -526,7 +527,7 @@ struct GridTarget {
 impl Grid<'_> {
     /// The peers measured, in the order of the tables.
     fn peers(&self) -> Vec<&'static str> {
-        [DATABUS, DATABUS_OWN, GO, BARE, JAVA]
+        [DATABUS, DATABUS_RDKAFKA, GO, BARE, JAVA]
             .into_iter()
             .filter(|p| self.cells.iter().any(|c| c.shot(p).is_some()))
             .collect()

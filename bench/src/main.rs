@@ -236,8 +236,11 @@ fn run() -> Res<()> {
     let mut grid_cells = Vec::new();
     if opts.phases.grid {
         grid::prepare_database(&opts, &grid_topics)?;
-        let own =
-            if opts.own_engine { Some(Databus::start_with(&opts, "databus-own", "databus")?) } else { None };
+        let other = if opts.other_engine {
+            Some(Databus::start_with(&opts, "databus-librdkafka", "librdkafka")?)
+        } else {
+            None
+        };
         let mut fronts = vec![grid::Front {
             name: grid::DATABUS,
             addr: databus.addr,
@@ -245,11 +248,11 @@ fn run() -> Res<()> {
             auth: Box::new(move |topic: &str| auth_string("bench_pub", topic, "pub", "")),
             sends: Some(grid::LIBRDKAFKA_SENDS),
         }];
-        if let Some(own) = &own {
+        if let Some(other) = &other {
             fronts.push(grid::Front {
-                name: grid::DATABUS_OWN,
-                addr: own.addr,
-                pid: Some(own.pid()),
+                name: grid::DATABUS_RDKAFKA,
+                addr: other.addr,
+                pid: Some(other.pid()),
                 auth: Box::new(move |topic: &str| auth_string("bench_pub", topic, "pub", "")),
                 sends: Some(grid::LIBRDKAFKA_SENDS),
             });

@@ -58,9 +58,9 @@ pub(crate) struct Opts {
     pub(crate) grid_scale: f64,
     /// The Go databus's address (ip:port) and pid, when it is in the run.
     pub(crate) go_databus: Option<String>,
-    /// The grid also measures databus with its own producer
-    /// (`producer.engine = "databus"`) beside librdkafka's.
-    pub(crate) own_engine: bool,
+    /// The grid also measures databus on librdkafka's producer
+    /// (`producer.engine = "librdkafka"`) beside its own.
+    pub(crate) other_engine: bool,
     pub(crate) go_databus_pid: Option<u32>,
     /// Where `GridProducer` and the Kafka jars are (scripts/bench.sh sets
     /// it); the Java producer is in the grid when set.
@@ -186,7 +186,7 @@ impl Opts {
             grid_rounds: env_num("BENCH_GRID_ROUNDS", 1)?.max(1),
             grid_scale: env_num("BENCH_GRID_SCALE", if quick { 0.1 } else { 1.0 })?,
             go_databus: env_str("BENCH_GO_DATABUS"),
-            own_engine: env_num("BENCH_OWN_ENGINE", 1)? != 0,
+            other_engine: env_num("BENCH_OTHER_ENGINE", 1)? != 0,
             go_databus_pid: env_str("BENCH_GO_DATABUS_PID").and_then(|v| v.trim().parse().ok()),
             java_classpath: env_str("BENCH_JAVA_CLASSPATH"),
             java: env_str("JAVA").unwrap_or_else(|| "java".into()),

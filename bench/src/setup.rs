@@ -230,8 +230,9 @@ impl Databus {
         c
     }
 
+    /// A databus on its default producer engine (its own).
     pub(crate) fn start(opts: &Opts, name: &str) -> Res<Databus> {
-        Databus::start_with(opts, name, "librdkafka")
+        Databus::start_with(opts, name, "databus")
     }
 
     /// A databus whose producer is `engine` (`producer.engine`).

@@ -1,4 +1,6 @@
-//! The Kafka side: librdkafka clients built from a cluster's configuration.
+//! The Kafka side, built from a cluster's configuration: the producers
+//! (databus's own, `produce/`, or librdkafka's, `producer.rs` picks), and
+//! librdkafka's consumers and metadata clients.
 
 pub(crate) mod broker_errors;
 pub(crate) mod clusters;

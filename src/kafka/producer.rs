@@ -1,6 +1,9 @@
-//! Publishing. One idempotent librdkafka producer per cluster lane, shared
-//! by the publisher connections of that cluster. [`Publish::send`] only
-//! enqueues a [`Record`]; the caller holds the [`Delivery`] and waits on it
+//! Publishing. One idempotent producer per cluster lane, shared by the
+//! publisher connections of that cluster: databus's own (`produce/`, one
+//! produce request per broker) or librdkafka's (`producer.engine`); both
+//! report to one `DeliveryReports` and settle the same [`Delivery`].
+//! [`Publish::send`] only enqueues a [`Record`]; the caller holds the
+//! [`Delivery`] and waits on it
 //! (or has it call back) before replying, so a pipelined burst is produced
 //! concurrently and still answered in order. RESP and HTTP publish alike.
 //!
@@ -133,7 +136,10 @@ pub(crate) fn producer_config(cluster: &Cluster, settings: &ProducerSettings) ->
 /// The configuration of databus's own producer for a cluster.
 fn own_config(name: &str, cluster: &Cluster, settings: &ProducerSettings) -> Result<produce::Config, String> {
     let tls = match &cluster.tls {
-        Some(tls) => Some(crate::tls::client_config(tls).map_err(|e| format!("TLS: {e}"))?),
+        Some(tls) => {
+            let client = tls.cert_file.as_deref().zip(tls.key_file.as_deref());
+            Some(crate::tls::client_config(tls.ca_file.as_deref(), client).map_err(|e| format!("TLS: {e}"))?)
+        }
         None => None,
     };
     Ok(produce::Config {
@@ -853,6 +859,12 @@ impl Producers {
                 ClusterProducer { engine: Producing::Librdkafka(kafka), reports }
             }
             Engine::Databus => {
+                if !config.properties.is_empty() {
+                    log::info!(
+                        "cluster '{cluster}': its properties are librdkafka's, so databus's own producer \
+                         does not use them (its consumers do)"
+                    );
+                }
                 let reports = Arc::new(reports);
                 let start = |cause: String| PublishError::Start { cluster: cluster.to_owned(), cause };
                 let own = own_config(cluster, &config, &self.settings).map_err(start)?;

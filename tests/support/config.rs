@@ -51,7 +51,7 @@ impl Config {
 
     /// The file. `DATABUS_TEST_PRODUCER_ENGINE` names the producer engine
     /// of every config that does not name one (`make test` runs the
-    /// publishing tests once per engine).
+    /// publishing tests on librdkafka's too).
     pub fn to_toml(&self) -> String {
         let mut config = self.clone();
         if let Ok(engine) = std::env::var("DATABUS_TEST_PRODUCER_ENGINE") {
