@@ -172,9 +172,13 @@ pub(crate) enum PublishError {
     #[error("cannot start the producer of cluster '{cluster}': {cause}")]
     Start { cluster: String, cause: String },
     #[error("kafka refused the record: {0}")]
-    Rejected(String),
+    Rejected(#[source] Refusal),
     #[error("the cluster's ACLs do not let databus write to topic '{topic}': {cause}")]
-    Denied { topic: String, cause: String },
+    Denied {
+        topic: String,
+        #[source]
+        cause: Refusal,
+    },
     #[error(
         "cluster '{cluster}' did not acknowledge the record within {ms} ms{}{}",
         partition.as_ref().map(|p| format!(": {p}")).unwrap_or_default(),
@@ -192,6 +196,12 @@ pub(crate) enum PublishError {
     #[error("producer closed before the record was acknowledged")]
     Closed,
 }
+
+/// What the cluster said when it would not take a record: librdkafka's
+/// error, or the broker's error name and message to databus's own producer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Refusal(pub String);
 
 impl PublishError {
     /// A short name of the cause, for the produce error counter.
@@ -508,9 +518,9 @@ fn judge(
 fn rejected(error: KafkaError, topic: &str) -> PublishError {
     match error.rdkafka_error_code() {
         Some(RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::ClusterAuthorizationFailed) => {
-            PublishError::Denied { topic: topic.to_owned(), cause: error.to_string() }
+            PublishError::Denied { topic: topic.to_owned(), cause: Refusal(error.to_string()) }
         }
-        _ => PublishError::Rejected(error.to_string()),
+        _ => PublishError::Rejected(Refusal(error.to_string())),
     }
 }
 
@@ -646,9 +656,9 @@ impl produce::Context for DeliveryReports {
             }
             // TOPIC_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED
             produce::Failure::Rejected { topic, code: 29 | 31, message } => {
-                PublishError::Denied { topic, cause: message }
+                PublishError::Denied { topic, cause: Refusal(message) }
             }
-            produce::Failure::Rejected { message, .. } => PublishError::Rejected(message),
+            produce::Failure::Rejected { message, .. } => PublishError::Rejected(Refusal(message)),
             produce::Failure::Refused(reason) => self.refusal(reason),
         }
     }

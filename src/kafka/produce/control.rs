@@ -204,16 +204,7 @@ fn apply(shared: &Arc<Shared>, response: MetadataResponse) {
                 link.gone = false;
             }
             None => {
-                state.links.insert(
-                    node,
-                    Link {
-                        address,
-                        wake: Arc::default(),
-                        sent: Default::default(),
-                        connected: false,
-                        gone: false,
-                    },
-                );
+                state.links.insert(node, Link::new(address));
                 sender::spawn(shared.clone(), node);
             }
         }

@@ -67,14 +67,19 @@ fn send(shared: &Arc<Shared>, node: i32) {
                 state.links.remove(&node);
                 return;
             }
-            if ready && writer.is_some() && link.sent.len() < config.max_in_flight {
+            let pace = link.pace();
+            if ready && writer.is_some() && link.sent.len() < config.max_in_flight && pace.is_zero() {
                 break None;
             }
             if ready && writer.is_none() && !link.connected {
                 break Some(link.address.clone());
             }
             let wake = link.wake.clone();
-            let wait = if config.linger.is_zero() { Duration::from_millis(100) } else { config.linger };
+            let wait = match (pace.is_zero(), config.linger.is_zero()) {
+                (false, _) if ready => pace,
+                (_, true) => Duration::from_millis(100),
+                (_, false) => config.linger,
+            };
             state = wake.wait_timeout(state, wait).unwrap_or_else(|e| e.into_inner()).0;
         };
         if let Some(address) = address {
@@ -125,7 +130,8 @@ fn send(shared: &Arc<Shared>, node: i32) {
         let correlation = w.next_correlation();
         let version = w.versions.produce;
         let link = state.links.get_mut(&node).expect("checked above");
-        link.sent.push_back(Sent { correlation, version, at: Instant::now(), batches });
+        link.last_sent = Instant::now();
+        link.sent.push_back(Sent { correlation, version, at: link.last_sent, batches });
         state.in_flight += 1;
         drop(state);
         settle(verdicts);
@@ -232,9 +238,11 @@ fn receive(shared: &Shared, node: i32, mut reader: Reader) {
         match reader.next() {
             Ok(Some(mut body)) => {
                 let mut state = shared.lock();
-                let Some(sent) = state.links.get_mut(&node).and_then(|l| l.sent.pop_front()) else {
+                let Some(link) = state.links.get_mut(&node) else {
                     break "a response to no request".to_owned();
                 };
+                let Some(sent) = link.sent.pop_front() else { break "a response to no request".to_owned() };
+                link.answered(sent.at.elapsed());
                 state.in_flight -= 1;
                 let response =
                     wire::decode_response::<ProduceRequest>(&mut body, sent.version, sent.correlation);

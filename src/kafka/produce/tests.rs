@@ -23,7 +23,9 @@ impl Context for Plain {
                 partition: partition.map(|p| p.to_string()),
                 cause: None,
             },
-            Failure::Rejected { message, .. } => PublishError::Rejected(message),
+            Failure::Rejected { message, .. } => {
+                PublishError::Rejected(super::super::producer::Refusal(message))
+            }
             Failure::Refused(reason) => PublishError::Refused { cluster: String::new(), reason },
         }
     }
@@ -200,7 +202,7 @@ fn a_batch_refused_for_good_fails_alone_and_the_next_take_its_sequences() {
     cluster.fail_next("t", 0, 10, 1);
     let refused = verdict(&send(&producer, "t", "k", "refused"));
     assert!(
-        matches!(refused, Err(PublishError::Rejected(ref m)) if m.contains("MessageTooLarge")),
+        matches!(refused, Err(PublishError::Rejected(ref m)) if m.0.contains("MessageTooLarge")),
         "{refused:?}"
     );
     let later: Vec<_> = (0..5).map(|i| send(&producer, "t", "k", &format!("later{i}"))).collect();
