@@ -601,6 +601,13 @@ impl DeliveryReports {
         let _ = self.wake.try_send(Wake::Refused);
     }
 
+    /// A record for `topic` timed out: the watcher looks at the topic's
+    /// health, for the errors of the records that time out next.
+    fn timed_out_in(&self, topic: &str) {
+        self.health.wrote_to(topic);
+        let _ = self.wake.try_send(Wake::TimedOut(topic.to_owned()));
+    }
+
     fn refusal(&self, reason: String) -> PublishError {
         PublishError::Refused { cluster: self.cluster.clone(), reason }
     }
@@ -612,17 +619,12 @@ impl ProducerContext for DeliveryReports {
     fn delivery(&self, result: &DeliveryResult<'_>, reporter: Box<Reporter>) {
         let (report, topic, partition) = match result {
             Ok(m) => {
-                self.errors.accepted();
-                if self.acknowledged.fetch_add(1, Ordering::Relaxed) % TOPIC_SAMPLE == 0 {
-                    self.health.wrote_to(m.topic());
-                }
-                self.health.acknowledged(m.topic(), m.partition());
+                produce::Context::acknowledged(self, m.topic(), m.partition());
                 (Ok(Delivered { partition: m.partition(), offset: m.offset() }), m.topic(), m.partition())
             }
             Err((e, m)) => {
                 if *e == TIMED_OUT {
-                    self.health.wrote_to(m.topic());
-                    let _ = self.wake.try_send(Wake::TimedOut(m.topic().to_owned()));
+                    self.timed_out_in(m.topic());
                 }
                 (Err(e.clone()), m.topic(), m.partition())
             }
@@ -646,12 +648,11 @@ impl produce::Context for DeliveryReports {
     fn failed(&self, failure: produce::Failure) -> PublishError {
         match failure {
             produce::Failure::Timeout { topic, partition } => {
-                self.health.wrote_to(&topic);
+                self.timed_out_in(&topic);
                 let known = match partition {
                     Some(p) => self.health.of(&topic, p),
                     None => self.health.of_topic(&topic),
                 };
-                let _ = self.wake.try_send(Wake::TimedOut(topic));
                 timed_out(Some(self), known)
             }
             // TOPIC_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED

@@ -13,7 +13,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::wire::{Conn, WireError};
-use super::{sender, settle, Failure, Link, Partition, Shared, State, Verdicts};
+use super::{fail, sender, settle, Failure, Link, Partition, Shared, State, Verdicts};
 
 /// How often the control thread looks at the timeouts.
 const TICK: Duration = Duration::from_millis(100);
@@ -216,7 +216,7 @@ fn apply(shared: &Arc<Shared>, response: MetadataResponse) {
     }
     for t in &response.topics {
         let Some(name) = t.name.as_ref().map(|n| n.0.to_string()) else { continue };
-        if t.error_code == TOPIC_AUTHORIZATION_FAILED {
+        if t.error_code == super::TOPIC_AUTHORIZATION_FAILED {
             // The cluster's ACLs: the records waiting for it fail now, and
             // the next record asks again (the ACL may be granted meanwhile).
             state.topics.remove(&name);
@@ -251,13 +251,8 @@ fn apply(shared: &Arc<Shared>, response: MetadataResponse) {
     let mut verdicts = Verdicts::new();
     for w in waiting {
         if denied.contains(&w.topic) {
-            let failure = Failure::Rejected {
-                topic: w.topic.clone(),
-                code: TOPIC_AUTHORIZATION_FAILED,
-                message: "TopicAuthorizationFailed".into(),
-            };
-            verdicts.push((w.reporter, Err(shared.context.failed(failure))));
-            state.held -= 1;
+            let failure = Failure::denied(&w.topic);
+            state.held -= fail(&*shared.context, &failure, [w.reporter], &mut verdicts);
         } else {
             state.place(config, w);
         }
@@ -270,19 +265,17 @@ fn apply(shared: &Arc<Shared>, response: MetadataResponse) {
     settle(verdicts);
 }
 
-const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
-
 /// Fails the records whose produce timeout passed before they were sent.
 fn expire(shared: &Shared, state: &mut State, verdicts: &mut Verdicts) {
     let now = Instant::now();
     let context = &*shared.context;
-    let before = verdicts.len();
+    let mut failed = 0;
     for w in std::mem::take(&mut state.waiting) {
         if w.deadline > now {
             state.waiting.push(w);
         } else {
             let failure = Failure::Timeout { topic: w.topic.clone(), partition: None };
-            verdicts.push((w.reporter, Err(context.failed(failure))));
+            failed += fail(context, &failure, [w.reporter], verdicts);
         }
     }
     let mut bump = false;
@@ -300,13 +293,11 @@ fn expire(shared: &Shared, state: &mut State, verdicts: &mut Verdicts) {
                 // lets the partition's sequences go on past it.
                 bump |= batch.sequence.is_some();
                 let failure = Failure::Timeout { topic: name.clone(), partition: Some(i as i32) };
-                for reporter in batch.reporters {
-                    verdicts.push((reporter, Err(context.failed(failure.clone()))));
-                }
+                failed += fail(context, &failure, batch.reporters, verdicts);
             }
         }
     }
-    state.held -= verdicts.len() - before;
+    state.held -= failed;
     state.bump |= bump;
 }
 

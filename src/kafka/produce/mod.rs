@@ -83,6 +83,20 @@ pub(crate) enum Failure {
     Refused(String),
 }
 
+impl Failure {
+    /// The cluster's ACLs do not let databus write to `topic`
+    /// (TOPIC_AUTHORIZATION_FAILED, from the metadata or a produce answer).
+    fn denied(topic: &str) -> Failure {
+        Failure::Rejected {
+            topic: topic.to_owned(),
+            code: TOPIC_AUTHORIZATION_FAILED,
+            message: "TopicAuthorizationFailed".into(),
+        }
+    }
+}
+
+const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+
 /// Whom the producer tells what happens: the verdicts' errors, the
 /// acknowledgements (for the health of the partitions written to) and the
 /// brokers' errors (for the cause of a timeout).
@@ -253,6 +267,19 @@ fn settle(verdicts: Verdicts) {
     }
 }
 
+/// Fails the records of `reporters` with `failure`, into `out`; returns
+/// how many, for the count of records held.
+fn fail(
+    context: &dyn Context,
+    failure: &Failure,
+    reporters: impl IntoIterator<Item = Reporter>,
+    out: &mut Verdicts,
+) -> usize {
+    let before = out.len();
+    out.extend(reporters.into_iter().map(|r| (r, Err(context.failed(failure.clone())))));
+    out.len() - before
+}
+
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -270,8 +297,16 @@ impl Partition {
         }
     }
 
-    fn append(&mut self, config: &Config, at_ms: i64, record: Parts<'_, '_>, reporter: Reporter) {
-        let open = self.open.get_or_insert_with(|| Batch::new(at_ms, Instant::now() + config.timeout));
+    /// Appends a record that came at `at_ms` and times out at `deadline`.
+    fn append(
+        &mut self,
+        config: &Config,
+        at_ms: i64,
+        deadline: Instant,
+        record: Parts<'_, '_>,
+        reporter: Reporter,
+    ) {
+        let open = self.open.get_or_insert_with(|| Batch::new(at_ms, deadline));
         open.append(at_ms, record, reporter);
         if open.size() >= config.batch_bytes {
             self.ready.extend(self.open.take());
@@ -311,6 +346,15 @@ impl Partition {
         self.next_sequence = next;
     }
 
+    /// A batch that had `sequence` was refused for good, so never written:
+    /// the batches after it take its sequences before the next is sent.
+    fn refused(&mut self, sequence: Option<i32>) {
+        self.in_flight -= 1;
+        self.careful = true;
+        let from = sequence.unwrap_or(self.next_sequence);
+        self.renumber_from = Some(self.renumber_from.map_or(from, |r| r.min(from)));
+    }
+
     /// A batch that is to be sent again, at its place in sequence order.
     fn put_back(&mut self, batch: Batch) {
         let at = self
@@ -344,29 +388,31 @@ impl Shared {
 }
 
 impl State {
-    /// Appends a record to its partition, or keeps it until its topic's
-    /// metadata is in. Returns the link to wake, if any.
-    fn place(&mut self, config: &Config, record: Waiting) -> Option<Arc<Condvar>> {
-        let Some(topic) = self.topics.get_mut(&record.topic).filter(|t| !t.partitions.is_empty()) else {
+    /// The partition a record of `topic` with `key` goes to, once the
+    /// topic's metadata is in.
+    fn partition_for(&mut self, config: &Config, topic: &str, key: Option<&[u8]>) -> Option<&mut Partition> {
+        let topic = self.topics.get_mut(topic).filter(|t| !t.partitions.is_empty())?;
+        let partition = config.partitioner.partition(key, topic.partitions.len() as i32, rand_u32);
+        topic.partitions.get_mut(partition as usize)
+    }
+
+    /// Appends a record that waited for its topic's metadata, or keeps it
+    /// waiting if the metadata still does not have it.
+    fn place(&mut self, config: &Config, record: Waiting) {
+        let Some(p) = self.partition_for(config, &record.topic, record.key.as_deref()) else {
             self.waiting.push(record);
             self.metadata_due = true;
-            return None;
+            return;
         };
-        let count = topic.partitions.len() as i32;
-        let partition = config.partitioner.partition(record.key.as_deref(), count, rand_u32);
-        let p = &mut topic.partitions[partition as usize];
         let mut headers = record.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
         let parts = Parts { key: record.key.as_deref(), value: &record.value, headers: &mut headers };
-        p.append(config, record.at_ms, parts, record.reporter);
-        self.links.get(&p.leader).map(|l| l.wake.clone())
+        p.append(config, record.at_ms, record.deadline, parts, record.reporter);
     }
 
     /// Fails every record held (a refusal): `failure` for each.
     fn fail_queued(&mut self, context: &dyn Context, failure: &Failure, out: &mut Verdicts) {
-        for w in self.waiting.drain(..) {
-            out.push((w.reporter, Err(context.failed(failure.clone()))));
-            self.held -= 1;
-        }
+        let waiting = std::mem::take(&mut self.waiting);
+        self.held -= fail(context, failure, waiting.into_iter().map(|w| w.reporter), out);
         for topic in self.topics.values_mut() {
             for p in &mut topic.partitions {
                 // Batches that were sent keep their place: their outcome is
@@ -375,10 +421,7 @@ impl State {
                     p.ready.drain(..).partition(|b| b.sequence.is_some());
                 p.ready = sent;
                 for batch in unsent.into_iter().chain(p.open.take()) {
-                    self.held -= batch.reporters.len();
-                    for reporter in batch.reporters {
-                        out.push((reporter, Err(context.failed(failure.clone()))));
-                    }
+                    self.held -= fail(context, failure, batch.reporters, out);
                 }
             }
         }
@@ -389,9 +432,8 @@ impl State {
 fn rand_u32() -> u32 {
     use std::collections::hash_map::RandomState;
     use std::hash::{BuildHasher, Hasher};
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos() ^ now_ms() as u128);
-    h.finish() as u32
+    // Each RandomState has keys of its own: its empty hash is a new number.
+    RandomState::new().build_hasher().finish() as u32
 }
 
 impl Producer {
@@ -445,13 +487,10 @@ impl Producer {
         }
         state.held += 1;
         let at_ms = now_ms();
-        let wake = match state.topics.get_mut(record.topic).filter(|t| !t.partitions.is_empty()) {
-            Some(topic) => {
-                let count = topic.partitions.len() as i32;
-                let partition = config.partitioner.partition(record.key, count, rand_u32);
-                let p = &mut topic.partitions[partition as usize];
+        let wake = match state.partition_for(config, record.topic, record.key) {
+            Some(p) => {
                 let parts = Parts { key: record.key, value: record.value, headers: record.headers };
-                p.append(config, at_ms, parts, reporter);
+                p.append(config, at_ms, deadline, parts, reporter);
                 let leader = p.leader;
                 state.links.get(&leader).map(|l| l.wake.clone())
             }

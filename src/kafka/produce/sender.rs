@@ -17,7 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::batch::Batch;
 use super::wire::{self, Conn, Reader, WireError, Writer};
-use super::{settle, Failure, Sent, Shared, State, Verdicts};
+use super::{fail, settle, Failure, Sent, Shared, State, Verdicts};
 use crate::kafka::Delivered;
 
 /// How long a sender waits after a failed connection before the next.
@@ -106,22 +106,13 @@ fn send(shared: &Arc<Shared>, node: i32) {
             }
             Err(message) => {
                 // Never sent: its sequences are free again.
-                let p = &mut state.topics.get_mut(topic.as_str()).expect("taken from it").partitions
-                    [*partition as usize];
-                p.in_flight -= 1;
-                p.careful = true;
-                p.renumber_from = Some(
-                    p.renumber_from
-                        .map_or(batch.sequence.unwrap_or(0), |r| r.min(batch.sequence.unwrap_or(0))),
-                );
+                state.topics.get_mut(topic.as_str()).expect("taken from it").partitions[*partition as usize]
+                    .refused(batch.sequence);
                 let failure = Failure::Rejected { topic: topic.clone(), code: -1, message };
-                for reporter in batch.reporters.drain(..) {
-                    verdicts.push((reporter, Err(shared.context.failed(failure.clone()))));
-                }
+                state.held -= fail(&*shared.context, &failure, batch.reporters.drain(..), &mut verdicts);
                 false
             }
         });
-        state.held -= verdicts.len();
         if batches.is_empty() {
             drop(state);
             settle(verdicts);
@@ -400,17 +391,9 @@ fn outcome(
             again(shared, state, topic, partition, batch, verdicts);
         }
         code => {
-            // Refused for good, so never written: the batches after it
-            // take its sequences.
-            p.in_flight -= 1;
-            p.careful = true;
-            let from = batch.sequence.unwrap_or(p.next_sequence);
-            p.renumber_from = Some(p.renumber_from.map_or(from, |r| r.min(from)));
+            p.refused(batch.sequence);
             let failure = Failure::Rejected { topic: topic.to_owned(), code, message: describe(r) };
-            state.held -= batch.reporters.len();
-            for reporter in batch.reporters.drain(..) {
-                verdicts.push((reporter, Err(shared.context.failed(failure.clone()))));
-            }
+            state.held -= fail(&*shared.context, &failure, batch.reporters, verdicts);
         }
     }
 }
@@ -437,22 +420,14 @@ fn again(
         return;
     }
     state.bump = true;
-    state.held -= batch.reporters.len();
     let failure = Failure::Timeout { topic: topic.to_owned(), partition: Some(partition) };
-    for reporter in batch.reporters {
-        verdicts.push((reporter, Err(shared.context.failed(failure.clone()))));
-    }
+    state.held -= fail(&*shared.context, &failure, batch.reporters, verdicts);
 }
 
 /// A batch of a topic the producer no longer knows (its ACL denied since
 /// the batch was sent): its records fail as the broker would answer them.
 fn forgotten(shared: &Shared, state: &mut State, topic: &str, batch: Batch, verdicts: &mut Verdicts) {
-    state.held -= batch.reporters.len();
-    let failure =
-        Failure::Rejected { topic: topic.to_owned(), code: 29, message: "TopicAuthorizationFailed".into() };
-    for reporter in batch.reporters {
-        verdicts.push((reporter, Err(shared.context.failed(failure.clone()))));
-    }
+    state.held -= fail(&*shared.context, &Failure::denied(topic), batch.reporters, verdicts);
 }
 
 fn is_retriable(code: i16) -> bool {

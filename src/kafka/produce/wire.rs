@@ -388,17 +388,23 @@ impl Reader {
     }
 }
 
+/// A response's length from its first four bytes: a negative one, or one
+/// past [`MAX_RESPONSE`], is a broken stream.
+fn frame_len(bytes: [u8; 4]) -> Result<usize, WireError> {
+    let len = i32::from_be_bytes(bytes);
+    usize::try_from(len)
+        .ok()
+        .filter(|l| *l <= MAX_RESPONSE)
+        .ok_or_else(|| WireError::Protocol(format!("a response of {len} bytes")))
+}
+
 /// The first whole response in `buffer` (its bytes after the length),
 /// taken out of it; `None` until one is whole.
 pub(crate) fn take_frame(buffer: &mut BytesMut) -> Result<Option<Bytes>, WireError> {
     if buffer.len() < 4 {
         return Ok(None);
     }
-    let len = i32::from_be_bytes([buffer[0], buffer[1], buffer[2], buffer[3]]);
-    let len = usize::try_from(len)
-        .ok()
-        .filter(|l| *l <= MAX_RESPONSE)
-        .ok_or_else(|| WireError::Protocol(format!("a response of {len} bytes")))?;
+    let len = frame_len([buffer[0], buffer[1], buffer[2], buffer[3]])?;
     if buffer.len() < 4 + len {
         return Ok(None);
     }
@@ -472,10 +478,7 @@ fn protocol_error<E: std::fmt::Display>(what: String) -> impl Fn(E) -> WireError
 fn read_frame(stream: &mut impl Read) -> Result<Bytes, WireError> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).map_err(classify)?;
-    let len = usize::try_from(i32::from_be_bytes(len))
-        .ok()
-        .filter(|l| *l <= MAX_RESPONSE)
-        .ok_or_else(|| WireError::Protocol("a response of a negative or huge length".into()))?;
+    let len = frame_len(len)?;
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).map_err(classify)?;
     Ok(Bytes::from(body))
