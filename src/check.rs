@@ -2,7 +2,8 @@
 //! `nginx -t`. It loads and validates the config, reads the auth store once
 //! (apps, grants, rows skipped), asks each configured cluster for its
 //! metadata with the cluster's own TLS and SASL settings, and checks that
-//! every granted topic exists there. It writes nothing anywhere, binds no
+//! every granted topic exists there, and that a cluster set to
+//! `group_protocol = "consumer"` serves it. It writes nothing anywhere, binds no
 //! port, and prints no secret: the store is named as its `describe` names it
 //! (password masked), a cluster by its brokers.
 
@@ -18,7 +19,7 @@ use rdkafka::ClientContext;
 use crate::auth::Grant;
 use crate::config::Settings;
 use crate::kafka::broker_errors::{because, BrokerErrors};
-use crate::kafka::{client_config, Cluster};
+use crate::kafka::{client_config, group_protocol, Cluster, GroupProtocol};
 use crate::server::open_store;
 use crate::tls::TlsAcceptor;
 
@@ -96,6 +97,13 @@ pub fn run(conf: &Path, out: &mut dyn Write) -> std::io::Result<bool> {
                     names.len()
                 )?;
                 topics.insert(name, names);
+                if cluster.group_protocol == GroupProtocol::Consumer {
+                    match group_protocol::served(cluster) {
+                        Ok(true) => writeln!(out, "  serves group_protocol = \"consumer\" (KIP-848)")?,
+                        Ok(false) => problem(out, group_protocol::unsupported(name).to_string())?,
+                        Err(why) => writeln!(out, "  could not ask which group protocols it serves: {why}")?,
+                    }
+                }
             }
             Err(why) => problem(out, format!("cluster '{name}' ({}): {why}", cluster.brokers.join(",")))?,
         }

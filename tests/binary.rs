@@ -446,3 +446,52 @@ fn check_of_a_bad_config_or_an_unreachable_store() {
     );
     assert!(!report.contains("pw-zz9-secret"), "{report}");
 }
+
+// ---------------------------------------------------------------------------
+// A cluster without KIP-848's consumer group protocol
+
+/// A cluster set to `group_protocol = "consumer"` whose brokers do not serve
+/// it (a Kafka 4 formatted at `group.version` 0, which serves it no more than
+/// Kafka 3.9 does): `databus check` names it; MGET, a commit and XREADGROUP
+/// answer the cause and the fix at once; the log says it once however many
+/// connections meet it.
+#[test]
+fn a_cluster_without_the_consumer_protocol_is_named() {
+    let options =
+        NodeOptions { format_args: vec!["--feature".into(), "group.version=0".into()], ..Default::default() };
+    let broker = OwnBroker::start_with(&options);
+    assert_eq!(group_version(&broker.addr()), 0, "Kafka's own tool says the broker serves KIP-848");
+    let db = TestDb::new("nokip848");
+    let (topic, group) = (unique("t_nokip848"), unique("g_nokip848"));
+    db.add_app(1, "key1", "secret1", "cluster1");
+    db.add_grant(1, &group, 3, &topic);
+    create_topic_on(&broker.addr(), &topic, 2);
+    let dir = TempDir::new("nokip848");
+    let port = free_port();
+    let extra = "[clusters.cluster1]\ngroup_protocol = \"consumer\"\n";
+    let path = dir.write("databus.toml", &daemon_config(port, &db.url(), &broker.addr(), extra));
+    let refusal = "cluster 'cluster1' does not support group_protocol = \"consumer\" \
+                   (KIP-848, Apache Kafka 4.0+): set group_protocol = \"classic\"";
+
+    let (passed, report) = check(&path);
+    assert!(!passed, "check passed:\n{report}");
+    let problems: Vec<&str> = report.lines().filter(|l| l.contains("PROBLEM:")).collect();
+    assert_eq!(problems, [format!("  PROBLEM: {refusal}")], "{report}");
+
+    let d = Daemon::start(&["--conf", path.to_str().unwrap()], port);
+    let auth = format!("key1:secret1@{group}/topic={topic}&role=sub");
+    let err = Frame::Error(format!("ERR {refusal}"));
+    for _ in 0..2 {
+        let mut c = Client::connect(d.addr);
+        assert_eq!(c.call(&["AUTH", &auth]), ok());
+        assert_eq!(c.call(&["MGET"]), err);
+        assert_eq!(c.call(&["SET", "0", "0"]), err);
+        assert_eq!(c.call(&["PING"]), pong());
+    }
+    let mut q = Client::connect(d.addr);
+    assert_eq!(q.call(&["AUTH", &auth]), ok());
+    assert_eq!(q.call(&["XREADGROUP", "GROUP", &group, "c1", "STREAMS", &topic, ">"]), err);
+    let log = d.log();
+    let said: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ") && l.contains(refusal)).collect();
+    assert_eq!(said.len(), 1, "log:\n{log}");
+}

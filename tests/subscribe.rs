@@ -172,13 +172,36 @@ fn commit_then_reconnect_resumes_after_the_commit() {
 /// The same under KIP-848's consumer group protocol (`group_protocol =
 /// "consumer"` on the cluster): joining, committing, leaving and joining
 /// again through the broker-driven protocol.
+/// Under KIP-848's protocol where the cluster serves it (Kafka 4.0+ at
+/// `group.version` 1, as Kafka's own tool reports); elsewhere (Kafka 3.9)
+/// every subscriber command is refused with the cause and the fix.
 #[test]
 fn commit_then_reconnect_resumes_under_the_consumer_protocol() {
-    resume_after_the_commit(Fixture::new(
-        "resume848",
-        1,
-        "[clusters.cluster1]\ngroup_protocol = \"consumer\"\n",
-    ));
+    let consumer = "[clusters.cluster1]\ngroup_protocol = \"consumer\"\n";
+    if group_version(&brokers()) >= 1 {
+        resume_after_the_commit(Fixture::new("resume848", 1, consumer));
+    } else {
+        // Two partitions: room for the second connection's member.
+        the_consumer_protocol_is_refused(&Fixture::new("refuse848", 2, consumer));
+    }
+}
+
+/// A cluster that does not serve the consumer protocol: MGET, a commit and
+/// a queue-mode read each answer why, at once, and the connection stays.
+fn the_consumer_protocol_is_refused(f: &Fixture) {
+    f.publish("", &numbered("m", 1));
+    let refusal = Frame::Error(
+        "ERR cluster 'cluster1' does not support group_protocol = \"consumer\" \
+         (KIP-848, Apache Kafka 4.0+): set group_protocol = \"classic\""
+            .into(),
+    );
+    let mut c = f.subscriber("");
+    assert_eq!(c.call(&["MGET"]), refusal);
+    assert_eq!(c.call(&["SET", "0", "0"]), refusal);
+    assert_eq!(c.call(&["PING"]), Frame::Simple("PONG".into()));
+    let mut q = f.subscriber("");
+    let read = ["XREADGROUP", "GROUP", &f.group, "c1", "BLOCK", "1000", "STREAMS", &f.topic, ">"];
+    assert_eq!(q.call(&read), refusal);
 }
 
 fn resume_after_the_commit(f: Fixture) {

@@ -102,6 +102,11 @@ pub(crate) enum ConsumeError {
     GroupFull { group: String, topic: String, members: usize, partitions: usize },
     #[error("commit failed: {0}")]
     Commit(#[source] KafkaError),
+    #[error("cluster '{cluster}' does not support group_protocol = \"consumer\" (KIP-848, Apache Kafka 4.0+): set group_protocol = \"classic\"")]
+    GroupProtocol { cluster: String },
+    /// librdkafka gave the member up (a fatal error): nothing more comes.
+    #[error("the consumer of cluster '{cluster}' failed for good: {reason}")]
+    Fatal { cluster: String, reason: String },
     #[error("cluster '{cluster}' is unreachable: {cause}{}", because(.last_error))]
     Unreachable {
         cluster: String,
@@ -207,6 +212,8 @@ pub(crate) struct ConsumerErrors {
     failing: AtomicBool,
     /// The cluster's ACLs refusing the group or the topic, since taken.
     denied: Mutex<Option<KafkaError>>,
+    /// librdkafka gave the member up: why (kept for every later command).
+    fatal: Mutex<Option<ConsumeError>>,
     /// The topic and where its lag goes; absent in the config check.
     lag: Option<(String, LagGauge)>,
 }
@@ -422,6 +429,9 @@ impl GroupClient {
 pub(crate) struct GroupConsumer {
     consumer: BaseConsumer<ConsumerErrors>,
     cluster: String,
+    /// The cluster's settings, to ask whether it serves the group protocol
+    /// they name before joining.
+    settings: Cluster,
     group: String,
     topic: String,
     /// Whether it asked to join the group (see [`GroupConsumer::subscribe`]).
@@ -456,6 +466,7 @@ impl GroupConsumer {
                 errors: BrokerErrors::default(),
                 failing: AtomicBool::new(false),
                 denied: Mutex::default(),
+                fatal: Mutex::default(),
                 lag: Some((topic.to_owned(), lag)),
             })
             .map_err(ConsumeError::Create)?;
@@ -546,6 +557,7 @@ impl GroupConsumer {
         Ok(GroupConsumer {
             consumer,
             cluster: cluster_name.to_owned(),
+            settings: cluster.clone(),
             group: group.to_owned(),
             topic: topic.to_owned(),
             subscribed: false,
@@ -554,9 +566,15 @@ impl GroupConsumer {
     }
 
     /// Joins the group (at the connection's first MGET or commit); the
-    /// partitions come with the next polls.
+    /// partitions come with the next polls. Refused while the cluster does
+    /// not serve the group protocol it is set to, or once librdkafka gave
+    /// the member up.
     pub(crate) fn subscribe(&mut self) -> Result<(), ConsumeError> {
+        if let Some(e) = self.fatal() {
+            return Err(e);
+        }
         if !self.subscribed {
+            super::group_protocol::require(&self.cluster, &self.settings)?;
             self.consumer.subscribe(&[&self.topic]).map_err(ConsumeError::Create)?;
             self.subscribed = true;
         }
@@ -587,12 +605,47 @@ impl GroupConsumer {
                     metadata: header("metadata"),
                 }))
             }
+            Err(KafkaError::MessageConsumptionFatal(code)) => {
+                self.gave_up(code);
+                None
+            }
             Err(e) => {
                 log::debug!("consumer of '{}': {e}", self.topic);
                 self.consumer.context().keep_denied(e);
                 None
             }
         }
+    }
+
+    /// librdkafka gave the member up (`code`): kept, with its reason, for
+    /// every later command, and logged once. The cluster's ACLs refusing
+    /// the group are reported as such ([`GroupConsumer::take_denied`]).
+    fn gave_up(&self, code: RDKafkaErrorCode) {
+        let context = self.consumer.context();
+        context.keep_denied(KafkaError::MessageConsumptionFatal(code));
+        let mut fatal = context.fatal.lock().unwrap_or_else(|e| e.into_inner());
+        if fatal.is_some() {
+            return;
+        }
+        let reason = self.consumer.client().fatal_error().map_or_else(|| code.to_string(), |(_, r)| r);
+        let unsupported =
+            matches!(code, RDKafkaErrorCode::UnsupportedVersion | RDKafkaErrorCode::UnsupportedFeature);
+        *fatal = Some(match self.settings.group_protocol {
+            GroupProtocol::Consumer if unsupported => {
+                log::debug!("consumer of group '{}' on '{}': {reason}", self.group, self.topic);
+                super::group_protocol::refused(&self.cluster, &self.settings)
+            }
+            _ => {
+                let e = ConsumeError::Fatal { cluster: self.cluster.clone(), reason };
+                log::error!("consumer of group '{}' on '{}': {e}", self.group, self.topic);
+                e
+            }
+        });
+    }
+
+    /// Why librdkafka gave the member up, if it did.
+    pub(crate) fn fatal(&self) -> Option<ConsumeError> {
+        self.consumer.context().fatal.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The cluster's ACLs refusing the group or the topic, seen while

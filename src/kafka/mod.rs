@@ -5,6 +5,7 @@
 pub(crate) mod broker_errors;
 pub(crate) mod clusters;
 pub(crate) mod consumer;
+pub(crate) mod group_protocol;
 pub(crate) mod health;
 pub(crate) mod probe;
 pub(crate) mod produce;

@@ -135,17 +135,10 @@ pub(crate) fn producer_config(cluster: &Cluster, settings: &ProducerSettings) ->
 
 /// The configuration of databus's own producer for a cluster.
 fn own_config(name: &str, cluster: &Cluster, settings: &ProducerSettings) -> Result<produce::Config, String> {
-    let tls = match &cluster.tls {
-        Some(tls) => {
-            let client = tls.cert_file.as_deref().zip(tls.key_file.as_deref());
-            Some(crate::tls::client_config(tls.ca_file.as_deref(), client).map_err(|e| format!("TLS: {e}"))?)
-        }
-        None => None,
-    };
     Ok(produce::Config {
         cluster: name.to_owned(),
         brokers: cluster.brokers.clone(),
-        security: produce::wire::Security { tls, sasl: cluster.sasl.clone() },
+        security: produce::wire::Security::of(cluster)?,
         timeout: settings.timeout,
         linger: settings.linger,
         max_in_flight: settings.max_in_flight,

@@ -28,7 +28,10 @@ use serde::Deserialize;
 
 use crate::kafka::broker_errors::BrokerErrors;
 use crate::kafka::consumer::{consumer_config, Member, Membership, StartOffset};
-use crate::kafka::{Cluster, ConsumeError, GroupClient, Memberships, Publish, Record, SubscriberSettings};
+use crate::kafka::{
+    group_protocol, Cluster, ConsumeError, GroupClient, GroupProtocol, Memberships, Publish, Record,
+    SubscriberSettings,
+};
 use crate::keys::{Check, ConfigError, Number, MAX_MS};
 use crate::metrics::QueueMeter;
 
@@ -269,11 +272,18 @@ pub(crate) struct Shared {
     commit_order: Mutex<()>,
     /// Commits Kafka did not acknowledge (each is tried again).
     commit_failures: AtomicU64,
+    /// Why librdkafka gave the member up, if it did: the group has stopped.
+    fatal: Mutex<Option<ConsumeError>>,
 }
 
 impl Shared {
     pub(crate) fn book(&self) -> MutexGuard<'_, Book> {
         self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Why librdkafka gave the group's member up, if it did.
+    pub(crate) fn fatal(&self) -> Option<ConsumeError> {
+        self.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -440,6 +450,7 @@ fn commit_list(topic: &str, due: &[Commit]) -> Option<TopicPartitionList> {
 
 impl QueueGroup {
     fn join(key: &QueueKey, with: JoinWith<'_>, registry: Weak<Queues>) -> Result<QueueGroup, ConsumeError> {
+        group_protocol::require(&key.cluster, with.cluster)?;
         let reset = match with.start {
             StartOffset::Latest => "latest",
             StartOffset::Earliest => "earliest",
@@ -454,6 +465,7 @@ impl QueueGroup {
             errors: BrokerErrors::default(),
             commit_order: Mutex::new(()),
             commit_failures: AtomicU64::new(0),
+            fatal: Mutex::new(None),
         });
         let consumer: BaseConsumer<QueueContext> =
             consumer_config(with.cluster, &key.group, reset, with.subscriber)
@@ -505,6 +517,7 @@ impl QueueGroup {
             color: key.color.as_bytes().to_vec(),
             linger: with.settings.linger,
             registry,
+            cluster: with.cluster.clone(),
             meter: with.meter,
             committer: Some(committer),
             _membership: membership,
@@ -683,6 +696,8 @@ struct Poller {
     color: Vec<u8>,
     linger: Duration,
     registry: Weak<Queues>,
+    /// The cluster's settings, to tell why librdkafka gave the member up.
+    cluster: Cluster,
     meter: QueueMeter,
     /// The periodic commits' thread, joined when the group stops.
     committer: Option<thread::JoinHandle<()>>,
@@ -764,6 +779,10 @@ impl Poller {
         while batch.len() < limit {
             match self.consumer.poll(timeout) {
                 Some(Ok(m)) => batch.push(self.entry_of(&m)),
+                Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
+                    self.gave_up(code);
+                    break;
+                }
                 Some(Err(e)) => {
                     log::debug!("queue group on '{}': {e}", self.key.topic);
                     break;
@@ -786,6 +805,30 @@ impl Poller {
         if added {
             self.shared.more.notify_all();
         }
+    }
+
+    /// librdkafka gave the member up (`code`): the group stops and leaves
+    /// the registry, so the next stream command of any connection joins
+    /// anew; its readers are told why (see [`Shared::fatal`]).
+    fn gave_up(&self, code: rdkafka::error::RDKafkaErrorCode) {
+        use rdkafka::error::RDKafkaErrorCode::{UnsupportedFeature, UnsupportedVersion};
+        let reason = self.consumer.client().fatal_error().map_or_else(|| code.to_string(), |(_, r)| r);
+        let e = match self.cluster.group_protocol {
+            GroupProtocol::Consumer if matches!(code, UnsupportedVersion | UnsupportedFeature) => {
+                group_protocol::refused(&self.key.cluster, &self.cluster)
+            }
+            _ => {
+                let e = ConsumeError::Fatal { cluster: self.key.cluster.clone(), reason };
+                log::error!("queue group '{}' on '{}': {e}", self.key.group, self.key.topic);
+                e
+            }
+        };
+        *self.shared.fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(registry) = self.registry.upgrade() {
+            registry.lock().remove(&self.key);
+        }
+        self.shared.more.notify_all();
     }
 
     /// A record as an entry, or `Err` with its place when it is not for

@@ -97,6 +97,13 @@ pub(crate) fn reader(session: &mut Session) -> Result<&mut QueueReader, CommandE
             idle_timeout: settings.subscriber.idle_timeout,
         }));
     }
+    if let State::Queue(q) = &session.state {
+        if let Some(e) = q.attached.group.shared.fatal() {
+            // The group's member is gone: the client reconnects.
+            session.close();
+            return Err(CommandError::Consume(e));
+        }
+    }
     match &mut session.state {
         State::Queue(q) => Ok(q),
         // The command table lets only subscribers through.

@@ -143,7 +143,13 @@ impl Subscriber {
                 Some((msg.value.len(), encode(&msg, format)))
             });
             let Some(Some((len, encoded))) = polled else {
-                continue;
+                match consumer.fatal() {
+                    Some(e) if batch.is_empty() => return Err(CommandError::Consume(e)),
+                    // What came is handed out; the next command says why
+                    // nothing more comes.
+                    Some(_) => break,
+                    None => continue,
+                }
             };
             bytes += len;
             batch.push(Frame::Bulk(encoded));
@@ -176,6 +182,9 @@ impl Subscriber {
         let offset: i64 = parse_non_negative(offset).ok_or(CommandError::BadOffset)?;
         if offset == i64::MAX {
             return Err(CommandError::BadOffset);
+        }
+        if let Some(e) = consumer.fatal() {
+            return Err(CommandError::Consume(e));
         }
         if !consumer.owns(partition) {
             return Err(CommandError::NotOwned(partition));

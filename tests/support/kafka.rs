@@ -32,6 +32,18 @@ pub fn kafka_tool(class: &str, args: &[&str]) -> String {
     text
 }
 
+/// The `group.version` the cluster at `brokers` has finalized, from
+/// Kafka's own FeatureCommand: 1 and more serve KIP-848's consumer group
+/// protocol; 0 when it finalized none (Kafka 3.x) or was formatted so.
+pub fn group_version(brokers: &str) -> i64 {
+    let out =
+        kafka_tool("org.apache.kafka.tools.FeatureCommand", &["--bootstrap-server", brokers, "describe"]);
+    let line = out.lines().find(|l| l.starts_with("Feature: group.version"));
+    line.and_then(|l| l.split("FinalizedVersionLevel:").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map_or(0, |level| level.parse().unwrap_or_else(|_| panic!("FeatureCommand said {line:?}")))
+}
+
 /// What a node adds to the defaults of `scripts/kafka.sh node`.
 #[derive(Default, Clone)]
 pub struct NodeOptions {

@@ -43,7 +43,7 @@ pub use daemon::{broker_list, daemon_config, rss_kib, Daemon, BIN, BOUND};
 #[allow(unused_imports)]
 pub use database::*;
 #[allow(unused_imports)]
-pub use kafka::{KafkaCluster, NodeOptions, OwnBroker};
+pub use kafka::{group_version, KafkaCluster, NodeOptions, OwnBroker};
 #[allow(unused_imports)]
 pub use process::Guard;
 #[allow(unused_imports)]

@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
     SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
 use super::sasl::{self, Scram, ScramHash};
-use crate::kafka::KafkaSasl;
+use crate::kafka::{Cluster, KafkaSasl};
 
 /// The client id in every request header.
 const CLIENT_ID: StrBytes = StrBytes::from_static_str("databus");
@@ -54,6 +54,10 @@ pub(crate) struct Versions {
     pub produce: i16,
     pub metadata: i16,
     pub init_producer_id: i16,
+    /// Whether the broker serves KIP-848's consumer group protocol
+    /// ([`serves_consumer_groups`]); asked by the consumers' check, not
+    /// by the producer.
+    pub consumer_groups: bool,
 }
 
 /// The versions databus speaks, up to which it asks: Produce 9 (flexible,
@@ -61,12 +65,46 @@ pub(crate) struct Versions {
 const OURS: [(ApiKey, i16, i16); 3] =
     [(ApiKey::Produce, 3, 9), (ApiKey::Metadata, 1, 12), (ApiKey::InitProducerId, 0, 4)];
 
+/// Whether a broker's ApiVersions answer says it serves KIP-848's consumer
+/// group protocol: it lists ConsumerGroupHeartbeat and its cluster has
+/// finalized `group.version` 1 or more. Kafka 4.0+ finalizes it when the
+/// cluster is formatted (or upgraded with `kafka-features upgrade`); a 3.x
+/// broker lists the API but finalizes no `group.version` and answers the
+/// heartbeat UNSUPPORTED_VERSION (its preview aside).
+pub(crate) fn serves_consumer_groups(response: &ApiVersionsResponse) -> bool {
+    let heartbeat = response.api_keys.iter().any(|k| k.api_key == ApiKey::ConsumerGroupHeartbeat as i16);
+    let level = response
+        .finalized_features
+        .iter()
+        .find(|f| f.name.as_str() == "group.version")
+        .map_or(0, |f| f.max_version_level);
+    heartbeat && level >= 1
+}
+
 /// How connections reach the brokers: TLS (rustls) if the cluster has a
 /// `tls` section, SASL if it has a `sasl` one.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Security {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub sasl: Option<KafkaSasl>,
+}
+
+impl Security {
+    /// The cluster's `tls` and `sasl` sections as databus's own
+    /// connections use them; `Err` when its TLS files do not load.
+    pub(crate) fn of(cluster: &Cluster) -> Result<Security, String> {
+        let tls = match &cluster.tls {
+            Some(tls) => {
+                let client = tls.cert_file.as_deref().zip(tls.key_file.as_deref());
+                Some(
+                    crate::tls::client_config(tls.ca_file.as_deref(), client)
+                        .map_err(|e| format!("TLS: {e}"))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Security { tls, sasl: cluster.sasl.clone() })
+    }
 }
 
 /// A TLS session, shared by a connection's writer and reader: each takes
@@ -117,7 +155,7 @@ impl Conn {
                 Some(Arc::new(Mutex::new(session)))
             }
         };
-        let placeholder = Versions { produce: 3, metadata: 1, init_producer_id: 0 };
+        let placeholder = Versions { produce: 3, metadata: 1, init_producer_id: 0, consumer_groups: false };
         let mut conn =
             Conn { stream, tls, versions: placeholder, next_correlation: 0, address: address.to_owned() };
         conn.versions = conn.api_versions()?;
@@ -159,6 +197,7 @@ impl Conn {
             produce: pick(p, pl, ph)?,
             metadata: pick(m, ml, mh)?,
             init_producer_id: pick(i, il, ih)?,
+            consumer_groups: serves_consumer_groups(&response),
         })
     }
 
@@ -482,4 +521,40 @@ fn read_frame(stream: &mut impl Read) -> Result<Bytes, WireError> {
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).map_err(classify)?;
     Ok(Bytes::from(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::api_versions_response::{ApiVersion, FinalizedFeatureKey};
+
+    use super::*;
+
+    fn answer(heartbeat: bool, group_version: Option<i16>) -> ApiVersionsResponse {
+        let mut keys = vec![ApiVersion::default().with_api_key(ApiKey::Produce as i16).with_max_version(13)];
+        if heartbeat {
+            keys.push(ApiVersion::default().with_api_key(ApiKey::ConsumerGroupHeartbeat as i16));
+        }
+        let features = group_version
+            .map(|level| {
+                FinalizedFeatureKey::default()
+                    .with_name(StrBytes::from_static_str("group.version"))
+                    .with_max_version_level(level)
+                    .with_min_version_level(level)
+            })
+            .into_iter()
+            .collect();
+        ApiVersionsResponse::default().with_api_keys(keys).with_finalized_features(features)
+    }
+
+    #[test]
+    fn the_consumer_protocol_needs_the_heartbeat_and_group_version_1() {
+        // Kafka 4.0+ as formatted.
+        assert!(serves_consumer_groups(&answer(true, Some(1))));
+        // Kafka 3.9: the API listed, no group.version.
+        assert!(!serves_consumer_groups(&answer(true, None)));
+        // Kafka 4.x formatted or left at group.version=0.
+        assert!(!serves_consumer_groups(&answer(true, Some(0))));
+        // Before KIP-848 (3.6 and older).
+        assert!(!serves_consumer_groups(&answer(false, None)));
+    }
 }
