@@ -8,11 +8,14 @@
 //! through a databus SIGKILL, a SIGKILL of the group's coordinator and a
 //! graceful restart. Beside databus's publishers a bare librdkafka producer
 //! writes to the same topic through the same fault, so each row shows the
-//! stall the cluster itself imposes next to databus's. Counts are asserted
-//! (nothing acknowledged lost or duplicated, no `+OK` below the minimum
-//! ISR; in queue mode, every acknowledged entry handed out, every entry
-//! handed out again after its XACK in an allowed class); the stalls are
-//! reported, not asserted (RELIABILITY.md).
+//! stall the cluster itself imposes next to databus's. databus's counts are
+//! asserted (nothing acknowledged lost or duplicated, no `+OK` below the
+//! minimum ISR; in queue mode, every acknowledged entry handed out, every
+//! entry handed out again after its XACK in an allowed class); the stalls
+//! and the bare producer's counts are reported, not asserted: it is the
+//! reference for what the cluster imposes, and librdkafka's idempotent
+//! producer once wrote a duplicate through the rolling restart
+//! (RELIABILITY.md).
 
 mod support;
 
@@ -66,13 +69,7 @@ impl Setup {
 }
 
 /// The row of one scenario, from both loads' outcomes and the topic.
-fn row(
-    scenario: &'static str,
-    s: &Setup,
-    databus: &Outcome,
-    bare: &Outcome,
-    fault: &str,
-) -> (Row, Tally, Tally) {
+fn row(scenario: &'static str, s: &Setup, databus: &Outcome, bare: &Outcome, fault: &str) -> (Row, Tally) {
     let (ours, theirs) = s.records();
     let t = tally(&databus.acked, &ours);
     let b = tally(&bare.acked, &theirs);
@@ -97,7 +94,7 @@ fn row(
         ),
         ..Row::default()
     };
-    (row, t, b)
+    (row, t)
 }
 
 /// Scenario 9: the leader of partition 0 frozen (SIGSTOP) for 35 s, past
@@ -118,7 +115,7 @@ fn frozen_leader_in_a_three_broker_cluster_loses_nothing() {
     await_both_acknowledge(&databus, &bare, RECOVERY);
     thread::sleep(Duration::from_secs(2));
     let (databus, bare) = (databus.finish(), bare.finish());
-    let (mut row, t, b) = row(
+    let (mut row, t) = row(
         "9. partition leader frozen (SIGSTOP 35 s) in a three-broker cluster, 6 publishers",
         &s,
         &databus,
@@ -128,7 +125,6 @@ fn frozen_leader_in_a_three_broker_cluster_loses_nothing() {
     row.recover_ms = databus.first_ok_after(frozen_at).map(|r| r.duration_since(frozen_at).as_millis());
     row.record();
     t.assert_clean("acknowledged");
-    b.assert_clean("the bare producer's");
     assert!(databus.first_ok_after(frozen_at).is_some(), "no SET acknowledged after the freeze");
     for (_, e) in &databus.failed {
         assert!(e.starts_with("TRYAGAIN publish failed: "), "{e}");
@@ -240,7 +236,7 @@ fn rolling_restart_under_publish_and_consume_loses_nothing() {
     let sessions = consumers.finish();
     let deliveries: usize = sessions.iter().map(Vec::len).sum();
     let distinct: HashSet<&str> = sessions.iter().flatten().map(|(_, _, v)| v.as_str()).collect();
-    let (mut row, t, b) = row(
+    let (mut row, t) = row(
         "10. rolling restart (SIGTERM) of all three brokers, 6 publishers and 2 subscribers",
         &s,
         &databus,
@@ -254,7 +250,6 @@ fn rolling_restart_under_publish_and_consume_loses_nothing() {
     row.redelivered = Some(deliveries - distinct.len());
     row.record();
     t.assert_clean("acknowledged");
-    b.assert_clean("the bare producer's");
     assert_eq!(unseen, 0, "acknowledged records no subscriber got");
     assert_monotonic(&sessions);
 }
@@ -307,7 +302,7 @@ fn below_min_isr_no_set_is_acknowledged_and_publishing_resumes() {
     let acked_while_down = databus.acked_at.iter().filter(|&&at| at > grace && at < back_at).count();
     let bare_while_down = bare.acked_at.iter().filter(|&&at| at > grace && at < back_at).count();
     let causes: HashSet<String> = databus.failed.iter().map(|(_, e)| e.clone()).collect();
-    let (mut row, t, b) = row(
+    let (mut row, t) = row(
         "11. two of three brokers down (below min.insync.replicas) 15 s, 6 publishers",
         &s,
         &databus,
@@ -345,7 +340,6 @@ fn below_min_isr_no_set_is_acknowledged_and_publishing_resumes() {
         assert!(named(e), "does not name the cause: {e}");
     }
     t.assert_clean("acknowledged");
-    b.assert_clean("the bare producer's");
     assert!(databus.first_ok_after(back_at).is_some(), "no SET acknowledged after the brokers returned");
 }
 
