@@ -313,6 +313,28 @@ fn denial(error: KafkaError, group: &str, topic: &str) -> Option<ConsumeError> {
     Some(ConsumeError::Denied { what, cause: error })
 }
 
+/// Why librdkafka gave up `who`, a member of cluster `name` (`code`, with
+/// its `reason`): the cluster not serving the consumer protocol it is set
+/// to (said once in the log, [`super::group_protocol::refused`]), or the
+/// reason as it came (logged).
+pub(crate) fn gave_up(
+    name: &str,
+    cluster: &Cluster,
+    code: RDKafkaErrorCode,
+    reason: String,
+    who: &str,
+) -> ConsumeError {
+    let unsupported =
+        matches!(code, RDKafkaErrorCode::UnsupportedVersion | RDKafkaErrorCode::UnsupportedFeature);
+    if unsupported && cluster.group_protocol == GroupProtocol::Consumer {
+        log::debug!("{who}: {reason}");
+        return super::group_protocol::refused(name, cluster);
+    }
+    let e = ConsumeError::Fatal { cluster: name.to_owned(), reason };
+    log::error!("{who}: {e}");
+    e
+}
+
 /// A client of a group that never joins it, for what commands ask of the
 /// brokers about the group and its topic (watermarks, commits, members):
 /// a member's own connections carry its fetches, which the brokers answer
@@ -628,19 +650,8 @@ impl GroupConsumer {
             return;
         }
         let reason = self.consumer.client().fatal_error().map_or_else(|| code.to_string(), |(_, r)| r);
-        let unsupported =
-            matches!(code, RDKafkaErrorCode::UnsupportedVersion | RDKafkaErrorCode::UnsupportedFeature);
-        *fatal = Some(match self.settings.group_protocol {
-            GroupProtocol::Consumer if unsupported => {
-                log::debug!("consumer of group '{}' on '{}': {reason}", self.group, self.topic);
-                super::group_protocol::refused(&self.cluster, &self.settings)
-            }
-            _ => {
-                let e = ConsumeError::Fatal { cluster: self.cluster.clone(), reason };
-                log::error!("consumer of group '{}' on '{}': {e}", self.group, self.topic);
-                e
-            }
-        });
+        let who = format!("consumer of group '{}' on '{}'", self.group, self.topic);
+        *fatal = Some(gave_up(&self.cluster, &self.settings, code, reason, &who));
     }
 
     /// Why librdkafka gave the member up, if it did.

@@ -27,10 +27,9 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::Deserialize;
 
 use crate::kafka::broker_errors::BrokerErrors;
-use crate::kafka::consumer::{consumer_config, Member, Membership, StartOffset};
+use crate::kafka::consumer::{consumer_config, gave_up, Member, Membership, StartOffset};
 use crate::kafka::{
-    group_protocol, Cluster, ConsumeError, GroupClient, GroupProtocol, Memberships, Publish, Record,
-    SubscriberSettings,
+    group_protocol, Cluster, ConsumeError, GroupClient, Memberships, Publish, Record, SubscriberSettings,
 };
 use crate::keys::{Check, ConfigError, Number, MAX_MS};
 use crate::metrics::QueueMeter;
@@ -811,18 +810,9 @@ impl Poller {
     /// the registry, so the next stream command of any connection joins
     /// anew; its readers are told why (see [`Shared::fatal`]).
     fn gave_up(&self, code: rdkafka::error::RDKafkaErrorCode) {
-        use rdkafka::error::RDKafkaErrorCode::{UnsupportedFeature, UnsupportedVersion};
         let reason = self.consumer.client().fatal_error().map_or_else(|| code.to_string(), |(_, r)| r);
-        let e = match self.cluster.group_protocol {
-            GroupProtocol::Consumer if matches!(code, UnsupportedVersion | UnsupportedFeature) => {
-                group_protocol::refused(&self.key.cluster, &self.cluster)
-            }
-            _ => {
-                let e = ConsumeError::Fatal { cluster: self.key.cluster.clone(), reason };
-                log::error!("queue group '{}' on '{}': {e}", self.key.group, self.key.topic);
-                e
-            }
-        };
+        let who = format!("queue group '{}' on '{}'", self.key.group, self.key.topic);
+        let e = gave_up(&self.key.cluster, &self.cluster, code, reason, &who);
         *self.shared.fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
         self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(registry) = self.registry.upgrade() {
