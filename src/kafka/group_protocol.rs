@@ -14,8 +14,8 @@ use super::consumer::ConsumeError;
 use super::produce::wire::{Conn, Security};
 use super::{Cluster, GroupProtocol};
 
-/// How long a broker may take to connect, log in and answer.
-const ASK_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the brokers may take to connect, log in and answer, in all.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an answer is kept: an operator who upgrades the cluster's
 /// `group.version` is heard within it.
 const KEPT: Duration = Duration::from_secs(30);
@@ -28,12 +28,18 @@ static ANSWERS: Mutex<BTreeMap<Asked, (Instant, bool)>> = Mutex::new(BTreeMap::n
 
 /// Whether one of the cluster's brokers says it serves the consumer
 /// protocol (see [`super::produce::wire::serves_consumer_groups`]); `Err`
-/// with the last broker's failure when none answers.
+/// with the last broker's failure when none answers within `ASK_TIMEOUT`
+/// in all.
 pub(crate) fn served(cluster: &Cluster) -> Result<bool, String> {
     let security = Security::of(cluster)?;
+    let deadline = Instant::now() + ASK_TIMEOUT;
     let mut failure = String::from("no brokers configured");
     for broker in &cluster.brokers {
-        match Conn::open(broker, &security, ASK_TIMEOUT) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match Conn::open(broker, &security, left) {
             Ok(conn) => return Ok(conn.versions.consumer_groups),
             Err(e) => failure = e.to_string(),
         }
@@ -58,8 +64,11 @@ pub(crate) fn require(name: &str, cluster: &Cluster) -> Result<(), ConsumeError>
                 keep(name, cluster, serves);
                 serves
             }
+            // Kept as a pass too, so that an unreachable cluster costs one
+            // member's join `ASK_TIMEOUT`, not every member's.
             Err(why) => {
                 log::debug!("cannot ask cluster '{name}' which group protocols it serves: {why}");
+                ANSWERS.lock().unwrap_or_else(|e| e.into_inner()).insert(key, (Instant::now(), true));
                 true
             }
         },
