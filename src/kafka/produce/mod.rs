@@ -209,6 +209,9 @@ struct Link {
     gone: bool,
     /// When the last request was written.
     last_sent: Instant,
+    /// Its sender sleeps until the pace ends, with records to send: it
+    /// sees a new record then, so the record need not wake it.
+    paced: bool,
     /// The produce round trip, smoothed (7/8 of the last value, 1/8 of
     /// the new one), as its reader measures it.
     round_trip: Duration,
@@ -223,8 +226,17 @@ impl Link {
             connected: false,
             gone: false,
             last_sent: Instant::now(),
+            paced: false,
             round_trip: Duration::ZERO,
         }
+    }
+
+    /// Whether a new record must wake the sender: not while it sleeps out
+    /// the pace (it wakes by itself) nor while every request it may have
+    /// is in flight (the next response wakes it). Each needless wake is a
+    /// context switch per SET at depth 1, where cores are scarce.
+    fn wants_wake(&self, max_in_flight: usize) -> bool {
+        !self.paced && self.sent.len() < max_in_flight
     }
 
     /// How long after the last request the next may go while requests are
@@ -385,6 +397,16 @@ impl Shared {
             link.wake.notify_one();
         }
     }
+
+    /// Wakes the senders that have records to send (after a response: room
+    /// in flight, or batches put back); the others sleep on.
+    fn wake_busy(&self, state: &State) {
+        for (node, link) in &state.links {
+            if sender::has_work(state, *node, self.config.max_in_flight, self.config.linger) {
+                link.wake.notify_one();
+            }
+        }
+    }
 }
 
 impl State {
@@ -492,7 +514,7 @@ impl Producer {
                 let parts = Parts { key: record.key, value: record.value, headers: record.headers };
                 p.append(config, at_ms, deadline, parts, reporter);
                 let leader = p.leader;
-                state.links.get(&leader).map(|l| l.wake.clone())
+                state.links.get(&leader).filter(|l| l.wants_wake(config.max_in_flight)).map(|l| l.wake.clone())
             }
             None => {
                 let waiting = Waiting {

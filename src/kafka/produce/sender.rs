@@ -35,7 +35,7 @@ pub(super) fn spawn(shared: Arc<Shared>, node: i32) {
 }
 
 /// Whether a partition led by `node` has a batch to send now.
-fn has_work(state: &State, node: i32, max_in_flight: usize, linger: Duration) -> bool {
+pub(super) fn has_work(state: &State, node: i32, max_in_flight: usize, linger: Duration) -> bool {
     state
         .topics
         .values()
@@ -75,12 +75,17 @@ fn send(shared: &Arc<Shared>, node: i32) {
                 break Some(link.address.clone());
             }
             let wake = link.wake.clone();
-            let wait = match (pace.is_zero(), config.linger.is_zero()) {
-                (false, _) if ready => pace,
-                (_, true) => Duration::from_millis(100),
-                (_, false) => config.linger,
+            let paced = ready && !pace.is_zero();
+            let wait = match (paced, config.linger.is_zero()) {
+                (true, _) => pace,
+                (false, true) => Duration::from_millis(100),
+                (false, false) => config.linger,
             };
+            state.links.get_mut(&node).expect("looked up above").paced = paced;
             state = wake.wait_timeout(state, wait).unwrap_or_else(|e| e.into_inner()).0;
+            if let Some(link) = state.links.get_mut(&node) {
+                link.paced = false;
+            }
         };
         if let Some(address) = address {
             drop(state);
@@ -254,7 +259,7 @@ fn receive(shared: &Shared, node: i32, mut reader: Reader) {
                 if !verdicts.is_empty() {
                     shared.settled.notify_all();
                 }
-                shared.wake_all(&state);
+                shared.wake_busy(&state);
                 drop(state);
                 settle(verdicts);
                 if let Some(why) = why {
