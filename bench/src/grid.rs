@@ -468,14 +468,29 @@ pub(crate) fn run(opts: &Opts, fronts: &[Front], producer: &Direct, partitions: 
         for &clients in &opts.grid_clients {
             for &pipeline in &opts.grid_pipelines {
                 let n = requests(opts, clients, pipeline);
+                // The peers take turns going first, round after round: the
+                // broker's CPU (its garbage collection, what the previous
+                // peer left it to do) falls on whoever runs, and the first
+                // of a cell follows the Java producer's JVM of the last.
+                let mut order: Vec<Option<&Front>> = fronts.iter().map(Some).collect();
+                order.push(None);
+                let java_cp = opts.java_classpath.as_ref();
+                let turns = order.len() + usize::from(java_cp.is_some());
+                let first = (round - 1) % turns;
                 let mut shots = Vec::new();
-                for f in fronts {
-                    shots.push((f.name, redis_benchmark(opts, f, &topic, clients, pipeline, n)?));
+                for k in (0..turns).map(|i| (first + i) % turns) {
+                    let shot = match order.get(k) {
+                        Some(Some(f)) => (f.name, redis_benchmark(opts, f, &topic, clients, pipeline, n)?),
+                        Some(None) => (BARE, bare(opts, producer, &topic, clients, pipeline, n)?),
+                        None => (
+                            JAVA,
+                            java(opts, java_cp.expect("counted in turns"), &topic, clients, pipeline, n)?,
+                        ),
+                    };
+                    shots.push((k, shot));
                 }
-                shots.push((BARE, bare(opts, producer, &topic, clients, pipeline, n)?));
-                if let Some(cp) = &opts.java_classpath {
-                    shots.push((JAVA, java(opts, cp, &topic, clients, pipeline, n)?));
-                }
+                shots.sort_by_key(|(k, _)| *k);
+                let shots: Vec<_> = shots.into_iter().map(|(_, shot)| shot).collect();
                 let line: Vec<String> = shots
                     .iter()
                     .map(|(name, s)| format!("{name} {:.0}/s p99 {:.2} ms", s.rps, s.p99))

@@ -514,7 +514,11 @@ impl Producer {
                 let parts = Parts { key: record.key, value: record.value, headers: record.headers };
                 p.append(config, at_ms, deadline, parts, reporter);
                 let leader = p.leader;
-                state.links.get(&leader).filter(|l| l.wants_wake(config.max_in_flight)).map(|l| l.wake.clone())
+                state
+                    .links
+                    .get(&leader)
+                    .filter(|l| l.wants_wake(config.max_in_flight))
+                    .map(|l| l.wake.clone())
             }
             None => {
                 let waiting = Waiting {
