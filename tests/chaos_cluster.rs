@@ -627,7 +627,9 @@ enum Redelivery {
     /// Acknowledged on a process while a rebalance took partitions from it.
     Rebalance,
     /// Acknowledged while the group's coordinator was down (commits fail),
-    /// handed out again before the group settled.
+    /// or in the second before it went (the 100 ms commit that would carry
+    /// it was due or unanswered when the broker died), handed out again
+    /// before the group settled.
     Coordinator,
     /// Acknowledged after the visibility timeout had already handed the
     /// entry to another consumer of the same process (Redis's semantics:
@@ -662,7 +664,9 @@ impl Windows {
             Redelivery::KillNine
         } else if ack.by == stopped && again.at > term_at {
             Redelivery::Graceful
-        } else if within(ack.at, down_at, settled_at) && within(again.at, down_at, settled_at) {
+        } else if within(ack.at, down_at - Duration::from_secs(1), settled_at)
+            && within(again.at, down_at, settled_at)
+        {
             Redelivery::Coordinator
         } else if self.rebalances.iter().any(|&(from, t0, t1)| ack.by == from && within(ack.at, t0, t1)) {
             Redelivery::Rebalance
