@@ -313,17 +313,18 @@ fn denial(error: KafkaError, group: &str, topic: &str) -> Option<ConsumeError> {
     Some(ConsumeError::Denied { what, cause: error })
 }
 
-/// Why librdkafka gave up `who`, a member of cluster `name` (`code`, with
-/// its `reason`): the cluster not serving the consumer protocol it is set
-/// to (said once in the log, [`super::group_protocol::refused`]), or the
-/// reason as it came (logged).
-pub(crate) fn gave_up(
+/// Why librdkafka gave up `who`, a member of cluster `name` on `client`
+/// (`code`, with the reason `client` keeps): the cluster not serving the
+/// consumer protocol it is set to (said once in the log,
+/// [`super::group_protocol::refused`]), or the reason as it came (logged).
+pub(crate) fn gave_up<C: ClientContext>(
     name: &str,
     cluster: &Cluster,
+    client: &rdkafka::client::Client<C>,
     code: RDKafkaErrorCode,
-    reason: String,
     who: &str,
 ) -> ConsumeError {
+    let reason = client.fatal_error().map_or_else(|| code.to_string(), |(_, r)| r);
     let unsupported =
         matches!(code, RDKafkaErrorCode::UnsupportedVersion | RDKafkaErrorCode::UnsupportedFeature);
     if unsupported && cluster.group_protocol == GroupProtocol::Consumer {
@@ -649,9 +650,8 @@ impl GroupConsumer {
         if fatal.is_some() {
             return;
         }
-        let reason = self.consumer.client().fatal_error().map_or_else(|| code.to_string(), |(_, r)| r);
         let who = format!("consumer of group '{}' on '{}'", self.group, self.topic);
-        *fatal = Some(gave_up(&self.cluster, &self.settings, code, reason, &who));
+        *fatal = Some(gave_up(&self.cluster, &self.settings, self.consumer.client(), code, &who));
     }
 
     /// Why librdkafka gave the member up, if it did.

@@ -810,9 +810,8 @@ impl Poller {
     /// the registry, so the next stream command of any connection joins
     /// anew; its readers are told why (see [`Shared::fatal`]).
     fn gave_up(&self, code: rdkafka::error::RDKafkaErrorCode) {
-        let reason = self.consumer.client().fatal_error().map_or_else(|| code.to_string(), |(_, r)| r);
         let who = format!("queue group '{}' on '{}'", self.key.group, self.key.topic);
-        let e = gave_up(&self.key.cluster, &self.cluster, code, reason, &who);
+        let e = gave_up(&self.key.cluster, &self.cluster, self.consumer.client(), code, &who);
         *self.shared.fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
         self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(registry) = self.registry.upgrade() {
