@@ -19,6 +19,7 @@ pub use crate::keys::ConfigError;
 use crate::keys::{Check, Number, MAX_MS};
 use crate::queue::{QueueSettings, RawQueue};
 use crate::resp::Limits;
+use crate::secret::Secret;
 use crate::tls::TlsSettings;
 
 /// `databus.toml` as written; every field but `addr`, `auth` and the chosen
@@ -73,7 +74,7 @@ pub(crate) struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawMysql {
-    pub url: Option<String>,
+    pub url: Option<Secret>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,7 +82,7 @@ pub(crate) struct RawMysql {
 pub(crate) struct RawRedis {
     pub addr: Option<String>,
     pub db: Option<i64>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     pub timeout_ms: Option<u64>,
 }
 
@@ -89,12 +90,12 @@ pub(crate) struct RawRedis {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum AuthSource {
     Mysql {
-        url: String,
+        url: Secret,
     },
     Redis {
         addr: String,
         db: i64,
-        password: Option<String>,
+        password: Option<Secret>,
         timeout: Duration,
     },
     /// The `[[apps]]` and `[[grants]]` of the config file at this path.
@@ -386,7 +387,7 @@ impl RawConfig {
                     self.mysql.as_ref().and_then(|m| m.url.clone()).ok_or_else(|| {
                         check.err("mysql.url", "missing: auth = \"mysql\" needs [mysql] url")
                     })?;
-                if !url.starts_with("mysql://") {
+                if !url.expose().starts_with("mysql://") {
                     return Err(check.err("mysql.url", "must start with mysql://"));
                 }
                 Ok(AuthSource::Mysql { url })
@@ -608,6 +609,22 @@ url = "mysql://root@127.0.0.1:3306/databus_db"
         let known: std::collections::BTreeSet<&str> =
             numbers.iter().map(|n| n.key).chain(others.iter().copied()).collect();
         assert_eq!(documented, known, "README table vs the key table");
+    }
+
+    #[test]
+    fn no_secret_shows_in_the_settings() {
+        let text = MINIMAL.replace("root@", "root:my5ql-pa55@").replace(
+            "brokers = [\"127.0.0.1:9092\"]",
+            "brokers = [\"127.0.0.1:9092\"]\nproperties = { \"ssl.key.password\" = \"k3y-pa55\" }",
+        );
+        let shown = format!("{:?}", load(&text).unwrap());
+        assert!(!shown.contains("my5ql-pa55") && !shown.contains("k3y-pa55"), "{shown}");
+        let text = format!(
+            "{}[redis]\naddr = \"h:1\"\npassword = \"red1s-pa55\"\n",
+            MINIMAL.replace("auth = \"mysql\"", "auth = \"redis\"")
+        );
+        let shown = format!("{:?}", load(&text).unwrap());
+        assert!(!shown.contains("red1s-pa55") && shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]

@@ -20,6 +20,8 @@
 //! - [`metrics`]: the Prometheus collectors every module counts into.
 //! - [`tls`]: the optional TLS listener for clients (rustls), reloadable.
 //! - [`proto`]: the protobuf messages of `proto/databus.proto`.
+//! - [`secret`]: the type of every password, app secret and URL that may
+//!   hold one, redacted wherever it is printed.
 
 #![forbid(unsafe_code)]
 
@@ -34,6 +36,7 @@ pub mod metrics;
 pub mod proto;
 pub(crate) mod queue;
 pub mod resp;
+pub mod secret;
 pub mod server;
 pub mod session;
 pub mod tls;

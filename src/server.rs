@@ -20,6 +20,7 @@ use crate::auth::{self, file::FileStore, mysql::MysqlStore, redis::RedisStore, A
 use crate::config::{AuthSource, Settings};
 use crate::kafka::{Clusters, Memberships, Producers};
 use crate::metrics::Metrics;
+use crate::secret::Secret;
 use crate::session::registry::Connections;
 use crate::session::{self, CommandError, Context, Stream};
 use crate::tls::{TlsAcceptor, TlsError};
@@ -128,9 +129,9 @@ impl Running {
 
 pub(crate) fn open_store(source: &AuthSource) -> Result<Box<dyn AuthStore>, StartError> {
     match source {
-        AuthSource::Mysql { url } => Ok(Box::new(MysqlStore::new(url, Duration::from_secs(5))?)),
+        AuthSource::Mysql { url } => Ok(Box::new(MysqlStore::new(url.expose(), Duration::from_secs(5))?)),
         AuthSource::Redis { addr, db, password, timeout } => {
-            Ok(Box::new(RedisStore::new(addr, *db, password.as_deref(), *timeout)?))
+            Ok(Box::new(RedisStore::new(addr, *db, password.as_ref().map(Secret::expose), *timeout)?))
         }
         AuthSource::File { path } => Ok(Box::new(FileStore::new(path))),
     }

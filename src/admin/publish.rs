@@ -21,6 +21,7 @@ use tiny_http::Request;
 use super::{header, json, Reply};
 use crate::auth::{AuthError, AuthRequest, Role};
 use crate::kafka::{Delivery, PublishError, Record, StartOffset};
+use crate::secret::Secret;
 use crate::session::Context;
 
 #[derive(Deserialize)]
@@ -185,7 +186,7 @@ fn publish(
 }
 
 /// The key and secret of an `Authorization: Basic` header.
-fn basic_auth(request: &Request) -> Option<(String, String)> {
+fn basic_auth(request: &Request) -> Option<(String, Secret)> {
     let value = request.headers().iter().find(|h| h.field.equiv("Authorization"))?.value.as_str();
     let (scheme, encoded) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -194,5 +195,5 @@ fn basic_auth(request: &Request) -> Option<(String, String)> {
     let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (key, secret) = text.split_once(':')?;
-    Some((key.to_owned(), secret.to_owned()))
+    Some((key.to_owned(), Secret::new(secret)))
 }

@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::secret::Secret;
 use toml::{Table, Value};
 
 use super::{AuthStore, Grant, SkippedRows, StoreError};
@@ -62,7 +64,7 @@ struct Lists {
 struct App {
     id: i64,
     key: String,
-    secret: String,
+    secret: Secret,
     cluster: String,
 }
 
@@ -111,7 +113,7 @@ fn read_app(entry: &Value) -> Result<App, String> {
     Ok(App {
         id: integer(table, "id")?,
         key: text(table, "key")?,
-        secret: text(table, "secret")?,
+        secret: Secret::new(text(table, "secret")?),
         cluster: text(table, "cluster")?,
     })
 }

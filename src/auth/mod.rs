@@ -10,40 +10,27 @@ pub(crate) mod redis;
 pub(crate) mod request;
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{mpsc, Arc, RwLock};
 use std::thread;
 use std::time::Duration;
 
 use crate::metrics::Metrics;
+use crate::secret::Secret;
 
 pub use mysql::mask_password;
 pub use request::{parse_auth_string, parse_wait_ms, AuthRequest, AuthStringError, Role, MAX_WAIT_MS};
 
 /// One row of `auth_tb` joined with its `app_tb` row.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Grant {
     pub group: String,
     pub topic: String,
     pub operation: u8,
     pub app_id: i64,
     pub app_key: String,
-    pub app_secret: String,
+    pub app_secret: Secret,
     pub cluster: String,
-}
-
-impl fmt::Debug for Grant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Grant")
-            .field("group", &self.group)
-            .field("topic", &self.topic)
-            .field("operation", &self.operation)
-            .field("app_id", &self.app_id)
-            .field("app_key", &self.app_key)
-            .field("cluster", &self.cluster)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Grant {
@@ -169,10 +156,10 @@ impl Snapshot {
         // early, so the time does not depend on which matched.
         let mut proven = false;
         for g in grants {
-            proven |= constant_time_eq(g.app_secret.as_bytes(), req.secret.as_bytes());
+            proven |= constant_time_eq(g.app_secret.expose().as_bytes(), req.secret.expose().as_bytes());
         }
         if grants.is_empty() {
-            proven |= constant_time_eq(NO_SECRET, req.secret.as_bytes());
+            proven |= constant_time_eq(NO_SECRET, req.secret.expose().as_bytes());
         }
         if !proven {
             return Err(AuthError::BadCredentials);
@@ -180,7 +167,8 @@ impl Snapshot {
         let own: Vec<&Grant> = grants
             .iter()
             .filter(|g| {
-                g.group == req.group && constant_time_eq(g.app_secret.as_bytes(), req.secret.as_bytes())
+                g.group == req.group
+                    && constant_time_eq(g.app_secret.expose().as_bytes(), req.secret.expose().as_bytes())
             })
             .collect();
         if own.is_empty() {
@@ -377,7 +365,7 @@ mod tests {
             operation: op,
             app_id: 1,
             app_key: key.into(),
-            app_secret: format!("{key}-secret"),
+            app_secret: format!("{key}-secret").into(),
             cluster: cluster.into(),
         }
     }
@@ -428,7 +416,7 @@ mod tests {
             let got = snap.check(&req(s), known).unwrap_err();
             let text = got.to_string();
             // Neither the secret offered nor any stored one may appear.
-            for secret in [req(s).secret.as_str(), "k-secret", "k2-secret", "k3-secret"] {
+            for secret in [req(s).secret.expose(), "k-secret", "k2-secret", "k3-secret"] {
                 assert!(!text.contains(secret), "{text:?} shows {secret:?}");
             }
             assert_eq!(got, want, "{s}");

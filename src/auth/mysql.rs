@@ -8,6 +8,7 @@ use mysql::prelude::{FromValue, Queryable};
 use mysql::{Conn, Opts, OptsBuilder, Row};
 
 use super::{AuthStore, Grant, SkippedRows, StoreError};
+use crate::secret::Secret;
 
 const QUERY: &str =
     "SELECT g.id, g.group_name, g.topic, g.operation, a.id, a.app_key, a.app_secret, a.cluster \
@@ -76,7 +77,7 @@ fn read_row(row: &mut Row, app_id: Result<i64, String>) -> Result<Grant, String>
         operation,
         app_id: app_id?,
         app_key: non_empty(column(row, 5, "app_tb.app_key")?, "app_tb.app_key")?,
-        app_secret: non_empty(column(row, 6, "app_tb.app_secret")?, "app_tb.app_secret")?,
+        app_secret: Secret::new(non_empty(column(row, 6, "app_tb.app_secret")?, "app_tb.app_secret")?),
         cluster: non_empty(column(row, 7, "app_tb.cluster")?, "app_tb.cluster")?,
     })
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use redis::{Commands, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
 
 use super::{AuthStore, Grant, SkippedRows, StoreError};
+use crate::secret::Secret;
 
 pub(crate) const AUTH_TABLE: &str = "tb:authtb";
 pub(crate) const APP_TABLE: &str = "tb:apptb";
@@ -118,7 +119,7 @@ fn read_row(group: &[u8], id: i64, auth: &Table, apps: &Table) -> Result<Grant, 
         operation: operation.clamp(0, 255) as u8,
         app_id,
         app_key: text(apps, APP_TABLE, app_id, "AppKey")?,
-        app_secret: text(apps, APP_TABLE, app_id, "AppSecret")?,
+        app_secret: Secret::new(text(apps, APP_TABLE, app_id, "AppSecret")?),
         cluster: text(apps, APP_TABLE, app_id, "Cluster")?,
     })
 }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::kafka::StartOffset;
+use crate::secret::Secret;
 
 /// The longest wait a client may ask of an `MGET` (`wait=` in AUTH, or
 /// `MGET ... BLOCK ms`): ten minutes.
@@ -41,10 +42,10 @@ impl fmt::Display for Role {
     }
 }
 
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthRequest {
     pub key: String,
-    pub secret: String,
+    pub secret: Secret,
     pub group: String,
     pub topic: String,
     pub role: Role,
@@ -54,22 +55,6 @@ pub struct AuthRequest {
     /// How long this connection's empty `MGET`s wait (`wait=`); `None`: the
     /// configured `subscriber.wait_timeout_ms`.
     pub wait: Option<Duration>,
-}
-
-// Hand-written so the secret can never reach a log line through `{:?}`.
-impl fmt::Debug for AuthRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthRequest")
-            .field("key", &self.key)
-            .field("secret", &"<redacted>")
-            .field("group", &self.group)
-            .field("topic", &self.topic)
-            .field("role", &self.role)
-            .field("color", &self.color)
-            .field("offset", &self.offset)
-            .field("wait", &self.wait)
-            .finish()
-    }
 }
 
 /// What is wrong with an AUTH string. The text never contains the secret.
@@ -155,7 +140,7 @@ pub fn parse_auth_string(s: &str) -> Result<AuthRequest, AuthStringError> {
     }
     Ok(AuthRequest {
         key: key.to_owned(),
-        secret: secret.to_owned(),
+        secret: Secret::new(secret),
         group: group.to_owned(),
         topic: topic.to_owned(),
         role: role.ok_or(AuthStringError::Missing("role"))?,
@@ -173,7 +158,7 @@ mod tests {
     fn seed_string() {
         let r = parse_auth_string("app_key1:app_secret1@group_name1/topic=test156&role=pub").unwrap();
         assert_eq!(r.key, "app_key1");
-        assert_eq!(r.secret, "app_secret1");
+        assert_eq!(r.secret.expose(), "app_secret1");
         assert_eq!(r.group, "group_name1");
         assert_eq!(r.topic, "test156");
         assert_eq!(r.role, Role::Pub);
@@ -194,7 +179,7 @@ mod tests {
     #[test]
     fn secret_may_hold_separators() {
         let r = parse_auth_string("k:p@ss:w@rd@g/topic=t&role=pub").unwrap();
-        assert_eq!((r.key.as_str(), r.secret.as_str(), r.group.as_str()), ("k", "p@ss:w@rd", "g"));
+        assert_eq!((r.key.as_str(), r.secret.expose(), r.group.as_str()), ("k", "p@ss:w@rd", "g"));
     }
 
     #[test]

@@ -13,11 +13,12 @@ pub(crate) mod producer;
 pub(crate) mod settings;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
+
+use crate::secret::Secret;
 
 pub(crate) use clusters::Clusters;
 pub use consumer::StartOffset;
@@ -48,7 +49,7 @@ pub fn decode_produce_responses(data: &[u8]) -> usize {
 }
 
 /// One Kafka cluster as `databus.toml` names it.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Cluster {
     pub brokers: Vec<String>,
     /// Encrypt the connections to the brokers (`security.protocol` ssl or sasl_ssl).
@@ -56,7 +57,7 @@ pub(crate) struct Cluster {
     /// Authenticate to the brokers (`security.protocol` sasl_plaintext or sasl_ssl).
     pub sasl: Option<KafkaSasl>,
     /// Extra librdkafka properties, applied after databus's own defaults.
-    pub properties: BTreeMap<String, String>,
+    pub properties: BTreeMap<String, Secret>,
     /// How subscribers' consumer groups rebalance.
     pub group_protocol: GroupProtocol,
 }
@@ -86,13 +87,13 @@ pub(crate) struct KafkaTls {
     pub key_file: Option<PathBuf>,
 }
 
-/// SASL credentials; the password is never printed, not even by `{:?}`.
-#[derive(Clone, PartialEq, Eq)]
+/// SASL credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct KafkaSasl {
     /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
     pub mechanism: String,
     pub username: String,
-    pub password: String,
+    pub password: Secret,
 }
 
 /// The SASL mechanisms this build speaks with a username and password.
@@ -109,33 +110,6 @@ pub(crate) const SECURITY_PROPERTIES: &[&str] = &[
     "sasl.username",
     "sasl.password",
 ];
-
-impl fmt::Debug for KafkaSasl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KafkaSasl")
-            .field("mechanism", &self.mechanism)
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
-
-impl fmt::Debug for Cluster {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let properties: BTreeMap<&str, &str> = self
-            .properties
-            .iter()
-            .map(|(k, v)| (k.as_str(), if is_secret_property(k) { "<redacted>" } else { v.as_str() }))
-            .collect();
-        f.debug_struct("Cluster")
-            .field("brokers", &self.brokers)
-            .field("tls", &self.tls)
-            .field("sasl", &self.sasl)
-            .field("properties", &properties)
-            .field("group_protocol", &self.group_protocol)
-            .finish()
-    }
-}
 
 /// Whether a librdkafka property holds a password or other secret.
 pub(crate) fn is_secret_property(key: &str) -> bool {
@@ -178,11 +152,11 @@ pub(crate) fn check_cluster(
     };
     for (key, value) in &cluster.properties {
         let mut alone = ClientConfig::new();
-        alone.set(key, value);
+        alone.set(key, value.expose());
         alone.create_native_config().map_err(|e| {
             let mut reason = reason(e);
             if is_secret_property(key) && !value.is_empty() {
-                reason = reason.replace(value.as_str(), "***");
+                reason = reason.replace(value.expose(), "***");
             }
             PropertyError { property: Some(key.clone()), reason }
         })?;
@@ -238,10 +212,10 @@ pub(crate) fn client_config(cluster: &Cluster) -> ClientConfig {
         config
             .set("sasl.mechanisms", &sasl.mechanism)
             .set("sasl.username", &sasl.username)
-            .set("sasl.password", &sasl.password);
+            .set("sasl.password", sasl.password.expose());
     }
     for (k, v) in &cluster.properties {
-        config.set(k, v);
+        config.set(k, v.expose());
     }
     config
 }
@@ -256,7 +230,7 @@ mod tests {
             brokers: vec!["127.0.0.1:9092".into()],
             tls: None,
             sasl: None,
-            properties: properties.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            properties: properties.iter().map(|(k, v)| (k.to_string(), Secret::new(*v))).collect(),
             group_protocol: GroupProtocol::Classic,
         }
     }

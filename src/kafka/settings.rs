@@ -4,7 +4,6 @@
 //! default is spelled once, here.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use serde::Deserialize;
 use super::producer::{Compression, Engine};
 use super::{Cluster, GroupProtocol, KafkaSasl, KafkaTls, ProducerSettings, SubscriberSettings};
 use crate::keys::{Check, ConfigError, Number};
+use crate::secret::Secret;
 
 pub(crate) const PRODUCER_TIMEOUT_MS: Number = Number::millis("producer.timeout_ms", 10_000);
 /// 0 is a valid linger: send at once.
@@ -96,7 +96,7 @@ pub(crate) struct RawCluster {
     pub sasl: Option<RawKafkaSasl>,
     /// Extra librdkafka properties.
     #[serde(default)]
-    pub properties: BTreeMap<String, String>,
+    pub properties: BTreeMap<String, Secret>,
     pub group_protocol: Option<String>,
 }
 
@@ -110,18 +110,12 @@ pub(crate) struct RawKafkaTls {
 }
 
 /// `[clusters.<name>.sasl]`.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawKafkaSasl {
     pub mechanism: Option<String>,
     pub username: Option<String>,
-    pub password: Option<String>,
-}
-
-impl fmt::Debug for RawKafkaSasl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RawKafkaSasl").field("mechanism", &self.mechanism).finish_non_exhaustive()
-    }
+    pub password: Option<Secret>,
 }
 
 impl ProducerSettings {

@@ -4,13 +4,14 @@
 //! saslname, and the password's UTF-8 bytes hashed as they are (no
 //! SASLprep), as both Kafka's Java client and librdkafka do.
 
-use std::fmt;
 use std::num::NonZeroU32;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::{digest, hmac, pbkdf2};
+
+use crate::secret::Secret;
 
 /// The fewest iterations accepted: Kafka's client refuses fewer
 /// (`ScramMechanism.minIterations`), a broker asking for less being either
@@ -113,6 +114,7 @@ pub(crate) enum SaslError {
 /// A SCRAM exchange, client side: `start` gives the client-first message,
 /// `client_final` answers the server-first one, `finish` checks the
 /// server-final one.
+#[derive(Debug)]
 pub(crate) struct Scram {
     hash: ScramHash,
     nonce: String,
@@ -122,29 +124,14 @@ pub(crate) struct Scram {
     stage: Stage,
 }
 
+#[derive(Debug)]
 enum Stage {
     /// Waiting for the server-first message, whose salt the password needs.
-    ServerFirst { password: String },
+    ServerFirst { password: Secret },
     /// Waiting for the server-final message: what checks its signature.
     ServerFinal { server_key: hmac::Key, auth_message: String },
     /// `client_final` failed: the exchange cannot go on.
     Failed,
-}
-
-impl fmt::Debug for Scram {
-    /// The password and the keys left out.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let stage = match self.stage {
-            Stage::ServerFirst { .. } => "server-first",
-            Stage::ServerFinal { .. } => "server-final",
-            Stage::Failed => "failed",
-        };
-        f.debug_struct("Scram")
-            .field("hash", &self.hash)
-            .field("first_bare", &self.first_bare)
-            .field("awaiting", &stage)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Scram {
@@ -176,7 +163,7 @@ impl Scram {
     fn with_nonce(hash: ScramHash, username: &str, password: &str, nonce: &str) -> (Scram, Vec<u8>) {
         let first_bare = format!("n={},r={nonce}", saslname(username));
         let first = format!("n,,{first_bare}").into_bytes();
-        let stage = Stage::ServerFirst { password: password.to_owned() };
+        let stage = Stage::ServerFirst { password: Secret::new(password) };
         (Scram { hash, nonce: nonce.to_owned(), first_bare, stage }, first)
     }
 
@@ -209,7 +196,7 @@ impl Scram {
 
         let mut salted = [0; digest::MAX_OUTPUT_LEN];
         let salted = &mut salted[..self.hash.digest().output_len()];
-        pbkdf2::derive(self.hash.pbkdf2(), iterations, &salt, password.as_bytes(), salted);
+        pbkdf2::derive(self.hash.pbkdf2(), iterations, &salt, password.expose().as_bytes(), salted);
         let salted = hmac::Key::new(self.hash.hmac(), salted);
         let client_key = hmac::sign(&salted, b"Client Key");
         let stored_key = digest::digest(self.hash.digest(), client_key.as_ref());
@@ -544,7 +531,7 @@ mod tests {
         let (mut scram, _) = Scram::start_with_nonce(ScramHash::Sha256, "user", password, RFC_NONCE);
         let debug = format!("{scram:?} {:?}", ScramHash::Sha256);
         assert!(!debug.contains(password), "{debug}");
-        assert!(debug.contains("server-first"), "{debug}");
+        assert!(debug.contains("ServerFirst { password: <redacted> }"), "{debug}");
         let error = scram.client_final(b"r=x,s=QQ==,i=1").unwrap_err();
         assert!(!format!("{error} {error:?} {scram:?}").contains(password));
 

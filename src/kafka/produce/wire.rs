@@ -218,11 +218,11 @@ impl Conn {
         let refused = |e: sasl::SaslError| WireError::Refused(format!("SASL authentication error: {e}"));
         match (sasl.mechanism.as_str(), ScramHash::from_mechanism(&sasl.mechanism)) {
             ("PLAIN", _) => {
-                self.authenticate(sasl::plain(&sasl.username, &sasl.password))?;
+                self.authenticate(sasl::plain(&sasl.username, sasl.password.expose()))?;
             }
             (_, Some(hash)) => {
                 let (mut scram, first) =
-                    Scram::start(hash, &sasl.username, &sasl.password).map_err(refused)?;
+                    Scram::start(hash, &sasl.username, sasl.password.expose()).map_err(refused)?;
                 let server_first = self.authenticate(first)?;
                 let last = scram.client_final(&server_first).map_err(refused)?;
                 let server_final = self.authenticate(last)?;
