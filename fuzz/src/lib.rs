@@ -272,7 +272,12 @@ fn check_auth_request(req: &AuthRequest) {
     };
     let canonical = format!(
         "{}:{}@{}/topic={}&role={}&color={}&offset={offset}",
-        req.key, req.secret, req.group, req.topic, req.role, req.color
+        req.key,
+        req.secret.expose(),
+        req.group,
+        req.topic,
+        req.role,
+        req.color
     );
     assert_eq!(parse_auth_string(&canonical).as_ref(), Ok(req));
 }
