@@ -1,4 +1,4 @@
-//! The command line: `databus [check] [-c|--conf PATH]`, plus the seed's
+//! The command line: `databus [check|keys] [-c|--conf PATH]`, plus the seed's
 //! single-dash `-conf=PATH` and `-conf PATH`, `-h` and `-V`.
 
 use std::path::PathBuf;
@@ -14,6 +14,8 @@ pub enum Command {
     Check {
         conf: PathBuf,
     },
+    /// `databus keys`: print the configuration reference.
+    Keys,
     Help(String),
     Version,
 }
@@ -36,7 +38,9 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
     if m.opt_present("h") {
         let brief = "Usage: databus [-c|--conf PATH]          serve\n       \
                      databus check [-c|--conf PATH]    check the config, the auth store and the \
-                     clusters, then exit (0: ok, 1: what is wrong)";
+                     clusters, then exit (0: ok, 1: what is wrong)\n       \
+                     databus keys                      print every key of databus.toml with its \
+                     default, what it accepts and what it does";
         return Ok(Command::Help(opts.usage(brief)));
     }
     if m.opt_present("V") {
@@ -46,6 +50,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
     match m.free.as_slice() {
         [] => Ok(Command::Run { conf }),
         [check] if check == "check" => Ok(Command::Check { conf }),
+        [keys] if keys == "keys" => Ok(Command::Keys),
         [extra, ..] => Err(format!("unexpected argument `{extra}`")),
     }
 }
@@ -76,5 +81,6 @@ mod tests {
         assert_eq!(parse_args(&args(&["check", "-c", "f.toml"])), check("f.toml"));
         assert_eq!(parse_args(&args(&["-conf=g.toml", "check"])), check("g.toml"));
         assert!(parse_args(&args(&["check", "now"])).is_err());
+        assert_eq!(parse_args(&args(&["keys"])), Ok(Command::Keys));
     }
 }

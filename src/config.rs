@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::kafka::settings::{RawCluster, RawProducer, RawSubscriber};
 use crate::kafka::{Cluster, ProducerSettings, SubscriberSettings};
 pub use crate::keys::ConfigError;
-use crate::keys::{Check, Number, MAX_MS};
+use crate::keys::{Check, Key, Number, Text, MAX_MS};
 use crate::queue::{QueueSettings, RawQueue};
 use crate::resp::Limits;
 use crate::secret::Secret;
@@ -167,83 +167,195 @@ pub struct Settings {
     pub(crate) source: Option<PathBuf>,
 }
 
-pub(crate) const AUTH_TIMEOUT_MS: Number = Number::millis("auth_timeout_ms", 5_000);
-pub(crate) const IDLE_TIMEOUT_MS: Number = Number::millis("idle_timeout_ms", 300_000);
-pub(crate) const REFRESH_INTERVAL_MS: Number = Number::millis("refresh_interval_ms", 60_000);
+pub(crate) const ADDR: Text = Text::form("addr", "required", "host:port", "the listen address");
+pub(crate) const TLS_ADDR: Text = Text::form(
+    "tls_addr",
+    "none",
+    "host:port",
+    "a TLS listener beside the plain one; needs `tls_cert` and `tls_key` (docs/security.md)",
+);
+pub(crate) const TLS_CERT: Text =
+    Text::form("tls_cert", "none", "a PEM file", "the TLS listener's certificate chain");
+pub(crate) const TLS_KEY: Text =
+    Text::form("tls_key", "none", "a PEM file", "the TLS listener's private key");
+pub(crate) const TLS_CA: Text = Text::form(
+    "tls_ca",
+    "none",
+    "a PEM file",
+    "when set, the TLS listener requires client certificates signed by these CAs",
+);
+pub(crate) const ADMIN_ADDR: Text = Text::form(
+    "admin_addr",
+    "none (off; `make run` sets `127.0.0.1:6206`)",
+    "host:port",
+    "the admin HTTP port: metrics, health, HTTP publish (docs/operating.md)",
+);
+pub(crate) const AUTH: Text = Text::one_of(
+    "auth",
+    "required",
+    &["mysql", "redis", "file"],
+    "where apps and grants are read from: `[mysql]`, `[redis]`, or this file's `[[apps]]` and `[[grants]]`",
+);
+const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace", "off"];
+pub(crate) const LOG_LEVEL: Text =
+    Text::one_of("log_level", "`info`", LOG_LEVELS, "overridden by `RUST_LOG`");
+pub(crate) const MYSQL_URL: Text = Text::form(
+    "mysql.url",
+    "required for `auth = \"mysql\"`",
+    "`mysql://user:password@host:port/database`",
+    "the MySQL (or MariaDB) database holding `app_tb` and `auth_tb`",
+);
+pub(crate) const REDIS_ADDR: Text = Text::form(
+    "redis.addr",
+    "required for `auth = \"redis\"`",
+    "host:port",
+    "the Redis holding the app and grant hashes",
+);
+pub(crate) const REDIS_PASSWORD: Text = Text::form("redis.password", "none", "text", "the Redis password");
+pub(crate) const APPS: Text = Text::form(
+    "[[apps]]",
+    "for `auth = \"file\"`",
+    "`id`, `key`, `secret`, `cluster`",
+    "the file store's apps, one table each",
+);
+pub(crate) const GRANTS: Text = Text::form(
+    "[[grants]]",
+    "for `auth = \"file\"`",
+    "`app_id`, `group`, `operation`, `topic`",
+    "the file store's grants, one table each",
+);
+pub(crate) const AUTH_TIMEOUT_MS: Number = Number::millis("auth_timeout_ms", 5_000, "time to authenticate");
+pub(crate) const IDLE_TIMEOUT_MS: Number =
+    Number::millis("idle_timeout_ms", 300_000, "a silent publisher is closed after this");
+pub(crate) const REFRESH_INTERVAL_MS: Number =
+    Number::millis("refresh_interval_ms", 60_000, "how often grants are re-read");
 /// Each tick asks every cluster in use for metadata: not a spin.
-pub(crate) const HEALTH_INTERVAL_MS: Number = Number::count("health_interval_ms", 5_000, 100, MAX_MS);
-pub(crate) const MAX_CLIENTS: Number = Number::count("max_clients", 10_000, 1, 1_000_000);
-pub(crate) const LISTEN_BACKLOG: Number = Number::count("listen_backlog", 4096, 1, 65_535);
+pub(crate) const HEALTH_INTERVAL_MS: Number = Number::count(
+    "health_interval_ms",
+    5_000,
+    100,
+    MAX_MS,
+    "how often each cluster in use is probed for `/ready`; librdkafka's statistics interval (broker state, lag)",
+);
+pub(crate) const MAX_CLIENTS: Number =
+    Number::count("max_clients", 10_000, 1, 1_000_000, "connections served at once");
+pub(crate) const LISTEN_BACKLOG: Number = Number::count(
+    "listen_backlog",
+    4096,
+    1,
+    65_535,
+    "connections the kernel queues before databus accepts them (capped by `net.core.somaxconn`)",
+);
 /// librdkafka's own ceiling for `message.max.bytes`.
-pub(crate) const MAX_VALUE_SIZE: Number = Number::count("max_value_size", 1_000_000, 1, 1_000_000_000);
+pub(crate) const MAX_VALUE_SIZE: Number = Number::count(
+    "max_value_size",
+    1_000_000,
+    1,
+    1_000_000_000,
+    "largest SET/HSET value; larger gets an error reply and the connection stays",
+);
 /// At least `max_value_size` + [`REQUEST_OVERHEAD_MIN`]; by default
 /// `max_value_size` + [`DEFAULT_REQUEST_OVERHEAD`].
-pub(crate) const MAX_REQUEST_LEN: Number = Number::derived("max_request_len", 1, 1 << 30);
+pub(crate) const MAX_REQUEST_LEN: Number = Number::derived(
+    "max_request_len",
+    1,
+    1 << 30,
+    "`max_value_size` + 65536",
+    "a publisher's whole request, at least `max_value_size` + 1024 (docs/protocol.md, limits)",
+);
 /// At least `max_request_len`; by default the larger of that and
 /// [`DEFAULT_DISCARD_LEN`].
-pub(crate) const MAX_DISCARD_LEN: Number = Number::derived("max_discard_len", 1, 1 << 40);
-pub(crate) const MAX_ARGS: Number = Number::count("max_args", 1024, 4, 1 << 20);
-pub(crate) const MAX_INLINE_LEN: Number = Number::count("max_inline_len", 64 * 1024, 64, 1 << 30);
-pub(crate) const UNAUTH_MAX_REQUEST_LEN: Number =
-    Number::count("unauth_max_request_len", 16 * 1024, 256, 64 * 1024);
-pub(crate) const UNAUTH_MAX_ARGS: Number = Number::count("unauth_max_args", 10, 2, 64);
-pub(crate) const THREAD_STACK_KIB: Number = Number::count("thread_stack_kib", 256, 64, 1 << 20);
+pub(crate) const MAX_DISCARD_LEN: Number = Number::derived(
+    "max_discard_len",
+    1,
+    1 << 40,
+    "67108864 (64 MiB)",
+    "a publisher's request longer than `max_request_len`, up to this, is dropped as it streams in and answered with an error; longer closes the connection",
+);
+pub(crate) const MAX_ARGS: Number =
+    Number::count("max_args", 1024, 4, 1 << 20, "a publisher's arguments per request");
+pub(crate) const MAX_INLINE_LEN: Number =
+    Number::count("max_inline_len", 64 * 1024, 64, 1 << 30, "longest inline (telnet-style) command line");
+pub(crate) const UNAUTH_MAX_REQUEST_LEN: Number = Number::count(
+    "unauth_max_request_len",
+    16 * 1024,
+    256,
+    64 * 1024,
+    "longest request before AUTH (Redis 6.2.6's bound)",
+);
+pub(crate) const UNAUTH_MAX_ARGS: Number =
+    Number::count("unauth_max_args", 10, 2, 64, "most arguments of a request before AUTH");
+pub(crate) const THREAD_STACK_KIB: Number =
+    Number::count("thread_stack_kib", 256, 64, 1 << 20, "stack of each connection's thread");
 /// By default 4 × `max_value_size` + 64 KiB (a JSON body escapes a value's
 /// bytes, up to 6 characters each), at most `MAX_REQUEST_LEN`'s maximum.
-pub(crate) const ADMIN_MAX_BODY: Number = Number::derived("admin_max_body", 1024, 1 << 30);
+pub(crate) const ADMIN_MAX_BODY: Number = Number::derived(
+    "admin_max_body",
+    1024,
+    1 << 30,
+    "4 × `max_value_size` + 65536",
+    "largest HTTP publish body (413 above it, refused before it is read)",
+);
 /// Redis's own ceiling for `databases`.
-pub(crate) const REDIS_DB: Number = Number::count("redis.db", 0, 0, i32::MAX as u64);
-pub(crate) const REDIS_TIMEOUT_MS: Number = Number::millis("redis.timeout_ms", 3000);
+pub(crate) const REDIS_DB: Number =
+    Number::count("redis.db", 0, 0, i32::MAX as u64, "the Redis database index");
+pub(crate) const REDIS_TIMEOUT_MS: Number =
+    Number::millis("redis.timeout_ms", 3000, "connect and read timeout of the Redis store");
 
-/// The numeric keys of the top level and the auth stores.
-#[cfg(test)]
-const NUMBERS: &[Number] = &[
-    AUTH_TIMEOUT_MS,
-    IDLE_TIMEOUT_MS,
-    REFRESH_INTERVAL_MS,
-    HEALTH_INTERVAL_MS,
-    MAX_CLIENTS,
-    LISTEN_BACKLOG,
-    MAX_VALUE_SIZE,
-    MAX_REQUEST_LEN,
-    MAX_DISCARD_LEN,
-    MAX_ARGS,
-    MAX_INLINE_LEN,
-    UNAUTH_MAX_REQUEST_LEN,
-    UNAUTH_MAX_ARGS,
-    THREAD_STACK_KIB,
-    ADMIN_MAX_BODY,
-    REDIS_DB,
-    REDIS_TIMEOUT_MS,
+/// Keys no longer read, which serde still accepts so that the error can
+/// say what replaced them; the reference leaves them out.
+pub(crate) const RETIRED_KEYS: &[&str] = &["max_bulk_len"];
+
+/// The keys of the top level and the auth stores, in the reference's order.
+pub(crate) const KEYS: &[Key] = &[
+    Key::Text(ADDR),
+    Key::Text(TLS_ADDR),
+    Key::Text(TLS_CERT),
+    Key::Text(TLS_KEY),
+    Key::Text(TLS_CA),
+    Key::Text(ADMIN_ADDR),
+    Key::Number(ADMIN_MAX_BODY),
+    Key::Number(HEALTH_INTERVAL_MS),
+    Key::Text(AUTH),
+    Key::Text(LOG_LEVEL),
+    Key::Number(MAX_CLIENTS),
+    Key::Number(LISTEN_BACKLOG),
+    Key::Number(AUTH_TIMEOUT_MS),
+    Key::Number(IDLE_TIMEOUT_MS),
+    Key::Number(MAX_VALUE_SIZE),
+    Key::Number(MAX_REQUEST_LEN),
+    Key::Number(MAX_DISCARD_LEN),
+    Key::Number(MAX_ARGS),
+    Key::Number(MAX_INLINE_LEN),
+    Key::Number(UNAUTH_MAX_ARGS),
+    Key::Number(UNAUTH_MAX_REQUEST_LEN),
+    Key::Number(REFRESH_INTERVAL_MS),
+    Key::Number(THREAD_STACK_KIB),
 ];
 
-/// The other keys of the top level and the auth stores.
-#[cfg(test)]
-const OTHER_KEYS: &[&str] = &[
-    "addr",
-    "tls_addr",
-    "tls_cert",
-    "tls_key",
-    "tls_ca",
-    "admin_addr",
-    "auth",
-    "log_level",
-    "mysql.url",
-    "redis.addr",
-    "redis.password",
-    "[[apps]]",
-    "[[grants]]",
+/// The auth stores' keys, after the Kafka and queue sections in the reference.
+pub(crate) const STORE_KEYS: &[Key] = &[
+    Key::Text(MYSQL_URL),
+    Key::Text(REDIS_ADDR),
+    Key::Number(REDIS_DB),
+    Key::Text(REDIS_PASSWORD),
+    Key::Number(REDIS_TIMEOUT_MS),
+    Key::Text(APPS),
+    Key::Text(GRANTS),
 ];
 
-/// Every key of `databus.toml`, numbers with their ranges: the table the
-/// README's configuration table and the tests are checked against.
-#[cfg(test)]
-pub(crate) fn keys() -> (Vec<Number>, Vec<&'static str>) {
+/// The configuration reference (`databus keys` prints it; the one in
+/// `docs/configuration.md` is checked against it).
+pub fn reference() -> String {
+    crate::keys::table(&keys())
+}
+
+/// Every key of `databus.toml`, in the configuration reference's order.
+pub(crate) fn keys() -> Vec<Key> {
     use crate::kafka::settings;
-    use crate::queue;
-    let numbers = NUMBERS.iter().chain(settings::NUMBERS).chain(queue::NUMBERS).copied().collect();
-    let others = OTHER_KEYS.iter().chain(settings::OTHER_KEYS).chain(queue::OTHER_KEYS).copied().collect();
-    (numbers, others)
+    let sections: [&[Key]; 5] =
+        [KEYS, settings::KEYS, crate::queue::KEYS, settings::CLUSTER_KEYS, STORE_KEYS];
+    sections.concat()
 }
 
 /// Room beside the value that `max_request_len` must leave, and its default.
@@ -254,8 +366,6 @@ const DEFAULT_REQUEST_OVERHEAD: usize = 64 * 1024;
 /// would otherwise turn a clear size error into a confusing one); longer is a
 /// protocol error and a close.
 const DEFAULT_DISCARD_LEN: usize = 64 << 20;
-
-const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace", "off"];
 
 impl Settings {
     /// Reads and validates the file at `path`.
@@ -289,18 +399,18 @@ impl RawConfig {
         let check = Check { path };
         if self.max_bulk_len.is_some() {
             return Err(check.err(
-                "max_bulk_len",
+                RETIRED_KEYS[0],
                 "replaced by `max_request_len`, which bounds the whole request, not one argument",
             ));
         }
-        let addr = self.addr.clone().ok_or_else(|| check.err("addr", "missing (e.g. \"0.0.0.0:6205\")"))?;
-        check.host_port("addr", &addr)?;
+        let addr = self.addr.clone().ok_or_else(|| check.err(ADDR.key, "missing (e.g. \"0.0.0.0:6205\")"))?;
+        check.host_port(ADDR.key, &addr)?;
         let tls = self.tls(check)?;
         let max_value_size = check.size(MAX_VALUE_SIZE, self.max_value_size)?;
         let admin = self.admin(max_value_size, check)?;
         let auth = self.auth_source(path, check)?;
         let log_level = self.log_level.clone().unwrap_or_else(|| "info".into());
-        check.one_of("log_level", &log_level, LOG_LEVELS)?;
+        check.one_of(LOG_LEVEL.key, &log_level, LOG_LEVELS)?;
         let max_clients = check.size(MAX_CLIENTS, self.max_clients)?;
         let limits = self.limits(max_value_size, check)?;
         let producer = ProducerSettings::from_raw(self.producer, check)?;
@@ -344,13 +454,13 @@ impl RawConfig {
             (None, None, None) if self.tls_ca.is_none() => Ok(None),
             (Some(tls_addr), Some(cert), Some(key)) => {
                 for (field, path) in
-                    [("tls_cert", Some(cert)), ("tls_key", Some(key)), ("tls_ca", self.tls_ca.as_ref())]
+                    [(TLS_CERT.key, Some(cert)), (TLS_KEY.key, Some(key)), (TLS_CA.key, self.tls_ca.as_ref())]
                 {
                     if let Some(path) = path.filter(|p| !p.is_file()) {
                         return Err(check.err(field, format!("`{}` is not a readable file", path.display())));
                     }
                 }
-                check.host_port("tls_addr", tls_addr)?;
+                check.host_port(TLS_ADDR.key, tls_addr)?;
                 Ok(Some(TlsSettings {
                     addr: tls_addr.clone(),
                     cert: cert.clone(),
@@ -359,11 +469,11 @@ impl RawConfig {
                 }))
             }
             (None, ..) => {
-                Err(check.err("tls_addr", "missing: tls_cert, tls_key and tls_ca need a TLS listener"))
+                Err(check.err(TLS_ADDR.key, "missing: tls_cert, tls_key and tls_ca need a TLS listener"))
             }
-            (Some(_), None, _) => Err(check.err("tls_cert", "missing: tls_addr needs a certificate")),
+            (Some(_), None, _) => Err(check.err(TLS_CERT.key, "missing: tls_addr needs a certificate")),
             (Some(_), Some(_), None) => {
-                Err(check.err("tls_key", "missing: tls_addr needs the certificate's key"))
+                Err(check.err(TLS_KEY.key, "missing: tls_addr needs the certificate's key"))
             }
         }
     }
@@ -371,7 +481,7 @@ impl RawConfig {
     /// The admin HTTP port, if `admin_addr` is set.
     fn admin(&self, max_value_size: usize, check: Check<'_>) -> Result<Option<AdminSettings>, ConfigError> {
         let Some(admin_addr) = &self.admin_addr else { return Ok(None) };
-        check.host_port("admin_addr", admin_addr)?;
+        check.host_port(ADMIN_ADDR.key, admin_addr)?;
         let interval = Duration::from_millis(check.number(HEALTH_INTERVAL_MS, self.health_interval_ms)?);
         let default = (4 * max_value_size as u64 + 64 * 1024).min(ADMIN_MAX_BODY.max);
         let max_body = check.derived(ADMIN_MAX_BODY, self.admin_max_body.map(|v| v as u64), default, 0)?;
@@ -381,14 +491,14 @@ impl RawConfig {
     /// `auth` and the chosen store's section.
     fn auth_source(&self, path: &Path, check: Check<'_>) -> Result<AuthSource, ConfigError> {
         match self.auth.as_deref() {
-            None => Err(check.err("auth", "missing: \"mysql\", \"redis\" or \"file\"")),
+            None => Err(check.err(AUTH.key, "missing: \"mysql\", \"redis\" or \"file\"")),
             Some("mysql") => {
                 let url =
                     self.mysql.as_ref().and_then(|m| m.url.clone()).ok_or_else(|| {
-                        check.err("mysql.url", "missing: auth = \"mysql\" needs [mysql] url")
+                        check.err(MYSQL_URL.key, "missing: auth = \"mysql\" needs [mysql] url")
                     })?;
                 if !url.expose().starts_with("mysql://") {
-                    return Err(check.err("mysql.url", "must start with mysql://"));
+                    return Err(check.err(MYSQL_URL.key, "must start with mysql://"));
                 }
                 Ok(AuthSource::Mysql { url })
             }
@@ -400,7 +510,7 @@ impl RawConfig {
                 let addr = r
                     .addr
                     .clone()
-                    .ok_or_else(|| check.err("redis.addr", "missing (e.g. \"127.0.0.1:6379\")"))?;
+                    .ok_or_else(|| check.err(REDIS_ADDR.key, "missing (e.g. \"127.0.0.1:6379\")"))?;
                 let db = r.db.unwrap_or(0);
                 if db < 0 {
                     return Err(check.err("redis.db", "must not be negative"));
@@ -411,7 +521,7 @@ impl RawConfig {
             }
             Some("file") => Ok(AuthSource::File { path: path.to_owned() }),
             Some(other) => {
-                Err(check.err("auth", format!("`{other}` is not one of \"mysql\", \"redis\", \"file\"")))
+                Err(check.err(AUTH.key, format!("`{other}` is not one of \"mysql\", \"redis\", \"file\"")))
             }
         }
     }
@@ -574,8 +684,11 @@ url = "mysql://root@127.0.0.1:3306/databus_db"
 
     #[test]
     fn every_number_is_bounded() {
-        let (numbers, _) = keys();
-        for n in &numbers {
+        let numbers = keys().into_iter().filter_map(|k| match k {
+            Key::Number(n) => Some(n),
+            Key::Text(_) => None,
+        });
+        for n in numbers {
             // TOML integers stop at i64::MAX; below the minimum is only
             // possible where it is above 0.
             let below = (n.min > 0).then(|| n.min - 1);
@@ -596,19 +709,40 @@ url = "mysql://root@127.0.0.1:3306/databus_db"
         assert!(std::time::Instant::now().checked_add(s.idle_timeout).is_some());
     }
 
+    /// The key table is the set of fields serde reads, no more, no less:
+    /// a field added without its key, or a key left after its field went,
+    /// fails here.
     #[test]
-    fn the_readme_documents_every_key_and_no_other() {
-        let readme = include_str!("../README.md");
-        let start = readme.find("| key | default | meaning |").expect("the README's configuration table");
-        let table: Vec<&str> = readme[start..].lines().skip(2).take_while(|l| l.starts_with('|')).collect();
-        let documented: std::collections::BTreeSet<&str> = table
-            .iter()
-            .flat_map(|row| row.split('|').nth(1).unwrap_or_default().split('`').skip(1).step_by(2))
-            .collect();
-        let (numbers, others) = keys();
-        let known: std::collections::BTreeSet<&str> =
-            numbers.iter().map(|n| n.key).chain(others.iter().copied()).collect();
-        assert_eq!(documented, known, "README table vs the key table");
+    fn every_field_is_a_key() {
+        let read = crate::keys::trace::keys::<RawConfig>("");
+        let read: std::collections::BTreeSet<&str> =
+            read.iter().map(String::as_str).filter(|k| !RETIRED_KEYS.contains(k)).collect();
+        let names: Vec<&str> =
+            keys().iter().map(|k| k.name().trim_start_matches("[[").trim_end_matches("]]")).collect();
+        let listed: std::collections::BTreeSet<&str> = names.iter().copied().collect();
+        assert_eq!(listed.len(), names.len(), "a key listed twice: {names:?}");
+        assert_eq!(listed, read, "the key table vs the fields serde reads");
+    }
+
+    /// The configuration reference in the docs is `databus keys`'s table,
+    /// defaults and ranges included. `DATABUS_WRITE_REFERENCE=1` rewrites it.
+    #[test]
+    fn the_docs_show_the_key_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let header = "| key | default | accepts | meaning |";
+        let start = doc.find(header).expect("the configuration reference's table");
+        let len = doc[start..].find("\n\n").expect("a blank line after the table") + 1;
+        let expected = reference();
+        if doc[start..start + len] != expected && std::env::var_os("DATABUS_WRITE_REFERENCE").is_some() {
+            std::fs::write(path, format!("{}{expected}{}", &doc[..start], &doc[start + len..])).unwrap();
+            return;
+        }
+        assert!(
+            doc[start..start + len] == expected,
+            "{path}'s configuration table is not the key table; run \
+             `DATABUS_WRITE_REFERENCE=1 cargo test --lib the_docs_show_the_key_table` to rewrite it:\n{expected}"
+        );
     }
 
     #[test]

@@ -30,6 +30,10 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             println!("databus {}", env!("CARGO_PKG_VERSION"));
             return Ok(());
         }
+        Command::Keys => {
+            print!("{}", databus::config::reference());
+            return Ok(());
+        }
         Command::Run { conf } => conf,
         Command::Check { conf } => {
             // No logger: the report says everything, once.

@@ -31,7 +31,7 @@ use crate::kafka::consumer::{consumer_config, gave_up, Member, Membership, Start
 use crate::kafka::{
     group_protocol, Cluster, ConsumeError, GroupClient, Memberships, Publish, Record, SubscriberSettings,
 };
-use crate::keys::{Check, ConfigError, Number, MAX_MS};
+use crate::keys::{Check, ConfigError, Key, Number, Text, MAX_MS};
 use crate::metrics::QueueMeter;
 
 pub(crate) use book::{Book, BookSettings, ClaimOptions, Commit, Entry, EntryId};
@@ -50,23 +50,55 @@ pub(crate) struct RawQueue {
 /// Off by default, as in Redis: a pending entry stays its consumer's until
 /// `XCLAIM`/`XAUTOCLAIM` moves it, which is what clients written for Redis
 /// expect. Share-group style redelivery is one setting away.
-pub(crate) const QUEUE_VISIBILITY_TIMEOUT_MS: Number =
-    Number::count("queue.visibility_timeout_ms", 0, 0, MAX_MS);
+pub(crate) const QUEUE_VISIBILITY_TIMEOUT_MS: Number = Number::count(
+    "queue.visibility_timeout_ms",
+    0,
+    0,
+    MAX_MS,
+    "an entry pending this long goes to the next `XREADGROUP ... >` of any consumer, its delivery count raised; 0 (off) leaves it with its consumer until `XCLAIM`/`XAUTOCLAIM`, as Redis does",
+);
 /// Kafka share groups' `group.share.delivery.count.limit` default.
-pub(crate) const QUEUE_MAX_DELIVERIES: Number = Number::count("queue.max_deliveries", 5, 0, 1_000_000);
+pub(crate) const QUEUE_MAX_DELIVERIES: Number = Number::count(
+    "queue.max_deliveries",
+    5,
+    0,
+    1_000_000,
+    "an entry about to be delivered more often than this is produced to the dead-letter topic and acknowledged instead; 0: never (Kafka share groups' default limit is 5)",
+);
 /// Bounds the entries a group holds for redelivery (their keys, values and
 /// headers stay in memory while pending).
-pub(crate) const QUEUE_MAX_PENDING: Number = Number::count("queue.max_pending", 10_000, 1, 10_000_000);
+pub(crate) const QUEUE_MAX_PENDING: Number = Number::count(
+    "queue.max_pending",
+    10_000,
+    1,
+    10_000_000,
+    "pending entries per group on a databus; at the cap `XREADGROUP ... >` hands out nothing new until acknowledgements come",
+);
 /// How long a group's Kafka member stays after its last consumer left, so a
 /// consumer that reconnects finds its pending entries.
-pub(crate) const QUEUE_LINGER_MS: Number = Number::count("queue.linger_ms", 60_000, 0, MAX_MS);
+pub(crate) const QUEUE_LINGER_MS: Number = Number::count(
+    "queue.linger_ms",
+    60_000,
+    0,
+    MAX_MS,
+    "how long a group's shared Kafka member stays after its last queue consumer left, so one that reconnects finds its pending entries",
+);
 const DEFAULT_DEAD_LETTER_TOPIC: &str = "{topic}.dlq";
+pub(crate) const QUEUE_DEAD_LETTER_TOPIC: Text = Text::form(
+    "queue.dead_letter_topic",
+    "`{topic}.dlq`",
+    "a topic name, `{topic}` standing for the stream's",
+    "the dead-letter topic; it must exist or be auto-created",
+);
 
-#[cfg(test)]
-pub(crate) const NUMBERS: &[Number] =
-    &[QUEUE_VISIBILITY_TIMEOUT_MS, QUEUE_MAX_DELIVERIES, QUEUE_MAX_PENDING, QUEUE_LINGER_MS];
-#[cfg(test)]
-pub(crate) const OTHER_KEYS: &[&str] = &["queue.dead_letter_topic"];
+/// The keys of `[queue]`, in the reference's order.
+pub(crate) const KEYS: &[Key] = &[
+    Key::Number(QUEUE_VISIBILITY_TIMEOUT_MS),
+    Key::Number(QUEUE_MAX_DELIVERIES),
+    Key::Text(QUEUE_DEAD_LETTER_TOPIC),
+    Key::Number(QUEUE_MAX_PENDING),
+    Key::Number(QUEUE_LINGER_MS),
+];
 
 #[derive(Debug, Clone)]
 pub(crate) struct QueueSettings {
@@ -86,7 +118,7 @@ impl QueueSettings {
             || !example.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         {
             return Err(check.err(
-                "queue.dead_letter_topic",
+                QUEUE_DEAD_LETTER_TOPIC.key,
                 "must be a Kafka topic name (letters, digits, '.', '_', '-'), `{topic}` standing for the stream's",
             ));
         }
