@@ -3,8 +3,8 @@
 //! top level and the auth stores, `kafka` its producer, subscriber and
 //! cluster sections) with a [`Check`], and declares its numeric keys as
 //! [`Number`]s, each with its range and default in one place. `config`
-//! gathers them into the key table that the tests and the README check
-//! read (`config::keys`, in its tests).
+//! gathers them into the key table that the tests and the table of
+//! docs/configuration.md are checked against (`config::keys`, in its tests).
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -20,7 +20,7 @@ pub(crate) const PRODUCER_LINGER_MS: Number = Number::count("producer.linger_ms"
 pub(crate) const PRODUCER_INSTANCES: Number = Number::count("producer.instances", 1, 1, 64);
 /// librdkafka's ceiling for an idempotent producer is 5, which keeps each
 /// partition's order. 5 since the bench crossed a network (BENCHMARKS.md,
-/// "Across a network"): with 1, every record waits for the request in
+/// "Requests in flight"): with 1, every record waits for the request in
 /// flight to its partition's broker, a round trip each.
 pub(crate) const PRODUCER_MAX_IN_FLIGHT: Number = Number::count("producer.max_in_flight", 5, 1, 5);
 pub(crate) const SUBSCRIBER_BATCH_SIZE: Number = Number::count("subscriber.batch_size", 100, 1, 100_000);
@@ -135,7 +135,8 @@ impl ProducerSettings {
             max_in_flight: check.size(PRODUCER_MAX_IN_FLIGHT, p.max_in_flight)?,
             engine: match p.engine.as_deref() {
                 // databus's own since the relay grid and the fault suite
-                // (BENCHMARKS.md and RELIABILITY.md, "own producer").
+                // (BENCHMARKS.md, "One request per broker"; RELIABILITY.md,
+                // "On databus's own producer").
                 None | Some("databus") => Engine::Databus,
                 Some("librdkafka") => Engine::Librdkafka,
                 Some(other) => {
