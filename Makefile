@@ -1,7 +1,7 @@
 # databus — the two commands a new machine needs are `make run` and `make test`.
 # Services (MariaDB, Redis, Apache Kafka) are installed and started by
 # scripts/services.sh when absent. Point at existing ones with
-# DATABUS_BROKERS, DATABUS_MYSQL_URL, DATABUS_REDIS_ADDR (see README).
+# DATABUS_BROKERS, DATABUS_MYSQL_URL, DATABUS_REDIS_ADDR (see docs/operating.md).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c

@@ -6,8 +6,8 @@
 # tests start of their own are of that release too. Needs MariaDB and Redis as
 # `make test` does (the Makefile starts them). Prints, and appends to
 # bench/compat.md, one line: release, date, commit, result; then rewrites
-# the README's table of Kafka versions from it (the latest line of each
-# release).
+# the table of Kafka versions in docs/testing.md from it (the latest line of
+# each release).
 #
 #   KAFKA_VERSION   the release (default: the pin of scripts/kafka.sh)
 #   COMPAT_TESTS    the test targets (default "publish subscribe")
@@ -37,14 +37,14 @@ status=0
 DATABUS_BROKERS="127.0.0.1:$port" cargo test "${args[@]}" 2>&1 | tee "$dir/tests.log" || status=$?
 summary=$(grep -E '^test result:' "$dir/tests.log" | awk '{p += $4; f += $6} END {printf "%d passed, %d failed", p, f}')
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo ?)
-[[ -z $(git status --porcelain --untracked-files=no -- . ':!README.md' ':!bench/compat.md' 2>/dev/null) ]] || commit="$commit+dirty"
+[[ -z $(git status --porcelain --untracked-files=no -- . ':!docs/testing.md' ':!bench/compat.md' 2>/dev/null) ]] || commit="$commit+dirty"
 line="| $version | $(date -u +%Y-%m-%d) | $commit | $tests | $summary |"
 mkdir -p bench
 [[ -s bench/compat.md ]] || printf '| Kafka | date | commit | suite | result |\n|---|---|---|---|---|\n' >bench/compat.md
 echo "$line" >>bench/compat.md
 echo "$line"
 
-# The README's table, between its two markers: the latest run of each release.
+# The table in docs/testing.md, between its two markers: the latest run of each release.
 pin=$(sed -nE 's/^KAFKA_VERSION=\$\{DATABUS_KAFKA_VERSION:-(.*)\}$/\1/p' scripts/kafka.sh)
 python3 - "$pin" <<'PY'
 import re, sys
@@ -60,9 +60,9 @@ for version in sorted(latest, key=lambda v: [int(x) for x in v.split(".")]):
     name = f"**{release}** (the pin)" if release == pin else release
     lines.append(f"| {name} | {result} | {date} | {commit} |")
 begin, end = "<!-- compat table: scripts/compat.sh -->", "<!-- end compat table -->"
-readme = open("README.md").read()
-head, rest = readme.split(begin, 1)
+doc = open("docs/testing.md").read()
+head, rest = doc.split(begin, 1)
 _, tail = rest.split(end, 1)
-open("README.md", "w").write(head + begin + "\n" + "\n".join(lines) + "\n" + end + tail)
+open("docs/testing.md", "w").write(head + begin + "\n" + "\n".join(lines) + "\n" + end + tail)
 PY
 exit "$status"

@@ -3,7 +3,7 @@
 #   /usr/bin/databus                      the release binary (OpenSSL and librdkafka linked in)
 #   /etc/databus/databus.toml             the commented config (a conffile: upgrades keep your edits)
 #   /lib/systemd/system/databus.service   the unit (packaging/databus.service)
-#   /usr/share/doc/databus/               README.md and the other guides
+#   /usr/share/doc/databus/               README.md, the other guides and docs/
 # The maintainer scripts (packaging/postinst, prerm, postrm) add the system
 # user `databus`, let it read the config, and reload systemd when it runs.
 #
@@ -45,7 +45,7 @@ install -D -m 0755 "$bin" "$stage/usr/bin/databus"
 strip --strip-debug "$stage/usr/bin/databus" 2>/dev/null || true
 install -D -m 0640 databus.toml "$stage/etc/databus/databus.toml"
 install -D -m 0644 packaging/databus.service "$stage/lib/systemd/system/databus.service"
-for doc in README.md RELIABILITY.md BENCHMARKS.md; do
+for doc in README.md ARCHITECTURE.md RELIABILITY.md BENCHMARKS.md FUZZING.md docs/*.md; do
 	install -D -m 0644 "$doc" "$stage/usr/share/doc/databus/$doc"
 done
 mkdir -p "$stage/DEBIAN"

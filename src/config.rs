@@ -2,10 +2,11 @@
 //! exactly as written, then [`RawConfig::validate`] turns it into [`Settings`],
 //! naming the file, the key and the problem when something is wrong. This
 //! module converts the top level and the auth stores, section by section;
-//! `kafka::settings` converts the Kafka sections. Every numeric key is one
-//! `keys::Number` constant with its range and default, and `keys()` gathers
-//! them with the other keys into the table the tests and the README's
-//! configuration table are checked against.
+//! `kafka::settings` and `queue` convert theirs. Every key is one
+//! `keys::Number` or `keys::Text` constant with its default, range or
+//! accepted values and a one-line doc; `keys()` gathers them into the
+//! configuration reference (`databus keys`, docs/configuration.md), which
+//! the tests check against the fields serde reads and against the docs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -728,7 +729,7 @@ url = "mysql://root@127.0.0.1:3306/databus_db"
     /// defaults and ranges included. `DATABUS_WRITE_REFERENCE=1` rewrites it.
     #[test]
     fn the_docs_show_the_key_table() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md");
         let doc = std::fs::read_to_string(path).unwrap();
         let header = "| key | default | accepts | meaning |";
         let start = doc.find(header).expect("the configuration reference's table");

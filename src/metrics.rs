@@ -13,7 +13,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// Every collector databus exports; see the README's "Operating databus".
+/// Every collector databus exports; see docs/operating.md, "Metrics".
 pub(crate) struct Metrics {
     registry: Registry,
     connections: IntGaugeVec,

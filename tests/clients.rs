@@ -48,7 +48,7 @@ impl ClientFixture for Fixture {
 
 /// The README's Quick start, typed into redis-cli: publish with AUTH, PING,
 /// SET and HSET; consume with AUTH and MGET; commit with SET. Then a
-/// one-shot `redis-cli -a <AUTH string> set …`.
+/// one-shot `redis-cli -a <AUTH string> set …` (docs/clients.md, "redis-cli").
 #[test]
 fn readme_walkthrough_with_redis_cli() {
     let f = Fixture::new("cli", 3, "");

@@ -56,6 +56,9 @@ fn the_debian_package_installs_checks_verifies_and_purges() {
         "./etc/databus/databus.toml",
         "./lib/systemd/system/databus.service",
         "./usr/share/doc/databus/README.md",
+        "./usr/share/doc/databus/ARCHITECTURE.md",
+        "./usr/share/doc/databus/docs/protocol.md",
+        "./usr/share/doc/databus/docs/configuration.md",
     ] {
         assert!(listing.lines().any(|l| l.ends_with(path)), "{path} not in the package:\n{listing}");
     }

@@ -209,7 +209,8 @@ impl Message {
 struct Consumer {
     /// Highest offset printed per partition. After a reconnect, messages
     /// whose commit did not get through come again; they are committed but
-    /// not printed twice (the README's deduplication by partition and offset).
+    /// not printed twice (the deduplication by partition and offset of
+    /// docs/protocol.md, "Delivery is at least once").
     printed: HashMap<i32, i64>,
     count: u64,
     max_messages: Option<u64>,

@@ -53,7 +53,7 @@ pub(crate) fn consumer_config(
         .set("auto.offset.reset", reset)
         // librdkafka pauses a partition's fetching for a second when its
         // local queue fills; with a backlog that stalls MGETs for up to
-        // 0.7 s (measured, BENCHMARKS.md). Resume after 10 ms instead.
+        // 0.7 s (BENCHMARKS.md, "Subscriber settings"). Resume after 10 ms instead.
         .set("fetch.queue.backoff.ms", "10")
         // Prefetch at most this many records per partition, so a
         // subscriber on a backlog holds megabytes, not tens of them.

@@ -180,7 +180,7 @@ pub(crate) fn client_config(cluster: &Cluster) -> ClientConfig {
     config.set("reconnect.backoff.max.ms", "1000");
     // No KIP-714 client telemetry: databus reports through /metrics, and
     // with it on every librdkafka instance keeps a dozen HDR histograms per
-    // broker it knows, about 290 KiB per subscriber (BENCHMARKS.md, memory).
+    // broker it knows, about 290 KiB per subscriber (BENCHMARKS.md, "Memory").
     // `properties` may turn it back on.
     config.set("enable.metrics.push", "false");
     // librdkafka's own log lines go through `log` via the contexts; keep

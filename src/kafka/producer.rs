@@ -62,7 +62,8 @@ pub(crate) struct ProducerSettings {
     pub instances: usize,
     /// Produce requests each producer keeps in flight. With 1, records that
     /// arrive while a request is out go together in the next one: batches
-    /// grow with the load and a lone SET is sent at once (BENCHMARKS.md).
+    /// grow with the load and a lone SET is sent at once; 5, the default,
+    /// overlaps them across a network (BENCHMARKS.md, "Requests in flight").
     pub max_in_flight: usize,
     /// Which producer publishes (`producer.engine`).
     pub engine: Engine,

@@ -27,7 +27,8 @@ pub(crate) const PRODUCER_INSTANCES: Number = Number::count(
     "producers per cluster; a connection always uses the same one",
 );
 /// librdkafka's ceiling for an idempotent producer is 5, which keeps each
-/// partition's order. 5 since the bench crossed a network (BENCHMARKS.md):
+/// partition's order. 5 since the bench crossed a network (BENCHMARKS.md,
+/// "Requests in flight"):
 /// with 1, every record waits for the request in flight to its
 /// partition's broker, a round trip each.
 pub(crate) const PRODUCER_MAX_IN_FLIGHT: Number = Number::count(
@@ -213,7 +214,8 @@ impl ProducerSettings {
             max_in_flight: check.size(PRODUCER_MAX_IN_FLIGHT, p.max_in_flight)?,
             engine: match p.engine.as_deref() {
                 // databus's own since the relay grid and the fault suite
-                // (BENCHMARKS.md and RELIABILITY.md, "own producer").
+                // (BENCHMARKS.md, "One request per broker"; RELIABILITY.md,
+                // "On databus's own producer").
                 None | Some("databus") => Engine::Databus,
                 Some("librdkafka") => Engine::Librdkafka,
                 Some(other) => {

@@ -3,7 +3,7 @@
 //! Most clients send one `SET` and wait for its reply. The connection's
 //! thread has nothing to do until the delivery report comes, yet waiting for
 //! it costs a sleep and a wake-up per `SET` on top of the ones for the next
-//! request (BENCHMARKS.md, "Third look"). So when a plain-TCP client has
+//! request (BENCHMARKS.md, "The reply handoff"). So when a plain-TCP client has
 //! exactly one request outstanding and nothing else is queued, the connection
 //! hands its reply over: the thread that serves delivery reports writes it to
 //! the socket itself, without blocking, and the connection's thread goes

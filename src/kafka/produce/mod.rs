@@ -2,7 +2,7 @@
 //!
 //! librdkafka sends one produce request per partition, so depth-1
 //! publishers spread over P partitions make requests of about c/P records
-//! each, every one a round trip (BENCHMARKS.md, "Across a network"). This
+//! each, every one a round trip (BENCHMARKS.md, "One request per broker"). This
 //! producer, like Kafka's Java producer, sarama and franz-go, sends each
 //! broker one request carrying a batch of every partition it leads that has
 //! records, up to `max_in_flight` requests in flight per connection.
@@ -245,9 +245,9 @@ impl Link {
     /// records that come meanwhile gather into the next, so a busy gateway
     /// sends about two fuller requests per round trip (the broker's cost is
     /// per request). Measured through the relay at 12 partitions against a
-    /// pace of a fifth of a round trip: 1.3-1.5 × the SET/s at depth 1 with
-    /// c=10 to 100, and a third to a half of the requests (BENCHMARKS.md,
-    /// "databus's own producer").
+    /// pace of a fifth of a round trip: 1.1-1.5 × the SET/s at depth 1 with
+    /// c=10 to 100, with a half to three fifths of the requests
+    /// (BENCHMARKS.md, "The pace").
     fn pace(&self) -> Duration {
         if self.sent.is_empty() {
             Duration::ZERO
