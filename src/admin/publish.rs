@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::time::Instant;
+use std::sync::Arc;
 
 use base64::Engine;
 use serde::Deserialize;
@@ -20,7 +20,7 @@ use tiny_http::Request;
 
 use super::{header, json, Reply};
 use crate::auth::{AuthError, AuthRequest, Role};
-use crate::kafka::{Delivery, PublishError, Record, StartOffset};
+use crate::kafka::{self, PublishError, Record, Sent, StartOffset};
 use crate::secret::Secret;
 use crate::session::Context;
 
@@ -154,32 +154,26 @@ fn publish(
         ));
     }
 
-    let meter = ctx.metrics.publisher(&group, &grant.topic, &grant.cluster);
-    let started = Instant::now();
-    let pending: Vec<Result<Delivery, PublishError>> = records
+    let meter = Arc::new(ctx.metrics.publisher(&group, &grant.topic, &grant.cluster));
+    let sent: Vec<Result<Sent, PublishError>> = records
         .iter()
         .map(|(key, value, metadata)| {
             let record = Record::new(&grant.topic, key.as_bytes(), value)
                 .color(&req.color)
                 .metadata(metadata.as_deref());
-            ctx.kafka.send(&grant.cluster, lane, &record)
+            kafka::publish(ctx.kafka.as_ref(), &grant.cluster, lane, &record, Some(&meter))
         })
         .collect();
-    let offsets = pending
+    let offsets = sent
         .into_iter()
-        .zip(&records)
-        .map(|(p, (_, value, _))| {
-            let verdict = p.and_then(Delivery::wait);
-            meter.finish(started, value.len(), verdict.as_ref().err().map(PublishError::cause));
-            match verdict {
-                Ok(d) => serde_json::json!({"partition": d.partition, "offset": d.offset, "error_code": 0}),
-                Err(e) => serde_json::json!({
-                    "partition": -1,
-                    "offset": -1,
-                    "error_code": if e.is_retriable() { 2 } else { 1 },
-                    "error": e.to_string(),
-                }),
-            }
+        .map(|sent| match sent.and_then(Sent::wait) {
+            Ok(d) => serde_json::json!({"partition": d.partition, "offset": d.offset, "error_code": 0}),
+            Err(e) => serde_json::json!({
+                "partition": -1,
+                "offset": -1,
+                "error_code": if e.is_retriable() { 2 } else { 1 },
+                "error": e.to_string(),
+            }),
         })
         .collect();
     Ok(offsets)

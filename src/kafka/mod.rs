@@ -10,6 +10,7 @@ pub(crate) mod health;
 pub(crate) mod probe;
 pub(crate) mod produce;
 pub(crate) mod producer;
+pub(crate) mod publish;
 pub(crate) mod settings;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ pub(crate) use consumer::{ConsumeError, GroupClient, GroupConsumer, Memberships,
 pub(crate) use producer::{
     Delivered, Delivery, KeepAlive, ProducerSettings, Producers, Publish, PublishError, Record,
 };
+pub(crate) use publish::{publish, Count, Sent};
 
 /// What databus's own producer makes of bytes from a broker (the fuzz
 /// target `produce_response`): responses cut from the stream by their

@@ -29,7 +29,8 @@ use serde::Deserialize;
 use crate::kafka::broker_errors::BrokerErrors;
 use crate::kafka::consumer::{consumer_config, gave_up, Member, Membership, StartOffset};
 use crate::kafka::{
-    group_protocol, Cluster, ConsumeError, GroupClient, Memberships, Publish, Record, SubscriberSettings,
+    group_protocol, publish, Cluster, ConsumeError, GroupClient, Memberships, Publish, Record,
+    SubscriberSettings,
 };
 use crate::keys::{Check, ConfigError, Key, Number, Text, MAX_MS};
 use crate::metrics::QueueMeter;
@@ -668,7 +669,7 @@ impl DeadLetters {
             headers.push(("databus-dead-letter-group".into(), self.key.group.as_bytes().to_vec()));
             let record = Record::new(&self.topic, &e.key, &e.value).color(&self.key.color).fields(&headers);
             let record = if e.key.is_empty() { record.keyless() } else { record };
-            match self.publish.send(&self.key.cluster, 0, &record) {
+            match publish(self.publish.as_ref(), &self.key.cluster, 0, &record, None) {
                 Ok(d) => sent.push((e.id, d)),
                 Err(err) => {
                     log::warn!("dead letter {} of '{}' refused: {err}", e.id, self.key.topic);

@@ -1,36 +1,43 @@
-//! One client connection: its state (not yet authenticated, publisher or
-//! subscriber), the dispatch table that says which commands each state
-//! accepts, and the loop that reads requests and writes replies in order.
+//! One client connection's session: its state (not yet authenticated,
+//! publisher, subscriber or queue consumer) and the dispatch of each
+//! request through the command table (`commands.rs`) to its command
+//! (`cmd/`). The socket and the order of replies are `connection/`'s; the
+//! loop that joins them is `serve.rs`.
 
 pub(crate) mod cmd;
 pub(crate) mod commands;
 pub(crate) mod connection;
 pub(crate) mod error;
-pub(crate) mod handoff;
-pub(crate) mod outbox;
 pub(crate) mod publisher;
 pub(crate) mod queue;
 pub(crate) mod registry;
+pub(crate) mod reply;
+mod serve;
 pub(crate) mod setup;
 pub(crate) mod subscriber;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::auth::{AuthCache, Role};
 use crate::config::Settings;
-use crate::kafka::{Clusters, Delivered, Delivery, KeepAlive, Memberships, Publish, PublishError};
-use crate::metrics::{Metrics, OpenConnection, PublishMeter};
-use crate::resp::{discard, parse_request, Discard, Frame, Limits, Oversized, Parsed};
+use crate::kafka::{Clusters, Memberships, Publish};
+use crate::metrics::{Metrics, OpenConnection};
+use crate::resp::{Discard, Frame, Limits, Oversized};
 
+use connection::HangUpWatch;
 pub(crate) use connection::Stream;
-use connection::{Connection, HangUpWatch, ReadOutcome};
 pub(crate) use error::CommandError;
-use handoff::Handoff;
 use publisher::Publisher;
 use registry::{Interrupt, InterruptFlag, Registration};
+use reply::error_code;
+pub(crate) use reply::Reply;
+pub(crate) use serve::serve;
 use setup::ClientInfo;
 use subscriber::Subscriber;
+
+/// Room past the request bound for a length line still arriving.
+const LENGTH_LINE_SLACK: usize = 64;
 
 /// What every connection shares.
 pub(crate) struct Context {
@@ -44,93 +51,6 @@ pub(crate) struct Context {
     /// Queue mode's shared group members on this databus.
     pub queues: Arc<crate::queue::Queues>,
     pub metrics: Arc<Metrics>,
-}
-
-/// A reply in the making: either known now, or waiting for the broker.
-pub(crate) enum Reply {
-    Now(Frame),
-    Delivery(Box<Awaited>),
-}
-
-/// A record whose reply was handed to the delivery thread: what keeps its
-/// producer alive until the verdict is in, and what to count if it never
-/// comes.
-pub(crate) struct Handed {
-    keep_alive: KeepAlive,
-    tally: Tally,
-}
-
-/// A published record waiting for the broker, and what to count when it is settled.
-pub(crate) struct Awaited {
-    pending: Delivery,
-    tally: Tally,
-}
-
-/// What a published record counts once the broker has spoken.
-#[derive(Clone)]
-struct Tally {
-    meter: Arc<PublishMeter>,
-    /// The command's metric label.
-    command: &'static str,
-    started: Instant,
-    value_len: usize,
-    /// Answered with the entry ID (`XADD`), not `+OK`.
-    with_id: bool,
-}
-
-impl Tally {
-    fn start(p: &Publisher, command: &'static str, value_len: usize) -> Tally {
-        Tally { meter: p.meter.clone(), command, started: Instant::now(), value_len, with_id: false }
-    }
-
-    /// The reply to the record, counted.
-    fn answer(&self, verdict: Result<Delivered, PublishError>) -> Frame {
-        self.meter.finish(self.started, self.value_len, verdict.as_ref().err().map(PublishError::cause));
-        let frame = match verdict {
-            Ok(d) if self.with_id => {
-                Frame::Bulk(crate::queue::EntryId::of(d.partition, d.offset).to_string().into_bytes())
-            }
-            Ok(_) => Frame::ok(),
-            Err(e) => CommandError::Publish(e).to_frame(),
-        };
-        self.meter.command(self.command, error_code(&frame));
-        frame
-    }
-}
-
-impl Reply {
-    /// Whether `resolve` would return at once.
-    pub(crate) fn is_ready(&mut self) -> bool {
-        match self {
-            Reply::Now(_) => true,
-            Reply::Delivery(d) => d.pending.is_settled(),
-        }
-    }
-
-    /// Blocks until the reply is known.
-    pub(crate) fn resolve(self) -> Frame {
-        match self {
-            Reply::Now(frame) => frame,
-            Reply::Delivery(d) => {
-                let Awaited { pending, tally } = *d;
-                tally.answer(pending.wait())
-            }
-        }
-    }
-}
-
-/// The code of an error reply (`ERR`, `NOPERM`, ...); `None` for any other reply.
-fn error_code(frame: &Frame) -> Option<&str> {
-    match frame {
-        Frame::Error(text) => text.split(' ').next(),
-        _ => None,
-    }
-}
-
-impl From<Result<Frame, CommandError>> for Reply {
-    fn from(r: Result<Frame, CommandError>) -> Reply {
-        Reply::Now(r.unwrap_or_else(|e| e.to_frame()))
-    }
 }
 
 enum State {
@@ -253,44 +173,6 @@ impl Session {
         !matches!(self.state, State::Unauthenticated)
     }
 
-    fn is_publisher(&self) -> bool {
-        matches!(self.state, State::Publisher(_))
-    }
-
-    /// Handles one request whose reply may be written by the delivery
-    /// thread (see [`handoff`]): a publisher's `SET` or `HSET` is handed
-    /// over, and what it needs until its verdict is in comes back, for the
-    /// head of the outbox; anything else, or a record refused before it was
-    /// enqueued, is handled as [`Session::handle`] does, its reply the `Err`.
-    fn handle_handing_off(&mut self, args: &[Vec<u8>], handoff: &Arc<Handoff>) -> Result<Handed, Reply> {
-        let spec = commands::lookup(&args[0]);
-        let (State::Publisher(p), Some(spec @ commands::Spec { text: "set" | "hset", .. })) =
-            (&self.state, spec)
-        else {
-            return Err(self.handle(args));
-        };
-        let tally = Tally::start(p, spec.text, args.last().map_or(0, Vec::len));
-        let kafka = self.ctx.kafka.as_ref();
-        let enqueued = match spec.text {
-            "set" => cmd::set::Set::parse(args).and_then(|c| c.produce(p, kafka)),
-            _ => cmd::hset::Hset::parse(args).and_then(|c| c.produce(p, kafka)),
-        };
-        let delivery = match enqueued {
-            Ok(d) => d,
-            Err(e) => {
-                let frame = e.to_frame();
-                self.ctx.metrics.command(spec.text, error_code(&frame));
-                return Err(Reply::Now(frame));
-            }
-        };
-        // Handed over before the callback is set: the verdict may be in
-        // already, and then the callback runs at once.
-        handoff.hand(delivery.answer_by());
-        let (to, counted) = (handoff.clone(), tally.clone());
-        let keep_alive = delivery.then(Box::new(move |verdict| to.settle(|| counted.answer(verdict))));
-        Ok(Handed { keep_alive, tally })
-    }
-
     /// Handles one request. `args` is never empty.
     pub(crate) fn handle(&mut self, args: &[Vec<u8>]) -> Reply {
         let reply = self.dispatch(args);
@@ -318,261 +200,12 @@ impl Session {
     }
 }
 
-/// Replies a connection may have waiting for the broker before it stops
-/// reading more requests; bounds the memory one pipelining client can hold.
-const MAX_PENDING_REPLIES: usize = 4096;
-/// Encoded replies held before they are written out, so a pipeline of
-/// requests with large replies (echoes, MGET batches) holds one at a time.
-const OUTPUT_HIGH_WATER: usize = 4 * 1024;
-/// How long a connection whose reply is handed over waits for input before
-/// it takes the reply back (and waits for the verdict, as it would have
-/// without the handoff): a verdict that takes longer, or a reply the
-/// delivery thread could not write whole, is then written by the connection.
-const HANDOFF_CHECK: Duration = Duration::from_millis(100);
-/// Room past the request bound for a length line still arriving.
-const LENGTH_LINE_SLACK: usize = 64;
-
-/// Serves one connection until the client leaves, a timeout fires, or the
-/// session asks to close. Each round takes the requests already buffered,
-/// answers in order what is settled, and then either reads ahead (while
-/// replies wait for the broker), waits for the next reply, or waits for input.
-pub(crate) fn serve(stream: Stream, ctx: Arc<Context>, registration: Registration) {
-    let peer = stream.socket().peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
-    // A stranger that never reads its replies is dropped as soon as one that
-    // never authenticates; after AUTH, when the role's idle timeout passes.
-    let mut conn = match Connection::new(stream, ctx.settings.auth_timeout) {
-        Ok(c) => c,
-        Err(e) => {
-            log::debug!("{peer}: {e}");
-            return;
-        }
-    };
-    if let Err(e) = conn.handshake(ctx.settings.auth_timeout) {
-        log::info!("{peer}: TLS handshake failed: {e}");
-        return;
-    }
-    let mut session = Session::new(ctx, peer, Some(registration));
-    session.hang_up = conn.hang_up_watch().ok();
-    serve_requests(&mut conn, &mut session);
-    // The session ends first, as it always did: a subscriber leaves its
-    // group before its client can see the close (and join again).
-    drop(session);
-    // A reply handed to the delivery thread still goes out before the close.
-    if conn.outbox.take_back() {
-        let _ = conn.flush();
-    }
-    // The delivery thread may still hold the socket (a verdict that came
-    // too late): say goodbye now rather than when it lets go.
-    conn.outbox.shut_down_shared();
-}
-
-/// The rounds of [`serve`], until the connection is to close.
-fn serve_requests(conn: &mut Connection, session: &mut Session) {
-    let peer = session.peer.clone();
-    let connected = Instant::now();
-    let mut write_timeout_set = false;
-    // Whether the client has sent a request before the previous one's reply:
-    // only then is it worth looking for more input while a reply waits for
-    // the broker. A client that waits for each reply (most do) is spared
-    // three syscalls per request that would find nothing, and its reply is
-    // written by the delivery thread (see [`handoff`]).
-    let mut pipelining = false;
-    loop {
-        // A request that came while a reply was out: the client pipelines.
-        pipelining |= !conn.buffered().is_empty() && conn.outbox.reply_out();
-        // A handed-over reply not written yet is waited for now: the next
-        // requests' replies go behind it.
-        conn.outbox.take_back();
-        let backlog = take_requests(conn, session, !pipelining);
-        pipelining |= conn.outbox.waiting() > 1;
-        if session.is_authenticated() && !write_timeout_set {
-            if let Err(e) = conn.set_write_timeout(session.read_timeout()) {
-                log::debug!("{peer}: {e}");
-                return;
-            }
-            write_timeout_set = true;
-        }
-        if session.is_closing() {
-            conn.outbox.answer_all();
-            let _ = conn.flush();
-            return;
-        }
-        if let Err(e) = conn.flush() {
-            if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
-                log::info!("{peer}: replies not read within the write timeout, closing");
-            } else {
-                log::debug!("{peer}: write failed: {e}");
-            }
-            return;
-        }
-        let step = if conn.outbox.waiting() > 0 {
-            await_reply(conn, session, backlog || !pipelining)
-        } else if backlog {
-            Step::Continue
-        } else {
-            wait_for_input(conn, session, connected)
-        };
-        if step == Step::Stop {
-            return;
-        }
-    }
-}
-
-/// Whether the connection goes on after a step of [`serve`].
-#[derive(Debug, PartialEq, Eq)]
-enum Step {
-    Continue,
-    Stop,
-}
-
-/// The next reply waits for the broker. Takes more input meanwhile, so that
-/// a long pipeline is produced as one stream rather than chunk by chunk;
-/// with nothing to take (or `no_read_ahead`: complete requests still
-/// buffered, or a client that does not pipeline), waits for that reply and
-/// queues it with any settled after it.
-fn await_reply(conn: &mut Connection, session: &Session, no_read_ahead: bool) -> Step {
-    if !no_read_ahead && conn.outbox.waiting() < MAX_PENDING_REPLIES {
-        match conn.read_available(session.max_buffered()) {
-            ReadOutcome::Data => return Step::Continue,
-            ReadOutcome::TimedOut | ReadOutcome::Closed => {}
-            ReadOutcome::Failed(e) => {
-                log::debug!("{}: read failed: {e}", session.peer);
-                return Step::Stop;
-            }
-        }
-    }
-    conn.outbox.answer_next();
-    Step::Continue
-}
-
-/// Nothing to answer: says why when the server interrupted the connection,
-/// else waits for more input until the state's timeout (counted from
-/// `connected` before AUTH, from the last byte after).
-fn wait_for_input(conn: &mut Connection, session: &Session, connected: Instant) -> Step {
-    let peer = &session.peer;
-    match session.interrupted() {
-        Interrupt::None => {}
-        Interrupt::Shutdown => return Step::Stop,
-        Interrupt::GrantChanged => {
-            log::info!("{peer}: grant changed, closing");
-            // A handed-over reply goes first: `serve` takes it back.
-            if conn.outbox.reply_out() {
-                return Step::Continue;
-            }
-            conn.outbox.push_now(CommandError::GrantChanged.to_frame());
-            let _ = conn.flush();
-            return Step::Stop;
-        }
-    }
-    let timeout = if session.is_authenticated() {
-        session.read_timeout()
-    } else {
-        session.read_timeout().saturating_sub(connected.elapsed())
-    };
-    // While a reply is handed over, look now and then whether the delivery
-    // thread left some of it to write (a client that reads nothing).
-    let handed = conn.outbox.reply_out();
-    let timeout = if handed { timeout.min(HANDOFF_CHECK) } else { timeout };
-    let outcome = if timeout.is_zero() {
-        ReadOutcome::TimedOut
-    } else {
-        conn.read_more(timeout, session.max_buffered())
-    };
-    match outcome {
-        ReadOutcome::Data => Step::Continue,
-        // An interrupt closes the read side: go round once more to say why.
-        ReadOutcome::Closed if session.interrupted() != Interrupt::None => Step::Continue,
-        ReadOutcome::Closed => Step::Stop,
-        ReadOutcome::TimedOut if handed => Step::Continue,
-        ReadOutcome::TimedOut if !session.is_authenticated() => {
-            log::info!("{peer}: no AUTH within {:?}, closing", session.read_timeout());
-            conn.outbox.push_now(CommandError::AuthTimeout.to_frame());
-            let _ = conn.flush();
-            Step::Stop
-        }
-        ReadOutcome::TimedOut => {
-            log::info!("{peer}: idle for {:?}, closing", session.read_timeout());
-            Step::Stop
-        }
-        ReadOutcome::Failed(e) => {
-            log::debug!("{peer}: read failed: {e}");
-            Step::Stop
-        }
-    }
-}
-
-/// Parses and handles the requests already buffered, in order, queueing each
-/// reply as soon as it and those before it are settled (so a pipelined burst
-/// is produced concurrently and still answered in order). Stops at an
-/// incomplete request, when the session closes, or when the pending replies
-/// or the queued output reach their bounds; returns whether it stopped for a
-/// bound, i.e. complete requests may still be buffered.
-///
-/// With `may_hand_off` (a client that does not pipeline), a request that is
-/// the only one outstanding, with nothing queued, may have its reply handed
-/// to the delivery thread (see [`handoff`]).
-fn take_requests(conn: &mut Connection, session: &mut Session, may_hand_off: bool) -> bool {
-    while !session.is_closing() {
-        if conn.outbox.waiting() >= MAX_PENDING_REPLIES || conn.outbox.queued_bytes() >= OUTPUT_HIGH_WATER {
-            return true;
-        }
-        // An oversized request is answered once its last byte is in (so it
-        // gets one reply, whatever follows), or not at all if it turns out
-        // not to be a request.
-        if let Some((rest, _)) = &mut session.discarding {
-            match discard(conn.buffered(), rest) {
-                Ok((used, done)) => {
-                    conn.consume(used);
-                    if !done {
-                        return false;
-                    }
-                    let (_, reply) = session.discarding.take().expect("checked");
-                    conn.outbox.push_now(reply);
-                }
-                Err(e) => {
-                    log::info!("{}: protocol error in an oversized request, closing: {e}", session.peer);
-                    session.discarding = None;
-                    conn.outbox.push_now(CommandError::Protocol(e).to_frame());
-                    session.close();
-                    continue;
-                }
-            }
-        }
-        match parse_request(conn.buffered(), session.limits()) {
-            Ok(Parsed::Complete(args, used)) => {
-                conn.consume(used);
-                if args.is_empty() {
-                    continue;
-                }
-                let handoff = if may_hand_off && session.is_publisher() { conn.free_handoff() } else { None };
-                match handoff.map(|h| session.handle_handing_off(&args, &h)) {
-                    Some(Ok(handed)) => conn.outbox.hand(handed),
-                    Some(Err(reply)) => conn.outbox.push(reply),
-                    None => conn.outbox.push(session.handle(&args)),
-                }
-            }
-            Ok(Parsed::Incomplete) => return false,
-            Ok(Parsed::Oversized(o)) => {
-                conn.consume(o.header);
-                let reply = session.oversized(&o);
-                session.discarding = Some((o.rest, reply));
-            }
-            Err(e) => {
-                log::info!("{}: protocol error, closing: {e}", session.peer);
-                conn.outbox.push_now(CommandError::Protocol(e).to_frame());
-                session.close();
-            }
-        }
-    }
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::auth::{Grant, Snapshot};
     use crate::config::Settings;
-    use crate::kafka::{PublishError, Record};
+    use crate::kafka::{Delivery, PublishError, Record};
     use std::path::Path;
     use std::sync::Mutex;
 

@@ -1,13 +1,15 @@
-//! The publisher role: `SET key value` and `HSET key metadata value` (see
-//! `cmd/`) become Kafka records on the granted topic, stamped with the
-//! connection's color.
+//! The publisher role: `SET key value`, `HSET key metadata value` and
+//! `XADD` (see `cmd/`) become Kafka records on the granted topic, stamped
+//! with the connection's color, each published through [`Publisher::publish`].
 
 use std::sync::Arc;
 
-use crate::kafka::{Delivery, Publish, Record};
+use crate::kafka::{self, Delivered, Publish, Record};
 use crate::metrics::PublishMeter;
+use crate::resp::Frame;
 
 use super::error::CommandError;
+use super::reply::{Pending, Reply};
 
 /// A connection authenticated with `role=pub`.
 pub(crate) struct Publisher {
@@ -22,42 +24,31 @@ pub(crate) struct Publisher {
 }
 
 impl Publisher {
-    /// Produces `key value` (and `metadata`, from HSET) on the
-    /// connection's lane, its verdict to come.
-    pub(crate) fn produce(
-        &self,
-        key: &[u8],
-        value: &[u8],
-        metadata: Option<&[u8]>,
-        kafka: &dyn Publish,
-    ) -> Result<Delivery, CommandError> {
-        let record = Record::new(&self.topic, key, value).color(&self.color).metadata(metadata);
-        self.send(&record, value.len(), kafka)
+    /// A record of `key` and `value` on the granted topic, in the
+    /// connection's color.
+    pub(crate) fn record<'a>(&'a self, key: &'a [u8], value: &'a [u8]) -> Record<'a> {
+        Record::new(&self.topic, key, value).color(&self.color)
     }
 
-    /// Produces `XADD`'s record: its `key` (none: spread by the
-    /// partitioner), `value` and the other fields as headers.
-    pub(crate) fn produce_fields(
+    /// Publishes `record` (`size`: what counts against `max_value_size`)
+    /// on the connection's lane. The reply is `render`ed from where the
+    /// broker stored it, counted under `command`; a record over the size
+    /// or refused by the producer is answered now.
+    pub(crate) fn publish(
         &self,
-        key: Option<&[u8]>,
-        value: &[u8],
-        fields: &[(String, Vec<u8>)],
+        record: &Record<'_>,
+        size: usize,
         kafka: &dyn Publish,
-    ) -> Result<Delivery, CommandError> {
-        let size = value.len() + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
-        let record =
-            Record::new(&self.topic, key.unwrap_or_default(), value).color(&self.color).fields(fields);
-        let record = if key.is_none() { record.keyless() } else { record };
-        self.send(&record, size, kafka)
-    }
-
-    fn send(&self, record: &Record<'_>, size: usize, kafka: &dyn Publish) -> Result<Delivery, CommandError> {
+        command: &'static str,
+        render: fn(&Delivered) -> Frame,
+    ) -> Reply {
         if size > self.max_value_size {
-            return Err(CommandError::ValueTooLarge { len: size as u64, max: self.max_value_size as u64 });
+            let too_large = CommandError::ValueTooLarge { len: size as u64, max: self.max_value_size as u64 };
+            return Reply::Now(too_large.to_frame());
         }
-        kafka.send(&self.cluster, self.lane, record).map_err(|e| {
-            self.meter.refused(e.cause());
-            CommandError::Publish(e)
-        })
+        match kafka::publish(kafka, &self.cluster, self.lane, record, Some(&self.meter)) {
+            Ok(sent) => Reply::Publish(Box::new(Pending::new(sent, command, render))),
+            Err(e) => Reply::Now(CommandError::Publish(e).to_frame()),
+        }
     }
 }

@@ -1,10 +1,9 @@
 //! `HSET key metadata value`: a publisher's record with a metadata header
 //! (a protobuf map of strings).
 
-use crate::kafka::{Delivery, Publish};
 use crate::proto::decode_metadata;
-use crate::session::publisher::Publisher;
-use crate::session::{Awaited, CommandError, Reply, Session, State, Tally};
+use crate::resp::Frame;
+use crate::session::{CommandError, Reply, Session, State};
 
 pub(crate) struct Hset<'a> {
     key: &'a [u8],
@@ -24,22 +23,14 @@ impl<'a> Hset<'a> {
         Ok(Hset { key, metadata, value })
     }
 
-    /// Produces the record through `p`'s lane.
-    pub(crate) fn produce(&self, p: &Publisher, kafka: &dyn Publish) -> Result<Delivery, CommandError> {
-        p.produce(self.key, self.value, Some(self.metadata), kafka)
-    }
-
     pub(crate) fn apply(self, session: &mut Session) -> Reply {
         let kafka = session.ctx.kafka.as_ref();
         let State::Publisher(p) = &session.state else {
             // The command table lets only publishers through.
             return Reply::Now(CommandError::NoAuth.to_frame());
         };
-        let tally = Tally::start(p, "hset", self.value.len());
-        match self.produce(p, kafka) {
-            Ok(pending) => Reply::Delivery(Box::new(Awaited { pending, tally })),
-            Err(e) => Reply::Now(e.to_frame()),
-        }
+        let record = p.record(self.key, self.value).metadata(Some(self.metadata));
+        p.publish(&record, self.value.len(), kafka, "hset", |_| Frame::ok())
     }
 }
 

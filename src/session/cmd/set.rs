@@ -1,9 +1,8 @@
 //! `SET`: a publisher's `SET key value` produces a record; a subscriber's
 //! `SET partition offset` commits that offset of its group.
 
-use crate::kafka::{Delivery, Publish};
-use crate::session::publisher::Publisher;
-use crate::session::{Awaited, CommandError, Reply, Session, State, Tally};
+use crate::resp::Frame;
+use crate::session::{CommandError, Reply, Session, State};
 
 pub(crate) struct Set<'a> {
     /// The key, or the partition.
@@ -20,20 +19,12 @@ impl<'a> Set<'a> {
         }
     }
 
-    /// Produces `key value` through `p`'s lane.
-    pub(crate) fn produce(&self, p: &Publisher, kafka: &dyn Publish) -> Result<Delivery, CommandError> {
-        p.produce(self.first, self.second, None, kafka)
-    }
-
     pub(crate) fn apply(self, session: &mut Session) -> Reply {
         let kafka = session.ctx.kafka.as_ref();
         match &mut session.state {
             State::Publisher(p) => {
-                let tally = Tally::start(p, "set", self.second.len());
-                match self.produce(p, kafka) {
-                    Ok(pending) => Reply::Delivery(Box::new(Awaited { pending, tally })),
-                    Err(e) => Reply::Now(e.to_frame()),
-                }
+                let record = p.record(self.first, self.second);
+                p.publish(&record, self.second.len(), kafka, "set", |_| Frame::ok())
             }
             State::Subscriber(s) => {
                 let reply = s.commit(self.first, self.second);

@@ -4,7 +4,10 @@
 //! partitioner spreads the records), `value` its value, every other field a
 //! header, in order.
 
-use crate::session::{Awaited, CommandError, Reply, Session, State, Tally};
+use crate::kafka::Delivered;
+use crate::queue::EntryId;
+use crate::resp::Frame;
+use crate::session::{CommandError, Reply, Session, State};
 
 pub(crate) struct Xadd<'a> {
     stream: &'a [u8],
@@ -58,13 +61,17 @@ impl<'a> Xadd<'a> {
         if self.stream != p.topic.as_bytes() {
             return Reply::Now(CommandError::OtherStream(p.topic.clone()).to_frame());
         }
-        let mut tally = Tally::start(p, "xadd", self.value.len());
-        tally.with_id = true;
-        match p.produce_fields(self.key, self.value, &self.headers, kafka) {
-            Ok(pending) => Reply::Delivery(Box::new(Awaited { pending, tally })),
-            Err(e) => Reply::Now(e.to_frame()),
-        }
+        // The fields count against the value's bound, as their bytes travel with it.
+        let size = self.value.len() + self.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        let record = p.record(self.key.unwrap_or_default(), self.value).fields(&self.headers);
+        let record = if self.key.is_none() { record.keyless() } else { record };
+        p.publish(&record, size, kafka, "xadd", entry_id)
     }
+}
+
+/// The reply to an acknowledged entry: its ID, where the broker stored it.
+fn entry_id(d: &Delivered) -> Frame {
+    Frame::Bulk(EntryId::of(d.partition, d.offset).to_string().into_bytes())
 }
 
 pub(crate) fn run(session: &mut Session, args: &[Vec<u8>]) -> Reply {

@@ -13,8 +13,8 @@ use std::net::TcpStream;
 use std::sync::Arc;
 
 use super::handoff::{Handoff, TakenBack};
-use super::{Handed, Reply};
-use crate::resp::Frame;
+use crate::kafka::KeepAlive;
+use crate::session::reply::{Answer, Pending, Reply};
 
 /// Buffers above this size are released once written, so one large reply
 /// does not pin memory for the rest of a long-lived connection.
@@ -34,6 +34,14 @@ enum Entry {
     Reply(Reply),
     /// A reply handed to the delivery thread; only ever at the head.
     Handed(Handed),
+}
+
+/// A published record's reply handed to the delivery thread: what keeps
+/// its producer alive until the verdict is in, and how to answer if the
+/// verdict never comes.
+struct Handed {
+    keep_alive: KeepAlive,
+    answer: Answer,
 }
 
 impl Outbox {
@@ -58,9 +66,23 @@ impl Outbox {
         self.handoff.as_ref().is_some_and(|h| h.is_out())
     }
 
+    /// Queues `reply`, handing it to the delivery thread if it is a
+    /// published record's and the handoff is free (see [`Outbox::free_handoff`]).
+    pub(crate) fn offer(&mut self, reply: Reply) {
+        let Reply::Publish(pending) = reply else { return self.push(reply) };
+        let Some(handoff) = self.free_handoff() else { return self.push(Reply::Publish(pending)) };
+        let Pending { delivery, answer } = *pending;
+        // Handed over before the callback is set: the verdict may be in
+        // already, and then the callback runs at once.
+        handoff.hand(delivery.answer_by());
+        let rendered = answer.clone();
+        let keep_alive = delivery.then(Box::new(move |verdict| handoff.settle(|| rendered.frame(verdict))));
+        self.queue.push_back(Entry::Handed(Handed { keep_alive, answer }));
+    }
+
     /// The handoff, if a reply may be handed over now: the socket is plain
     /// TCP, nothing waits or is encoded, and no reply is out.
-    pub(crate) fn free_handoff(&mut self) -> Option<Arc<Handoff>> {
+    fn free_handoff(&mut self) -> Option<Arc<Handoff>> {
         self.drop_written();
         if !self.queue.is_empty() || !self.output.is_empty() {
             return None;
@@ -69,13 +91,6 @@ impl Outbox {
             self.handoff = Some(Handoff::new(self.plain.clone()?));
         }
         self.handoff.clone().filter(|h| h.is_idle())
-    }
-
-    /// A reply handed over through [`Outbox::free_handoff`]'s handoff: the
-    /// head of the queue until it is written.
-    pub(crate) fn hand(&mut self, handed: Handed) {
-        debug_assert!(self.queue.is_empty(), "handed over behind other replies");
-        self.queue.push_back(Entry::Handed(handed));
     }
 
     /// Queues `reply` behind the others, and encodes what is settled.
@@ -127,7 +142,7 @@ impl Outbox {
                 TakenBack::Write(bytes) => self.output.extend_from_slice(&bytes),
                 // As a waiting Delivery answers and counts it.
                 TakenBack::Lost => {
-                    handed.tally.answer(Err(handed.keep_alive.timed_out())).encode(&mut self.output)
+                    handed.answer.frame(Err(handed.keep_alive.timed_out())).encode(&mut self.output)
                 }
             }
         }
@@ -174,12 +189,6 @@ impl Outbox {
         result
     }
 
-    /// A reply made now, behind the others (an error the connection closes
-    /// with).
-    pub(crate) fn push_now(&mut self, frame: Frame) {
-        self.push(Reply::Now(frame));
-    }
-
     /// Shuts the socket down when the delivery thread shares it, so the
     /// client sees the close now, not when a late verdict lets go of it.
     pub(crate) fn shut_down_shared(&self) {
@@ -194,12 +203,11 @@ mod tests {
     use std::io::Read;
     use std::net::TcpListener;
     use std::thread;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use super::*;
-    use crate::kafka::{Delivered, Delivery, PublishError};
-    use crate::metrics::Metrics;
-    use crate::session::Tally;
+    use crate::kafka::{Delivered, Delivery, PublishError, Sent};
+    use crate::resp::Frame;
 
     const AT: Delivered = Delivered { partition: 0, offset: 1 };
 
@@ -218,21 +226,13 @@ mod tests {
         String::from_utf8(buf).unwrap()
     }
 
-    fn tally() -> Tally {
-        let meter = Arc::new(Arc::new(Metrics::new()).publisher("g", "t", "c"));
-        Tally { meter, command: "set", started: Instant::now(), value_len: 1, with_id: false }
-    }
-
-    /// Hands a SET's reply over as the session does; `report` is the fake
-    /// producer's delivery report, to be called from any thread.
+    /// Offers a SET's reply as the connection does, with the handoff free;
+    /// `report` is the fake producer's delivery report, to be called from
+    /// any thread.
     fn hand(outbox: &mut Outbox, timeout: Duration) -> impl FnOnce(Result<Delivered, PublishError>) + Send {
-        let handoff = outbox.free_handoff().expect("a free handoff");
         let (delivery, report) = Delivery::pending(timeout);
-        handoff.hand(delivery.answer_by());
-        let tally = tally();
-        let counted = tally.clone();
-        let keep_alive = delivery.then(Box::new(move |v| handoff.settle(|| counted.answer(v))));
-        outbox.hand(Handed { keep_alive, tally });
+        outbox.offer(Reply::Publish(Box::new(Pending::new(Sent::of(delivery), "set", |_| Frame::ok()))));
+        assert!(outbox.reply_out(), "handed over");
         report
     }
 
@@ -245,7 +245,7 @@ mod tests {
         thread::spawn(move || report(Ok(AT))).join().unwrap();
         assert_eq!(read_exactly(&mut client, 5), "+OK\r\n");
         assert!(!outbox.reply_out());
-        outbox.push_now(Frame::Simple("PONG".into()));
+        outbox.push(Reply::Now(Frame::Simple("PONG".into())));
         outbox.flush(&mut &*server).unwrap();
         assert_eq!(read_exactly(&mut client, 7), "+PONG\r\n");
     }
@@ -254,7 +254,7 @@ mod tests {
     fn a_reply_queued_behind_a_handed_one_waits_for_it() {
         let (mut outbox, mut client, server) = pair();
         let report = hand(&mut outbox, Duration::from_secs(5));
-        outbox.push_now(Frame::Simple("PONG".into()));
+        outbox.push(Reply::Now(Frame::Simple("PONG".into())));
         assert_eq!(outbox.queued_bytes(), 0, "nothing is encoded behind a reply that is out");
         assert_eq!(outbox.waiting(), 1);
         let reporter = thread::spawn(move || {
@@ -275,7 +275,7 @@ mod tests {
     fn a_verdict_that_never_comes_is_answered_at_the_deadline() {
         let (mut outbox, mut client, server) = pair();
         let _report = hand(&mut outbox, Duration::ZERO);
-        outbox.push_now(Frame::Simple("PONG".into()));
+        outbox.push(Reply::Now(Frame::Simple("PONG".into())));
         outbox.answer_all();
         outbox.flush(&mut &*server).unwrap();
         let mut text = read_exactly(&mut client, 10);
@@ -293,7 +293,7 @@ mod tests {
         let report = hand(&mut outbox, Duration::ZERO);
         assert!(outbox.take_back(), "answered for at the deadline");
         report(Ok(AT));
-        outbox.push_now(Frame::Simple("PONG".into()));
+        outbox.push(Reply::Now(Frame::Simple("PONG".into())));
         outbox.flush(&mut &*server).unwrap();
         let mut text = String::new();
         while !text.ends_with("+PONG\r\n") {

@@ -1,7 +1,11 @@
-//! Buffered IO of one client socket: reads append to a buffer the parser
-//! looks at; replies go out through the connection's [`Outbox`]. The caller says how
-//! much unparsed input it accepts, so the buffer never outgrows the request
-//! bound of the connection's state.
+//! One client socket and everything that touches it: reads append to a
+//! buffer the parser looks at; replies go out, in request order, through
+//! the connection's outbox (`outbox.rs`), which alone decides whether a
+//! published record's reply is written by the delivery thread (`handoff.rs`)
+//! or by the connection's own. The socket is private to this module and its
+//! two submodules: one writer per socket holds by ownership. The caller
+//! says how much unparsed input it accepts, so the buffer never outgrows
+//! the request bound of the connection's state.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -10,8 +14,13 @@ use std::time::{Duration, Instant};
 
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
-use super::handoff::Handoff;
-use super::outbox::Outbox;
+mod handoff;
+mod outbox;
+
+use outbox::Outbox;
+
+use super::reply::Reply;
+use crate::resp::Frame;
 
 /// A client's byte stream: the socket itself, or TLS over it.
 pub(crate) enum Stream {
@@ -89,7 +98,7 @@ pub(crate) struct Connection {
     /// The socket's read timeout as last set, to skip a syscall per read.
     read_timeout: Option<Duration>,
     /// The replies, in order, and the only way out to the socket.
-    pub(crate) outbox: Outbox,
+    outbox: Outbox,
 }
 
 /// Tells, without blocking or taking anything from it, whether the client
@@ -157,13 +166,65 @@ impl Connection {
         self.stream.socket().set_write_timeout(Some(timeout))
     }
 
-    /// The handoff, if a reply can be handed over now: no input is
-    /// buffered, and the outbox can (see [`Outbox::free_handoff`]).
-    pub(crate) fn free_handoff(&mut self) -> Option<Arc<Handoff>> {
-        if self.start < self.input.len() {
-            return None;
+    /// Queues a request's reply behind the others. With `may_hand_off` (a
+    /// client that waits for each reply), a published record's reply may go
+    /// to the delivery thread if it is the only one outstanding and no
+    /// input is buffered (see `handoff.rs`).
+    pub(crate) fn answer(&mut self, reply: Reply, may_hand_off: bool) {
+        if may_hand_off && self.start == self.input.len() {
+            self.outbox.offer(reply);
+        } else {
+            self.outbox.push(reply);
         }
-        self.outbox.free_handoff()
+    }
+
+    /// A reply made now, behind the others (an error the connection closes with).
+    pub(crate) fn answer_now(&mut self, frame: Frame) {
+        self.outbox.push(Reply::Now(frame));
+    }
+
+    /// Replies waiting to be encoded, a handed-over one aside.
+    pub(crate) fn replies_waiting(&self) -> usize {
+        self.outbox.waiting()
+    }
+
+    /// Encoded replies not yet written.
+    pub(crate) fn output_bytes(&self) -> usize {
+        self.outbox.queued_bytes()
+    }
+
+    /// Whether a handed-over reply is out: nothing behind it is written until
+    /// it is taken back.
+    pub(crate) fn reply_out(&self) -> bool {
+        self.outbox.reply_out()
+    }
+
+    /// Takes a handed-over reply back (waiting for its verdict until its
+    /// deadline); whether there was one.
+    pub(crate) fn take_back(&mut self) -> bool {
+        self.outbox.take_back()
+    }
+
+    /// Waits for the next reply and encodes it, with those settled after it.
+    pub(crate) fn answer_next(&mut self) {
+        self.outbox.answer_next()
+    }
+
+    /// Encodes every reply, waiting for each, and writes them: the
+    /// connection closes.
+    pub(crate) fn answer_all(&mut self) {
+        self.outbox.answer_all();
+        let _ = self.flush();
+    }
+
+    /// The end of the connection: a reply still handed over goes out first,
+    /// and the socket is shut down if the delivery thread shares it (so the
+    /// client sees the close now, not when a late verdict lets go of it).
+    pub(crate) fn finish(mut self) {
+        if self.outbox.take_back() {
+            let _ = self.flush();
+        }
+        self.outbox.shut_down_shared();
     }
 
     /// Unparsed input.
