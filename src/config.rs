@@ -239,7 +239,13 @@ pub(crate) const HEALTH_INTERVAL_MS: Number = Number::count(
     "how often each cluster in use is probed for `/ready`; librdkafka's statistics interval (broker state, lag)",
 );
 pub(crate) const MAX_CLIENTS: Number =
-    Number::count("max_clients", 10_000, 1, 1_000_000, "connections served at once");
+    Number::count(
+    "max_clients",
+    10_000,
+    1,
+    1_000_000,
+    "connections served at once; at start databus raises its soft open-file limit to the hard one and, if 2 files per client beside 128 of its own still do not fit, lowers this and says so in the log",
+);
 pub(crate) const LISTEN_BACKLOG: Number = Number::count(
     "listen_backlog",
     4096,

@@ -127,6 +127,51 @@ impl Running {
     }
 }
 
+/// File descriptors databus keeps beside its clients': listeners, the
+/// admin port, the auth store, the producers' broker connections and
+/// librdkafka's own, as Redis keeps 32 beside `maxclients`.
+const RESERVED_FDS: u64 = 128;
+/// Each client connection: its socket, and the duplicate that watches for
+/// a hang-up while an `MGET` waits.
+const FDS_PER_CLIENT: u64 = 2;
+
+/// Raises the soft open-file limit to the hard one, as Redis does at start,
+/// and returns `max_clients`, lowered (and said so) if even that limit
+/// cannot hold that many clients.
+fn fit_to_open_files(max_clients: usize) -> usize {
+    let before = match rlimit::Resource::NOFILE.get() {
+        Ok((soft, _)) => soft,
+        Err(e) => {
+            log::warn!("cannot read the open-file limit ({e}); max_clients stays {max_clients}");
+            return max_clients;
+        }
+    };
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            log::warn!("cannot raise the open-file limit from {before} ({e})");
+            before
+        }
+    };
+    if limit > before {
+        log::info!("open-file limit raised from {before} to {limit}");
+    }
+    let fit = clients_within(limit);
+    if fit >= max_clients {
+        return max_clients;
+    }
+    log::warn!(
+        "the open-file limit ({limit}) holds {fit} clients: max_clients lowered from {max_clients} to {fit} \
+         (raise `ulimit -n`, or LimitNOFILE in the systemd unit, to serve more)"
+    );
+    fit
+}
+
+/// How many clients `limit` open files hold: at least one.
+fn clients_within(limit: u64) -> usize {
+    (limit.saturating_sub(RESERVED_FDS) / FDS_PER_CLIENT).clamp(1, usize::MAX as u64) as usize
+}
+
 pub(crate) fn open_store(source: &AuthSource) -> Result<Box<dyn AuthStore>, StartError> {
     match source {
         AuthSource::Mysql { url } => Ok(Box::new(MysqlStore::new(url.expose(), Duration::from_secs(5))?)),
@@ -138,7 +183,8 @@ pub(crate) fn open_store(source: &AuthSource) -> Result<Box<dyn AuthStore>, Star
 }
 
 /// Loads the auth store, binds the listener and starts serving.
-pub fn start(settings: Settings) -> Result<Running, StartError> {
+pub fn start(mut settings: Settings) -> Result<Running, StartError> {
+    settings.max_clients = fit_to_open_files(settings.max_clients);
     let settings = Arc::new(settings);
     let metrics = Arc::new(Metrics::new());
     let mut store = open_store(&settings.auth)?;
@@ -302,5 +348,18 @@ fn accept_loop(
 fn grow(pool: &mut ThreadPool, open: usize, max: usize) {
     if open > pool.max_count() {
         pool.set_num_threads((pool.max_count() * 2).clamp(open, max));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_fit_the_files_left_beside_databus_own() {
+        assert_eq!(clients_within(1024), 448);
+        assert_eq!(clients_within(200), 36);
+        assert_eq!(clients_within(100), 1, "at least one");
+        assert_eq!(clients_within(u64::MAX), ((u64::MAX - 128) / 2).min(usize::MAX as u64) as usize);
     }
 }

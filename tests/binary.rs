@@ -495,3 +495,31 @@ fn a_cluster_without_the_consumer_protocol_is_named() {
     let said: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ") && l.contains(refusal)).collect();
     assert_eq!(said.len(), 1, "log:\n{log}");
 }
+
+/// Under a low open-file limit databus raises its soft limit to the hard
+/// one and lowers `max_clients` to what the hard one holds, saying so, as
+/// Redis lowers `maxclients`; past that, a client gets the usual refusal.
+#[test]
+fn max_clients_fits_the_open_file_limit() {
+    let db = TestDb::new("nofile");
+    let dir = TempDir::new("nofile");
+    let port = free_port();
+    let path = dir.write("databus.toml", &daemon_config(port, &db.url(), &broker_list(), ""));
+    // 128 kept for databus itself, 2 per client: 36 clients in 200 files.
+    let d = Daemon::start_limited(&["--conf", path.to_str().unwrap()], port, 150, 200);
+    let mut open: Vec<Client> = (0..36).map(|_| Client::connect(d.addr)).collect();
+    for c in &mut open {
+        assert_eq!(c.call(&["PING"]), pong());
+    }
+    let mut extra = Client::connect(d.addr);
+    assert_eq!(extra.read(), Some(Frame::Error("TRYAGAIN max number of clients reached".into())));
+    let log = d.log();
+    assert!(log.contains("open-file limit raised from 150 to 200"), "log:\n{log}");
+    assert!(
+        log.contains("the open-file limit (200) holds 36 clients: max_clients lowered from 10000 to 36"),
+        "log:\n{log}"
+    );
+    let soft = std::fs::read_to_string(format!("/proc/{}/limits", d.pid())).unwrap();
+    let line = soft.lines().find(|l| l.starts_with("Max open files")).unwrap().to_owned();
+    assert_eq!(line.split_whitespace().nth(3), Some("200"), "{line}");
+}

@@ -56,8 +56,25 @@ impl Daemon {
     /// Starts the binary with `args` and waits until `port` accepts
     /// connections. Panics with the child's stderr if it exits first.
     pub fn start(args: &[&str], port: u16) -> Daemon {
-        let mut child = Command::new(BIN)
-            .args(args)
+        let mut command = Command::new(BIN);
+        command.args(args);
+        Daemon::spawn(command, args, port)
+    }
+
+    /// As [`Daemon::start`], under open-file limits `soft` and `hard`
+    /// (`ulimit -n`, set by the shell that then becomes databus).
+    pub fn start_limited(args: &[&str], port: u16, soft: u64, hard: u64) -> Daemon {
+        let mut command = Command::new("bash");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -S -n {soft} && ulimit -H -n {hard} && exec \"$0\" \"$@\""))
+            .arg(BIN)
+            .args(args);
+        Daemon::spawn(command, args, port)
+    }
+
+    fn spawn(mut command: Command, args: &[&str], port: u16) -> Daemon {
+        let mut child = command
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
