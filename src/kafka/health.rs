@@ -8,7 +8,7 @@
 //! too (two of three combined nodes down) the metadata never changes, the
 //! ISR still lists the dead followers and the leader waits for them. Either
 //! way the record's timeout alone says nothing. So when its records stall, a
-//! producer's watcher (see `producer.rs`) asks for the metadata of the
+//! producer's watcher (see `producer/watcher.rs`) asks for the metadata of the
 //! topics its cluster's producers write (one look at a time per cluster), tries a TCP connection to each broker that leads or
 //! follows in sync, and keeps what it finds per partition, for the errors
 //! of the records that then time out. It asks through a client of its own

@@ -1,5 +1,5 @@
 //! The Kafka side, built from a cluster's configuration: the producers
-//! (databus's own, `produce/`, or librdkafka's, `producer.rs` picks), and
+//! (databus's own, `produce/`, or librdkafka's, `producer/` picks), and
 //! librdkafka's consumers and metadata clients.
 
 pub(crate) mod broker_errors;

@@ -1,4 +1,4 @@
-//! The producer against a fake cluster (`fake.rs`): every record
+//! The producer against a fake cluster (`fake/`): every record
 //! acknowledged once, written once, in order per key, whatever the broker
 //! does in between.
 

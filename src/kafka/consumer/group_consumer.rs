@@ -1,10 +1,9 @@
-//! Consuming. Each subscriber connection owns one librdkafka `BaseConsumer`,
-//! a member of the Kafka consumer group named by its auth group, with
-//! auto-commit off: offsets are committed only by the client's `SET p o`.
-//! Dropping it leaves the group at once, so its partitions move on without
-//! waiting for a session timeout.
+//! A classic subscriber's own group member. Each subscriber connection owns
+//! one librdkafka `BaseConsumer`, a member of the Kafka consumer group named
+//! by its auth group, with auto-commit off: offsets are committed only by
+//! the client's `SET p o`. Dropping it leaves the group at once, so its
+//! partitions move on without waiting for a session timeout.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,121 +14,12 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientContext, Statistics};
 use rdkafka::{Offset, TopicPartitionList};
 
-use rdkafka::config::ClientConfig;
-
-use super::broker_errors::{because, BrokerErrors};
-use super::{Cluster, GroupProtocol};
+use super::{
+    consumer_config, gave_up, ConsumeError, Member, Membership, Memberships, StartOffset, SubscriberSettings,
+};
+use crate::kafka::broker_errors::BrokerErrors;
+use crate::kafka::Cluster;
 use crate::metrics::LagGauge;
-
-#[derive(Debug, Clone)]
-pub(crate) struct SubscriberSettings {
-    /// Most messages one MGET returns.
-    pub batch_size: usize,
-    /// How often a waiting MGET with at least one message returns it.
-    pub tick: Duration,
-    /// Longest an MGET waits before it answers an empty array.
-    pub wait_timeout: Duration,
-    pub idle_timeout: Duration,
-    /// The consumer group's `session.timeout.ms`.
-    pub session_timeout: Duration,
-    /// How often librdkafka reports the consumer's statistics (its lag);
-    /// zero turns them off.
-    pub stats_interval: Duration,
-}
-
-/// The librdkafka configuration of one subscriber's group consumer; offsets
-/// are committed only by the client.
-pub(crate) fn consumer_config(
-    cluster: &Cluster,
-    group: &str,
-    reset: &str,
-    settings: &SubscriberSettings,
-) -> ClientConfig {
-    let mut config = super::client_config(cluster);
-    config
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", reset)
-        // librdkafka pauses a partition's fetching for a second when its
-        // local queue fills; with a backlog that stalls MGETs for up to
-        // 0.7 s (BENCHMARKS.md, "Subscriber settings"). Resume after 10 ms instead.
-        .set("fetch.queue.backoff.ms", "10")
-        // Prefetch at most this many records per partition, so a
-        // subscriber on a backlog holds megabytes, not tens of them.
-        .set("queued.min.messages", "10000");
-    match cluster.group_protocol {
-        GroupProtocol::Classic => {
-            config.set("session.timeout.ms", settings.session_timeout.as_millis().to_string());
-        }
-        // The session timeout and the assignor are the broker's then;
-        // librdkafka refuses them.
-        GroupProtocol::Consumer => {
-            config.set("group.protocol", "consumer");
-        }
-    }
-    if !settings.stats_interval.is_zero() {
-        config.set("statistics.interval.ms", settings.stats_interval.as_millis().to_string());
-    }
-    config
-}
-
-/// Why a subscriber could not join or commit.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum ConsumeError {
-    #[error("cannot create consumer: {0}")]
-    Create(#[source] KafkaError),
-    #[error("cannot read metadata of topic '{topic}' from cluster '{cluster}': {cause}{}", because(.last_error))]
-    Metadata {
-        cluster: String,
-        topic: String,
-        #[source]
-        cause: Box<KafkaError>,
-        last_error: Option<String>,
-    },
-    #[error("cluster '{cluster}' refused databus: {reason}")]
-    Refused { cluster: String, reason: String },
-    #[error("the cluster's ACLs do not let databus read {what}: {cause}")]
-    Denied {
-        /// `topic 't'` or `group 'g'`.
-        what: String,
-        #[source]
-        cause: KafkaError,
-    },
-    #[error("topic '{0}' does not exist")]
-    NoTopic(String),
-    #[error("group '{group}' already has {members} members for the {partitions} partitions of topic '{topic}'; another would get no partition")]
-    GroupFull { group: String, topic: String, members: usize, partitions: usize },
-    #[error("commit failed: {0}")]
-    Commit(#[source] KafkaError),
-    #[error("cluster '{cluster}' does not support group_protocol = \"consumer\" (KIP-848, Apache Kafka 4.0+): set group_protocol = \"classic\"")]
-    GroupProtocol { cluster: String },
-    /// librdkafka gave the member up (a fatal error): nothing more comes.
-    #[error("the consumer of cluster '{cluster}' failed for good: {reason}")]
-    Fatal { cluster: String, reason: String },
-    #[error("cluster '{cluster}' is unreachable: {cause}{}", because(.last_error))]
-    Unreachable {
-        cluster: String,
-        #[source]
-        cause: Box<KafkaError>,
-        last_error: Option<String>,
-    },
-}
-
-impl ConsumeError {
-    /// Whether trying again later may succeed: a full group frees up, an
-    /// unreachable cluster comes back, a commit is retried.
-    pub(crate) fn may_pass(&self) -> bool {
-        matches!(
-            self,
-            ConsumeError::Metadata { .. }
-                | ConsumeError::Refused { .. }
-                | ConsumeError::GroupFull { .. }
-                | ConsumeError::Commit(_)
-                | ConsumeError::Unreachable { .. }
-        )
-    }
-}
 
 /// One consumed record, borrowed from librdkafka's buffer while it is
 /// looked at ([`GroupConsumer::poll`]): encoding it copies it once.
@@ -144,54 +34,6 @@ pub(crate) struct InMessage<'a> {
     pub timestamp_ms: i64,
     pub color: &'a [u8],
     pub metadata: Option<&'a [u8]>,
-}
-
-/// Subscriber connections per (cluster, group, topic) on this databus,
-/// counted from the moment they subscribe: the cluster's DescribeGroups
-/// lists a member only once its JoinGroup has completed, so two connections
-/// authenticating at the same moment would both see room for one.
-#[derive(Default)]
-pub(crate) struct Memberships {
-    count: Mutex<HashMap<(String, String, String), usize>>,
-}
-
-impl Memberships {
-    /// Members per (group, topic), summed over clusters.
-    pub(crate) fn counts(&self) -> Vec<((String, String), usize)> {
-        let count = self.count.lock().unwrap_or_else(|e| e.into_inner());
-        let mut sums: std::collections::BTreeMap<(String, String), usize> = Default::default();
-        for ((_, group, topic), n) in count.iter() {
-            *sums.entry((group.clone(), topic.clone())).or_default() += n;
-        }
-        sums.into_iter().collect()
-    }
-}
-
-/// A counted member; uncounted when dropped.
-pub(crate) struct Membership {
-    registry: Arc<Memberships>,
-    key: (String, String, String),
-}
-
-impl Membership {
-    /// Counts `member` (a queue group's shared member, which has no limit).
-    pub(crate) fn count(registry: &Arc<Memberships>, member: Member<'_>) -> Membership {
-        let key = (member.cluster.to_owned(), member.group.to_owned(), member.topic.to_owned());
-        *registry.count.lock().unwrap_or_else(|e| e.into_inner()).entry(key.clone()).or_default() += 1;
-        Membership { registry: registry.clone(), key }
-    }
-}
-
-impl Drop for Membership {
-    fn drop(&mut self) {
-        let mut count = self.registry.count.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = count.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                count.remove(&self.key);
-            }
-        }
-    }
 }
 
 /// How long joining waits for the topic's metadata, how long one request
@@ -285,24 +127,6 @@ impl ConsumerErrors {
     }
 }
 
-/// Where a consumer group with no committed offset starts reading
-/// (`offset=new` or `offset=old` in AUTH).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartOffset {
-    Latest,
-    Earliest,
-}
-
-/// Who joins: a consumer group on a topic of a named cluster.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Member<'a> {
-    pub cluster: &'a str,
-    pub group: &'a str,
-    pub topic: &'a str,
-    /// Where the group starts when it has no committed offset.
-    pub start: StartOffset,
-}
-
 /// The cluster's ACLs refusing databus `group` or `topic`, if `error` says so.
 fn denial(error: KafkaError, group: &str, topic: &str) -> Option<ConsumeError> {
     let what = match error.rdkafka_error_code()? {
@@ -311,141 +135,6 @@ fn denial(error: KafkaError, group: &str, topic: &str) -> Option<ConsumeError> {
         _ => return None,
     };
     Some(ConsumeError::Denied { what, cause: error })
-}
-
-/// Why librdkafka gave up `who`, a member of cluster `name` on `client`
-/// (`code`, with the reason `client` keeps): the cluster not serving the
-/// consumer protocol it is set to (said once in the log,
-/// [`super::group_protocol::refused`]), or the reason as it came (logged).
-pub(crate) fn gave_up<C: ClientContext>(
-    name: &str,
-    cluster: &Cluster,
-    client: &rdkafka::client::Client<C>,
-    code: RDKafkaErrorCode,
-    who: &str,
-) -> ConsumeError {
-    let reason = client.fatal_error().map_or_else(|| code.to_string(), |(_, r)| r);
-    let unsupported =
-        matches!(code, RDKafkaErrorCode::UnsupportedVersion | RDKafkaErrorCode::UnsupportedFeature);
-    if unsupported && cluster.group_protocol == GroupProtocol::Consumer {
-        log::debug!("{who}: {reason}");
-        return super::group_protocol::refused(name, cluster);
-    }
-    let e = ConsumeError::Fatal { cluster: name.to_owned(), reason };
-    log::error!("{who}: {e}");
-    e
-}
-
-/// A client of a group that never joins it, for what commands ask of the
-/// brokers about the group and its topic (watermarks, commits, members):
-/// a member's own connections carry its fetches, which the brokers answer
-/// first (up to `fetch.wait.max.ms`, 500 ms, each). Every call is bounded
-/// by its `timeout`: a commit that takes longer is left to finish (or
-/// fail) on a thread of its own.
-pub(crate) struct GroupClient {
-    consumer: Arc<BaseConsumer>,
-    group: String,
-    topic: String,
-}
-
-/// How long librdkafka holds a commit of a [`GroupClient`] while the group
-/// has no coordinator (its `session.timeout.ms`, which bounds that wait),
-/// and waits for a broker's answer at most.
-const GROUP_CLIENT_WAIT: Duration = Duration::from_millis(1500);
-
-impl GroupClient {
-    pub(crate) fn new(cluster: &Cluster, group: &str, topic: &str) -> Result<GroupClient, ConsumeError> {
-        // The classic protocol whatever the cluster's: it never joins, and
-        // only the classic one takes a session timeout, which bounds how
-        // long a commit waits for a coordinator. No statistics: nothing
-        // polls it for them.
-        let mut config = super::client_config(cluster);
-        config
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("session.timeout.ms", GROUP_CLIENT_WAIT.as_millis().to_string())
-            .set("statistics.interval.ms", "0");
-        let consumer: BaseConsumer = config.create().map_err(ConsumeError::Create)?;
-        Ok(GroupClient { consumer: Arc::new(consumer), group: group.to_owned(), topic: topic.to_owned() })
-    }
-
-    /// Serves the events librdkafka queued for it (errors), so they do not
-    /// pile up.
-    fn drain(&self) {
-        let _ = self.consumer.poll(Duration::ZERO);
-    }
-
-    /// The group's committed offsets of `partitions` (`None` where it has
-    /// none) within `timeout`.
-    pub(crate) fn committed(
-        &self,
-        partitions: &[i32],
-        timeout: Duration,
-    ) -> Result<Vec<(i32, Option<i64>)>, KafkaError> {
-        self.drain();
-        let mut asked = TopicPartitionList::new();
-        for p in partitions {
-            asked.add_partition(&self.topic, *p);
-        }
-        let got = self.consumer.committed_offsets(asked, timeout)?;
-        Ok(got
-            .elements()
-            .iter()
-            .map(|e| match e.offset() {
-                Offset::Offset(o) => (e.partition(), Some(o)),
-                _ => (e.partition(), None),
-            })
-            .collect())
-    }
-
-    /// The topic's partitions with their low and high watermarks, all
-    /// within `timeout`.
-    pub(crate) fn watermarks(&self, timeout: Duration) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
-        self.drain();
-        let deadline = Instant::now() + timeout;
-        let left = || deadline.saturating_duration_since(Instant::now());
-        let metadata = self.consumer.fetch_metadata(Some(&self.topic), left())?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == self.topic)
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        partitions
-            .into_iter()
-            .map(|p| self.consumer.fetch_watermarks(&self.topic, p, left()).map(|(lo, hi)| (p, lo, hi)))
-            .collect()
-    }
-
-    /// Commits `offsets` ((partition, next offset)) from outside the group,
-    /// which Kafka takes while the group has no members, and waits up to
-    /// `timeout` for the broker's answer (`OperationTimedOut` past it: the
-    /// commit may still land).
-    pub(crate) fn commit(&self, offsets: &[(i32, i64)], timeout: Duration) -> Result<(), KafkaError> {
-        self.drain();
-        let mut tpl = TopicPartitionList::new();
-        for (p, o) in offsets {
-            tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o))?;
-        }
-        let (answer, answered) = std::sync::mpsc::channel();
-        let consumer = self.consumer.clone();
-        std::thread::Builder::new()
-            .name("group-commit".into())
-            .spawn(move || {
-                let _ = answer.send(consumer.commit(&tpl, CommitMode::Sync));
-            })
-            .map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
-        answered
-            .recv_timeout(timeout)
-            .unwrap_or(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::OperationTimedOut)))
-    }
-
-    /// Members the cluster reports in the group, within `timeout`.
-    pub(crate) fn members(&self, timeout: Duration) -> Result<usize, KafkaError> {
-        self.drain();
-        let list = self.consumer.fetch_group_list(Some(&self.group), timeout)?;
-        Ok(list.groups().iter().map(|g| g.members().len()).sum())
-    }
 }
 
 /// A subscriber's consumer and its place in the group.
@@ -597,7 +286,7 @@ impl GroupConsumer {
             return Err(e);
         }
         if !self.subscribed {
-            super::group_protocol::require(&self.cluster, &self.settings)?;
+            crate::kafka::group_protocol::require(&self.cluster, &self.settings)?;
             self.consumer.subscribe(&[&self.topic]).map_err(ConsumeError::Create)?;
             self.subscribed = true;
         }
