@@ -27,6 +27,10 @@ pub struct MessagePb {
     pub timestamp: i64,
     #[prost(map = "string, string", tag = "7")]
     pub metadata: HashMap<String, String>,
+    /// Every Kafka header but `color` and `metadata`; a name the record
+    /// repeats has its last value.
+    #[prost(map = "string, bytes", tag = "8")]
+    pub headers: HashMap<String, Vec<u8>>,
 }
 
 /// Reads HSET metadata: a JSON object of string → string, or an encoded

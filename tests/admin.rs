@@ -321,7 +321,7 @@ fn http_publish_with_curl_and_python() {
     let user = format!("app_key1:{SECRET}");
 
     // curl: two records, one with metadata; color from the query.
-    let body = r#"{"records":[{"key":"k1","value":{"a":[1,2]},"metadata":{"trace":"t1"}},{"key":"k2","value":"plain"}]}"#;
+    let body = r#"{"records":[{"key":"k1","value":{"a":[1,2]},"metadata":{"trace":"t1"}},{"key":"k2","value":"plain","headers":{"schema":"v2","trace-id":"abc"}}]}"#;
     let (status, reply) = http_publish(&a, &user, &format!("{}&color=red", a.pub_path()), body);
     assert_eq!(status, 200, "{reply}");
     let offsets = reply["offsets"].as_array().unwrap();
@@ -368,7 +368,14 @@ print(json.dumps({"offsets": reply["offsets"], "denied": denied}))
         vec![("color".to_string(), b"red".to_vec()), ("metadata".to_string(), br#"{"trace":"t1"}"#.to_vec())]
     );
     assert_eq!(k2.value, b"plain");
-    assert_eq!(k2.headers, vec![("color".to_string(), b"red".to_vec())]);
+    assert_eq!(
+        k2.headers,
+        vec![
+            ("color".to_string(), b"red".to_vec()),
+            ("schema".to_string(), b"v2".to_vec()),
+            ("trace-id".to_string(), b"abc".to_vec())
+        ]
+    );
     assert_eq!(k3.value, b"42");
     assert_eq!(k3.headers, vec![("color".to_string(), Vec::new())]);
     for (record, reply) in [(k1, &offsets[0]), (k2, &offsets[1]), (k3, py_offset)] {
@@ -418,6 +425,15 @@ print(json.dumps({"offsets": reply["offsets"], "denied": denied}))
             "missing field `key`",
         ),
         (
+            "databus's own header",
+            curl(
+                &url(&a.pub_path()),
+                &["-u", &user],
+                Some(br#"{"records":[{"key":"x","value":1,"headers":{"color":"blue"}}]}"#),
+            ),
+            "header 'color' is databus's own",
+        ),
+        (
             "value over max_value_size",
             curl(
                 &url(&a.pub_path()),
@@ -449,6 +465,7 @@ print(json.dumps({"offsets": reply["offsets"], "denied": denied}))
             ("no group", 400),
             ("malformed body", 400),
             ("wrong shape", 400),
+            ("databus's own header", 400),
             ("value over max_value_size", 413),
             ("body over admin_max_body", 413),
             ("GET on publish", 405),

@@ -13,6 +13,7 @@ use databus::proto::MessagePb;
 use databus::resp::Frame;
 use prost::Message as _;
 use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::Offset;
 use serde_json::Value;
@@ -162,6 +163,61 @@ fn foreign_records_of_any_bytes_are_delivered() {
     assert_eq!(got[2]["value"], serde_json::json!([1, 2]));
     assert_eq!(got[3]["value"], "");
     assert!(got[0].get("value_encoding").is_none());
+}
+
+/// Headers set by another producer, and XADD's extra fields, reach MGET
+/// in JSON (UTF-8 as text, other bytes as base64, named in
+/// `headers_encoding`) and in protobuf; databus's own `color` and
+/// `metadata` stay where they were.
+#[test]
+fn headers_of_other_producers_and_xadd_fields_reach_mget() {
+    let f = fixture("headers", 1);
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: "trace-id", value: Some("4bf92f35") })
+        .insert(Header { key: "schema", value: Some(&b"\x00\xff\x01"[..]) })
+        .insert(Header { key: "trace-id", value: Some("last") });
+    producer
+        .send(BaseRecord::<[u8], [u8]>::to(&f.topic).key(&b"k1"[..]).payload(&b"v1"[..]).headers(headers))
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let mut publisher = f.login("pub", "");
+    let id = publisher.call(&["XADD", &f.topic, "*", "key", "k2", "value", "v2", "origin", "billing"]);
+    assert!(matches!(id, Frame::Bulk(_)), "{id:?}");
+    assert_eq!(publisher.call(&["SET", "k3", "v3"]), ok());
+
+    let mut c = f.subscriber("");
+    let got = drain_json(&mut c, 3);
+    assert_eq!(got[0]["headers"], serde_json::json!({"schema": "AP8B", "trace-id": "last"}));
+    assert_eq!(got[0]["headers_encoding"], serde_json::json!({"schema": "base64"}));
+    assert_eq!(got[1]["headers"], serde_json::json!({"origin": "billing"}));
+    assert!(got[1].get("headers_encoding").is_none());
+    assert_eq!(got[2]["headers"], serde_json::json!({}), "color is databus's own: {}", got[2]);
+
+    let group2 = unique("g_headers_pb");
+    f.db.add_grant(1, &group2, 1, &f.topic);
+    let auth = format!("app_key1:app_secret1@{group2}/topic={}&role=sub&offset=old", f.topic);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut pb = loop {
+        let mut c = f.server.connect();
+        if c.call(&["AUTH", &auth]) == ok() {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "the new grant never arrived");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut decoded = Vec::new();
+    while decoded.len() < 3 {
+        assert!(Instant::now() < deadline, "{decoded:?}");
+        for raw in mget(&mut pb, "pb") {
+            decoded.push(MessagePb::decode(raw.as_slice()).unwrap());
+        }
+    }
+    let expected = [("schema", &b"\x00\xff\x01"[..]), ("trace-id", b"last")];
+    assert_eq!(decoded[0].headers, expected.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect());
+    assert_eq!(decoded[1].headers.get("origin").map(Vec::as_slice), Some(&b"billing"[..]));
+    assert!(decoded[2].headers.is_empty());
 }
 
 #[test]

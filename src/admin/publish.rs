@@ -37,6 +37,18 @@ struct InRecord {
     value: serde_json::Value,
     #[serde(default)]
     metadata: Option<BTreeMap<String, String>>,
+    /// Kafka headers of the record's own, beside databus's `color` and
+    /// `metadata`.
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+/// One record of the body, ready to produce.
+struct Prepared {
+    key: String,
+    value: Vec<u8>,
+    metadata: Option<Vec<u8>>,
+    headers: Vec<(String, Vec<u8>)>,
 }
 
 /// A request that ends before anything is produced.
@@ -129,38 +141,41 @@ fn publish(
     }
     let body: Body =
         serde_json::from_slice(&body).map_err(|e| refuse(400, format!("malformed body: {e}")))?;
-    let records: Vec<(String, Vec<u8>, Option<Vec<u8>>)> = body
-        .records
-        .into_iter()
-        .map(|r| {
-            let value = match r.value {
-                serde_json::Value::String(s) => s.into_bytes(),
-                other => other.to_string().into_bytes(),
-            };
-            let metadata = r.metadata.map(|m| serde_json::to_vec(&m).expect("a map of strings serializes"));
-            (r.key, value, metadata)
-        })
-        .collect();
-    if let Some((i, (_, value, _))) =
-        records.iter().enumerate().find(|(_, (_, v, _))| v.len() > settings.max_value_size)
-    {
-        return Err(refuse(
-            413,
-            format!(
-                "record {i}: value is {} bytes, over the limit of {}",
-                value.len(),
-                settings.max_value_size
-            ),
-        ));
+    let mut records = Vec::with_capacity(body.records.len());
+    for (i, r) in body.records.into_iter().enumerate() {
+        if let Some(name) = r.headers.keys().find(|k| *k == "color" || *k == "metadata") {
+            return Err(refuse(
+                400,
+                format!("record {i}: header '{name}' is databus's own (the color comes from the query, metadata from \"metadata\")"),
+            ));
+        }
+        let value = match r.value {
+            serde_json::Value::String(s) => s.into_bytes(),
+            other => other.to_string().into_bytes(),
+        };
+        if value.len() > settings.max_value_size {
+            return Err(refuse(
+                413,
+                format!(
+                    "record {i}: value is {} bytes, over the limit of {}",
+                    value.len(),
+                    settings.max_value_size
+                ),
+            ));
+        }
+        let metadata = r.metadata.map(|m| serde_json::to_vec(&m).expect("a map of strings serializes"));
+        let headers = r.headers.into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+        records.push(Prepared { key: r.key, value, metadata, headers });
     }
 
     let meter = Arc::new(ctx.metrics.publisher(&group, &grant.topic, &grant.cluster));
     let sent: Vec<Result<Sent, PublishError>> = records
         .iter()
-        .map(|(key, value, metadata)| {
-            let record = Record::new(&grant.topic, key.as_bytes(), value)
+        .map(|r| {
+            let record = Record::new(&grant.topic, r.key.as_bytes(), &r.value)
                 .color(&req.color)
-                .metadata(metadata.as_deref());
+                .metadata(r.metadata.as_deref())
+                .fields(&r.headers);
             kafka::publish(ctx.kafka.as_ref(), &grant.cluster, lane, &record, Some(&meter))
         })
         .collect();

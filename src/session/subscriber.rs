@@ -2,7 +2,7 @@
 //! consumer for a batch, `SET <partition> <offset>` commits. The encodings of a message
 //! (JSON and protobuf `MessagePB`) live here too, as pure functions.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
@@ -267,15 +267,19 @@ pub(crate) fn encode(msg: &InMessage, format: Format) -> Vec<u8> {
             offset: msg.offset,
             timestamp: msg.timestamp_ms.div_euclid(1000),
             metadata,
+            headers: msg.headers.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect(),
         }
         .encode_to_vec(),
     }
 }
 
-/// `{"key":..,"value":..,"topic":..,"partition":..,"offset":..,"timestamp":..,"metadata":{..}}`.
+/// `{"key":..,"value":..,"topic":..,"partition":..,"offset":..,"timestamp":..,"metadata":{..},"headers":{..}}`.
 /// A value that is valid JSON is embedded as is; other UTF-8 becomes a JSON
 /// string; other bytes become base64 with `"value_encoding":"base64"` (and
-/// likewise for a key that is not UTF-8), so no record is ever skipped.
+/// likewise for a key that is not UTF-8, and for header values, named in
+/// `"headers_encoding":{"<name>":"base64"}`), so no record is ever skipped.
+/// A header name the record repeats has its last value, as Kafka's
+/// `Headers.lastHeader` reads it.
 pub(crate) fn encode_json(msg: &InMessage, metadata: &HashMap<String, String>) -> Vec<u8> {
     let mut out = Vec::with_capacity(msg.value.len() + msg.key.len() + msg.topic.len() + 96);
     out.extend_from_slice(b"{\"key\":");
@@ -302,6 +306,31 @@ pub(crate) fn encode_json(msg: &InMessage, metadata: &HashMap<String, String>) -
         msg.timestamp_ms.div_euclid(1000)
     );
     serde_json::to_writer(&mut out, metadata).expect("a map of strings always serializes");
+    out.extend_from_slice(b",\"headers\":{");
+    let headers: BTreeMap<&str, &[u8]> = msg.headers.iter().copied().collect();
+    let mut base64 = Vec::new();
+    for (i, (name, value)) in headers.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_string(&mut out, name);
+        out.push(b':');
+        if write_text_or_base64(&mut out, value) {
+            base64.push(*name);
+        }
+    }
+    out.push(b'}');
+    if !base64.is_empty() {
+        out.extend_from_slice(b",\"headers_encoding\":{");
+        for (i, name) in base64.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_json_string(&mut out, name);
+            out.extend_from_slice(b":\"base64\"");
+        }
+        out.push(b'}');
+    }
     out.push(b'}');
     out
 }
@@ -339,6 +368,7 @@ mod tests {
             timestamp_ms: 1_700_000_000_999,
             color: &[],
             metadata,
+            headers: Vec::new(),
         }
     }
 
@@ -352,7 +382,7 @@ mod tests {
         let bytes = encode(&msg(b"k", b"xx", None), Format::Json);
         assert_eq!(
             String::from_utf8(bytes).unwrap(),
-            r#"{"key":"k","value":"xx","topic":"t","partition":2,"offset":5,"timestamp":1700000000,"metadata":{}}"#
+            r#"{"key":"k","value":"xx","topic":"t","partition":2,"offset":5,"timestamp":1700000000,"metadata":{},"headers":{}}"#
         );
     }
 
@@ -403,8 +433,27 @@ mod tests {
                 offset: 5,
                 timestamp: 1_700_000_000,
                 metadata: HashMap::from([("a".to_string(), "b".to_string())]),
+                headers: HashMap::new(),
             }
         );
+    }
+
+    #[test]
+    fn other_headers_show_utf8_as_text_and_other_bytes_as_base64() {
+        let mut m = msg(b"k", b"v", None);
+        m.headers = vec![("trace", b"abc"), ("bin", b"\x00\xff"), ("trace", b"last"), ("quote\"", b"\"")];
+        let bytes = encode(&m, Format::Json);
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            r#"{"key":"k","value":"v","topic":"t","partition":2,"offset":5,"timestamp":1700000000,"metadata":{},"headers":{"bin":"AP8=","quote\"":"\"","trace":"last"},"headers_encoding":{"bin":"base64"}}"#
+        );
+        let pb = MessagePb::decode(encode(&m, Format::Protobuf).as_slice()).unwrap();
+        let expected: HashMap<String, Vec<u8>> = HashMap::from([
+            ("trace".to_string(), b"last".to_vec()),
+            ("bin".to_string(), vec![0, 255]),
+            ("quote\"".to_string(), b"\"".to_vec()),
+        ]);
+        assert_eq!(pb.headers, expected);
     }
 
     #[test]

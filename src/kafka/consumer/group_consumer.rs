@@ -23,7 +23,7 @@ use crate::metrics::LagGauge;
 
 /// One consumed record, borrowed from librdkafka's buffer while it is
 /// looked at ([`GroupConsumer::poll`]): encoding it copies it once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct InMessage<'a> {
     pub topic: &'a str,
     pub partition: i32,
@@ -34,6 +34,9 @@ pub(crate) struct InMessage<'a> {
     pub timestamp_ms: i64,
     pub color: &'a [u8],
     pub metadata: Option<&'a [u8]>,
+    /// Every other header, in the record's order (other producers', or
+    /// `XADD`'s extra fields).
+    pub headers: Vec<(&'a str, &'a [u8])>,
 }
 
 /// How long joining waits for the topic's metadata, how long one request
@@ -301,11 +304,16 @@ impl GroupConsumer {
     pub(crate) fn poll<R>(&self, timeout: Duration, look: impl FnOnce(InMessage<'_>) -> R) -> Option<R> {
         match self.consumer.poll(timeout)? {
             Ok(m) => {
-                let headers = m.headers();
-                let header = |name: &str| {
-                    headers
-                        .and_then(|h| h.iter().find(|h| h.key == name).map(|h| h.value.unwrap_or_default()))
-                };
+                let (mut color, mut metadata, mut headers) = (None, None, Vec::new());
+                for h in m.headers().into_iter().flat_map(|h| h.iter()) {
+                    let value = h.value.unwrap_or_default();
+                    match h.key {
+                        // databus's own headers: the first of each counts.
+                        "color" => _ = color.get_or_insert(value),
+                        "metadata" => _ = metadata.get_or_insert(value),
+                        _ => headers.push((h.key, value)),
+                    }
+                }
                 Some(look(InMessage {
                     topic: m.topic(),
                     partition: m.partition(),
@@ -313,8 +321,9 @@ impl GroupConsumer {
                     key: m.key().unwrap_or_default(),
                     value: m.payload().unwrap_or_default(),
                     timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
-                    color: header("color").unwrap_or_default(),
-                    metadata: header("metadata"),
+                    color: color.unwrap_or_default(),
+                    metadata,
+                    headers,
                 }))
             }
             Err(KafkaError::MessageConsumptionFatal(code)) => {
