@@ -4,6 +4,7 @@
 #   /etc/databus/databus.toml             the commented config (a conffile: upgrades keep your edits)
 #   /lib/systemd/system/databus.service   the unit (packaging/databus.service)
 #   /usr/share/doc/databus/               README.md, the other guides and docs/
+#   /usr/share/databus/                   the Prometheus alert rules and the Grafana dashboard
 # The maintainer scripts (packaging/postinst, prerm, postrm) add the system
 # user `databus`, let it read the config, and reload systemd when it runs.
 #
@@ -48,6 +49,8 @@ install -D -m 0644 packaging/databus.service "$stage/lib/systemd/system/databus.
 for doc in README.md ARCHITECTURE.md RELIABILITY.md BENCHMARKS.md FUZZING.md docs/*.md; do
 	install -D -m 0644 "$doc" "$stage/usr/share/doc/databus/$doc"
 done
+install -D -m 0644 packaging/prometheus/databus-rules.yml "$stage/usr/share/databus/prometheus/databus-rules.yml"
+install -D -m 0644 packaging/grafana/databus-dashboard.json "$stage/usr/share/databus/grafana/databus-dashboard.json"
 mkdir -p "$stage/DEBIAN"
 for script in postinst prerm postrm; do
 	install -m 0755 "packaging/$script" "$stage/DEBIAN/$script"

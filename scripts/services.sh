@@ -11,7 +11,7 @@
 #                                   min.insync.replicas 2), for faults that need one
 #   scripts/services.sh topic NAME PARTITIONS
 #                                   create a topic on the broker (DATABUS_BROKERS or ours)
-#   scripts/services.sh test-tools  install what only the tests use (openssl, curl, hiredis, systemd-analyze...), if missing
+#   scripts/services.sh test-tools  install what only the tests use (openssl, curl, hiredis, systemd-analyze, prometheus...), if missing
 #   scripts/services.sh bench-tools install what only make bench uses (redis-benchmark, perf, javac), if missing
 #   scripts/services.sh sweep       delete the topics and groups earlier test runs left on our broker
 #
@@ -413,8 +413,13 @@ cmd_test_tools() {
 	# the Java client programs (tests/clients/java) are compiled
 	have javac || missing+=(openjdk-17-jdk-headless)
 	have mvn || missing+=(maven)
+	# the dashboard and alert rules are checked against a real Prometheus
+	# (tests/admin.rs): Debian's package, prometheus and promtool; the
+	# test runs its own on a free port (where systemd runs, the package also
+	# enables its own service on :9090)
+	have prometheus && have promtool || missing+=(prometheus)
 	((${#missing[@]} == 0)) || apt_install "${missing[@]}"
-	echo "test tools: openssl, redis-benchmark, curl, cc, hiredis, objdump, systemd-analyze present${missing[*]:+ (installed ${missing[*]})}"
+	echo "test tools: openssl, redis-benchmark, curl, cc, hiredis, objdump, systemd-analyze, prometheus present${missing[*]:+ (installed ${missing[*]})}"
 }
 
 # The topics and consumer groups earlier test (and bench) runs left on our

@@ -21,7 +21,7 @@ struct Admin {
     url: String,
     topic: String,
     group: String,
-    _db: TestDb,
+    db: TestDb,
 }
 
 const SECRET: &str = "app_secret1";
@@ -48,7 +48,7 @@ impl Admin {
         let dir = TempDir::new(name);
         let path = dir.write("databus.toml", &config);
         let daemon = Daemon::start(&["--conf", path.to_str().unwrap()], port);
-        Admin { daemon, url: format!("http://127.0.0.1:{admin_port}"), topic, group, _db: db }
+        Admin { daemon, url: format!("http://127.0.0.1:{admin_port}"), topic, group, db }
     }
 
     fn auth(&self, role: &str, extra: &str) -> String {
@@ -557,4 +557,196 @@ fn queue_metrics_count_each_event() {
         assert!(Instant::now() < deadline, "queue metrics {got:?}, want {want:?}");
         thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The Grafana dashboard and the Prometheus alert rules of `packaging/`
+/// against a real Prometheus (Debian's package) scraping a databus under
+/// publish, consume, commit, queue and failing load: `promtool` accepts the
+/// rules, Prometheus loads every one of them, and every expression returns
+/// data — the dashboard's as written, an alert's measured side (each clause
+/// of `and`/`or`, its comparison taken off), so a renamed metric or label
+/// fails here rather than on an operator's screen.
+#[test]
+fn the_dashboard_and_alert_rules_read_real_series() {
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/prometheus/databus-rules.yml");
+    let dashboard = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/grafana/databus-dashboard.json");
+    let promtool = Command::new("promtool").args(["check", "rules", rules]).output().unwrap_or_else(|e| {
+        panic!("promtool: {e} (scripts/services.sh test-tools installs Debian's prometheus package)")
+    });
+    assert!(promtool.status.success(), "{}", String::from_utf8_lossy(&promtool.stdout));
+
+    let extra = "refresh_interval_ms = 300\n[clusters.dead]\nbrokers = [\"127.0.0.1:1\"]\n";
+    let a = Admin::start("prom", 2, &broker_list(), extra);
+    // An app on a cluster nobody answers for: its SET fails (produce errors).
+    let dead_group = format!("{}_dead", a.group);
+    a.db.add_app(2, "app_key2", SECRET, "dead");
+    a.db.add_grant(2, &dead_group, 2, &a.topic);
+
+    // Publish, consume and commit, read as a queue, fail a login and a SET.
+    let mut publisher = a.login("pub", "");
+    for i in 0..20 {
+        assert_eq!(publisher.call(&["SET", &format!("k{i}"), "v"]), ok());
+    }
+    let mut subscriber = a.login("sub", "&offset=old");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    let mut got = 0;
+    while got < 20 {
+        assert!(Instant::now() < deadline, "{got} of 20 messages");
+        if let Frame::Array(items) = subscriber.call(&["MGET"]) {
+            for item in items {
+                let Frame::Bulk(raw) = item else { panic!("{item:?}") };
+                let m: Value = serde_json::from_slice(&raw).unwrap();
+                last = Some((m["partition"].to_string(), m["offset"].to_string()));
+                got += 1;
+            }
+        }
+    }
+    let (partition, offset) = last.unwrap();
+    assert_eq!(subscriber.call(&["SET", &partition, &offset]), ok());
+    let mut queue = Client::connect(a.daemon.addr);
+    let queue_group = format!("{}_sub", a.group);
+    let queue_auth = format!("app_key1:{SECRET}@{queue_group}/topic={}&role=sub&offset=old", a.topic);
+    assert_eq!(queue.call(&["AUTH", &queue_auth]), ok());
+    let read =
+        ["XREADGROUP", "GROUP", &queue_group, "c1", "COUNT", "5", "BLOCK", "10000", "STREAMS", &a.topic, ">"];
+    // [[stream, [[id, fields], ...]]]: the first entry's ID.
+    let first_id = loop {
+        assert!(Instant::now() < deadline, "no queue entry");
+        if let Frame::Array(streams) = queue.call(&read) {
+            let Frame::Array(stream) = &streams[0] else { panic!("{streams:?}") };
+            let Frame::Array(entries) = &stream[1] else { panic!("{stream:?}") };
+            let Frame::Array(entry) = &entries[0] else { panic!("{entries:?}") };
+            let Frame::Bulk(id) = &entry[0] else { panic!("{entry:?}") };
+            break String::from_utf8(id.clone()).unwrap();
+        }
+    };
+    assert_eq!(queue.call(&["XACK", &a.topic, &queue_group, &first_id]), Frame::Integer(1));
+    let mut stranger = Client::connect(a.daemon.addr);
+    let _ = stranger.call(&["AUTH", &format!("app_key1:nope@{}/topic={}&role=pub", a.group, a.topic)]);
+    let dead_auth = format!("app_key2:{SECRET}@{dead_group}/topic={}&role=pub", a.topic);
+    let mut dead = loop {
+        let mut c = Client::connect(a.daemon.addr);
+        if c.call(&["AUTH", &dead_auth]) == ok() {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "the dead cluster's app never arrived");
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert!(matches!(dead.call(&["SET", "k", "v"]), Frame::Error(e) if e.starts_with("TRYAGAIN")));
+
+    // A real Prometheus, scraping every second and evaluating the rules.
+    let dir = TempDir::new("prometheus");
+    let admin = a.url.trim_start_matches("http://");
+    let config = format!(
+        "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: [\"{rules}\"]\n\
+         scrape_configs:\n  - job_name: databus\n    static_configs: [{{targets: [\"{admin}\"]}}]\n"
+    );
+    let config = dir.write("prometheus.yml", &config);
+    let port = free_port();
+    let _prometheus = support::process::Guard::spawn(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", config.with_file_name("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        "prometheus (scripts/services.sh test-tools installs it)",
+    );
+    let api = format!("http://127.0.0.1:{port}/api/v1");
+    let query = |expr: &str| -> Vec<Value> {
+        let out = Command::new("curl")
+            .args(["-sS", "-G", "--data-urlencode", &format!("query={expr}"), &format!("{api}/query")])
+            .output()
+            .unwrap();
+        let reply: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        reply["data"]["result"].as_array().cloned().unwrap_or_default()
+    };
+    // Enough scrapes for every rate and delta to have two samples. The
+    // subscriber keeps polling meanwhile: its lag comes with its polls.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let at_least = |expr: &str, n: f64| {
+        query(expr).first().is_some_and(|r| r["value"][1].as_str().unwrap().parse::<f64>().unwrap() >= n)
+    };
+    while !(at_least("count_over_time(up{job=\"databus\"}[1m])", 5.0)
+        && at_least("count(count_over_time(databus_consumer_lag[1m]) >= 3)", 1.0))
+    {
+        assert!(Instant::now() < deadline, "Prometheus never scraped databus's lag three times");
+        assert_eq!(subscriber.call(&["MGET", "BLOCK", "300"]), Frame::Array(Vec::new()));
+    }
+
+    let (_, loaded) = curl(&format!("{api}/rules"), &[], None);
+    let loaded: Value = serde_json::from_str(&loaded).unwrap();
+    let loaded: Vec<&Value> = loaded["data"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+        .collect();
+    assert_eq!(loaded.len(), 10, "{loaded:?}");
+    assert!(loaded.iter().all(|r| r["health"] == "ok"), "{loaded:?}");
+
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(dashboard).unwrap()).unwrap();
+    let mut exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(exprs.len(), 21);
+    for rule in &loaded {
+        exprs.extend(measured_sides(rule["query"].as_str().unwrap()));
+    }
+    let empty: Vec<&String> = exprs.iter().filter(|e| query(e).is_empty()).collect();
+    assert!(empty.is_empty(), "no data for {empty:#?}");
+}
+
+/// An alert expression's measured sides: each clause of a top-level `and`
+/// or `or`, with a trailing comparison to a number taken off.
+fn measured_sides(expr: &str) -> Vec<String> {
+    let mut clauses = Vec::new();
+    let (mut depth, mut start) = (0, 0);
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth -= 1,
+            _ if depth == 0 => {
+                for op in [" and ", " or "] {
+                    if expr[i..].starts_with(op) {
+                        clauses.push(expr[start..i].to_owned());
+                        start = i + op.len();
+                        i = start - 1;
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    clauses.push(expr[start..].to_owned());
+    clauses
+        .iter()
+        .map(|c| {
+            let c = c.trim();
+            let cut = ["==", "!=", ">=", "<=", ">", "<"]
+                .iter()
+                .filter_map(|op| c.rfind(op).filter(|&at| c[at + op.len()..].trim().parse::<f64>().is_ok()))
+                .max();
+            cut.map_or(c, |at| c[..at].trim()).to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn an_alert_is_measured_without_its_comparison() {
+    assert_eq!(measured_sides("up{job=\"databus\"} == 0"), ["up{job=\"databus\"}"]);
+    assert_eq!(
+        measured_sides("sum by (a) (x) > 1000 and sum by (a) (delta(x[10m])) > 0"),
+        ["sum by (a) (x)", "sum by (a) (delta(x[10m]))"]
+    );
+    assert_eq!(measured_sides("a > 300 or increase(b[10m]) > 0"), ["a", "increase(b[10m])"]);
 }

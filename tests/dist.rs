@@ -59,6 +59,8 @@ fn the_debian_package_installs_checks_verifies_and_purges() {
         "./usr/share/doc/databus/ARCHITECTURE.md",
         "./usr/share/doc/databus/docs/protocol.md",
         "./usr/share/doc/databus/docs/configuration.md",
+        "./usr/share/databus/prometheus/databus-rules.yml",
+        "./usr/share/databus/grafana/databus-dashboard.json",
     ] {
         assert!(listing.lines().any(|l| l.ends_with(path)), "{path} not in the package:\n{listing}");
     }
