@@ -18,6 +18,7 @@ use crate::kafka::settings::{RawCluster, RawProducer, RawSubscriber};
 use crate::kafka::{Cluster, ProducerSettings, SubscriberSettings};
 pub use crate::keys::ConfigError;
 use crate::keys::{Check, Key, Number, Text, MAX_MS};
+use crate::limits::{LimitSettings, RawLimits};
 use crate::queue::{QueueSettings, RawQueue};
 use crate::resp::Limits;
 use crate::secret::Secret;
@@ -59,6 +60,8 @@ pub(crate) struct RawConfig {
     pub subscriber: RawSubscriber,
     #[serde(default)]
     pub queue: RawQueue,
+    #[serde(default)]
+    pub limits: RawLimits,
     #[serde(default)]
     pub clusters: BTreeMap<String, RawCluster>,
     pub mysql: Option<RawMysql>,
@@ -162,6 +165,8 @@ pub struct Settings {
     pub(crate) producer: ProducerSettings,
     pub(crate) subscriber: SubscriberSettings,
     pub(crate) queue: QueueSettings,
+    /// Per-app publish rates and connection counts (`[limits]`).
+    pub(crate) app_limits: LimitSettings,
     pub(crate) clusters: BTreeMap<String, Cluster>,
     /// The file the settings came from, which SIGHUP re-reads for the
     /// clusters; `None` when they came from a string.
@@ -360,8 +365,8 @@ pub fn reference() -> String {
 /// Every key of `databus.toml`, in the configuration reference's order.
 pub(crate) fn keys() -> Vec<Key> {
     use crate::kafka::settings;
-    let sections: [&[Key]; 5] =
-        [KEYS, settings::KEYS, crate::queue::KEYS, settings::CLUSTER_KEYS, STORE_KEYS];
+    let sections: [&[Key]; 6] =
+        [KEYS, settings::KEYS, crate::queue::KEYS, crate::limits::KEYS, settings::CLUSTER_KEYS, STORE_KEYS];
     sections.concat()
 }
 
@@ -424,6 +429,7 @@ impl RawConfig {
         let stats_interval = admin.as_ref().map_or(Duration::ZERO, |a| a.interval);
         let subscriber = SubscriberSettings::from_raw(self.subscriber, stats_interval, check)?;
         let queue = QueueSettings::from_raw(self.queue, check)?;
+        let app_limits = LimitSettings::from_raw(self.limits, check)?;
         if self.clusters.is_empty() {
             return Err(check.err("clusters", "at least one [clusters.<name>] section is needed"));
         }
@@ -449,6 +455,7 @@ impl RawConfig {
             producer,
             subscriber,
             queue,
+            app_limits,
             clusters,
             source: None,
         })
@@ -696,17 +703,20 @@ url = "mysql://root@127.0.0.1:3306/databus_db"
             Key::Text(_) => None,
         });
         for n in numbers {
+            // A key of a named section (an app's limits) as app `x` spells it.
+            let key = n.key.replace("<name>", "x");
             // TOML integers stop at i64::MAX; below the minimum is only
             // possible where it is above 0.
             let below = (n.min > 0).then(|| n.min - 1);
             for v in below.into_iter().chain([i64::MAX as u64]) {
-                let e = load(&with_key(n.key, &v.to_string())).unwrap_err();
-                assert_eq!(e.key, n.key, "{} = {v}: {e}", n.key);
+                let e = load(&with_key(&key, &v.to_string())).unwrap_err();
+                assert_eq!(e.key, key, "{key} = {v}: {e}");
             }
-            // Its default (or its maximum, for a derived one) is accepted.
-            if let Some(d) = n.default {
-                let s = load(&with_key(n.key, &d.to_string()));
-                assert!(s.is_ok(), "{} = {d}: {}", n.key, s.unwrap_err());
+            // Its default, or its minimum for one that is off unless set, is
+            // accepted (a derived one's minimum depends on other keys).
+            if let Some(fine) = n.default.or((n.shown == "off").then_some(n.min)) {
+                let s = load(&with_key(&key, &fine.to_string()));
+                assert!(s.is_ok(), "{key} = {fine}: {}", s.unwrap_err());
             }
         }
         let e = load(&with_key("redis.db", "-1")).unwrap_err();

@@ -68,6 +68,11 @@ impl Number {
         Number { key, default: Some(default), min, max, shown: "", doc }
     }
 
+    /// A limit that is off unless set.
+    pub(crate) const fn optional(key: &'static str, min: u64, max: u64, doc: &'static str) -> Number {
+        Number { key, default: None, min, max, shown: "off", doc }
+    }
+
     /// A count whose default depends on other keys, as `shown` says.
     pub(crate) const fn derived(
         key: &'static str,
@@ -206,6 +211,17 @@ impl Check<'_> {
         min: u64,
     ) -> Result<u64, ConfigError> {
         self.within(n.key, raw.unwrap_or(default), min.max(n.min), n.max)
+    }
+
+    /// `raw` within the key's range, or `None` (off) when unset; `key` is
+    /// the key as this file spells it (an app's own section, say).
+    pub(crate) fn optional(
+        &self,
+        n: Number,
+        key: &str,
+        raw: Option<u64>,
+    ) -> Result<Option<u64>, ConfigError> {
+        raw.map(|v| self.within(key, v, n.min, n.max)).transpose()
     }
 
     pub(crate) fn millis(&self, n: Number, raw: Option<u64>) -> Result<Duration, ConfigError> {

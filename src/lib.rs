@@ -13,6 +13,7 @@
 //! - [`queue`]: queue mode's shared group members and their pending
 //!   entries (Redis Streams consumer groups over Kafka).
 //! - [`config`]: `databus.toml`, validated into the settings each module owns.
+//! - `limits`: per-app publish rates and connection counts.
 //! - [`cli`]: the command line.
 //! - [`check`]: `databus check`, the config, store and cluster check before a restart.
 //! - [`server`]: the listener, the worker pool, graceful shutdown.
@@ -32,6 +33,7 @@ pub mod cli;
 pub mod config;
 pub mod kafka;
 pub(crate) mod keys;
+pub(crate) mod limits;
 pub mod metrics;
 pub mod proto;
 pub(crate) mod queue;

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use prometheus::{
-    exponential_buckets, Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, CounterVec, Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every collector databus exports; see docs/operating.md, "Metrics".
@@ -38,6 +38,8 @@ pub(crate) struct Metrics {
     queue_pending: IntGaugeVec,
     queue_entries: IntCounterVec,
     queue_commit_failures: IntCounterVec,
+    throttle_seconds: CounterVec,
+    limit_refusals: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -174,6 +176,22 @@ impl Metrics {
                 "Queue mode: offset commits Kafka did not acknowledge (each is tried again).",
                 &["group", "topic"],
             ),
+            throttle_seconds: reg(
+                &registry,
+                CounterVec::new(
+                    Opts::new(
+                        "databus_throttle_seconds_total",
+                        "Time publishing requests were held to keep their app within its [limits] rates.",
+                    ),
+                    &["app"],
+                )
+                .expect("valid metric"),
+            ),
+            limit_refusals: counters(
+                "databus_limit_refusals_total",
+                "Requests refused for their app's [limits]: connections, subscribers, or a rate past limits.max_delay_ms.",
+                &["app", "limit"],
+            ),
             registry,
         }
     }
@@ -192,6 +210,16 @@ impl Metrics {
         let gauge = self.connections.with_label_values(&[role]);
         gauge.inc();
         OpenConnection(gauge)
+    }
+
+    /// A publishing request of `app` held `wait` for its rate limits.
+    pub(crate) fn throttled(&self, app: &str, wait: std::time::Duration) {
+        self.throttle_seconds.with_label_values(&[app]).inc_by(wait.as_secs_f64());
+    }
+
+    /// A request of `app` refused for one of its limits.
+    pub(crate) fn limit_refused(&self, app: &str, limit: &str) {
+        self.limit_refusals.with_label_values(&[app, limit]).inc();
     }
 
     /// A connection refused: `max_clients`, or the code of a failed AUTH.

@@ -19,6 +19,7 @@ use crate::admin::{Admin, BindError};
 use crate::auth::{self, file::FileStore, mysql::MysqlStore, redis::RedisStore, AuthStore};
 use crate::config::{AuthSource, Settings};
 use crate::kafka::{Clusters, Memberships, Producers};
+use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::session::registry::Connections;
@@ -48,7 +49,8 @@ pub struct Running {
     refresher: Option<auth::Refresher>,
     producers: Arc<Producers>,
     clusters: Arc<Clusters>,
-    /// The config file, re-read for its clusters on SIGHUP.
+    limiter: Arc<Limiter>,
+    /// The config file, re-read for its clusters and limits on SIGHUP.
     source: Option<PathBuf>,
     flush_timeout: Duration,
     admin: Option<Admin>,
@@ -83,6 +85,9 @@ impl Running {
         if let Some(path) = &self.source {
             match Settings::load(path) {
                 Ok(new) => {
+                    if self.limiter.replace(new.app_limits) {
+                        log::info!("config: [limits] re-read from {}", path.display());
+                    }
                     let changed = self.clusters.replace(new.clusters);
                     if changed.is_empty() {
                         log::info!("config: clusters re-read from {}, none changed", path.display());
@@ -226,6 +231,7 @@ pub fn start(mut settings: Settings) -> Result<Running, StartError> {
             producers.retain(&changes.clusters_in_use);
         })
     };
+    let limiter = Arc::new(Limiter::new(settings.app_limits.clone(), metrics.clone()));
     let ctx = Arc::new(Context {
         settings: settings.clone(),
         clusters: clusters.clone(),
@@ -233,6 +239,7 @@ pub fn start(mut settings: Settings) -> Result<Running, StartError> {
         kafka: producers.clone(),
         members: Arc::new(Memberships::default()),
         queues: Arc::default(),
+        limiter: limiter.clone(),
         metrics,
     });
     let admin = match &settings.admin {
@@ -256,6 +263,7 @@ pub fn start(mut settings: Settings) -> Result<Running, StartError> {
         }
     };
     Ok(Running {
+        limiter,
         addr,
         tls_addr,
         tls,

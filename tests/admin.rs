@@ -22,6 +22,9 @@ struct Admin {
     topic: String,
     group: String,
     db: TestDb,
+    /// The config file (SIGHUP re-reads it) and its directory.
+    config: std::path::PathBuf,
+    _dir: TempDir,
 }
 
 const SECRET: &str = "app_secret1";
@@ -48,7 +51,15 @@ impl Admin {
         let dir = TempDir::new(name);
         let path = dir.write("databus.toml", &config);
         let daemon = Daemon::start(&["--conf", path.to_str().unwrap()], port);
-        Admin { daemon, url: format!("http://127.0.0.1:{admin_port}"), topic, group, db }
+        Admin {
+            daemon,
+            url: format!("http://127.0.0.1:{admin_port}"),
+            topic,
+            group,
+            db,
+            config: path,
+            _dir: dir,
+        }
     }
 
     fn auth(&self, role: &str, extra: &str) -> String {
@@ -749,4 +760,77 @@ fn an_alert_is_measured_without_its_comparison() {
         ["sum by (a) (x)", "sum by (a) (delta(x[10m]))"]
     );
     assert_eq!(measured_sides("a > 300 or increase(b[10m]) > 0"), ["a", "increase(b[10m])"]);
+}
+
+/// Per-app limits: a publisher over its app's rate is slowed, not refused,
+/// and the time it was held shows per app in `/metrics`; an AUTH over the
+/// app's connection limit gets `TRYAGAIN`; connections whose waits would
+/// stack past `limits.max_delay_ms` get `TRYAGAIN` naming the limit; SIGHUP
+/// brings new limits.
+#[test]
+fn an_app_over_its_limits_is_slowed_then_refused() {
+    let limits = "[limits]\nconnections = 3\nmax_delay_ms = 100\n\
+                  [limits.apps.\"app_key1\"]\npublish_records_per_s = 20\n";
+    let a = Admin::start("limits", 2, &broker_list(), limits);
+    let mut publisher = a.login("pub", "");
+    // A second of the rate goes at once; the 20 after it wait ~50 ms each
+    // (less whatever their own round trips took).
+    for i in 0..40 {
+        assert_eq!(publisher.call(&["SET", &format!("k{i}"), "v"]), ok(), "SET {i}");
+    }
+    let (_, text) = curl(&format!("{}/metrics", a.url), &[], None);
+    let held = text
+        .lines()
+        .find(|l| l.starts_with("databus_throttle_seconds_total{app=\"app_key1\"}"))
+        .map_or(0.0, |l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap());
+    assert!(held > 0.0, "never held:\n{text}");
+
+    // Three connections of app_key1 are its limit: a fourth AUTH is refused and closed.
+    let mut publishers = [publisher, a.login("pub", ""), a.login("pub", "")];
+    let mut fourth = Client::connect(a.daemon.addr);
+    let refusal =
+        "TRYAGAIN app 'app_key1' is at its limit of 3 connections on this databus (limits.connections)";
+    assert_eq!(fourth.call(&["AUTH", &a.auth("pub", "")]), Frame::Error(refusal.into()));
+    assert!(fourth.is_closed());
+
+    // One connection is only ever held one SET at a time; three at once
+    // stack their waits past the longest hold, and some SETs are refused.
+    let replies: Vec<Frame> = thread::scope(|s| {
+        let bursts: Vec<_> = publishers
+            .iter_mut()
+            .map(|c| {
+                s.spawn(move || {
+                    let burst: Vec<u8> = (0..10).flat_map(|_| cmd_bytes(&[b"SET", b"burst", b"v"])).collect();
+                    c.send_raw(&burst);
+                    (0..10).map(|_| c.read().expect("a reply")).collect::<Vec<Frame>>()
+                })
+            })
+            .collect();
+        bursts.into_iter().flat_map(|b| b.join().unwrap()).collect()
+    });
+    let refused: Vec<&Frame> = replies.iter().filter(|r| **r != ok()).collect();
+    assert!(!refused.is_empty() && refused.len() < 30, "{replies:?}");
+    for r in &refused {
+        let Frame::Error(e) = r else { panic!("{r:?}") };
+        assert!(e.starts_with("TRYAGAIN app 'app_key1' publishes over its limit of 20 records/s"), "{e}");
+    }
+    let (_, text) = curl(&format!("{}/metrics", a.url), &[], None);
+    assert!(
+        text.contains("databus_limit_refusals_total{app=\"app_key1\",limit=\"publish_records_per_s\"}"),
+        "{text}"
+    );
+
+    // SIGHUP: new limits for the next AUTH.
+    let text = std::fs::read_to_string(&a.config).unwrap().replace("connections = 3", "connections = 4");
+    std::fs::write(&a.config, text).unwrap();
+    a.daemon.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut c = Client::connect(a.daemon.addr);
+        if c.call(&["AUTH", &a.auth("pub", "")]) == ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new connection limit never came");
+        thread::sleep(Duration::from_millis(100));
+    }
 }

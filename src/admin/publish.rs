@@ -168,6 +168,12 @@ fn publish(
         records.push(Prepared { key: r.key, value, metadata, headers });
     }
 
+    // Held to the app's publish rates as a connection's SETs are.
+    let bytes = records.iter().map(|r| r.value.len() as u64).sum();
+    ctx.limiter
+        .app(&req.key)
+        .throttle(records.len() as u64, bytes)
+        .map_err(|e| refuse(429, e.to_string()))?;
     let meter = Arc::new(ctx.metrics.publisher(&group, &grant.topic, &grant.cluster));
     let sent: Vec<Result<Sent, PublishError>> = records
         .iter()

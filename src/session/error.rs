@@ -101,6 +101,8 @@ pub(crate) enum CommandError {
     },
     #[error("{0}")]
     Unsupported(&'static str),
+    #[error("{0}")]
+    Limit(#[from] crate::limits::LimitError),
 }
 
 impl CommandError {
@@ -126,7 +128,7 @@ impl CommandError {
             | CommandError::Join(ConsumeError::Denied { .. })
             | CommandError::Consume(ConsumeError::Denied { .. }) => "NOPERM",
             CommandError::Join(e) | CommandError::Consume(e) if e.may_pass() => "TRYAGAIN",
-            CommandError::MaxClients | CommandError::Kafka { .. } => "TRYAGAIN",
+            CommandError::MaxClients | CommandError::Kafka { .. } | CommandError::Limit(_) => "TRYAGAIN",
             CommandError::BusyGroup => "BUSYGROUP",
             CommandError::NoGroup { .. } => "NOGROUP",
             CommandError::OtherStream(_) | CommandError::OtherGroup { .. } => "NOPERM",

@@ -50,6 +50,8 @@ pub(crate) struct Context {
     pub members: Arc<Memberships>,
     /// Queue mode's shared group members on this databus.
     pub queues: Arc<crate::queue::Queues>,
+    /// Per-app publish rates and connection counts.
+    pub limiter: Arc<crate::limits::Limiter>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -84,6 +86,8 @@ pub(crate) struct Session {
     hello_refused: bool,
     /// Counts this connection under its role.
     _open: OpenConnection,
+    /// Counts it against its app's connection limits, once authenticated.
+    seat: Option<crate::limits::Seat>,
 }
 
 impl Session {
@@ -104,6 +108,7 @@ impl Session {
             discarding: None,
             hello_refused: false,
             _open,
+            seat: None,
         }
     }
 
@@ -256,6 +261,7 @@ mod tests {
             kafka: kafka.clone(),
             members: Arc::default(),
             queues: Arc::default(),
+            limiter: Arc::new(crate::limits::Limiter::new(Default::default(), Arc::default())),
             metrics: Arc::default(),
         };
         (Session::new(Arc::new(ctx), "test".into(), None), kafka)

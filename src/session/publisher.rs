@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::kafka::{self, Delivered, Publish, Record};
+use crate::limits::App;
 use crate::metrics::PublishMeter;
 use crate::resp::Frame;
 
@@ -21,6 +22,8 @@ pub(crate) struct Publisher {
     pub lane: usize,
     /// Where its records are counted.
     pub meter: Arc<PublishMeter>,
+    /// Its app, whose publish rates it is held to.
+    pub app: Arc<App>,
 }
 
 impl Publisher {
@@ -45,6 +48,9 @@ impl Publisher {
         if size > self.max_value_size {
             let too_large = CommandError::ValueTooLarge { len: size as u64, max: self.max_value_size as u64 };
             return Reply::Now(too_large.to_frame());
+        }
+        if let Err(e) = self.app.throttle(1, record.value.len() as u64) {
+            return Reply::Now(CommandError::Limit(e).to_frame());
         }
         match kafka::publish(kafka, &self.cluster, self.lane, record, Some(&self.meter)) {
             Ok(sent) => Reply::Publish(Box::new(Pending::new(sent, command, render))),

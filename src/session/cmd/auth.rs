@@ -70,8 +70,14 @@ pub(crate) fn try_auth(session: &mut Session, string: &[u8]) -> Result<Frame, Co
         }
     };
     let cluster = grant.cluster.clone();
+    let seat = session.ctx.limiter.seat(&req.key, req.role == Role::Sub).map_err(|e| {
+        log::info!("auth refused for {}: {e}", session.peer);
+        CommandError::Limit(e)
+    })?;
+    let app = seat.app().clone();
     session.state = match req.role {
         Role::Pub => State::Publisher(Publisher {
+            app,
             meter: Arc::new(session.ctx.metrics.publisher(&req.group, &grant.topic, &grant.cluster)),
             cluster: grant.cluster,
             topic: grant.topic,
@@ -145,6 +151,7 @@ pub(crate) fn try_auth(session: &mut Session, string: &[u8]) -> Result<Frame, Co
         }
     };
     session._open = session.ctx.metrics.connection(&req.role.to_string());
+    session.seat = Some(seat);
     log::info!(
         "auth ok for {}: key={} group={} topic={} role={} color={:?} cluster={cluster}",
         session.peer,
