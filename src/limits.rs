@@ -363,9 +363,20 @@ impl App {
         Ok(wait)
     }
 
-    /// [`App::admit`], then the wait itself, on the caller's thread.
+    /// [`App::admit`], then the wait itself, on the caller's thread. A
+    /// refusal is held the longest wait too, as Kafka mutes a client over
+    /// its quota: a client that keeps sending past its limit is paced by
+    /// its refusals instead of spinning on them.
     pub(crate) fn throttle(&self, records: u64, bytes: u64) -> Result<(), LimitError> {
-        let wait = self.admit(records, bytes)?;
+        let wait = match self.admit(records, bytes) {
+            Ok(wait) => wait,
+            Err(e) => {
+                let hold = self.rates().max_delay;
+                self.metrics.throttled(&self.key, hold);
+                std::thread::sleep(hold);
+                return Err(e);
+            }
+        };
         if !wait.is_zero() {
             std::thread::sleep(wait);
         }
