@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod grid;
+mod neighbours;
 mod options;
 mod phases;
 mod procfs;
@@ -105,6 +106,10 @@ fn run() -> Res<()> {
     }
     let (warm_topic, lat_topic, cons_topic, idle_topic) = (t("warm"), t("latency"), t("consume"), t("idle"));
     topics.extend([warm_topic.clone(), lat_topic.clone(), cons_topic.clone(), idle_topic.clone()]);
+    let (noisy_topic, quiet_topic) = (t("noisy_a"), t("noisy_b"));
+    if opts.phases.neighbours {
+        topics.extend([noisy_topic.clone(), quiet_topic.clone()]);
+    }
     let (json_group, pb_group) = (format!("bench_{run_id}_json"), format!("bench_{run_id}_pb"));
     let (queue_group, queue_idle_group) = (format!("bench_{run_id}_queue"), format!("bench_{run_id}_qidle"));
     let idle_groups: Vec<String> =
@@ -129,7 +134,14 @@ fn run() -> Res<()> {
     // gone: a client that still knows a topic asks for its metadata every
     // few minutes, and the broker would make a deleted topic anew.
     let _created = Topics::create(&opts, topics, groups)?;
+    if opts.phases.neighbours {
+        grants.push((neighbours::QUIET_GROUP.to_owned(), 2, quiet_topic.clone()));
+    }
     reset_database(&opts, &grants)?;
+    if opts.phases.neighbours {
+        let a_grant = (neighbours::NOISY_GROUP.to_owned(), 2, noisy_topic.clone());
+        setup::add_app(&opts, 2, neighbours::NOISY_KEY, &[a_grant])?;
+    }
 
     let databus = Databus::start(&opts, "databus")?;
     let cpu = Cpu {
@@ -291,6 +303,14 @@ fn run() -> Res<()> {
         memory = Some((publishers, subscribers, queue));
     }
 
+    let mut noisy = None;
+    if opts.phases.neighbours {
+        eprintln!("databus-bench: noisy neighbour, {} samples of B per round", opts.latency_samples);
+        let own = Databus::start(&opts, "neighbours")?;
+        let reload = |extra: &str| own.reload(&opts, extra);
+        noisy = Some(neighbours::run(&own, reload, &noisy_topic, &quiet_topic, opts.latency_samples)?);
+    }
+
     let elapsed = started.elapsed().as_secs_f64();
     let report = Report {
         opts: &opts,
@@ -318,6 +338,10 @@ fn run() -> Res<()> {
         );
         fs::create_dir_all(&opts.out_dir)?;
         fs::write(opts.out_dir.join(format!("{stem}.svg")), g.svg(&title))?;
+    }
+    if let Some(v) = noisy {
+        md.push_str(&neighbours::markdown(&v));
+        js["neighbours"] = v;
     }
     // A smoke run never replaces the recorded full results.
     let stem = if opts.quick { "results-quick" } else { "results" };

@@ -75,14 +75,30 @@ pub(crate) struct Phases {
     pub(crate) consume: bool,
     pub(crate) grid: bool,
     pub(crate) memory: bool,
+    /// The noisy neighbour (`neighbours.rs`).
+    pub(crate) neighbours: bool,
 }
 
 impl Phases {
     fn from_env() -> Res<Phases> {
         let Some(list) = env_str("BENCH_PHASES") else {
-            return Ok(Phases { publish: true, latency: true, consume: true, grid: true, memory: true });
+            return Ok(Phases {
+                publish: true,
+                latency: true,
+                consume: true,
+                grid: true,
+                memory: true,
+                neighbours: true,
+            });
         };
-        let mut p = Phases { publish: false, latency: false, consume: false, grid: false, memory: false };
+        let mut p = Phases {
+            publish: false,
+            latency: false,
+            consume: false,
+            grid: false,
+            memory: false,
+            neighbours: false,
+        };
         for name in list.split(',').map(str::trim) {
             match name {
                 "publish" => p.publish = true,
@@ -90,6 +106,7 @@ impl Phases {
                 "consume" => p.consume = true,
                 "grid" => p.grid = true,
                 "memory" => p.memory = true,
+                "neighbours" => p.neighbours = true,
                 _ => return Err(format!("BENCH_PHASES: unknown phase '{name}'").into()),
             }
         }

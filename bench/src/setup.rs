@@ -169,6 +169,24 @@ pub(crate) fn reset_database(opts: &Opts, grants: &[(String, u8, String)]) -> Re
     Ok(())
 }
 
+/// Adds app `id` with `key` and the bench's secret, and its grants (group,
+/// operation, topic), to the bench database that [`reset_database`] made.
+pub(crate) fn add_app(opts: &Opts, id: i64, key: &str, grants: &[(String, u8, String)]) -> Res<()> {
+    let server = mysql::Opts::from_url(&opts.mysql_url)?;
+    let mut conn = mysql::Conn::new(server)
+        .map_err(|e| format!("MySQL at {} unreachable: {e}", redact(&opts.mysql_url)))?;
+    conn.query_drop(format!("USE `{}`", opts.database))?;
+    conn.exec_drop(
+        "INSERT INTO app_tb (id, app_key, app_secret, cluster) VALUES (?, ?, ?, ?)",
+        (id, key, APP_SECRET, CLUSTER),
+    )?;
+    conn.exec_batch(
+        "INSERT INTO auth_tb (app_id, group_name, operation, topic) VALUES (?, ?, ?, ?)",
+        grants.iter().map(|(g, op, t)| (id, g, op, t)),
+    )?;
+    Ok(())
+}
+
 /// The seed's tables in the current database: scripts/schema.sql, the one
 /// copy, whose statements end with ";" and hold no other.
 pub(crate) fn create_tables(conn: &mut mysql::Conn) -> Res<()> {
@@ -194,6 +212,9 @@ pub(crate) struct Databus {
     child: Child,
     pub(crate) addr: SocketAddr,
     pid_file: PathBuf,
+    /// Its config file, and the engine it was written for.
+    conf: PathBuf,
+    engine: String,
 }
 
 impl Databus {
@@ -235,6 +256,20 @@ impl Databus {
         Databus::start_with(opts, name, "databus")
     }
 
+    /// Rewrites its config with `extra` TOML appended and has it re-read
+    /// (SIGHUP: the clusters and `[limits]`).
+    pub(crate) fn reload(&self, opts: &Opts, extra: &str) -> Res<()> {
+        let config = Databus::config(opts, self.addr.port(), &self.engine) + extra;
+        fs::write(&self.conf, config)?;
+        let status = Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status()?;
+        if !status.success() {
+            return Err(format!("kill -HUP databus: {status}").into());
+        }
+        // The re-read is quick; a SET after it sees the new limits.
+        thread::sleep(Duration::from_millis(500));
+        Ok(())
+    }
+
     /// A databus whose producer is `engine` (`producer.engine`).
     pub(crate) fn start_with(opts: &Opts, name: &str, engine: &str) -> Res<Databus> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -257,7 +292,13 @@ impl Databus {
             other => opts.run_dir.join(format!("{other}.pid")),
         };
         fs::write(&pid_file, child.id().to_string())?;
-        let mut databus = Databus { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), pid_file };
+        let mut databus = Databus {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            pid_file,
+            conf,
+            engine: engine.to_owned(),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = databus.child.try_wait()? {
