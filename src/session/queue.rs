@@ -11,7 +11,6 @@ use crate::queue::{Attached, Entry, EntryId, JoinWith, QueueKey};
 use crate::resp::Frame;
 
 use super::cmd::bulk;
-use super::connection::HangUpWatch;
 use super::error::CommandError;
 use super::setup::ClientInfo;
 use super::{Session, State};
@@ -144,11 +143,6 @@ pub(crate) fn group_of(
     Ok((queue_key, granted))
 }
 
-/// Whether the client went away, or the server wants the connection to end.
-pub(crate) fn should_stop(session: &Session) -> bool {
-    session.interrupt.is_set() || session.hang_up.as_ref().is_some_and(HangUpWatch::hung_up)
-}
-
 /// Waits on the group's book until `take` hands something out, `until`
 /// passes, or the connection should stop; `take` runs under the book's lock.
 pub(crate) fn wait_for<T>(
@@ -166,7 +160,7 @@ pub(crate) fn wait_for<T>(
         let now = Instant::now();
         let until = until.filter(|u| *u > now)?;
         book = group.wait(book, (until - now).min(reader.tick));
-        if should_stop(session) {
+        if session.should_stop() {
             drop(book);
             return None;
         }
@@ -213,26 +207,6 @@ pub(crate) fn streams_frame(
     }
 }
 
-/// An ID argument; Redis's error for a malformed one.
-pub(crate) fn parse_id(raw: &[u8]) -> Result<EntryId, CommandError> {
-    EntryId::parse(raw, 0).ok_or(CommandError::BadStreamId)
-}
-
-/// Milliseconds (`min-idle-time`, `IDLE`, `BLOCK`): a non-negative integer.
-pub(crate) fn parse_ms(raw: &[u8]) -> Result<u64, CommandError> {
-    std::str::from_utf8(raw).ok().and_then(|s| s.parse::<u64>().ok()).ok_or(CommandError::BadTimeout)
-}
-
-/// A `COUNT`: a non-negative integer.
-pub(crate) fn parse_count(raw: &[u8]) -> Result<usize, CommandError> {
-    std::str::from_utf8(raw).ok().and_then(|s| s.parse::<usize>().ok()).ok_or(CommandError::NotAnInteger)
-}
-
-/// A consumer name, as the book keeps it.
-pub(crate) fn consumer_name(raw: &[u8]) -> String {
-    String::from_utf8_lossy(raw).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,7 +236,5 @@ mod tests {
             streams_frame(&client, "t", &[e], true),
             Frame::Map(vec![(bulk("t"), Frame::Array(vec![entry]))])
         );
-        assert_eq!(parse_id(b"x"), Err(CommandError::BadStreamId));
-        assert_eq!(parse_ms(b"-1"), Err(CommandError::BadTimeout));
     }
 }

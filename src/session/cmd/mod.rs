@@ -13,6 +13,7 @@ pub(crate) mod hello;
 pub(crate) mod hset;
 pub(crate) mod info;
 pub(crate) mod mget;
+pub(crate) mod parse;
 pub(crate) mod ping;
 pub(crate) mod quit;
 pub(crate) mod select;
@@ -36,4 +37,11 @@ pub(crate) fn bulk(s: impl AsRef<[u8]>) -> Frame {
 #[cfg(test)]
 pub(crate) fn args(parts: &[&str]) -> Vec<Vec<u8>> {
     parts.iter().map(|p| p.as_bytes().to_vec()).collect()
+}
+
+/// A request that lives as long as the test run, so that what a command
+/// parses from it may borrow it.
+#[cfg(test)]
+pub(crate) fn request(parts: &[&str]) -> &'static [Vec<u8>] {
+    Box::leak(args(parts).into_boxed_slice())
 }
