@@ -9,7 +9,7 @@ pub(crate) mod error;
 pub(crate) mod handoff;
 pub(crate) mod outbox;
 pub(crate) mod publisher;
-pub(crate) mod queue;
+pub(crate) mod queue_reader;
 pub(crate) mod registry;
 pub(crate) mod setup;
 pub(crate) mod subscriber;
@@ -137,8 +137,8 @@ enum State {
     Unauthenticated,
     Publisher(Publisher),
     Subscriber(Box<Subscriber>),
-    /// A subscriber that turned to queue mode (see [`queue`]).
-    Queue(Box<queue::QueueReader>),
+    /// A subscriber that turned to queue mode (see [`queue_reader`]).
+    Queue(Box<queue_reader::QueueReader>),
 }
 
 /// The command-level state of one connection, free of IO so it can be tested

@@ -30,7 +30,7 @@ pub(crate) enum Format {
 pub(crate) struct Subscriber {
     /// The connection's own group member; `None` once it turned to queue
     /// mode, or when it came while its group is consumed in queue mode on
-    /// this databus (see `session/queue.rs`).
+    /// this databus (see `queue_reader.rs`).
     pub consumer: Option<GroupConsumer>,
     /// The shared member queue mode would use.
     pub queue: QueueKey,

@@ -4,7 +4,7 @@
 
 use crate::queue::EntryId;
 use crate::resp::Frame;
-use crate::session::queue;
+use crate::session::queue_reader;
 use crate::session::{CommandError, Reply, Session};
 
 use super::parse::{stream_id, Args};
@@ -28,7 +28,7 @@ impl<'a> Xack<'a> {
     }
 
     pub(crate) fn apply(self, session: &mut Session) -> Result<Frame, CommandError> {
-        let reader = queue::reader(session)?;
+        let reader = queue_reader::reader(session)?;
         if !reader.is_ours(self.key, self.group) {
             return Ok(Frame::Integer(0));
         }

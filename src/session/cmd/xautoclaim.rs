@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::queue::{ClaimOptions, EntryId};
 use crate::resp::Frame;
 use crate::session::cmd::bulk;
-use crate::session::queue::{self, entries_frame, ids_frame};
+use crate::session::queue_reader::{self, entries_frame, ids_frame};
 use crate::session::{CommandError, Reply, Session};
 
 use super::parse::{count, millis, stream_bound, Args};
@@ -54,7 +54,7 @@ impl<'a> Xautoclaim<'a> {
 
     pub(crate) fn apply(self, session: &mut Session) -> Result<Frame, CommandError> {
         let options = ClaimOptions { just_id: self.just_id, ..ClaimOptions::default() };
-        let reader = queue::reader(session)?;
+        let reader = queue_reader::reader(session)?;
         reader.check(self.key, self.group, None)?;
         let group = reader.attached.group.clone();
         let (next, handed) = group.shared.book().auto_claim(

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::queue::{ClaimOptions, EntryId};
 use crate::resp::Frame;
-use crate::session::queue::{self, entries_frame, ids_frame};
+use crate::session::queue_reader::{self, entries_frame, ids_frame};
 use crate::session::{CommandError, Reply, Session};
 
 use super::parse::{count, millis, stream_id, Args};
@@ -101,7 +101,7 @@ impl<'a> Xclaim<'a> {
             delivered: self.delivered.map(|d| d.instant(now)),
             deliveries: self.deliveries,
         };
-        let reader = queue::reader(session)?;
+        let reader = queue_reader::reader(session)?;
         reader.check(self.key, self.group, None)?;
         let group = reader.attached.group.clone();
         let handed = group.shared.book().claim(&self.consumer, self.min_idle, &self.ids, options, now);

@@ -19,7 +19,7 @@ use crate::kafka::{GroupClient, StartOffset};
 use crate::queue::BROKER_WAIT;
 use crate::resp::Frame;
 use crate::session::error::shown_name;
-use crate::session::queue;
+use crate::session::queue_reader;
 use crate::session::{CommandError, Reply, Session};
 
 use super::parse::{integer, Args};
@@ -76,7 +76,7 @@ impl<'a> Xgroup<'a> {
         match self {
             Xgroup::Move { key, group, how } => position(session, key, group, how),
             Xgroup::CreateConsumer { key, group, consumer } => {
-                let reader = queue::reader(session)?;
+                let reader = queue_reader::reader(session)?;
                 reader.check(key, group, None)?;
                 let created = reader.attached.group.shared.book().create_consumer(&consumer, Instant::now());
                 Ok(Frame::Integer(created as i64))
@@ -119,7 +119,7 @@ fn check_options(args: &mut Args<'_>, create: bool) -> Result<(), CommandError> 
 /// Checks the names, then commits the group's new start, if the group is
 /// new (CREATE) or idle (SETID).
 fn position(session: &mut Session, key: &[u8], group: &[u8], how: Move) -> Result<Frame, CommandError> {
-    let (key_of, granted) = queue::group_of(session, key, group)?;
+    let (key_of, granted) = queue_reader::group_of(session, key, group)?;
     let topic = key_of.topic.clone();
     // The group's member is up on this databus.
     if session.ctx.queues.has(&key_of) {

@@ -9,7 +9,7 @@ use crate::queue::EntryId;
 use crate::resp::Frame;
 use crate::session::cmd::bulk;
 use crate::session::error::shown_name;
-use crate::session::queue;
+use crate::session::queue_reader;
 use crate::session::{CommandError, Reply, Session};
 
 use super::parse::Args;
@@ -58,14 +58,14 @@ impl<'a> Xinfo<'a> {
             Xinfo::Groups { key } | Xinfo::Stream { key } => (key, None),
             Xinfo::Consumers { key, group } => (key, Some(group)),
         };
-        let reader = queue::reader(session)?;
+        let reader = queue_reader::reader(session)?;
         reader.check(key, group.unwrap_or(reader.group.as_bytes()), None)?;
         let qgroup = reader.attached.group.clone();
         let group_name = reader.group.clone();
         let client = &session.client;
         let now = Instant::now();
         let pair = |k: &str, v: Frame| (bulk(k), v);
-        let nil = || queue::nil(client);
+        let nil = || queue_reader::nil(client);
         let reply = match self {
             Xinfo::Groups { .. } => {
                 // Asked of the brokers before the book's lock is taken.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::queue::EntryId;
 use crate::resp::Frame;
 use crate::session::cmd::bulk;
-use crate::session::queue;
+use crate::session::queue_reader;
 use crate::session::{CommandError, Reply, Session};
 
 use super::parse::{count, millis, stream_bound, Args};
@@ -58,8 +58,8 @@ impl<'a> Xpending<'a> {
     }
 
     pub(crate) fn apply(self, session: &mut Session) -> Result<Frame, CommandError> {
-        let nil = queue::nil(&session.client);
-        let reader = queue::reader(session)?;
+        let nil = queue_reader::nil(&session.client);
+        let reader = queue_reader::reader(session)?;
         reader.check(self.key, self.group, None)?;
         let book = reader.attached.group.shared.book();
         let Some(range) = self.range else {

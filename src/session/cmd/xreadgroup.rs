@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::auth::MAX_WAIT_MS;
 use crate::queue::EntryId;
-use crate::session::queue::{self, streams_frame};
+use crate::session::queue_reader::{self, streams_frame};
 use crate::session::{CommandError, Reply, Session};
 
 use super::parse::{self, millis, stream_id, Args};
@@ -69,7 +69,7 @@ impl<'a> Xreadgroup<'a> {
     }
 
     pub(crate) fn apply(self, session: &mut Session) -> Result<crate::resp::Frame, CommandError> {
-        let reader = queue::reader(session)?;
+        let reader = queue_reader::reader(session)?;
         reader.check(self.stream, self.group, Some("XREADGROUP"))?;
         let topic = reader.topic.clone();
         let group = reader.attached.group.clone();
@@ -79,7 +79,7 @@ impl<'a> Xreadgroup<'a> {
         let Some(after) = self.after else {
             let until = self.block.map(|b| Instant::now() + b);
             loop {
-                let handed = queue::wait_for(session, reader, until, |book| {
+                let handed = queue_reader::wait_for(session, reader, until, |book| {
                     let h = book.deliver(&self.consumer, count, self.no_ack, Instant::now());
                     (!h.entries.is_empty() || !h.dead.is_empty()).then_some(h)
                 });
