@@ -1,8 +1,9 @@
-//! The bookkeeping of one queue group, free of Kafka and sockets so it is
-//! unit-tested directly: the entries fetched and not yet handed out, the
-//! pending entries list (PEL) of Redis's consumer groups and the consumers,
-//! which the stream commands read and change; per partition what is
-//! outstanding and what to commit is in `book/partitions.rs`.
+//! The bookkeeping of one queue group, free of Kafka, threads and sockets
+//! so it is unit-tested directly: the entries fetched and not yet handed
+//! out, the pending entries list (PEL) of Redis's consumer groups and the
+//! consumers, which the stream commands read and change through
+//! `attached.rs`; per partition what is outstanding and what to commit is
+//! in `book/partitions.rs`. Its answers are named types, not tuples.
 
 mod partitions;
 
@@ -38,7 +39,19 @@ pub(crate) struct Pending {
 
 /// What a consumer did last.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ConsumerSeen {
+struct ConsumerSeen {
+    /// Its last command on the group.
+    seen: Instant,
+    /// Its last read or claim that got entries.
+    active: Option<Instant>,
+}
+
+/// A consumer as `XINFO CONSUMERS` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConsumerInfo {
+    pub name: Arc<str>,
+    /// Its entries pending.
+    pub pending: usize,
     /// Its last command on the group.
     pub seen: Instant,
     /// Its last read or claim that got entries.
@@ -86,9 +99,50 @@ impl Counts {
     }
 }
 
-/// `XPENDING`'s summary: the count, the lowest and highest pending ID, and
-/// entries per consumer.
-pub(crate) type Summary = (usize, Option<(EntryId, EntryId)>, Vec<(Arc<str>, usize)>);
+/// `XPENDING`'s summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PendingSummary {
+    /// Entries pending.
+    pub count: usize,
+    /// The lowest and highest pending ID; `None` when none is pending.
+    pub bounds: Option<IdBounds>,
+    /// Entries pending per consumer, by name.
+    pub per_consumer: Vec<ConsumerPending>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IdBounds {
+    pub lowest: EntryId,
+    pub highest: EntryId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConsumerPending {
+    pub consumer: Arc<str>,
+    pub pending: usize,
+}
+
+/// Which pending entries `XPENDING` lists one by one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PendingRange {
+    /// From `start` to `end`, both included.
+    pub start: EntryId,
+    pub end: EntryId,
+    /// At most this many.
+    pub count: usize,
+    /// Only this consumer's.
+    pub consumer: Option<String>,
+    /// Only entries idle at least this long.
+    pub min_idle: Option<Duration>,
+}
+
+/// What an `XAUTOCLAIM` did: the ID to continue from (`0-0` when the list
+/// is done) and what it handed out.
+#[derive(Debug, Default)]
+pub(crate) struct AutoClaimed {
+    pub next: EntryId,
+    pub handed: Handed,
+}
 
 /// One queue group's state.
 #[derive(Debug)]
@@ -106,8 +160,8 @@ pub(crate) struct Book {
     /// reads look for expired entries only from then on.
     next_expiry: Instant,
     /// The last entry a `>` read handed out, and how many it has.
-    pub last_delivered: Option<EntryId>,
-    pub entries_read: u64,
+    last_delivered: Option<EntryId>,
+    entries_read: u64,
     counts: Counts,
 }
 
@@ -367,7 +421,7 @@ impl Book {
         count: usize,
         options: ClaimOptions,
         now: Instant,
-    ) -> (EntryId, Handed) {
+    ) -> AutoClaimed {
         let name = self.touch(consumer, now);
         // Redis looks at ten times COUNT entries at most per call.
         let scan: Vec<EntryId> =
@@ -384,53 +438,74 @@ impl Book {
         if !handed.entries.is_empty() {
             self.active(&name, now);
         }
-        (next, handed)
+        AutoClaimed { next, handed }
     }
 
     /// `XPENDING key group`: the count, lowest and highest ID, and entries
     /// per consumer.
-    pub(crate) fn summary(&self) -> Summary {
+    pub(crate) fn summary(&self) -> PendingSummary {
         let bounds = self.pending.keys().next().copied().zip(self.pending.keys().next_back().copied());
         let mut per: BTreeMap<Arc<str>, usize> = BTreeMap::new();
         for p in self.pending.values() {
             *per.entry(p.consumer.clone()).or_default() += 1;
         }
-        (self.pending.len(), bounds, per.into_iter().collect())
+        PendingSummary {
+            count: self.pending.len(),
+            bounds: bounds.map(|(lowest, highest)| IdBounds { lowest, highest }),
+            per_consumer: per
+                .into_iter()
+                .map(|(consumer, pending)| ConsumerPending { consumer, pending })
+                .collect(),
+        }
     }
 
     /// `XPENDING key group [IDLE ms] start end count [consumer]`.
-    pub(crate) fn pending_range(
-        &self,
-        start: EntryId,
-        end: EntryId,
-        count: usize,
-        consumer: Option<&str>,
-        min_idle: Option<Duration>,
-    ) -> Vec<(EntryId, Pending)> {
-        if start > end {
+    pub(crate) fn pending_range(&self, range: &PendingRange) -> Vec<Pending> {
+        if range.start > range.end {
             return Vec::new();
         }
         let now = Instant::now();
         self.pending
-            .range(start..=end)
-            .filter(|(_, p)| consumer.is_none_or(|c| &*p.consumer == c))
-            .filter(|(_, p)| min_idle.is_none_or(|m| now.saturating_duration_since(p.delivered) >= m))
-            .take(count)
-            .map(|(id, p)| (*id, p.clone()))
+            .range(range.start..=range.end)
+            .map(|(_, p)| p)
+            .filter(|p| range.consumer.as_deref().is_none_or(|c| &*p.consumer == c))
+            .filter(|p| range.min_idle.is_none_or(|m| now.saturating_duration_since(p.delivered) >= m))
+            .take(range.count)
+            .cloned()
             .collect()
     }
 
     /// `XINFO CONSUMERS`: each consumer, its pending count and when it was
     /// last seen and active.
-    pub(crate) fn consumers(&self) -> Vec<(Arc<str>, usize, ConsumerSeen)> {
+    pub(crate) fn consumers(&self) -> Vec<ConsumerInfo> {
         let mut per: HashMap<&str, usize> = HashMap::new();
         for p in self.pending.values() {
             *per.entry(&p.consumer).or_default() += 1;
         }
         self.consumers
             .iter()
-            .map(|(name, seen)| (name.clone(), per.get(&**name).copied().unwrap_or(0), *seen))
+            .map(|(name, seen)| ConsumerInfo {
+                name: name.clone(),
+                pending: per.get(&**name).copied().unwrap_or(0),
+                seen: seen.seen,
+                active: seen.active,
+            })
             .collect()
+    }
+
+    /// How many consumers the group has.
+    pub(crate) fn consumer_count(&self) -> usize {
+        self.consumers.len()
+    }
+
+    /// The last entry a `>` read handed out.
+    pub(crate) fn last_delivered(&self) -> Option<EntryId> {
+        self.last_delivered
+    }
+
+    /// How many entries `>` reads handed out.
+    pub(crate) fn entries_read(&self) -> u64 {
+        self.entries_read
     }
 
     /// Counters of what the group did, for `/metrics`.
@@ -443,6 +518,11 @@ impl Book {
 #[cfg(test)]
 pub(super) mod test_support {
     use super::*;
+
+    /// Up to `count` pending entries from `start` to `end`, of anyone, idle or not.
+    pub(in crate::queue) fn range(start: EntryId, end: EntryId, count: usize) -> PendingRange {
+        PendingRange { start, end, count, consumer: None, min_idle: None }
+    }
 
     pub(in crate::queue) fn entry(partition: i32, offset: i64) -> Entry {
         Entry {
@@ -482,7 +562,7 @@ pub(super) mod test_support {
 
 #[cfg(test)]
 mod tests {
-    use super::test_support::{book, commits, entry, id, ids};
+    use super::test_support::{book, commits, entry, id, ids, range};
     use super::*;
 
     #[test]
@@ -522,8 +602,8 @@ mod tests {
         assert_eq!(ids(&b.history("a", id("1-0"), 10, now)), ["1-1"]);
         assert_eq!(ids(&b.history("b", EntryId::MIN, 1, now)), ["1-2"]);
         assert!(b.history("c", EntryId::MIN, 10, now).is_empty());
-        let p = b.pending_range(id("1-1"), id("1-1"), 1, None, None);
-        assert_eq!(p[0].1.deliveries, 3, "read, then read twice as history");
+        let p = b.pending_range(&range(id("1-1"), id("1-1"), 1));
+        assert_eq!(p[0].deliveries, 3, "read, then read twice as history");
     }
 
     #[test]
@@ -551,8 +631,8 @@ mod tests {
         let t1 = t0 + Duration::from_millis(1500);
         let h = b.deliver("b", 10, false, t1);
         assert_eq!(ids(&h.entries), ["0-0", "0-1"]);
-        let p = b.pending_range(EntryId::MIN, EntryId::MAX, 10, None, None);
-        assert!(p.iter().all(|(_, p)| &*p.consumer == "b" && p.deliveries == 2));
+        let p = b.pending_range(&range(EntryId::MIN, EntryId::MAX, 10));
+        assert!(p.iter().all(|p| &*p.consumer == "b" && p.deliveries == 2));
         // A third delivery would pass max_deliveries: dead-lettered instead.
         let h = b.deliver("c", 10, false, t1 + Duration::from_millis(1500));
         assert!(h.entries.is_empty());
@@ -583,21 +663,56 @@ mod tests {
         assert!(none.entries.is_empty());
         let got = b.claim("b", Duration::from_secs(5), &[id("0-0"), id("0-99")], ClaimOptions::default(), t1);
         assert_eq!(ids(&got.entries), ["0-0"]);
-        let (next, got) =
-            b.auto_claim("b", Duration::from_secs(5), id("0-1"), 2, ClaimOptions::default(), t1);
-        assert_eq!((next, ids(&got.entries)), (id("0-3"), vec!["0-1".into(), "0-2".into()]));
-        let (next, got) = b.auto_claim("b", Duration::ZERO, id("0-3"), 100, ClaimOptions::default(), t1);
-        assert_eq!((next, got.entries.len()), (EntryId::MIN, 27));
+        let got = b.auto_claim("b", Duration::from_secs(5), id("0-1"), 2, ClaimOptions::default(), t1);
+        assert_eq!((got.next, ids(&got.handed.entries)), (id("0-3"), vec!["0-1".into(), "0-2".into()]));
+        let got = b.auto_claim("b", Duration::ZERO, id("0-3"), 100, ClaimOptions::default(), t1);
+        assert_eq!((got.next, got.handed.entries.len()), (EntryId::MIN, 27));
         // 0-0 was delivered twice (read, XCLAIM); a third claim makes three,
         // and the next dead-letters it (and claims the following entry instead).
         b.auto_claim("c", Duration::ZERO, EntryId::MIN, 1, ClaimOptions::default(), t1);
-        let (_, got) = b.auto_claim("c", Duration::ZERO, EntryId::MIN, 1, ClaimOptions::default(), t1);
-        assert_eq!(ids(&got.dead), ["0-0"]);
-        let (count, bounds, per) = b.summary();
-        assert_eq!((count, bounds), (29, Some((id("0-1"), id("0-29")))));
+        let got = b.auto_claim("c", Duration::ZERO, EntryId::MIN, 1, ClaimOptions::default(), t1);
+        assert_eq!(ids(&got.handed.dead), ["0-0"]);
+        let summary = b.summary();
+        assert_eq!(summary.count, 29);
+        assert_eq!(summary.bounds, Some(IdBounds { lowest: id("0-1"), highest: id("0-29") }));
+        let per = |consumer: &str, pending| ConsumerPending { consumer: consumer.into(), pending };
+        assert_eq!(summary.per_consumer, [per("b", 28), per("c", 1)]);
+    }
+
+    #[test]
+    fn pending_entries_by_range_consumer_and_idle_time() {
+        let mut b = book(100, None, 0);
+        let t0 = Instant::now() - Duration::from_secs(60);
+        (0..4).for_each(|o| assert!(b.push(entry(0, o))));
+        b.deliver("a", 2, false, t0);
+        b.deliver("b", 2, false, Instant::now());
+        let listed = |b: &Book, r: &PendingRange| {
+            ids(&b.pending_range(r).iter().map(|p| p.entry.clone()).collect::<Vec<_>>())
+        };
+        assert_eq!(listed(&b, &range(EntryId::MIN, EntryId::MAX, 10)), ["0-0", "0-1", "0-2", "0-3"]);
+        assert_eq!(listed(&b, &range(id("0-1"), id("0-2"), 10)), ["0-1", "0-2"]);
+        assert_eq!(listed(&b, &range(EntryId::MIN, EntryId::MAX, 3)), ["0-0", "0-1", "0-2"]);
+        assert!(listed(&b, &range(id("0-2"), id("0-1"), 10)).is_empty());
+        let of_b = PendingRange { consumer: Some("b".into()), ..range(EntryId::MIN, EntryId::MAX, 10) };
+        assert_eq!(listed(&b, &of_b), ["0-2", "0-3"]);
+        let idle =
+            PendingRange { min_idle: Some(Duration::from_secs(30)), ..range(EntryId::MIN, EntryId::MAX, 10) };
+        assert_eq!(listed(&b, &idle), ["0-0", "0-1"]);
+    }
+
+    #[test]
+    fn consumers_and_what_the_group_read() {
+        let mut b = book(100, None, 0);
+        let now = Instant::now();
+        (0..3).for_each(|o| assert!(b.push(entry(0, o))));
+        assert!(b.create_consumer("idle", now));
+        assert!(!b.create_consumer("idle", now));
+        b.deliver("a", 3, false, now);
+        assert_eq!((b.consumer_count(), b.last_delivered(), b.entries_read()), (2, Some(id("0-2")), 3));
+        let info = b.consumers();
         assert_eq!(
-            per.iter().map(|(c, n)| (c.to_string(), *n)).collect::<Vec<_>>(),
-            [("b".into(), 28), ("c".into(), 1)]
+            info.iter().map(|c| (&*c.name, c.pending, c.active.is_some())).collect::<Vec<_>>(),
+            [("a", 3, true), ("idle", 0, false)]
         );
     }
 }

@@ -39,7 +39,7 @@ pub(crate) struct JoinWith<'a> {
 }
 
 /// What the group's thread, its librdkafka callbacks and its readers share.
-pub(crate) struct Shared {
+pub(super) struct Shared {
     pub(super) book: Mutex<Book>,
     /// Signalled when entries come or are acknowledged.
     pub(super) more: Condvar,
@@ -61,20 +61,20 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn book(&self) -> MutexGuard<'_, Book> {
+    pub(super) fn book(&self) -> MutexGuard<'_, Book> {
         self.book.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Why librdkafka gave the group's member up, if it did.
-    pub(crate) fn fatal(&self) -> Option<ConsumeError> {
+    pub(super) fn fatal(&self) -> Option<ConsumeError> {
         self.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
 /// One group's Kafka member and its book.
 pub(crate) struct QueueGroup {
-    pub(crate) key: QueueKey,
-    pub(crate) shared: Arc<Shared>,
+    pub(super) key: QueueKey,
+    pub(super) shared: Arc<Shared>,
     /// For what commands ask of the brokers (watermarks, commits): not
     /// through the member, whose connections carry its fetches.
     pub(super) side: GroupClient,
@@ -187,7 +187,7 @@ impl QueueGroup {
     /// (uncommitted) until stored. A dead letter the broker stores after
     /// the member's last commit (at a stop) is in the dead-letter topic and
     /// comes again from the stream too: at least once.
-    pub(crate) fn dead_letter(&self, entries: Vec<Arc<Entry>>) {
+    pub(super) fn dead_letter(&self, entries: Vec<Arc<Entry>>) {
         if !entries.is_empty() {
             // The thread ends only once this group (the sender) is gone.
             let _ = self.dead_letters.send(entries);
@@ -195,7 +195,7 @@ impl QueueGroup {
     }
 
     /// Waits on the book until `wake` or `timeout`; returns the book.
-    pub(crate) fn wait<'a>(&self, book: MutexGuard<'a, Book>, timeout: Duration) -> MutexGuard<'a, Book> {
+    pub(super) fn wait<'a>(&self, book: MutexGuard<'a, Book>, timeout: Duration) -> MutexGuard<'a, Book> {
         match self.shared.more.wait_timeout(book, timeout) {
             Ok((b, _)) => b,
             Err(e) => e.into_inner().0,
@@ -203,18 +203,18 @@ impl QueueGroup {
     }
 
     /// Wakes the readers waiting on the book (an acknowledgement made room).
-    pub(crate) fn notify(&self) {
+    pub(super) fn notify(&self) {
         self.shared.more.notify_all();
     }
 
     /// A reader took entries: the group's thread may fetch more.
-    pub(crate) fn taken(&self) {
+    pub(super) fn taken(&self) {
         self.shared.room.notify_one();
     }
 
     /// The topic's partitions and their low and high watermarks, within
     /// [`BROKER_WAIT`].
-    pub(crate) fn watermarks(&self) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
+    pub(super) fn watermarks(&self) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
         self.side.watermarks(BROKER_WAIT)
     }
 
@@ -223,7 +223,7 @@ impl QueueGroup {
     /// has not handed out), or past the group's commit where it fetched
     /// nothing; `None` when the brokers did not answer within
     /// [`BROKER_WAIT`].
-    pub(crate) fn lag(&self) -> Option<i64> {
+    pub(super) fn lag(&self) -> Option<i64> {
         let deadline = Instant::now() + BROKER_WAIT;
         let left = || deadline.saturating_duration_since(Instant::now());
         let marks = self.side.watermarks(left()).ok()?;
@@ -236,7 +236,7 @@ impl QueueGroup {
         let mut lag = 0;
         for (p, low, high) in marks {
             lag += match fetched.get(&p) {
-                Some(&(next, ready)) => (high - next).max(0) + ready as i64,
+                Some(f) => (high - f.next).max(0) + f.ready as i64,
                 None => match committed.get(&p).copied().flatten() {
                     Some(o) => (high - o).max(0),
                     None if self.start == StartOffset::Earliest => high - low,

@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use crate::kafka::ConsumeError;
 
-pub(crate) use attached::Attached;
-pub(crate) use book::{Book, ClaimOptions, Entry, EntryId};
+pub(crate) use attached::{Attached, Wait};
+pub(crate) use book::{AutoClaimed, ClaimOptions, Entry, EntryId, PendingRange};
 pub(crate) use group::{JoinWith, QueueGroup};
 pub(crate) use settings::{QueueSettings, RawQueue, KEYS};
 
@@ -130,15 +130,14 @@ impl Queues {
                 made
             }
         };
-        group.shared.attached.fetch_add(1, Ordering::SeqCst);
-        Ok(Attached { group })
+        // Counted under the registry's lock, under which an idle group leaves.
+        Ok(Attached::new(group))
     }
 
     fn attach_existing(&self, key: &QueueKey) -> Option<Attached> {
         let groups = self.lock();
         let group = groups.get(key)?.clone();
-        group.shared.attached.fetch_add(1, Ordering::SeqCst);
-        Some(Attached { group })
+        Some(Attached::new(group))
     }
 
     /// Stops every group: each commits what is acknowledged and leaves.

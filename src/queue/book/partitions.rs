@@ -5,6 +5,7 @@
 //! them out again). Rebalances move partitions in and out here.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use super::{Book, Entry, EntryId};
@@ -18,7 +19,7 @@ pub(super) struct Part {
     next: Option<i64>,
     /// Offsets acknowledged before this assignment (from the commit's
     /// metadata), not fetched yet: inclusive ranges, ascending.
-    acked_ahead: Vec<(i64, i64)>,
+    acked_ahead: Vec<RangeInclusive<i64>>,
     /// What Kafka last acknowledged as committed (offset and metadata).
     committed: Option<(i64, String)>,
     /// Revoked by an eager rebalance, which revokes every partition: kept
@@ -49,7 +50,10 @@ impl Part {
         // been fetched since (below that, `outstanding` tells).
         let fetched = self.next.unwrap_or(i64::MIN);
         ranges.extend(
-            self.acked_ahead.iter().filter(|&&(_, hi)| hi >= fetched).map(|&(lo, hi)| (lo.max(fetched), hi)),
+            self.acked_ahead
+                .iter()
+                .filter(|r| *r.end() >= fetched)
+                .map(|r| (*r.start().max(&fetched), *r.end())),
         );
         let mut out = String::new();
         for (lo, hi) in ranges {
@@ -67,8 +71,8 @@ impl Part {
 
     /// Whether `offset` was acknowledged before this assignment.
     fn acked_before(&mut self, offset: i64) -> bool {
-        self.acked_ahead.retain(|&(_, hi)| hi >= offset);
-        self.acked_ahead.first().is_some_and(|&(lo, _)| lo <= offset)
+        self.acked_ahead.retain(|r| *r.end() >= offset);
+        self.acked_ahead.first().is_some_and(|r| *r.start() <= offset)
     }
 }
 
@@ -78,16 +82,16 @@ const MAX_METADATA: usize = 4000;
 
 /// Parses commit metadata written by [`Part::metadata`]; anything else
 /// (another client's metadata) reads as no ranges.
-pub(crate) fn parse_metadata(text: &str) -> Vec<(i64, i64)> {
-    let mut ranges = Vec::new();
+pub(crate) fn parse_metadata(text: &str) -> Vec<RangeInclusive<i64>> {
+    let mut ranges: Vec<RangeInclusive<i64>> = Vec::new();
     for item in text.split(',').filter(|s| !s.is_empty()) {
         let range = match item.split_once('-') {
             Some((lo, hi)) => lo.parse().ok().zip(hi.parse().ok()),
             None => item.parse().ok().map(|o| (o, o)),
         };
         match range {
-            Some((lo, hi)) if lo <= hi && ranges.last().is_none_or(|&(_, last)| last < lo) => {
-                ranges.push((lo, hi))
+            Some((lo, hi)) if lo <= hi && ranges.last().is_none_or(|last| *last.end() < lo) => {
+                ranges.push(lo..=hi)
             }
             _ => return Vec::new(),
         }
@@ -98,7 +102,7 @@ pub(crate) fn parse_metadata(text: &str) -> Vec<(i64, i64)> {
 impl Book {
     /// A partition comes to this member; `acked` are the ranges the last
     /// commit says were acknowledged above its offset.
-    pub(crate) fn assign(&mut self, partition: i32, acked: Vec<(i64, i64)>) {
+    pub(crate) fn assign(&mut self, partition: i32, acked: Vec<RangeInclusive<i64>>) {
         self.revoke(partition);
         self.parts.insert(partition, Part { acked_ahead: acked, ..Part::default() });
     }
@@ -241,16 +245,27 @@ impl Book {
 
     /// Per partition that has fetched something: one past the highest
     /// offset fetched, and how many of its entries wait to be handed out.
-    pub(crate) fn fetched(&self) -> HashMap<i32, (i64, usize)> {
-        let mut fetched: HashMap<i32, (i64, usize)> =
-            self.parts.iter().filter_map(|(p, part)| Some((*p, (part.next?, 0)))).collect();
+    pub(crate) fn fetched(&self) -> HashMap<i32, Fetched> {
+        let mut fetched: HashMap<i32, Fetched> = self
+            .parts
+            .iter()
+            .filter_map(|(p, part)| Some((*p, Fetched { next: part.next?, ready: 0 })))
+            .collect();
         for e in &self.ready {
-            if let Some((_, ready)) = fetched.get_mut(&e.partition()) {
-                *ready += 1;
+            if let Some(f) = fetched.get_mut(&e.partition()) {
+                f.ready += 1;
             }
         }
         fetched
     }
+}
+
+/// What a partition has fetched: one past the highest offset, and how many
+/// of its entries wait to be handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fetched {
+    pub next: i64,
+    pub ready: usize,
 }
 
 /// One partition's commit: the offset below which every entry is
@@ -296,7 +311,7 @@ mod tests {
     #[test]
     fn a_restart_skips_what_the_metadata_says_was_acknowledged() {
         let ranges = parse_metadata("1,3-4,9");
-        assert_eq!(ranges, vec![(1, 1), (3, 4), (9, 9)]);
+        assert_eq!(ranges, vec![1..=1, 3..=4, 9..=9]);
         assert!(parse_metadata("3,1").is_empty(), "not ours");
         assert!(parse_metadata("x").is_empty());
         let mut b = book(100, None, 0);
@@ -305,7 +320,7 @@ mod tests {
         assert_eq!(pushed, [0, 2, 5, 6, 7, 8]);
         // Before anything is handed out, the ranges still ahead are kept.
         let mut b2 = book(100, None, 0);
-        b2.assign(0, vec![(5, 6)]);
+        b2.assign(0, vec![5..=6]);
         b2.push(entry(0, 2));
         assert_eq!(commits(&mut b2), vec![(0, 2, "5-6".to_string())]);
     }
@@ -329,7 +344,7 @@ mod tests {
     fn metadata_never_repeats_a_range() {
         let mut b = book(100, None, 0);
         let now = Instant::now();
-        b.assign(0, vec![(3, 4), (8, 9)]);
+        b.assign(0, vec![3..=4, 8..=9]);
         (0..4).for_each(|o| {
             b.push(entry(0, o));
         });

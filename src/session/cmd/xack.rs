@@ -28,15 +28,11 @@ impl<'a> Xack<'a> {
     }
 
     pub(crate) fn apply(self, session: &mut Session) -> Result<Frame, CommandError> {
-        let reader = queue_reader::reader(session)?;
-        if !reader.is_ours(self.key, self.group) {
+        let q = queue_reader::reader(session)?;
+        if !q.reader.is_ours(self.key, self.group) {
             return Ok(Frame::Integer(0));
         }
-        let acked = reader.attached.group.shared.book().ack(&self.ids);
-        if acked > 0 {
-            reader.attached.group.notify();
-        }
-        Ok(Frame::Integer(acked as i64))
+        Ok(Frame::Integer(q.reader.attached.ack(&self.ids) as i64))
     }
 }
 

@@ -4,9 +4,9 @@
 //! list is done), the entries (or IDs), and the IDs that went to the
 //! dead-letter topic instead (past `queue.max_deliveries`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::queue::{ClaimOptions, EntryId};
+use crate::queue::{AutoClaimed, ClaimOptions, EntryId};
 use crate::resp::Frame;
 use crate::session::cmd::bulk;
 use crate::session::queue_reader::{self, entries_frame, ids_frame};
@@ -54,25 +54,15 @@ impl<'a> Xautoclaim<'a> {
 
     pub(crate) fn apply(self, session: &mut Session) -> Result<Frame, CommandError> {
         let options = ClaimOptions { just_id: self.just_id, ..ClaimOptions::default() };
-        let reader = queue_reader::reader(session)?;
-        reader.check(self.key, self.group, None)?;
-        let group = reader.attached.group.clone();
-        let (next, handed) = group.shared.book().auto_claim(
-            &self.consumer,
-            self.min_idle,
-            self.start,
-            self.count,
-            options,
-            Instant::now(),
-        );
-        let claimed = match options.just_id {
+        let q = queue_reader::reader(session)?;
+        q.reader.check(self.key, self.group, None)?;
+        let AutoClaimed { next, handed } =
+            q.reader.attached.auto_claim(&self.consumer, self.min_idle, self.start, self.count, options);
+        let claimed = match self.just_id {
             true => ids_frame(handed.entries.iter().map(|e| e.id)),
             false => entries_frame(&handed.entries),
         };
         let dead = ids_frame(handed.dead.iter().map(|e| e.id));
-        if !handed.dead.is_empty() {
-            group.dead_letter(handed.dead);
-        }
         Ok(Frame::Array(vec![bulk(next.to_string()), claimed, dead]))
     }
 }

@@ -101,18 +101,13 @@ impl<'a> Xclaim<'a> {
             delivered: self.delivered.map(|d| d.instant(now)),
             deliveries: self.deliveries,
         };
-        let reader = queue_reader::reader(session)?;
-        reader.check(self.key, self.group, None)?;
-        let group = reader.attached.group.clone();
-        let handed = group.shared.book().claim(&self.consumer, self.min_idle, &self.ids, options, now);
-        let reply = match options.just_id {
-            true => ids_frame(handed.entries.iter().map(|e| e.id)),
-            false => entries_frame(&handed.entries),
-        };
-        if !handed.dead.is_empty() {
-            group.dead_letter(handed.dead);
-        }
-        Ok(reply)
+        let q = queue_reader::reader(session)?;
+        q.reader.check(self.key, self.group, None)?;
+        let claimed = q.reader.attached.claim(&self.consumer, self.min_idle, &self.ids, options, now);
+        Ok(match self.just_id {
+            true => ids_frame(claimed.iter().map(|e| e.id)),
+            false => entries_frame(&claimed),
+        })
     }
 }
 

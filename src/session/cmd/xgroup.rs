@@ -76,10 +76,9 @@ impl<'a> Xgroup<'a> {
         match self {
             Xgroup::Move { key, group, how } => position(session, key, group, how),
             Xgroup::CreateConsumer { key, group, consumer } => {
-                let reader = queue_reader::reader(session)?;
-                reader.check(key, group, None)?;
-                let created = reader.attached.group.shared.book().create_consumer(&consumer, Instant::now());
-                Ok(Frame::Integer(created as i64))
+                let q = queue_reader::reader(session)?;
+                q.reader.check(key, group, None)?;
+                Ok(Frame::Integer(q.reader.attached.create_consumer(&consumer) as i64))
             }
         }
     }

@@ -5,7 +5,6 @@
 
 use std::time::Instant;
 
-use crate::queue::EntryId;
 use crate::resp::Frame;
 use crate::session::cmd::bulk;
 use crate::session::error::shown_name;
@@ -58,67 +57,48 @@ impl<'a> Xinfo<'a> {
             Xinfo::Groups { key } | Xinfo::Stream { key } => (key, None),
             Xinfo::Consumers { key, group } => (key, Some(group)),
         };
-        let reader = queue_reader::reader(session)?;
-        reader.check(key, group.unwrap_or(reader.group.as_bytes()), None)?;
-        let qgroup = reader.attached.group.clone();
-        let group_name = reader.group.clone();
-        let client = &session.client;
-        let now = Instant::now();
+        let q = queue_reader::reader(session)?;
+        q.reader.check(key, group.unwrap_or(q.reader.group.as_bytes()), None)?;
+        let (attached, client) = (&q.reader.attached, q.client);
         let pair = |k: &str, v: Frame| (bulk(k), v);
         let nil = || queue_reader::nil(client);
         let reply = match self {
             Xinfo::Groups { .. } => {
-                // Asked of the brokers before the book's lock is taken.
-                let lag = qgroup.lag();
-                let book = qgroup.shared.book();
-                let last = book.last_delivered.unwrap_or(EntryId::MIN);
-                let info = client.map(vec![
-                    pair("name", bulk(&group_name)),
-                    pair("consumers", Frame::Integer(book.consumers().len() as i64)),
-                    pair("pending", Frame::Integer(book.pending_len() as i64)),
-                    pair("last-delivered-id", bulk(last.to_string())),
-                    pair("entries-read", Frame::Integer(book.entries_read as i64)),
-                    pair("lag", lag.map_or_else(nil, Frame::Integer)),
-                ]);
-                Frame::Array(vec![info])
+                let info = attached.group_info();
+                Frame::Array(vec![client.map(vec![
+                    pair("name", bulk(&q.reader.group)),
+                    pair("consumers", Frame::Integer(info.consumers as i64)),
+                    pair("pending", Frame::Integer(info.pending as i64)),
+                    pair("last-delivered-id", bulk(info.last_delivered.to_string())),
+                    pair("entries-read", Frame::Integer(info.entries_read as i64)),
+                    pair("lag", info.lag.map_or_else(nil, Frame::Integer)),
+                ])])
             }
             Xinfo::Consumers { .. } => {
-                let book = qgroup.shared.book();
+                let now = Instant::now();
                 let ms =
                     |since: Instant| Frame::Integer(now.saturating_duration_since(since).as_millis() as i64);
-                Frame::Array(
-                    book.consumers()
-                        .into_iter()
-                        .map(|(name, pending, seen)| {
-                            client.map(vec![
-                                pair("name", bulk(&*name)),
-                                pair("pending", Frame::Integer(pending as i64)),
-                                pair("idle", ms(seen.seen)),
-                                pair("inactive", seen.active.map_or(Frame::Integer(-1), ms)),
-                            ])
-                        })
-                        .collect(),
-                )
+                let consumers = attached.consumers().into_iter().map(|c| {
+                    client.map(vec![
+                        pair("name", bulk(&*c.name)),
+                        pair("pending", Frame::Integer(c.pending as i64)),
+                        pair("idle", ms(c.seen)),
+                        pair("inactive", c.active.map_or(Frame::Integer(-1), ms)),
+                    ])
+                });
+                Frame::Array(consumers.collect())
             }
             Xinfo::Stream { .. } => {
-                let marks = qgroup
-                    .watermarks()
+                let stream = attached
+                    .stream_info()
                     .map_err(|cause| CommandError::Kafka { what: "read the topic's offsets", cause })?;
-                let length: i64 = marks.iter().map(|(_, lo, hi)| hi - lo).sum();
-                let added: i64 = marks.iter().map(|(_, _, hi)| hi).sum();
-                let last = marks
-                    .iter()
-                    .filter(|(_, _, hi)| *hi > 0)
-                    .map(|(p, _, hi)| EntryId::of(*p, hi - 1))
-                    .max()
-                    .unwrap_or(EntryId::MIN);
                 client.map(vec![
-                    pair("length", Frame::Integer(length)),
+                    pair("length", Frame::Integer(stream.length)),
                     pair("radix-tree-keys", Frame::Integer(0)),
                     pair("radix-tree-nodes", Frame::Integer(0)),
-                    pair("last-generated-id", bulk(last.to_string())),
+                    pair("last-generated-id", bulk(stream.last_generated.to_string())),
                     pair("max-deleted-entry-id", bulk("0-0")),
-                    pair("entries-added", Frame::Integer(added)),
+                    pair("entries-added", Frame::Integer(stream.entries_added)),
                     pair("recorded-first-entry-id", bulk("0-0")),
                     pair("groups", Frame::Integer(1)),
                     pair("first-entry", nil()),

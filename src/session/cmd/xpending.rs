@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::queue::EntryId;
+use crate::queue::PendingRange;
 use crate::resp::Frame;
 use crate::session::cmd::bulk;
 use crate::session::queue_reader;
@@ -18,17 +18,7 @@ pub(crate) struct Xpending<'a> {
     key: &'a [u8],
     group: &'a [u8],
     /// `None`: the summary.
-    range: Option<Range>,
-}
-
-/// The pending entries asked for one by one.
-#[derive(Debug, PartialEq, Eq)]
-struct Range {
-    start: EntryId,
-    end: EntryId,
-    count: usize,
-    consumer: Option<String>,
-    min_idle: Option<Duration>,
+    range: Option<PendingRange>,
 }
 
 impl<'a> Xpending<'a> {
@@ -42,7 +32,7 @@ impl<'a> Xpending<'a> {
         };
         let range = match args.remaining() {
             0 if min_idle.is_none() => None,
-            3 | 4 => Some(Range {
+            3 | 4 => Some(PendingRange {
                 start: stream_bound(args.next_bytes()?, true)?,
                 end: stream_bound(args.next_bytes()?, false)?,
                 count: count(args.next_bytes()?)?,
@@ -58,44 +48,35 @@ impl<'a> Xpending<'a> {
     }
 
     pub(crate) fn apply(self, session: &mut Session) -> Result<Frame, CommandError> {
-        let nil = queue_reader::nil(&session.client);
-        let reader = queue_reader::reader(session)?;
-        reader.check(self.key, self.group, None)?;
-        let book = reader.attached.group.shared.book();
+        let q = queue_reader::reader(session)?;
+        q.reader.check(self.key, self.group, None)?;
         let Some(range) = self.range else {
-            let (count, bounds, per) = book.summary();
-            let Some((low, high)) = bounds else {
+            let summary = q.reader.attached.pending_summary();
+            let Some(bounds) = summary.bounds else {
+                let nil = queue_reader::nil(q.client);
                 return Ok(Frame::Array(vec![Frame::Integer(0), nil.clone(), nil.clone(), nil]));
             };
-            let per =
-                per.into_iter().map(|(c, n)| Frame::Array(vec![bulk(&*c), bulk(n.to_string())])).collect();
+            let per = summary
+                .per_consumer
+                .into_iter()
+                .map(|c| Frame::Array(vec![bulk(&*c.consumer), bulk(c.pending.to_string())]));
             return Ok(Frame::Array(vec![
-                Frame::Integer(count as i64),
-                bulk(low.to_string()),
-                bulk(high.to_string()),
-                Frame::Array(per),
+                Frame::Integer(summary.count as i64),
+                bulk(bounds.lowest.to_string()),
+                bulk(bounds.highest.to_string()),
+                Frame::Array(per.collect()),
             ]));
         };
         let now = Instant::now();
-        let rows = book.pending_range(
-            range.start,
-            range.end,
-            range.count,
-            range.consumer.as_deref(),
-            range.min_idle,
-        );
-        Ok(Frame::Array(
-            rows.into_iter()
-                .map(|(id, p)| {
-                    Frame::Array(vec![
-                        bulk(id.to_string()),
-                        bulk(&*p.consumer),
-                        Frame::Integer(now.saturating_duration_since(p.delivered).as_millis() as i64),
-                        Frame::Integer(p.deliveries as i64),
-                    ])
-                })
-                .collect(),
-        ))
+        let rows = q.reader.attached.pending(&range).into_iter().map(|p| {
+            Frame::Array(vec![
+                bulk(p.entry.id.to_string()),
+                bulk(&*p.consumer),
+                Frame::Integer(now.saturating_duration_since(p.delivered).as_millis() as i64),
+                Frame::Integer(p.deliveries as i64),
+            ])
+        });
+        Ok(Frame::Array(rows.collect()))
     }
 }
 
@@ -106,6 +87,7 @@ pub(crate) fn run(session: &mut Session, args: &[Vec<u8>]) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::EntryId;
     use crate::session::cmd::request;
 
     #[test]
@@ -115,11 +97,17 @@ mod tests {
         let range = |a: &[&str]| parse(a).map(|x| x.range.expect("a range"));
         assert_eq!(
             range(&["XPENDING", "t", "g", "-", "+", "10"]),
-            Ok(Range { start: EntryId::MIN, end: EntryId::MAX, count: 10, consumer: None, min_idle: None })
+            Ok(PendingRange {
+                start: EntryId::MIN,
+                end: EntryId::MAX,
+                count: 10,
+                consumer: None,
+                min_idle: None
+            })
         );
         assert_eq!(
             range(&["xpending", "t", "g", "idle", "50", "(0-1", "2", "3", "alice"]),
-            Ok(Range {
+            Ok(PendingRange {
                 start: EntryId::of(0, 2),
                 end: EntryId { ms: 2, seq: u64::MAX },
                 count: 3,

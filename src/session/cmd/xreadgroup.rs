@@ -4,10 +4,11 @@
 //! own pending entries after that ID. The first one makes a subscriber
 //! connection a queue consumer.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::auth::MAX_WAIT_MS;
 use crate::queue::EntryId;
+use crate::resp::Frame;
 use crate::session::queue_reader::{self, streams_frame};
 use crate::session::{CommandError, Reply, Session};
 
@@ -68,42 +69,15 @@ impl<'a> Xreadgroup<'a> {
         Ok(Xreadgroup { group, consumer, count, block, no_ack, stream: &streams[0], after })
     }
 
-    pub(crate) fn apply(self, session: &mut Session) -> Result<crate::resp::Frame, CommandError> {
-        let reader = queue_reader::reader(session)?;
-        reader.check(self.stream, self.group, Some("XREADGROUP"))?;
-        let topic = reader.topic.clone();
-        let group = reader.attached.group.clone();
+    pub(crate) fn apply(self, session: &mut Session) -> Result<Frame, CommandError> {
+        let q = queue_reader::reader(session)?;
+        q.reader.check(self.stream, self.group, Some("XREADGROUP"))?;
         let count = self.count.unwrap_or(DEFAULT_COUNT);
-        let session = &*session;
-        let crate::session::State::Queue(reader) = &session.state else { return Err(CommandError::NoAuth) };
-        let Some(after) = self.after else {
-            let until = self.block.map(|b| Instant::now() + b);
-            loop {
-                let handed = queue_reader::wait_for(session, reader, until, |book| {
-                    let h = book.deliver(&self.consumer, count, self.no_ack, Instant::now());
-                    (!h.entries.is_empty() || !h.dead.is_empty()).then_some(h)
-                });
-                let handed = handed.unwrap_or_default();
-                if !handed.entries.is_empty() {
-                    group.taken();
-                    if self.no_ack {
-                        group.notify();
-                    }
-                }
-                let only_dead = handed.entries.is_empty() && !handed.dead.is_empty();
-                if !handed.dead.is_empty() {
-                    group.dead_letter(handed.dead);
-                }
-                // What passed its deliveries went to the dead-letter topic:
-                // a blocking read waits on for entries.
-                if only_dead && until.is_some_and(|u| Instant::now() < u) {
-                    continue;
-                }
-                return Ok(streams_frame(&session.client, &topic, &handed.entries, true));
-            }
+        let entries = match self.after {
+            None => q.reader.attached.read_new(&self.consumer, count, self.no_ack, q.wait(self.block)),
+            Some(after) => q.reader.attached.read_pending(&self.consumer, after, count),
         };
-        let entries = group.shared.book().history(&self.consumer, after, count, Instant::now());
-        Ok(streams_frame(&session.client, &topic, &entries, false))
+        Ok(streams_frame(q.client, &q.reader.topic, &entries, self.after.is_none()))
     }
 }
 
