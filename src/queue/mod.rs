@@ -1,7 +1,8 @@
 //! Queue mode: Redis Streams consumer groups over Kafka. All queue
 //! consumers of one (cluster, group, topic) on this databus share one Kafka
-//! group member, a [`QueueGroup`], and its [`Book`] (the entries fetched
-//! and not yet handed out, the pending entries list, the consumers).
+//! group member, a [`QueueGroup`] (`group.rs`), and its book (`book.rs`:
+//! the entries fetched and not yet handed out, the pending entries list,
+//! the consumers).
 //! Consumers may outnumber partitions: they are names in the book, not
 //! Kafka members. Three threads serve a group: `queue-` polls Kafka into
 //! the book (`poller.rs`), `commit-` commits per partition the offset below
@@ -9,20 +10,22 @@
 //! entries past their deliveries to the dead-letter topic
 //! (`dead_letters.rs`). A connection reads, acknowledges and claims through
 //! its [`Attached`] (`attached.rs`); the stream commands themselves are in
-//! `session/cmd/x*.rs`.
+//! `session/cmd/x*.rs`. This file: the registry of this databus's groups
+//! ([`Queues`]), which attaches a connection to its group, making the
+//! group if it is the first.
 //!
 //! Why a thread per group, not polling from the readers: a thousand idle
 //! consumers then wait on one condition variable, and librdkafka is polled
 //! (its rebalances served, its poll interval kept) whether anyone reads.
 
-pub(crate) mod attached;
-pub(crate) mod book;
+mod attached;
+mod book;
 mod commits;
 mod dead_letters;
 mod entry;
 mod group;
 mod poller;
-pub(crate) mod settings;
+mod settings;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;

@@ -1,6 +1,8 @@
-//! One client connection: its state (not yet authenticated, publisher or
-//! subscriber), the dispatch table that says which commands each state
-//! accepts, and the loop that reads requests and writes replies in order.
+//! One client connection: its state (not yet authenticated, publisher,
+//! subscriber or queue reader), dispatch through the command table
+//! (`commands.rs`) that says which commands each state accepts and with
+//! how many arguments, and the loop that reads requests and writes replies
+//! in order.
 
 pub(crate) mod cmd;
 pub(crate) mod commands;

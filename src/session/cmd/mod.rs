@@ -1,8 +1,9 @@
 //! databus's commands, one file each in the shape of mini-redis's `cmd/`:
-//! a typed value parsed from the request's arguments (`parse`) and applied
-//! to the connection's session (`apply`). The table in `commands.rs` names
-//! each, says who may use it, and points at its `run`; adding a command is
-//! one file here and one line there.
+//! a typed value parsed from the request's arguments with the cursor of
+//! `parse.rs` (`parse`, unit-tested beside it) and applied to the
+//! connection's session (`apply`). The table in `commands.rs` names each,
+//! says who may use it and with how many arguments, and points at its
+//! `run`; adding a command is one file here and one line there.
 
 pub(crate) mod auth;
 pub(crate) mod client;
