@@ -4,15 +4,14 @@
 //! list is done), the entries (or IDs), and the IDs that went to the
 //! dead-letter topic instead (past `queue.max_deliveries`).
 
-use std::time::Duration;
-
 use crate::queue::{AutoClaimed, ClaimOptions, EntryId};
 use crate::resp::Frame;
 use crate::session::cmd::bulk;
 use crate::session::queue_reader::{self, entries_frame, ids_frame};
 use crate::session::{CommandError, Reply, Session};
 
-use super::parse::{count, millis, stream_bound, Args};
+use super::parse::{count, stream_bound, Args};
+use super::xclaim::Claimant;
 
 /// Redis's default COUNT, and its ceiling.
 const DEFAULT_COUNT: usize = 100;
@@ -20,10 +19,7 @@ const MAX_COUNT: usize = usize::MAX / 10 - 1;
 
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Xautoclaim<'a> {
-    key: &'a [u8],
-    group: &'a [u8],
-    consumer: String,
-    min_idle: Duration,
+    claimant: Claimant<'a>,
     start: EntryId,
     count: usize,
     just_id: bool,
@@ -32,11 +28,9 @@ pub(crate) struct Xautoclaim<'a> {
 impl<'a> Xautoclaim<'a> {
     pub(crate) fn parse(args: &'a [Vec<u8>]) -> Result<Xautoclaim<'a>, CommandError> {
         let mut args = Args::new("xautoclaim", args);
-        let (key, group, consumer) = (args.next_bytes()?, args.next_bytes()?, args.next_string()?);
-        let min_idle = Duration::from_millis(millis(args.next_bytes()?)?);
+        let claimant = Claimant::parse(&mut args)?;
         let start = stream_bound(args.next_bytes()?, true)?;
-        let mut x =
-            Xautoclaim { key, group, consumer, min_idle, start, count: DEFAULT_COUNT, just_id: false };
+        let mut x = Xautoclaim { claimant, start, count: DEFAULT_COUNT, just_id: false };
         while let Some(option) = args.next_word() {
             match option.as_slice() {
                 b"count" => {
@@ -55,9 +49,10 @@ impl<'a> Xautoclaim<'a> {
     pub(crate) fn apply(self, session: &mut Session) -> Result<Frame, CommandError> {
         let options = ClaimOptions { just_id: self.just_id, ..ClaimOptions::default() };
         let q = queue_reader::reader(session)?;
-        q.reader.check(self.key, self.group, None)?;
+        let Claimant { key, group, consumer, min_idle } = &self.claimant;
+        q.reader.check(key, group, None)?;
         let AutoClaimed { next, handed } =
-            q.reader.attached.auto_claim(&self.consumer, self.min_idle, self.start, self.count, options);
+            q.reader.attached.auto_claim(consumer, *min_idle, self.start, self.count, options);
         let claimed = match self.just_id {
             true => ids_frame(handed.entries.iter().map(|e| e.id)),
             false => entries_frame(&handed.entries),
@@ -75,12 +70,14 @@ pub(crate) fn run(session: &mut Session, args: &[Vec<u8>]) -> Reply {
 mod tests {
     use super::*;
     use crate::session::cmd::request;
+    use std::time::Duration;
 
     #[test]
     fn from_a_start_with_options() {
         let x = Xautoclaim::parse(request(&["XAUTOCLAIM", "t", "g", "c", "50", "(0-1"])).unwrap();
-        assert_eq!((x.key, x.group, x.consumer.as_str()), (&b"t"[..], &b"g"[..], "c"));
-        assert_eq!((x.min_idle, x.start), (Duration::from_millis(50), EntryId::of(0, 2)));
+        let claimant =
+            Claimant { key: b"t", group: b"g", consumer: "c".into(), min_idle: Duration::from_millis(50) };
+        assert_eq!((x.claimant, x.start), (claimant, EntryId::of(0, 2)));
         assert_eq!((x.count, x.just_id), (DEFAULT_COUNT, false));
         let x = Xautoclaim::parse(request(&["xautoclaim", "t", "g", "c", "0", "-", "JUSTID", "count", "7"]))
             .unwrap();

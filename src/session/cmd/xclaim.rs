@@ -15,12 +15,27 @@ use crate::session::{CommandError, Reply, Session};
 
 use super::parse::{count, millis, stream_id, Args};
 
+/// How XCLAIM and XAUTOCLAIM begin: the stream, the group, the consumer
+/// the entries are to go to, and how long they must have been idle.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Claimant<'a> {
+    pub key: &'a [u8],
+    pub group: &'a [u8],
+    pub consumer: String,
+    pub min_idle: Duration,
+}
+
+impl<'a> Claimant<'a> {
+    pub(crate) fn parse(args: &mut Args<'a>) -> Result<Claimant<'a>, CommandError> {
+        let (key, group, consumer) = (args.next_bytes()?, args.next_bytes()?, args.next_string()?);
+        let min_idle = Duration::from_millis(millis(args.next_bytes()?)?);
+        Ok(Claimant { key, group, consumer, min_idle })
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Xclaim<'a> {
-    key: &'a [u8],
-    group: &'a [u8],
-    consumer: String,
-    min_idle: Duration,
+    claimant: Claimant<'a>,
     ids: Vec<EntryId>,
     /// `IDLE` or `TIME`, the last one given.
     delivered: Option<Delivered>,
@@ -55,16 +70,14 @@ impl Delivered {
 impl<'a> Xclaim<'a> {
     pub(crate) fn parse(args: &'a [Vec<u8>]) -> Result<Xclaim<'a>, CommandError> {
         let mut args = Args::new("xclaim", args);
-        let (key, group, consumer) = (args.next_bytes()?, args.next_bytes()?, args.next_string()?);
-        let min_idle = Duration::from_millis(millis(args.next_bytes()?)?);
+        let claimant = Claimant::parse(&mut args)?;
         // The IDs, then the options.
         let mut ids = Vec::new();
         while let Some(id) = args.peek().and_then(|raw| stream_id(raw).ok()) {
             args.next_optional();
             ids.push(id);
         }
-        let mut x =
-            Xclaim { key, group, consumer, min_idle, ids, delivered: None, deliveries: None, just_id: false };
+        let mut x = Xclaim { claimant, ids, delivered: None, deliveries: None, just_id: false };
         x.options(&mut args).map_err(|e| match e {
             // Not an option: to Redis, what should have been the first ID.
             CommandError::Syntax if x.ids.is_empty() => CommandError::BadStreamId,
@@ -102,8 +115,9 @@ impl<'a> Xclaim<'a> {
             deliveries: self.deliveries,
         };
         let q = queue_reader::reader(session)?;
-        q.reader.check(self.key, self.group, None)?;
-        let claimed = q.reader.attached.claim(&self.consumer, self.min_idle, &self.ids, options, now);
+        let Claimant { key, group, consumer, min_idle } = &self.claimant;
+        q.reader.check(key, group, None)?;
+        let claimed = q.reader.attached.claim(consumer, *min_idle, &self.ids, options, now);
         Ok(match self.just_id {
             true => ids_frame(claimed.iter().map(|e| e.id)),
             false => entries_frame(&claimed),
@@ -123,11 +137,9 @@ mod tests {
     #[test]
     fn ids_then_options() {
         let x = Xclaim::parse(request(&["XCLAIM", "t", "g", "bob", "100", "0-1", "2"])).unwrap();
-        assert_eq!((x.key, x.group, x.consumer.as_str()), (&b"t"[..], &b"g"[..], "bob"));
-        assert_eq!(
-            (x.min_idle, x.ids.as_slice()),
-            (Duration::from_millis(100), &[EntryId::of(0, 1), EntryId::of(2, 0)][..])
-        );
+        let claimant =
+            Claimant { key: b"t", group: b"g", consumer: "bob".into(), min_idle: Duration::from_millis(100) };
+        assert_eq!((x.claimant, x.ids.as_slice()), (claimant, &[EntryId::of(0, 1), EntryId::of(2, 0)][..]));
         assert_eq!((x.delivered, x.deliveries, x.just_id), (None, None, false));
         let x = Xclaim::parse(request(&[
             "xclaim",
