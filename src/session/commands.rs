@@ -1,10 +1,11 @@
 //! databus's commands, one table: each command's name, arity, flags, who may
-//! use it, its one-line summary and how it runs (`cmd/`). The table drives
-//! dispatch (which command a request names, whether its sender may use it:
-//! `NOAUTH` before AUTH, "not allowed for role" after, and the command's
-//! `run`), the `COMMAND` replies and the metric labels. A command's arguments are still checked by the command
-//! itself, against the same arity: AUTH's wrong arity closes the
-//! connection, as any refused AUTH does, which a check made here would not.
+//! use it, what a refusal does, its one-line summary and how it runs
+//! (`cmd/`). The table drives dispatch (which command a request names,
+//! whether its sender may use it: `NOAUTH` before AUTH, "not allowed for
+//! role" after, "already authenticated" for AUTH again; whether it has
+//! enough arguments, by Redis's arity; and the command's `run`), the
+//! `COMMAND` replies and the metric labels. AUTH's refusals, a wrong
+//! arity included, close the connection: its `refusal_closes` says so.
 
 use crate::auth::Role;
 
@@ -21,6 +22,9 @@ pub(crate) type Run = fn(&mut Session, &[Vec<u8>]) -> Reply;
 pub(crate) enum Who {
     /// Anyone, authenticated or not.
     Anyone,
+    /// A connection not authenticated yet; after AUTH, "already
+    /// authenticated".
+    Unauthenticated,
     /// A connection authenticated with one of these roles.
     Roles(&'static [Role]),
 }
@@ -33,8 +37,24 @@ pub(crate) struct Spec {
     pub arity: i64,
     pub flags: &'static [&'static str],
     pub who: Who,
+    /// An error reply closes the connection after it is sent, counted as a
+    /// refused authentication (AUTH: a stranger gets one guess).
+    pub refusal_closes: bool,
     pub summary: &'static str,
     pub run: Run,
+}
+
+impl Spec {
+    /// Whether a request of `len` arguments (the name included) has the
+    /// arity the table gives; Redis's error if not.
+    pub(crate) fn check_arity(&self, len: usize) -> Result<(), CommandError> {
+        let len = len as i64;
+        match self.arity {
+            exact if exact >= 0 && len == exact => Ok(()),
+            at_least if at_least < 0 && len >= -at_least => Ok(()),
+            _ => Err(CommandError::WrongArgs(self.text)),
+        }
+    }
 }
 
 impl std::fmt::Debug for Spec {
@@ -54,7 +74,8 @@ pub(crate) const COMMANDS: &[Spec] = &[
         text: "auth",
         arity: -2,
         flags: NO_AUTH,
-        who: Who::Anyone,
+        who: Who::Unauthenticated,
+        refusal_closes: true,
         summary: "Authenticates: AUTH key:secret@group/topic=T&role=pub|sub",
         run: cmd::auth::run,
     },
@@ -63,6 +84,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         arity: -1,
         flags: NO_AUTH,
         who: Who::Anyone,
+        refusal_closes: false,
         summary: "Chooses protocol 2 or 3, optionally with AUTH and SETNAME",
         run: cmd::hello::run,
     },
@@ -71,6 +93,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         arity: -1,
         flags: NO_AUTH,
         who: Who::Anyone,
+        refusal_closes: false,
         summary: "Answers PONG, or echoes its argument",
         run: cmd::ping::run,
     },
@@ -79,6 +102,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         arity: -1,
         flags: NO_AUTH,
         who: Who::Anyone,
+        refusal_closes: false,
         summary: "Closes the connection",
         run: cmd::quit::run,
     },
@@ -87,6 +111,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         arity: 2,
         flags: NO_AUTH,
         who: Who::Anyone,
+        refusal_closes: false,
         summary: "Echoes its argument",
         run: cmd::echo::run,
     },
@@ -95,6 +120,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         arity: -2,
         flags: NO_AUTH,
         who: Who::Anyone,
+        refusal_closes: false,
         summary: "CLIENT SETINFO|SETNAME|GETNAME|ID|INFO, about this connection",
         run: cmd::client::run,
     },
@@ -103,6 +129,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         arity: 2,
         flags: NO_AUTH,
         who: Who::Anyone,
+        refusal_closes: false,
         summary: "Only database 0 exists",
         run: cmd::select::run,
     },
@@ -111,6 +138,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         arity: -1,
         flags: NO_AUTH,
         who: Who::Anyone,
+        refusal_closes: false,
         summary: "Describes these commands",
         run: cmd::command::run,
     },
@@ -119,6 +147,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         arity: -2,
         flags: NO_AUTH,
         who: Who::Anyone,
+        refusal_closes: false,
         summary: "CONFIG GET answers nothing: databus is configured by its file",
         run: cmd::config::run,
     },
@@ -127,6 +156,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         arity: -1,
         flags: NO_AUTH,
         who: Who::Anyone,
+        refusal_closes: false,
         summary: "The server section: databus and its version",
         run: cmd::info::run,
     },
@@ -135,6 +165,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         arity: 3,
         flags: &["write"],
         who: Who::Roles(PUB_OR_SUB),
+        refusal_closes: false,
         summary: "Publisher: produce key and value; subscriber: commit partition and offset",
         run: cmd::set::run,
     },
@@ -143,6 +174,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         arity: 4,
         flags: &["write"],
         who: Who::Roles(PUB),
+        refusal_closes: false,
         summary: "Publisher: produce key, metadata and value",
         run: cmd::hset::run,
     },
@@ -151,6 +183,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         arity: -1,
         flags: &["readonly"],
         who: Who::Roles(SUB),
+        refusal_closes: false,
         summary: "Subscriber: the next batch of messages, json (default) or pb",
         run: cmd::mget::run,
     },
@@ -159,6 +192,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         arity: -5,
         flags: &["write"],
         who: Who::Roles(PUB),
+        refusal_closes: false,
         summary: "Publisher: XADD topic * field value [...]: one record; key and value fields are its key and value, the rest headers; answers its ID partition-offset",
         run: cmd::xadd::run,
     },
@@ -167,6 +201,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         arity: -7,
         flags: &["write"],
         who: Who::Roles(SUB),
+        refusal_closes: false,
         summary: "Queue consumer: new entries (>) or the consumer's own pending ones; the first makes the connection a queue consumer",
         run: cmd::xreadgroup::run,
     },
@@ -175,6 +210,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         arity: -4,
         flags: &["write", "fast"],
         who: Who::Roles(SUB),
+        refusal_closes: false,
         summary: "Queue consumer: acknowledges pending entries; counts those that were pending",
         run: cmd::xack::run,
     },
@@ -183,6 +219,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         arity: -3,
         flags: &["readonly"],
         who: Who::Roles(SUB),
+        refusal_closes: false,
         summary: "Queue consumer: the group's pending entries, summary or per entry",
         run: cmd::xpending::run,
     },
@@ -191,6 +228,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         arity: -6,
         flags: &["write", "fast"],
         who: Who::Roles(SUB),
+        refusal_closes: false,
         summary: "Queue consumer: takes over idle pending entries",
         run: cmd::xclaim::run,
     },
@@ -199,6 +237,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         arity: -6,
         flags: &["write", "fast"],
         who: Who::Roles(SUB),
+        refusal_closes: false,
         summary: "Queue consumer: takes over idle pending entries from an ID on",
         run: cmd::xautoclaim::run,
     },
@@ -207,6 +246,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         arity: -2,
         flags: &["write"],
         who: Who::Roles(SUB),
+        refusal_closes: false,
         summary: "Queue consumer: CREATE and SETID (the granted group only, at 0 or $) and CREATECONSUMER",
         run: cmd::xgroup::run,
     },
@@ -215,6 +255,7 @@ pub(crate) const COMMANDS: &[Spec] = &[
         arity: -2,
         flags: &["readonly"],
         who: Who::Roles(SUB),
+        refusal_closes: false,
         summary: "Queue consumer: GROUPS, CONSUMERS and STREAM",
         run: cmd::xinfo::run,
     },
@@ -238,6 +279,8 @@ pub(crate) fn permit(name: &[u8], role: Option<Role>) -> Result<&'static Spec, C
     let spec = lookup(name);
     match (spec, role) {
         (Some(s), _) if s.who == Who::Anyone => Ok(s),
+        (Some(s), None) if s.who == Who::Unauthenticated => Ok(s),
+        (Some(s), Some(_)) if s.who == Who::Unauthenticated => Err(CommandError::AlreadyAuthenticated),
         (_, None) => Err(CommandError::NoAuth),
         (None, Some(_)) => Err(CommandError::UnknownCommand(shown_name(name))),
         (Some(s), Some(role)) => match s.who {
@@ -293,7 +336,25 @@ mod tests {
             name(permit(b"flushall", Some(Role::Sub))),
             Err(CommandError::UnknownCommand("flushall".into()))
         );
-        // AUTH again is the command's own business (already authenticated).
-        assert_eq!(name(permit(b"auth", Some(Role::Pub))), Ok("auth"));
+        // AUTH again: already authenticated.
+        assert_eq!(name(permit(b"auth", Some(Role::Pub))), Err(CommandError::AlreadyAuthenticated));
+        assert_eq!(name(permit(b"AUTH", Some(Role::Sub))), Err(CommandError::AlreadyAuthenticated));
+    }
+
+    #[test]
+    fn arity_is_redis_convention() {
+        let spec = |name: &str| lookup(name.as_bytes()).expect("in the table");
+        // Exact.
+        assert_eq!(spec("set").check_arity(3), Ok(()));
+        assert_eq!(spec("set").check_arity(2), Err(CommandError::WrongArgs("set")));
+        assert_eq!(spec("set").check_arity(4), Err(CommandError::WrongArgs("set")));
+        // At least.
+        assert_eq!(spec("xack").check_arity(3), Err(CommandError::WrongArgs("xack")));
+        assert_eq!(spec("xack").check_arity(4), Ok(()));
+        assert_eq!(spec("xack").check_arity(40), Ok(()));
+        assert_eq!(spec("ping").check_arity(1), Ok(()));
+        // Only AUTH's refusals close the connection.
+        let closing: Vec<&str> = COMMANDS.iter().filter(|c| c.refusal_closes).map(|c| c.text).collect();
+        assert_eq!(closing, ["auth"]);
     }
 }

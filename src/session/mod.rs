@@ -1,15 +1,16 @@
 //! One client connection's session: its state (not yet authenticated,
-//! publisher, subscriber or queue consumer) and the dispatch of each
-//! request through the command table (`commands.rs`) to its command
-//! (`cmd/`). The socket and the order of replies are `connection/`'s; the
-//! loop that joins them is `serve.rs`.
+//! publisher, subscriber or queue reader) and the dispatch of each request
+//! through the command table (`commands.rs`), which says which commands
+//! each state accepts and with how many arguments, to its command (`cmd/`).
+//! The socket and the order of replies are `connection/`'s; the loop that
+//! joins them is `serve.rs`.
 
 pub(crate) mod cmd;
 pub(crate) mod commands;
 pub(crate) mod connection;
 pub(crate) mod error;
 pub(crate) mod publisher;
-pub(crate) mod queue;
+pub(crate) mod queue_reader;
 pub(crate) mod registry;
 pub(crate) mod reply;
 mod serve;
@@ -59,8 +60,8 @@ enum State {
     Unauthenticated,
     Publisher(Publisher),
     Subscriber(Box<Subscriber>),
-    /// A subscriber that turned to queue mode (see [`queue`]).
-    Queue(Box<queue::QueueReader>),
+    /// A subscriber that turned to queue mode (see [`queue_reader`]).
+    Queue(Box<queue_reader::QueueReader>),
 }
 
 /// The command-level state of one connection, free of IO so it can be tested
@@ -147,6 +148,41 @@ impl Session {
         self.closing = true;
     }
 
+    /// AUTH proved who the client is: the connection takes its role's
+    /// `state`, and is counted under that role from now on.
+    fn authenticated(&mut self, state: State, seat: crate::limits::Seat) {
+        self.state = state;
+        if let Some(role) = self.role() {
+            self._open = self.ctx.metrics.connection(&role.to_string());
+        }
+        self.seat = Some(seat);
+    }
+
+    /// An authentication refused with the reply `code`: counted, and the
+    /// connection closes after the reply, so a stranger gets one guess.
+    fn auth_refused(&mut self, code: &str) {
+        self.ctx.metrics.refused(code);
+        self.close();
+    }
+
+    /// A `HELLO ... AUTH` refused with `code`: counted; the first of the
+    /// connection leaves it open (see `cmd/hello.rs`), any later one closes it.
+    fn hello_auth_refused(&mut self, code: &str) {
+        match self.hello_refused {
+            true => self.auth_refused(code),
+            false => {
+                self.ctx.metrics.refused(code);
+                self.hello_refused = true;
+            }
+        }
+    }
+
+    /// Whether a command waiting for entries should give up: the client
+    /// went away, or the server wants the connection to end.
+    fn should_stop(&self) -> bool {
+        self.interrupt.is_set() || self.hang_up.as_ref().is_some_and(HangUpWatch::hung_up)
+    }
+
     /// The bounds on the next request: tight until AUTH proves who the
     /// client is, then what its role can legitimately send.
     pub(crate) fn limits(&self) -> &Limits {
@@ -197,11 +233,23 @@ impl Session {
         }
     }
 
+    /// Runs the command `args` names if the table lets this connection
+    /// use it with that many arguments.
     fn dispatch(&mut self, args: &[Vec<u8>]) -> Reply {
-        match commands::permit(&args[0], self.role()) {
-            Ok(spec) => (spec.run)(self, args),
+        let spec = match commands::permit(&args[0], self.role()) {
+            Ok(spec) => spec,
+            Err(e) => return Reply::Now(e.to_frame()),
+        };
+        let reply = match spec.check_arity(args.len()) {
+            Ok(()) => (spec.run)(self, args),
             Err(e) => Reply::Now(e.to_frame()),
+        };
+        if let (true, Reply::Now(frame)) = (spec.refusal_closes, &reply) {
+            if let Some(code) = error_code(frame) {
+                self.auth_refused(code);
+            }
         }
+        reply
     }
 }
 
@@ -371,6 +419,42 @@ mod tests {
         let Frame::Error(text) = reply else { panic!() };
         assert!(text.starts_with("ERR invalid auth string: missing '@'"), "{text}");
         assert!(s.is_closing());
+    }
+
+    #[test]
+    fn the_table_checks_arity_and_a_refused_auth_closes() {
+        let (mut s, _) = session();
+        assert_eq!(cmd(&mut s, &[b"ECHO"]), err("ERR wrong number of arguments for 'echo' command"));
+        assert_eq!(cmd(&mut s, &[b"config"]), err("ERR wrong number of arguments for 'config' command"));
+        assert_eq!(
+            cmd(&mut s, &[b"config", b"get"]),
+            err("ERR wrong number of arguments for 'config|get' command")
+        );
+        assert!(!s.is_closing());
+        // AUTH's wrong arity is a refusal like any other: the connection closes.
+        assert_eq!(cmd(&mut s, &[b"AUTH"]), err("ERR wrong number of arguments for 'auth' command"));
+        assert!(s.is_closing());
+        let (mut s, _) = session();
+        assert_eq!(
+            cmd(&mut s, &[b"auth", b"a", b"b", b"c"]),
+            err("ERR wrong number of arguments for 'auth' command")
+        );
+        assert!(s.is_closing());
+        // Once authenticated, AUTH in any shape is "already", and closes nothing.
+        let (mut s, _) = session();
+        assert_eq!(cmd(&mut s, &[b"AUTH", b"default", b"k:s@g/topic=t&role=pub"]), Frame::ok());
+        assert_eq!(cmd(&mut s, &[b"AUTH"]), err("ERR already authenticated"));
+        assert_eq!(cmd(&mut s, &[b"HELLO", b"3", b"AUTH", b"u", b"p"]), err("ERR already authenticated"));
+        assert!(!s.is_closing());
+        assert_eq!(
+            cmd(&mut s, &[b"hset", b"k", b"{}"]),
+            err("ERR wrong number of arguments for 'hset' command")
+        );
+        assert_eq!(
+            cmd(&mut s, &[b"xadd", b"t", b"*"]),
+            err("ERR wrong number of arguments for 'xadd' command")
+        );
+        assert!(!s.is_closing());
     }
 
     #[test]

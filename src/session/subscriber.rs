@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use prost::Message;
 
-use crate::auth::parse_wait_ms;
 use crate::kafka::consumer::{GroupConsumer, InMessage, SubscriberSettings};
 use crate::kafka::ConsumeError;
 use crate::kafka::StartOffset;
@@ -31,7 +30,7 @@ pub(crate) enum Format {
 pub(crate) struct Subscriber {
     /// The connection's own group member; `None` once it turned to queue
     /// mode, or when it came while its group is consumed in queue mode on
-    /// this databus (see `session/queue.rs`).
+    /// this databus (see `queue_reader.rs`).
     pub consumer: Option<GroupConsumer>,
     /// The shared member queue mode would use.
     pub queue: QueueKey,
@@ -222,32 +221,6 @@ impl Subscriber {
 const REACHABLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Shortest time that metadata request is given, however little is left.
 const MIN_PROBE: Duration = Duration::from_millis(100);
-
-/// The encoding of an MGET, and its wait if the call names one.
-type MgetArgs = (Format, Option<Duration>);
-
-/// `MGET [pb|json|""] [BLOCK ms]`: the encoding, and the wait if the call
-/// names one.
-pub(crate) fn mget_args(args: &[Vec<u8>]) -> Result<MgetArgs, CommandError> {
-    let format = |f: &[u8]| match f.to_ascii_lowercase().as_slice() {
-        b"" | b"json" => Ok(Format::Json),
-        b"pb" => Ok(Format::Protobuf),
-        _ => Err(CommandError::BadFormat),
-    };
-    let block = |word: &[u8], ms: &[u8]| {
-        if !word.eq_ignore_ascii_case(b"block") {
-            return Err(CommandError::BadFormat);
-        }
-        parse_wait_ms(ms).map(Some).ok_or(CommandError::BadBlock)
-    };
-    match args {
-        [_] => Ok((Format::Json, None)),
-        [_, f] => Ok((format(f)?, None)),
-        [_, word, ms] => Ok((Format::Json, block(word, ms)?)),
-        [_, f, word, ms] => Ok((format(f)?, block(word, ms)?)),
-        _ => Err(CommandError::WrongArgs("mget")),
-    }
-}
 
 fn parse_non_negative<T: std::str::FromStr + Default + PartialOrd>(raw: &[u8]) -> Option<T> {
     let n: T = std::str::from_utf8(raw).ok()?.parse().ok()?;
@@ -454,31 +427,6 @@ mod tests {
             ("quote\"".to_string(), b"\"".to_vec()),
         ]);
         assert_eq!(pb.headers, expected);
-    }
-
-    #[test]
-    fn mget_arguments() {
-        let args = |a: &[&str]| -> Vec<Vec<u8>> { a.iter().map(|s| s.as_bytes().to_vec()).collect() };
-        let ms = |n| Some(Duration::from_millis(n));
-        let cases: &[(&[&str], Result<MgetArgs, CommandError>)] = &[
-            (&["mget"], Ok((Format::Json, None))),
-            (&["mget", ""], Ok((Format::Json, None))),
-            (&["mget", "JSON"], Ok((Format::Json, None))),
-            (&["mget", "pb"], Ok((Format::Protobuf, None))),
-            (&["mget", "block", "30000"], Ok((Format::Json, ms(30_000)))),
-            (&["mget", "pb", "BLOCK", "1"], Ok((Format::Protobuf, ms(1)))),
-            (&["mget", "", "block", "600000"], Ok((Format::Json, ms(600_000)))),
-            (&["mget", "xml"], Err(CommandError::BadFormat)),
-            (&["mget", "block"], Err(CommandError::BadFormat)),
-            (&["mget", "wait", "10"], Err(CommandError::BadFormat)),
-            (&["mget", "block", "0"], Err(CommandError::BadBlock)),
-            (&["mget", "block", "600001"], Err(CommandError::BadBlock)),
-            (&["mget", "pb", "block", "-1"], Err(CommandError::BadBlock)),
-            (&["mget", "pb", "block", "1", "x"], Err(CommandError::WrongArgs("mget"))),
-        ];
-        for (input, want) in cases {
-            assert_eq!(&mget_args(&args(input)), want, "{input:?}");
-        }
     }
 
     #[test]

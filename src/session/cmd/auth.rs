@@ -13,39 +13,27 @@ use crate::session::publisher::Publisher;
 use crate::session::subscriber::Subscriber;
 use crate::session::{CommandError, Reply, Session, State};
 
+use super::parse::Args;
+
 /// The AUTH string.
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Auth<'a>(&'a [u8]);
 
 impl<'a> Auth<'a> {
     pub(crate) fn parse(args: &'a [Vec<u8>]) -> Result<Auth<'a>, CommandError> {
-        match args {
-            [_, string] | [_, _, string] => Ok(Auth(string)),
-            _ => Err(CommandError::WrongArgs("auth")),
-        }
+        let mut args = Args::new("auth", args);
+        let first = args.next_bytes()?;
+        // With a username first: the string is the second.
+        let string = args.next_optional().unwrap_or(first);
+        args.finish()?;
+        Ok(Auth(string))
     }
 }
 
+/// The table says AUTH's refusals close the connection (`refusal_closes`)
+/// and lets only connections not yet authenticated use it.
 pub(crate) fn run(session: &mut Session, args: &[Vec<u8>]) -> Reply {
-    if session.is_authenticated() {
-        return Reply::Now(CommandError::AlreadyAuthenticated.to_frame());
-    }
-    let result = Auth::parse(args).and_then(|a| try_auth(session, a.0));
-    refused_closes(session, result).into()
-}
-
-/// Authenticates with `string`; a refusal closes the connection.
-pub(crate) fn auth(session: &mut Session, string: &[u8]) -> Result<Frame, CommandError> {
-    let result = try_auth(session, string);
-    refused_closes(session, result)
-}
-
-/// Counts a refusal and closes the connection after its reply.
-fn refused_closes(session: &mut Session, result: Result<Frame, CommandError>) -> Result<Frame, CommandError> {
-    if let Err(e) = &result {
-        session.ctx.metrics.refused(e.code());
-        session.close();
-    }
-    result
+    Auth::parse(args).and_then(|a| try_auth(session, a.0)).into()
 }
 
 /// Checks `string` against the grants and takes the role it asks for; the
@@ -75,7 +63,7 @@ pub(crate) fn try_auth(session: &mut Session, string: &[u8]) -> Result<Frame, Co
         CommandError::Limit(e)
     })?;
     let app = seat.app().clone();
-    session.state = match req.role {
+    let state = match req.role {
         Role::Pub => State::Publisher(Publisher {
             app,
             meter: Arc::new(session.ctx.metrics.publisher(&req.group, &grant.topic, &grant.cluster)),
@@ -150,8 +138,7 @@ pub(crate) fn try_auth(session: &mut Session, string: &[u8]) -> Result<Frame, Co
             State::Subscriber(Box::new(subscriber))
         }
     };
-    session._open = session.ctx.metrics.connection(&req.role.to_string());
-    session.seat = Some(seat);
+    session.authenticated(state, seat);
     log::info!(
         "auth ok for {}: key={} group={} topic={} role={} color={:?} cluster={cluster}",
         session.peer,
@@ -162,4 +149,19 @@ pub(crate) fn try_auth(session: &mut Session, string: &[u8]) -> Result<Frame, Co
         req.color
     );
     Ok(Frame::ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::cmd::args;
+
+    #[test]
+    fn the_string_with_or_without_a_username() {
+        let parse = |a: &[&str]| Auth::parse(&args(a)).map(|auth| auth.0.to_vec());
+        assert_eq!(parse(&["AUTH", "k:s@g/topic=t&role=pub"]), Ok(b"k:s@g/topic=t&role=pub".to_vec()));
+        assert_eq!(parse(&["auth", "default", "k:s@g"]), Ok(b"k:s@g".to_vec()));
+        assert_eq!(parse(&["AUTH"]), Err(CommandError::WrongArgs("auth")));
+        assert_eq!(parse(&["AUTH", "a", "b", "c"]), Err(CommandError::WrongArgs("auth")));
+    }
 }

@@ -6,7 +6,9 @@ use crate::session::setup::ClientInfo;
 use crate::session::{CommandError, Reply, Session};
 
 use super::bulk;
+use super::parse::Args;
 
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Client<'a> {
     Id,
     GetName,
@@ -17,9 +19,20 @@ pub(crate) enum Client<'a> {
 }
 
 /// What `CLIENT SETINFO` may set.
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum LibAttribute {
     Name,
     Version,
+}
+
+impl LibAttribute {
+    fn parse(raw: &[u8]) -> Result<LibAttribute, CommandError> {
+        match raw.to_ascii_lowercase().as_slice() {
+            b"lib-name" => Ok(LibAttribute::Name),
+            b"lib-ver" => Ok(LibAttribute::Version),
+            _ => Err(CommandError::UnknownSubcommand { command: "client setinfo", sub: shown_name(raw) }),
+        }
+    }
 }
 
 /// Names and library attributes: printable ASCII without spaces, as Redis
@@ -38,30 +51,23 @@ impl<'a> Client<'a> {
     }
 
     pub(crate) fn parse(args: &'a [Vec<u8>]) -> Result<Client<'a>, CommandError> {
-        let Some(sub) = args.get(1) else {
-            return Err(CommandError::WrongArgs("client"));
-        };
-        match (sub.to_ascii_lowercase().as_slice(), &args[2..]) {
-            (b"id", []) => Ok(Client::Id),
-            (b"getname", []) => Ok(Client::GetName),
-            (b"setname", [name]) => Client::set_name(name),
-            (b"setinfo", [attribute, value]) => {
-                printable(value)?;
-                let attribute = match attribute.to_ascii_lowercase().as_slice() {
-                    b"lib-name" => LibAttribute::Name,
-                    b"lib-ver" => LibAttribute::Version,
-                    _ => {
-                        return Err(CommandError::UnknownSubcommand {
-                            command: "client setinfo",
-                            sub: shown_name(attribute),
-                        })
-                    }
-                };
-                Ok(Client::SetInfo(attribute, value))
+        let mut args = Args::new("client", args);
+        let sub = args.next_bytes()?;
+        // Each form's arguments are counted before they are checked.
+        match sub.to_ascii_lowercase().as_slice() {
+            b"id" => args.finish().map(|()| Client::Id),
+            b"getname" => args.finish().map(|()| Client::GetName),
+            b"info" => args.finish().map(|()| Client::Info),
+            b"setname" => {
+                let name = args.next_bytes()?;
+                args.finish()?;
+                Client::set_name(name)
             }
-            (b"info", []) => Ok(Client::Info),
-            (b"id" | b"getname" | b"setname" | b"setinfo" | b"info", _) => {
-                Err(CommandError::WrongArgs("client"))
+            b"setinfo" => {
+                let (attribute, value) = (args.next_bytes()?, args.next_bytes()?);
+                args.finish()?;
+                printable(value)?;
+                Ok(Client::SetInfo(LibAttribute::parse(attribute)?, value))
             }
             _ => Err(CommandError::UnknownSubcommand { command: "client", sub: shown_name(sub) }),
         }
@@ -130,6 +136,14 @@ mod tests {
             Frame::error("ERR unknown subcommand 'kill' of 'client'")
         );
         assert_eq!(client(&["client", "id", "x"]), Err(CommandError::WrongArgs("client")));
+        assert_eq!(client(&["client", "setname", "a b", "c"]), Err(CommandError::WrongArgs("client")));
+        assert_eq!(client(&["client", "setinfo", "lib-name"]), Err(CommandError::WrongArgs("client")));
+        assert_eq!(client(&["client"]), Err(CommandError::WrongArgs("client")));
+        assert_eq!(
+            client(&["client", "setinfo", "lib-os", "x"]),
+            Err(CommandError::UnknownSubcommand { command: "client setinfo", sub: "lib-os".into() })
+        );
+        assert_eq!(client(&["client", "setinfo", "lib-os", "a b"]), Err(CommandError::ClientName));
         assert_eq!(client(&["client", "setname", ""]), Ok(Frame::ok()));
         assert_eq!(client(&["client", "getname"]), Ok(Frame::Null));
     }

@@ -8,7 +8,9 @@ use crate::session::setup::ClientInfo;
 use crate::session::{CommandError, Reply, Session};
 
 use super::bulk;
+use super::parse::Args;
 
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Command<'a> {
     All,
     Count,
@@ -20,15 +22,16 @@ pub(crate) enum Command<'a> {
 
 impl<'a> Command<'a> {
     pub(crate) fn parse(args: &'a [Vec<u8>]) -> Result<Command<'a>, CommandError> {
-        let Some(sub) = args.get(1) else {
+        let mut args = Args::new("command", args);
+        let Some(sub) = args.next_optional() else {
             return Ok(Command::All);
         };
-        let names = &args[2..];
         match sub.to_ascii_lowercase().as_slice() {
-            b"count" => Ok(Command::Count),
+            b"count" => args.naming("command|count").finish().map(|()| Command::Count),
+            // Redis's FILTERBY is not applied: every command is listed.
             b"list" => Ok(Command::List),
-            b"info" => Ok(Command::Info(names)),
-            b"docs" => Ok(Command::Docs(names)),
+            b"info" => Ok(Command::Info(args.rest())),
+            b"docs" => Ok(Command::Docs(args.rest())),
             _ => Err(CommandError::UnknownSubcommand { command: "command", sub: shown_name(sub) }),
         }
     }
@@ -102,5 +105,24 @@ mod tests {
         let Ok(Frame::Array(docs)) = command(&["COMMAND", "DOCS", "mget"]) else { panic!() };
         assert_eq!(docs[0], bulk("mget"));
         assert!(command(&["COMMAND", "GETKEYS"]).is_err());
+    }
+
+    #[test]
+    fn subcommands() {
+        let a = args(&["COMMAND", "INFO", "set", "mget"]);
+        assert_eq!(Command::parse(&a), Ok(Command::Info(&a[2..])));
+        let a = args(&["command", "docs"]);
+        assert_eq!(Command::parse(&a), Ok(Command::Docs(&[])));
+        assert_eq!(Command::parse(&args(&["COMMAND"])), Ok(Command::All));
+        assert_eq!(Command::parse(&args(&["COMMAND", "list", "FILTERBY", "x"])), Ok(Command::List));
+        assert_eq!(Command::parse(&args(&["COMMAND", "Count"])), Ok(Command::Count));
+        assert_eq!(
+            Command::parse(&args(&["COMMAND", "COUNT", "x"])),
+            Err(CommandError::WrongArgs("command|count"))
+        );
+        assert_eq!(
+            Command::parse(&args(&["COMMAND", "GETKEYS", "x"])),
+            Err(CommandError::UnknownSubcommand { command: "command", sub: "GETKEYS".into() })
+        );
     }
 }

@@ -5,17 +5,24 @@ use crate::session::error::shown_name;
 use crate::session::setup::ClientInfo;
 use crate::session::{CommandError, Reply, Session};
 
+use super::parse::Args;
+
 /// `CONFIG GET`, whatever the patterns.
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct ConfigGet;
 
 impl ConfigGet {
     pub(crate) fn parse(args: &[Vec<u8>]) -> Result<ConfigGet, CommandError> {
-        match args.get(1).map(|s| s.to_ascii_lowercase()) {
-            Some(sub) if sub == b"get" && args.len() > 2 => Ok(ConfigGet),
-            Some(sub) if sub == b"get" => Err(CommandError::WrongArgs("config|get")),
-            Some(_) => Err(CommandError::UnknownSubcommand { command: "config", sub: shown_name(&args[1]) }),
-            None => Err(CommandError::WrongArgs("config")),
+        let mut args = Args::new("config", args);
+        let sub = args.next_bytes()?;
+        if !sub.eq_ignore_ascii_case(b"get") {
+            return Err(CommandError::UnknownSubcommand { command: "config", sub: shown_name(sub) });
         }
+        // At least one pattern; whichever, nothing matches.
+        let mut patterns = args.naming("config|get");
+        patterns.next_bytes()?;
+        patterns.rest();
+        Ok(ConfigGet)
     }
 
     pub(crate) fn apply(self, info: &ClientInfo) -> Frame {
@@ -39,7 +46,12 @@ mod tests {
         assert_eq!(config(&["CONFIG", "GET", "*"], &info), Ok(Frame::Array(Vec::new())));
         info.protocol = 3;
         assert_eq!(config(&["config", "get", "maxmemory"], &info), Ok(Frame::Map(Vec::new())));
-        assert!(config(&["CONFIG", "SET", "a", "b"], &info).is_err());
         assert_eq!(config(&["CONFIG", "GET"], &info), Err(CommandError::WrongArgs("config|get")));
+        assert_eq!(config(&["CONFIG"], &info), Err(CommandError::WrongArgs("config")));
+        assert_eq!(ConfigGet::parse(&args(&["config", "Get", "a", "b"])), Ok(ConfigGet));
+        assert_eq!(
+            ConfigGet::parse(&args(&["CONFIG", "SET", "a", "b"])),
+            Err(CommandError::UnknownSubcommand { command: "config", sub: "SET".into() })
+        );
     }
 }

@@ -3,14 +3,17 @@
 use crate::resp::Frame;
 use crate::session::{CommandError, Reply, Session};
 
+use super::parse::Args;
+
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Echo<'a>(&'a [u8]);
 
 impl<'a> Echo<'a> {
     pub(crate) fn parse(args: &'a [Vec<u8>]) -> Result<Echo<'a>, CommandError> {
-        match args {
-            [_, message] => Ok(Echo(message)),
-            _ => Err(CommandError::WrongArgs("echo")),
-        }
+        let mut args = Args::new("echo", args);
+        let message = args.next_bytes()?;
+        args.finish()?;
+        Ok(Echo(message))
     }
 
     pub(crate) fn apply(self) -> Frame {
@@ -30,6 +33,7 @@ mod tests {
     #[test]
     fn echoes_one_argument() {
         assert_eq!(Echo::parse(&args(&["ECHO", "hi"])).map(Echo::apply), Ok(bulk("hi")));
-        assert_eq!(Echo::parse(&args(&["ECHO"])).err(), Some(CommandError::WrongArgs("echo")));
+        assert_eq!(Echo::parse(&args(&["ECHO"])), Err(CommandError::WrongArgs("echo")));
+        assert_eq!(Echo::parse(&args(&["ECHO", "a", "b"])), Err(CommandError::WrongArgs("echo")));
     }
 }

@@ -5,6 +5,7 @@ use crate::resp::Frame;
 use crate::session::{Reply, Session};
 
 use super::bulk;
+use super::parse::Args;
 
 pub(crate) struct Info {
     /// Lower case; empty for the default sections.
@@ -13,7 +14,8 @@ pub(crate) struct Info {
 
 impl Info {
     pub(crate) fn parse(args: &[Vec<u8>]) -> Info {
-        Info { sections: args[1..].iter().map(|s| s.to_ascii_lowercase()).collect() }
+        let mut args = Args::new("info", args);
+        Info { sections: std::iter::from_fn(|| args.next_word()).collect() }
     }
 
     fn wants(&self, name: &[u8]) -> bool {
@@ -54,5 +56,9 @@ mod tests {
         assert!(text.starts_with("# Server\r\nserver_name:databus\r\ndatabus_version:0.1.0\r\n"), "{text}");
         assert!(text.contains("loading:0"), "{text}");
         assert_eq!(Info::parse(&args(&["INFO", "keyspace"])).apply(), bulk(""));
+        assert_eq!(
+            Info::parse(&args(&["INFO", "Server", "ALL"])).sections,
+            [b"server".to_vec(), b"all".to_vec()]
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! databus's commands, one file each in the shape of mini-redis's `cmd/`:
-//! a typed value parsed from the request's arguments (`parse`) and applied
-//! to the connection's session (`apply`). The table in `commands.rs` names
-//! each, says who may use it, and points at its `run`; adding a command is
-//! one file here and one line there.
+//! a typed value parsed from the request's arguments with the cursor of
+//! `parse.rs` (`parse`, unit-tested beside it) and applied to the
+//! connection's session (`apply`). The table in `commands.rs` names each,
+//! says who may use it and with how many arguments, and points at its
+//! `run`; adding a command is one file here and one line there.
 
 pub(crate) mod auth;
 pub(crate) mod client;
@@ -13,6 +14,7 @@ pub(crate) mod hello;
 pub(crate) mod hset;
 pub(crate) mod info;
 pub(crate) mod mget;
+pub(crate) mod parse;
 pub(crate) mod ping;
 pub(crate) mod quit;
 pub(crate) mod select;
@@ -36,4 +38,11 @@ pub(crate) fn bulk(s: impl AsRef<[u8]>) -> Frame {
 #[cfg(test)]
 pub(crate) fn args(parts: &[&str]) -> Vec<Vec<u8>> {
     parts.iter().map(|p| p.as_bytes().to_vec()).collect()
+}
+
+/// A request that lives as long as the test run, so that what a command
+/// parses from it may borrow it.
+#[cfg(test)]
+pub(crate) fn request(parts: &[&str]) -> &'static [Vec<u8>] {
+    Box::leak(args(parts).into_boxed_slice())
 }

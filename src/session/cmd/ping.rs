@@ -1,17 +1,20 @@
 //! `PING [message]`.
 
 use crate::resp::Frame;
-use crate::session::{Reply, Session};
+use crate::session::{CommandError, Reply, Session};
+
+use super::parse::Args;
 
 /// `PONG`, or the message echoed.
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Ping<'a>(Option<&'a [u8]>);
 
 impl<'a> Ping<'a> {
-    pub(crate) fn parse(args: &'a [Vec<u8>]) -> Ping<'a> {
-        match args {
-            [_, message] => Ping(Some(message)),
-            _ => Ping(None),
-        }
+    pub(crate) fn parse(args: &'a [Vec<u8>]) -> Result<Ping<'a>, CommandError> {
+        let mut args = Args::new("ping", args);
+        let message = args.next_optional();
+        args.finish()?;
+        Ok(Ping(message))
     }
 
     pub(crate) fn apply(self) -> Frame {
@@ -23,5 +26,19 @@ impl<'a> Ping<'a> {
 }
 
 pub(crate) fn run(_: &mut Session, args: &[Vec<u8>]) -> Reply {
-    Reply::Now(Ping::parse(args).apply())
+    Ping::parse(args).map(Ping::apply).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::cmd::{args, bulk};
+
+    #[test]
+    fn pong_or_the_message() {
+        assert_eq!(Ping::parse(&args(&["PING"])).map(Ping::apply), Ok(Frame::Simple("PONG".into())));
+        assert_eq!(Ping::parse(&args(&["ping", "hi"])).map(Ping::apply), Ok(bulk("hi")));
+        // As Redis answers: one message at most.
+        assert_eq!(Ping::parse(&args(&["PING", "a", "b"])), Err(CommandError::WrongArgs("ping")));
+    }
 }

@@ -3,18 +3,17 @@
 use crate::resp::Frame;
 use crate::session::{CommandError, Reply, Session};
 
+use super::parse::Args;
+
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Select(i64);
 
 impl Select {
     pub(crate) fn parse(args: &[Vec<u8>]) -> Result<Select, CommandError> {
-        let [_, index] = args else {
-            return Err(CommandError::WrongArgs("select"));
-        };
-        std::str::from_utf8(index)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .map(Select)
-            .ok_or(CommandError::NotAnInteger)
+        let mut args = Args::new("select", args);
+        let index = args.next_integer(CommandError::NotAnInteger)?;
+        args.finish()?;
+        Ok(Select(index))
     }
 
     pub(crate) fn apply(self) -> Result<Frame, CommandError> {
@@ -41,5 +40,7 @@ mod tests {
         assert_eq!(select(&["SELECT", "1"]), Err(CommandError::DbIndex));
         assert_eq!(select(&["SELECT", "x"]), Err(CommandError::NotAnInteger));
         assert_eq!(select(&["SELECT"]), Err(CommandError::WrongArgs("select")));
+        assert_eq!(select(&["SELECT", "0", "1"]), Err(CommandError::WrongArgs("select")));
+        assert_eq!(Select::parse(&args(&["select", "-3"])), Ok(Select(-3)));
     }
 }

@@ -4,6 +4,9 @@
 use crate::resp::Frame;
 use crate::session::{CommandError, Reply, Session, State};
 
+use super::parse::Args;
+
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Set<'a> {
     /// The key, or the partition.
     first: &'a [u8],
@@ -13,10 +16,10 @@ pub(crate) struct Set<'a> {
 
 impl<'a> Set<'a> {
     pub(crate) fn parse(args: &'a [Vec<u8>]) -> Result<Set<'a>, CommandError> {
-        match args {
-            [_, first, second] => Ok(Set { first, second }),
-            _ => Err(CommandError::WrongArgs("set")),
-        }
+        let mut args = Args::new("set", args);
+        let (first, second) = (args.next_bytes()?, args.next_bytes()?);
+        args.finish()?;
+        Ok(Set { first, second })
     }
 
     pub(crate) fn apply(self, session: &mut Session) -> Reply {
@@ -43,5 +46,18 @@ pub(crate) fn run(session: &mut Session, args: &[Vec<u8>]) -> Reply {
     match Set::parse(args) {
         Ok(set) => set.apply(session),
         Err(e) => Reply::Now(e.to_frame()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::cmd::args;
+
+    #[test]
+    fn two_arguments() {
+        assert_eq!(Set::parse(&args(&["SET", "k", "v"])), Ok(Set { first: b"k", second: b"v" }));
+        assert_eq!(Set::parse(&args(&["set", "k"])), Err(CommandError::WrongArgs("set")));
+        assert_eq!(Set::parse(&args(&["set", "k", "v", "EX", "1"])), Err(CommandError::WrongArgs("set")));
     }
 }

@@ -9,6 +9,8 @@ use crate::queue::EntryId;
 use crate::resp::Frame;
 use crate::session::{CommandError, Reply, Session, State};
 
+use super::parse::Args;
+
 pub(crate) struct Xadd<'a> {
     stream: &'a [u8],
     key: Option<&'a [u8]>,
@@ -18,21 +20,22 @@ pub(crate) struct Xadd<'a> {
 
 impl<'a> Xadd<'a> {
     pub(crate) fn parse(args: &'a [Vec<u8>]) -> Result<Xadd<'a>, CommandError> {
-        let Some(stream) = args.get(1) else { return Err(CommandError::WrongArgs("xadd")) };
-        let mut at = 2;
-        while let Some(word) = args.get(at) {
+        let mut args = Args::new("xadd", args);
+        let stream = args.next_bytes()?;
+        while let Some(word) = args.peek() {
             match word.to_ascii_lowercase().as_slice() {
-                b"nomkstream" => at += 1,
+                b"nomkstream" => _ = args.next_optional(),
                 b"maxlen" | b"minid" | b"limit" => return Err(CommandError::Trim),
                 _ => break,
             }
         }
-        let pairs = args.get(at + 1..).unwrap_or_default();
+        let id = args.next_bytes()?;
+        let pairs = args.rest();
         if pairs.is_empty() || pairs.len() % 2 != 0 {
-            return Err(CommandError::WrongArgs("xadd"));
+            return Err(args.wrong_arity());
         }
-        if args[at] != b"*" {
-            return Err(match crate::queue::EntryId::parse(&args[at], 0) {
+        if id != b"*" {
+            return Err(match crate::queue::EntryId::parse(id, 0) {
                 Some(_) => CommandError::ExplicitId,
                 None => CommandError::BadStreamId,
             });
@@ -103,5 +106,9 @@ mod tests {
         assert_eq!(err(&["XADD", "t", "*", "a"]), Some(CommandError::WrongArgs("xadd")));
         assert_eq!(err(&["XADD", "t", "*"]), Some(CommandError::WrongArgs("xadd")));
         assert_eq!(err(&["XADD", "t", "*", "color", "red"]), Some(CommandError::ColorField));
+        assert_eq!(err(&["XADD", "t"]), Some(CommandError::WrongArgs("xadd")));
+        assert_eq!(err(&["XADD", "t", "nomkstream", "*"]), Some(CommandError::WrongArgs("xadd")));
+        let field = [b"XADD".to_vec(), b"t".to_vec(), b"*".to_vec(), b"\xff".to_vec(), b"v".to_vec()];
+        assert_eq!(Xadd::parse(&field).err(), Some(CommandError::FieldName));
     }
 }

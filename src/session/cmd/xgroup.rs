@@ -19,11 +19,73 @@ use crate::kafka::{GroupClient, StartOffset};
 use crate::queue::BROKER_WAIT;
 use crate::resp::Frame;
 use crate::session::error::shown_name;
-use crate::session::queue::{self, consumer_name};
+use crate::session::queue_reader;
 use crate::session::{CommandError, Reply, Session};
 
+use super::parse::{integer, Args};
+
+/// What a `CREATE` or `SETID` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Move {
+    /// A new group only.
+    Create(StartOffset),
+    SetId(StartOffset),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Xgroup<'a> {
+    /// `CREATE` or `SETID`.
+    Move {
+        key: &'a [u8],
+        group: &'a [u8],
+        how: Move,
+    },
+    CreateConsumer {
+        key: &'a [u8],
+        group: &'a [u8],
+        consumer: String,
+    },
+}
+
+impl<'a> Xgroup<'a> {
+    pub(crate) fn parse(args: &'a [Vec<u8>]) -> Result<Xgroup<'a>, CommandError> {
+        let mut args = Args::new("xgroup", args);
+        let sub = args.next_bytes()?;
+        match sub.to_ascii_lowercase().as_slice() {
+            word @ (b"create" | b"setid") => {
+                let create = word == b"create";
+                let (key, group, id) = (args.next_bytes()?, args.next_bytes()?, args.next_bytes()?);
+                check_options(&mut args, create)?;
+                let start = parse_start(id)?;
+                let how = if create { Move::Create(start) } else { Move::SetId(start) };
+                Ok(Xgroup::Move { key, group, how })
+            }
+            b"createconsumer" => {
+                let (key, group, consumer) = (args.next_bytes()?, args.next_bytes()?, args.next_string()?);
+                args.finish()?;
+                Ok(Xgroup::CreateConsumer { key, group, consumer })
+            }
+            b"destroy" | b"delconsumer" => Err(CommandError::Unsupported(
+                "databus keeps consumer groups as Kafka does: XGROUP DESTROY and DELCONSUMER are not supported",
+            )),
+            _ => Err(CommandError::UnknownSubcommand { command: "xgroup", sub: shown_name(sub) }),
+        }
+    }
+
+    pub(crate) fn apply(self, session: &mut Session) -> Result<Frame, CommandError> {
+        match self {
+            Xgroup::Move { key, group, how } => position(session, key, group, how),
+            Xgroup::CreateConsumer { key, group, consumer } => {
+                let q = queue_reader::reader(session)?;
+                q.reader.check(key, group, None)?;
+                Ok(Frame::Integer(q.reader.attached.create_consumer(&consumer) as i64))
+            }
+        }
+    }
+}
+
 pub(crate) fn run(session: &mut Session, args: &[Vec<u8>]) -> Reply {
-    apply(session, args).into()
+    Xgroup::parse(args).and_then(|x| x.apply(session)).into()
 }
 
 /// Where `CREATE` or `SETID` puts the group, as Redis spells it: `0` (or
@@ -36,54 +98,16 @@ fn parse_start(raw: &[u8]) -> Result<StartOffset, CommandError> {
     }
 }
 
-/// What a `CREATE` or `SETID` asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Move {
-    /// A new group only.
-    Create(StartOffset),
-    SetId(StartOffset),
-}
-
-fn apply(session: &mut Session, args: &[Vec<u8>]) -> Result<Frame, CommandError> {
-    let Some(sub) = args.get(1) else { return Err(CommandError::WrongArgs("xgroup")) };
-    match (sub.to_ascii_lowercase().as_slice(), &args[2..]) {
-        (b"create", [key, group, id, options @ ..]) => {
-            check_options(options, true)?;
-            position(session, key, group, Move::Create(parse_start(id)?))
-        }
-        (b"setid", [key, group, id, options @ ..]) => {
-            check_options(options, false)?;
-            position(session, key, group, Move::SetId(parse_start(id)?))
-        }
-        (b"createconsumer", [key, group, consumer]) => {
-            let reader = queue::reader(session)?;
-            reader.check(key, group, None)?;
-            let created =
-                reader.attached.group.shared.book().create_consumer(&consumer_name(consumer), Instant::now());
-            Ok(Frame::Integer(created as i64))
-        }
-        (b"create" | b"setid" | b"createconsumer", _) => Err(CommandError::WrongArgs("xgroup")),
-        (b"destroy" | b"delconsumer", _) => Err(CommandError::Unsupported(
-            "databus keeps consumer groups as Kafka does: XGROUP DESTROY and DELCONSUMER are not supported",
-        )),
-        _ => Err(CommandError::UnknownSubcommand { command: "xgroup", sub: shown_name(sub) }),
-    }
-}
-
 /// `MKSTREAM` (CREATE only; the topic exists, the grant says so) and
 /// `ENTRIESREAD n` (ignored: Kafka counts the lag itself).
-fn check_options(options: &[Vec<u8>], create: bool) -> Result<(), CommandError> {
-    let mut at = 0;
-    while at < options.len() {
-        let option = options[at].to_ascii_lowercase();
+fn check_options(args: &mut Args<'_>, create: bool) -> Result<(), CommandError> {
+    while let Some(option) = args.next_word() {
         match option.as_slice() {
-            b"mkstream" if create => at += 1,
-            b"entriesread" if at + 1 < options.len() => {
-                let n = std::str::from_utf8(&options[at + 1]).ok().and_then(|s| s.parse::<i64>().ok());
-                if n.is_none_or(|n| n < -1) {
+            b"mkstream" if create => {}
+            b"entriesread" => {
+                if integer::<i64>(args.option_value()?).is_none_or(|n| n < -1) {
                     return Err(CommandError::NotAnInteger);
                 }
-                at += 2;
             }
             _ => return Err(CommandError::Syntax),
         }
@@ -94,7 +118,7 @@ fn check_options(options: &[Vec<u8>], create: bool) -> Result<(), CommandError> 
 /// Checks the names, then commits the group's new start, if the group is
 /// new (CREATE) or idle (SETID).
 fn position(session: &mut Session, key: &[u8], group: &[u8], how: Move) -> Result<Frame, CommandError> {
-    let (key_of, granted) = queue::group_of(session, key, group)?;
+    let (key_of, granted) = queue_reader::group_of(session, key, group)?;
     let topic = key_of.topic.clone();
     // The group's member is up on this databus.
     if session.ctx.queues.has(&key_of) {
@@ -193,12 +217,49 @@ mod tests {
         assert_eq!(parse_start(b"0-0"), Ok(StartOffset::Earliest));
         assert_eq!(parse_start(b"$"), Ok(StartOffset::Latest));
         assert_eq!(parse_start(b"1-0"), Err(CommandError::GroupStart));
-        let args = |a: &[&str]| a.iter().map(|s| s.as_bytes().to_vec()).collect::<Vec<_>>();
-        assert_eq!(check_options(&args(&["MKSTREAM"]), true), Ok(()));
-        assert_eq!(check_options(&args(&["mkstream", "ENTRIESREAD", "5"]), true), Ok(()));
-        assert_eq!(check_options(&args(&["MKSTREAM"]), false), Err(CommandError::Syntax));
-        assert_eq!(check_options(&args(&["ENTRIESREAD"]), true), Err(CommandError::Syntax));
-        assert_eq!(check_options(&args(&["ENTRIESREAD", "x"]), true), Err(CommandError::NotAnInteger));
-        assert_eq!(check_options(&args(&["other"]), true), Err(CommandError::Syntax));
+        let parse = |a: &[&str]| Xgroup::parse(crate::session::cmd::request(a));
+        let moved = |how| Ok(Xgroup::Move { key: b"t", group: b"g", how });
+        assert_eq!(parse(&["XGROUP", "CREATE", "t", "g", "0"]), moved(Move::Create(StartOffset::Earliest)));
+        assert_eq!(
+            parse(&["xgroup", "create", "t", "g", "$", "MKSTREAM"]),
+            moved(Move::Create(StartOffset::Latest))
+        );
+        assert_eq!(
+            parse(&["XGROUP", "CREATE", "t", "g", "0", "mkstream", "ENTRIESREAD", "5"]),
+            moved(Move::Create(StartOffset::Earliest))
+        );
+        assert_eq!(
+            parse(&["XGROUP", "SETID", "t", "g", "$", "ENTRIESREAD", "-1"]),
+            moved(Move::SetId(StartOffset::Latest))
+        );
+        assert_eq!(parse(&["XGROUP", "SETID", "t", "g", "0", "MKSTREAM"]), Err(CommandError::Syntax));
+        assert_eq!(parse(&["XGROUP", "CREATE", "t", "g", "0", "ENTRIESREAD"]), Err(CommandError::Syntax));
+        assert_eq!(
+            parse(&["XGROUP", "CREATE", "t", "g", "0", "ENTRIESREAD", "x"]),
+            Err(CommandError::NotAnInteger)
+        );
+        assert_eq!(
+            parse(&["XGROUP", "CREATE", "t", "g", "0", "ENTRIESREAD", "-2"]),
+            Err(CommandError::NotAnInteger)
+        );
+        assert_eq!(parse(&["XGROUP", "CREATE", "t", "g", "0", "other"]), Err(CommandError::Syntax));
+        // The options are looked at before the start.
+        assert_eq!(parse(&["XGROUP", "CREATE", "t", "g", "5", "other"]), Err(CommandError::Syntax));
+        assert_eq!(parse(&["XGROUP", "CREATE", "t", "g", "5"]), Err(CommandError::GroupStart));
+        assert_eq!(parse(&["XGROUP", "CREATE", "t", "g"]), Err(CommandError::WrongArgs("xgroup")));
+        assert_eq!(
+            parse(&["XGROUP", "CREATECONSUMER", "t", "g", "c"]),
+            Ok(Xgroup::CreateConsumer { key: b"t", group: b"g", consumer: "c".into() })
+        );
+        assert_eq!(
+            parse(&["XGROUP", "CREATECONSUMER", "t", "g", "c", "d"]),
+            Err(CommandError::WrongArgs("xgroup"))
+        );
+        assert!(matches!(parse(&["XGROUP", "DESTROY"]), Err(CommandError::Unsupported(_))));
+        assert_eq!(
+            parse(&["XGROUP", "HELP"]),
+            Err(CommandError::UnknownSubcommand { command: "xgroup", sub: "HELP".into() })
+        );
+        assert_eq!(parse(&["XGROUP"]), Err(CommandError::WrongArgs("xgroup")));
     }
 }

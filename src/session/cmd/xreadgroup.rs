@@ -4,12 +4,15 @@
 //! own pending entries after that ID. The first one makes a subscriber
 //! connection a queue consumer.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::auth::MAX_WAIT_MS;
 use crate::queue::EntryId;
-use crate::session::queue::{self, consumer_name, parse_count, parse_id, parse_ms, streams_frame};
+use crate::resp::Frame;
+use crate::session::queue_reader::{self, streams_frame};
 use crate::session::{CommandError, Reply, Session};
+
+use super::parse::{self, millis, stream_id, Args};
 
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Xreadgroup<'a> {
@@ -25,34 +28,24 @@ pub(crate) struct Xreadgroup<'a> {
 
 impl<'a> Xreadgroup<'a> {
     pub(crate) fn parse(args: &'a [Vec<u8>]) -> Result<Xreadgroup<'a>, CommandError> {
-        let [_, word, group, consumer, rest @ ..] = args else {
-            return Err(CommandError::WrongArgs("xreadgroup"));
-        };
+        let mut args = Args::new("xreadgroup", args);
+        let (word, group, consumer) = (args.next_bytes()?, args.next_bytes()?, args.next_string()?);
         if !word.eq_ignore_ascii_case(b"group") {
             return Err(CommandError::Syntax);
         }
         let (mut count, mut block, mut no_ack) = (None, None, false);
-        let mut at = 0;
         let streams = loop {
-            let Some(option) = rest.get(at) else { return Err(CommandError::Syntax) };
-            let value = rest.get(at + 1);
-            match (option.to_ascii_lowercase().as_slice(), value) {
-                (b"count", Some(n)) => {
-                    count = Some(parse_count(n)?).filter(|&n| n > 0);
-                    at += 2;
-                }
-                (b"block", Some(ms)) => {
-                    let ms = parse_ms(ms)?;
+            let Some(option) = args.next_word() else { return Err(CommandError::Syntax) };
+            match option.as_slice() {
+                b"count" => count = Some(parse::count(args.option_value()?)?).filter(|&n| n > 0),
+                b"block" => {
+                    let ms = millis(args.option_value()?)?;
                     // BLOCK 0 waits "forever": as long as any wait may.
                     block =
                         Some(Duration::from_millis(if ms == 0 { MAX_WAIT_MS } else { ms.min(MAX_WAIT_MS) }));
-                    at += 2;
                 }
-                (b"noack", _) => {
-                    no_ack = true;
-                    at += 1;
-                }
-                (b"streams", _) => break &rest[at + 1..],
+                b"noack" => no_ack = true,
+                b"streams" => break args.rest(),
                 _ => return Err(CommandError::Syntax),
             }
         };
@@ -71,55 +64,20 @@ impl<'a> Xreadgroup<'a> {
         }
         let after = match streams[1].as_slice() {
             b">" => None,
-            id => Some(parse_id(id)?),
+            id => Some(stream_id(id)?),
         };
-        Ok(Xreadgroup {
-            group,
-            consumer: consumer_name(consumer),
-            count,
-            block,
-            no_ack,
-            stream: &streams[0],
-            after,
-        })
+        Ok(Xreadgroup { group, consumer, count, block, no_ack, stream: &streams[0], after })
     }
 
-    pub(crate) fn apply(self, session: &mut Session) -> Result<crate::resp::Frame, CommandError> {
-        let reader = queue::reader(session)?;
-        reader.check(self.stream, self.group, Some("XREADGROUP"))?;
-        let topic = reader.topic.clone();
-        let group = reader.attached.group.clone();
+    pub(crate) fn apply(self, session: &mut Session) -> Result<Frame, CommandError> {
+        let q = queue_reader::reader(session)?;
+        q.reader.check(self.stream, self.group, Some("XREADGROUP"))?;
         let count = self.count.unwrap_or(DEFAULT_COUNT);
-        let session = &*session;
-        let crate::session::State::Queue(reader) = &session.state else { return Err(CommandError::NoAuth) };
-        let Some(after) = self.after else {
-            let until = self.block.map(|b| Instant::now() + b);
-            loop {
-                let handed = queue::wait_for(session, reader, until, |book| {
-                    let h = book.deliver(&self.consumer, count, self.no_ack, Instant::now());
-                    (!h.entries.is_empty() || !h.dead.is_empty()).then_some(h)
-                });
-                let handed = handed.unwrap_or_default();
-                if !handed.entries.is_empty() {
-                    group.taken();
-                    if self.no_ack {
-                        group.notify();
-                    }
-                }
-                let only_dead = handed.entries.is_empty() && !handed.dead.is_empty();
-                if !handed.dead.is_empty() {
-                    group.dead_letter(handed.dead);
-                }
-                // What passed its deliveries went to the dead-letter topic:
-                // a blocking read waits on for entries.
-                if only_dead && until.is_some_and(|u| Instant::now() < u) {
-                    continue;
-                }
-                return Ok(streams_frame(&session.client, &topic, &handed.entries, true));
-            }
+        let entries = match self.after {
+            None => q.reader.attached.read_new(&self.consumer, count, self.no_ack, q.wait(self.block)),
+            Some(after) => q.reader.attached.read_pending(&self.consumer, after, count),
         };
-        let entries = group.shared.book().history(&self.consumer, after, count, Instant::now());
-        Ok(streams_frame(&session.client, &topic, &entries, false))
+        Ok(streams_frame(q.client, &q.reader.topic, &entries, self.after.is_none()))
     }
 }
 
@@ -179,5 +137,20 @@ mod tests {
             Some(CommandError::NoGroup { .. })
         ));
         assert_eq!(err(&["XREADGROUP", "GROUP", "g"]), Some(CommandError::WrongArgs("xreadgroup")));
+        assert_eq!(err(&["XREADGROUP", "GRUPPE", "g", "c", "STREAMS", "t", ">"]), Some(CommandError::Syntax));
+        assert_eq!(err(&["XREADGROUP", "GROUP", "g", "c", "COUNT"]), Some(CommandError::Syntax));
+        assert_eq!(
+            err(&["XREADGROUP", "GROUP", "g", "c", "COUNT", "x", "STREAMS", "t", ">"]),
+            Some(CommandError::NotAnInteger)
+        );
+        assert_eq!(
+            err(&["XREADGROUP", "GROUP", "g", "c", "bogus", "STREAMS", "t", ">"]),
+            Some(CommandError::Syntax)
+        );
+        let a =
+            args(&["XREADGROUP", "GROUP", "g", "c", "count", "0", "block", "700000", "streams", "t", "1-2"]);
+        let x = Xreadgroup::parse(&a).unwrap();
+        assert_eq!((x.count, x.block, x.no_ack), (None, Some(Duration::from_millis(MAX_WAIT_MS)), false));
+        assert_eq!(x.after, Some(EntryId::of(1, 2)));
     }
 }

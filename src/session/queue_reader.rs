@@ -1,23 +1,24 @@
-//! Queue mode on a subscriber connection: the first stream command
-//! (`XREADGROUP`, `XACK`, `XPENDING`, ...) turns it into a [`QueueReader`] of
-//! its group's shared member (`queue/`), leaving the Kafka member of its
-//! own; `MGET` or a commit first keep it classic. The reply shapes of
-//! entries live here, for every stream command.
+//! The queue reader role: the first stream command (`XREADGROUP`, `XACK`,
+//! `XPENDING`, ...) on a subscriber connection turns it into a
+//! [`QueueReader`] of its group's shared member (`queue/`), leaving the
+//! Kafka member of its own; `MGET` or a commit first keep it classic. Here
+//! too: the check that a command names the connection's own stream and
+//! group, and the reply shapes of entries, for every stream command.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::queue::{Attached, Entry, EntryId, JoinWith, QueueKey};
+use crate::queue::{Attached, Entry, EntryId, JoinWith, QueueKey, Wait};
 use crate::resp::Frame;
 
 use super::cmd::bulk;
-use super::connection::HangUpWatch;
 use super::error::CommandError;
 use super::setup::ClientInfo;
 use super::{Session, State};
 
 /// A subscriber connection in queue mode.
 pub(crate) struct QueueReader {
+    /// What the stream commands do to the group goes through it.
     pub attached: Attached,
     /// The auth group, the Redis group name.
     pub group: String,
@@ -53,9 +54,31 @@ fn shown(raw: &[u8]) -> String {
     super::error::shown_name(raw)
 }
 
+/// A connection in queue mode as a stream command sees it: its reader, its
+/// client (whose protocol shapes the reply), and whether to stop waiting.
+pub(crate) struct QueueSession<'s> {
+    pub reader: &'s QueueReader,
+    pub client: &'s ClientInfo,
+    session: &'s Session,
+}
+
+impl<'s> QueueSession<'s> {
+    /// How long a read may wait: `block` from now (`None`: not at all),
+    /// looking every tick whether the client left or the server wants the
+    /// connection to end.
+    pub(crate) fn wait(&self, block: Option<Duration>) -> Wait<impl Fn() -> bool + 's> {
+        let session = self.session;
+        Wait {
+            until: block.map(|b| Instant::now() + b),
+            tick: self.reader.tick,
+            stop: move || session.should_stop(),
+        }
+    }
+}
+
 /// The connection's queue reader, turning a subscriber that has not used
 /// `MGET` or a commit into one (it leaves its own group member first).
-pub(crate) fn reader(session: &mut Session) -> Result<&mut QueueReader, CommandError> {
+pub(crate) fn reader(session: &mut Session) -> Result<QueueSession<'_>, CommandError> {
     if let State::Subscriber(s) = &mut session.state {
         if s.classic {
             return Err(CommandError::ClassicOnly);
@@ -98,14 +121,15 @@ pub(crate) fn reader(session: &mut Session) -> Result<&mut QueueReader, CommandE
         }));
     }
     if let State::Queue(q) = &session.state {
-        if let Some(e) = q.attached.group.shared.fatal() {
+        if let Some(e) = q.attached.fatal() {
             // The group's member is gone: the client reconnects.
             session.close();
             return Err(CommandError::Consume(e));
         }
     }
-    match &mut session.state {
-        State::Queue(q) => Ok(q),
+    let session: &Session = session;
+    match &session.state {
+        State::Queue(reader) => Ok(QueueSession { reader, client: &session.client, session }),
         // The command table lets only subscribers through.
         _ => Err(CommandError::NoAuth),
     }
@@ -129,7 +153,7 @@ pub(crate) fn group_of(
     group: &[u8],
 ) -> Result<(QueueKey, String), CommandError> {
     let (queue_key, granted) = match &session.state {
-        State::Queue(q) => (q.attached.group.key.clone(), q.group.clone()),
+        State::Queue(q) => (q.attached.key().clone(), q.group.clone()),
         State::Subscriber(s) if s.classic => return Err(CommandError::ClassicOnly),
         State::Subscriber(s) => (s.queue.clone(), redis_group(&s.queue)),
         // The command table lets only subscribers through.
@@ -142,35 +166,6 @@ pub(crate) fn group_of(
         return Err(CommandError::OtherGroup { asked: shown(group), granted });
     }
     Ok((queue_key, granted))
-}
-
-/// Whether the client went away, or the server wants the connection to end.
-pub(crate) fn should_stop(session: &Session) -> bool {
-    session.interrupt.is_set() || session.hang_up.as_ref().is_some_and(HangUpWatch::hung_up)
-}
-
-/// Waits on the group's book until `take` hands something out, `until`
-/// passes, or the connection should stop; `take` runs under the book's lock.
-pub(crate) fn wait_for<T>(
-    session: &Session,
-    reader: &QueueReader,
-    until: Option<Instant>,
-    mut take: impl FnMut(&mut crate::queue::Book) -> Option<T>,
-) -> Option<T> {
-    let group = &reader.attached.group;
-    let mut book = group.shared.book();
-    loop {
-        if let Some(got) = take(&mut book) {
-            return Some(got);
-        }
-        let now = Instant::now();
-        let until = until.filter(|u| *u > now)?;
-        book = group.wait(book, (until - now).min(reader.tick));
-        if should_stop(session) {
-            drop(book);
-            return None;
-        }
-    }
 }
 
 /// An entry as stream commands reply with it: `[id, [field, value, ...]]`.
@@ -213,26 +208,6 @@ pub(crate) fn streams_frame(
     }
 }
 
-/// An ID argument; Redis's error for a malformed one.
-pub(crate) fn parse_id(raw: &[u8]) -> Result<EntryId, CommandError> {
-    EntryId::parse(raw, 0).ok_or(CommandError::BadStreamId)
-}
-
-/// Milliseconds (`min-idle-time`, `IDLE`, `BLOCK`): a non-negative integer.
-pub(crate) fn parse_ms(raw: &[u8]) -> Result<u64, CommandError> {
-    std::str::from_utf8(raw).ok().and_then(|s| s.parse::<u64>().ok()).ok_or(CommandError::BadTimeout)
-}
-
-/// A `COUNT`: a non-negative integer.
-pub(crate) fn parse_count(raw: &[u8]) -> Result<usize, CommandError> {
-    std::str::from_utf8(raw).ok().and_then(|s| s.parse::<usize>().ok()).ok_or(CommandError::NotAnInteger)
-}
-
-/// A consumer name, as the book keeps it.
-pub(crate) fn consumer_name(raw: &[u8]) -> String {
-    String::from_utf8_lossy(raw).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,7 +237,5 @@ mod tests {
             streams_frame(&client, "t", &[e], true),
             Frame::Map(vec![(bulk("t"), Frame::Array(vec![entry]))])
         );
-        assert_eq!(parse_id(b"x"), Err(CommandError::BadStreamId));
-        assert_eq!(parse_ms(b"-1"), Err(CommandError::BadTimeout));
     }
 }
