@@ -118,11 +118,7 @@ impl Session {
     /// anything else that the request was too long. Counted like a command.
     fn oversized(&self, o: &Oversized) -> Frame {
         let name = o.command.as_deref().unwrap_or_default();
-        let value_at = match name.to_ascii_lowercase().as_slice() {
-            b"set" => Some(2),
-            b"hset" => Some(3),
-            _ => None,
-        };
+        let value_at = commands::lookup(name).and_then(|spec| spec.value_at);
         let error = match (&self.state, value_at) {
             (State::Publisher(p), Some(at)) if at == o.index && o.len > p.max_value_size as u64 => {
                 CommandError::ValueTooLarge { len: o.len, max: p.max_value_size as u64 }
