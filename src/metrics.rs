@@ -1,8 +1,9 @@
 //! The numbers an operator scrapes from the admin port (`GET /metrics`):
 //! Prometheus collectors in one registry per server, encoded by the
-//! `prometheus` crate. Every label value is bounded: groups and topics come
-//! from grants (so only from clients that passed AUTH), clusters from the
-//! config, commands and results from fixed lists, partitions from Kafka.
+//! `prometheus` crate. Every label value is bounded: apps, groups and topics
+//! come from grants (so only from clients that passed AUTH, or named an app
+//! the store holds), clusters from the config, commands and results from
+//! fixed lists, partitions from Kafka.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -70,12 +71,12 @@ impl Metrics {
             connections: gauges(
                 "databus_connections",
                 "Open client connections by role (unauthenticated, pub, sub).",
-                &["role"],
+                &["role", "app"],
             ),
             refused: counters(
                 "databus_connections_refused_total",
                 "Connections refused: max_clients, or AUTH failures by reply code.",
-                &["reason"],
+                &["reason", "app"],
             ),
             commands: counters(
                 "databus_commands_total",
@@ -95,22 +96,22 @@ impl Metrics {
             published_records: counters(
                 "databus_published_records_total",
                 "Records acknowledged by Kafka.",
-                &["group", "topic"],
+                &["app", "group", "topic"],
             ),
             published_bytes: counters(
                 "databus_published_bytes_total",
                 "Value bytes of the records acknowledged by Kafka.",
-                &["group", "topic"],
+                &["app", "group", "topic"],
             ),
             delivered_records: counters(
                 "databus_delivered_records_total",
                 "Records handed to subscribers by MGET.",
-                &["group", "topic"],
+                &["app", "group", "topic"],
             ),
             delivered_bytes: counters(
                 "databus_delivered_bytes_total",
                 "Value bytes of the records handed to subscribers.",
-                &["group", "topic"],
+                &["app", "group", "topic"],
             ),
             commits: counters(
                 "databus_commits_total",
@@ -206,8 +207,9 @@ impl Metrics {
     }
 
     /// Counts an open connection in `role` until the guard is dropped.
-    pub(crate) fn connection(&self, role: &str) -> OpenConnection {
-        let gauge = self.connections.with_label_values(&[role]);
+    /// (`app`: the app key once authenticated, empty before.)
+    pub(crate) fn connection(&self, role: &str, app: &str) -> OpenConnection {
+        let gauge = self.connections.with_label_values(&[role, app]);
         gauge.inc();
         OpenConnection(gauge)
     }
@@ -223,8 +225,10 @@ impl Metrics {
     }
 
     /// A connection refused: `max_clients`, or the code of a failed AUTH.
-    pub(crate) fn refused(&self, reason: &str) {
-        self.refused.with_label_values(&[reason]).inc();
+    /// `app` is the app key the client named if the store knows it, else
+    /// empty (so a stranger cannot grow the labels).
+    pub(crate) fn refused(&self, reason: &str, app: &str) {
+        self.refused.with_label_values(&[reason, app]).inc();
     }
 
     /// A command answered with `error_code` (`None` for success), under
@@ -234,21 +238,27 @@ impl Metrics {
         self.commands.with_label_values(&[label, error_code.unwrap_or("ok")]).inc();
     }
 
-    /// The counters of a publisher of `group` on `topic` in `cluster`.
-    pub(crate) fn publisher(self: &Arc<Self>, group: &str, topic: &str, cluster: &str) -> PublishMeter {
+    /// The counters of a publisher of `app` and `group` on `topic` in `cluster`.
+    pub(crate) fn publisher(
+        self: &Arc<Self>,
+        app: &str,
+        group: &str,
+        topic: &str,
+        cluster: &str,
+    ) -> PublishMeter {
         PublishMeter {
             metrics: self.clone(),
-            records: self.published_records.with_label_values(&[group, topic]),
-            bytes: self.published_bytes.with_label_values(&[group, topic]),
+            records: self.published_records.with_label_values(&[app, group, topic]),
+            bytes: self.published_bytes.with_label_values(&[app, group, topic]),
             cluster: cluster.to_owned(),
         }
     }
 
-    /// The counters of a subscriber of consumer group `group` on `topic`.
-    pub(crate) fn subscriber(&self, group: &str, topic: &str) -> SubscribeMeter {
+    /// The counters of a subscriber of `app` in consumer group `group` on `topic`.
+    pub(crate) fn subscriber(&self, app: &str, group: &str, topic: &str) -> SubscribeMeter {
         SubscribeMeter {
-            records: self.delivered_records.with_label_values(&[group, topic]),
-            bytes: self.delivered_bytes.with_label_values(&[group, topic]),
+            records: self.delivered_records.with_label_values(&[app, group, topic]),
+            bytes: self.delivered_bytes.with_label_values(&[app, group, topic]),
             commits_ok: self.commits.with_label_values(&[group, topic, "ok"]),
             commits_failed: self.commits.with_label_values(&[group, topic, "error"]),
             mget_wait: self.mget_wait_seconds.clone(),
@@ -447,29 +457,29 @@ mod tests {
     #[test]
     fn counts_and_bounded_labels() {
         let m = Arc::new(Metrics::new());
-        let open = m.connection("pub");
+        let open = m.connection("pub", "k");
         let label = crate::session::commands::label;
         m.command(label(b"SET"), None);
         m.command(label(b"SET"), Some("TRYAGAIN"));
         m.command(label(b"flushall"), Some("ERR"));
         m.command(label(b"something-else"), Some("ERR"));
-        let meter = m.publisher("g", "t", "c1");
+        let meter = m.publisher("k", "g", "t", "c1");
         meter.finish(Instant::now(), 5, None);
         meter.finish(Instant::now(), 5, Some("closed"));
         let text = m.render();
         assert_eq!(
-            line(&text, "databus_connections{role=\"pub\"}"),
-            Some("databus_connections{role=\"pub\"} 1")
+            line(&text, "databus_connections{app=\"k\",role=\"pub\"}"),
+            Some("databus_connections{app=\"k\",role=\"pub\"} 1")
         );
         assert!(text.contains("databus_commands_total{command=\"set\",result=\"ok\"} 1"), "{text}");
         assert!(text.contains("databus_commands_total{command=\"set\",result=\"TRYAGAIN\"} 1"));
         assert!(text.contains("databus_commands_total{command=\"other\",result=\"ERR\"} 2"));
-        assert!(text.contains("databus_published_records_total{group=\"g\",topic=\"t\"} 1"));
-        assert!(text.contains("databus_published_bytes_total{group=\"g\",topic=\"t\"} 5"));
+        assert!(text.contains("databus_published_records_total{app=\"k\",group=\"g\",topic=\"t\"} 1"));
+        assert!(text.contains("databus_published_bytes_total{app=\"k\",group=\"g\",topic=\"t\"} 5"));
         assert!(text.contains("databus_produce_errors_total{cause=\"closed\",cluster=\"c1\"} 1"));
         assert!(text.contains("databus_publish_duration_seconds_count 2"));
         drop(open);
-        assert!(m.render().contains("databus_connections{role=\"pub\"} 0"));
+        assert!(m.render().contains("databus_connections{app=\"k\",role=\"pub\"} 0"));
     }
 
     #[test]

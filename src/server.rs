@@ -327,7 +327,7 @@ fn accept_loop(
         let Some(registration) = connections.add(&stream, settings.max_clients) else {
             let mut reply = Vec::new();
             CommandError::MaxClients.to_frame().encode(&mut reply);
-            ctx.metrics.refused("max_clients");
+            ctx.metrics.refused("max_clients", "");
             let _ = stream.write_all(&reply);
             continue;
         };

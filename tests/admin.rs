@@ -165,6 +165,7 @@ fn metrics_move_by_exactly_the_traffic_sent() {
     let a = Admin::start("admin_metrics", 2, &broker_list(), "");
     let (g, t) = (a.group.clone(), a.topic.clone());
     let gt = format!("group=\"{g}\",topic=\"{t}\"");
+    let agt = format!("app=\"app_key1\",{gt}");
     let before = scrape(&python, &a.url);
 
     // Publish: 5 SETs and 1 HSET, one SET with too few arguments, one unknown command.
@@ -191,6 +192,9 @@ fn metrics_move_by_exactly_the_traffic_sent() {
     let mut other = Client::connect(a.daemon.addr);
     let no_topic = a.auth("pub", "").replace(&format!("topic={t}"), "topic=not_granted");
     assert!(matches!(other.call(&["AUTH", &no_topic]), Frame::Error(e) if e.starts_with("NOPERM")));
+    let mut unknown = Client::connect(a.daemon.addr);
+    let unknown_key = a.auth("pub", "").replace("app_key1", "no_such_app");
+    assert!(matches!(unknown.call(&["AUTH", &unknown_key]), Frame::Error(e) if e.starts_with("WRONGPASS")));
 
     // Consume and commit everything.
     let mut subscriber = a.login("sub", "&offset=old");
@@ -202,10 +206,10 @@ fn metrics_move_by_exactly_the_traffic_sent() {
         + ["h0", "{\"n\":1}", "[1,2,3]"].iter().map(|v| v.len()).sum::<usize>();
     let delta = |key: &str| sample(&during, key) - sample(&before, key);
     let expect = [
-        (format!("databus_published_records_total{{{gt}}}"), 9.0),
-        (format!("databus_published_bytes_total{{{gt}}}"), published_bytes as f64),
-        (format!("databus_delivered_records_total{{{gt}}}"), 9.0),
-        (format!("databus_delivered_bytes_total{{{gt}}}"), published_bytes as f64),
+        (format!("databus_published_records_total{{{agt}}}"), 9.0),
+        (format!("databus_published_bytes_total{{{agt}}}"), published_bytes as f64),
+        (format!("databus_delivered_records_total{{{agt}}}"), 9.0),
+        (format!("databus_delivered_bytes_total{{{agt}}}"), published_bytes as f64),
         (format!("databus_commits_total{{group=\"{g}\",result=\"ok\",topic=\"{t}\"}}"), commits as f64),
         (format!("databus_commits_total{{group=\"{g}\",result=\"error\",topic=\"{t}\"}}"), 0.0),
         ("databus_commands_total{command=\"set\",result=\"ok\"}".into(), (5 + commits) as f64),
@@ -213,12 +217,14 @@ fn metrics_move_by_exactly_the_traffic_sent() {
         ("databus_commands_total{command=\"set\",result=\"ERR\"}".into(), 1.0),
         ("databus_commands_total{command=\"other\",result=\"ERR\"}".into(), 1.0),
         ("databus_commands_total{command=\"auth\",result=\"ok\"}".into(), 2.0),
-        ("databus_commands_total{command=\"auth\",result=\"WRONGPASS\"}".into(), 1.0),
+        ("databus_commands_total{command=\"auth\",result=\"WRONGPASS\"}".into(), 2.0),
         ("databus_commands_total{command=\"auth\",result=\"NOPERM\"}".into(), 1.0),
         ("databus_commands_total{command=\"mget\",result=\"ok\"}".into(), mgets as f64),
         ("databus_commands_total{command=\"http_publish\",result=\"ok\"}".into(), 1.0),
-        ("databus_connections_refused_total{reason=\"WRONGPASS\"}".into(), 1.0),
-        ("databus_connections_refused_total{reason=\"NOPERM\"}".into(), 1.0),
+        // A known app's refusals name it; a stranger's key never becomes a label.
+        ("databus_connections_refused_total{app=\"app_key1\",reason=\"WRONGPASS\"}".into(), 1.0),
+        ("databus_connections_refused_total{app=\"app_key1\",reason=\"NOPERM\"}".into(), 1.0),
+        ("databus_connections_refused_total{app=\"\",reason=\"WRONGPASS\"}".into(), 1.0),
         ("databus_publish_duration_seconds_count{}".into(), 9.0),
         ("databus_mget_wait_seconds_count{}".into(), mgets as f64),
     ];
@@ -226,8 +232,8 @@ fn metrics_move_by_exactly_the_traffic_sent() {
         assert_eq!(delta(key), *want, "{key}: before {:?}, after {:?}", before.get(key), during.get(key));
     }
     // Gauges: what is open now.
-    assert_eq!(sample(&during, "databus_connections{role=\"pub\"}"), 1.0);
-    assert_eq!(sample(&during, "databus_connections{role=\"sub\"}"), 1.0);
+    assert_eq!(sample(&during, "databus_connections{app=\"app_key1\",role=\"pub\"}"), 1.0);
+    assert_eq!(sample(&during, "databus_connections{app=\"app_key1\",role=\"sub\"}"), 1.0);
     assert_eq!(sample(&during, &format!("databus_group_members{{{gt}}}")), 1.0);
     assert_eq!(sample(&during, "databus_auth_grants{}"), 2.0);
     assert_eq!(sample(&during, "databus_auth_refresh_failures_total{}"), 0.0);
@@ -247,7 +253,9 @@ fn metrics_move_by_exactly_the_traffic_sent() {
         latest = scrape(&python, &a.url);
     }
     assert!(
-        !during.keys().any(|k| k.contains("not_granted") || k.contains("wrong-secret")),
+        !during
+            .keys()
+            .any(|k| k.contains("not_granted") || k.contains("wrong-secret") || k.contains("no_such_app")),
         "a refused client's input became a label"
     );
 
@@ -272,7 +280,7 @@ fn metrics_move_by_exactly_the_traffic_sent() {
     assert_eq!(lags.len(), 2, "one series per partition held");
 
     // Closing the connections takes their gauges back.
-    drop((publisher, subscriber, stranger, other));
+    drop((publisher, subscriber, stranger, other, unknown));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let after = scrape(&python, &a.url);
@@ -586,7 +594,9 @@ fn the_dashboard_and_alert_rules_read_real_series() {
     });
     assert!(promtool.status.success(), "{}", String::from_utf8_lossy(&promtool.stdout));
 
-    let extra = "refresh_interval_ms = 300\n[clusters.dead]\nbrokers = [\"127.0.0.1:1\"]\n";
+    // The publisher's 20 SETs run past its app's rate (throttle series).
+    let extra = "refresh_interval_ms = 300\n[clusters.dead]\nbrokers = [\"127.0.0.1:1\"]\n\
+                 [limits.apps.\"app_key1\"]\npublish_records_per_s = 10\n";
     let a = Admin::start("prom", 2, &broker_list(), extra);
     // An app on a cluster nobody answers for: its SET fails (produce errors).
     let dead_group = format!("{}_dead", a.group);
@@ -705,7 +715,7 @@ fn the_dashboard_and_alert_rules_read_real_series() {
         .flat_map(|p| p["targets"].as_array().unwrap())
         .map(|t| t["expr"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(exprs.len(), 21);
+    assert_eq!(exprs.len(), 24);
     for rule in &loaded {
         exprs.extend(measured_sides(rule["query"].as_str().unwrap()));
     }

@@ -103,7 +103,7 @@ fn publish(
         return Err(refuse(400, "the query needs topic and group"));
     };
     let (key, secret) = basic_auth(request).ok_or_else(|| {
-        ctx.metrics.refused("WRONGPASS");
+        ctx.metrics.refused("WRONGPASS", "");
         refuse(401, "HTTP Basic authentication with key:secret is required")
     })?;
     let req = AuthRequest {
@@ -117,13 +117,14 @@ fn publish(
         wait: None,
     };
     let settings = &ctx.settings;
-    let grant = ctx.auth.snapshot().check(&req, |c| ctx.clusters.contains(c)).map_err(|e| {
+    let snapshot = ctx.auth.snapshot();
+    let grant = snapshot.check(&req, |c| ctx.clusters.contains(c)).map_err(|e| {
         let (status, code) = match e {
             AuthError::BadCredentials => (401, "WRONGPASS"),
             AuthError::ClusterNotConfigured { .. } => (403, "ERR"),
             _ => (403, "NOPERM"),
         };
-        ctx.metrics.refused(code);
+        ctx.metrics.refused(code, snapshot.known_app(&req.key));
         refuse(status, format!("auth failed: {e}"))
     })?;
 
@@ -174,7 +175,7 @@ fn publish(
         .app(&req.key)
         .throttle(records.len() as u64, bytes)
         .map_err(|e| refuse(429, e.to_string()))?;
-    let meter = Arc::new(ctx.metrics.publisher(&group, &grant.topic, &grant.cluster));
+    let meter = Arc::new(ctx.metrics.publisher(&req.key, &group, &grant.topic, &grant.cluster));
     let sent: Vec<Result<Sent, PublishError>> = records
         .iter()
         .map(|r| {

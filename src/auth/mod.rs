@@ -146,6 +146,16 @@ impl Snapshot {
     /// Checks a request: key and secret first, every failure there the
     /// same; then, for an app that proved its secret, group, topic, role and
     /// cluster, each failure with its own cause.
+    /// `key` if it is an app of the store, else empty: what a refusal's
+    /// metric may name (a stranger's key never becomes a label).
+    pub(crate) fn known_app<'k>(&self, key: &'k str) -> &'k str {
+        if self.by_key.contains_key(key) {
+            key
+        } else {
+            ""
+        }
+    }
+
     pub(crate) fn check(
         &self,
         req: &AuthRequest,

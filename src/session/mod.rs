@@ -89,6 +89,9 @@ pub(crate) struct Session {
     _open: OpenConnection,
     /// Counts it against its app's connection limits, once authenticated.
     seat: Option<crate::limits::Seat>,
+    /// The app key its latest AUTH named, if the store knows it (empty
+    /// otherwise): the `app` label of its connection and its refusals.
+    app_tried: String,
 }
 
 impl Session {
@@ -96,7 +99,7 @@ impl Session {
         let interrupt = registration.as_ref().map(|r| r.flag.clone()).unwrap_or_default();
         let id = registration.as_ref().map_or(0, |r| r.id() as u64);
         let client = ClientInfo::new(id, peer.clone());
-        let _open = ctx.metrics.connection("unauthenticated");
+        let _open = ctx.metrics.connection("unauthenticated", "");
         Session {
             ctx,
             state: State::Unauthenticated,
@@ -110,6 +113,7 @@ impl Session {
             hello_refused: false,
             _open,
             seat: None,
+            app_tried: String::new(),
         }
     }
 
@@ -149,7 +153,7 @@ impl Session {
     fn authenticated(&mut self, state: State, seat: crate::limits::Seat) {
         self.state = state;
         if let Some(role) = self.role() {
-            self._open = self.ctx.metrics.connection(&role.to_string());
+            self._open = self.ctx.metrics.connection(&role.to_string(), &self.app_tried);
         }
         self.seat = Some(seat);
     }
@@ -157,7 +161,7 @@ impl Session {
     /// An authentication refused with the reply `code`: counted, and the
     /// connection closes after the reply, so a stranger gets one guess.
     fn auth_refused(&mut self, code: &str) {
-        self.ctx.metrics.refused(code);
+        self.ctx.metrics.refused(code, &self.app_tried);
         self.close();
     }
 
@@ -167,7 +171,7 @@ impl Session {
         match self.hello_refused {
             true => self.auth_refused(code),
             false => {
-                self.ctx.metrics.refused(code);
+                self.ctx.metrics.refused(code, &self.app_tried);
                 self.hello_refused = true;
             }
         }

@@ -49,7 +49,9 @@ pub(crate) fn try_auth(session: &mut Session, string: &[u8]) -> Result<Frame, Co
     let settings = &session.ctx.settings;
     // One table for the check and the join, whatever SIGHUP does meanwhile.
     let clusters = session.ctx.clusters.now();
-    let checked = session.ctx.auth.snapshot().check(&req, |cluster| clusters.contains_key(cluster));
+    let snapshot = session.ctx.auth.snapshot();
+    session.app_tried = snapshot.known_app(&req.key).to_owned();
+    let checked = snapshot.check(&req, |cluster| clusters.contains_key(cluster));
     let grant = match checked {
         Ok(g) => g,
         Err(e) => {
@@ -66,7 +68,12 @@ pub(crate) fn try_auth(session: &mut Session, string: &[u8]) -> Result<Frame, Co
     let state = match req.role {
         Role::Pub => State::Publisher(Publisher {
             app,
-            meter: Arc::new(session.ctx.metrics.publisher(&req.group, &grant.topic, &grant.cluster)),
+            meter: Arc::new(session.ctx.metrics.publisher(
+                &req.key,
+                &req.group,
+                &grant.topic,
+                &grant.cluster,
+            )),
             cluster: grant.cluster,
             topic: grant.topic,
             color: req.color.clone(),
@@ -131,7 +138,7 @@ pub(crate) fn try_auth(session: &mut Session, string: &[u8]) -> Result<Frame, Co
                 &req.color,
                 req.wait,
                 settings.subscriber.clone(),
-                session.ctx.metrics.subscriber(&group, &grant.topic),
+                session.ctx.metrics.subscriber(&req.key, &group, &grant.topic),
             );
             subscriber.undecided = Some(undecided);
             subscriber.refused = refused;
