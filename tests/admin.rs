@@ -13,7 +13,12 @@ use std::time::{Duration, Instant};
 
 use databus::resp::Frame;
 use serde_json::Value;
-use support::*;
+use support::client::{cmd_bytes, mget_records, ok, Client};
+use support::daemon::{broker_list, daemon_config, Daemon};
+use support::database::TestDb;
+use support::kafka::OwnBroker;
+use support::services::{free_port, unique, venv_python, TempDir};
+use support::topics::{create_topic, create_topic_on, read_topic};
 
 /// A databus child with its admin port, its own database, topic and group.
 struct Admin {

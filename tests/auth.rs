@@ -5,8 +5,12 @@ mod support;
 use std::time::Duration;
 
 use databus::resp::Frame;
+use support::client::{err, ok};
+use support::database::TestDb;
+use support::server::{test_config, TestServer};
+use support::services::unique;
 use support::stores::{add_matrix_rows, check_auth_matrix};
-use support::*;
+use support::topics::{create_topic, read_topic};
 
 struct Fixture {
     _db: TestDb,

@@ -12,7 +12,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use databus::resp::Frame;
-use support::*;
+use support::client::{cmd_bytes, ok, Client};
+use support::daemon::{broker_list, daemon_config, Daemon, BIN, BOUND};
+use support::database::TestDb;
+use support::kafka::{group_version, NodeOptions, OwnBroker};
+use support::services::{free_port, unique, TempDir};
+use support::topics::{create_topic, create_topic_on, read_topic, read_topic_on};
 
 /// Runs the binary to completion, killing it if it takes longer than `BOUND`.
 fn run_to_exit(args: &[&str]) -> (ExitStatus, String, String) {

@@ -17,8 +17,19 @@ use databus::resp::Frame;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::Offset;
-use support::chaos::*;
-use support::*;
+use support::chaos::{await_both_acknowledge, metric, serial, tally, BareLoad, Load, Relay, Row};
+use support::client::{cmd_bytes, mget_records, ok, Client};
+use support::config::Config;
+use support::daemon::{broker_list, daemon_config, Daemon};
+use support::database::TestDb;
+use support::kafka::{KafkaCluster, OwnBroker};
+use support::server::{test_config, OnOwnBroker, TestServer};
+use support::services::{brokers, free_port, mysql_url, unique, TempDir};
+use support::stores::{GrantStore, RedisDb};
+use support::topics::{
+    committed, committed_with, create_topic, create_topic_on, read_topic, read_topic_available,
+    read_topic_on, Record,
+};
 
 /// Scenario 7: a subscriber can tell "no new records" (an empty array) from
 /// "Kafka is unreachable" (TRYAGAIN) and its connection survives the outage.
@@ -232,7 +243,7 @@ fn sigterm_under_load_keeps_every_acknowledgement() {
 /// Scenario 6 for one store: the store unreachable across several refresh
 /// intervals; open connections keep working, new AUTHs are served from the
 /// last good grants, and a change made after it returns is picked up.
-fn store_outage(store: &mut dyn stores::GrantStore, real: &str, name: &'static str) {
+fn store_outage(store: &mut dyn GrantStore, real: &str, name: &'static str) {
     let topic = unique("t_chaos_store");
     let group = unique("g_chaos_store");
     create_topic(&topic, 1);
@@ -325,7 +336,7 @@ fn mysql_store_outage_keeps_the_last_good_grants() {
 #[test]
 fn redis_store_outage_keeps_the_last_good_grants() {
     let _serial = serial();
-    let mut db = stores::RedisDb::new();
+    let mut db = RedisDb::new();
     let real = db.addr.clone();
     store_outage(&mut db, &real, "6b. auth store outage: Redis");
 }

@@ -28,8 +28,14 @@ use std::time::{Duration, Instant};
 
 use databus::resp::Frame;
 use serde_json::Value;
-use support::chaos::*;
-use support::*;
+use support::chaos::{await_both_acknowledge, serial, tally, BareLoad, Load, Outcome, Row, Tally};
+use support::client::{ok, Client};
+use support::daemon::{daemon_config, Daemon};
+use support::database::TestDb;
+use support::kafka::{kafka_tool, KafkaCluster};
+use support::server::OnOwnBroker;
+use support::services::{free_port, unique, TempDir};
+use support::topics::{create_topic_on, read_topic_available, Record};
 
 /// databus's produce timeout here, and the bare producer's message timeout.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -604,7 +610,7 @@ fn publish_entries(
 /// The broker id that coordinates `group`, from Kafka's own
 /// `ConsumerGroupCommand --describe --state` (its `COORDINATOR (ID)` column).
 fn group_coordinator(brokers: &str, group: &str) -> i32 {
-    let out = support::kafka::kafka_tool(
+    let out = kafka_tool(
         "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
         &["--bootstrap-server", brokers, "--describe", "--group", group, "--state"],
     );

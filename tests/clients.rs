@@ -19,7 +19,14 @@ use std::time::{Duration, Instant};
 use databus::resp::Frame;
 use rdkafka::Offset;
 use serde_json::Value;
-use support::*;
+use support::client::{
+    assert_once_and_in_order, cmd_bytes, expected_commits, mget_records, ok, Client, PY_CONSUME,
+};
+use support::process::Guard;
+use support::redis_cli::{unquote_cli, RedisCli};
+use support::server::{test_config, Fixture, TestServer};
+use support::services::{venv_python, TempDir};
+use support::topics::{committed, read_topic, Record};
 
 /// Longest any client loop here may take to see what it waits for.
 const BOUND: Duration = Duration::from_secs(60);

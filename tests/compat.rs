@@ -18,7 +18,12 @@ use std::time::{Duration, Instant};
 
 use databus::resp::Frame;
 use serde_json::Value;
-use support::*;
+use support::client::{
+    assert_once_and_in_order, consume_with_redis_crate, err, expected_commits, ok, PY_CONSUME,
+};
+use support::server::Fixture;
+use support::services::{brokers, script_output, venv_python, TempDir};
+use support::topics::{committed, read_topic};
 
 const PARTITIONS: i32 = 3;
 

@@ -10,7 +10,10 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::*;
+use support::daemon::{broker_list, daemon_config, BIN};
+use support::database::TestDb;
+use support::services::{free_port, unique, TempDir};
+use support::topics::create_topic;
 
 fn run(program: &str, args: &[&str]) -> Output {
     Command::new(program).args(args).output().unwrap_or_else(|e| panic!("running {program}: {e}"))

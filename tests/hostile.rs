@@ -17,7 +17,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use databus::resp::Frame;
-use support::*;
+use support::client::{cmd_bytes, err, ok, Client};
+use support::daemon::{broker_list, daemon_config, rss_kib, Daemon, BOUND};
+use support::database::TestDb;
+use support::services::{free_port, unique, TempDir};
+use support::topics::{create_topic, read_topic};
 
 /// A databus binary of the test's own, with one app granted pub and sub on a
 /// fresh topic.

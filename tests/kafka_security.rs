@@ -16,8 +16,13 @@ use std::time::{Duration, Instant};
 use databus::resp::Frame;
 use rdkafka::Offset;
 use serde_json::Value;
-use support::secure::*;
-use support::*;
+use support::client::{ok, Client};
+use support::daemon::{daemon_config, Daemon};
+use support::database::TestDb;
+use support::secure::{Pki, SecureBroker, Security, SASL_PASSWORD, SASL_USER};
+use support::server::{test_config, TestServer};
+use support::services::{free_port, unique, TempDir};
+use support::topics::{committed_with, read_topic_with};
 
 /// A server whose app 1 lives on cluster `secure` (`cluster` is its TOML
 /// sections), granted pub+sub on `topic`.

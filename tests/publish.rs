@@ -8,7 +8,10 @@ use std::collections::{HashMap, HashSet};
 use databus::proto::Header;
 use databus::resp::Frame;
 use prost::Message;
-use support::*;
+use support::client::{cmd_bytes, err, ok, Client};
+use support::kafka::OwnBroker;
+use support::server::{Fixture, OnOwnBroker};
+use support::topics::{read_topic, read_topic_on, Record};
 
 fn fixture(name: &str, partitions: i32, extra: &str) -> Fixture {
     Fixture::new(name, partitions, extra)

@@ -16,7 +16,10 @@ use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamPendingReply, StreamReadOptions, StreamReadReply,
 };
 use redis::{Commands, Connection, Value};
-use support::*;
+use support::daemon::{daemon_config, Daemon};
+use support::server::{test_config, Fixture, TestServer};
+use support::services::{brokers, free_port, script_output, venv_python, TempDir};
+use support::topics::{committed, create_topic, read_topic};
 
 fn connect(server: &TestServer, auth: &str) -> Connection {
     connect_addr(server.addr, auth)

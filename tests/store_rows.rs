@@ -8,8 +8,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::stores::*;
-use support::*;
+use support::client::{err, ok, Client};
+use support::daemon::{broker_list, daemon_config, Daemon};
+use support::database::TestDb;
+use support::services::{free_port, unique, TempDir};
+use support::stores::{store_test_config, GrantStore, RedisDb};
 
 /// Refreshes run every 300 ms; this lets several pass.
 const SEVERAL_REFRESHES: Duration = Duration::from_millis(1500);

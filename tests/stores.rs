@@ -8,8 +8,15 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use databus::resp::Frame;
-use support::stores::*;
-use support::*;
+use support::client::{err, ok, Client};
+use support::database::TestDb;
+use support::kafka::OwnBroker;
+use support::process::Guard;
+use support::services::{free_port, unique, TempDir};
+use support::stores::{
+    add_matrix_rows, auth_eventually, check_auth_matrix, store_test_config, FileGrants, GrantStore, RedisDb,
+};
+use support::topics::{create_topic, create_topic_on, read_topic, read_topic_on};
 
 #[test]
 fn auth_matrix_against_the_redis_store() {

@@ -17,7 +17,12 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::Offset;
 use serde_json::Value;
-use support::*;
+use support::client::{err, ok, Client};
+use support::database::TestDb;
+use support::kafka::group_version;
+use support::server::{test_config, Fixture, TestServer};
+use support::services::{brokers, unique};
+use support::topics::{committed, create_topic, read_topic};
 
 fn fixture(name: &str, partitions: i32) -> Fixture {
     Fixture::new(name, partitions, "")

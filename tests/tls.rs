@@ -16,8 +16,13 @@ use std::time::{Duration, Instant};
 use databus::resp::Frame;
 use rdkafka::Offset;
 use serde_json::Value;
+use support::client::{consume_with_redis_crate, PY_CONSUME};
+use support::database::TestDb;
+use support::redis_cli::{unquote_cli, RedisCli};
 use support::secure::Pki;
-use support::*;
+use support::server::{test_config, TestServer};
+use support::services::{unique, venv_python};
+use support::topics::{committed, create_topic, read_topic};
 
 /// A database, a topic and a server with a TLS listener; `client_ca`
 /// requires client certificates from the test CA.

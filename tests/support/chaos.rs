@@ -21,7 +21,9 @@ use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
-use super::{cmd_bytes, free_port, ok, Client, Record};
+use super::client::{cmd_bytes, ok, Client};
+use super::services::free_port;
+use super::topics::Record;
 
 /// One scenario at a time, also under plain `cargo test`: faults and load
 /// of one must not leak into another's counts or bounds.

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{brokers, Config, Guard};
+use super::config::Config;
+use super::process::Guard;
+use super::services::brokers;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_databus");
 /// Longest the binary may take to start listening, or to exit after a signal

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use super::{free_port, Guard, TempDir, HOW_TO_START};
+use super::process::Guard;
+use super::services::{free_port, TempDir, HOW_TO_START};
 
 const KAFKA_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh");
 /// A JVM broker formats its storage and starts in 5-15 s on two cores; the

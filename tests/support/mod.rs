@@ -33,24 +33,3 @@ pub mod server;
 pub mod services;
 pub mod stores;
 pub mod topics;
-
-#[allow(unused_imports)]
-pub use client::*;
-#[allow(unused_imports)]
-pub use config::Config;
-#[allow(unused_imports)]
-pub use daemon::{broker_list, daemon_config, rss_kib, Daemon, BIN, BOUND};
-#[allow(unused_imports)]
-pub use database::*;
-#[allow(unused_imports)]
-pub use kafka::{group_version, KafkaCluster, NodeOptions, OwnBroker};
-#[allow(unused_imports)]
-pub use process::Guard;
-#[allow(unused_imports)]
-pub use redis_cli::{unquote_cli, RedisCli};
-#[allow(unused_imports)]
-pub use server::*;
-#[allow(unused_imports)]
-pub use services::*;
-#[allow(unused_imports)]
-pub use topics::*;

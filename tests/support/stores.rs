@@ -4,14 +4,16 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-
-use redis::Commands;
-
 use std::time::{Duration, Instant};
 
 use databus::resp::Frame;
+use redis::Commands;
 
-use super::*;
+use super::client::{err, ok, Client};
+use super::config::Config;
+use super::database::TestDb;
+use super::server::TestServer;
+use super::services::{brokers, redis_addr, unique, HOW_TO_START};
 
 /// Rows of a store, editable while a server runs on it.
 pub trait GrantStore {
