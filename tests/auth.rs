@@ -1,16 +1,14 @@
 //! AUTH against the MySQL store, the pre-AUTH rules and the auth timeout.
 
-mod support;
-
 use std::time::Duration;
 
 use databus::resp::Frame;
-use support::client::{err, ok};
-use support::database::TestDb;
-use support::server::{test_config, TestServer};
-use support::services::unique;
-use support::stores::{add_matrix_rows, check_auth_matrix};
-use support::topics::{create_topic, read_topic};
+use testkit::client::{err, ok};
+use testkit::database::TestDb;
+use testkit::server::{test_config, TestServer};
+use testkit::services::unique;
+use testkit::stores::{add_matrix_rows, check_auth_matrix};
+use testkit::topics::{create_topic, read_topic};
 
 struct Fixture {
     _db: TestDb,

@@ -3,8 +3,6 @@
 //! Kafka, lost, duplicated, redelivered — never a speed. Each appends its
 //! row to the results file that `make chaos` prints (RELIABILITY.md).
 
-mod support;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -17,16 +15,16 @@ use databus::resp::Frame;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::Offset;
-use support::chaos::{await_both_acknowledge, metric, serial, tally, BareLoad, Load, Relay, Row};
-use support::client::{cmd_bytes, mget_records, ok, Client};
-use support::config::Config;
-use support::daemon::{broker_list, daemon_config, Daemon};
-use support::database::TestDb;
-use support::kafka::{KafkaCluster, OwnBroker};
-use support::server::{test_config, OnOwnBroker, TestServer};
-use support::services::{brokers, free_port, mysql_url, unique, TempDir};
-use support::stores::{GrantStore, RedisDb};
-use support::topics::{
+use testkit::chaos::{await_both_acknowledge, metric, serial, tally, BareLoad, Load, Relay, Row};
+use testkit::client::{cmd_bytes, mget_records, ok, Client};
+use testkit::config::Config;
+use testkit::daemon::{broker_list, daemon_config, Daemon};
+use testkit::database::TestDb;
+use testkit::kafka::{KafkaCluster, OwnBroker};
+use testkit::server::{test_config, OnOwnBroker, TestServer};
+use testkit::services::{brokers, free_port, mysql_url, unique, TempDir};
+use testkit::stores::{GrantStore, RedisDb};
+use testkit::topics::{
     committed, committed_with, create_topic, create_topic_on, read_topic, read_topic_available,
     read_topic_on, Record,
 };
@@ -336,7 +334,7 @@ fn mysql_store_outage_keeps_the_last_good_grants() {
 #[test]
 fn redis_store_outage_keeps_the_last_good_grants() {
     let _serial = serial();
-    let mut db = RedisDb::new();
+    let mut db = RedisDb::claim();
     let real = db.addr.clone();
     store_outage(&mut db, &real, "6b. auth store outage: Redis");
 }

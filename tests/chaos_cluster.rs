@@ -17,8 +17,6 @@
 //! producer once wrote a duplicate through the rolling restart
 //! (RELIABILITY.md).
 
-mod support;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,14 +26,14 @@ use std::time::{Duration, Instant};
 
 use databus::resp::Frame;
 use serde_json::Value;
-use support::chaos::{await_both_acknowledge, serial, tally, BareLoad, Load, Outcome, Row, Tally};
-use support::client::{ok, Client};
-use support::daemon::{daemon_config, Daemon};
-use support::database::TestDb;
-use support::kafka::{kafka_tool, KafkaCluster};
-use support::server::OnOwnBroker;
-use support::services::{free_port, unique, TempDir};
-use support::topics::{create_topic_on, read_topic_available, Record};
+use testkit::chaos::{await_both_acknowledge, serial, tally, BareLoad, Load, Outcome, Row, Tally};
+use testkit::client::{ok, Client};
+use testkit::daemon::{daemon_config, Daemon};
+use testkit::database::TestDb;
+use testkit::kafka::{kafka_tool, KafkaCluster};
+use testkit::server::OnOwnBroker;
+use testkit::services::{free_port, unique, TempDir};
+use testkit::topics::{create_topic_on, read_topic_available, Record};
 
 /// databus's produce timeout here, and the bare producer's message timeout.
 const TIMEOUT: Duration = Duration::from_secs(30);

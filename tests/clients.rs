@@ -5,8 +5,6 @@
 //! 1.5 s MGET wait and a 6 s session timeout; a new group member's first MGETs may
 //! come back empty while it joins, so every consumer loops with a bound.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -19,14 +17,14 @@ use std::time::{Duration, Instant};
 use databus::resp::Frame;
 use rdkafka::Offset;
 use serde_json::Value;
-use support::client::{
+use testkit::client::{
     assert_once_and_in_order, cmd_bytes, expected_commits, mget_records, ok, Client, PY_CONSUME,
 };
-use support::process::Guard;
-use support::redis_cli::{unquote_cli, RedisCli};
-use support::server::{test_config, Fixture, TestServer};
-use support::services::{venv_python, TempDir};
-use support::topics::{committed, read_topic, Record};
+use testkit::process::Guard;
+use testkit::redis_cli::{unquote_cli, RedisCli};
+use testkit::server::{test_config, Fixture, TestServer};
+use testkit::services::{venv_python, TempDir};
+use testkit::topics::{committed, read_topic, Record};
 
 /// Longest any client loop here may take to see what it waits for.
 const BOUND: Duration = Duration::from_secs(60);

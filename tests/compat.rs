@@ -10,20 +10,18 @@
 //! Then what a stranger can learn: nothing about grants from the commands
 //! answered before AUTH, and nothing from how long a refused AUTH takes.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use databus::resp::Frame;
 use serde_json::Value;
-use support::client::{
+use testkit::client::{
     assert_once_and_in_order, consume_with_redis_crate, err, expected_commits, ok, PY_CONSUME,
 };
-use support::server::Fixture;
-use support::services::{brokers, script_output, venv_python, TempDir};
-use support::topics::{committed, read_topic};
+use testkit::server::Fixture;
+use testkit::services::{brokers, script_output, venv_python, TempDir};
+use testkit::topics::{committed, read_topic};
 
 const PARTITIONS: i32 = 3;
 

@@ -1,17 +1,15 @@
 //! The publish path end to end: SET/HSET through databus, read back with an
 //! independent consumer.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 
 use databus::proto::Header;
 use databus::resp::Frame;
 use prost::Message;
-use support::client::{cmd_bytes, err, ok, Client};
-use support::kafka::OwnBroker;
-use support::server::{Fixture, OnOwnBroker};
-use support::topics::{read_topic, read_topic_on, Record};
+use testkit::client::{cmd_bytes, err, ok, Client};
+use testkit::kafka::OwnBroker;
+use testkit::server::{Fixture, OnOwnBroker};
+use testkit::topics::{read_topic, read_topic_on, Record};
 
 fn fixture(name: &str, partitions: i32, extra: &str) -> Fixture {
     Fixture::new(name, partitions, extra)

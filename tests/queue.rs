@@ -7,8 +7,6 @@
 //! topic, group and database; the Kafka side is checked with an independent
 //! reader.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -16,10 +14,10 @@ use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamPendingReply, StreamReadOptions, StreamReadReply,
 };
 use redis::{Commands, Connection, Value};
-use support::daemon::{daemon_config, Daemon};
-use support::server::{test_config, Fixture, TestServer};
-use support::services::{brokers, free_port, script_output, venv_python, TempDir};
-use support::topics::{committed, create_topic, read_topic};
+use testkit::daemon::{daemon_config, Daemon};
+use testkit::server::{test_config, Fixture, TestServer};
+use testkit::services::{brokers, free_port, script_output, venv_python, TempDir};
+use testkit::topics::{committed, create_topic, read_topic};
 
 fn connect(server: &TestServer, auth: &str) -> Connection {
     connect_addr(server.addr, auth)

@@ -4,8 +4,6 @@
 //! group's rebalance completes, so its first MGET may come back empty: the
 //! helpers below poll until a count.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
@@ -17,12 +15,12 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::Offset;
 use serde_json::Value;
-use support::client::{err, ok, Client};
-use support::database::TestDb;
-use support::kafka::group_version;
-use support::server::{test_config, Fixture, TestServer};
-use support::services::{brokers, unique};
-use support::topics::{committed, create_topic, read_topic};
+use testkit::client::{err, ok, Client};
+use testkit::database::TestDb;
+use testkit::kafka::group_version;
+use testkit::server::{test_config, Fixture, TestServer};
+use testkit::services::{brokers, unique};
+use testkit::topics::{committed, create_topic, read_topic};
 
 fn fixture(name: &str, partitions: i32) -> Fixture {
     Fixture::new(name, partitions, "")

@@ -6,8 +6,6 @@
 //! none when one is required, and a handshake that stalls. Certificates are
 //! rotated by a reload (SIGHUP) without a restart.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
@@ -16,13 +14,13 @@ use std::time::{Duration, Instant};
 use databus::resp::Frame;
 use rdkafka::Offset;
 use serde_json::Value;
-use support::client::{consume_with_redis_crate, PY_CONSUME};
-use support::database::TestDb;
-use support::redis_cli::{unquote_cli, RedisCli};
-use support::secure::Pki;
-use support::server::{test_config, TestServer};
-use support::services::{unique, venv_python};
-use support::topics::{committed, create_topic, read_topic};
+use testkit::client::{consume_with_redis_crate, PY_CONSUME};
+use testkit::database::TestDb;
+use testkit::redis_cli::{unquote_cli, RedisCli};
+use testkit::secure::Pki;
+use testkit::server::{test_config, TestServer};
+use testkit::services::{unique, venv_python};
+use testkit::topics::{committed, create_topic, read_topic};
 
 /// A database, a topic and a server with a TLS listener; `client_ca`
 /// requires client certificates from the test CA.

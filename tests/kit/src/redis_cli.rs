@@ -7,7 +7,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::Duration;
 
-use super::process::Guard;
+use crate::process::Guard;
 
 /// An interactive `redis-cli` process, fed one line at a time on stdin, its
 /// stdout read line by line. `--no-raw` prints replies as a terminal session

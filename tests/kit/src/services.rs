@@ -58,11 +58,16 @@ impl Drop for TempDir {
     }
 }
 
+/// The repository (the kit is `tests/kit` in it): its `scripts/`, its `target/`.
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).expect("the kit is tests/kit of the repository")
+}
+
 /// What one of the project's installer scripts (`scripts/<name>`, which
 /// installs or builds what a test needs if missing) prints on stdout,
 /// trimmed; `needs` says what it needs when it fails.
 pub fn script_output(name: &str, args: &[&str], needs: &str) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(name);
+    let script = repo_root().join("scripts").join(name);
     let out: Output = Command::new(&script)
         .args(args)
         .stderr(Stdio::piped())

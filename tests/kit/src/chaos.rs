@@ -21,9 +21,9 @@ use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
-use super::client::{cmd_bytes, ok, Client};
-use super::services::free_port;
-use super::topics::Record;
+use crate::client::{cmd_bytes, ok, Client};
+use crate::services::{free_port, repo_root};
+use crate::topics::Record;
 
 /// One scenario at a time, also under plain `cargo test`: faults and load
 /// of one must not leak into another's counts or bounds.
@@ -54,7 +54,7 @@ pub struct Row {
 impl Row {
     pub fn record(&self) {
         let path = std::env::var("CHAOS_RESULTS")
-            .unwrap_or_else(|_| format!("{}/target/chaos-results.jsonl", env!("CARGO_MANIFEST_DIR")));
+            .unwrap_or_else(|_| format!("{}/target/chaos-results.jsonl", repo_root().display()));
         let mut line = serde_json::to_string(self).unwrap();
         line.push('\n');
         std::fs::OpenOptions::new()

@@ -14,10 +14,13 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use super::process::Guard;
-use super::services::{free_port, TempDir, HOW_TO_START};
+use crate::process::Guard;
+use crate::services::{free_port, repo_root, TempDir, HOW_TO_START};
 
-const KAFKA_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh");
+/// The launcher of every broker.
+fn kafka_sh() -> PathBuf {
+    repo_root().join("scripts/kafka.sh")
+}
 /// A JVM broker formats its storage and starts in 5-15 s on two cores; the
 /// first start of a machine also fetches the jars.
 const START: Duration = Duration::from_secs(180);
@@ -27,7 +30,7 @@ const HEAP: &str = "320m";
 /// `kafka.admin.ConfigCommand` ...) with `args`; panics with its output if
 /// it fails.
 pub fn kafka_tool(class: &str, args: &[&str]) -> String {
-    let out = Command::new(KAFKA_SH).arg("tool").arg(class).args(args).output().unwrap();
+    let out = Command::new(kafka_sh()).arg("tool").arg(class).args(args).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{class} {args:?}: {text}");
     text
@@ -122,12 +125,12 @@ impl Node {
     fn spawn(&mut self) {
         let log = OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         self.process = Some(Guard::spawn(
-            Command::new(KAFKA_SH)
+            Command::new(kafka_sh())
                 .args(&self.args)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log),
-            KAFKA_SH,
+            "scripts/kafka.sh",
         ));
     }
 
@@ -201,8 +204,12 @@ struct Cluster {
 
 impl Cluster {
     fn new(replication: u32) -> Cluster {
-        let out = Command::new(KAFKA_SH).arg("new-cluster-id").output().unwrap();
-        assert!(out.status.success(), "{KAFKA_SH} new-cluster-id: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(kafka_sh()).arg("new-cluster-id").output().unwrap();
+        assert!(
+            out.status.success(),
+            "scripts/kafka.sh new-cluster-id: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Cluster { id: String::from_utf8(out.stdout).unwrap().trim().to_owned(), replication }
     }
 }

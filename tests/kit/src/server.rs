@@ -6,11 +6,11 @@ use std::path::Path;
 use databus::config::Settings;
 use databus::server::{self, Running};
 
-use super::client::{ok, Client};
-use super::config::Config;
-use super::database::TestDb;
-use super::services::{brokers, unique};
-use super::topics::{create_topic, create_topic_on};
+use crate::client::{ok, Client};
+use crate::config::Config;
+use crate::database::TestDb;
+use crate::services::{brokers, unique};
+use crate::topics::{create_topic, create_topic_on};
 
 /// A databus server of the test's own, on a free port.
 pub struct TestServer {

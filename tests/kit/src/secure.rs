@@ -12,9 +12,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use super::kafka::{kafka_tool, NodeOptions, OwnBroker};
-use super::services::{free_port, TempDir, HOW_TO_START};
-use super::topics::create_topic_on;
+use crate::kafka::{kafka_tool, NodeOptions, OwnBroker};
+use crate::services::{free_port, TempDir, HOW_TO_START};
+use crate::topics::create_topic_on;
 
 /// Certificates and keys in a directory of the test's own.
 pub struct Pki {
