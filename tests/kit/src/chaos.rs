@@ -78,8 +78,8 @@ pub struct Outcome {
     pub failed_at: Vec<Instant>,
     /// When the load started and when it was stopped: the longest stall
     /// counts from the one and up to the other too.
-    pub started: Option<Instant>,
-    pub ended: Option<Instant>,
+    started: Option<Instant>,
+    ended: Option<Instant>,
     /// When each of `acked` got its `+OK`, in the same order.
     pub acked_at: Vec<Instant>,
     /// Replies that came later than the bound after their request was sent.
@@ -193,7 +193,7 @@ impl Load {
 
 /// The key of a load's value `<prefix>-<seq>`: one of eight per prefix
 /// (connection or thread), `<prefix>/<seq % 8>`.
-pub fn key_of(value: &str) -> String {
+fn key_of(value: &str) -> String {
     format!("{}/{}", prefix_of(value), seq_of(value) % 8)
 }
 
@@ -276,7 +276,7 @@ pub struct BareLoad {
 }
 
 /// Hands each delivery report to the thread waiting for it.
-pub struct Reports;
+struct Reports;
 
 impl ClientContext for Reports {}
 

@@ -154,7 +154,7 @@ impl Node {
     }
 
     /// The end of its log, for failure messages.
-    pub fn log_tail(&self) -> String {
+    fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
@@ -261,7 +261,7 @@ impl OwnBroker {
 /// Three nodes on loopback, each a broker and one of three controller
 /// voters; new topics get replication 3 and `min.insync.replicas=2`.
 pub struct KafkaCluster {
-    pub nodes: Vec<Node>,
+    nodes: Vec<Node>,
     _dir: TempDir,
 }
 

@@ -165,7 +165,7 @@ impl Security {
 pub struct SecureBroker {
     broker: OwnBroker,
     pub port: u16,
-    pub security: Security,
+    security: Security,
 }
 
 impl SecureBroker {
@@ -261,7 +261,7 @@ impl SecureBroker {
     }
 
     /// The plain listener, for what must bypass the secured one.
-    pub fn plain_addr(&self) -> String {
+    fn plain_addr(&self) -> String {
         self.broker.addr()
     }
 

@@ -80,7 +80,7 @@ impl TestServer {
     }
 
     /// Starts from a config file, as the file store needs a real path.
-    pub fn start_file(path: &Path) -> TestServer {
+    pub(crate) fn start_file(path: &Path) -> TestServer {
         let _ = env_logger::builder().is_test(true).try_init();
         let running = server::start(Settings::load(path).unwrap()).unwrap();
         let (addr, tls_addr) = (running.local_addr(), running.tls_addr());
