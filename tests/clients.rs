@@ -22,7 +22,7 @@ use testkit::client::{
 };
 use testkit::process::Guard;
 use testkit::redis_cli::{unquote_cli, RedisCli};
-use testkit::server::{test_config, Fixture, TestServer};
+use testkit::server::Fixture;
 use testkit::services::{venv_python, TempDir};
 use testkit::topics::{committed, read_topic, Record};
 
@@ -291,10 +291,7 @@ fn wait_committed(f: &Fixture, partition: i32, next: i64) {
 #[test]
 fn example_client_publishes_consumes_commits_and_reconnects() {
     let f = Fixture::new("example", 3, "");
-    // A fixed port, so a restarted databus is where the example looks.
     let port = f.port();
-    let config_on_port =
-        test_config(&f.db, "", "").replace("addr = \"127.0.0.1:0\"", &format!("addr = \"127.0.0.1:{port}\""));
     let dir = TempDir::new("example");
     std::fs::write(dir.0.join("config.toml"), example_config(&f, port)).unwrap();
 
@@ -319,17 +316,7 @@ fn example_client_publishes_consumes_commits_and_reconnects() {
     wait_committed(&f, p1, o1 + 1);
 
     // databus restarts; the example reconnects and gets only the new message.
-    let Fixture { db, server, topic, group, partitions } = f;
-    drop(server);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let server = loop {
-        match std::panic::catch_unwind(|| TestServer::start(&config_on_port)) {
-            Ok(server) => break server,
-            Err(_) => assert!(Instant::now() < deadline, "databus could not listen on {port} again"),
-        }
-        thread::sleep(Duration::from_millis(100));
-    };
-    let f = Fixture { db, server, topic, group, partitions };
+    let f = f.restart_on_same_port();
     let mut publisher = f.server.connect();
     assert_eq!(publisher.call(&["AUTH", &f.auth("pub")]), ok());
     assert_eq!(publisher.call(&["SET", "after", r#"{"n":2}"#]), ok());

@@ -25,10 +25,6 @@ use testkit::topics::{committed, read_topic};
 
 const PARTITIONS: i32 = 3;
 
-fn fixture(name: &str) -> Fixture {
-    Fixture::new(name, PARTITIONS, "")
-}
-
 /// The AUTH string; subscribers start from the oldest record.
 fn auth(f: &Fixture, role: &str) -> String {
     f.auth_string(role, if role == "sub" { "&offset=old" } else { "" })
@@ -105,7 +101,7 @@ print(json.dumps(got))
 "#;
 
 fn redis_py(name: &str, mode: &str) {
-    let f = fixture(name);
+    let f = Fixture::new(name, PARTITIONS, "");
     let n = 20;
     let out = Command::new(venv_python())
         .args(["-c", &format!("{PY_CONSUME}{REDIS_PY}")])
@@ -178,7 +174,7 @@ fn redis_crate(f: &Fixture, role: &str, in_url: bool) -> redis::Connection {
 }
 
 fn redis_crate_session(name: &str, in_url: bool) {
-    let f = fixture(name);
+    let f = Fixture::new(name, PARTITIONS, "");
     let n = 20;
     let mut publisher = redis_crate(&f, "pub", in_url);
     for i in 0..n {
@@ -287,7 +283,7 @@ const { PORT, N, PUB_AUTH, SUB_AUTH } = process.env;
 
 fn node_session(name: &str, script: &str) {
     let modules = node_modules();
-    let f = fixture(name);
+    let f = Fixture::new(name, PARTITIONS, "");
     let n = 20;
     let out = Command::new("node")
         .args(["-e", &format!("{NODE_CONSUME}\n{script}")])
@@ -328,7 +324,7 @@ fn client_program(kind: &str) -> String {
 /// with 5 s, 3 s before v9.22); then it publishes `v0..v{n}` and consumes and
 /// commits them on the same connection (see `tests/clients/`).
 fn program_session(name: &str, mut program: Command) {
-    let f = fixture(name);
+    let f = Fixture::new(name, PARTITIONS, "");
     let n = 25;
     let out = program
         .env("PORT", f.server.addr.port().to_string())
@@ -475,7 +471,7 @@ fn hiredis_from_c() {
         "building the hiredis client (libhiredis-dev; `scripts/services.sh test-tools` installs it):\n{}",
         String::from_utf8_lossy(&built.stderr)
     );
-    let f = fixture("hiredis");
+    let f = Fixture::new("hiredis", PARTITIONS, "");
     let n = 20;
     let out = Command::new(&binary)
         .args([f.server.addr.port().to_string(), n.to_string(), auth(&f, "pub"), auth(&f, "sub")])
@@ -493,7 +489,7 @@ fn hiredis_from_c() {
 /// of any server.
 #[test]
 fn redis_benchmark_publishes() {
-    let f = fixture("benchmark");
+    let f = Fixture::new("benchmark", PARTITIONS, "");
     let n = 2000;
     let out = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &f.server.addr.port().to_string(), "-a", &auth(&f, "pub")])
@@ -511,7 +507,7 @@ fn redis_benchmark_publishes() {
 
 #[test]
 fn commands_before_auth_reveal_no_grant() {
-    let f = fixture("reveal");
+    let f = Fixture::new("reveal", PARTITIONS, "");
     let mut c = f.server.connect();
     let mut seen = Vec::new();
     for request in [
@@ -546,7 +542,7 @@ fn commands_before_auth_reveal_no_grant() {
 
 #[test]
 fn auth_timing_does_not_tell_a_known_key_from_an_unknown_one() {
-    let f = fixture("timing");
+    let f = Fixture::new("timing", PARTITIONS, "");
     let known = format!("app_key1:not-the-secret@{}/topic={}&role=pub", f.group, f.topic);
     let unknown = format!("no_such_key:not-the-secret@{}/topic={}&role=pub", f.group, f.topic);
     let (mut t_known, mut t_unknown) = (Vec::new(), Vec::new());

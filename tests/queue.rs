@@ -305,10 +305,7 @@ fn a_restart_hands_out_only_unacknowledged_entries() {
     assert_eq!(n as usize, acked.len());
     drop(a);
     // The same database and group on a new server: what the old one committed.
-    let Fixture { db, server, topic, group, partitions } = f;
-    drop(server);
-    let server = TestServer::start(&test_config(&db, "", ""));
-    let f = Fixture { db, server, topic, group, partitions };
+    let f = f.restart();
     let mut b = consumer(&f);
     let want: BTreeSet<String> = published.iter().filter(|id| !acked.contains(id)).cloned().collect();
     let again = read_n(&mut b, &f, "b", want.len());
