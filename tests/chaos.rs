@@ -111,15 +111,9 @@ fn frozen_broker_fails_sets_in_time_and_recovers() {
     let t = tally(&out.acked, &records);
     Row {
         scenario: "2. broker frozen (SIGSTOP 2 x producer.timeout_ms, then SIGCONT)",
-        acknowledged: Some(t.acknowledged),
-        in_kafka: Some(t.in_kafka),
-        lost: Some(t.lost),
-        duplicated: Some(t.duplicated),
-        unacknowledged: Some(t.unacknowledged),
-        out_of_order: Some(t.out_of_order),
         recover_ms: recovered.map(|r| r.duration_since(thawed).as_millis()),
         note: format!("{} SETs got errors, {} replies later than {:?}", out.failed.len(), out.slow, bound),
-        ..Row::default()
+        ..Row::from(&t)
     }
     .record();
     assert!(!out.failed.is_empty(), "no SET failed while the broker was frozen");
@@ -214,12 +208,6 @@ fn sigterm_under_load_keeps_every_acknowledgement() {
     let commits_kept = acked_commits.iter().filter(|(p, o)| committed[p] == Offset::Offset(**o)).count();
     Row {
         scenario: "4. databus SIGTERM with pipelined SETs and waiting MGETs",
-        acknowledged: Some(t.acknowledged),
-        in_kafka: Some(t.in_kafka),
-        lost: Some(t.lost),
-        duplicated: Some(t.duplicated),
-        unacknowledged: Some(t.unacknowledged),
-        out_of_order: Some(t.out_of_order),
         recover_ms: None,
         note: format!(
             "exit code {} after {} ms; {} SETs refused; {commits_kept}/{} acknowledged commits kept",
@@ -228,7 +216,7 @@ fn sigterm_under_load_keeps_every_acknowledgement() {
             out.failed.len(),
             acked_commits.len()
         ),
-        ..Row::default()
+        ..Row::from(&t)
     }
     .record();
     assert!(status.success(), "exit status {status}; log:\n{}", daemon.log());
@@ -687,15 +675,9 @@ fn broker_sigkill_loses_and_duplicates_no_acknowledged_record() {
     }
     Row {
         scenario: "1. broker SIGKILL and restart under 8 pipelining publishers",
-        acknowledged: Some(t.acknowledged),
-        in_kafka: Some(t.in_kafka),
-        lost: Some(t.lost),
-        duplicated: Some(t.duplicated),
-        unacknowledged: Some(t.unacknowledged),
-        out_of_order: Some(t.out_of_order),
         recover_ms: recovered.map(|r| r.duration_since(back_at).as_millis()),
         note: format!("{} SETs got errors (may or may not be in Kafka)", out.failed.len()),
-        ..Row::default()
+        ..Row::from(&t)
     }
     .record();
     assert!(recovered.is_some(), "no SET acknowledged after the broker returned");
@@ -735,12 +717,6 @@ fn leader_sigkill_in_a_three_broker_cluster_loses_nothing() {
     let stall = out.longest_stall();
     Row {
         scenario: "8. partition leader SIGKILL in a three-broker cluster under 6 publishers",
-        acknowledged: Some(t.acknowledged),
-        in_kafka: Some(t.in_kafka),
-        lost: Some(t.lost),
-        duplicated: Some(t.duplicated),
-        unacknowledged: Some(t.unacknowledged),
-        out_of_order: Some(t.out_of_order),
         recover_ms: out.first_ok_after(killed_at).map(|r| r.duration_since(killed_at).as_millis()),
         note: format!(
             "broker {leader} down 10 s; {} SETs got errors; longest stall databus {} ms, bare librdkafka {} ms \
@@ -752,7 +728,7 @@ fn leader_sigkill_in_a_three_broker_cluster_loses_nothing() {
             b.lost,
             b.duplicated
         ),
-        ..Row::default()
+        ..Row::from(&t)
     }
     .record();
     t.assert_clean("acknowledged");

@@ -79,12 +79,6 @@ fn row(scenario: &'static str, s: &Setup, databus: &Outcome, bare: &Outcome, fau
     let b = tally(&bare.acked, &theirs);
     let row = Row {
         scenario,
-        acknowledged: Some(t.acknowledged),
-        in_kafka: Some(t.in_kafka),
-        lost: Some(t.lost),
-        duplicated: Some(t.duplicated),
-        unacknowledged: Some(t.unacknowledged),
-        out_of_order: Some(t.out_of_order),
         note: format!(
             "{fault}; longest stall databus {} ms, bare librdkafka {} ms; {} SETs got errors, the bare \
              producer {} ({} acknowledged, {} lost, {} duplicated)",
@@ -96,7 +90,7 @@ fn row(scenario: &'static str, s: &Setup, databus: &Outcome, bare: &Outcome, fau
             b.lost,
             b.duplicated,
         ),
-        ..Row::default()
+        ..Row::from(&t)
     };
     (row, t)
 }

@@ -51,6 +51,22 @@ pub struct Row {
     pub note: String,
 }
 
+/// A publishing scenario's counts, from its tally; the scenario fills in
+/// the rest.
+impl From<&Tally> for Row {
+    fn from(t: &Tally) -> Row {
+        Row {
+            acknowledged: Some(t.acknowledged),
+            in_kafka: Some(t.in_kafka),
+            lost: Some(t.lost),
+            duplicated: Some(t.duplicated),
+            unacknowledged: Some(t.unacknowledged),
+            out_of_order: Some(t.out_of_order),
+            ..Row::default()
+        }
+    }
+}
+
 impl Row {
     pub fn record(&self) {
         let path = std::env::var("CHAOS_RESULTS")
