@@ -29,25 +29,6 @@ use testkit::topics::{committed, read_topic, Record};
 /// Longest any client loop here may take to see what it waits for.
 const BOUND: Duration = Duration::from_secs(60);
 
-/// A database, topic and group of the test's own; the app is the README's
-/// `app_key1`/`app_secret1`, allowed to publish and subscribe.
-/// What these tests add to the shared fixture.
-trait ClientFixture {
-    /// The AUTH string of the README with this fixture's group and topic.
-    fn auth(&self, role: &str) -> String;
-    fn port(&self) -> u16;
-}
-
-impl ClientFixture for Fixture {
-    fn auth(&self, role: &str) -> String {
-        self.auth_string(role, if role == "sub" { "&offset=old" } else { "" })
-    }
-
-    fn port(&self) -> u16 {
-        self.server.addr.port()
-    }
-}
-
 // ---------------------------------------------------------------------------
 // redis-cli
 

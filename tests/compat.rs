@@ -25,11 +25,6 @@ use testkit::topics::{committed, read_topic};
 
 const PARTITIONS: i32 = 3;
 
-/// The AUTH string; subscribers start from the oldest record.
-fn auth(f: &Fixture, role: &str) -> String {
-    f.auth_string(role, if role == "sub" { "&offset=old" } else { "" })
-}
-
 /// One client's session, checked: exactly the values `v0..v{n}`, each
 /// message once and in offset order per partition, the group's commits right
 /// after each partition's last message, and `n` records in Kafka.
@@ -108,8 +103,8 @@ fn redis_py(name: &str, mode: &str) {
         .env("PORT", f.server.addr.port().to_string())
         .env("N", n.to_string())
         .env("MODE", mode)
-        .env("PUB_AUTH", auth(&f, "pub"))
-        .env("SUB_AUTH", auth(&f, "sub"))
+        .env("PUB_AUTH", f.auth("pub"))
+        .env("SUB_AUTH", f.auth("sub"))
         .output()
         .unwrap();
     let got = session_output(&format!("redis-py ({mode})"), out);
@@ -160,7 +155,7 @@ fn percent_encode(s: &str) -> String {
 fn redis_crate(f: &Fixture, role: &str, in_url: bool) -> redis::Connection {
     let port = f.server.addr.port();
     let url = if in_url {
-        format!("redis://:{}@127.0.0.1:{port}/", percent_encode(&auth(f, role)))
+        format!("redis://:{}@127.0.0.1:{port}/", percent_encode(&f.auth(role)))
     } else {
         format!("redis://127.0.0.1:{port}/")
     };
@@ -168,7 +163,7 @@ fn redis_crate(f: &Fixture, role: &str, in_url: bool) -> redis::Connection {
         redis::Client::open(url).unwrap().get_connection_with_timeout(Duration::from_secs(10)).unwrap();
     con.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     if !in_url {
-        let () = redis::cmd("AUTH").arg(auth(f, role)).query(&mut con).unwrap();
+        let () = redis::cmd("AUTH").arg(f.auth(role)).query(&mut con).unwrap();
     }
     con
 }
@@ -189,7 +184,7 @@ fn redis_crate_session(name: &str, in_url: bool) {
         .get_connection()
         .unwrap();
     let e = redis::cmd("AUTH")
-        .arg(auth(&f, "pub").replace("app_secret1", "nope"))
+        .arg(f.auth("pub").replace("app_secret1", "nope"))
         .query::<()>(&mut con)
         .unwrap_err();
     assert_eq!(e.code(), Some("WRONGPASS"), "{e}");
@@ -290,8 +285,8 @@ fn node_session(name: &str, script: &str) {
         .env("NODE_PATH", &modules)
         .env("PORT", f.server.addr.port().to_string())
         .env("N", n.to_string())
-        .env("PUB_AUTH", auth(&f, "pub"))
-        .env("SUB_AUTH", auth(&f, "sub"))
+        .env("PUB_AUTH", f.auth("pub"))
+        .env("SUB_AUTH", f.auth("sub"))
         .output()
         .unwrap();
     let got = session_output(name, out);
@@ -329,9 +324,9 @@ fn program_session(name: &str, mut program: Command) {
     let out = program
         .env("PORT", f.server.addr.port().to_string())
         .env("N", n.to_string())
-        .env("PUB_AUTH", auth(&f, "pub"))
-        .env("SUB_AUTH", auth(&f, "sub"))
-        .env("BAD_AUTH", auth(&f, "sub").replace("app_secret1", "wrong"))
+        .env("PUB_AUTH", f.auth("pub"))
+        .env("SUB_AUTH", f.auth("sub"))
+        .env("BAD_AUTH", f.auth("sub").replace("app_secret1", "wrong"))
         .output()
         .unwrap_or_else(|e| panic!("running {name}: {e}"));
     let got = session_output(name, out);
@@ -474,7 +469,7 @@ fn hiredis_from_c() {
     let f = Fixture::new("hiredis", PARTITIONS, "");
     let n = 20;
     let out = Command::new(&binary)
-        .args([f.server.addr.port().to_string(), n.to_string(), auth(&f, "pub"), auth(&f, "sub")])
+        .args([f.server.addr.port().to_string(), n.to_string(), f.auth("pub"), f.auth("sub")])
         .output()
         .unwrap();
     let got = session_output("the hiredis client", out);
@@ -492,7 +487,7 @@ fn redis_benchmark_publishes() {
     let f = Fixture::new("benchmark", PARTITIONS, "");
     let n = 2000;
     let out = Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", &f.server.addr.port().to_string(), "-a", &auth(&f, "pub")])
+        .args(["-h", "127.0.0.1", "-p", &f.server.addr.port().to_string(), "-a", &f.auth("pub")])
         .args(["-t", "set", "-n", &n.to_string(), "-r", "1000", "-c", "10", "-P", "4", "-q"])
         .output()
         .unwrap();
@@ -537,7 +532,7 @@ fn commands_before_auth_reveal_no_grant() {
     for data in [&["SET", "k", "v"][..], &["HSET", "k", "{}", "v"], &["MGET"]] {
         assert_eq!(c.call(data), err("NOAUTH Authentication required."), "{data:?}");
     }
-    assert_eq!(c.call(&["AUTH", &auth(&f, "pub")]), ok());
+    assert_eq!(c.call(&["AUTH", &f.auth("pub")]), ok());
 }
 
 #[test]

@@ -31,11 +31,11 @@ fn connect_addr(addr: std::net::SocketAddr, auth: &str) -> Connection {
 }
 
 fn publisher(f: &Fixture) -> Connection {
-    connect(&f.server, &f.auth_string("pub", ""))
+    connect(&f.server, &f.auth("pub"))
 }
 
 fn consumer(f: &Fixture) -> Connection {
-    connect(&f.server, &f.auth_string("sub", "&offset=old"))
+    connect(&f.server, &f.auth("sub"))
 }
 
 /// Publishes `n` entries `{n: i}` with XADD (no key: spread over the

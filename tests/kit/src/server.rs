@@ -187,9 +187,19 @@ impl Fixture {
         Fixture { db, server, topic, group, partitions, app, extra }
     }
 
+    /// The AUTH string for `role` as a client of the README writes it: a
+    /// subscriber starts from the oldest record.
+    pub fn auth(&self, role: &str) -> String {
+        self.auth_string(role, if role == "sub" { "&offset=old" } else { "" })
+    }
+
     /// The AUTH string for `role`, with `extra` parameters (`&color=red`…).
     pub fn auth_string(&self, role: &str, extra: &str) -> String {
         format!("{}@{}/topic={}&role={role}{extra}", self.app, self.group, self.topic)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.addr.port()
     }
 
     /// A connection authenticated as `role`.
