@@ -52,28 +52,31 @@ impl Pki {
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// `openssl req` with a new P-256 key, `<name>.key`, and `args`.
+    fn req_with_new_key(&self, name: &str, args: &[&str]) {
+        let key = format!("{name}.key");
+        let new_key =
+            ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", &key];
+        self.openssl(&[&new_key[..], args].concat());
+    }
+
     fn ca(&self, name: &str) {
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN=databus test {name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
+        self.req_with_new_key(
+            name,
+            &[
+                "-x509",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=databus test {name}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
     }
 
     /// A certificate for 127.0.0.1 and localhost, signed by `ca`.
@@ -83,20 +86,7 @@ impl Pki {
 
     /// A certificate for the subject alternative names `san`, signed by `ca`.
     fn leaf_for(&self, name: &str, ca: &str, usage: &str, san: &str) {
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={name}"),
-        ]);
+        self.req_with_new_key(name, &["-out", &format!("{name}.csr"), "-subj", &format!("/CN={name}")]);
         let ext = format!(
             "subjectAltName={san}\nbasicConstraints=CA:FALSE\n\
              keyUsage=critical,digitalSignature\nextendedKeyUsage={usage}\n"
