@@ -1,5 +1,5 @@
 -- The seed's auth schema, the one copy: scripts/services.sh (the sample
--- database), the tests (tests/support)
+-- database), the tests (tests/kit)
 -- and make bench (bench/src/setup.rs) create their databases from it.
 -- Statements end with ";" at the end of a line; no ";" elsewhere.
 CREATE TABLE IF NOT EXISTS app_tb (id INT AUTO_INCREMENT PRIMARY KEY, app_key VARCHAR(45) NOT NULL,

@@ -423,7 +423,7 @@ cmd_test_tools() {
 }
 
 # The topics and consumer groups earlier test (and bench) runs left on our
-# own broker: every test makes its own (tests/support `unique`:
+# own broker: every test makes its own (tests/kit `unique`:
 # t_<what>_<pid>_<n>_<nanos>, g_<what>_...) and none deletes them, so a
 # long-lived machine piles them up (1,545 topics and 619 groups after a day
 # of CI here), which slows the broker. Only the broker this script started

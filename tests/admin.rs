@@ -3,8 +3,6 @@
 //! following a broker that stops and returns, and HTTP publish with curl
 //! and Python's own HTTP client, every error status included.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -13,7 +11,13 @@ use std::time::{Duration, Instant};
 
 use databus::resp::Frame;
 use serde_json::Value;
-use support::*;
+use testkit::client::{cmd_bytes, mget_records, ok, Client};
+use testkit::daemon::{broker_list, daemon_config, Daemon};
+use testkit::database::TestDb;
+use testkit::kafka::OwnBroker;
+use testkit::process::Guard;
+use testkit::services::{free_port, unique, venv_python, TempDir};
+use testkit::topics::{create_topic, create_topic_on, read_topic};
 
 /// A databus child with its admin port, its own database, topic and group.
 struct Admin {
@@ -665,7 +669,7 @@ fn the_dashboard_and_alert_rules_read_real_series() {
     );
     let config = dir.write("prometheus.yml", &config);
     let port = free_port();
-    let _prometheus = support::process::Guard::spawn(
+    let _prometheus = Guard::spawn(
         Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", config.with_file_name("data").display()))

@@ -1,39 +1,29 @@
 //! AUTH against the MySQL store, the pre-AUTH rules and the auth timeout.
 
-mod support;
-
 use std::time::Duration;
 
 use databus::resp::Frame;
-use support::stores::{add_matrix_rows, check_auth_matrix};
-use support::*;
+use testkit::client::{err, ok};
+use testkit::database::TestDb;
+use testkit::server::Fixture;
+use testkit::stores::{add_matrix_rows, check_auth_matrix};
+use testkit::topics::{create_topic, read_topic};
 
-struct Fixture {
-    _db: TestDb,
-    server: TestServer,
-    topic: String,
-    group: String,
-}
-
-/// The rows of `check_auth_matrix`, plus a deleted app and a deleted grant.
-fn fixture(extra: &str) -> Fixture {
-    let mut db = TestDb::new("auth");
-    let topic = unique("t_auth");
-    let group = unique("g_auth");
-    add_matrix_rows(&mut db, &group, &topic);
+/// The rows of `check_auth_matrix` (app `key1`), plus a deleted app and a
+/// deleted grant; the topic is never created.
+fn rows(db: &mut TestDb, group: &str, topic: &str) {
+    add_matrix_rows(db, group, topic);
     // Deleted rows do not exist.
     db.add_app(3, "key3", "secret3", "cluster1");
     db.exec("UPDATE app_tb SET deleted_at = 1700000000 WHERE id = 3");
-    db.add_grant(3, &format!("{group}_deletedapp"), 3, &topic);
-    db.add_grant(1, &format!("{group}_deletedgrant"), 3, &topic);
+    db.add_grant(3, &format!("{group}_deletedapp"), 3, topic);
+    db.add_grant(1, &format!("{group}_deletedgrant"), 3, topic);
     db.exec(&format!("UPDATE auth_tb SET deleted_at = 1 WHERE group_name = '{group}_deletedgrant'"));
-    let server = TestServer::start(&test_config(&db, extra, ""));
-    Fixture { _db: db, server, topic, group }
 }
 
 #[test]
 fn auth_success_and_every_failure() {
-    let f = fixture("");
+    let f = Fixture::with_rows("auth", "key1:secret1", "", rows);
     check_auth_matrix(&f.server, &f.group, &f.topic);
     let (t, g) = (&f.topic, &f.group);
     for deleted in ["deletedapp", "deletedgrant"] {
@@ -54,15 +44,14 @@ fn auth_success_and_every_failure() {
 
 #[test]
 fn before_auth_only_auth_ping_and_quit() {
-    let f = fixture("");
+    let f = Fixture::with_rows("auth", "key1:secret1", "", rows);
     let mut c = f.server.connect();
     assert_eq!(c.call(&["PING"]), Frame::Simple("PONG".into()));
     assert_eq!(c.call(&["SET", "k", "v"]), err("NOAUTH Authentication required."));
     assert_eq!(c.call(&["MGET"]), err("NOAUTH Authentication required."));
     assert_eq!(c.call(&["FLUSHALL"]), err("NOAUTH Authentication required."));
     // Still open, and AUTH still works after refusals.
-    let auth = format!("key1:secret1@{}/topic={}&role=pub", f.group, f.topic);
-    assert_eq!(c.call(&["auth", &auth]), ok());
+    assert_eq!(c.call(&["auth", &f.auth_string("pub", "")]), ok());
     assert_eq!(c.call(&["ping"]), Frame::Simple("PONG".into()));
     assert_eq!(c.call(&["QUIT"]), ok());
     assert!(c.is_closed());
@@ -77,7 +66,7 @@ fn read_topic_is_empty(topic: &str) -> bool {
 
 #[test]
 fn silent_connection_is_closed_after_auth_timeout() {
-    let f = fixture("auth_timeout_ms = 300");
+    let f = Fixture::with_rows("auth", "key1:secret1", "auth_timeout_ms = 300", rows);
     let mut c = f.server.connect();
     c.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     assert_eq!(c.read(), Some(err("ERR authentication timeout")));
@@ -88,19 +77,18 @@ fn silent_connection_is_closed_after_auth_timeout() {
     assert_eq!(c.read(), Some(err("ERR authentication timeout")));
     // An authenticated connection is not subject to it.
     let mut c = f.server.connect();
-    assert_eq!(c.call(&["AUTH", &format!("key1:secret1@{}/topic={}&role=pub", f.group, f.topic)]), ok());
+    assert_eq!(c.call(&["AUTH", &f.auth_string("pub", "")]), ok());
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(c.call(&["PING"]), Frame::Simple("PONG".into()));
 }
 
 #[test]
 fn auth_works_through_a_real_redis_client() {
-    let f = fixture("");
+    let f = Fixture::with_rows("auth", "key1:secret1", "", rows);
     let url = format!("redis://{}/", f.server.addr);
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_connection().unwrap();
-    let auth = format!("key1:secret1@{}/topic={}&role=pub", f.group, f.topic);
-    let reply: String = redis::cmd("AUTH").arg(&auth).query(&mut conn).unwrap();
+    let reply: String = redis::cmd("AUTH").arg(f.auth_string("pub", "")).query(&mut conn).unwrap();
     assert_eq!(reply, "OK");
     let pong: String = redis::cmd("PING").query(&mut conn).unwrap();
     assert_eq!(pong, "PONG");

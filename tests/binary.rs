@@ -2,8 +2,6 @@
 //! startup failures on a bad config or an unreachable store, and a graceful
 //! SIGTERM that answers the SETs in flight, flushes and exits 0.
 
-mod support;
-
 use std::collections::HashSet;
 use std::io::Write;
 use std::net::TcpStream;
@@ -12,18 +10,24 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use databus::resp::Frame;
-use support::*;
+use testkit::client::{cmd_bytes, ok, Client};
+use testkit::daemon::{broker_list, daemon_config, databus_bin, Daemon, BOUND};
+use testkit::database::TestDb;
+use testkit::kafka::{group_version, NodeOptions, OwnBroker};
+use testkit::services::{free_port, unique, TempDir};
+use testkit::topics::{create_topic, create_topic_on, read_topic, read_topic_on};
 
 /// Runs the binary to completion, killing it if it takes longer than `BOUND`.
 fn run_to_exit(args: &[&str]) -> (ExitStatus, String, String) {
-    let child = Command::new(BIN)
+    let bin = databus_bin();
+    let child = Command::new(&bin)
         .args(args)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("spawning {BIN}: {e}"));
+        .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     thread::spawn(move || {

@@ -3,8 +3,6 @@
 //! Kafka, lost, duplicated, redelivered — never a speed. Each appends its
 //! row to the results file that `make chaos` prints (RELIABILITY.md).
 
-mod support;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -17,8 +15,19 @@ use databus::resp::Frame;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::Offset;
-use support::chaos::*;
-use support::*;
+use testkit::chaos::{await_both_acknowledge, metric, serial, tally, BareLoad, Load, Relay, Row};
+use testkit::client::{cmd_bytes, mget_records, ok, Client};
+use testkit::config::Config;
+use testkit::daemon::{broker_list, daemon_config, Daemon};
+use testkit::database::TestDb;
+use testkit::kafka::{KafkaCluster, OwnBroker};
+use testkit::server::{test_config, OnOwnBroker, TestServer};
+use testkit::services::{brokers, free_port, mysql_url, unique, TempDir};
+use testkit::stores::{GrantStore, RedisDb};
+use testkit::topics::{
+    committed, committed_with, create_topic, create_topic_on, read_topic, read_topic_available,
+    read_topic_on, Record,
+};
 
 /// Scenario 7: a subscriber can tell "no new records" (an empty array) from
 /// "Kafka is unreachable" (TRYAGAIN) and its connection survives the outage.
@@ -102,15 +111,9 @@ fn frozen_broker_fails_sets_in_time_and_recovers() {
     let t = tally(&out.acked, &records);
     Row {
         scenario: "2. broker frozen (SIGSTOP 2 x producer.timeout_ms, then SIGCONT)",
-        acknowledged: Some(t.acknowledged),
-        in_kafka: Some(t.in_kafka),
-        lost: Some(t.lost),
-        duplicated: Some(t.duplicated),
-        unacknowledged: Some(t.unacknowledged),
-        out_of_order: Some(t.out_of_order),
         recover_ms: recovered.map(|r| r.duration_since(thawed).as_millis()),
         note: format!("{} SETs got errors, {} replies later than {:?}", out.failed.len(), out.slow, bound),
-        ..Row::default()
+        ..Row::from(&t)
     }
     .record();
     assert!(!out.failed.is_empty(), "no SET failed while the broker was frozen");
@@ -205,12 +208,6 @@ fn sigterm_under_load_keeps_every_acknowledgement() {
     let commits_kept = acked_commits.iter().filter(|(p, o)| committed[p] == Offset::Offset(**o)).count();
     Row {
         scenario: "4. databus SIGTERM with pipelined SETs and waiting MGETs",
-        acknowledged: Some(t.acknowledged),
-        in_kafka: Some(t.in_kafka),
-        lost: Some(t.lost),
-        duplicated: Some(t.duplicated),
-        unacknowledged: Some(t.unacknowledged),
-        out_of_order: Some(t.out_of_order),
         recover_ms: None,
         note: format!(
             "exit code {} after {} ms; {} SETs refused; {commits_kept}/{} acknowledged commits kept",
@@ -219,7 +216,7 @@ fn sigterm_under_load_keeps_every_acknowledgement() {
             out.failed.len(),
             acked_commits.len()
         ),
-        ..Row::default()
+        ..Row::from(&t)
     }
     .record();
     assert!(status.success(), "exit status {status}; log:\n{}", daemon.log());
@@ -232,7 +229,7 @@ fn sigterm_under_load_keeps_every_acknowledgement() {
 /// Scenario 6 for one store: the store unreachable across several refresh
 /// intervals; open connections keep working, new AUTHs are served from the
 /// last good grants, and a change made after it returns is picked up.
-fn store_outage(store: &mut dyn stores::GrantStore, real: &str, name: &'static str) {
+fn store_outage(store: &mut dyn GrantStore, real: &str, name: &'static str) {
     let topic = unique("t_chaos_store");
     let group = unique("g_chaos_store");
     create_topic(&topic, 1);
@@ -325,7 +322,7 @@ fn mysql_store_outage_keeps_the_last_good_grants() {
 #[test]
 fn redis_store_outage_keeps_the_last_good_grants() {
     let _serial = serial();
-    let mut db = stores::RedisDb::new();
+    let mut db = RedisDb::claim();
     let real = db.addr.clone();
     store_outage(&mut db, &real, "6b. auth store outage: Redis");
 }
@@ -678,15 +675,9 @@ fn broker_sigkill_loses_and_duplicates_no_acknowledged_record() {
     }
     Row {
         scenario: "1. broker SIGKILL and restart under 8 pipelining publishers",
-        acknowledged: Some(t.acknowledged),
-        in_kafka: Some(t.in_kafka),
-        lost: Some(t.lost),
-        duplicated: Some(t.duplicated),
-        unacknowledged: Some(t.unacknowledged),
-        out_of_order: Some(t.out_of_order),
         recover_ms: recovered.map(|r| r.duration_since(back_at).as_millis()),
         note: format!("{} SETs got errors (may or may not be in Kafka)", out.failed.len()),
-        ..Row::default()
+        ..Row::from(&t)
     }
     .record();
     assert!(recovered.is_some(), "no SET acknowledged after the broker returned");
@@ -726,12 +717,6 @@ fn leader_sigkill_in_a_three_broker_cluster_loses_nothing() {
     let stall = out.longest_stall();
     Row {
         scenario: "8. partition leader SIGKILL in a three-broker cluster under 6 publishers",
-        acknowledged: Some(t.acknowledged),
-        in_kafka: Some(t.in_kafka),
-        lost: Some(t.lost),
-        duplicated: Some(t.duplicated),
-        unacknowledged: Some(t.unacknowledged),
-        out_of_order: Some(t.out_of_order),
         recover_ms: out.first_ok_after(killed_at).map(|r| r.duration_since(killed_at).as_millis()),
         note: format!(
             "broker {leader} down 10 s; {} SETs got errors; longest stall databus {} ms, bare librdkafka {} ms \
@@ -743,7 +728,7 @@ fn leader_sigkill_in_a_three_broker_cluster_loses_nothing() {
             b.lost,
             b.duplicated
         ),
-        ..Row::default()
+        ..Row::from(&t)
     }
     .record();
     t.assert_clean("acknowledged");

@@ -17,8 +17,6 @@
 //! producer once wrote a duplicate through the rolling restart
 //! (RELIABILITY.md).
 
-mod support;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,8 +26,14 @@ use std::time::{Duration, Instant};
 
 use databus::resp::Frame;
 use serde_json::Value;
-use support::chaos::*;
-use support::*;
+use testkit::chaos::{await_both_acknowledge, serial, tally, BareLoad, Load, Outcome, Row, Tally};
+use testkit::client::{ok, Client};
+use testkit::daemon::{daemon_config, Daemon};
+use testkit::database::TestDb;
+use testkit::kafka::{kafka_tool, KafkaCluster};
+use testkit::server::OnOwnBroker;
+use testkit::services::{free_port, unique, TempDir};
+use testkit::topics::{create_topic_on, read_topic_available, Record};
 
 /// databus's produce timeout here, and the bare producer's message timeout.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -75,12 +79,6 @@ fn row(scenario: &'static str, s: &Setup, databus: &Outcome, bare: &Outcome, fau
     let b = tally(&bare.acked, &theirs);
     let row = Row {
         scenario,
-        acknowledged: Some(t.acknowledged),
-        in_kafka: Some(t.in_kafka),
-        lost: Some(t.lost),
-        duplicated: Some(t.duplicated),
-        unacknowledged: Some(t.unacknowledged),
-        out_of_order: Some(t.out_of_order),
         note: format!(
             "{fault}; longest stall databus {} ms, bare librdkafka {} ms; {} SETs got errors, the bare \
              producer {} ({} acknowledged, {} lost, {} duplicated)",
@@ -92,7 +90,7 @@ fn row(scenario: &'static str, s: &Setup, databus: &Outcome, bare: &Outcome, fau
             b.lost,
             b.duplicated,
         ),
-        ..Row::default()
+        ..Row::from(&t)
     };
     (row, t)
 }
@@ -604,7 +602,7 @@ fn publish_entries(
 /// The broker id that coordinates `group`, from Kafka's own
 /// `ConsumerGroupCommand --describe --state` (its `COORDINATOR (ID)` column).
 fn group_coordinator(brokers: &str, group: &str) -> i32 {
-    let out = support::kafka::kafka_tool(
+    let out = kafka_tool(
         "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
         &["--bootstrap-server", brokers, "--describe", "--group", group, "--state"],
     );

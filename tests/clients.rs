@@ -5,8 +5,6 @@
 //! 1.5 s MGET wait and a 6 s session timeout; a new group member's first MGETs may
 //! come back empty while it joins, so every consumer loops with a bound.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -19,29 +17,17 @@ use std::time::{Duration, Instant};
 use databus::resp::Frame;
 use rdkafka::Offset;
 use serde_json::Value;
-use support::*;
+use testkit::client::{
+    assert_once_and_in_order, cmd_bytes, expected_commits, mget_records, ok, Client, PY_CONSUME,
+};
+use testkit::process::Guard;
+use testkit::redis_cli::{unquote_cli, RedisCli};
+use testkit::server::Fixture;
+use testkit::services::{venv_python, TempDir};
+use testkit::topics::{committed, read_topic, Record};
 
 /// Longest any client loop here may take to see what it waits for.
 const BOUND: Duration = Duration::from_secs(60);
-
-/// A database, topic and group of the test's own; the app is the README's
-/// `app_key1`/`app_secret1`, allowed to publish and subscribe.
-/// What these tests add to the shared fixture.
-trait ClientFixture {
-    /// The AUTH string of the README with this fixture's group and topic.
-    fn auth(&self, role: &str) -> String;
-    fn port(&self) -> u16;
-}
-
-impl ClientFixture for Fixture {
-    fn auth(&self, role: &str) -> String {
-        self.auth_string(role, if role == "sub" { "&offset=old" } else { "" })
-    }
-
-    fn port(&self) -> u16 {
-        self.server.addr.port()
-    }
-}
 
 // ---------------------------------------------------------------------------
 // redis-cli
@@ -286,10 +272,7 @@ fn wait_committed(f: &Fixture, partition: i32, next: i64) {
 #[test]
 fn example_client_publishes_consumes_commits_and_reconnects() {
     let f = Fixture::new("example", 3, "");
-    // A fixed port, so a restarted databus is where the example looks.
     let port = f.port();
-    let config_on_port =
-        test_config(&f.db, "", "").replace("addr = \"127.0.0.1:0\"", &format!("addr = \"127.0.0.1:{port}\""));
     let dir = TempDir::new("example");
     std::fs::write(dir.0.join("config.toml"), example_config(&f, port)).unwrap();
 
@@ -314,17 +297,7 @@ fn example_client_publishes_consumes_commits_and_reconnects() {
     wait_committed(&f, p1, o1 + 1);
 
     // databus restarts; the example reconnects and gets only the new message.
-    let Fixture { db, server, topic, group, partitions } = f;
-    drop(server);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let server = loop {
-        match std::panic::catch_unwind(|| TestServer::start(&config_on_port)) {
-            Ok(server) => break server,
-            Err(_) => assert!(Instant::now() < deadline, "databus could not listen on {port} again"),
-        }
-        thread::sleep(Duration::from_millis(100));
-    };
-    let f = Fixture { db, server, topic, group, partitions };
+    let f = f.restart_on_same_port();
     let mut publisher = f.server.connect();
     assert_eq!(publisher.call(&["AUTH", &f.auth("pub")]), ok());
     assert_eq!(publisher.call(&["SET", "after", r#"{"n":2}"#]), ok());

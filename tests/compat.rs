@@ -10,26 +10,20 @@
 //! Then what a stranger can learn: nothing about grants from the commands
 //! answered before AUTH, and nothing from how long a refused AUTH takes.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use databus::resp::Frame;
 use serde_json::Value;
-use support::*;
+use testkit::client::{
+    assert_once_and_in_order, consume_with_redis_crate, err, expected_commits, ok, PY_CONSUME,
+};
+use testkit::server::Fixture;
+use testkit::services::{brokers, script_output, venv_python, TempDir};
+use testkit::topics::{committed, read_topic};
 
 const PARTITIONS: i32 = 3;
-
-fn fixture(name: &str) -> Fixture {
-    Fixture::new(name, PARTITIONS, "")
-}
-
-/// The AUTH string; subscribers start from the oldest record.
-fn auth(f: &Fixture, role: &str) -> String {
-    f.auth_string(role, if role == "sub" { "&offset=old" } else { "" })
-}
 
 /// One client's session, checked: exactly the values `v0..v{n}`, each
 /// message once and in offset order per partition, the group's commits right
@@ -102,15 +96,15 @@ print(json.dumps(got))
 "#;
 
 fn redis_py(name: &str, mode: &str) {
-    let f = fixture(name);
+    let f = Fixture::new(name, PARTITIONS, "");
     let n = 20;
     let out = Command::new(venv_python())
         .args(["-c", &format!("{PY_CONSUME}{REDIS_PY}")])
         .env("PORT", f.server.addr.port().to_string())
         .env("N", n.to_string())
         .env("MODE", mode)
-        .env("PUB_AUTH", auth(&f, "pub"))
-        .env("SUB_AUTH", auth(&f, "sub"))
+        .env("PUB_AUTH", f.auth("pub"))
+        .env("SUB_AUTH", f.auth("sub"))
         .output()
         .unwrap();
     let got = session_output(&format!("redis-py ({mode})"), out);
@@ -161,7 +155,7 @@ fn percent_encode(s: &str) -> String {
 fn redis_crate(f: &Fixture, role: &str, in_url: bool) -> redis::Connection {
     let port = f.server.addr.port();
     let url = if in_url {
-        format!("redis://:{}@127.0.0.1:{port}/", percent_encode(&auth(f, role)))
+        format!("redis://:{}@127.0.0.1:{port}/", percent_encode(&f.auth(role)))
     } else {
         format!("redis://127.0.0.1:{port}/")
     };
@@ -169,13 +163,13 @@ fn redis_crate(f: &Fixture, role: &str, in_url: bool) -> redis::Connection {
         redis::Client::open(url).unwrap().get_connection_with_timeout(Duration::from_secs(10)).unwrap();
     con.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     if !in_url {
-        let () = redis::cmd("AUTH").arg(auth(f, role)).query(&mut con).unwrap();
+        let () = redis::cmd("AUTH").arg(f.auth(role)).query(&mut con).unwrap();
     }
     con
 }
 
 fn redis_crate_session(name: &str, in_url: bool) {
-    let f = fixture(name);
+    let f = Fixture::new(name, PARTITIONS, "");
     let n = 20;
     let mut publisher = redis_crate(&f, "pub", in_url);
     for i in 0..n {
@@ -190,7 +184,7 @@ fn redis_crate_session(name: &str, in_url: bool) {
         .get_connection()
         .unwrap();
     let e = redis::cmd("AUTH")
-        .arg(auth(&f, "pub").replace("app_secret1", "nope"))
+        .arg(f.auth("pub").replace("app_secret1", "nope"))
         .query::<()>(&mut con)
         .unwrap_err();
     assert_eq!(e.code(), Some("WRONGPASS"), "{e}");
@@ -284,15 +278,15 @@ const { PORT, N, PUB_AUTH, SUB_AUTH } = process.env;
 
 fn node_session(name: &str, script: &str) {
     let modules = node_modules();
-    let f = fixture(name);
+    let f = Fixture::new(name, PARTITIONS, "");
     let n = 20;
     let out = Command::new("node")
         .args(["-e", &format!("{NODE_CONSUME}\n{script}")])
         .env("NODE_PATH", &modules)
         .env("PORT", f.server.addr.port().to_string())
         .env("N", n.to_string())
-        .env("PUB_AUTH", auth(&f, "pub"))
-        .env("SUB_AUTH", auth(&f, "sub"))
+        .env("PUB_AUTH", f.auth("pub"))
+        .env("SUB_AUTH", f.auth("sub"))
         .output()
         .unwrap();
     let got = session_output(name, out);
@@ -325,14 +319,14 @@ fn client_program(kind: &str) -> String {
 /// with 5 s, 3 s before v9.22); then it publishes `v0..v{n}` and consumes and
 /// commits them on the same connection (see `tests/clients/`).
 fn program_session(name: &str, mut program: Command) {
-    let f = fixture(name);
+    let f = Fixture::new(name, PARTITIONS, "");
     let n = 25;
     let out = program
         .env("PORT", f.server.addr.port().to_string())
         .env("N", n.to_string())
-        .env("PUB_AUTH", auth(&f, "pub"))
-        .env("SUB_AUTH", auth(&f, "sub"))
-        .env("BAD_AUTH", auth(&f, "sub").replace("app_secret1", "wrong"))
+        .env("PUB_AUTH", f.auth("pub"))
+        .env("SUB_AUTH", f.auth("sub"))
+        .env("BAD_AUTH", f.auth("sub").replace("app_secret1", "wrong"))
         .output()
         .unwrap_or_else(|e| panic!("running {name}: {e}"));
     let got = session_output(name, out);
@@ -472,10 +466,10 @@ fn hiredis_from_c() {
         "building the hiredis client (libhiredis-dev; `scripts/services.sh test-tools` installs it):\n{}",
         String::from_utf8_lossy(&built.stderr)
     );
-    let f = fixture("hiredis");
+    let f = Fixture::new("hiredis", PARTITIONS, "");
     let n = 20;
     let out = Command::new(&binary)
-        .args([f.server.addr.port().to_string(), n.to_string(), auth(&f, "pub"), auth(&f, "sub")])
+        .args([f.server.addr.port().to_string(), n.to_string(), f.auth("pub"), f.auth("sub")])
         .output()
         .unwrap();
     let got = session_output("the hiredis client", out);
@@ -490,10 +484,10 @@ fn hiredis_from_c() {
 /// of any server.
 #[test]
 fn redis_benchmark_publishes() {
-    let f = fixture("benchmark");
+    let f = Fixture::new("benchmark", PARTITIONS, "");
     let n = 2000;
     let out = Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", &f.server.addr.port().to_string(), "-a", &auth(&f, "pub")])
+        .args(["-h", "127.0.0.1", "-p", &f.server.addr.port().to_string(), "-a", &f.auth("pub")])
         .args(["-t", "set", "-n", &n.to_string(), "-r", "1000", "-c", "10", "-P", "4", "-q"])
         .output()
         .unwrap();
@@ -508,7 +502,7 @@ fn redis_benchmark_publishes() {
 
 #[test]
 fn commands_before_auth_reveal_no_grant() {
-    let f = fixture("reveal");
+    let f = Fixture::new("reveal", PARTITIONS, "");
     let mut c = f.server.connect();
     let mut seen = Vec::new();
     for request in [
@@ -538,12 +532,12 @@ fn commands_before_auth_reveal_no_grant() {
     for data in [&["SET", "k", "v"][..], &["HSET", "k", "{}", "v"], &["MGET"]] {
         assert_eq!(c.call(data), err("NOAUTH Authentication required."), "{data:?}");
     }
-    assert_eq!(c.call(&["AUTH", &auth(&f, "pub")]), ok());
+    assert_eq!(c.call(&["AUTH", &f.auth("pub")]), ok());
 }
 
 #[test]
 fn auth_timing_does_not_tell_a_known_key_from_an_unknown_one() {
-    let f = fixture("timing");
+    let f = Fixture::new("timing", PARTITIONS, "");
     let known = format!("app_key1:not-the-secret@{}/topic={}&role=pub", f.group, f.topic);
     let unknown = format!("no_such_key:not-the-secret@{}/topic={}&role=pub", f.group, f.topic);
     let (mut t_known, mut t_unknown) = (Vec::new(), Vec::new());

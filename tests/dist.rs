@@ -5,12 +5,13 @@
 //! a warning, and a purge takes everything away again. The package holds the
 //! test build of the binary (`DATABUS_BIN`), not a second release build.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::*;
+use testkit::daemon::{broker_list, daemon_config, databus_bin};
+use testkit::database::TestDb;
+use testkit::services::{free_port, unique, TempDir};
+use testkit::topics::create_topic;
 
 fn run(program: &str, args: &[&str]) -> Output {
     Command::new(program).args(args).output().unwrap_or_else(|e| panic!("running {program}: {e}"))
@@ -42,7 +43,7 @@ fn the_debian_package_installs_checks_verifies_and_purges() {
     let out_dir = TempDir::new("dist");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/dist.sh");
     let built = Command::new(&script)
-        .env("DATABUS_BIN", BIN)
+        .env("DATABUS_BIN", databus_bin())
         .env("DIST_DIR", &out_dir.0)
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));

@@ -6,8 +6,6 @@
 //! about is in Kafka. Memory is read from /proc and compared before and
 //! after with a generous margin; nothing here asserts a time.
 
-mod support;
-
 use std::collections::HashSet;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -17,7 +15,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use databus::resp::Frame;
-use support::*;
+use testkit::client::{cmd_bytes, err, ok, Client};
+use testkit::daemon::{broker_list, daemon_config, rss_kib, Daemon, BOUND};
+use testkit::database::TestDb;
+use testkit::services::{free_port, unique, TempDir};
+use testkit::topics::{create_topic, read_topic};
 
 /// A databus binary of the test's own, with one app granted pub and sub on a
 /// fresh topic.

@@ -4,9 +4,7 @@
 //! SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN), and the clear, bounded errors of
 //! credentials the broker refuses and of broker certificates that must not
 //! be trusted. The broker has its own secured listener and a throwaway PKI
-//! (`support::secure`).
-
-mod support;
+//! (`testkit::secure`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,8 +14,13 @@ use std::time::{Duration, Instant};
 use databus::resp::Frame;
 use rdkafka::Offset;
 use serde_json::Value;
-use support::secure::*;
-use support::*;
+use testkit::client::{ok, Client};
+use testkit::daemon::{daemon_config, Daemon};
+use testkit::database::TestDb;
+use testkit::secure::{Pki, SecureBroker, Security, SASL_PASSWORD, SASL_USER};
+use testkit::server::{test_config, TestServer};
+use testkit::services::{free_port, unique, TempDir};
+use testkit::topics::{committed_with, read_topic_with};
 
 /// A server whose app 1 lives on cluster `secure` (`cluster` is its TOML
 /// sections), granted pub+sub on `topic`.

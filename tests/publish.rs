@@ -1,18 +1,15 @@
 //! The publish path end to end: SET/HSET through databus, read back with an
 //! independent consumer.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 
 use databus::proto::Header;
 use databus::resp::Frame;
 use prost::Message;
-use support::*;
-
-fn fixture(name: &str, partitions: i32, extra: &str) -> Fixture {
-    Fixture::new(name, partitions, extra)
-}
+use testkit::client::{cmd_bytes, err, ok, Client};
+use testkit::kafka::OwnBroker;
+use testkit::server::{Fixture, OnOwnBroker};
+use testkit::topics::{read_topic, read_topic_on, Record};
 
 fn publisher(f: &Fixture, color: &str) -> Client {
     let extra = if color.is_empty() { String::new() } else { format!("&color={color}") };
@@ -25,7 +22,7 @@ fn header<'a>(r: &'a Record, name: &str) -> Option<&'a [u8]> {
 
 #[test]
 fn set_and_hset_reach_kafka_exactly() {
-    let f = fixture("setget", 3, "");
+    let f = Fixture::new("setget", 3, "");
     let mut plain = publisher(&f, "");
     let mut red = publisher(&f, "red");
     let binary: Vec<u8> = (0..=255u8).collect();
@@ -61,7 +58,7 @@ fn set_and_hset_reach_kafka_exactly() {
 
 #[test]
 fn same_key_same_partition_in_order() {
-    let f = fixture("order", 4, "");
+    let f = Fixture::new("order", 4, "");
     let mut c = publisher(&f, "");
     for i in 0..200 {
         let key = format!("key-{}", i % 20);
@@ -91,7 +88,7 @@ fn same_key_same_partition_in_order() {
 
 #[test]
 fn pipelined_sets_answered_in_order_without_duplicates() {
-    let f = fixture("pipeline", 3, "");
+    let f = Fixture::new("pipeline", 3, "");
     let mut c = publisher(&f, "");
     let mut burst = Vec::new();
     for i in 0..1000 {
@@ -155,7 +152,7 @@ fn a_request_sent_ahead_of_a_handed_over_reply_is_answered_after_it() {
 /// produced (the reply has nowhere to go), and databus goes on serving.
 #[test]
 fn a_set_whose_client_leaves_at_once_is_still_produced() {
-    let f = fixture("leaver", 1, "");
+    let f = Fixture::new("leaver", 1, "");
     for i in 0..20 {
         let mut c = publisher(&f, "");
         c.send(&[b"SET", b"k", format!("v{i}").as_bytes()]);
@@ -169,7 +166,7 @@ fn a_set_whose_client_leaves_at_once_is_still_produced() {
 
 #[test]
 fn oversized_value_is_refused_and_connection_survives() {
-    let f = fixture("bigvalue", 1, "max_value_size = 1000");
+    let f = Fixture::new("bigvalue", 1, "max_value_size = 1000");
     let mut c = publisher(&f, "");
     let big = vec![b'x'; 1001];
     c.send(&[b"SET", b"k", &big]);
@@ -184,7 +181,7 @@ fn oversized_value_is_refused_and_connection_survives() {
 
 #[test]
 fn unknown_and_misused_commands_keep_the_connection() {
-    let f = fixture("unknown", 1, "");
+    let f = Fixture::new("unknown", 1, "");
     let mut c = publisher(&f, "");
     assert_eq!(c.call(&["FLUSHALL"]), err("ERR unknown command 'FLUSHALL'"));
     assert_eq!(c.call(&["MGET"]), err("ERR command 'MGET' not allowed for role pub"));
@@ -199,7 +196,7 @@ fn unknown_and_misused_commands_keep_the_connection() {
 
 #[test]
 fn malformed_resp_closes_only_that_connection() {
-    let f = fixture("malformed", 1, "");
+    let f = Fixture::new("malformed", 1, "");
     let mut other = publisher(&f, "");
     let mut bad = publisher(&f, "");
     bad.send_raw(b"*2\r\n$3\r\nSET\r\n:12\r\n");
@@ -216,7 +213,7 @@ fn malformed_resp_closes_only_that_connection() {
 
 #[test]
 fn inline_commands_work() {
-    let f = fixture("inline", 1, "");
+    let f = Fixture::new("inline", 1, "");
     let mut c = f.server.connect();
     c.send_raw(format!("AUTH {}\r\n", f.auth_string("pub", "")).as_bytes());
     assert_eq!(c.read(), Some(ok()));
@@ -230,7 +227,7 @@ fn inline_commands_work() {
 
 #[test]
 fn max_clients_refuses_the_extra_connection() {
-    let f = fixture("maxclients", 1, "max_clients = 2");
+    let f = Fixture::new("maxclients", 1, "max_clients = 2");
     let mut first = publisher(&f, "");
     let _second = f.server.connect();
     let mut third = f.server.connect();
@@ -276,7 +273,7 @@ fn broker_down_gives_errors_and_recovery_follows() {
 
 #[test]
 fn idle_publisher_is_closed() {
-    let f = fixture("pubidle", 1, "idle_timeout_ms = 400");
+    let f = Fixture::new("pubidle", 1, "idle_timeout_ms = 400");
     let mut idle = publisher(&f, "");
     let mut busy = publisher(&f, "");
     for _ in 0..4 {

@@ -7,8 +7,6 @@
 //! topic, group and database; the Kafka side is checked with an independent
 //! reader.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -16,7 +14,10 @@ use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamPendingReply, StreamReadOptions, StreamReadReply,
 };
 use redis::{Commands, Connection, Value};
-use support::*;
+use testkit::daemon::{daemon_config, Daemon};
+use testkit::server::{test_config, Fixture, TestServer};
+use testkit::services::{brokers, free_port, script_output, venv_python, TempDir};
+use testkit::topics::{committed, create_topic, read_topic};
 
 fn connect(server: &TestServer, auth: &str) -> Connection {
     connect_addr(server.addr, auth)
@@ -30,11 +31,11 @@ fn connect_addr(addr: std::net::SocketAddr, auth: &str) -> Connection {
 }
 
 fn publisher(f: &Fixture) -> Connection {
-    connect(&f.server, &f.auth_string("pub", ""))
+    connect(&f.server, &f.auth("pub"))
 }
 
 fn consumer(f: &Fixture) -> Connection {
-    connect(&f.server, &f.auth_string("sub", "&offset=old"))
+    connect(&f.server, &f.auth("sub"))
 }
 
 /// Publishes `n` entries `{n: i}` with XADD (no key: spread over the
@@ -304,10 +305,7 @@ fn a_restart_hands_out_only_unacknowledged_entries() {
     assert_eq!(n as usize, acked.len());
     drop(a);
     // The same database and group on a new server: what the old one committed.
-    let Fixture { db, server, topic, group, partitions } = f;
-    drop(server);
-    let server = TestServer::start(&test_config(&db, "", ""));
-    let f = Fixture { db, server, topic, group, partitions };
+    let f = f.restart();
     let mut b = consumer(&f);
     let want: BTreeSet<String> = published.iter().filter(|id| !acked.contains(id)).cloned().collect();
     let again = read_n(&mut b, &f, "b", want.len());

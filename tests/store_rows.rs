@@ -4,12 +4,13 @@
 //! secret; the readable rows serve, and a fixed row is picked up by the next
 //! refresh. Run through the real binary, whose log is the thing checked.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::stores::*;
-use support::*;
+use testkit::client::{err, ok, Client};
+use testkit::daemon::{broker_list, daemon_config, Daemon};
+use testkit::database::TestDb;
+use testkit::services::{free_port, unique, TempDir};
+use testkit::stores::{store_test_config, GrantStore, RedisDb};
 
 /// Refreshes run every 300 ms; this lets several pass.
 const SEVERAL_REFRESHES: Duration = Duration::from_millis(1500);
@@ -100,7 +101,7 @@ fn mysql_rows_that_cannot_be_read_are_skipped() {
 
 #[test]
 fn redis_rows_that_cannot_be_read_are_skipped() {
-    let mut store = RedisDb::new();
+    let mut store = RedisDb::claim();
     let t = unique("t_rbadrows");
     store.add_app(1, "key1", "secret-one-111", "cluster1");
     store.add_app(2, "key2", "secret-two-222", "cluster1");

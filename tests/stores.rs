@@ -1,19 +1,24 @@
 //! The auth stores (MySQL, Redis in the redis_orm layout, the config file)
 //! and grant changes applied while the server runs.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use databus::resp::Frame;
-use support::stores::*;
-use support::*;
+use testkit::client::{err, ok, Client};
+use testkit::database::TestDb;
+use testkit::kafka::OwnBroker;
+use testkit::process::Guard;
+use testkit::services::{free_port, unique, TempDir};
+use testkit::stores::{
+    add_matrix_rows, auth_eventually, check_auth_matrix, store_test_config, FileGrants, GrantStore, RedisDb,
+};
+use testkit::topics::{create_topic, create_topic_on, read_topic, read_topic_on};
 
 #[test]
 fn auth_matrix_against_the_redis_store() {
-    let mut store = RedisDb::new();
+    let mut store = RedisDb::claim();
     let (g, t) = (unique("g_rmatrix"), unique("t_rmatrix"));
     add_matrix_rows(&mut store, &g, &t);
     let server = store.start(&store_test_config(""));
@@ -31,7 +36,7 @@ fn auth_matrix_against_the_file_store() {
 
 #[test]
 fn redis_rows_written_by_hand_work_and_new_rows_arrive_with_a_refresh() {
-    let mut store = RedisDb::new();
+    let mut store = RedisDb::claim();
     let (g, t) = (unique("g_hand"), unique("t_hand"));
     create_topic(&t, 1);
     store.add_app(1, "app_key1", "app_secret1", "cluster1");
@@ -138,7 +143,7 @@ fn live_changes_with_the_mysql_store() {
 
 #[test]
 fn live_changes_with_the_redis_store() {
-    live_changes(&mut RedisDb::new());
+    live_changes(&mut RedisDb::claim());
 }
 
 #[test]
@@ -201,7 +206,7 @@ impl Drop for OwnRedis {
 fn store_outage_keeps_the_last_good_grants() {
     let mut redis = OwnRedis::start();
     let addr = format!("127.0.0.1:{}", redis.port);
-    let mut store = RedisDb::on(&addr);
+    let mut store = RedisDb::claim_on(&addr);
     let (g, t) = (unique("g_outage"), unique("t_outage"));
     create_topic(&t, 1);
     store.add_app(1, "key1", "secret1", "cluster1");

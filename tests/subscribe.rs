@@ -4,8 +4,6 @@
 //! group's rebalance completes, so its first MGET may come back empty: the
 //! helpers below poll until a count.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
@@ -17,11 +15,12 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::Offset;
 use serde_json::Value;
-use support::*;
-
-fn fixture(name: &str, partitions: i32) -> Fixture {
-    Fixture::new(name, partitions, "")
-}
+use testkit::client::{err, ok, Client};
+use testkit::database::TestDb;
+use testkit::kafka::group_version;
+use testkit::server::{test_config, Fixture, TestServer};
+use testkit::services::{brokers, unique};
+use testkit::topics::{committed, create_topic, read_topic};
 
 trait SubscribeFixture {
     fn publish(&self, color: &str, messages: &[(String, String)]);
@@ -79,7 +78,7 @@ fn values(messages: &[Value]) -> Vec<String> {
 
 #[test]
 fn consume_json_and_protobuf_exactly() {
-    let f = fixture("consume", 3);
+    let f = Fixture::new("consume", 3, "");
     let sent = numbered("v", 30);
     f.publish("", &sent);
     let mut hset = f.login("pub", "");
@@ -147,7 +146,7 @@ fn consume_json_and_protobuf_exactly() {
 
 #[test]
 fn foreign_records_of_any_bytes_are_delivered() {
-    let f = fixture("foreign", 1);
+    let f = Fixture::new("foreign", 1, "");
     let producer: ThreadedProducer<DefaultProducerContext> =
         ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
     let values: [&[u8]; 4] = [b"plain text", b"\x00\x01\xff binary", b"[1,2]", b""];
@@ -171,7 +170,7 @@ fn foreign_records_of_any_bytes_are_delivered() {
 /// `metadata` stay where they were.
 #[test]
 fn headers_of_other_producers_and_xadd_fields_reach_mget() {
-    let f = fixture("headers", 1);
+    let f = Fixture::new("headers", 1, "");
     let producer: ThreadedProducer<DefaultProducerContext> =
         ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
     let headers = OwnedHeaders::new()
@@ -222,7 +221,7 @@ fn headers_of_other_producers_and_xadd_fields_reach_mget() {
 
 #[test]
 fn commit_then_reconnect_resumes_after_the_commit() {
-    resume_after_the_commit(fixture("resume", 1));
+    resume_after_the_commit(Fixture::new("resume", 1, ""));
 }
 
 /// The same under KIP-848's consumer group protocol (`group_protocol =
@@ -281,7 +280,7 @@ fn resume_after_the_commit(f: Fixture) {
 
 #[test]
 fn group_members_share_partitions_and_take_over() {
-    let f = fixture("share", 4);
+    let f = Fixture::new("share", 4, "");
     let mut a = f.subscriber("");
     let mut b = f.subscriber("");
     // Let both join before anything is published, so no message is handed
@@ -330,7 +329,7 @@ fn group_members_share_partitions_and_take_over() {
 
 #[test]
 fn a_member_beyond_the_partition_count_is_refused() {
-    let f = fixture("full", 2);
+    let f = Fixture::new("full", 2, "");
     // Classic subscribers: they have read (a connection that has not may
     // yet turn to queue mode, which has no such limit; see tests/queue.rs).
     let mut a = f.subscriber("");
@@ -351,7 +350,7 @@ fn a_member_beyond_the_partition_count_is_refused() {
 
 #[test]
 fn each_color_sees_only_its_messages() {
-    let f = fixture("color", 2);
+    let f = Fixture::new("color", 2, "");
     let mut plain = f.subscriber("");
     let mut red = f.subscriber("&color=red");
     f.publish("red", &numbered("red", 5));
@@ -370,7 +369,7 @@ fn each_color_sees_only_its_messages() {
 
 #[test]
 fn empty_topic_returns_an_empty_array_after_the_wait() {
-    let f = fixture("empty", 1);
+    let f = Fixture::new("empty", 1, "");
     let mut c = f.subscriber("");
     c.send(&[b"MGET"]);
     assert_eq!(c.read(), Some(Frame::Array(vec![])));
@@ -385,7 +384,7 @@ fn empty_topic_returns_an_empty_array_after_the_wait() {
 /// clients themselves, in compat.rs.)
 #[test]
 fn an_empty_mget_waits_as_long_as_asked() {
-    let f = fixture("waits", 2);
+    let f = Fixture::new("waits", 2, "");
     let timed = |c: &mut Client, args: &[&str]| {
         let started = Instant::now();
         assert_eq!(c.call(args), Frame::Array(vec![]), "{args:?}");
@@ -418,7 +417,7 @@ fn an_empty_mget_waits_as_long_as_asked() {
 
 #[test]
 fn bad_commits_are_refused_and_nothing_is_committed() {
-    let f = fixture("badcommit", 1);
+    let f = Fixture::new("badcommit", 1, "");
     f.publish("", &numbered("m", 3));
     let mut c = f.subscriber("");
     drain_json(&mut c, 3);

@@ -6,8 +6,6 @@
 //! none when one is required, and a handshake that stalls. Certificates are
 //! rotated by a reload (SIGHUP) without a restart.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
@@ -16,17 +14,18 @@ use std::time::{Duration, Instant};
 use databus::resp::Frame;
 use rdkafka::Offset;
 use serde_json::Value;
-use support::secure::Pki;
-use support::*;
+use testkit::client::{consume_with_redis_crate, PY_CONSUME};
+use testkit::redis_cli::{unquote_cli, RedisCli};
+use testkit::secure::Pki;
+use testkit::server::Fixture;
+use testkit::services::venv_python;
+use testkit::topics::{committed, read_topic};
 
-/// A database, a topic and a server with a TLS listener; `client_ca`
+/// The common fixture, its server with a TLS listener; `client_ca`
 /// requires client certificates from the test CA.
 struct Setup {
-    server: TestServer,
+    f: Fixture,
     pki: Pki,
-    topic: String,
-    group: String,
-    _db: TestDb,
 }
 
 impl Setup {
@@ -35,12 +34,6 @@ impl Setup {
         // The files the server reads, so a test can rotate them.
         std::fs::copy(pki.path("server.pem"), pki.path("live.pem")).unwrap();
         std::fs::copy(pki.path("server.key"), pki.path("live.key")).unwrap();
-        let db = TestDb::new(name);
-        let topic = unique(&format!("t_{name}"));
-        let group = unique(&format!("g_{name}"));
-        db.add_app(1, "app_key1", "app_secret1", "cluster1");
-        db.add_grant(1, &group, 3, &topic);
-        create_topic(&topic, 2);
         let mut extra = format!(
             "tls_addr = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\nauth_timeout_ms = 1500\n",
             pki.path_str("live.pem"),
@@ -49,21 +42,20 @@ impl Setup {
         if client_ca {
             extra += &format!("tls_ca = \"{}\"\n", pki.path_str("ca.pem"));
         }
-        let server = TestServer::start(&test_config(&db, &extra, ""));
-        Setup { server, pki, topic, group, _db: db }
+        Setup { f: Fixture::new(name, 2, &extra), pki }
     }
 
     fn tls_addr(&self) -> SocketAddr {
-        self.server.tls_addr.expect("a TLS listener")
+        self.f.server.tls_addr.expect("a TLS listener")
     }
 
     fn auth(&self, role: &str) -> String {
-        format!("app_key1:app_secret1@{}/topic={}&role={role}&offset=old", self.group, self.topic)
+        self.f.auth_string(role, "&offset=old")
     }
 
     /// The plain port still serves, whatever happened on the TLS one.
     fn assert_plain_serves(&self) {
-        let mut c = self.server.connect();
+        let mut c = self.f.server.connect();
         assert_eq!(c.call(&["PING"]), Frame::Simple("PONG".into()));
     }
 }
@@ -76,7 +68,7 @@ fn check_consumed(s: &Setup, messages: &[Value], n: usize) {
     let mut want: Vec<String> = (0..n).map(|i| format!("v{i}")).collect();
     want.sort();
     assert_eq!(values, want);
-    let committed = committed(&s.group, &s.topic, 2);
+    let committed = committed(&s.f.group, &s.f.topic, 2);
     for p in 0..2 {
         let last =
             messages.iter().filter(|m| m["partition"] == p).map(|m| m["offset"].as_i64().unwrap()).max();
@@ -84,7 +76,7 @@ fn check_consumed(s: &Setup, messages: &[Value], n: usize) {
             assert_eq!(committed[&p], Offset::Offset(last + 1), "partition {p}");
         }
     }
-    assert_eq!(read_topic(&s.topic, n).len(), n);
+    assert_eq!(read_topic(&s.f.topic, n).len(), n);
 }
 
 #[test]
@@ -274,12 +266,12 @@ fn certificates_are_rotated_by_a_reload() {
     std::fs::copy(s.pki.path("rogue-server.key"), s.pki.path("live.key")).unwrap();
     // Until the reload, the old certificate is served.
     tls_ping(&s, "ca.pem", None).unwrap();
-    s.server.reload();
+    s.f.server.reload();
     tls_ping(&s, "rogue-ca.pem", None).unwrap();
     assert!(tls_ping(&s, "ca.pem", None).is_err(), "the old certificate is still served after the reload");
     let () = redis::cmd("SET").arg("k").arg("v").query(&mut before).unwrap();
     // A broken file is refused and the current certificate stays.
     std::fs::write(s.pki.path("live.key"), "not a key").unwrap();
-    s.server.reload();
+    s.f.server.reload();
     tls_ping(&s, "rogue-ca.pem", None).unwrap();
 }

@@ -1,4 +1,5 @@
-//! Shared fixtures of the integration tests, by concern:
+//! The integration tests' kit: what the test crates in `tests/` share, by
+//! concern:
 //!
 //! - `services`: where the real services are, from the environment
 //!   (`DATABUS_BROKERS`, `DATABUS_MYSQL_URL`, `DATABUS_REDIS_ADDR`) as set
@@ -9,16 +10,23 @@
 //! - `topics`: topics of a test's own and an independent Kafka reader;
 //! - `kafka`, `secure`: Apache Kafka brokers and clusters of a test's own
 //!   (plain, TLS, SASL), started by `scripts/kafka.sh`;
-//! - `config`, `server`, `daemon`: a databus config, a server in process,
-//!   the release binary as a process;
+//! - `config`, `server`, `daemon`: a databus config, a server in process
+//!   and the common fixture, the `databus` binary as a process;
 //! - `client`, `redis_cli`: a raw RESP client and the checks of what a
 //!   consumer got; `redis-cli` as a user runs it;
 //! - `chaos`: the fault suites' load, tally, relay and result rows;
 //! - `process`: a child process killed on drop.
 //!
+//! A crate of its own (`databus-testkit`, a dev-dependency of databus only,
+//! never in the server binary) rather than a `mod support;` in every test:
+//! each `tests/*.rs` is a crate, so a shared module was compiled once per
+//! test and warned of each helper that test did not use, which only a
+//! blanket `allow(dead_code)` silenced — and that hid helpers no test used
+//! at all. Here the helpers are the kit's `pub` interface, built once; a
+//! test imports what it uses by name (`use testkit::server::Fixture;`), and
+//! what the kit keeps private still warns when nothing uses it.
+//!
 //! A missing service fails the test with how to start it — never a skip.
-
-#![allow(dead_code)]
 
 pub mod chaos;
 pub mod client;
@@ -33,24 +41,3 @@ pub mod server;
 pub mod services;
 pub mod stores;
 pub mod topics;
-
-#[allow(unused_imports)]
-pub use client::*;
-#[allow(unused_imports)]
-pub use config::Config;
-#[allow(unused_imports)]
-pub use daemon::{broker_list, daemon_config, rss_kib, Daemon, BIN, BOUND};
-#[allow(unused_imports)]
-pub use database::*;
-#[allow(unused_imports)]
-pub use kafka::{group_version, KafkaCluster, NodeOptions, OwnBroker};
-#[allow(unused_imports)]
-pub use process::Guard;
-#[allow(unused_imports)]
-pub use redis_cli::{unquote_cli, RedisCli};
-#[allow(unused_imports)]
-pub use server::*;
-#[allow(unused_imports)]
-pub use services::*;
-#[allow(unused_imports)]
-pub use topics::*;

@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub const HOW_TO_START: &str = "start the services with `scripts/services.sh up` (or run `make test`)";
+pub(crate) const HOW_TO_START: &str = "start the services with `scripts/services.sh up` (or run `make test`)";
 
 pub fn brokers() -> String {
     std::env::var("DATABUS_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
@@ -18,7 +18,7 @@ pub fn mysql_url() -> String {
     std::env::var("DATABUS_MYSQL_URL").unwrap_or_else(|_| "mysql://databus:databus@127.0.0.1:3306".into())
 }
 
-pub fn redis_addr() -> String {
+pub(crate) fn redis_addr() -> String {
     std::env::var("DATABUS_REDIS_ADDR").unwrap_or_else(|_| "127.0.0.1:6379".into())
 }
 
@@ -58,11 +58,16 @@ impl Drop for TempDir {
     }
 }
 
+/// The repository (the kit is `tests/kit` in it): its `scripts/`, its `target/`.
+pub(crate) fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).expect("the kit is tests/kit of the repository")
+}
+
 /// What one of the project's installer scripts (`scripts/<name>`, which
 /// installs or builds what a test needs if missing) prints on stdout,
 /// trimmed; `needs` says what it needs when it fails.
 pub fn script_output(name: &str, args: &[&str], needs: &str) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(name);
+    let script = repo_root().join("scripts").join(name);
     let out: Output = Command::new(&script)
         .args(args)
         .stderr(Stdio::piped())

@@ -4,14 +4,16 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-
-use redis::Commands;
-
 use std::time::{Duration, Instant};
 
 use databus::resp::Frame;
+use redis::Commands;
 
-use super::*;
+use crate::client::{err, ok, Client};
+use crate::config::Config;
+use crate::database::TestDb;
+use crate::server::TestServer;
+use crate::services::{brokers, redis_addr, unique, HOW_TO_START};
 
 /// Rows of a store, editable while a server runs on it.
 pub trait GrantStore {
@@ -68,11 +70,13 @@ pub struct RedisDb {
 const LOCK: &str = "databus:test-lock";
 
 impl RedisDb {
-    pub fn new() -> RedisDb {
-        Self::on(&redis_addr())
+    /// A database of the test Redis.
+    pub fn claim() -> RedisDb {
+        Self::claim_on(&redis_addr())
     }
 
-    pub fn on(addr: &str) -> RedisDb {
+    /// A database of the Redis at `addr`.
+    pub fn claim_on(addr: &str) -> RedisDb {
         let owner = unique("lock");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -203,6 +207,12 @@ impl FileGrants {
         let tmp = self.path.with_extension("tmp");
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(&tmp, &self.path).unwrap();
+    }
+}
+
+impl Default for FileGrants {
+    fn default() -> FileGrants {
+        FileGrants::new()
     }
 }
 

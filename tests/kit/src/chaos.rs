@@ -21,7 +21,9 @@ use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
-use super::{cmd_bytes, free_port, ok, Client, Record};
+use crate::client::{cmd_bytes, ok, Client};
+use crate::services::{free_port, repo_root};
+use crate::topics::Record;
 
 /// One scenario at a time, also under plain `cargo test`: faults and load
 /// of one must not leak into another's counts or bounds.
@@ -49,10 +51,26 @@ pub struct Row {
     pub note: String,
 }
 
+/// A publishing scenario's counts, from its tally; the scenario fills in
+/// the rest.
+impl From<&Tally> for Row {
+    fn from(t: &Tally) -> Row {
+        Row {
+            acknowledged: Some(t.acknowledged),
+            in_kafka: Some(t.in_kafka),
+            lost: Some(t.lost),
+            duplicated: Some(t.duplicated),
+            unacknowledged: Some(t.unacknowledged),
+            out_of_order: Some(t.out_of_order),
+            ..Row::default()
+        }
+    }
+}
+
 impl Row {
     pub fn record(&self) {
         let path = std::env::var("CHAOS_RESULTS")
-            .unwrap_or_else(|_| format!("{}/target/chaos-results.jsonl", env!("CARGO_MANIFEST_DIR")));
+            .unwrap_or_else(|_| format!("{}/target/chaos-results.jsonl", repo_root().display()));
         let mut line = serde_json::to_string(self).unwrap();
         line.push('\n');
         std::fs::OpenOptions::new()
@@ -76,8 +94,8 @@ pub struct Outcome {
     pub failed_at: Vec<Instant>,
     /// When the load started and when it was stopped: the longest stall
     /// counts from the one and up to the other too.
-    pub started: Option<Instant>,
-    pub ended: Option<Instant>,
+    started: Option<Instant>,
+    ended: Option<Instant>,
     /// When each of `acked` got its `+OK`, in the same order.
     pub acked_at: Vec<Instant>,
     /// Replies that came later than the bound after their request was sent.
@@ -191,7 +209,7 @@ impl Load {
 
 /// The key of a load's value `<prefix>-<seq>`: one of eight per prefix
 /// (connection or thread), `<prefix>/<seq % 8>`.
-pub fn key_of(value: &str) -> String {
+fn key_of(value: &str) -> String {
     format!("{}/{}", prefix_of(value), seq_of(value) % 8)
 }
 
@@ -274,7 +292,7 @@ pub struct BareLoad {
 }
 
 /// Hands each delivery report to the thread waiting for it.
-pub struct Reports;
+struct Reports;
 
 impl ClientContext for Reports {}
 

@@ -42,7 +42,7 @@ impl Config {
     }
 
     /// Merges a TOML fragment (top-level keys and sections); its values win.
-    pub fn merge(mut self, fragment: &str) -> Config {
+    pub(crate) fn merge(mut self, fragment: &str) -> Config {
         let extra: Table =
             fragment.parse().unwrap_or_else(|e| panic!("test config fragment: {e}\n{fragment}"));
         merge_into(&mut self.0, extra);

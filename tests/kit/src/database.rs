@@ -2,13 +2,13 @@
 
 use mysql::prelude::Queryable;
 
-use super::services::{mysql_url, unique, HOW_TO_START};
+use crate::services::{mysql_url, unique, HOW_TO_START};
 
 /// The seed's auth schema (`scripts/schema.sql`, the one copy), statement
 /// by statement: each ends with ";" and holds no other.
-pub fn schema_statements() -> Vec<String> {
+fn schema_statements() -> Vec<String> {
     let schema: Vec<&str> =
-        include_str!("../../scripts/schema.sql").lines().filter(|l| !l.starts_with("--")).collect();
+        include_str!("../../../scripts/schema.sql").lines().filter(|l| !l.starts_with("--")).collect();
     schema.join("\n").split(';').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
 }
 

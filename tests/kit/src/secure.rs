@@ -12,8 +12,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use super::kafka::kafka_tool;
-use super::{create_topic_on, free_port, NodeOptions, OwnBroker, TempDir, HOW_TO_START};
+use crate::kafka::{kafka_tool, NodeOptions, OwnBroker};
+use crate::services::{free_port, TempDir, HOW_TO_START};
+use crate::topics::create_topic_on;
 
 /// Certificates and keys in a directory of the test's own.
 pub struct Pki {
@@ -51,28 +52,31 @@ impl Pki {
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// `openssl req` with a new P-256 key, `<name>.key`, and `args`.
+    fn req_with_new_key(&self, name: &str, args: &[&str]) {
+        let key = format!("{name}.key");
+        let new_key =
+            ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", &key];
+        self.openssl(&[&new_key[..], args].concat());
+    }
+
     fn ca(&self, name: &str) {
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN=databus test {name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
+        self.req_with_new_key(
+            name,
+            &[
+                "-x509",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=databus test {name}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
     }
 
     /// A certificate for 127.0.0.1 and localhost, signed by `ca`.
@@ -82,20 +86,7 @@ impl Pki {
 
     /// A certificate for the subject alternative names `san`, signed by `ca`.
     fn leaf_for(&self, name: &str, ca: &str, usage: &str, san: &str) {
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={name}"),
-        ]);
+        self.req_with_new_key(name, &["-out", &format!("{name}.csr"), "-subj", &format!("/CN={name}")]);
         let ext = format!(
             "subjectAltName={san}\nbasicConstraints=CA:FALSE\n\
              keyUsage=critical,digitalSignature\nextendedKeyUsage={usage}\n"
@@ -164,7 +155,7 @@ impl Security {
 pub struct SecureBroker {
     broker: OwnBroker,
     pub port: u16,
-    pub security: Security,
+    security: Security,
 }
 
 impl SecureBroker {
@@ -260,7 +251,7 @@ impl SecureBroker {
     }
 
     /// The plain listener, for what must bypass the secured one.
-    pub fn plain_addr(&self) -> String {
+    fn plain_addr(&self) -> String {
         self.broker.addr()
     }
 

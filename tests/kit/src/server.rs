@@ -2,15 +2,16 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use databus::config::Settings;
 use databus::server::{self, Running};
 
-use super::client::{ok, Client};
-use super::config::Config;
-use super::database::TestDb;
-use super::services::{brokers, unique};
-use super::topics::{create_topic, create_topic_on};
+use crate::client::{ok, Client};
+use crate::config::Config;
+use crate::database::TestDb;
+use crate::services::{brokers, unique};
+use crate::topics::{create_topic, create_topic_on};
 
 /// A databus server of the test's own, on a free port.
 pub struct TestServer {
@@ -80,7 +81,7 @@ impl TestServer {
     }
 
     /// Starts from a config file, as the file store needs a real path.
-    pub fn start_file(path: &Path) -> TestServer {
+    pub(crate) fn start_file(path: &Path) -> TestServer {
         let _ = env_logger::builder().is_test(true).try_init();
         let running = server::start(Settings::load(path).unwrap()).unwrap();
         let (addr, tls_addr) = (running.local_addr(), running.tls_addr());
@@ -100,32 +101,105 @@ impl Drop for TestServer {
     }
 }
 
-/// The common test setup: a database with app `app_key1`/`app_secret1` on
-/// `cluster1` and one group granted pub and sub on a fresh topic, and a
-/// server on it (`extra` = top-level config keys).
+/// The common test setup: a database of the test's own, a fresh topic and
+/// group, and a server on them. Every test that needs no more (and no
+/// broker of its own) starts from it.
 pub struct Fixture {
     pub db: TestDb,
     pub server: TestServer,
     pub topic: String,
     pub group: String,
+    /// The topic's; 0 when the fixture created no topic.
     pub partitions: i32,
+    /// `key:secret` of the app that the AUTH strings name.
+    app: &'static str,
+    /// What the server's config adds to the test config.
+    extra: String,
 }
 
 impl Fixture {
+    /// App `app_key1`/`app_secret1` on `cluster1`, its group granted pub and
+    /// sub on a fresh topic of `partitions`; `extra` (a TOML fragment) is
+    /// merged into the server's test config.
     pub fn new(name: &str, partitions: i32, extra: &str) -> Fixture {
-        let db = TestDb::new(name);
+        Fixture::start(name, "app_key1:app_secret1", partitions, extra, |db, group, topic| {
+            db.add_app(1, "app_key1", "app_secret1", "cluster1");
+            db.add_grant(1, group, 3, topic);
+        })
+    }
+
+    /// The test's own rows instead: `rows` writes them, given the fixture's
+    /// group and topic, before the server starts; no topic is created.
+    /// `app` (`key:secret`) is the app of [`Fixture::auth_string`].
+    pub fn with_rows(
+        name: &str,
+        app: &'static str,
+        extra: &str,
+        rows: impl FnOnce(&mut TestDb, &str, &str),
+    ) -> Fixture {
+        Fixture::start(name, app, 0, extra, rows)
+    }
+
+    fn start(
+        name: &str,
+        app: &'static str,
+        partitions: i32,
+        extra: &str,
+        rows: impl FnOnce(&mut TestDb, &str, &str),
+    ) -> Fixture {
+        let mut db = TestDb::new(name);
         let topic = unique(&format!("t_{name}"));
         let group = unique(&format!("g_{name}"));
-        db.add_app(1, "app_key1", "app_secret1", "cluster1");
-        db.add_grant(1, &group, 3, &topic);
-        create_topic(&topic, partitions);
+        rows(&mut db, &group, &topic);
+        if partitions > 0 {
+            create_topic(&topic, partitions);
+        }
         let server = TestServer::start(&test_config(&db, extra, ""));
-        Fixture { db, server, topic, group, partitions }
+        Fixture { db, server, topic, group, partitions, app, extra: extra.to_owned() }
+    }
+
+    /// Stops the server, then starts another of the same config on the same
+    /// database, topic and group, on a port of its own.
+    pub fn restart(self) -> Fixture {
+        self.restart_on(0)
+    }
+
+    /// [`Fixture::restart`] on the port the old server listened on, as a
+    /// restarted databus is where its clients reconnect.
+    pub fn restart_on_same_port(self) -> Fixture {
+        let port = self.server.addr.port();
+        self.restart_on(port)
+    }
+
+    /// Tries for 10 s, until the old server's port is free again.
+    fn restart_on(self, port: u16) -> Fixture {
+        let Fixture { db, server, topic, group, partitions, app, extra } = self;
+        drop(server);
+        let config = test_config(&db, &extra, &format!("addr = \"127.0.0.1:{port}\"\n"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let server = loop {
+            match std::panic::catch_unwind(|| TestServer::start(&config)) {
+                Ok(server) => break server,
+                Err(_) => assert!(Instant::now() < deadline, "databus could not listen on {port} again"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        Fixture { db, server, topic, group, partitions, app, extra }
+    }
+
+    /// The AUTH string for `role` as a client of the README writes it: a
+    /// subscriber starts from the oldest record.
+    pub fn auth(&self, role: &str) -> String {
+        self.auth_string(role, if role == "sub" { "&offset=old" } else { "" })
     }
 
     /// The AUTH string for `role`, with `extra` parameters (`&color=red`…).
     pub fn auth_string(&self, role: &str, extra: &str) -> String {
-        format!("app_key1:app_secret1@{}/topic={}&role={role}{extra}", self.group, self.topic)
+        format!("{}@{}/topic={}&role={role}{extra}", self.app, self.group, self.topic)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.addr.port()
     }
 
     /// A connection authenticated as `role`.

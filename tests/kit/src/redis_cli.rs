@@ -7,7 +7,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::Duration;
 
-use super::Guard;
+use crate::process::Guard;
 
 /// An interactive `redis-cli` process, fed one line at a time on stdin, its
 /// stdout read line by line. `--no-raw` prints replies as a terminal session
@@ -55,7 +55,7 @@ impl RedisCli {
 
     /// The next line of a reply. The `(0.52s)` that redis-cli prints after a
     /// command slower than half a second is not part of it.
-    pub fn next_line(&mut self, after: &str) -> String {
+    fn next_line(&mut self, after: &str) -> String {
         loop {
             match self.lines.recv_timeout(Duration::from_secs(30)) {
                 Ok(line) if is_elapsed_note(&line) => continue,

@@ -4,14 +4,30 @@
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{brokers, Config, Guard};
+use crate::config::Config;
+use crate::process::Guard;
+use crate::services::brokers;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_databus");
+/// The `databus` binary that `cargo test` builds for the tests: cargo 1.94
+/// and later name it at run time; before, it is in the profile directory
+/// above the test's own executable (`target/debug/deps/<test>-<hash>`). A
+/// crate of its own, the kit has no `env!("CARGO_BIN_EXE_databus")`.
+pub fn databus_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("CARGO_BIN_EXE_databus") {
+        return path.into();
+    }
+    let test = std::env::current_exe().expect("the test's own executable");
+    let path = test.parent().and_then(Path::parent).expect("a test in target/<profile>/deps").join("databus");
+    assert!(path.is_file(), "no databus binary at {} (`cargo test` builds it)", path.display());
+    path
+}
+
 /// Longest the binary may take to start listening, or to exit after a signal
 /// or on a bad config.
 pub const BOUND: Duration = Duration::from_secs(30);
@@ -56,7 +72,7 @@ impl Daemon {
     /// Starts the binary with `args` and waits until `port` accepts
     /// connections. Panics with the child's stderr if it exits first.
     pub fn start(args: &[&str], port: u16) -> Daemon {
-        let mut command = Command::new(BIN);
+        let mut command = Command::new(databus_bin());
         command.args(args);
         Daemon::spawn(command, args, port)
     }
@@ -68,7 +84,7 @@ impl Daemon {
         command
             .arg("-c")
             .arg(format!("ulimit -S -n {soft} && ulimit -H -n {hard} && exec \"$0\" \"$@\""))
-            .arg(BIN)
+            .arg(databus_bin())
             .args(args);
         Daemon::spawn(command, args, port)
     }
@@ -80,7 +96,7 @@ impl Daemon {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("spawning {BIN}: {e}"));
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", databus_bin().display()));
         let mut pipe = child.stderr.take().unwrap();
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let reader = {

@@ -14,9 +14,13 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use super::{free_port, Guard, TempDir, HOW_TO_START};
+use crate::process::Guard;
+use crate::services::{free_port, repo_root, TempDir, HOW_TO_START};
 
-const KAFKA_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh");
+/// The launcher of every broker.
+fn kafka_sh() -> PathBuf {
+    repo_root().join("scripts/kafka.sh")
+}
 /// A JVM broker formats its storage and starts in 5-15 s on two cores; the
 /// first start of a machine also fetches the jars.
 const START: Duration = Duration::from_secs(180);
@@ -26,7 +30,7 @@ const HEAP: &str = "320m";
 /// `kafka.admin.ConfigCommand` ...) with `args`; panics with its output if
 /// it fails.
 pub fn kafka_tool(class: &str, args: &[&str]) -> String {
-    let out = Command::new(KAFKA_SH).arg("tool").arg(class).args(args).output().unwrap();
+    let out = Command::new(kafka_sh()).arg("tool").arg(class).args(args).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{class} {args:?}: {text}");
     text
@@ -121,12 +125,12 @@ impl Node {
     fn spawn(&mut self) {
         let log = OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         self.process = Some(Guard::spawn(
-            Command::new(KAFKA_SH)
+            Command::new(kafka_sh())
                 .args(&self.args)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log),
-            KAFKA_SH,
+            "scripts/kafka.sh",
         ));
     }
 
@@ -150,7 +154,7 @@ impl Node {
     }
 
     /// The end of its log, for failure messages.
-    pub fn log_tail(&self) -> String {
+    fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
@@ -200,8 +204,12 @@ struct Cluster {
 
 impl Cluster {
     fn new(replication: u32) -> Cluster {
-        let out = Command::new(KAFKA_SH).arg("new-cluster-id").output().unwrap();
-        assert!(out.status.success(), "{KAFKA_SH} new-cluster-id: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(kafka_sh()).arg("new-cluster-id").output().unwrap();
+        assert!(
+            out.status.success(),
+            "scripts/kafka.sh new-cluster-id: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Cluster { id: String::from_utf8(out.stdout).unwrap().trim().to_owned(), replication }
     }
 }
@@ -253,7 +261,7 @@ impl OwnBroker {
 /// Three nodes on loopback, each a broker and one of three controller
 /// voters; new topics get replication 3 and `min.insync.replicas=2`.
 pub struct KafkaCluster {
-    pub nodes: Vec<Node>,
+    nodes: Vec<Node>,
     _dir: TempDir,
 }
 
