@@ -22,7 +22,7 @@ pub(super) struct DeadLetters {
 }
 
 impl DeadLetters {
-    /// Until the group's [`QueueGroup`] (the sender) is gone.
+    /// Until the group's [`QueueGroup`](super::QueueGroup) (the sender) is gone.
     pub(super) fn run(self, letters: mpsc::Receiver<Vec<Arc<Entry>>>) {
         for entries in letters {
             self.send(entries);
