@@ -32,7 +32,7 @@ impl<'a> Set<'a> {
             State::Subscriber(s) => {
                 let reply = s.commit(self.first, self.second);
                 if matches!(reply, Err(CommandError::Join(_))) {
-                    session.closing = true;
+                    session.close();
                 }
                 reply.into()
             }
