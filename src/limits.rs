@@ -354,11 +354,9 @@ impl App {
             let Some(per_s) = per_s else { continue };
             let (w, due) = pace.admit(now, units, per_s);
             if w > rates.max_delay {
-                self.metrics.limit_refused(
-                    &self.key,
-                    if what == "records" { "publish_records_per_s" } else { "publish_bytes_per_s" },
-                );
-                return Err(LimitError::Rate { app: self.key.clone(), what, limit: per_s });
+                let refused = LimitError::Rate { app: self.key.clone(), what, limit: per_s };
+                self.metrics.limit_refused(&self.key, refused.limit());
+                return Err(refused);
             }
             wait = wait.max(w);
             dues[i] = Some(due);
