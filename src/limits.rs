@@ -301,15 +301,15 @@ impl Limiter {
     pub(crate) fn seat(&self, key: &str, subscriber: bool) -> Result<Seat, LimitError> {
         let app = self.app(key);
         let limits = app.rates().limits;
-        let taken = |count: &AtomicU64, limit: Option<u64>| match limit {
-            Some(limit) if count.fetch_add(1, Ordering::SeqCst) >= limit => {
-                count.fetch_sub(1, Ordering::SeqCst);
-                Err(limit)
-            }
-            Some(_) => Ok(()),
-            None => {
-                count.fetch_add(1, Ordering::SeqCst);
-                Ok(())
+        // Counted first, then judged: two AUTHs at once cannot both take the last seat.
+        let taken = |count: &AtomicU64, limit: Option<u64>| {
+            let before = count.fetch_add(1, Ordering::SeqCst);
+            match limit {
+                Some(limit) if before >= limit => {
+                    count.fetch_sub(1, Ordering::SeqCst);
+                    Err(limit)
+                }
+                _ => Ok(()),
             }
         };
         let refused = |e: LimitError| {
