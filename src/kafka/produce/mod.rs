@@ -30,6 +30,7 @@ mod control;
 #[cfg(test)]
 pub(crate) mod fake;
 pub(crate) mod partitioner;
+mod response;
 pub(crate) mod sasl;
 mod sender;
 pub(crate) mod wire;
@@ -42,6 +43,7 @@ use kafka_protocol::records::Compression;
 
 use self::batch::{Batch, Parts};
 pub(crate) use self::partitioner::Partitioner;
+pub(crate) use self::response::decode as decode_response;
 use super::producer::Reporter;
 use super::{Delivered, PublishError};
 

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::batch::Batch;
+use super::response::{self, PartitionAnswer};
 use super::wire::{self, Conn, Reader, WireError, Writer};
 use super::{fail, settle, Failure, Sent, Shared, State, Verdicts};
 use crate::kafka::Delivered;
@@ -232,7 +232,7 @@ fn receive(shared: &Shared, node: i32, mut reader: Reader) {
     let stale = shared.config.timeout + Duration::from_secs(1);
     let why = loop {
         match reader.next() {
-            Ok(Some(mut body)) => {
+            Ok(Some(body)) => {
                 let mut state = shared.lock();
                 let Some(link) = state.links.get_mut(&node) else {
                     break "a response to no request".to_owned();
@@ -240,8 +240,7 @@ fn receive(shared: &Shared, node: i32, mut reader: Reader) {
                 let Some(sent) = link.sent.pop_front() else { break "a response to no request".to_owned() };
                 link.answered(sent.at.elapsed());
                 state.in_flight -= 1;
-                let response =
-                    wire::decode_response::<ProduceRequest>(&mut body, sent.version, sent.correlation);
+                let response = response::decode(&body, sent.version, sent.correlation);
                 let mut verdicts = Verdicts::new();
                 let why = match response {
                     Ok(response) => {
@@ -320,16 +319,11 @@ fn answer(
     shared: &Shared,
     state: &mut State,
     sent: Sent,
-    response: kafka_protocol::messages::ProduceResponse,
+    response: Vec<PartitionAnswer>,
     verdicts: &mut Verdicts,
 ) {
     for (topic, partition, batch) in sent.batches {
-        let answered = response
-            .responses
-            .iter()
-            .filter(|t| t.name.0.as_str() == topic)
-            .flat_map(|t| &t.partition_responses)
-            .find(|p| p.index == partition);
+        let answered = response.iter().find(|a| a.partition == partition && a.topic == topic);
         match answered {
             Some(r) => outcome(shared, state, &topic, partition, batch, r, verdicts),
             None => {
@@ -346,7 +340,7 @@ fn outcome(
     topic: &str,
     partition: i32,
     mut batch: Batch,
-    r: &PartitionProduceResponse,
+    r: &PartitionAnswer,
     verdicts: &mut Verdicts,
 ) {
     let Some(p) = state.topics.get_mut(topic).and_then(|t| t.partitions.get_mut(partition as usize)) else {
@@ -444,7 +438,7 @@ fn error_name(code: i16) -> String {
 }
 
 /// A partition's error as the broker gave it.
-fn describe(r: &PartitionProduceResponse) -> String {
+fn describe(r: &PartitionAnswer) -> String {
     match r.error_message.as_ref().filter(|m| !m.is_empty()) {
         Some(m) => format!("{}: {m}", error_name(r.error_code)),
         None => error_name(r.error_code),
