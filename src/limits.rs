@@ -336,6 +336,11 @@ impl App {
     /// Admits `records` of `bytes` value bytes: the wait that keeps the app
     /// within its rates (zero when it is), or the limit it is over by more
     /// than the longest wait. A refused request leaves the rates as they were.
+    /// Whether the app has a publish rate (its records may be held).
+    pub(crate) fn is_rated(&self) -> bool {
+        self.rated.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn admit(&self, records: u64, bytes: u64) -> Result<Duration, LimitError> {
         if !self.rated.load(Ordering::Relaxed) {
             return Ok(Duration::ZERO);

@@ -36,6 +36,11 @@ pub(crate) struct Metrics {
     queue_depth: IntGaugeVec,
     broker_up: IntGaugeVec,
     produce_errors: IntCounterVec,
+    /// databus's own producer: requests, batches, records, retries, epoch
+    /// bumps; brought up to the producers' counts at each scrape, one
+    /// scrape at a time.
+    produce_counts: [IntCounterVec; 5],
+    produce_counted: Mutex<()>,
     queue_pending: IntGaugeVec,
     queue_entries: IntCounterVec,
     queue_commit_failures: IntCounterVec,
@@ -161,6 +166,26 @@ impl Metrics {
                 "Records not acknowledged, by cluster and cause.",
                 &["cluster", "cause"],
             ),
+            produce_counts: [
+                (
+                    "databus_produce_requests_total",
+                    "Produce requests databus's own producer wrote (one carries a batch of every partition \
+                     of a broker that had records).",
+                ),
+                ("databus_produce_batches_total", "Record batches in those requests (one per partition)."),
+                ("databus_produce_request_records_total", "Records in those requests (a retried one counts again)."),
+                (
+                    "databus_produce_retries_total",
+                    "Batches sent again: answered with a retriable error, or in flight on a connection that \
+                     broke or went unanswered.",
+                ),
+                (
+                    "databus_produce_epoch_bumps_total",
+                    "New producer epochs or ids (KIP-360), each restarting every partition's sequences.",
+                ),
+            ]
+            .map(|(name, help)| counters(name, help, &["cluster"])),
+            produce_counted: Mutex::new(()),
             queue_pending: gauges(
                 "databus_queue_pending",
                 "Queue mode: entries handed out and not acknowledged (the pending entries list), per group.",
@@ -317,6 +342,18 @@ impl Metrics {
         }
     }
 
+    /// Brings the own producer's counters up to `counts` (cluster, the
+    /// counts since start in the order of [`Metrics::produce_counts`]).
+    pub(crate) fn set_produce_counts(&self, counts: &[(String, [u64; 5])]) {
+        let _one_scrape = self.produce_counted.lock().unwrap_or_else(|e| e.into_inner());
+        for (cluster, now) in counts {
+            for (counter, now) in self.produce_counts.iter().zip(now) {
+                let counter = counter.with_label_values(&[cluster]);
+                counter.inc_by(now.saturating_sub(counter.get()));
+            }
+        }
+    }
+
     /// Replaces `cluster`'s broker states with `brokers` (name, up).
     pub(crate) fn set_brokers(&self, cluster: &str, brokers: &[(String, bool)]) {
         for (broker, up) in brokers {
@@ -452,6 +489,23 @@ mod tests {
 
     fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
         text.lines().find(|l| l.starts_with(prefix))
+    }
+
+    #[test]
+    fn the_own_producers_counts_follow_it_and_never_go_back() {
+        let m = Metrics::new();
+        m.set_produce_counts(&[("c1".into(), [3, 7, 40, 1, 0])]);
+        m.set_produce_counts(&[("c1".into(), [3, 7, 40, 1, 0])]);
+        let text = m.render();
+        assert!(text.contains("databus_produce_requests_total{cluster=\"c1\"} 3"), "{text}");
+        assert!(text.contains("databus_produce_batches_total{cluster=\"c1\"} 7"));
+        assert!(text.contains("databus_produce_request_records_total{cluster=\"c1\"} 40"));
+        assert!(text.contains("databus_produce_retries_total{cluster=\"c1\"} 1"));
+        assert!(text.contains("databus_produce_epoch_bumps_total{cluster=\"c1\"} 0"));
+        m.set_produce_counts(&[("c1".into(), [5, 9, 42, 1, 1])]);
+        let text = m.render();
+        assert!(text.contains("databus_produce_requests_total{cluster=\"c1\"} 5"));
+        assert!(text.contains("databus_produce_epoch_bumps_total{cluster=\"c1\"} 1"));
     }
 
     #[test]

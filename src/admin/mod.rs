@@ -177,6 +177,7 @@ impl State {
         let metrics = &self.ctx.metrics;
         metrics.set_members(&self.ctx.members.counts());
         metrics.set_queue_depths(&self.producers.queue_depths());
+        metrics.set_produce_counts(&self.producers.produce_stats());
         let mut reply = text(200, &metrics.render());
         reply.add_header(header("Content-Type", "text/plain; version=0.0.4; charset=utf-8"));
         reply

@@ -224,6 +224,22 @@ impl Session {
         reply
     }
 
+    /// Whether more requests are buffered behind the one about to be
+    /// handled (see [`Publisher::more_input`]).
+    pub(crate) fn set_more_input(&mut self, more: bool) {
+        if let State::Publisher(p) = &mut self.state {
+            p.more_input = more;
+        }
+    }
+
+    /// The buffered requests are handled: records held for the rest of a
+    /// pipeline go now.
+    pub(crate) fn release_held(&self) {
+        if let State::Publisher(p) = &self.state {
+            p.release(self.ctx.kafka.as_ref());
+        }
+    }
+
     /// The role the connection authenticated with, if it has.
     fn role(&self) -> Option<Role> {
         match self.state {

@@ -2,6 +2,7 @@
 //! `XADD` (see `cmd/`) become Kafka records on the granted topic, stamped
 //! with the connection's color, each published through [`Publisher::publish`].
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use crate::kafka::{self, Delivered, Publish, Record};
@@ -24,13 +25,29 @@ pub(crate) struct Publisher {
     pub meter: Arc<PublishMeter>,
     /// Its app, whose publish rates it is held to.
     pub app: Arc<App>,
+    /// More requests are buffered behind the one being handled: its record
+    /// may wait for theirs, to go to Kafka in one request.
+    pub more_input: bool,
+    /// Records sent with more to follow wait for [`Publisher::release`].
+    pub held: Cell<bool>,
 }
 
 impl Publisher {
     /// A record of `key` and `value` on the granted topic, in the
     /// connection's color.
     pub(crate) fn record<'a>(&'a self, key: &'a [u8], value: &'a [u8]) -> Record<'a> {
-        Record::new(&self.topic, key, value).color(&self.color)
+        // An app with a rate may be held between two records; what came
+        // before goes at once then.
+        let more = self.more_input && !self.app.is_rated();
+        Record::new(&self.topic, key, value).color(&self.color).more(more)
+    }
+
+    /// The client's buffered requests are all handled: its records held
+    /// for the rest of its pipeline go now.
+    pub(crate) fn release(&self, kafka: &dyn Publish) {
+        if self.held.replace(false) {
+            kafka.release(&self.cluster, self.lane);
+        }
     }
 
     /// Publishes `record` (`size`: what counts against `max_value_size`)
@@ -53,7 +70,12 @@ impl Publisher {
             return Reply::Now(CommandError::Limit(e).to_frame());
         }
         match kafka::publish(kafka, &self.cluster, self.lane, record, Some(&self.meter)) {
-            Ok(sent) => Reply::Publish(Box::new(Pending::new(sent, command, render))),
+            Ok(sent) => {
+                if record.is_more() {
+                    self.held.set(true);
+                }
+                Reply::Publish(Box::new(Pending::new(sent, command, render)))
+            }
             Err(e) => Reply::Now(CommandError::Publish(e).to_frame()),
         }
     }

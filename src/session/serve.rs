@@ -69,6 +69,7 @@ fn serve_requests(conn: &mut Connection, session: &mut Session) {
         // requests' replies go behind it.
         conn.take_back();
         let backlog = take_requests(conn, session, !pipelining);
+        session.release_held();
         pipelining |= conn.replies_waiting() > 1;
         if session.is_authenticated() && !write_timeout_set {
             if let Err(e) = conn.set_write_timeout(session.read_timeout()) {
@@ -228,6 +229,7 @@ fn take_requests(conn: &mut Connection, session: &mut Session, may_hand_off: boo
                 if args.is_empty() {
                     continue;
                 }
+                session.set_more_input(!conn.buffered().is_empty());
                 let reply = session.handle(&args);
                 conn.answer(reply, may_hand_off);
             }

@@ -13,7 +13,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::wire::{Conn, WireError};
-use super::{fail, sender, settle, Failure, Link, Partition, Shared, State, Verdicts};
+use super::{fail, sender, settle, Failure, Link, Partition, Shared, State, Stats, Verdicts};
 
 /// How often the control thread looks at the timeouts.
 const TICK: Duration = Duration::from_millis(100);
@@ -45,6 +45,7 @@ fn run(shared: &Arc<Shared>) {
         expire(shared, &mut state, &mut verdicts);
         if state.bump && state.in_flight == 0 {
             bump(&mut state);
+            Stats::add(&shared.config.stats.epoch_bumps, 1);
             shared.wake_all(&state);
         }
         let need_id = state.producer.is_none();

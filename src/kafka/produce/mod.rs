@@ -36,6 +36,7 @@ mod sender;
 pub(crate) mod wire;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -71,6 +72,37 @@ pub(crate) struct Config {
     /// Records held (queued or in flight) at most; past it a record waits
     /// for room, up to its timeout.
     pub max_records: usize,
+    /// Where it counts what it does (shared by a cluster's producers).
+    pub stats: Arc<Stats>,
+}
+
+/// What a cluster's producers did, counted as they go; `/metrics` shows
+/// them as `databus_produce_*_total`.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    /// Produce requests written (a request carries a batch of every
+    /// partition of one broker that had records).
+    pub requests: AtomicU64,
+    pub batches: AtomicU64,
+    pub records: AtomicU64,
+    /// Batches to be sent again: answered with a retriable error, or in
+    /// flight on a connection that broke or went unanswered.
+    pub retries: AtomicU64,
+    /// New producer epochs or ids (KIP-360), each restarting every
+    /// partition's sequences.
+    pub epoch_bumps: AtomicU64,
+}
+
+impl Stats {
+    fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// The counts now: requests, batches, records, retries, epoch bumps.
+    pub(crate) fn read(&self) -> [u64; 5] {
+        [&self.requests, &self.batches, &self.records, &self.retries, &self.epoch_bumps]
+            .map(|c| c.load(Ordering::Relaxed))
+    }
 }
 
 /// What a failed record failed of; the producer's context turns it into
@@ -117,6 +149,10 @@ pub(crate) struct Outgoing<'a, 'h> {
     pub key: Option<&'a [u8]>,
     pub value: &'a [u8],
     pub headers: &'h mut dyn Iterator<Item = (&'a str, &'a [u8])>,
+    /// More records of the same client follow at once (a pipeline): the
+    /// sender is not woken for this one, so that they go in one request;
+    /// [`Producer::release`] wakes it after the last.
+    pub more: bool,
 }
 
 /// A producer of one cluster. Dropping it stops its threads; records it
@@ -217,6 +253,10 @@ struct Link {
     /// The produce round trip, smoothed (7/8 of the last value, 1/8 of
     /// the new one), as its reader measures it.
     round_trip: Duration,
+    /// Records came for it with more to follow and its sender was not
+    /// woken for them: [`Producer::release`] wakes it (else its sender's
+    /// 100 ms look does).
+    held: bool,
 }
 
 impl Link {
@@ -230,6 +270,7 @@ impl Link {
             last_sent: Instant::now(),
             paced: false,
             round_trip: Duration::ZERO,
+            held: false,
         }
     }
 
@@ -400,6 +441,14 @@ impl Shared {
         }
     }
 
+    /// Wakes the senders not woken for records sent with more to follow.
+    fn wake_held(&self, state: &mut State) {
+        for link in state.links.values_mut().filter(|l| l.held) {
+            link.held = false;
+            link.wake.notify_one();
+        }
+    }
+
     /// Wakes the senders that have records to send (after a response: room
     /// in flight, or batches put back); the others sleep on.
     fn wake_busy(&self, state: &State) {
@@ -495,6 +544,7 @@ impl Producer {
         let deadline = Instant::now() + config.timeout;
         let mut state = self.shared.lock();
         while state.held >= config.max_records {
+            self.shared.wake_held(&mut state);
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(PublishError::Timeout {
@@ -516,11 +566,13 @@ impl Producer {
                 let parts = Parts { key: record.key, value: record.value, headers: record.headers };
                 p.append(config, at_ms, deadline, parts, reporter);
                 let leader = p.leader;
-                state
-                    .links
-                    .get(&leader)
-                    .filter(|l| l.wants_wake(config.max_in_flight))
-                    .map(|l| l.wake.clone())
+                match state.links.get_mut(&leader) {
+                    Some(link) if link.wants_wake(config.max_in_flight) => {
+                        link.held = record.more;
+                        (!record.more).then(|| link.wake.clone())
+                    }
+                    _ => None,
+                }
             }
             None => {
                 let waiting = Waiting {
@@ -543,6 +595,13 @@ impl Producer {
             wake.notify_one();
         }
         Ok(())
+    }
+
+    /// Wakes the senders not woken for records sent with `more` (see
+    /// [`Outgoing::more`]): the client's pipeline is all in.
+    pub(crate) fn release(&self) {
+        let mut state = self.shared.lock();
+        self.shared.wake_held(&mut state);
     }
 
     /// Records held and not yet settled.

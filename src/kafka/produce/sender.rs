@@ -17,7 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::batch::Batch;
 use super::response::{self, PartitionAnswer};
 use super::wire::{self, Conn, Reader, WireError, Writer};
-use super::{fail, settle, Failure, Sent, Shared, State, Verdicts};
+use super::{fail, settle, Failure, Sent, Shared, State, Stats, Verdicts};
 use crate::kafka::Delivered;
 
 /// How long a sender waits after a failed connection before the next.
@@ -123,6 +123,10 @@ fn send(shared: &Arc<Shared>, node: i32) {
             settle(verdicts);
             continue;
         }
+        let stats = &config.stats;
+        Stats::add(&stats.requests, 1);
+        Stats::add(&stats.batches, batches.len());
+        Stats::add(&stats.records, batches.iter().map(|(_, _, b)| b.reporters.len()).sum());
         let correlation = w.next_correlation();
         let version = w.versions.produce;
         let link = state.links.get_mut(&node).expect("checked above");
@@ -416,6 +420,7 @@ fn again(
     p.careful = true;
     if batch.deadline > Instant::now() {
         p.put_back(batch);
+        Stats::add(&shared.config.stats.retries, 1);
         return;
     }
     state.bump = true;

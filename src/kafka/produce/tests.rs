@@ -45,6 +45,7 @@ fn config(cluster: &FakeCluster, max_in_flight: usize) -> Config {
         compression: Compression::None,
         batch_bytes: 1_000_000,
         max_records: 100_000,
+        stats: Arc::default(),
     }
 }
 
@@ -52,10 +53,21 @@ type Verdict = Result<Delivered, PublishError>;
 
 /// Sends `value` with `key` to `topic`; the verdict comes on the receiver.
 fn send(producer: &Producer, topic: &str, key: &str, value: &str) -> mpsc::Receiver<Verdict> {
+    send_more(producer, topic, key, value, false)
+}
+
+/// [`send`], saying whether more records follow at once.
+fn send_more(
+    producer: &Producer,
+    topic: &str,
+    key: &str,
+    value: &str,
+    more: bool,
+) -> mpsc::Receiver<Verdict> {
     let (tx, rx) = mpsc::channel();
     let mut headers = std::iter::once(("color", &b"red"[..]));
     let record =
-        Outgoing { topic, key: Some(key.as_bytes()), value: value.as_bytes(), headers: &mut headers };
+        Outgoing { topic, key: Some(key.as_bytes()), value: value.as_bytes(), headers: &mut headers, more };
     producer.send(record, Reporter::to(tx)).expect("queued");
     rx
 }
@@ -150,6 +162,35 @@ fn one_request_per_broker_carries_every_partition_with_records() {
 }
 
 #[test]
+fn a_pipeline_held_until_its_release_goes_in_one_request() {
+    let cluster = FakeCluster::start(1, &[("t", 12)]);
+    let config = config(&cluster, 5);
+    let stats = config.stats.clone();
+    let producer = Producer::start(config, Arc::new(Plain)).unwrap();
+    // The metadata and the connection first.
+    verdict(&send(&producer, "t", "first", "0")).unwrap();
+    let before = cluster.produce_requests(0);
+    let pipeline: Vec<_> =
+        (0..16).map(|i| send_more(&producer, "t", &format!("key-{i}"), &i.to_string(), true)).collect();
+    producer.release();
+    for rx in &pipeline {
+        verdict(rx).unwrap();
+    }
+    // One request for all sixteen, not one for the first and another for
+    // those gathered after it.
+    assert_eq!(cluster.produce_requests(0) - before, 1);
+    assert!(cluster.partitions_per_request().into_iter().max().unwrap() >= 8);
+    let [requests, batches, records, retries, bumps] = stats.read();
+    assert_eq!((requests, records, retries, bumps), (2, 17, 0, 0));
+    assert!(batches >= 9, "{batches} batches: the first record's, then one per partition of the sixteen");
+
+    // Held records whose release never comes (a client gone mid-pipeline)
+    // still go: the sender looks every 100 ms.
+    let held = send_more(&producer, "t", "orphan", "x", true);
+    verdict(&held).unwrap();
+}
+
+#[test]
 fn records_spread_over_brokers_go_to_each_partitions_leader() {
     let cluster = FakeCluster::start(3, &[("t", 6)]);
     let producer = Producer::start(config(&cluster, 5), Arc::new(Plain)).unwrap();
@@ -163,9 +204,16 @@ fn records_spread_over_brokers_go_to_each_partitions_leader() {
 #[test]
 fn a_lost_response_is_sent_again_and_written_once() {
     let cluster = FakeCluster::start(1, &[("t", 4)]);
-    let producer = Producer::start(config(&cluster, 5), Arc::new(Plain)).unwrap();
+    let config = config(&cluster, 5);
+    let stats = config.stats.clone();
+    let producer = Producer::start(config, Arc::new(Plain)).unwrap();
     let verdicts = publish(&producer, "t", 20, 20, || cluster.write_but_drop_response(0, 3));
     assert_written_once_in_order(&cluster, "t", 4, &verdicts);
+    let [requests, _, records, retries, _] = stats.read();
+    assert!(retries >= 1, "{retries} batches counted as sent again");
+    // Written, though a request on a connection that broke may not have reached the broker.
+    assert!(requests as usize >= cluster.produce_requests(0), "{requests} requests written");
+    assert!(records >= 400 + retries, "{records} records in requests for 400 and {retries} retried batches");
 }
 
 #[test]
@@ -226,7 +274,9 @@ fn a_batch_refused_for_good_fails_alone_and_the_next_take_its_sequences() {
 fn lost_producer_state_bumps_the_epoch_and_nothing_is_lost() {
     let cluster = FakeCluster::start(1, &[("t", 2)]);
     cluster.on_unknown_producer(UnknownProducerAnswer::UnknownProducerId);
-    let producer = Producer::start(config(&cluster, 5), Arc::new(Plain)).unwrap();
+    let config = config(&cluster, 5);
+    let stats = config.stats.clone();
+    let producer = Producer::start(config, Arc::new(Plain)).unwrap();
     let verdicts = publish(&producer, "t", 10, 20, || {
         cluster.forget_producers("t", 0);
         cluster.forget_producers("t", 1);
@@ -234,6 +284,8 @@ fn lost_producer_state_bumps_the_epoch_and_nothing_is_lost() {
     assert_written_once_in_order(&cluster, "t", 2, &verdicts);
     let epochs: Vec<i16> = cluster.records("t", 0).iter().map(|r| r.epoch).collect();
     assert!(epochs.last() > epochs.first(), "the epoch was bumped: {epochs:?}");
+    let bumps = stats.read()[4];
+    assert!(bumps >= 1 && bumps as i16 >= epochs.last().unwrap() - epochs.first().unwrap(), "{bumps} bumps");
 }
 
 #[test]
@@ -285,4 +337,18 @@ fn a_request_unanswered_past_the_timeout_is_not_written_twice() {
     // "slow" may have been written (its answer was lost), but once at most,
     // and before "after".
     assert!(values == ["first", "after"] || values == ["first", "slow", "after"], "written: {values:?}");
+}
+
+#[test]
+fn a_new_topics_partitions_not_led_yet_are_tried_again_until_they_are() {
+    // A topic just created: the metadata names the leader before the
+    // broker has made itself leader, so it answers NOT_LEADER_OR_FOLLOWER
+    // for a while.
+    let cluster = FakeCluster::start(1, &[("t", 8)]);
+    for partition in 0..8 {
+        cluster.fail_next("t", partition, 6, 200);
+    }
+    let producer = Producer::start(config(&cluster, 5), Arc::new(Plain)).unwrap();
+    let verdicts = publish(&producer, "t", 10, 5, || {});
+    assert_written_once_in_order(&cluster, "t", 8, &verdicts);
 }

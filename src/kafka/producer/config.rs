@@ -3,6 +3,7 @@
 //! databus's own producer's `produce::Config`), idempotent and acks=all in
 //! both.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
@@ -97,6 +98,7 @@ pub(super) fn own_config(
     name: &str,
     cluster: &Cluster,
     settings: &ProducerSettings,
+    stats: Arc<produce::Stats>,
 ) -> Result<produce::Config, String> {
     Ok(produce::Config {
         cluster: name.to_owned(),
@@ -111,5 +113,6 @@ pub(super) fn own_config(
         // librdkafka's `batch.size` and `queue.buffering.max.messages`.
         batch_bytes: 1_000_000,
         max_records: 100_000,
+        stats,
     })
 }

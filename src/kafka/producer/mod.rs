@@ -34,6 +34,10 @@ pub(crate) trait Publish: Send + Sync {
     /// Enqueues `record` for `cluster`. Every record of one `lane` (a
     /// connection) goes through the same producer, so their order holds.
     fn send(&self, cluster: &str, lane: usize, record: &Record<'_>) -> Result<Delivery, PublishError>;
+
+    /// The records `lane` sent with more to follow ([`Record::more`]) are
+    /// all in: whatever waits for them goes now.
+    fn release(&self, _cluster: &str, _lane: usize) {}
 }
 
 /// One record to produce, with databus's headers: the publisher's `color`
@@ -50,11 +54,15 @@ pub(crate) struct Record<'a> {
     /// Produced with no key (`XADD` without a `key` field): spread by the
     /// partitioner, not hashed as an empty key.
     keyless: bool,
+    /// The same client sends more records at once (the rest of a
+    /// pipeline): the producer may wait for them, until
+    /// [`Publish::release`], to send them in one request.
+    more: bool,
 }
 
 impl<'a> Record<'a> {
     pub(crate) fn new(topic: &'a str, key: &'a [u8], value: &'a [u8]) -> Record<'a> {
-        Record { topic, key, value, color: b"", metadata: None, fields: &[], keyless: false }
+        Record { topic, key, value, color: b"", metadata: None, fields: &[], keyless: false, more: false }
     }
 
     pub(crate) fn color(self, color: &'a str) -> Record<'a> {
@@ -71,6 +79,14 @@ impl<'a> Record<'a> {
 
     pub(crate) fn keyless(self) -> Record<'a> {
         Record { keyless: true, ..self }
+    }
+
+    pub(crate) fn more(self, more: bool) -> Record<'a> {
+        Record { more, ..self }
+    }
+
+    pub(crate) fn is_more(&self) -> bool {
+        self.more
     }
 
     pub(crate) fn is_keyless(&self) -> bool {

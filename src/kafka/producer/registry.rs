@@ -93,15 +93,29 @@ pub(crate) struct Producers {
     /// Per cluster, shared by its lanes' producers: one look at a stall,
     /// through one metadata client.
     health: Mutex<HashMap<String, Arc<Health>>>,
+    /// Per cluster, what its own producers did (kept across re-creations,
+    /// so the counts only grow).
+    stats: Mutex<BTreeMap<String, Arc<produce::Stats>>>,
 }
 
 impl Producers {
     pub(crate) fn new(clusters: Arc<Clusters>, settings: ProducerSettings) -> Producers {
-        Producers { clusters, settings, live: Mutex::new(HashMap::new()), health: Mutex::default() }
+        Producers {
+            clusters,
+            settings,
+            live: Mutex::new(HashMap::new()),
+            health: Mutex::default(),
+            stats: Mutex::default(),
+        }
+    }
+
+    /// Which of a cluster's producers serves `lane`.
+    fn slot(&self, cluster: &str, lane: usize) -> (String, usize) {
+        (cluster.to_owned(), lane % self.settings.instances.max(1))
     }
 
     fn producer(&self, cluster: &str, lane: usize) -> Result<Arc<ClusterProducer>, PublishError> {
-        let slot = (cluster.to_owned(), lane % self.settings.instances.max(1));
+        let slot = self.slot(cluster, lane);
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = live.get(&slot) {
             if let Some(error) = p.fatal_error() {
@@ -143,7 +157,14 @@ impl Producers {
                 }
                 let reports = Arc::new(reports);
                 let start = |cause: String| PublishError::Start { cluster: cluster.to_owned(), cause };
-                let own = own_config(cluster, &config, &self.settings).map_err(start)?;
+                let stats = self
+                    .stats
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(cluster.to_owned())
+                    .or_default()
+                    .clone();
+                let own = own_config(cluster, &config, &self.settings, stats).map_err(start)?;
                 let own = produce::Producer::start(own, reports.clone()).map_err(|e| start(e.to_string()))?;
                 ClusterProducer { engine: Producing::Databus(own), reports }
             }
@@ -192,6 +213,13 @@ impl Producers {
         depths.into_iter().collect()
     }
 
+    /// What each cluster's own producers did since start (see
+    /// [`produce::Stats::read`]); none for a cluster on librdkafka's.
+    pub(crate) fn produce_stats(&self) -> Vec<(String, [u64; 5])> {
+        let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats.iter().map(|(cluster, s)| (cluster.clone(), s.read())).collect()
+    }
+
     /// Waits up to `timeout` for every queued record of every cluster.
     pub(crate) fn flush(&self, timeout: Duration) {
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
@@ -209,6 +237,14 @@ impl Publish for Producers {
         let deadline = Instant::now() + self.settings.timeout;
         let producer = self.enqueue(cluster, lane, record, Reporter(slot.clone()))?;
         Ok(Delivery::new(slot, deadline, Some(producer), record.topic))
+    }
+
+    fn release(&self, cluster: &str, lane: usize) {
+        let producer =
+            self.live.lock().unwrap_or_else(|e| e.into_inner()).get(&self.slot(cluster, lane)).cloned();
+        if let Some(Producing::Databus(own)) = producer.as_ref().map(|p| &p.engine) {
+            own.release();
+        }
     }
 }
 
@@ -232,6 +268,7 @@ impl Producers {
                     key,
                     value: record.value,
                     headers: &mut headers,
+                    more: record.more,
                 };
                 own.send(outgoing, reporter)?;
                 return Ok(producer);

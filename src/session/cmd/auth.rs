@@ -2,6 +2,7 @@
 //! send a username do; the username is ignored. Any failure closes the
 //! connection (HELLO's first refusal aside, see `hello.rs`).
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use crate::auth::{parse_auth_string, AuthStringError, Role};
@@ -79,6 +80,8 @@ pub(crate) fn try_auth(session: &mut Session, string: &[u8]) -> Result<Frame, Co
             color: req.color.clone(),
             max_value_size: settings.max_value_size,
             lane: session.client.id as usize,
+            more_input: false,
+            held: Cell::new(false),
         }),
         Role::Sub => {
             // A colored subscriber is a group of its own, so it never takes
