@@ -28,7 +28,9 @@ pub(crate) struct Publisher {
     /// More requests are buffered behind the one being handled: its record
     /// may wait for theirs, to go to Kafka in one request.
     pub more_input: bool,
-    /// Records sent with more to follow wait for [`Publisher::release`].
+    /// The last record was sent with more to follow: what the producer
+    /// holds waits for [`Publisher::release`] (a record sent without
+    /// more to follow releases it itself).
     pub held: Cell<bool>,
 }
 
@@ -71,9 +73,9 @@ impl Publisher {
         }
         match kafka::publish(kafka, &self.cluster, self.lane, record, Some(&self.meter)) {
             Ok(sent) => {
-                if record.is_more() {
-                    self.held.set(true);
-                }
+                // The producer releases what was held at the first record
+                // sent without more to follow.
+                self.held.set(record.is_more());
                 Reply::Publish(Box::new(Pending::new(sent, command, render)))
             }
             Err(e) => Reply::Now(CommandError::Publish(e).to_frame()),

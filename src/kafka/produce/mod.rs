@@ -151,7 +151,7 @@ pub(crate) struct Outgoing<'a, 'h> {
     pub headers: &'h mut dyn Iterator<Item = (&'a str, &'a [u8])>,
     /// More records of the same client follow at once (a pipeline): the
     /// sender is not woken for this one, so that they go in one request;
-    /// [`Producer::release`] wakes it after the last.
+    /// the next record without `more`, or [`Producer::release`], wakes it.
     pub more: bool,
 }
 
@@ -566,13 +566,19 @@ impl Producer {
                 let parts = Parts { key: record.key, value: record.value, headers: record.headers };
                 p.append(config, at_ms, deadline, parts, reporter);
                 let leader = p.leader;
-                match state.links.get_mut(&leader) {
+                let wake = match state.links.get_mut(&leader) {
                     Some(link) if link.wants_wake(config.max_in_flight) => {
-                        link.held = record.more;
+                        link.held |= record.more;
                         (!record.more).then(|| link.wake.clone())
                     }
                     _ => None,
+                };
+                // The last of a pipeline: what it held for any broker goes
+                // now, with no release to wait for.
+                if !record.more {
+                    self.shared.wake_held(&mut state);
                 }
+                wake
             }
             None => {
                 let waiting = Waiting {

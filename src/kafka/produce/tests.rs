@@ -184,6 +184,14 @@ fn a_pipeline_held_until_its_release_goes_in_one_request() {
     assert_eq!((requests, records, retries, bumps), (2, 17, 0, 0));
     assert!(batches >= 9, "{batches} batches: the first record's, then one per partition of the sixteen");
 
+    // A pipeline whose last record has nothing after it needs no release.
+    let pipeline: Vec<_> =
+        (0..16).map(|i| send_more(&producer, "t", &format!("key-{i}"), &i.to_string(), i < 15)).collect();
+    for rx in &pipeline {
+        verdict(rx).unwrap();
+    }
+    assert_eq!(cluster.produce_requests(0) - before, 2);
+
     // Held records whose release never comes (a client gone mid-pipeline)
     // still go: the sender looks every 100 ms.
     let held = send_more(&producer, "t", "orphan", "x", true);
