@@ -360,3 +360,19 @@ fn a_new_topics_partitions_not_led_yet_are_tried_again_until_they_are() {
     let verdicts = publish(&producer, "t", 10, 5, || {});
     assert_written_once_in_order(&cluster, "t", 8, &verdicts);
 }
+
+#[test]
+fn many_partitions_each_refused_a_different_number_of_times_all_get_through() {
+    // The bench's warm-up on a fresh 64-partition topic behind a relay once
+    // timed out after one NOT_LEADER_OR_FOLLOWER: every partition refused
+    // 1 to 7 times, answers a little late, requests carrying many
+    // partitions in different states of retry at once.
+    let cluster = FakeCluster::start(1, &[("t", 64)]);
+    cluster.delay_responses(0, Duration::from_millis(1));
+    for partition in 0..64 {
+        cluster.fail_next("t", partition, 6, 1 + partition as usize % 7);
+    }
+    let producer = Producer::start(config(&cluster, 5), Arc::new(Plain)).unwrap();
+    let verdicts = publish(&producer, "t", 10, 40, || {});
+    assert_written_once_in_order(&cluster, "t", 64, &verdicts);
+}
