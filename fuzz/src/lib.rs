@@ -29,7 +29,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("auth_string", auth_string),
     ("metadata", metadata),
     ("config", config),
-    ("produce_response", produce_response),
+    ("broker_response", broker_response),
 ];
 
 /// The shipped bounds, and bounds so small that short inputs reach every one of them.
@@ -294,12 +294,12 @@ pub fn metadata(data: &[u8]) {
     assert_eq!(decode_metadata(&json).as_ref(), Some(&map), "JSON round trip");
 }
 
-/// `decode_produce_responses`: databus's own producer reads whatever a broker (or something
-/// posing as one) sends without panicking, and decodes at most seven responses (one per Produce
-/// version it speaks) per length-prefixed frame.
-pub fn produce_response(data: &[u8]) {
-    let decoded = databus::kafka::decode_produce_responses(data);
-    assert!(decoded <= 7 * (data.len() / 4 + 1), "{decoded} responses from {} bytes", data.len());
+/// `decode_broker_responses`: databus's own producer reads whatever a broker (or something
+/// posing as one) sends without panicking, and makes sense of a length-prefixed frame in at most
+/// 23 ways (Produce v3–v9, Metadata v1–v12, ApiVersions v0–v3, SaslHandshake v0–v1).
+pub fn broker_response(data: &[u8]) {
+    let decoded = databus::kafka::decode_broker_responses(data);
+    assert!(decoded <= 23 * (data.len() / 4 + 1), "{decoded} responses from {} bytes", data.len());
 }
 
 /// `Settings::from_toml` on UTF-8 input: it returns settings or an error, never panics, and

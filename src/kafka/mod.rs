@@ -30,17 +30,16 @@ pub(crate) use producer::{
 pub(crate) use publish::{publish, Count, Sent};
 
 /// What databus's own producer makes of bytes from a broker (the fuzz
-/// target `produce_response`): responses cut from the stream by their
-/// lengths, each decoded as a Produce response of every version the
-/// producer speaks. Returns how many decoded; never panics nor allocates
-/// more than the bytes allow, whatever they are.
-pub fn decode_produce_responses(data: &[u8]) -> usize {
+/// target `broker_response`): responses cut from the stream by their
+/// lengths, each read as every response the producer reads, in every
+/// version it speaks (Produce v3–v9, Metadata v1–v12, ApiVersions v0–v3,
+/// SaslHandshake v0–v1). Returns how many readings made sense; never
+/// panics nor allocates more than the bytes allow, whatever they are.
+pub fn decode_broker_responses(data: &[u8]) -> usize {
     let mut buffer = bytes::BytesMut::from(data);
     let mut decoded = 0;
     while let Ok(Some(frame)) = produce::wire::take_frame(&mut buffer) {
-        let correlation = frame.get(..4).map_or(0, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-        decoded +=
-            (3..=9).filter(|&version| produce::decode_response(&frame, version, correlation).is_ok()).count();
+        decoded += produce::readings(&frame);
     }
     decoded
 }

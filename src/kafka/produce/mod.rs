@@ -25,11 +25,13 @@
 //! out after it may have been written) bumps the epoch (KIP-360), which
 //! restarts every partition's sequences at 0, once nothing is in flight.
 
+mod answers;
 pub(crate) mod batch;
 mod control;
 #[cfg(test)]
 pub(crate) mod fake;
 pub(crate) mod partitioner;
+mod read;
 mod response;
 pub(crate) mod sasl;
 mod sender;
@@ -42,9 +44,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::records::Compression;
 
+pub(crate) use self::answers::readings;
 use self::batch::{Batch, Parts};
 pub(crate) use self::partitioner::Partitioner;
-pub(crate) use self::response::decode as decode_response;
 use super::producer::Reporter;
 use super::{Delivered, PublishError};
 

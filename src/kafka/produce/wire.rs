@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, SaslAuthenticateRequest,
     SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::{Encodable, Request, StrBytes};
 
+use super::answers::Answer;
 use super::sasl::{self, Scram, ScramHash};
 use crate::kafka::{Cluster, KafkaSasl};
 
@@ -246,10 +247,13 @@ impl Conn {
     }
 
     /// Sends `request` at `version` and waits for its response.
-    pub(crate) fn call<R: Request>(&mut self, request: &R, version: i16) -> Result<R::Response, WireError> {
+    pub(crate) fn call<R: Request>(&mut self, request: &R, version: i16) -> Result<R::Response, WireError>
+    where
+        R::Response: Answer,
+    {
         let correlation = self.next_correlation();
         let frame = frame(request, version, correlation)?;
-        let mut body = match &self.tls {
+        let body = match &self.tls {
             None => {
                 self.stream.write_all(&frame)?;
                 read_frame(&mut self.stream)?
@@ -262,7 +266,7 @@ impl Conn {
                 read_frame(&mut stream)?
             }
         };
-        decode_response::<R>(&mut body, version, correlation)
+        R::Response::read(body, version, correlation)
     }
 
     pub(crate) fn next_correlation(&mut self) -> i32 {
@@ -484,29 +488,6 @@ pub(crate) fn frame<R: Request>(request: &R, version: i16, correlation: i32) -> 
     header.encode(&mut out, header_version).map_err(&bad)?;
     request.encode(&mut out, version).map_err(&bad)?;
     Ok(out)
-}
-
-/// Decodes the response of a request of type `R` sent at `version` with
-/// `correlation`.
-pub(crate) fn decode_response<R: Request>(
-    body: &mut Bytes,
-    version: i16,
-    correlation: i32,
-) -> Result<R::Response, WireError> {
-    let bad = protocol_error(format!("cannot decode the response to request {}", R::KEY));
-    // ApiVersions answers with header v0 whatever its version, so that a
-    // client that spoke too new a version can still read it.
-    let header_version =
-        if R::KEY == ApiKey::ApiVersions as i16 { 0 } else { R::Response::header_version(version) };
-    let header = ResponseHeader::decode(body, header_version).map_err(&bad)?;
-    if header.correlation_id != correlation {
-        return Err(WireError::Protocol(format!(
-            "a response to request {} came where {correlation} was expected",
-            header.correlation_id
-        )));
-    }
-    let response = R::Response::decode(body, version).map_err(&bad)?;
-    Ok(response)
 }
 
 /// The error of a message the crate could not encode or decode.
