@@ -333,16 +333,16 @@ impl App {
         self.rates.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Admits `records` of `bytes` value bytes: the wait that keeps the app
-    /// within its rates (zero when it is), or the limit it is over by more
-    /// than the longest wait. A refused request leaves the rates as they were.
     /// Whether the app has a publish rate (its records may be held).
     pub(crate) fn is_rated(&self) -> bool {
         self.rated.load(Ordering::Relaxed)
     }
 
+    /// Admits `records` of `bytes` value bytes: the wait that keeps the app
+    /// within its rates (zero when it is), or the limit it is over by more
+    /// than the longest wait. A refused request leaves the rates as they were.
     pub(crate) fn admit(&self, records: u64, bytes: u64) -> Result<Duration, LimitError> {
-        if !self.rated.load(Ordering::Relaxed) {
+        if !self.is_rated() {
             return Ok(Duration::ZERO);
         }
         let mut rates = self.rates();

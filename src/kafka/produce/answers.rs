@@ -16,7 +16,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, HeaderVersion, StrBytes};
 
-use super::read::Reader;
+use super::read::{expect_correlation, Reader};
 use super::wire::WireError;
 
 /// A response read from its bytes (header included) after a request of
@@ -196,12 +196,7 @@ fn with_kafka_protocol<T: Decodable + HeaderVersion>(
         WireError::Protocol(format!("cannot decode a response: {e}"))
     }
     let header = ResponseHeader::decode(&mut body, T::header_version(version)).map_err(bad)?;
-    if header.correlation_id != correlation {
-        return Err(WireError::Protocol(format!(
-            "a response to request {} came where {correlation} was expected",
-            header.correlation_id
-        )));
-    }
+    expect_correlation(header.correlation_id, correlation)?;
     T::decode(&mut body, version).map_err(bad)
 }
 

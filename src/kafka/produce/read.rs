@@ -10,6 +10,17 @@
 
 use super::wire::WireError;
 
+/// A response answers the request it is read for, or the stream is out of
+/// step.
+pub(super) fn expect_correlation(answered: i32, correlation: i32) -> Result<(), WireError> {
+    if answered != correlation {
+        return Err(WireError::Protocol(format!(
+            "a response to request {answered} came where {correlation} was expected"
+        )));
+    }
+    Ok(())
+}
+
 pub(super) struct Reader<'a> {
     bytes: &'a [u8],
     /// Compact arrays and strings, tagged fields (KIP-482).
@@ -25,13 +36,7 @@ impl<'a> Reader<'a> {
 
     /// The response header's correlation id, checked against the request's.
     pub(super) fn answers(&mut self, correlation: i32) -> Result<(), WireError> {
-        let answered = self.i32()?;
-        if answered != correlation {
-            return Err(WireError::Protocol(format!(
-                "a response to request {answered} came where {correlation} was expected"
-            )));
-        }
-        Ok(())
+        expect_correlation(self.i32()?, correlation)
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
