@@ -68,14 +68,16 @@ fn send(shared: &Arc<Shared>, node: i32) {
                 return;
             }
             let pace = link.pace();
-            if ready && writer.is_some() && link.sent.len() < config.max_in_flight && pace.is_zero() {
+            let room = link.sent.len() < link.in_flight_limit(config);
+            if ready && writer.is_some() && room && pace.is_zero() {
                 break None;
             }
             if ready && writer.is_none() && !link.connected {
                 break Some(link.address.clone());
             }
             let wake = link.wake.clone();
-            let paced = ready && !pace.is_zero();
+            // With no room, the next response wakes it (wake_busy).
+            let paced = ready && room && !pace.is_zero();
             let wait = match (paced, config.linger.is_zero()) {
                 (true, _) => pace,
                 (false, true) => Duration::from_millis(100),

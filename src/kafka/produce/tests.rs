@@ -41,6 +41,7 @@ fn config(cluster: &FakeCluster, max_in_flight: usize) -> Config {
         timeout: Duration::from_secs(5),
         linger: Duration::ZERO,
         max_in_flight,
+        adapt_in_flight: false,
         partitioner: Partitioner::Murmur2Random,
         compression: Compression::None,
         batch_bytes: 1_000_000,
@@ -375,4 +376,39 @@ fn many_partitions_each_refused_a_different_number_of_times_all_get_through() {
     let producer = Producer::start(config(&cluster, 5), Arc::new(Plain)).unwrap();
     let verdicts = publish(&producer, "t", 10, 40, || {});
     assert_written_once_in_order(&cluster, "t", 64, &verdicts);
+}
+
+#[test]
+fn requests_in_flight_follow_how_much_of_the_round_trip_is_wire() {
+    let cluster = FakeCluster::start(1, &[("t", 1)]);
+    let adapting = Config { adapt_in_flight: true, ..config(&cluster, 5) };
+    let us = Duration::from_micros;
+    let mut link = Link::new("b:9092".into());
+    assert_eq!(link.in_flight_limit(&adapting), 5, "nothing measured yet");
+    // Beside the broker: the quickest round trip 100 µs, the usual 300.
+    link.answered(us(100));
+    for _ in 0..50 {
+        link.answered(us(300));
+    }
+    assert_eq!(link.in_flight_limit(&adapting), 1);
+    // Through a network: the quickest 700 µs, the usual 900 (the wire
+    // fits 3 times in the broker's 200) or 1,200 (once in 500).
+    let mut far = Link::new("b:9092".into());
+    far.answered(us(700));
+    for _ in 0..50 {
+        far.answered(us(900));
+    }
+    assert_eq!(far.in_flight_limit(&adapting), 4);
+    assert_eq!(far.in_flight_limit(&Config { adapt_in_flight: true, ..config(&cluster, 2) }), 2);
+    for _ in 0..50 {
+        far.answered(us(1200));
+    }
+    assert_eq!(far.in_flight_limit(&adapting), 2);
+    // A queue at the broker longer than the wire: one at a time.
+    for _ in 0..50 {
+        far.answered(us(2000));
+    }
+    assert_eq!(far.in_flight_limit(&adapting), 1);
+    // Not adapting: always max_in_flight.
+    assert_eq!(far.in_flight_limit(&config(&cluster, 5)), 5);
 }

@@ -107,6 +107,7 @@ pub(super) fn own_config(
         timeout: settings.timeout,
         linger: settings.linger,
         max_in_flight: settings.max_in_flight,
+        adapt_in_flight: true,
         partitioner: produce::Partitioner::from_name(&settings.partitioner)
             .unwrap_or(produce::Partitioner::Murmur2Random),
         compression: settings.compression.codec(),
