@@ -270,6 +270,12 @@ struct Link {
     quickest: (Duration, Duration),
     /// When this window began.
     window_since: Instant,
+    /// When the last response came, how many records its request carried,
+    /// and how many records came for this broker since: see
+    /// [`Link::pace`].
+    answered_at: Instant,
+    freed: usize,
+    since_answer: usize,
 }
 
 /// How long a window of [`Link::quickest`] lasts: the wire's round trip is
@@ -290,15 +296,20 @@ impl Link {
             held: false,
             quickest: (Duration::MAX, Duration::MAX),
             window_since: Instant::now(),
+            answered_at: Instant::now(),
+            freed: 0,
+            since_answer: 0,
         }
     }
 
     /// Whether a new record must wake the sender: not while it sleeps out
-    /// the pace (it wakes by itself) nor while every request it may have
-    /// is in flight (the next response wakes it). Each needless wake is a
-    /// context switch per SET at depth 1, where cores are scarce.
+    /// the pace (it wakes by itself, or when the records it waits for after
+    /// an answer are all in) nor while every request it may have is in
+    /// flight (the next response wakes it). Each needless wake is a context
+    /// switch per SET at depth 1, where cores are scarce.
     fn wants_wake(&self, config: &Config) -> bool {
-        !self.paced && self.sent.len() < self.in_flight_limit(config)
+        let back = self.sent.is_empty() && self.since_answer == self.freed;
+        (!self.paced || back) && self.sent.len() < self.in_flight_limit(config)
     }
 
     /// How many requests may be in flight now, at most `max_in_flight`.
@@ -323,25 +334,45 @@ impl Link {
         (1 + beside).min(config.max_in_flight)
     }
 
-    /// How long after the last request the next may go while requests are
-    /// in flight: half a round trip. With nothing in flight a request goes
-    /// at once, so a lone record is never delayed; while requests are out,
-    /// records that come meanwhile gather into the next, so a busy gateway
-    /// sends about two fuller requests per round trip (the broker's cost is
-    /// per request). Measured through the relay at 12 partitions against a
-    /// pace of a fifth of a round trip: 1.1-1.5 × the SET/s at depth 1 with
-    /// c=10 to 100, with a half to three fifths of the requests
-    /// (BENCHMARKS.md, "The pace").
-    fn pace(&self) -> Duration {
-        if self.sent.is_empty() {
-            Duration::ZERO
-        } else {
+    /// How long the sender waits before its next request, with records
+    /// to send and room in flight.
+    ///
+    /// While requests are in flight: until half a round trip after the
+    /// last. Records that come meanwhile gather into the next, so a busy
+    /// gateway sends about two fuller requests per round trip (the
+    /// broker's cost is per request). Measured through the relay at 12
+    /// partitions against a pace of a fifth of a round trip: 1.1-1.5 × the
+    /// SET/s at depth 1 with c=10 to 100, with a half to three fifths of
+    /// the requests (BENCHMARKS.md, "The pace").
+    ///
+    /// With nothing in flight and one request at a time (the round trip is
+    /// the broker's work, not the wire's): until as many records have come
+    /// as the last answered request carried, at most a round trip after
+    /// its answer. A client
+    /// at depth 1 sends its next record after its answer, so this waits
+    /// for the clients just answered to come back and go in the same
+    /// request as those already waiting; when cores are busy their answers
+    /// take a while to reach them, and sending without them split the
+    /// clients into two half-full requests per round trip. A lone client
+    /// is never held: its one record is all the last answer freed.
+    /// Measured on loopback at c=50 and 100: half the requests per SET,
+    /// the broker's CPU per SET down by a third to a half
+    /// (BENCHMARKS.md, "The clients just answered").
+    fn pace(&self, config: &Config) -> Duration {
+        if !self.sent.is_empty() {
             (self.round_trip / 2).saturating_sub(self.last_sent.elapsed())
+        } else if self.since_answer < self.freed && self.in_flight_limit(config) == 1 {
+            self.round_trip.saturating_sub(self.answered_at.elapsed())
+        } else {
+            Duration::ZERO
         }
     }
 
-    /// A response came `took` after its request.
-    fn answered(&mut self, took: Duration) {
+    /// A response to `records` records came `took` after its request.
+    fn answered(&mut self, took: Duration, records: usize) {
+        self.answered_at = Instant::now();
+        self.freed = records;
+        self.since_answer = 0;
         self.round_trip = if self.round_trip.is_zero() { took } else { (self.round_trip * 7 + took) / 8 };
         if self.window_since.elapsed() > QUICKEST_WINDOW {
             self.quickest = (self.quickest.1, took);
@@ -358,6 +389,12 @@ struct Sent {
     version: i16,
     at: Instant,
     batches: Vec<(String, i32, Batch)>,
+}
+
+impl Sent {
+    fn records(&self) -> usize {
+        self.batches.iter().map(|(_, _, b)| b.reporters.len()).sum()
+    }
 }
 
 /// Settled outside the state's lock: a record's reporter and its verdict.
@@ -613,6 +650,9 @@ impl Producer {
                 let parts = Parts { key: record.key, value: record.value, headers: record.headers };
                 p.append(config, at_ms, deadline, parts, reporter);
                 let leader = p.leader;
+                if let Some(link) = state.links.get_mut(&leader) {
+                    link.since_answer += 1;
+                }
                 let wake = match state.links.get_mut(&leader) {
                     Some(link) if link.wants_wake(config) => {
                         link.held |= record.more;

@@ -67,7 +67,7 @@ fn send(shared: &Arc<Shared>, node: i32) {
                 state.links.remove(&node);
                 return;
             }
-            let pace = link.pace();
+            let pace = link.pace(config);
             let room = link.sent.len() < link.in_flight_limit(config);
             if ready && writer.is_some() && room && pace.is_zero() {
                 break None;
@@ -128,12 +128,13 @@ fn send(shared: &Arc<Shared>, node: i32) {
         let stats = &config.stats;
         Stats::add(&stats.requests, 1);
         Stats::add(&stats.batches, batches.len());
-        Stats::add(&stats.records, batches.iter().map(|(_, _, b)| b.reporters.len()).sum());
         let correlation = w.next_correlation();
         let version = w.versions.produce;
         let link = state.links.get_mut(&node).expect("checked above");
         link.last_sent = Instant::now();
-        link.sent.push_back(Sent { correlation, version, at: link.last_sent, batches });
+        let sent = Sent { correlation, version, at: link.last_sent, batches };
+        Stats::add(&stats.records, sent.records());
+        link.sent.push_back(sent);
         state.in_flight += 1;
         drop(state);
         settle(verdicts);
@@ -244,7 +245,7 @@ fn receive(shared: &Shared, node: i32, mut reader: Reader) {
                     break "a response to no request".to_owned();
                 };
                 let Some(sent) = link.sent.pop_front() else { break "a response to no request".to_owned() };
-                link.answered(sent.at.elapsed());
+                link.answered(sent.at.elapsed(), sent.records());
                 state.in_flight -= 1;
                 let response = response::decode(&body, sent.version, sent.correlation);
                 let mut verdicts = Verdicts::new();

@@ -386,29 +386,75 @@ fn requests_in_flight_follow_how_much_of_the_round_trip_is_wire() {
     let mut link = Link::new("b:9092".into());
     assert_eq!(link.in_flight_limit(&adapting), 5, "nothing measured yet");
     // Beside the broker: the quickest round trip 100 µs, the usual 300.
-    link.answered(us(100));
+    link.answered(us(100), 1);
     for _ in 0..50 {
-        link.answered(us(300));
+        link.answered(us(300), 1);
     }
     assert_eq!(link.in_flight_limit(&adapting), 1);
     // Through a network: the quickest 700 µs, the usual 900 (the wire
     // fits 3 times in the broker's 200) or 1,200 (once in 500).
     let mut far = Link::new("b:9092".into());
-    far.answered(us(700));
+    far.answered(us(700), 1);
     for _ in 0..50 {
-        far.answered(us(900));
+        far.answered(us(900), 1);
     }
     assert_eq!(far.in_flight_limit(&adapting), 4);
     assert_eq!(far.in_flight_limit(&Config { adapt_in_flight: true, ..config(&cluster, 2) }), 2);
     for _ in 0..50 {
-        far.answered(us(1200));
+        far.answered(us(1200), 1);
     }
     assert_eq!(far.in_flight_limit(&adapting), 2);
     // A queue at the broker longer than the wire: one at a time.
     for _ in 0..50 {
-        far.answered(us(2000));
+        far.answered(us(2000), 1);
     }
     assert_eq!(far.in_flight_limit(&adapting), 1);
     // Not adapting: always max_in_flight.
     assert_eq!(far.in_flight_limit(&config(&cluster, 5)), 5);
+}
+
+#[test]
+fn with_one_request_at_a_time_the_next_waits_for_the_clients_just_answered() {
+    let cluster = FakeCluster::start(1, &[("t", 1)]);
+    let adapting = Config { adapt_in_flight: true, ..config(&cluster, 5) };
+    let us = Duration::from_micros;
+    // Beside the broker (one request at a time): the last answer settled
+    // 20 records, and none has come since.
+    let mut link = Link::new("b:9092".into());
+    link.answered(us(100), 1);
+    for _ in 0..50 {
+        link.answered(us(300), 20);
+    }
+    assert_eq!(link.in_flight_limit(&adapting), 1);
+    let pace = link.pace(&adapting);
+    assert!(pace > us(200) && pace <= us(300), "waits up to a round trip: {pace:?}");
+    // The sender sleeps on it: the 19 records after the answer do not
+    // wake it, the 20th does, and then it sends at once.
+    link.paced = true;
+    link.since_answer = 19;
+    assert!(!link.wants_wake(&adapting));
+    assert!(!link.pace(&adapting).is_zero());
+    link.since_answer = 20;
+    assert!(link.wants_wake(&adapting));
+    assert!(link.pace(&adapting).is_zero());
+    // Fewer came, but a round trip has passed since the answer: it goes.
+    link.since_answer = 3;
+    link.answered_at = Instant::now() - us(300);
+    assert!(link.pace(&adapting).is_zero());
+    // A lone client: its next record is all the answer freed.
+    link.answered(us(300), 1);
+    assert!(!link.pace(&adapting).is_zero());
+    link.since_answer = 1;
+    assert!(link.pace(&adapting).is_zero());
+    // Through a network (more than one request in flight) and when not
+    // adapting, nothing waits with nothing in flight.
+    let mut far = Link::new("b:9092".into());
+    far.answered(us(700), 1);
+    for _ in 0..50 {
+        far.answered(us(900), 20);
+    }
+    assert!(far.in_flight_limit(&adapting) > 1);
+    assert!(far.pace(&adapting).is_zero());
+    link.answered(us(300), 20);
+    assert!(link.pace(&config(&cluster, 5)).is_zero());
 }
