@@ -348,16 +348,15 @@ impl Link {
     /// With nothing in flight and one request at a time (the round trip is
     /// the broker's work, not the wire's): until as many records have come
     /// as the last answered request carried, at most a round trip after
-    /// its answer. A client
-    /// at depth 1 sends its next record after its answer, so this waits
-    /// for the clients just answered to come back and go in the same
-    /// request as those already waiting; when cores are busy their answers
-    /// take a while to reach them, and sending without them split the
-    /// clients into two half-full requests per round trip. A lone client
-    /// is never held: its one record is all the last answer freed.
-    /// Measured on loopback at c=50 and 100: half the requests per SET,
-    /// the broker's CPU per SET down by a third to a half
-    /// (BENCHMARKS.md, "The clients just answered").
+    /// its answer. A client at depth 1 sends its next record after its
+    /// answer, so this waits for the clients just answered to come back
+    /// and go in the same request as those already waiting; when cores are
+    /// busy their answers take a while to reach them, and sending without
+    /// them split the clients into two half-full requests per round trip.
+    /// A lone client is never held: its one record is all the last answer
+    /// freed. Measured on loopback from c=10 on: half the requests per SET,
+    /// the broker's CPU per SET down by a third to a half (BENCHMARKS.md,
+    /// "The clients just answered").
     fn pace(&self, config: &Config) -> Duration {
         if !self.sent.is_empty() {
             (self.round_trip / 2).saturating_sub(self.last_sent.elapsed())
@@ -650,16 +649,14 @@ impl Producer {
                 let parts = Parts { key: record.key, value: record.value, headers: record.headers };
                 p.append(config, at_ms, deadline, parts, reporter);
                 let leader = p.leader;
-                if let Some(link) = state.links.get_mut(&leader) {
+                let wake = state.links.get_mut(&leader).and_then(|link| {
                     link.since_answer += 1;
-                }
-                let wake = match state.links.get_mut(&leader) {
-                    Some(link) if link.wants_wake(config) => {
-                        link.held |= record.more;
-                        (!record.more).then(|| link.wake.clone())
+                    if !link.wants_wake(config) {
+                        return None;
                     }
-                    _ => None,
-                };
+                    link.held |= record.more;
+                    (!record.more).then(|| link.wake.clone())
+                });
                 // The last of a pipeline: what it held for any broker goes
                 // now, with no release to wait for.
                 if !record.more {
