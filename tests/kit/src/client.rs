@@ -35,6 +35,25 @@ impl Client {
         Some(Client { stream, buf: Vec::new() })
     }
 
+    /// A connection the server kept, for tests that fill `max_clients`: a
+    /// place stays taken until databus has seen its last holder close
+    /// (`Daemon::start`'s probe, a client just dropped), so a refused client
+    /// tries again, 50 ms apart, for at most `within`.
+    pub fn connect_accepted(addr: SocketAddr, within: Duration) -> Client {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut c = Client::connect(addr);
+            // A refused client may find the connection gone before it writes.
+            let _ = c.stream.write_all(&cmd_bytes(&[b"PING"]));
+            let reply = c.read();
+            if reply == Some(Frame::Simple("PONG".into())) {
+                return c;
+            }
+            assert!(Instant::now() < deadline, "{addr} refused a client for {within:?}: {reply:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).unwrap();
     }
