@@ -26,7 +26,11 @@
 # it a three-broker cluster (.run/bench/relayed3; topics with replication 3
 # and min.insync.replicas 2 unless BENCH_REPLICATION says otherwise), each
 # broker behind a relay of its own; replication between the brokers is not
-# delayed.
+# delayed. BENCH_KEEP_CLUSTER=1 leaves those brokers and relays running when
+# the bench ends and reuses them when it starts (with the delay they were
+# started with): runs that compare two builds then meet the same warm
+# cluster, where a fresh one spends its first minutes compiling and
+# settling, slowest for whoever runs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,22 +46,45 @@ RELAY_NODES=${BENCH_RELAY_NODES:-1}
 RELAY_BASE=${BENCH_RELAY_PORT:-19192}
 RELAYED_DIR="$RUN_DIR/relayed"
 ((RELAY_NODES == 1)) || RELAYED_DIR="$RUN_DIR/relayed$RELAY_NODES"
+KEEP_CLUSTER=${BENCH_KEEP_CLUSTER:-0}
 
-kill_pid_file() {
+alive() {
 	local pid
 	pid=$(cat "$1" 2>/dev/null || true)
-	if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
-		kill "$pid" 2>/dev/null || true
-	fi
-	rm -f "$1"
+	[[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
+}
+
+# Stops the processes of these pid files: TERM to all at once, then waits
+# (at most 60 s) until every one is gone, then KILL. A broker takes seconds
+# to stop, longer when the others have gone first, and the next run's must
+# find its ports free.
+stop_pid_files() {
+	local f pid pids=() left
+	for f in "$@"; do
+		if alive "$f"; then
+			pid=$(cat "$f")
+			kill "$pid" 2>/dev/null || true
+			pids+=("$pid")
+		fi
+		rm -f "$f"
+	done
+	for _ in {1..300}; do
+		left=()
+		for pid in "${pids[@]}"; do
+			kill -0 "$pid" 2>/dev/null && left+=("$pid")
+		done
+		pids=("${left[@]}")
+		((${#pids[@]})) || return 0
+		sleep 0.2
+	done
+	kill -9 "${pids[@]}" 2>/dev/null || true
 }
 
 cleanup() {
-	local f
-	kill_pid_file "$PID_FILE"
-	for f in "$RUN_DIR"/databus-*.pid "$RUN_DIR"/relay*.pid "$RUN_DIR"/relayed-kafka*.pid; do
-		[[ -e $f ]] && kill_pid_file "$f"
-	done
+	local cluster=()
+	shopt -s nullglob
+	[[ $KEEP_CLUSTER == 1 ]] || cluster=("$RUN_DIR"/relay[0-9]*.pid "$RUN_DIR"/relayed-kafka*.pid)
+	stop_pid_files "$PID_FILE" "$RUN_DIR"/databus-*.pid "${cluster[@]}"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -83,7 +110,7 @@ if ((RELAY_US > 0)); then
 		[[ -f $RELAYED_DIR/cluster.id ]] || scripts/kafka.sh new-cluster-id >"$RELAYED_DIR/cluster.id"
 		export BENCH_REPLICATION=${BENCH_REPLICATION:-$RELAY_NODES}
 	fi
-	broker_pids="" relay_fds=()
+	broker_pids="" relay_fds=() started=0
 	for ((n = 1; n <= RELAY_NODES; n++)); do
 		kport=$((RELAY_BASE + 10 * (n - 1))) cport=$((RELAY_BASE + 10 * (n - 1) + 1))
 		inner=$((RELAY_BASE + 10 * (n - 1) + 2)) relay=$((RELAY_BASE + 10 * (n - 1) + 3))
@@ -97,20 +124,60 @@ if ((RELAY_US > 0)); then
 		node_args=(--dir "$dir" --id "$n" --port "$kport" --controller-port "$cport" --voters "$voters"
 			--replication "$RELAY_NODES" --listener "RELAYED:PLAINTEXT:$inner" --props "$dir/relay.properties")
 		((RELAY_NODES == 1)) || node_args+=(--cluster-id "$(cat "$RELAYED_DIR/cluster.id")")
-		scripts/kafka.sh node "${node_args[@]}" >"$dir/kafka.log" 2>&1 &
-		echo $! >"$RUN_DIR/relayed-kafka$n.pid"
-		broker_pids+="${broker_pids:+,}$!"
+		if ! alive "$RUN_DIR/relayed-kafka$n.pid"; then
+			scripts/kafka.sh node "${node_args[@]}" >"$dir/kafka.log" 2>&1 &
+			echo $! >"$RUN_DIR/relayed-kafka$n.pid"
+			started=1
+		fi
+		broker_pids+="${broker_pids:+,}$(cat "$RUN_DIR/relayed-kafka$n.pid")"
+		if [[ $(cat "$RUN_DIR/relay$n.us" 2>/dev/null) != "$RELAY_US" ]]; then
+			stop_pid_files "$RUN_DIR/relay$n.pid"
+		fi
 		# A relay prints what it held when it reads a line; its fifo stays open.
-		rm -f "$RUN_DIR/relay$n.in"
-		mkfifo "$RUN_DIR/relay$n.in"
-		exec {fd}<>"$RUN_DIR/relay$n.in"
+		if ! alive "$RUN_DIR/relay$n.pid"; then
+			rm -f "$RUN_DIR/relay$n.in"
+			mkfifo "$RUN_DIR/relay$n.in"
+			exec {fd}<>"$RUN_DIR/relay$n.in"
+			target/release/databus-bench relay "127.0.0.1:$relay" "127.0.0.1:$inner" "$RELAY_US" \
+				<"$RUN_DIR/relay$n.in" >"$RUN_DIR/relay$n.log" 2>&1 &
+			echo $! >"$RUN_DIR/relay$n.pid"
+			echo "$RELAY_US" >"$RUN_DIR/relay$n.us"
+		else
+			exec {fd}<>"$RUN_DIR/relay$n.in"
+		fi
 		relay_fds+=("$fd")
-		target/release/databus-bench relay "127.0.0.1:$relay" "127.0.0.1:$inner" "$RELAY_US" \
-			<"$RUN_DIR/relay$n.in" >"$RUN_DIR/relay$n.log" 2>&1 &
-		echo $! >"$RUN_DIR/relay$n.pid"
 	done
 	scripts/kafka.sh ready "$relays" 180 "$RELAY_NODES" ||
 		{ tail -n 30 "$RELAYED_DIR"/kafka.log "$RELAYED_DIR"/node*/kafka.log >&2 2>/dev/null; exit 1; }
+	warmup=${BENCH_WARMUP_SECS:-90}
+	if ((started && warmup > 0)); then
+		# A fresh broker's JVM is slow for its first minutes (compiling, settling):
+		# on three brokers at 12 partitions, c=1, every peer ran at a third to two
+		# thirds of its rate on a cluster minutes old, the first to run the
+		# slowest. Kafka's own producer load warms it, untimed.
+		echo "bench.sh: warming the fresh broker(s) for ${warmup}s (BENCH_WARMUP_SECS)" >&2
+		scripts/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$relays" --create \
+			--if-not-exists --topic bench_warmup --partitions 12 --replication-factor "$RELAY_NODES" \
+			--config retention.ms=600000 >"$RELAYED_DIR/warmup.log" 2>&1 &&
+			TOOL_TIMEOUT=$((warmup + 60)) scripts/kafka.sh tool org.apache.kafka.tools.ProducerPerformance \
+				--topic bench_warmup --num-records $((warmup * 3000)) --record-size 100 --throughput 3000 \
+				--producer-props "bootstrap.servers=$relays" acks=all linger.ms=0 >>"$RELAYED_DIR/warmup.log" 2>&1 ||
+			echo "bench.sh: the warm-up failed (see $RELAYED_DIR/warmup.log)" >&2
+	fi
+	if ((RELAY_NODES > 1 && started)); then
+		# The first broker up after a restart leads every partition of the
+		# topics kept from earlier runs until the controller's imbalance
+		# check (up to 5 minutes later) moves them back mid-run: put them
+		# back now, once the followers are in sync again (seen: broker 1
+		# leading all 12 partitions, its relay carrying all the traffic).
+		for try in {1..6}; do
+			scripts/kafka.sh tool org.apache.kafka.tools.LeaderElectionCommand \
+				--bootstrap-server "127.0.0.1:$RELAY_BASE" --election-type PREFERRED --all-topic-partitions \
+				>"$RELAYED_DIR/election.log" 2>&1 && break
+			((try < 6)) || echo "bench.sh: the preferred leader election failed (see $RELAYED_DIR/election.log)" >&2
+			sleep 5
+		done
+	fi
 	export DATABUS_BROKERS=$relays BENCH_RELAY_ADDR=$relays BENCH_BROKER_PID=$broker_pids BENCH_RELAY_US=$RELAY_US
 	echo "bench.sh: $RELAY_NODES Kafka node(s) reached through ${RELAY_US} µs (each way) relays on $relays" >&2
 fi

@@ -80,7 +80,7 @@ ensure_libs() {
 
 # tool CLASS ARGS...: a short-lived Kafka tool (small heap, quick start, warnings only on
 # stderr), killed after TOOL_TIMEOUT seconds: an admin client retries a dead broker for a minute.
-TOOL_TIMEOUT=60
+TOOL_TIMEOUT=${TOOL_TIMEOUT:-60}
 tool() {
 	timeout "$TOOL_TIMEOUT" "$JAVA" -cp "$LIBS/*" -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
 		-Dorg.slf4j.simpleLogger.logFile=System.err -Dorg.slf4j.simpleLogger.defaultLogLevel=warn "$@"

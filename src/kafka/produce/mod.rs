@@ -563,6 +563,10 @@ impl State {
         let mut headers = record.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
         let parts = Parts { key: record.key.as_deref(), value: &record.value, headers: &mut headers };
         p.append(config, record.at_ms, record.deadline, parts, record.reporter);
+        let leader = p.leader;
+        if let Some(link) = self.links.get_mut(&leader) {
+            link.since_answer += 1;
+        }
     }
 
     /// Fails every record held (a refusal): `failure` for each.
