@@ -2,9 +2,11 @@
 //! it; the defaults match `scripts/services.sh up`), names and ports no
 //! other test uses, temp dirs, and the project's installer scripts.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub(crate) const HOW_TO_START: &str = "start the services with `scripts/services.sh up` (or run `make test`)";
@@ -29,9 +31,19 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}_{}_{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, and never given before in this
+/// process: the kernel may hand a port just released out again, so two
+/// calls (a server's port and its admin port, or two tests at once) could
+/// get the same one (a CI run failed so: `admin port: cannot listen on
+/// 127.0.0.1:38305` with the server already on it).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A directory of the test's own under the system temp dir, removed on drop.
