@@ -564,9 +564,16 @@ impl State {
         let parts = Parts { key: record.key.as_deref(), value: &record.value, headers: &mut headers };
         p.append(config, record.at_ms, record.deadline, parts, record.reporter);
         let leader = p.leader;
-        if let Some(link) = self.links.get_mut(&leader) {
-            link.since_answer += 1;
-        }
+        self.count_for(leader);
+    }
+
+    /// Counts a record just appended for `leader` toward the wait for
+    /// answered clients (see [`Link::wants_wake`]); the leader's link, if
+    /// databus has one.
+    fn count_for(&mut self, leader: i32) -> Option<&mut Link> {
+        let link = self.links.get_mut(&leader)?;
+        link.since_answer += 1;
+        Some(link)
     }
 
     /// Fails every record held (a refusal): `failure` for each.
@@ -653,8 +660,7 @@ impl Producer {
                 let parts = Parts { key: record.key, value: record.value, headers: record.headers };
                 p.append(config, at_ms, deadline, parts, reporter);
                 let leader = p.leader;
-                let wake = state.links.get_mut(&leader).and_then(|link| {
-                    link.since_answer += 1;
+                let wake = state.count_for(leader).and_then(|link| {
                     if !link.wants_wake(config) {
                         return None;
                     }
