@@ -80,6 +80,30 @@ stop_pid_files() {
 	kill -9 "${pids[@]}" 2>/dev/null || true
 }
 
+# A fresh broker's JVM is slow for its first minutes of load (compiling,
+# settling): on three brokers at 12 partitions, c=1, every peer ran at a
+# third to two thirds of its rate on a cluster minutes old, the first to run
+# the slowest; on loopback, c=100, databus / the Go databus went from 0.8 on
+# a broker just started to 1.1-1.2 once it had carried load. Kafka's own
+# producer load warms it, untimed: BENCH_WARMUP_SECS (90, 0 with
+# BENCH_QUICK=1; 0 skips it) at 3,000 records/s, acks=all, to a topic of 12
+# partitions.
+#   warm <bootstrap> <replication> <log>
+warm() {
+	local secs=90
+	[[ ${BENCH_QUICK:-0} != 1 ]] || secs=0
+	secs=${BENCH_WARMUP_SECS:-$secs}
+	((secs > 0)) || return 0
+	echo "bench.sh: warming the broker(s) at $1 for ${secs}s (BENCH_WARMUP_SECS)" >&2
+	scripts/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$1" --create \
+		--if-not-exists --topic bench_warmup --partitions 12 --replication-factor "$2" \
+		--config retention.ms=600000 >"$3" 2>&1 &&
+		TOOL_TIMEOUT=$((secs + 60)) scripts/kafka.sh tool org.apache.kafka.tools.ProducerPerformance \
+			--topic bench_warmup --num-records $((secs * 3000)) --record-size 100 --throughput 3000 \
+			--producer-props "bootstrap.servers=$1" acks=all linger.ms=0 >>"$3" 2>&1 ||
+		echo "bench.sh: the warm-up failed (see $3)" >&2
+}
+
 cleanup() {
 	local cluster=()
 	shopt -s nullglob
@@ -149,21 +173,7 @@ if ((RELAY_US > 0)); then
 	done
 	scripts/kafka.sh ready "$relays" 180 "$RELAY_NODES" ||
 		{ tail -n 30 "$RELAYED_DIR"/kafka.log "$RELAYED_DIR"/node*/kafka.log >&2 2>/dev/null; exit 1; }
-	warmup=${BENCH_WARMUP_SECS:-90}
-	if ((started && warmup > 0)); then
-		# A fresh broker's JVM is slow for its first minutes (compiling, settling):
-		# on three brokers at 12 partitions, c=1, every peer ran at a third to two
-		# thirds of its rate on a cluster minutes old, the first to run the
-		# slowest. Kafka's own producer load warms it, untimed.
-		echo "bench.sh: warming the fresh broker(s) for ${warmup}s (BENCH_WARMUP_SECS)" >&2
-		scripts/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$relays" --create \
-			--if-not-exists --topic bench_warmup --partitions 12 --replication-factor "$RELAY_NODES" \
-			--config retention.ms=600000 >"$RELAYED_DIR/warmup.log" 2>&1 &&
-			TOOL_TIMEOUT=$((warmup + 60)) scripts/kafka.sh tool org.apache.kafka.tools.ProducerPerformance \
-				--topic bench_warmup --num-records $((warmup * 3000)) --record-size 100 --throughput 3000 \
-				--producer-props "bootstrap.servers=$relays" acks=all linger.ms=0 >>"$RELAYED_DIR/warmup.log" 2>&1 ||
-			echo "bench.sh: the warm-up failed (see $RELAYED_DIR/warmup.log)" >&2
-	fi
+	if ((started)); then warm "$relays" "$RELAY_NODES" "$RELAYED_DIR/warmup.log"; fi
 	if ((RELAY_NODES > 1 && started)); then
 		# The first broker up after a restart leads every partition of the
 		# topics kept from earlier runs until the controller's imbalance
@@ -187,6 +197,11 @@ if [[ ${DATABUS_BROKERS:-$local_broker} == "$local_broker" && -z ${BENCH_BROKER_
 	pid=$(cat "${DATABUS_RUN_DIR:-.run}/kafka.pid" 2>/dev/null || true)
 	if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
 		export BENCH_BROKER_PID=$pid
+		# Warmed once per broker process (it stays up between runs).
+		if [[ $(cat "$RUN_DIR/warmed.pid" 2>/dev/null) != "$pid" ]]; then
+			warm "$local_broker" 1 "$RUN_DIR/warmup.log"
+			echo "$pid" >"$RUN_DIR/warmed.pid"
+		fi
 	fi
 fi
 
