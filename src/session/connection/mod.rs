@@ -259,10 +259,35 @@ impl Connection {
             }
             self.read_timeout = Some(timeout);
         }
-        self.read(max_buffered)
+        self.read(max_buffered, true)
     }
 
-    fn read(&mut self, max_buffered: usize) -> ReadOutcome {
+    /// Reads what has come, up to the buffer's bound. A small read that
+    /// fills its buffer means the client sends several requests at a time:
+    /// what else has come is taken at once, without waiting, so a pipeline
+    /// is handled (and produced) whole rather than cut at 2 KiB.
+    fn read(&mut self, max_buffered: usize, blocking: bool) -> ReadOutcome {
+        let was_small = !self.big_reads;
+        let outcome = self.read_chunk(max_buffered);
+        if !(was_small && self.big_reads && matches!(outcome, ReadOutcome::Data)) {
+            return outcome;
+        }
+        if !blocking {
+            let _ = self.read_chunk(max_buffered);
+            return outcome;
+        }
+        if let Err(e) = self.stream.socket().set_nonblocking(true) {
+            return ReadOutcome::Failed(e);
+        }
+        // Nothing more yet, an end or an error: the next read sees it.
+        let _ = self.read_chunk(max_buffered);
+        if let Err(e) = self.stream.socket().set_nonblocking(false) {
+            return ReadOutcome::Failed(e);
+        }
+        outcome
+    }
+
+    fn read_chunk(&mut self, max_buffered: usize) -> ReadOutcome {
         self.compact();
         let room = max_buffered.saturating_sub(self.input.len()).min(READ_CHUNK);
         if room == 0 {
@@ -312,7 +337,7 @@ impl Connection {
         if let Err(e) = self.stream.socket().set_nonblocking(true) {
             return ReadOutcome::Failed(e);
         }
-        let outcome = self.read(max_buffered);
+        let outcome = self.read(max_buffered, false);
         if let Err(e) = self.stream.socket().set_nonblocking(false) {
             return ReadOutcome::Failed(e);
         }
@@ -378,5 +403,18 @@ mod tests {
         client.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
         read_until(&mut conn, 14);
         assert!(!conn.big_reads, "small again after a small read");
+        conn.consume(14);
+
+        // A pipeline already in is taken whole by one read, not cut at the
+        // small read's size (its requests would go in two produce requests).
+        let mut set = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100\r\n".to_vec();
+        set.extend([b'v'; 100]);
+        set.extend(b"\r\n");
+        let pipeline = set.repeat(20);
+        assert!(pipeline.len() > SMALL_READ);
+        client.write_all(&pipeline).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(read_until(&mut conn, pipeline.len()), 1, "a pipeline of 20 in one read");
+        assert_eq!(conn.buffered(), &pipeline[..]);
     }
 }
