@@ -157,18 +157,11 @@ impl Handoff {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::socket_pair as pair;
     use super::*;
     use std::io::Read;
-    use std::net::TcpListener;
     use std::thread;
     use std::time::Duration;
-
-    fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        (client, server)
-    }
 
     fn read_exactly(client: &mut TcpStream, n: usize) -> Vec<u8> {
         let mut buf = vec![0; n];

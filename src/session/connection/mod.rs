@@ -276,15 +276,20 @@ impl Connection {
             let _ = self.read_chunk(max_buffered);
             return outcome;
         }
-        if let Err(e) = self.stream.socket().set_nonblocking(true) {
-            return ReadOutcome::Failed(e);
-        }
         // Nothing more yet, an end or an error: the next read sees it.
-        let _ = self.read_chunk(max_buffered);
-        if let Err(e) = self.stream.socket().set_nonblocking(false) {
-            return ReadOutcome::Failed(e);
+        match self.without_waiting(|c| c.read_chunk(max_buffered)) {
+            Ok(_) => outcome,
+            Err(e) => ReadOutcome::Failed(e),
         }
-        outcome
+    }
+
+    /// Runs `f` with the socket non-blocking; an error if the socket's mode
+    /// could not be set or set back.
+    fn without_waiting<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> io::Result<T> {
+        self.stream.socket().set_nonblocking(true)?;
+        let out = f(self);
+        self.stream.socket().set_nonblocking(false)?;
+        Ok(out)
     }
 
     fn read_chunk(&mut self, max_buffered: usize) -> ReadOutcome {
@@ -334,14 +339,7 @@ impl Connection {
     /// Takes whatever input has already arrived, without waiting, keeping
     /// at most `max_buffered` unparsed bytes: `TimedOut` when there is none.
     pub(crate) fn read_available(&mut self, max_buffered: usize) -> ReadOutcome {
-        if let Err(e) = self.stream.socket().set_nonblocking(true) {
-            return ReadOutcome::Failed(e);
-        }
-        let outcome = self.read(max_buffered, false);
-        if let Err(e) = self.stream.socket().set_nonblocking(false) {
-            return ReadOutcome::Failed(e);
-        }
-        outcome
+        self.without_waiting(|c| c.read(max_buffered, false)).unwrap_or_else(ReadOutcome::Failed)
     }
 
     fn compact(&mut self) {
@@ -362,15 +360,21 @@ impl Connection {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::net::TcpListener;
 
     use super::*;
 
-    fn pair() -> (TcpStream, Connection) {
+    /// A connected pair of sockets on loopback: (client, server).
+    pub(super) fn socket_pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
+        (client, server)
+    }
+
+    fn pair() -> (TcpStream, Connection) {
+        let (client, server) = socket_pair();
         (client, Connection::new(Stream::Plain(Arc::new(server)), Duration::from_secs(5)).unwrap())
     }
 

@@ -201,7 +201,6 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use std::io::Read;
-    use std::net::TcpListener;
     use std::thread;
     use std::time::Duration;
 
@@ -213,10 +212,9 @@ mod tests {
 
     /// A connected pair: the outbox on the server side, and the client.
     fn pair() -> (Outbox, TcpStream, Arc<TcpStream>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (client, server) = super::super::tests::socket_pair();
         client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let server = Arc::new(listener.accept().unwrap().0);
+        let server = Arc::new(server);
         (Outbox::new(Some(server.clone())), client, server)
     }
 
